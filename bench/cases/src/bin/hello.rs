@@ -1,0 +1,4 @@
+//! The startup case: as little work as a program can do.
+fn main() {
+    println!("Hello, world!");
+}

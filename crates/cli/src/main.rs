@@ -1,0 +1,40 @@
+//! The `tern` command line: parses arguments, hands resolved configuration to
+//! `tern-runtime`, prints results and errors, and picks the exit code. This
+//! is the only crate that prints.
+
+mod compile;
+mod exit;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run WebAssembly outside the browser, sandboxed by default.
+#[derive(Parser)]
+#[command(name = "tern", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Run `tern help <COMMAND>` for the options of a command.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a WASI program (core module, component or .wat) in a sandbox
+    Run(run::RunArgs),
+    /// Compile a program ahead of time into an artifact only this installation trusts
+    Compile(compile::CompileArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Compile(args) => compile::main(args),
+    };
+    result.unwrap_or_else(|err| {
+        exit::print_error(&err);
+        exit::TERN_ERROR
+    })
+}

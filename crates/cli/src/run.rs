@@ -1,0 +1,192 @@
+//! `tern run`: parse grants and limits, load the program (through the
+//! compile cache), run it, and turn the outcome into output and exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use tern_runtime::{
+    ByteSize, Capabilities, CodeSource, CompileCache, DirGrant, EnvGrant, HumanDuration, Limits, NetGrant, Outcome,
+    Result, RunConfig,
+};
+
+use crate::exit;
+
+#[derive(Args)]
+#[command(after_help = "\
+Nothing is granted by default: no files, no environment variables, no
+network. Options go before FILE; everything after FILE is the guest's argv.
+
+Exit status: the guest's exit code; 0 when `_start` returns; 124 when
+--timeout stops the guest; 134 when the guest traps or runs out of fuel;
+1 when tern itself fails (missing file, malformed wasm, ...); 2 for a
+usage error.
+
+Examples:
+  tern run hello.wasm
+  tern run --dir ./data::/data --env GREETING=hi app.wasm --verbose
+  tern run --timeout 2s --max-memory 64MiB untrusted.wasm
+  tern run --invoke add calc.wat 1 2")]
+pub struct RunArgs {
+    /// Preopen a host directory, read-write: HOST::GUEST, or DIR for DIR::DIR
+    #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = |s: &str| DirGrant::parse(s, false))]
+    dirs: Vec<DirGrant>,
+    /// Preopen a host directory, read-only: HOST::GUEST, or DIR for DIR::DIR
+    #[arg(long = "dir-ro", value_name = "HOST::GUEST", value_parser = |s: &str| DirGrant::parse(s, true))]
+    dirs_ro: Vec<DirGrant>,
+    /// Set a guest environment variable, or pass the host's value with KEY alone
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<EnvGrant>,
+    /// Allow TCP/UDP to matching addresses and name lookup; `*` matches any host or port
+    #[arg(long = "allow-net", value_name = "HOST:PORT")]
+    net: Vec<NetGrant>,
+    /// Largest linear memory the guest may hold
+    #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_MEMORY)]
+    max_memory: ByteSize,
+    /// Stop the guest after this much wall-clock time (e.g. 2s, 500ms)
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<HumanDuration>,
+    /// Stop the guest after this many units of fuel (about one per wasm instruction)
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Largest wasm call stack; deeper recursion traps
+    #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_STACK)]
+    max_stack: ByteSize,
+    /// Call this exported function of a core module with ARGS and print its results
+    #[arg(long, value_name = "NAME")]
+    invoke: Option<String>,
+    /// Compile without reading or writing the compile cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Print where time goes (engine, cache, instantiation, run) to stderr
+    #[arg(short, long)]
+    verbose: bool,
+    /// The program: a core module, a component, .wat text, or a `tern compile` artifact
+    file: PathBuf,
+    /// Arguments for the guest (or for the --invoke'd function)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+pub fn main(args: RunArgs) -> Result<ExitCode> {
+    let trace = Trace::new(args.verbose);
+    let limits = Limits {
+        max_memory: args.max_memory,
+        timeout: args.timeout.map(|t| t.0),
+        fuel: args.fuel,
+        max_stack: args.max_stack,
+    };
+    let capabilities =
+        Capabilities { dirs: args.dirs.into_iter().chain(args.dirs_ro).collect(), env: args.env, net: args.net };
+
+    let engine = tern_runtime::engine_for(&limits)?;
+    trace.note("engine created");
+    let cache = if args.no_cache {
+        None
+    } else {
+        CompileCache::open_default().unwrap_or_else(|e| {
+            trace.say(&format!("compile cache disabled: {e}"));
+            None
+        })
+    };
+    let shown = args.file.display().to_string();
+    let loaded = tern_runtime::load(&engine, &args.file, cache.as_ref(), None)
+        .map_err(|e| e.context(format!("cannot run `{shown}`")))?;
+    trace.say(&format!(
+        "read {shown} in {:.2}ms; {} in {:.2}ms",
+        ms(loaded.read_time),
+        match &loaded.source {
+            CodeSource::Compiled => "compiled (cache off)".to_string(),
+            CodeSource::CacheHit => "cache hit".to_string(),
+            CodeSource::CacheMiss => "cache miss, compiled".to_string(),
+            CodeSource::CacheRejected(why) => format!("cache entry rejected ({why}), recompiled"),
+            CodeSource::Precompiled => "verified precompiled artifact".to_string(),
+        },
+        ms(loaded.code_time),
+    ));
+
+    // The guest sees its file name, not the host path, as argv[0].
+    let name = args.file.file_name().map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+    let argv: Vec<String> = std::iter::once(name).chain(args.args.iter().cloned()).collect();
+    let timeout = args.timeout;
+    let config = RunConfig {
+        argv: &argv,
+        capabilities: &capabilities,
+        limits: &limits,
+        on_stuck: Some(Box::new(move || {
+            // The guest is blocked in a host call and cannot be interrupted.
+            eprintln!("error: guest exceeded its time limit of {}", timeout.expect("only armed with a timeout"));
+            std::process::exit(exit::TIMEOUT.into());
+        })),
+    };
+    let outcome = match &args.invoke {
+        Some(func) => tern_runtime::invoke(&engine, &loaded.program, func, &args.args, config),
+        None => tern_runtime::run_command(&engine, &loaded.program, config),
+    }?;
+    trace.note("guest finished");
+    Ok(report(outcome, &limits))
+}
+
+fn report(outcome: Outcome, limits: &Limits) -> ExitCode {
+    match outcome {
+        Outcome::Exited(code) => exit::guest_code(code),
+        Outcome::Returned(values) => {
+            for value in values {
+                println!("{value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Outcome::TimedOut(_) => {
+            let limit = HumanDuration(limits.timeout.unwrap_or_default());
+            eprintln!("error: guest exceeded its time limit of {limit}");
+            ExitCode::from(exit::TIMEOUT)
+        }
+        Outcome::OutOfFuel(fuel) => {
+            eprintln!("error: guest ran out of fuel (limit {fuel}; raise it with --fuel)");
+            ExitCode::from(exit::TRAP)
+        }
+        Outcome::Trapped { message, backtrace, note } => {
+            eprintln!("error: guest trapped: {message}");
+            if let Some(backtrace) = backtrace {
+                eprint!("{backtrace}");
+                if !backtrace.ends_with('\n') {
+                    eprintln!();
+                }
+            }
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            ExitCode::from(exit::TRAP)
+        }
+    }
+}
+
+/// `--verbose` timing lines, each with the time since the previous one.
+struct Trace {
+    last: std::cell::Cell<Option<Instant>>,
+}
+
+impl Trace {
+    fn new(enabled: bool) -> Self {
+        Trace { last: std::cell::Cell::new(enabled.then(Instant::now)) }
+    }
+
+    fn note(&self, what: &str) {
+        if let Some(last) = self.last.get() {
+            eprintln!("tern: {what} in {:.2}ms", ms(last.elapsed()));
+            self.last.set(Some(Instant::now()));
+        }
+    }
+
+    fn say(&self, line: &str) {
+        if self.last.get().is_some() {
+            eprintln!("tern: {line}");
+            self.last.set(Some(Instant::now()));
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -1,0 +1,104 @@
+//! Each limit stops the guest and names itself; the host survives.
+
+use std::time::{Duration, Instant};
+
+use crate::support::Tern;
+use test_programs::*;
+
+#[test]
+pub fn spin() {
+    let tern = Tern::new();
+    for program in [P1_SPIN, P2_SPIN] {
+        tern.run(&["run", "--timeout", "300ms", program])
+            .code(124)
+            .stdout("spinning\n")
+            .one_line_error("guest exceeded its time limit of 300ms");
+        tern.run(&["run", "--fuel", "200000", program])
+            .code(134)
+            .one_line_error("guest ran out of fuel (limit 200000; raise it with --fuel)");
+    }
+}
+
+#[test]
+pub fn sleep() {
+    // Blocked in a host call, out of reach of epoch interruption: the
+    // deadline thread still ends the run.
+    let tern = Tern::new();
+    for program in [P1_SLEEP, P2_SLEEP] {
+        let started = Instant::now();
+        tern.run(&["run", "--timeout", "300ms", program, "60"])
+            .code(124)
+            .stdout("sleeping 60s\n")
+            .one_line_error("guest exceeded its time limit of 300ms");
+        assert!(started.elapsed() < Duration::from_secs(50), "the sleeping guest was not stopped");
+        tern.run(&["run", "--timeout", "10s", program, "0"]).code(0).stdout("sleeping 0s\nwoke up\n");
+    }
+}
+
+fn grown_mib(stdout: &str) -> u64 {
+    stdout.trim().strip_prefix("memory.grow failed at ").and_then(|s| s.strip_suffix(" MiB")).unwrap().parse().unwrap()
+}
+
+#[test]
+pub fn memory_grow() {
+    // memory.grow past the limit returns -1, as the spec says; the guest
+    // carries on and reports how far it got.
+    let tern = Tern::new();
+    for program in [P1_MEMORY_GROW, P2_MEMORY_GROW] {
+        let out = tern.run(&["run", "--max-memory", "64MiB", program]);
+        out.code(0);
+        assert!((60..=64).contains(&grown_mib(&out.stdout)), "{out:?}");
+    }
+    let out = tern.run(&["run", P1_MEMORY_GROW]);
+    assert!((1000..=1024).contains(&grown_mib(&out.stdout)), "default limit is 1GiB; {out:?}");
+}
+
+#[test]
+pub fn memory_bomb() {
+    let tern = Tern::new();
+    for program in [P1_MEMORY_BOMB, P2_MEMORY_BOMB] {
+        tern.run(&["run", "--max-memory", "32MiB", program])
+            .code(134)
+            .stderr_has("error: guest trapped: ")
+            .stderr_has("note: the guest was refused ")
+            .stderr_has("by the limit of 32MiB (raise it with --max-memory)");
+    }
+}
+
+#[test]
+pub fn big_memory() {
+    let tern = Tern::new();
+    tern.run(&["run", "--max-memory", "64MiB", WAT_BIG_MEMORY])
+        .code(1)
+        .one_line_error("needs 125MiB of linear memory to start, above the limit of 64MiB (raise it with --max-memory)");
+    tern.run(&["run", "--max-memory", "128MiB", WAT_BIG_MEMORY]).code(0);
+}
+
+#[test]
+pub fn recurse() {
+    let tern = Tern::new();
+    for program in [P1_RECURSE, P2_RECURSE] {
+        tern.run(&["run", program])
+            .code(134)
+            .stdout("recursing\n")
+            .stderr_has("error: guest trapped: call stack exhausted\n")
+            .stderr_has("deeper")
+            .stderr_has("note: the wasm stack limit is 512KiB (raise it with --max-stack)");
+        tern.run(&["run", "--max-stack", "64KiB", program]).code(134).stderr_has("the wasm stack limit is 64KiB");
+    }
+}
+
+#[test]
+fn bad_limits_are_usage_errors() {
+    let tern = Tern::new();
+    for (flag, value, message) in [
+        ("--timeout", "2", "missing unit"),
+        ("--timeout", "0s", "greater than zero"),
+        ("--max-memory", "lots", "expected a number"),
+        ("--fuel", "-5", "invalid value '-5'"),
+    ] {
+        let out = tern.run(&["run", flag, value, P1_HELLO]);
+        out.code(2);
+        assert!(out.stderr.contains(message), "{flag} {value}: {out:?}");
+    }
+}

@@ -1,0 +1,26 @@
+//! Integration tests: drive the built `tern` binary with the guest programs
+//! from `test-programs` and assert what a user sees.
+
+mod cache;
+mod errors;
+mod grants;
+mod invoke;
+mod limits;
+mod run;
+mod support;
+
+// Every guest program has a test named after it.
+use cache::*;
+use errors::*;
+use grants::*;
+use invoke::*;
+use limits::*;
+use run::*;
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+test_programs::foreach_guest!(assert_test_exists);

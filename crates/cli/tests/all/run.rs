@@ -1,0 +1,58 @@
+//! Running programs: output, argv, stdin, exit codes, formats.
+
+use crate::support::{CANARY, Tern};
+use test_programs::*;
+
+#[test]
+pub fn hello() {
+    let tern = Tern::new();
+    for program in [P1_HELLO, P2_HELLO] {
+        tern.run(&["run", program]).code(0).stdout("hello from wasm\n");
+    }
+}
+
+#[test]
+pub fn args() {
+    let tern = Tern::new();
+    for program in [P1_ARGS, P2_ARGS] {
+        tern.run(&["run", program, "one", "--two", "-3", "four five"])
+            .code(0)
+            .stdout("args.wasm\none\n--two\n-3\nfour five\n");
+    }
+}
+
+#[test]
+pub fn stdin_upper() {
+    let tern = Tern::new();
+    for program in [P1_STDIN_UPPER, P2_STDIN_UPPER] {
+        let out = tern.run_with_stdin(&["run", program], "quiet input\n");
+        out.code(0).stdout("QUIET INPUT\n").stderr_has("read 12 bytes");
+    }
+}
+
+#[test]
+pub fn exit_code() {
+    let tern = Tern::new();
+    for program in [P1_EXIT_CODE, P2_EXIT_CODE] {
+        tern.run(&["run", program, "3"]).code(3).stdout("exiting with 3\n");
+        tern.run(&["run", program, "0"]).code(0);
+        // A code no process can carry fails rather than wrapping to 0.
+        tern.run(&["run", program, "256"]).code(1);
+    }
+}
+
+#[test]
+pub fn exit_wat() {
+    Tern::new().run(&["run", WAT_EXIT_WAT]).code(7).stdout("");
+}
+
+#[test]
+pub fn env() {
+    let tern = Tern::new();
+    for program in [P1_ENV, P2_ENV] {
+        // The host has CANARY set; the guest sees nothing without a grant.
+        tern.run(&["run", program]).code(0).stdout("count=0\n");
+        let out = tern.run(&["run", "--env", "GREETING=hi there", "--env", CANARY.0, "--env", "UNSET_ON_HOST", program]);
+        out.code(0).stdout(&format!("GREETING=hi there\n{}={}\ncount=2\n", CANARY.0, CANARY.1));
+    }
+}

@@ -1,0 +1,98 @@
+//! Running `tern` in an isolated home, and reading what it printed.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A value a guest must never see unless it is granted.
+pub const CANARY: (&str, &str) = ("TERN_TEST_CANARY", "host-secret-value");
+
+/// A `tern` binary with its own cache, data and home directories.
+pub struct Tern {
+    pub home: tempfile::TempDir,
+}
+
+/// What one `tern` invocation printed and returned.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tern {
+    pub fn new() -> Self {
+        Tern { home: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.path().join("cache/tern")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.env_clear()
+            .env("HOME", self.home.path())
+            .env("XDG_CACHE_HOME", self.home.path().join("cache"))
+            .env("XDG_DATA_HOME", self.home.path().join("data"))
+            .env(CANARY.0, CANARY.1);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, "")
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tern");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let output = Output {
+            code: out.status.code().expect("tern was killed by a signal"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(!output.stderr.contains("panicked at 'tern") && !output.stderr.contains("RUST_BACKTRACE"), "{output:?}");
+        output
+    }
+}
+
+impl Output {
+    /// Asserts the exit code, showing everything printed when it differs.
+    #[track_caller]
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code; {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout(&self, expected: &str) -> &Self {
+        assert_eq!(self.stdout, expected, "{self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}; {self:#?}");
+        self
+    }
+
+    /// Asserts stderr is exactly one `error: ...` line containing `needle`.
+    #[track_caller]
+    pub fn one_line_error(&self, needle: &str) -> &Self {
+        assert!(self.stderr.starts_with("error: "), "{self:#?}");
+        assert_eq!(self.stderr.lines().count(), 1, "expected one line; {self:#?}");
+        self.stderr_has(needle)
+    }
+}
+
+pub fn path(p: &str) -> &Path {
+    Path::new(p)
+}

@@ -1,0 +1,38 @@
+//! Tern's layer over wasmtime: the engine and its configuration, the
+//! capabilities a guest is granted, the limits it runs under, the sealed
+//! compile cache, and running a WASI program to completion.
+//!
+//! This crate is one of the two that import wasmtime (the other is `http`);
+//! the CLI talks to wasmtime only through it.
+//!
+//! ```no_run
+//! use tern_runtime::{Capabilities, Limits, Outcome, RunConfig};
+//! let limits = Limits::default();
+//! let engine = tern_runtime::engine_for(&limits)?;
+//! let loaded = tern_runtime::load(&engine, "hello.wasm".as_ref(), None, None)?;
+//! let argv = vec!["hello.wasm".to_string()];
+//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits, on_stuck: None };
+//! let outcome = tern_runtime::run_command(&engine, &loaded.program, config)?;
+//! assert_eq!(outcome, Outcome::Exited(0));
+//! # Ok::<(), tern_runtime::Error>(())
+//! ```
+
+mod artifact;
+mod cache;
+mod capabilities;
+pub mod dirs;
+mod engine;
+mod limits;
+mod program;
+mod run;
+mod units;
+
+pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
+pub use cache::CompileCache;
+pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
+pub use engine::{Deadline, engine_for};
+pub use limits::Limits;
+pub use program::{CodeSource, Loaded, Program, load, precompile};
+pub use run::{Outcome, RunConfig, invoke, run_command};
+pub use units::{ByteSize, HumanDuration};
+pub use wasmtime::{Engine, Error, Result};

@@ -1,0 +1,149 @@
+//! Turning a file into something runnable: detect what it is (core module,
+//! component, WAT text, sealed artifact), then compile it or take it from the
+//! compile cache.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime::error::Context as _;
+use wasmtime::{Engine, Module, Result, bail};
+
+use crate::artifact::{self, ArtifactKind, SigningKey};
+use crate::cache::{CompileCache, Lookup};
+
+/// A compiled guest, ready to instantiate.
+pub enum Program {
+    /// A WASI preview 1 core module.
+    Module(Module),
+    /// A WASI 0.2 component.
+    Component(Component),
+}
+
+/// How the compiled code was obtained.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeSource {
+    /// Compiled now; caching was off.
+    Compiled,
+    /// Loaded from a verified cache entry.
+    CacheHit,
+    /// Compiled now and written to the cache.
+    CacheMiss,
+    /// A cache entry existed but did not verify; recompiled and replaced.
+    CacheRejected(String),
+    /// A sealed artifact from `tern compile`, verified.
+    Precompiled,
+}
+
+/// A loaded program and what loading it cost.
+pub struct Loaded {
+    /// The program.
+    pub program: Program,
+    /// Where its code came from.
+    pub source: CodeSource,
+    /// Time spent reading and hashing the file.
+    pub read_time: Duration,
+    /// Time spent compiling, or verifying and mapping cached code.
+    pub code_time: Duration,
+}
+
+/// The shape of a binary, from its header.
+enum Binary {
+    Module,
+    Component,
+}
+
+fn classify(bytes: &[u8]) -> Result<Binary> {
+    match bytes {
+        [0, b'a', b's', b'm', 1, 0, 0, 0, ..] => Ok(Binary::Module),
+        [0, b'a', b's', b'm', _, _, 1, 0, ..] => Ok(Binary::Component),
+        [0, b'a', b's', b'm', ..] if bytes.len() < 8 => bail!("truncated WebAssembly header"),
+        [0, b'a', b's', b'm', ..] => bail!("unsupported WebAssembly binary version"),
+        _ => bail!("not a WebAssembly binary, .wat text or tern artifact"),
+    }
+}
+
+/// Reads `path` and compiles it, using `cache` when given. Sealed artifacts
+/// are verified with `key`; raw wasmtime artifacts are always refused.
+pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>, key: Option<&SigningKey>) -> Result<Loaded> {
+    let start = Instant::now();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+
+    if artifact::is_sealed(&bytes) {
+        let key = key.or(cache.map(CompileCache::key)).context("no signing key to verify a precompiled artifact")?;
+        let (kind, payload) = key.open(&bytes).context("refusing to load precompiled artifact")?;
+        let read_time = start.elapsed();
+        let program = deserialize(engine, kind, payload)
+            .context("precompiled artifact does not match this engine; recompile it with the same --fuel and --max-stack")?;
+        return Ok(Loaded { program, source: CodeSource::Precompiled, read_time, code_time: start.elapsed() - read_time });
+    }
+    if Engine::detect_precompiled(&bytes).is_some() {
+        bail!("refusing to load a precompiled artifact that tern did not write; run the .wasm, or make one with `tern compile`");
+    }
+    let wasm = if bytes.starts_with(b"\0asm") {
+        bytes
+    } else if std::str::from_utf8(&bytes).is_ok() {
+        wat::parse_bytes(&bytes).map_err(|e| wasmtime::format_err!("{e}"))?.into_owned()
+    } else {
+        classify(&bytes)?;
+        unreachable!("classify refuses bytes without the wasm magic")
+    };
+    let binary = classify(&wasm)?;
+
+    let Some(cache) = cache else {
+        let read_time = start.elapsed();
+        let program = compile(engine, &binary, &wasm)?;
+        return Ok(Loaded { program, source: CodeSource::Compiled, read_time, code_time: start.elapsed() - read_time });
+    };
+    let entry = cache.entry_path(engine, &wasm);
+    let read_time = start.elapsed();
+    let source = match cache.lookup(&entry) {
+        Lookup::Hit(kind, payload) => match deserialize(engine, kind, &payload) {
+            Ok(program) => {
+                return Ok(Loaded { program, source: CodeSource::CacheHit, read_time, code_time: start.elapsed() - read_time });
+            }
+            Err(e) => CodeSource::CacheRejected(format!("{e}")),
+        },
+        Lookup::Rejected(why) => CodeSource::CacheRejected(why),
+        Lookup::Miss => CodeSource::CacheMiss,
+    };
+    let program = compile(engine, &binary, &wasm)?;
+    let (kind, payload) = serialize(&program)?;
+    // A cache that cannot be written only costs speed, never the run.
+    let _ = cache.store(&entry, kind, &payload);
+    Ok(Loaded { program, source, read_time, code_time: start.elapsed() - read_time })
+}
+
+/// Compiles `path` and seals the result with `key` (`tern compile`).
+pub fn precompile(engine: &Engine, path: &Path, key: &SigningKey) -> Result<Vec<u8>> {
+    let loaded = load(engine, path, None, Some(key))?;
+    let (kind, payload) = serialize(&loaded.program)?;
+    Ok(key.seal(kind, &payload))
+}
+
+fn compile(engine: &Engine, binary: &Binary, wasm: &[u8]) -> Result<Program> {
+    Ok(match binary {
+        Binary::Module => Program::Module(Module::from_binary(engine, wasm)?),
+        Binary::Component => Program::Component(Component::from_binary(engine, wasm)?),
+    })
+}
+
+fn serialize(program: &Program) -> Result<(ArtifactKind, Vec<u8>)> {
+    Ok(match program {
+        Program::Module(m) => (ArtifactKind::Module, m.serialize()?),
+        Program::Component(c) => (ArtifactKind::Component, c.serialize()?),
+    })
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, kind: ArtifactKind, payload: &[u8]) -> Result<Program> {
+    // SAFETY: `payload` comes from a sealed artifact whose MAC verified under
+    // this user's key, so tern itself wrote it from wasmtime's own output;
+    // wasmtime then checks that it matches this engine's version and config.
+    unsafe {
+        Ok(match kind {
+            ArtifactKind::Module => Program::Module(Module::deserialize(engine, payload)?),
+            ArtifactKind::Component => Program::Component(Component::deserialize(engine, payload)?),
+        })
+    }
+}

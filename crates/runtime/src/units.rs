@@ -1,0 +1,131 @@
+//! Human-friendly sizes (`64MiB`) and durations (`500ms`) for limits.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A size in bytes, written as `65536`, `64KiB`, `64MiB`, `1GiB` (or the
+/// decimal `KB`/`MB`/`GB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid size `{s}`: expected a number such as 64MiB"))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            other => return Err(format!("invalid size `{s}`: unknown unit `{other}` (use KiB, MiB or GiB)")),
+        };
+        n.checked_mul(scale).map(ByteSize).ok_or_else(|| format!("invalid size `{s}`: too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (scale, unit) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+            if n >= scale && n % scale == 0 {
+                return write!(f, "{}{unit}", n / scale);
+            }
+        }
+        if n >= 1 << 20 {
+            return write!(f, "{:.1}MiB", n as f64 / (1 << 20) as f64);
+        }
+        write!(f, "{n}B")
+    }
+}
+
+/// A duration, written as `2s`, `500ms`, `1.5s`, `2m` or `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit such as 2s or 500ms"))?;
+        let secs = match unit {
+            "ms" => value / 1_000.0,
+            "s" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3_600.0,
+            "" => return Err(format!("invalid duration `{s}`: missing unit (ms, s, m or h)")),
+            other => return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m or h)")),
+        };
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .map(HumanDuration)
+            .ok_or_else(|| format!("invalid duration `{s}`: must be greater than zero"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        for (text, bytes, shown) in [
+            ("65536", 65536, "64KiB"),
+            ("64MiB", 64 << 20, "64MiB"),
+            ("64M", 64 << 20, "64MiB"),
+            ("1GiB", 1 << 30, "1GiB"),
+            ("512kib", 512 << 10, "512KiB"),
+            ("10MB", 10_000_000, "9.5MiB"),
+            ("100", 100, "100B"),
+        ] {
+            let size: ByteSize = text.parse().unwrap();
+            assert_eq!(size.0, bytes, "{text}");
+            assert_eq!(size.to_string(), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_name_the_problem() {
+        assert!("64XB".parse::<ByteSize>().unwrap_err().contains("unknown unit `xb`"));
+        assert!("MiB".parse::<ByteSize>().unwrap_err().contains("expected a number"));
+        assert!("99999999999GiB".parse::<ByteSize>().unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, ms, shown) in [("2s", 2000, "2s"), ("500ms", 500, "500ms"), ("1.5s", 1500, "1500ms"), ("2m", 120_000, "120s")] {
+            let d: HumanDuration = text.parse().unwrap();
+            assert_eq!(d.0.as_millis(), ms, "{text}");
+            assert_eq!(d.to_string(), shown, "{text}");
+        }
+        assert!("2".parse::<HumanDuration>().unwrap_err().contains("missing unit"));
+        assert!("0s".parse::<HumanDuration>().unwrap_err().contains("greater than zero"));
+        assert!("3 days".parse::<HumanDuration>().is_err());
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use wasmtime::Result;
 use wasmtime::error::Context as _;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// A host directory preopened at a guest path (`--dir HOST::GUEST`).
@@ -127,12 +128,18 @@ impl Capabilities {
         let allowed = Arc::new(NetPolicy::resolve(&self.net)?);
         let granted = !self.net.is_empty();
         wasi.allow_tcp(granted).allow_udp(granted).allow_ip_name_lookup(granted);
-        wasi.socket_addr_check(move |addr, _use| {
-            let ok = allowed.permits(addr);
+        wasi.socket_addr_check(move |addr, usage| {
+            let ok = granted && (allowed.permits(addr) || is_implicit_bind(addr, usage));
             Box::pin(async move { ok })
         });
         Ok(())
     }
+}
+
+/// The check wasmtime makes before a connect or send on an unbound socket:
+/// the OS picks the local address, so any grant covers it.
+fn is_implicit_bind(addr: SocketAddr, usage: SocketAddrUse) -> bool {
+    matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) && addr.ip().is_unspecified() && addr.port() == 0
 }
 
 /// Network grants with host names resolved to addresses.

@@ -19,7 +19,6 @@ pub fn engine_for(limits: &Limits) -> Result<Engine> {
     config.epoch_interruption(true);
     config.consume_fuel(limits.fuel.is_some());
     config.max_wasm_stack(usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX));
-    config.wasm_backtrace(true);
     Engine::new(&config)
 }
 

@@ -210,11 +210,23 @@ fn finish(result: Result<Outcome>, limiter: &MemoryLimiter, limits: &Limits) -> 
             )
         }),
     };
+    let message = trap.to_string();
     Ok(Outcome::Trapped {
-        message: trap.to_string(),
-        backtrace: err.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string()),
+        message: message.strip_prefix("wasm trap: ").unwrap_or(&message).to_string(),
+        backtrace: err.downcast_ref::<WasmBacktrace>().and_then(frames),
         note,
     })
+}
+
+/// The frame lines of a backtrace, without wasmtime's header and its hint
+/// about wasmtime's own environment variables.
+fn frames(backtrace: &WasmBacktrace) -> Option<String> {
+    let text = backtrace.to_string();
+    let frames: Vec<&str> = text
+        .lines()
+        .filter(|line| line.trim_start().split(':').next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+        .collect();
+    (!frames.is_empty()).then(|| format!("wasm backtrace:\n{}\n", frames.join("\n")))
 }
 
 fn check_is_command(engine: &Engine, component: &Component) -> Result<()> {

@@ -48,7 +48,7 @@ fn corrupted_entries_are_recompiled() {
     for (bad, why) in [
         (flipped, "signature does not verify"),
         (good[..good.len() - 100].to_vec(), "signature does not verify"),
-        (Vec::new(), "truncated"),
+        (Vec::new(), "is truncated"),
     ] {
         fs::write(entry, bad).unwrap();
         tern.run(&["run", "-v", P1_HELLO])

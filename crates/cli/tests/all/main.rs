@@ -10,7 +10,6 @@ mod run;
 mod support;
 
 // Every guest program has a test named after it.
-use cache::*;
 use errors::*;
 use grants::*;
 use invoke::*;

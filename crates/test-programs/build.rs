@@ -15,7 +15,10 @@ fn main() {
     let guests = manifest_dir.join("guests");
     let wat_dir = manifest_dir.join("wat");
     println!("cargo:rerun-if-changed={}", guests.join("src").display());
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests.join("Cargo.toml").display()
+    );
     println!("cargo:rerun-if-changed={}", wat_dir.display());
 
     // A target directory of its own: the outer cargo holds a lock on ours.
@@ -36,10 +39,17 @@ fn main() {
         cmd.arg("--target").arg(target);
     }
     // Flags meant for the host build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the guest programs");
+    let status = cmd
+        .status()
+        .expect("running cargo to build the guest programs");
     assert!(
         status.success(),
         "building guest programs failed; is `rustup target add wasm32-wasip1 wasm32-wasip2` done?"
@@ -50,27 +60,54 @@ fn main() {
     for bin in sorted_files(&guests.join("src/bin"), "rs") {
         let name = stem(&bin);
         for (prefix, target) in TARGETS {
-            let path = target_dir.join(target).join("release").join(format!("{name}.wasm"));
+            let path = target_dir
+                .join(target)
+                .join("release")
+                .join(format!("{name}.wasm"));
             assert!(path.exists(), "guest {} was not built", path.display());
-            let kind = if prefix == "P1" { "core module" } else { "component" };
+            let kind = if prefix == "P1" {
+                "core module"
+            } else {
+                "component"
+            };
             writeln!(out, "/// `{name}` for {target} (a {kind}).").unwrap();
-            writeln!(out, "pub const {prefix}_{}: &str = {:?};", name.to_uppercase(), path.canonicalize().unwrap()).unwrap();
+            writeln!(
+                out,
+                "pub const {prefix}_{}: &str = {:?};",
+                name.to_uppercase(),
+                path.canonicalize().unwrap()
+            )
+            .unwrap();
         }
         names.push(name);
     }
     for wat in sorted_files(&wat_dir, "wat") {
         let name = stem(&wat);
         writeln!(out, "/// `{name}.wat`, in text format.").unwrap();
-        writeln!(out, "pub const WAT_{}: &str = {:?};", name.to_uppercase(), wat.canonicalize().unwrap()).unwrap();
+        writeln!(
+            out,
+            "pub const WAT_{}: &str = {:?};",
+            name.to_uppercase(),
+            wat.canonicalize().unwrap()
+        )
+        .unwrap();
         names.push(name);
     }
     writeln!(out, "/// Calls `$mac!(name)` once for every guest program.").unwrap();
-    writeln!(out, "#[macro_export]\nmacro_rules! foreach_guest {{\n    ($mac:ident) => {{").unwrap();
+    writeln!(
+        out,
+        "#[macro_export]\nmacro_rules! foreach_guest {{\n    ($mac:ident) => {{"
+    )
+    .unwrap();
     for name in &names {
         writeln!(out, "        $mac!({name});").unwrap();
     }
     writeln!(out, "    }};\n}}").unwrap();
-    fs::write(PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"), out).unwrap();
+    fs::write(
+        PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"),
+        out,
+    )
+    .unwrap();
 }
 
 fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {

@@ -27,15 +27,29 @@ pub struct CompileArgs {
 }
 
 pub fn main(args: CompileArgs) -> Result<ExitCode> {
-    let limits = Limits { fuel: args.fuel.then_some(0), max_stack: args.max_stack, ..Limits::default() };
+    let limits = Limits {
+        fuel: args.fuel.then_some(0),
+        max_stack: args.max_stack,
+        ..Limits::default()
+    };
     let engine = tern_runtime::engine_for(&limits)?;
-    let key_path = SigningKey::default_path()
-        .ok_or_else(|| tern_runtime::Error::msg("no home directory to keep the signing key in; set XDG_DATA_HOME"))?;
+    let key_path = SigningKey::default_path().ok_or_else(|| {
+        tern_runtime::Error::msg("no home directory to keep the signing key in; set XDG_DATA_HOME")
+    })?;
     let key = SigningKey::load_or_create(&key_path)?;
     let sealed = tern_runtime::precompile(&engine, &args.file, &key)
         .map_err(|e| e.context(format!("compiling `{}`", args.file.display())))?;
-    let output = args.output.unwrap_or_else(|| args.file.with_extension("twasm"));
-    std::fs::write(&output, &sealed).map_err(|e| tern_runtime::Error::new(e).context(format!("writing `{}`", output.display())))?;
-    eprintln!("compiled {} to {} ({})", args.file.display(), output.display(), ByteSize(sealed.len() as u64));
+    let output = args
+        .output
+        .unwrap_or_else(|| args.file.with_extension("twasm"));
+    std::fs::write(&output, &sealed).map_err(|e| {
+        tern_runtime::Error::new(e).context(format!("writing `{}`", output.display()))
+    })?;
+    eprintln!(
+        "compiled {} to {} ({})",
+        args.file.display(),
+        output.display(),
+        ByteSize(sealed.len() as u64)
+    );
     Ok(ExitCode::SUCCESS)
 }

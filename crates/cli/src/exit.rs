@@ -18,5 +18,7 @@ pub fn print_error(err: &tern_runtime::Error) {
 /// The process exit code for a guest's own exit code: codes a process
 /// cannot carry become 1 rather than wrapping around to success.
 pub fn guest_code(code: i32) -> ExitCode {
-    u8::try_from(code).map(ExitCode::from).unwrap_or(ExitCode::FAILURE)
+    u8::try_from(code)
+        .map(ExitCode::from)
+        .unwrap_or(ExitCode::FAILURE)
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use clap::Args;
 use tern_runtime::{
-    ByteSize, Capabilities, CodeSource, CompileCache, DirGrant, EnvGrant, HumanDuration, Limits, NetGrant, Outcome,
-    Result, RunConfig,
+    ByteSize, Capabilities, CodeSource, CompileCache, DirGrant, EnvGrant, HumanDuration, Limits,
+    NetGrant, Outcome, Result, RunConfig,
 };
 
 use crate::exit;
@@ -65,7 +65,11 @@ pub struct RunArgs {
     /// The program: a core module, a component, .wat text, or a `tern compile` artifact
     file: PathBuf,
     /// Arguments for the guest (or for the --invoke'd function)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     args: Vec<String>,
 }
 
@@ -77,8 +81,11 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         fuel: args.fuel,
         max_stack: args.max_stack,
     };
-    let capabilities =
-        Capabilities { dirs: args.dirs.into_iter().chain(args.dirs_ro).collect(), env: args.env, net: args.net };
+    let capabilities = Capabilities {
+        dirs: args.dirs.into_iter().chain(args.dirs_ro).collect(),
+        env: args.env,
+        net: args.net,
+    };
 
     let engine = tern_runtime::engine_for(&limits)?;
     trace.note("engine created");
@@ -107,8 +114,13 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     ));
 
     // The guest sees its file name, not the host path, as argv[0].
-    let name = args.file.file_name().map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
-    let argv: Vec<String> = std::iter::once(name).chain(args.args.iter().cloned()).collect();
+    let name = args
+        .file
+        .file_name()
+        .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+    let argv: Vec<String> = std::iter::once(name)
+        .chain(args.args.iter().cloned())
+        .collect();
     let timeout = args.timeout;
     let config = RunConfig {
         argv: &argv,
@@ -116,7 +128,10 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         limits: &limits,
         on_stuck: Some(Box::new(move || {
             // The guest is blocked in a host call and cannot be interrupted.
-            eprintln!("error: guest exceeded its time limit of {}", timeout.expect("only armed with a timeout"));
+            eprintln!(
+                "error: guest exceeded its time limit of {}",
+                timeout.expect("only armed with a timeout")
+            );
             std::process::exit(exit::TIMEOUT.into());
         })),
     };
@@ -146,7 +161,11 @@ fn report(outcome: Outcome, limits: &Limits) -> ExitCode {
             eprintln!("error: guest ran out of fuel (limit {fuel}; raise it with --fuel)");
             ExitCode::from(exit::TRAP)
         }
-        Outcome::Trapped { message, backtrace, note } => {
+        Outcome::Trapped {
+            message,
+            backtrace,
+            note,
+        } => {
             eprintln!("error: guest trapped: {message}");
             if let Some(backtrace) = backtrace {
                 eprint!("{backtrace}");
@@ -169,7 +188,9 @@ struct Trace {
 
 impl Trace {
     fn new(enabled: bool) -> Self {
-        Trace { last: std::cell::Cell::new(enabled.then(Instant::now)) }
+        Trace {
+            last: std::cell::Cell::new(enabled.then(Instant::now)),
+        }
     }
 
     fn note(&self, what: &str) {

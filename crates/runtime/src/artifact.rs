@@ -43,9 +43,9 @@ impl SigningKey {
     pub fn load_or_create(path: &Path) -> Result<Self> {
         match fs::read(path) {
             Ok(bytes) => {
-                let key: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| wasmtime::format_err!("signing key `{}` is not 32 bytes", path.display()))?;
+                let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                    wasmtime::format_err!("signing key `{}` is not 32 bytes", path.display())
+                })?;
                 Ok(SigningKey(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path),
@@ -55,7 +55,8 @@ impl SigningKey {
 
     fn create(path: &Path) -> Result<Self> {
         let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| wasmtime::format_err!("no randomness for a signing key: {e}"))?;
+        getrandom::fill(&mut key)
+            .map_err(|e| wasmtime::format_err!("no randomness for a signing key: {e}"))?;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
         }
@@ -65,7 +66,8 @@ impl SigningKey {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         match options.open(path) {
             Ok(mut file) => {
-                file.write_all(&key).with_context(|| format!("writing signing key `{}`", path.display()))?;
+                file.write_all(&key)
+                    .with_context(|| format!("writing signing key `{}`", path.display()))?;
                 Ok(SigningKey(key))
             }
             // Another tern process won the race: use its key.
@@ -152,14 +154,23 @@ mod tests {
     fn sealed_artifacts_verify_and_tampering_is_caught() {
         let key = SigningKey([7; 32]);
         let sealed = key.seal(ArtifactKind::Component, b"native code");
-        assert_eq!(key.open(&sealed), Ok((ArtifactKind::Component, &b"native code"[..])));
+        assert_eq!(
+            key.open(&sealed),
+            Ok((ArtifactKind::Component, &b"native code"[..]))
+        );
 
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(key.open(&flipped), Err(ArtifactError::Signature));
-        assert_eq!(key.open(&sealed[..sealed.len() - 1]), Err(ArtifactError::Signature));
+        assert_eq!(
+            key.open(&sealed[..sealed.len() - 1]),
+            Err(ArtifactError::Signature)
+        );
         assert_eq!(key.open(&sealed[..20]), Err(ArtifactError::Truncated));
-        assert_eq!(SigningKey([8; 32]).open(&sealed), Err(ArtifactError::Signature));
+        assert_eq!(
+            SigningKey([8; 32]).open(&sealed),
+            Err(ArtifactError::Signature)
+        );
     }
 
     #[test]
@@ -172,7 +183,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
     }
 }

@@ -36,10 +36,14 @@ impl CompileCache {
     /// The per-user cache (`$XDG_CACHE_HOME/tern`) with the per-user key;
     /// `None` when the user has no home directory.
     pub fn open_default() -> Result<Option<Self>> {
-        let (Some(dir), Some(key_path)) = (crate::dirs::cache_dir(), SigningKey::default_path()) else {
+        let (Some(dir), Some(key_path)) = (crate::dirs::cache_dir(), SigningKey::default_path())
+        else {
             return Ok(None);
         };
-        Ok(Some(CompileCache::new(dir, SigningKey::load_or_create(&key_path)?)))
+        Ok(Some(CompileCache::new(
+            dir,
+            SigningKey::load_or_create(&key_path)?,
+        )))
     }
 
     /// The key entries are sealed with.
@@ -54,7 +58,8 @@ impl CompileCache {
         hasher.0.update(env!("CARGO_PKG_VERSION").as_bytes());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.0.update(blake3::hash(wasm).as_bytes());
-        self.dir.join(format!("{}.twasm", hasher.0.finalize().to_hex()))
+        self.dir
+            .join(format!("{}.twasm", hasher.0.finalize().to_hex()))
     }
 
     pub(crate) fn lookup(&self, path: &Path) -> Lookup {
@@ -70,11 +75,13 @@ impl CompileCache {
     /// Writes an entry atomically: a reader sees the old file, or the whole
     /// new one, never a torn write.
     pub(crate) fn store(&self, path: &Path, kind: ArtifactKind, payload: &[u8]) -> Result<()> {
-        fs::create_dir_all(&self.dir).with_context(|| format!("creating cache directory `{}`", self.dir.display()))?;
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating cache directory `{}`", self.dir.display()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
             .with_context(|| format!("writing to cache directory `{}`", self.dir.display()))?;
         tmp.write_all(&self.key.seal(kind, payload))?;
-        tmp.persist(path).with_context(|| format!("writing cache entry `{}`", path.display()))?;
+        tmp.persist(path)
+            .with_context(|| format!("writing cache entry `{}`", path.display()))?;
         Ok(())
     }
 }

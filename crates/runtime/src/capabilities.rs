@@ -35,9 +35,15 @@ impl DirGrant {
     pub fn parse(spec: &str, read_only: bool) -> Result<Self, String> {
         let (host, guest) = spec.split_once("::").unwrap_or((spec, spec));
         if host.is_empty() || guest.is_empty() {
-            return Err(format!("invalid directory grant `{spec}`: expected HOST::GUEST or DIR"));
+            return Err(format!(
+                "invalid directory grant `{spec}`: expected HOST::GUEST or DIR"
+            ));
         }
-        Ok(DirGrant { host: host.into(), guest: guest.to_string(), read_only })
+        Ok(DirGrant {
+            host: host.into(),
+            guest: guest.to_string(),
+            read_only,
+        })
     }
 }
 
@@ -61,7 +67,9 @@ impl FromStr for EnvGrant {
         };
         let (EnvGrant::Set(key, _) | EnvGrant::Inherit(key)) = &grant;
         if key.is_empty() {
-            return Err(format!("invalid environment grant `{spec}`: expected KEY=VALUE or KEY"));
+            return Err(format!(
+                "invalid environment grant `{spec}`: expected KEY=VALUE or KEY"
+            ));
         }
         Ok(grant)
     }
@@ -81,7 +89,11 @@ impl FromStr for NetGrant {
     type Err = String;
 
     fn from_str(spec: &str) -> Result<Self, String> {
-        let bad = || format!("invalid network grant `{spec}`: expected HOST:PORT, e.g. 127.0.0.1:8080, example.com:*, *:443");
+        let bad = || {
+            format!(
+                "invalid network grant `{spec}`: expected HOST:PORT, e.g. 127.0.0.1:8080, example.com:*, *:443"
+            )
+        };
         let (host, port) = spec.rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -112,9 +124,15 @@ impl Capabilities {
     /// network grants once, now.
     pub(crate) fn apply(&self, wasi: &mut WasiCtxBuilder) -> Result<()> {
         for dir in &self.dirs {
-            let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            let perms = if dir.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
             wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .with_context(|| format!("cannot open directory `{}` for --dir", dir.host.display()))?;
+                .with_context(|| {
+                    format!("cannot open directory `{}` for --dir", dir.host.display())
+                })?;
         }
         for grant in &self.env {
             match grant {
@@ -127,7 +145,9 @@ impl Capabilities {
         }
         let allowed = Arc::new(NetPolicy::resolve(&self.net)?);
         let granted = !self.net.is_empty();
-        wasi.allow_tcp(granted).allow_udp(granted).allow_ip_name_lookup(granted);
+        wasi.allow_tcp(granted)
+            .allow_udp(granted)
+            .allow_ip_name_lookup(granted);
         wasi.socket_addr_check(move |addr, usage| {
             let ok = granted && (allowed.permits(addr) || is_implicit_bind(addr, usage));
             Box::pin(async move { ok })
@@ -139,7 +159,9 @@ impl Capabilities {
 /// The check wasmtime makes before a connect or send on an unbound socket:
 /// the OS picks the local address, so any grant covers it.
 fn is_implicit_bind(addr: SocketAddr, usage: SocketAddrUse) -> bool {
-    matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) && addr.ip().is_unspecified() && addr.port() == 0
+    matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
+        && addr.ip().is_unspecified()
+        && addr.port() == 0
 }
 
 /// Network grants with host names resolved to addresses.
@@ -170,7 +192,8 @@ impl NetPolicy {
     fn permits(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
         self.rules.iter().any(|(ips, port)| {
-            ips.as_ref().is_none_or(|ips| ips.contains(&ip)) && port.is_none_or(|p| p == addr.port())
+            ips.as_ref().is_none_or(|ips| ips.contains(&ip))
+                && port.is_none_or(|p| p == addr.port())
         })
     }
 }
@@ -183,7 +206,11 @@ mod tests {
     fn dir_grants_parse() {
         assert_eq!(
             DirGrant::parse("/srv/data::/data", false).unwrap(),
-            DirGrant { host: "/srv/data".into(), guest: "/data".into(), read_only: false }
+            DirGrant {
+                host: "/srv/data".into(),
+                guest: "/data".into(),
+                read_only: false
+            }
         );
         assert_eq!(DirGrant::parse("data", false).unwrap().guest, "data");
         assert!(DirGrant::parse("::/data", false).is_err());
@@ -191,14 +218,23 @@ mod tests {
 
     #[test]
     fn env_grants_parse() {
-        assert_eq!("A=b=c".parse::<EnvGrant>().unwrap(), EnvGrant::Set("A".into(), "b=c".into()));
-        assert_eq!("HOME".parse::<EnvGrant>().unwrap(), EnvGrant::Inherit("HOME".into()));
+        assert_eq!(
+            "A=b=c".parse::<EnvGrant>().unwrap(),
+            EnvGrant::Set("A".into(), "b=c".into())
+        );
+        assert_eq!(
+            "HOME".parse::<EnvGrant>().unwrap(),
+            EnvGrant::Inherit("HOME".into())
+        );
         assert!("=x".parse::<EnvGrant>().is_err());
     }
 
     #[test]
     fn net_grants_match_addresses() {
-        let grants: Vec<NetGrant> = ["127.0.0.1:8080", "*:443", "[::1]:*"].iter().map(|s| s.parse().unwrap()).collect();
+        let grants: Vec<NetGrant> = ["127.0.0.1:8080", "*:443", "[::1]:*"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let policy = NetPolicy::resolve(&grants).unwrap();
         for (addr, allowed) in [
             ("127.0.0.1:8080", true),

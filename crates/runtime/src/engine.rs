@@ -36,7 +36,11 @@ impl Deadline {
 
     /// Starts the ticker for `engine`; stores must already have an epoch
     /// deadline of one tick.
-    pub fn start(engine: &Engine, timeout: Duration, on_stuck: impl FnOnce() + Send + 'static) -> Self {
+    pub fn start(
+        engine: &Engine,
+        timeout: Duration,
+        on_stuck: impl FnOnce() + Send + 'static,
+    ) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let engine = engine.clone();
         let flag = done.clone();
@@ -50,7 +54,10 @@ impl Deadline {
                 on_stuck();
             }
         });
-        Deadline { done, thread: handle.thread().clone() }
+        Deadline {
+            done,
+            thread: handle.thread().clone(),
+        }
     }
 }
 

@@ -45,12 +45,20 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub(crate) fn new(max: ByteSize) -> Self {
-        MemoryLimiter { max: usize::try_from(max.0).unwrap_or(usize::MAX), refused: None }
+        MemoryLimiter {
+            max: usize::try_from(max.0).unwrap_or(usize::MAX),
+            refused: None,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max {
             self.refused.get_or_insert(desired);
             return Ok(false);
@@ -58,7 +66,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // A table element is a pointer; count tables against the same budget.
         Ok(desired.saturating_mul(size_of::<usize>()) <= self.max)
     }

@@ -65,25 +65,43 @@ fn classify(bytes: &[u8]) -> Result<Binary> {
 
 /// Reads `path` and compiles it, using `cache` when given. Sealed artifacts
 /// are verified with `key`; raw wasmtime artifacts are always refused.
-pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>, key: Option<&SigningKey>) -> Result<Loaded> {
+pub fn load(
+    engine: &Engine,
+    path: &Path,
+    cache: Option<&CompileCache>,
+    key: Option<&SigningKey>,
+) -> Result<Loaded> {
     let start = Instant::now();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
 
     if artifact::is_sealed(&bytes) {
-        let key = key.or(cache.map(CompileCache::key)).context("no signing key to verify a precompiled artifact")?;
-        let (kind, payload) = key.open(&bytes).context("refusing to load precompiled artifact")?;
+        let key = key
+            .or(cache.map(CompileCache::key))
+            .context("no signing key to verify a precompiled artifact")?;
+        let (kind, payload) = key
+            .open(&bytes)
+            .context("refusing to load precompiled artifact")?;
         let read_time = start.elapsed();
         let program = deserialize(engine, kind, payload)
             .context("precompiled artifact does not match this engine; recompile it with the same --fuel and --max-stack")?;
-        return Ok(Loaded { program, source: CodeSource::Precompiled, read_time, code_time: start.elapsed() - read_time });
+        return Ok(Loaded {
+            program,
+            source: CodeSource::Precompiled,
+            read_time,
+            code_time: start.elapsed() - read_time,
+        });
     }
     if Engine::detect_precompiled(&bytes).is_some() {
-        bail!("refusing to load a precompiled artifact that tern did not write; run the .wasm, or make one with `tern compile`");
+        bail!(
+            "refusing to load a precompiled artifact that tern did not write; run the .wasm, or make one with `tern compile`"
+        );
     }
     let wasm = if bytes.starts_with(b"\0asm") {
         bytes
     } else if std::str::from_utf8(&bytes).is_ok() {
-        wat::parse_bytes(&bytes).map_err(|e| wasmtime::format_err!("{e}"))?.into_owned()
+        wat::parse_bytes(&bytes)
+            .map_err(|e| wasmtime::format_err!("{e}"))?
+            .into_owned()
     } else {
         classify(&bytes)?;
         unreachable!("classify refuses bytes without the wasm magic")
@@ -93,14 +111,24 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>, key: Opt
     let Some(cache) = cache else {
         let read_time = start.elapsed();
         let program = compile(engine, &binary, &wasm)?;
-        return Ok(Loaded { program, source: CodeSource::Compiled, read_time, code_time: start.elapsed() - read_time });
+        return Ok(Loaded {
+            program,
+            source: CodeSource::Compiled,
+            read_time,
+            code_time: start.elapsed() - read_time,
+        });
     };
     let entry = cache.entry_path(engine, &wasm);
     let read_time = start.elapsed();
     let source = match cache.lookup(&entry) {
         Lookup::Hit(kind, payload) => match deserialize(engine, kind, &payload) {
             Ok(program) => {
-                return Ok(Loaded { program, source: CodeSource::CacheHit, read_time, code_time: start.elapsed() - read_time });
+                return Ok(Loaded {
+                    program,
+                    source: CodeSource::CacheHit,
+                    read_time,
+                    code_time: start.elapsed() - read_time,
+                });
             }
             Err(e) => CodeSource::CacheRejected(format!("{e}")),
         },
@@ -111,7 +139,12 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>, key: Opt
     let (kind, payload) = serialize(&program)?;
     // A cache that cannot be written only costs speed, never the run.
     let _ = cache.store(&entry, kind, &payload);
-    Ok(Loaded { program, source, read_time, code_time: start.elapsed() - read_time })
+    Ok(Loaded {
+        program,
+        source,
+        read_time,
+        code_time: start.elapsed() - read_time,
+    })
 }
 
 /// Compiles `path` and seals the result with `key` (`tern compile`).

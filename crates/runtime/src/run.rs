@@ -62,7 +62,10 @@ struct ComponentHost {
 
 impl WasiView for ComponentHost {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -74,7 +77,12 @@ impl RunConfig<'_> {
         Ok(wasi)
     }
 
-    fn store<T>(&self, engine: &Engine, data: T, limiter: fn(&mut T) -> &mut MemoryLimiter) -> Result<Store<T>> {
+    fn store<T>(
+        &self,
+        engine: &Engine,
+        data: T,
+        limiter: fn(&mut T) -> &mut MemoryLimiter,
+    ) -> Result<Store<T>> {
         let mut store = Store::new(engine, data);
         store.limiter(move |data| limiter(data) as &mut dyn wasmtime::ResourceLimiter);
         if let Some(fuel) = self.limits.fuel {
@@ -94,21 +102,42 @@ impl RunConfig<'_> {
 }
 
 /// Runs a WASI command to completion.
-pub fn run_command(engine: &Engine, program: &Program, mut config: RunConfig<'_>) -> Result<Outcome> {
+pub fn run_command(
+    engine: &Engine,
+    program: &Program,
+    mut config: RunConfig<'_>,
+) -> Result<Outcome> {
     match program {
         Program::Module(module) => {
             let mut linker = wasmtime::Linker::new(engine);
             wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
-            let host = ModuleHost { wasi: config.wasi()?.build_p1(), limiter: MemoryLimiter::new(config.limits.max_memory) };
-            let mut store = config.store(engine, host, |h| &mut h.limiter)?;
-            let instance = instantiate(&mut store, |s| linker.instantiate(s, module), |h| &h.limiter, &config)?;
-            let Some(start) = instance.get_func(&mut store, "_start") else {
-                bail!("module has no `_start` export, so it is not a command; {}", list_exports(module));
+            let host = ModuleHost {
+                wasi: config.wasi()?.build_p1(),
+                limiter: MemoryLimiter::new(config.limits.max_memory),
             };
-            let start = start.typed::<(), ()>(&store).context("`_start` must take and return nothing")?;
+            let mut store = config.store(engine, host, |h| &mut h.limiter)?;
+            let instance = instantiate(
+                &mut store,
+                |s| linker.instantiate(s, module),
+                |h| &h.limiter,
+                &config,
+            )?;
+            let Some(start) = instance.get_func(&mut store, "_start") else {
+                bail!(
+                    "module has no `_start` export, so it is not a command; {}",
+                    list_exports(module)
+                );
+            };
+            let start = start
+                .typed::<(), ()>(&store)
+                .context("`_start` must take and return nothing")?;
             let _deadline = config.guard(engine);
             let result = start.call(&mut store, ());
-            finish(result.map(|()| Outcome::Exited(0)), &store.data().limiter, config.limits)
+            finish(
+                result.map(|()| Outcome::Exited(0)),
+                &store.data().limiter,
+                config.limits,
+            )
         }
         Program::Component(component) => {
             check_is_command(engine, component)?;
@@ -136,25 +165,51 @@ pub fn run_command(engine: &Engine, program: &Program, mut config: RunConfig<'_>
 
 /// Calls one exported function of a core module with arguments parsed from
 /// text, after running `_initialize` if the module has one.
-pub fn invoke(engine: &Engine, program: &Program, name: &str, args: &[String], mut config: RunConfig<'_>) -> Result<Outcome> {
+pub fn invoke(
+    engine: &Engine,
+    program: &Program,
+    name: &str,
+    args: &[String],
+    mut config: RunConfig<'_>,
+) -> Result<Outcome> {
     let Program::Module(module) = program else {
         bail!("--invoke calls functions of core modules; this file is a component");
     };
     let mut linker = wasmtime::Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
-    let host = ModuleHost { wasi: config.wasi()?.build_p1(), limiter: MemoryLimiter::new(config.limits.max_memory) };
+    let host = ModuleHost {
+        wasi: config.wasi()?.build_p1(),
+        limiter: MemoryLimiter::new(config.limits.max_memory),
+    };
     let mut store = config.store(engine, host, |h| &mut h.limiter)?;
-    let instance = instantiate(&mut store, |s| linker.instantiate(s, module), |h| &h.limiter, &config)?;
+    let instance = instantiate(
+        &mut store,
+        |s| linker.instantiate(s, module),
+        |h| &h.limiter,
+        &config,
+    )?;
     let Some(func) = instance.get_func(&mut store, name) else {
-        bail!("module has no exported function `{name}`; {}", list_exports(module));
+        bail!(
+            "module has no exported function `{name}`; {}",
+            list_exports(module)
+        );
     };
     let ty = func.ty(&store);
     let params: Vec<ValType> = ty.params().collect();
     if params.len() != args.len() {
         let types: Vec<String> = params.iter().map(ToString::to_string).collect();
-        bail!("function `{name}` takes {} argument(s) ({}), but {} were given", params.len(), types.join(", "), args.len());
+        bail!(
+            "function `{name}` takes {} argument(s) ({}), but {} were given",
+            params.len(),
+            types.join(", "),
+            args.len()
+        );
     }
-    let params = params.iter().zip(args).map(|(ty, arg)| parse_val(ty, arg)).collect::<Result<Vec<_>>>()?;
+    let params = params
+        .iter()
+        .zip(args)
+        .map(|(ty, arg)| parse_val(ty, arg))
+        .collect::<Result<Vec<_>>>()?;
     let mut results = vec![Val::I32(0); ty.results().len()];
     let _deadline = config.guard(engine);
     let result = (|| {
@@ -212,7 +267,10 @@ fn finish(result: Result<Outcome>, limiter: &MemoryLimiter, limits: &Limits) -> 
     };
     let message = trap.to_string();
     Ok(Outcome::Trapped {
-        message: message.strip_prefix("wasm trap: ").unwrap_or(&message).to_string(),
+        message: message
+            .strip_prefix("wasm trap: ")
+            .unwrap_or(&message)
+            .to_string(),
         backtrace: err.downcast_ref::<WasmBacktrace>().and_then(frames),
         note,
     })
@@ -224,34 +282,65 @@ fn frames(backtrace: &WasmBacktrace) -> Option<String> {
     let text = backtrace.to_string();
     let frames: Vec<&str> = text
         .lines()
-        .filter(|line| line.trim_start().split(':').next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|line| {
+            line.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .collect();
     (!frames.is_empty()).then(|| format!("wasm backtrace:\n{}\n", frames.join("\n")))
 }
 
 fn check_is_command(engine: &Engine, component: &Component) -> Result<()> {
-    let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
         return Ok(());
     }
     if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.3")) {
-        bail!("WASI 0.3 commands are not supported yet (wasmtime 48's WASI 0.3 is experimental); build for wasm32-wasip2");
+        bail!(
+            "WASI 0.3 commands are not supported yet (wasmtime 48's WASI 0.3 is experimental); build for wasm32-wasip2"
+        );
     }
-    let list = if exports.is_empty() { "it exports nothing".to_string() } else { format!("it exports {}", exports.join(", ")) };
+    let list = if exports.is_empty() {
+        "it exports nothing".to_string()
+    } else {
+        format!("it exports {}", exports.join(", "))
+    };
     bail!("this component is not a wasi:cli command: it does not export `wasi:cli/run@0.2`, {list}")
 }
 
 fn list_exports(module: &Module) -> String {
-    let funcs: Vec<&str> = module.exports().filter(|e| e.ty().func().is_some()).map(|e| e.name()).collect();
-    if funcs.is_empty() { "it exports no functions".into() } else { format!("exported functions: {}", funcs.join(", ")) }
+    let funcs: Vec<&str> = module
+        .exports()
+        .filter(|e| e.ty().func().is_some())
+        .map(|e| e.name())
+        .collect();
+    if funcs.is_empty() {
+        "it exports no functions".into()
+    } else {
+        format!("exported functions: {}", funcs.join(", "))
+    }
 }
 
 fn parse_val(ty: &ValType, arg: &str) -> Result<Val> {
     let bad = || wasmtime::format_err!("argument `{arg}` is not a valid {ty}");
     Ok(match ty {
         // Accept both signed and unsigned spellings of integers.
-        ValType::I32 => Val::I32(arg.parse::<i32>().or_else(|_| arg.parse::<u32>().map(|u| u as i32)).map_err(|_| bad())?),
-        ValType::I64 => Val::I64(arg.parse::<i64>().or_else(|_| arg.parse::<u64>().map(|u| u as i64)).map_err(|_| bad())?),
+        ValType::I32 => Val::I32(
+            arg.parse::<i32>()
+                .or_else(|_| arg.parse::<u32>().map(|u| u as i32))
+                .map_err(|_| bad())?,
+        ),
+        ValType::I64 => Val::I64(
+            arg.parse::<i64>()
+                .or_else(|_| arg.parse::<u64>().map(|u| u as i64))
+                .map_err(|_| bad())?,
+        ),
         ValType::F32 => Val::F32(arg.parse::<f32>().map_err(|_| bad())?.to_bits()),
         ValType::F64 => Val::F64(arg.parse::<f64>().map_err(|_| bad())?.to_bits()),
         other => bail!("cannot pass a {other} from the command line"),

@@ -27,9 +27,15 @@ impl FromStr for ByteSize {
             "kb" => 1_000,
             "mb" => 1_000_000,
             "gb" => 1_000_000_000,
-            other => return Err(format!("invalid size `{s}`: unknown unit `{other}` (use KiB, MiB or GiB)")),
+            other => {
+                return Err(format!(
+                    "invalid size `{s}`: unknown unit `{other}` (use KiB, MiB or GiB)"
+                ));
+            }
         };
-        n.checked_mul(scale).map(ByteSize).ok_or_else(|| format!("invalid size `{s}`: too large"))
+        n.checked_mul(scale)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size `{s}`: too large"))
     }
 }
 
@@ -37,7 +43,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (scale, unit) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-            if n >= scale && n % scale == 0 {
+            if n >= scale && n.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", n / scale);
             }
         }
@@ -57,18 +63,28 @@ impl FromStr for HumanDuration {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit such as 2s or 500ms"))?;
+        let value: f64 = number.parse().map_err(|_| {
+            format!("invalid duration `{s}`: expected a number with a unit such as 2s or 500ms")
+        })?;
         let secs = match unit {
             "ms" => value / 1_000.0,
             "s" => value,
             "m" | "min" => value * 60.0,
             "h" => value * 3_600.0,
-            "" => return Err(format!("invalid duration `{s}`: missing unit (ms, s, m or h)")),
-            other => return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m or h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration `{s}`: missing unit (ms, s, m or h)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration `{s}`: unknown unit `{other}` (use ms, s, m or h)"
+                ));
+            }
         };
         Duration::try_from_secs_f64(secs)
             .ok()
@@ -81,7 +97,7 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -112,20 +128,48 @@ mod tests {
 
     #[test]
     fn bad_sizes_name_the_problem() {
-        assert!("64XB".parse::<ByteSize>().unwrap_err().contains("unknown unit `xb`"));
-        assert!("MiB".parse::<ByteSize>().unwrap_err().contains("expected a number"));
-        assert!("99999999999GiB".parse::<ByteSize>().unwrap_err().contains("too large"));
+        assert!(
+            "64XB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown unit `xb`")
+        );
+        assert!(
+            "MiB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("expected a number")
+        );
+        assert!(
+            "99999999999GiB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
     fn durations_parse_and_print() {
-        for (text, ms, shown) in [("2s", 2000, "2s"), ("500ms", 500, "500ms"), ("1.5s", 1500, "1500ms"), ("2m", 120_000, "120s")] {
+        for (text, ms, shown) in [
+            ("2s", 2000, "2s"),
+            ("500ms", 500, "500ms"),
+            ("1.5s", 1500, "1500ms"),
+            ("2m", 120_000, "120s"),
+        ] {
             let d: HumanDuration = text.parse().unwrap();
             assert_eq!(d.0.as_millis(), ms, "{text}");
             assert_eq!(d.to_string(), shown, "{text}");
         }
-        assert!("2".parse::<HumanDuration>().unwrap_err().contains("missing unit"));
-        assert!("0s".parse::<HumanDuration>().unwrap_err().contains("greater than zero"));
+        assert!(
+            "2".parse::<HumanDuration>()
+                .unwrap_err()
+                .contains("missing unit")
+        );
+        assert!(
+            "0s".parse::<HumanDuration>()
+                .unwrap_err()
+                .contains("greater than zero")
+        );
         assert!("3 days".parse::<HumanDuration>().is_err());
     }
 }

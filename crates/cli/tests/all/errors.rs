@@ -21,11 +21,14 @@ pub fn panic() {
 #[test]
 pub fn oob() {
     let out = Tern::new().run(&["run", WAT_OOB]);
-    out.code(134).stderr_has("error: guest trapped: out of bounds memory access\n");
+    out.code(134)
+        .stderr_has("error: guest trapped: out of bounds memory access\n");
     // The backtrace names each frame, innermost first.
     let names: Vec<&str> = ["load_past_end", "middle", "start"]
         .into_iter()
-        .filter(|name| out.stderr.contains(&format!("!{name}\n")) || out.stderr.contains(&format!("{name}\n")))
+        .filter(|name| {
+            out.stderr.contains(&format!("!{name}\n")) || out.stderr.contains(&format!("{name}\n"))
+        })
         .collect();
     assert_eq!(names, ["load_past_end", "middle", "start"], "{out:?}");
     let first = out.stderr.find("load_past_end").unwrap();
@@ -41,7 +44,10 @@ pub fn not_command() {
 
 #[test]
 fn missing_file() {
-    Tern::new().run(&["run", "/no/such/program.wasm"]).code(1).one_line_error("cannot read `/no/such/program.wasm`");
+    Tern::new()
+        .run(&["run", "/no/such/program.wasm"])
+        .code(1)
+        .one_line_error("cannot read `/no/such/program.wasm`");
 }
 
 #[test]
@@ -50,10 +56,26 @@ fn malformed_and_truncated_modules() {
     let dir = tempfile::tempdir().unwrap();
     let hello = fs::read(P1_HELLO).unwrap();
     let cases: [(&str, Vec<u8>, &str); 5] = [
-        ("garbage.wasm", vec![0xde, 0xad, 0xbe, 0xef, 0xff, 0x00], "not a WebAssembly binary"),
-        ("header.wasm", b"\0asm\x01".to_vec(), "truncated WebAssembly header"),
-        ("truncated.wasm", hello[..hello.len() / 2].to_vec(), "unexpected end-of-file"),
-        ("bad.wat", b"(module (func $f (result i32) i64.const 1))".to_vec(), "type mismatch"),
+        (
+            "garbage.wasm",
+            vec![0xde, 0xad, 0xbe, 0xef, 0xff, 0x00],
+            "not a WebAssembly binary",
+        ),
+        (
+            "header.wasm",
+            b"\0asm\x01".to_vec(),
+            "truncated WebAssembly header",
+        ),
+        (
+            "truncated.wasm",
+            hello[..hello.len() / 2].to_vec(),
+            "unexpected end-of-file",
+        ),
+        (
+            "bad.wat",
+            b"(module (func $f (result i32) i64.const 1))".to_vec(),
+            "type mismatch",
+        ),
         ("syntax.wat", b"(module (func".to_vec(), "expected"),
     ];
     for (name, bytes, message) in cases {
@@ -61,7 +83,10 @@ fn malformed_and_truncated_modules() {
         fs::write(&path, bytes).unwrap();
         let out = tern.run(&["run", path.to_str().unwrap()]);
         out.code(1);
-        assert!(out.stderr.starts_with("error: cannot run `"), "{name}: {out:?}");
+        assert!(
+            out.stderr.starts_with("error: cannot run `"),
+            "{name}: {out:?}"
+        );
         assert!(out.stderr.contains(message), "{name}: {out:?}");
     }
 }
@@ -71,11 +96,25 @@ fn usage_errors_exit_2() {
     let tern = Tern::new();
     let out = tern.run(&["run", "--no-such-flag", P1_HELLO]);
     out.code(2);
-    assert!(out.stderr.contains("unexpected argument '--no-such-flag'"), "{out:?}");
+    assert!(
+        out.stderr.contains("unexpected argument '--no-such-flag'"),
+        "{out:?}"
+    );
     tern.run(&["run"]).code(2);
     let help = tern.run(&["run", "--help"]);
     help.code(0);
-    for flag in ["--dir", "--dir-ro", "--env", "--allow-net", "--max-memory", "--timeout", "--fuel", "--max-stack", "--invoke", "--no-cache"] {
+    for flag in [
+        "--dir",
+        "--dir-ro",
+        "--env",
+        "--allow-net",
+        "--max-memory",
+        "--timeout",
+        "--fuel",
+        "--max-stack",
+        "--invoke",
+        "--no-cache",
+    ] {
         assert!(help.stdout.contains(flag), "help lacks {flag}");
     }
 }

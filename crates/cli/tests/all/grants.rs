@@ -31,17 +31,41 @@ pub fn fs() {
         out.code(1);
         assert!(out.stdout.starts_with("error: "), "{out:?}");
 
-        tern.run(&["run", "--dir", &grant, program, "read", "/data/note.txt"]).code(0).stdout("granted note");
-        tern.run(&["run", "--dir", &grant, program, "ls", "/data"]).code(0).stdout("note.txt\n");
-        tern.run(&["run", "--dir", &grant, program, "write", "/data/out.txt", "written by guest"])
+        tern.run(&["run", "--dir", &grant, program, "read", "/data/note.txt"])
             .code(0)
-            .stdout("wrote /data/out.txt\n");
-        assert_eq!(fs::read_to_string(data.join("out.txt")).unwrap(), "written by guest");
+            .stdout("granted note");
+        tern.run(&["run", "--dir", &grant, program, "ls", "/data"])
+            .code(0)
+            .stdout("note.txt\n");
+        tern.run(&[
+            "run",
+            "--dir",
+            &grant,
+            program,
+            "write",
+            "/data/out.txt",
+            "written by guest",
+        ])
+        .code(0)
+        .stdout("wrote /data/out.txt\n");
+        assert_eq!(
+            fs::read_to_string(data.join("out.txt")).unwrap(),
+            "written by guest"
+        );
         fs::remove_file(data.join("out.txt")).unwrap();
 
         // `--dir DIR` means DIR::DIR.
         let same = data.display().to_string();
-        tern.run(&["run", "--dir", &same, program, "read", &format!("{same}/note.txt")]).code(0).stdout("granted note");
+        tern.run(&[
+            "run",
+            "--dir",
+            &same,
+            program,
+            "read",
+            &format!("{same}/note.txt"),
+        ])
+        .code(0)
+        .stdout("granted note");
     }
 }
 
@@ -51,11 +75,24 @@ fn read_only_dir_refuses_writes() {
     let root = layout();
     let grant = format!("{}::/data", root.path().join("data").display());
     for program in [P1_FS, P2_FS] {
-        tern.run(&["run", "--dir-ro", &grant, program, "read", "/data/note.txt"]).code(0).stdout("granted note");
-        let out = tern.run(&["run", "--dir-ro", &grant, program, "write", "/data/note.txt", "overwritten"]);
+        tern.run(&["run", "--dir-ro", &grant, program, "read", "/data/note.txt"])
+            .code(0)
+            .stdout("granted note");
+        let out = tern.run(&[
+            "run",
+            "--dir-ro",
+            &grant,
+            program,
+            "write",
+            "/data/note.txt",
+            "overwritten",
+        ]);
         out.code(1);
         assert!(out.stdout.starts_with("error: "), "{out:?}");
-        assert_eq!(fs::read_to_string(root.path().join("data/note.txt")).unwrap(), "granted note");
+        assert_eq!(
+            fs::read_to_string(root.path().join("data/note.txt")).unwrap(),
+            "granted note"
+        );
     }
 }
 
@@ -69,13 +106,31 @@ fn escapes_from_a_preopen_fail() {
     let grant = format!("{}::/data", data.display());
     let secret_host_path = root.path().join("secret.txt").display().to_string();
     for program in [P1_FS, P2_FS] {
-        for path in ["/data/../secret.txt", "/data/abs-link", "/data/rel-link", &secret_host_path, "/etc/passwd"] {
+        for path in [
+            "/data/../secret.txt",
+            "/data/abs-link",
+            "/data/rel-link",
+            &secret_host_path,
+            "/etc/passwd",
+        ] {
             let out = tern.run(&["run", "--dir", &grant, program, "read", path]);
             out.code(1);
-            assert!(out.stdout.starts_with("error: ") && !out.stdout.contains(SECRET), "{path}: {out:?}");
+            assert!(
+                out.stdout.starts_with("error: ") && !out.stdout.contains(SECRET),
+                "{path}: {out:?}"
+            );
         }
         // Writing through `..` must not create anything outside either.
-        tern.run(&["run", "--dir", &grant, program, "write", "/data/../planted.txt", "x"]).code(1);
+        tern.run(&[
+            "run",
+            "--dir",
+            &grant,
+            program,
+            "write",
+            "/data/../planted.txt",
+            "x",
+        ])
+        .code(1);
         assert!(!root.path().join("planted.txt").exists());
     }
 }
@@ -102,15 +157,22 @@ pub fn net_connect() {
     let out = tern.run(&["run", P2_NET_CONNECT, &addr]);
     out.code(1);
     assert!(out.stdout.starts_with("error: "), "{out:?}");
-    assert_eq!(accepted(&listener), 0, "a denied connect reached the listener");
+    assert_eq!(
+        accepted(&listener),
+        0,
+        "a denied connect reached the listener"
+    );
 
     // A grant for another port does not cover this one.
-    tern.run(&["run", "--allow-net", "127.0.0.1:1", P2_NET_CONNECT, &addr]).code(1);
+    tern.run(&["run", "--allow-net", "127.0.0.1:1", P2_NET_CONNECT, &addr])
+        .code(1);
     assert_eq!(accepted(&listener), 0);
 
     // Granted, by exact address and by wildcard.
     for grant in [addr.as_str(), &format!("*:{port}"), "127.0.0.1:*"] {
-        tern.run(&["run", "--allow-net", grant, P2_NET_CONNECT, &addr]).code(0).stdout("connected\n");
+        tern.run(&["run", "--allow-net", grant, P2_NET_CONNECT, &addr])
+            .code(0)
+            .stdout("connected\n");
         listener.set_nonblocking(false).unwrap();
         let (mut conn, _) = listener.accept().unwrap();
         let mut got = String::new();
@@ -130,7 +192,10 @@ fn bad_grants_are_usage_errors() {
     let tern = Tern::new();
     let out = tern.run(&["run", "--allow-net", "localhost", P1_HELLO]);
     out.code(2);
-    assert!(out.stderr.contains("invalid network grant `localhost`"), "{out:?}");
+    assert!(
+        out.stderr.contains("invalid network grant `localhost`"),
+        "{out:?}"
+    );
     tern.run(&["run", "--dir", "/no/such/dir::/x", P1_HELLO])
         .code(1)
         .one_line_error("cannot open directory `/no/such/dir` for --dir");

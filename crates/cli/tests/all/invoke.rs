@@ -7,12 +7,24 @@ use test_programs::*;
 #[test]
 pub fn calc() {
     let tern = Tern::new();
-    tern.run(&["run", "--invoke", "add", WAT_CALC, "2", "40"]).code(0).stdout("42\n");
-    tern.run(&["run", "--invoke", "add", WAT_CALC, "-5", "3"]).code(0).stdout("-2\n");
-    tern.run(&["run", "--invoke", "mul64", WAT_CALC, "4294967296", "3"]).code(0).stdout("12884901888\n");
-    tern.run(&["run", "--invoke", "hypot", WAT_CALC, "3", "4"]).code(0).stdout("5\n");
-    tern.run(&["run", "--invoke", "divmod", WAT_CALC, "17", "5"]).code(0).stdout("3\n2\n");
-    tern.run(&["run", "--invoke", "nothing", WAT_CALC]).code(0).stdout("");
+    tern.run(&["run", "--invoke", "add", WAT_CALC, "2", "40"])
+        .code(0)
+        .stdout("42\n");
+    tern.run(&["run", "--invoke", "add", WAT_CALC, "-5", "3"])
+        .code(0)
+        .stdout("-2\n");
+    tern.run(&["run", "--invoke", "mul64", WAT_CALC, "4294967296", "3"])
+        .code(0)
+        .stdout("12884901888\n");
+    tern.run(&["run", "--invoke", "hypot", WAT_CALC, "3", "4"])
+        .code(0)
+        .stdout("5\n");
+    tern.run(&["run", "--invoke", "divmod", WAT_CALC, "17", "5"])
+        .code(0)
+        .stdout("3\n2\n");
+    tern.run(&["run", "--invoke", "nothing", WAT_CALC])
+        .code(0)
+        .stdout("");
 }
 
 #[test]
@@ -21,14 +33,20 @@ fn invoke_errors_name_the_problem() {
     tern.run(&["run", "--invoke", "add", WAT_CALC, "1"])
         .code(1)
         .one_line_error("function `add` takes 2 argument(s) (i32, i32), but 1 were given");
-    tern.run(&["run", "--invoke", "add", WAT_CALC, "1", "two"]).code(1).one_line_error("argument `two` is not a valid i32");
+    tern.run(&["run", "--invoke", "add", WAT_CALC, "1", "two"])
+        .code(1)
+        .one_line_error("argument `two` is not a valid i32");
     tern.run(&["run", "--invoke", "sub", WAT_CALC])
         .code(1)
         .one_line_error("module has no exported function `sub`; exported functions: add, mul64, hypot, divmod, nothing, boom");
     tern.run(&["run", "--invoke", "boom", WAT_CALC])
         .code(134)
         .stderr_has("error: guest trapped: wasm `unreachable` instruction executed");
-    tern.run(&["run", "--invoke", "run", P2_HELLO]).code(1).one_line_error("--invoke calls functions of core modules");
+    tern.run(&["run", "--invoke", "run", P2_HELLO])
+        .code(1)
+        .one_line_error("--invoke calls functions of core modules");
     // A library module has no `_start`: say what to do instead.
-    tern.run(&["run", WAT_CALC]).code(1).one_line_error("module has no `_start` export, so it is not a command");
+    tern.run(&["run", WAT_CALC])
+        .code(1)
+        .one_line_error("module has no `_start` export, so it is not a command");
 }

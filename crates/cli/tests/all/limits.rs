@@ -30,13 +30,24 @@ pub fn sleep() {
             .code(124)
             .stdout("sleeping 60s\n")
             .one_line_error("guest exceeded its time limit of 300ms");
-        assert!(started.elapsed() < Duration::from_secs(50), "the sleeping guest was not stopped");
-        tern.run(&["run", "--timeout", "10s", program, "0"]).code(0).stdout("sleeping 0s\nwoke up\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "the sleeping guest was not stopped"
+        );
+        tern.run(&["run", "--timeout", "10s", program, "0"])
+            .code(0)
+            .stdout("sleeping 0s\nwoke up\n");
     }
 }
 
 fn grown_mib(stdout: &str) -> u64 {
-    stdout.trim().strip_prefix("memory.grow failed at ").and_then(|s| s.strip_suffix(" MiB")).unwrap().parse().unwrap()
+    stdout
+        .trim()
+        .strip_prefix("memory.grow failed at ")
+        .and_then(|s| s.strip_suffix(" MiB"))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -50,7 +61,10 @@ pub fn memory_grow() {
         assert!((60..=64).contains(&grown_mib(&out.stdout)), "{out:?}");
     }
     let out = tern.run(&["run", P1_MEMORY_GROW]);
-    assert!((1000..=1024).contains(&grown_mib(&out.stdout)), "default limit is 1GiB; {out:?}");
+    assert!(
+        (1000..=1024).contains(&grown_mib(&out.stdout)),
+        "default limit is 1GiB; {out:?}"
+    );
 }
 
 #[test]
@@ -71,7 +85,8 @@ pub fn big_memory() {
     tern.run(&["run", "--max-memory", "64MiB", WAT_BIG_MEMORY])
         .code(1)
         .one_line_error("needs 125MiB of linear memory to start, above the limit of 64MiB (raise it with --max-memory)");
-    tern.run(&["run", "--max-memory", "128MiB", WAT_BIG_MEMORY]).code(0);
+    tern.run(&["run", "--max-memory", "128MiB", WAT_BIG_MEMORY])
+        .code(0);
 }
 
 #[test]
@@ -84,7 +99,9 @@ pub fn recurse() {
             .stderr_has("error: guest trapped: call stack exhausted\n")
             .stderr_has("deeper")
             .stderr_has("note: the wasm stack limit is 512KiB (raise it with --max-stack)");
-        tern.run(&["run", "--max-stack", "64KiB", program]).code(134).stderr_has("the wasm stack limit is 64KiB");
+        tern.run(&["run", "--max-stack", "64KiB", program])
+            .code(134)
+            .stderr_has("the wasm stack limit is 64KiB");
     }
 }
 

@@ -7,7 +7,9 @@ use test_programs::*;
 pub fn hello() {
     let tern = Tern::new();
     for program in [P1_HELLO, P2_HELLO] {
-        tern.run(&["run", program]).code(0).stdout("hello from wasm\n");
+        tern.run(&["run", program])
+            .code(0)
+            .stdout("hello from wasm\n");
     }
 }
 
@@ -26,18 +28,24 @@ pub fn stdin_upper() {
     let tern = Tern::new();
     for program in [P1_STDIN_UPPER, P2_STDIN_UPPER] {
         let out = tern.run_with_stdin(&["run", program], "quiet input\n");
-        out.code(0).stdout("QUIET INPUT\n").stderr_has("read 12 bytes");
+        out.code(0)
+            .stdout("QUIET INPUT\n")
+            .stderr_has("read 12 bytes");
     }
 }
 
 #[test]
 pub fn exit_code() {
     let tern = Tern::new();
-    tern.run(&["run", P1_EXIT_CODE, "3"]).code(3).stdout("exiting with 3\n");
+    tern.run(&["run", P1_EXIT_CODE, "3"])
+        .code(3)
+        .stdout("exiting with 3\n");
     // A code no process can carry fails rather than wrapping to 0.
     tern.run(&["run", P1_EXIT_CODE, "256"]).code(1);
     // Rust's wasip2 std reports only success or failure through wasi:cli/exit.
-    tern.run(&["run", P2_EXIT_CODE, "3"]).code(1).stdout("exiting with 3\n");
+    tern.run(&["run", P2_EXIT_CODE, "3"])
+        .code(1)
+        .stdout("exiting with 3\n");
     for program in [P1_EXIT_CODE, P2_EXIT_CODE] {
         tern.run(&["run", program, "0"]).code(0);
     }
@@ -54,7 +62,19 @@ pub fn env() {
     for program in [P1_ENV, P2_ENV] {
         // The host has CANARY set; the guest sees nothing without a grant.
         tern.run(&["run", program]).code(0).stdout("count=0\n");
-        let out = tern.run(&["run", "--env", "GREETING=hi there", "--env", CANARY.0, "--env", "UNSET_ON_HOST", program]);
-        out.code(0).stdout(&format!("GREETING=hi there\n{}={}\ncount=2\n", CANARY.0, CANARY.1));
+        let out = tern.run(&[
+            "run",
+            "--env",
+            "GREETING=hi there",
+            "--env",
+            CANARY.0,
+            "--env",
+            "UNSET_ON_HOST",
+            program,
+        ]);
+        out.code(0).stdout(&format!(
+            "GREETING=hi there\n{}={}\ncount=2\n",
+            CANARY.0, CANARY.1
+        ));
     }
 }

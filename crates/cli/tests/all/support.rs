@@ -22,7 +22,9 @@ pub struct Output {
 
 impl Tern {
     pub fn new() -> Self {
-        Tern { home: tempfile::tempdir().unwrap() }
+        Tern {
+            home: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -52,7 +54,12 @@ impl Tern {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting tern");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         let output = Output {
             code: out.status.code().expect("tern was killed by a signal"),
@@ -81,7 +88,10 @@ impl Output {
 
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Self {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}; {self:#?}");
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}; {self:#?}"
+        );
         self
     }
 
@@ -89,7 +99,11 @@ impl Output {
     #[track_caller]
     pub fn one_line_error(&self, needle: &str) -> &Self {
         assert!(self.stderr.starts_with("error: "), "{self:#?}");
-        assert_eq!(self.stderr.lines().count(), 1, "expected one line; {self:#?}");
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "expected one line; {self:#?}"
+        );
         self.stderr_has(needle)
     }
 }

@@ -19,8 +19,9 @@ pub struct CompileCache {
 
 /// What a cache lookup found.
 pub(crate) enum Lookup {
-    /// A verified entry: its kind and wasmtime payload.
-    Hit(ArtifactKind, Vec<u8>),
+    /// A verified entry: its kind, and the file with the wasmtime payload
+    /// starting at the offset.
+    Hit(ArtifactKind, Vec<u8>, usize),
     /// No entry.
     Miss,
     /// An entry that did not verify, and why.
@@ -65,7 +66,10 @@ impl CompileCache {
     pub(crate) fn lookup(&self, path: &Path) -> Lookup {
         match fs::read(path) {
             Ok(bytes) => match self.key.open(&bytes) {
-                Ok((kind, payload)) => Lookup::Hit(kind, payload.to_vec()),
+                Ok((kind, payload)) => {
+                    let offset = bytes.len() - payload.len();
+                    Lookup::Hit(kind, bytes, offset)
+                }
                 Err(e) => Lookup::Rejected(e.to_string()),
             },
             Err(_) => Lookup::Miss,

@@ -121,7 +121,7 @@ pub fn load(
     let entry = cache.entry_path(engine, &wasm);
     let read_time = start.elapsed();
     let source = match cache.lookup(&entry) {
-        Lookup::Hit(kind, payload) => match deserialize(engine, kind, &payload) {
+        Lookup::Hit(kind, file, offset) => match deserialize(engine, kind, &file[offset..]) {
             Ok(program) => {
                 return Ok(Loaded {
                     program,

@@ -181,6 +181,16 @@ pub fn net_connect() {
         listener.set_nonblocking(true).unwrap();
     }
 
+    // Name lookup is part of the grant: without one, `localhost` does not
+    // even resolve; with one for localhost, it resolves and connects.
+    let by_name = format!("localhost:{port}");
+    tern.run(&["run", P2_NET_CONNECT, &by_name]).code(1);
+    assert_eq!(accepted(&listener), 0);
+    tern.run(&["run", "--allow-net", &by_name, P2_NET_CONNECT, &by_name])
+        .code(0)
+        .stdout("connected\n");
+    assert_eq!(accepted(&listener), 1);
+
     // WASI preview 1 has no way to open a socket at all.
     let out = tern.run(&["run", "--allow-net", &addr, P1_NET_CONNECT, &addr]);
     out.code(1);

@@ -1,6 +1,7 @@
 //! `tern run`: parse grants and limits, load the program (through the
 //! compile cache), run it, and turn the outcome into output and exit code.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 use tern_runtime::{
     ByteSize, Capabilities, CodeSource, CompileCache, DirGrant, EnvGrant, HumanDuration, Limits,
-    NetGrant, Outcome, Result, RunConfig,
+    Loader, NetGrant, Outcome, Result, RunConfig,
 };
 
 use crate::exit;
@@ -98,7 +99,27 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         })
     };
     let shown = args.file.display().to_string();
-    let loaded = tern_runtime::load(&engine, &args.file, cache.as_ref(), None)
+    let note_compile = |size: usize| {
+        // Only on a terminal, and only when compiling takes long enough to wonder.
+        if size >= 1 << 20 && std::io::stderr().is_terminal() {
+            let later = if cache.is_some() {
+                "later runs use the compile cache"
+            } else {
+                "--no-cache: compiled on every run"
+            };
+            eprintln!(
+                "tern: compiling {shown} ({}); {later}",
+                ByteSize(size as u64)
+            );
+        }
+    };
+    let loader = Loader {
+        cache: cache.as_ref(),
+        key: None,
+        on_compile: Some(&note_compile),
+    };
+    let loaded = loader
+        .load(&engine, &args.file)
         .map_err(|e| e.context(format!("cannot run `{shown}`")))?;
     trace.say(&format!(
         "read {shown} in {:.2}ms; {} in {:.2}ms",

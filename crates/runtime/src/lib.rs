@@ -9,7 +9,7 @@
 //! use tern_runtime::{Capabilities, Limits, Outcome, RunConfig};
 //! let limits = Limits::default();
 //! let engine = tern_runtime::engine_for(&limits)?;
-//! let loaded = tern_runtime::load(&engine, "hello.wasm".as_ref(), None, None)?;
+//! let loaded = tern_runtime::Loader::default().load(&engine, "hello.wasm".as_ref())?;
 //! let argv = vec!["hello.wasm".to_string()];
 //! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits, on_stuck: None };
 //! let outcome = tern_runtime::run_command(&engine, &loaded.program, config)?;
@@ -32,7 +32,7 @@ pub use cache::CompileCache;
 pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
 pub use engine::{Deadline, engine_for};
 pub use limits::Limits;
-pub use program::{CodeSource, Loaded, Program, load, precompile};
+pub use program::{CodeSource, Loaded, Loader, Program, precompile};
 pub use run::{Outcome, RunConfig, invoke, run_command};
 pub use units::{ByteSize, HumanDuration};
 pub use wasmtime::{Engine, Error, Result};

@@ -35,11 +35,14 @@ impl Default for Limits {
     }
 }
 
-/// Enforces [`Limits::max_memory`] and remembers the first refusal, so an
-/// error can say which limit the guest ran into.
+/// Enforces [`Limits::max_memory`] over all the linear memories and tables
+/// of a store together (a component may hold several), and remembers the
+/// first refusal so an error can say which limit the guest ran into.
 pub(crate) struct MemoryLimiter {
     max: usize,
-    /// Bytes the guest asked for when a grow was first refused.
+    /// Bytes granted so far, across memories and tables.
+    used: usize,
+    /// What the store would have held had the first refused grow succeeded.
     pub(crate) refused: Option<usize>,
 }
 
@@ -47,32 +50,57 @@ impl MemoryLimiter {
     pub(crate) fn new(max: ByteSize) -> Self {
         MemoryLimiter {
             max: usize::try_from(max.0).unwrap_or(usize::MAX),
+            used: 0,
             refused: None,
         }
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.max {
+            self.refused.get_or_insert(total);
+            return false;
+        }
+        self.used = total;
+        true
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.refused.get_or_insert(desired);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // A table element is a pointer; count tables against the same budget.
-        Ok(desired.saturating_mul(size_of::<usize>()) <= self.max)
+        // A table element costs about a pointer.
+        let size = size_of::<usize>();
+        Ok(self.grow(current.saturating_mul(size), desired.saturating_mul(size)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter as _;
+
+    #[test]
+    fn memories_and_tables_share_one_budget() {
+        let mut limiter = MemoryLimiter::new(ByteSize(100 << 20));
+        assert!(limiter.memory_growing(0, 60 << 20, None).unwrap());
+        // A second memory may not take the first one's share.
+        assert!(!limiter.memory_growing(0, 60 << 20, None).unwrap());
+        assert_eq!(limiter.refused, Some(120 << 20));
+        assert!(limiter.memory_growing(0, 40 << 20, None).unwrap());
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
     }
 }

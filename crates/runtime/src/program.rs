@@ -58,107 +58,104 @@ fn classify(bytes: &[u8]) -> Result<Binary> {
         [0, b'a', b's', b'm', 1, 0, 0, 0, ..] => Ok(Binary::Module),
         [0, b'a', b's', b'm', _, _, 1, 0, ..] => Ok(Binary::Component),
         [0, b'a', b's', b'm', ..] if bytes.len() < 8 => bail!("truncated WebAssembly header"),
-        [0, b'a', b's', b'm', ..] => bail!("unsupported WebAssembly binary version"),
-        _ => bail!("not a WebAssembly binary, .wat text or tern artifact"),
+        _ => bail!("unsupported WebAssembly binary version"),
     }
 }
 
-/// Reads `path` and compiles it, using `cache` when given. Sealed artifacts
-/// are verified with `key`; raw wasmtime artifacts are always refused.
-pub fn load(
-    engine: &Engine,
-    path: &Path,
-    cache: Option<&CompileCache>,
-    key: Option<&SigningKey>,
-) -> Result<Loaded> {
-    let start = Instant::now();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+/// How to turn files into programs: where compiled code is cached, which key
+/// verifies sealed artifacts, and who to tell before a compile starts.
+#[derive(Clone, Copy, Default)]
+pub struct Loader<'a> {
+    /// The compile cache; `None` compiles every time.
+    pub cache: Option<&'a CompileCache>,
+    /// Verifies sealed artifacts; defaults to the cache's key.
+    pub key: Option<&'a SigningKey>,
+    /// Called with the wasm size just before compiling, for progress notes.
+    pub on_compile: Option<&'a dyn Fn(usize)>,
+}
 
-    if artifact::is_sealed(&bytes) {
-        let key = key
-            .or(cache.map(CompileCache::key))
-            .context("no signing key to verify a precompiled artifact")?;
-        let (kind, payload) = key
-            .open(&bytes)
-            .context("refusing to load precompiled artifact")?;
-        let read_time = start.elapsed();
-        let program = deserialize(engine, kind, payload)
-            .context("precompiled artifact does not match this engine; recompile it with the same --fuel and --max-stack")?;
-        return Ok(Loaded {
+impl Loader<'_> {
+    /// Reads `path` and compiles it, or takes its code from the cache.
+    /// Sealed artifacts are verified; raw wasmtime artifacts are refused.
+    pub fn load(&self, engine: &Engine, path: &Path) -> Result<Loaded> {
+        let start = Instant::now();
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let loaded = |program, source, read_time: Duration| Loaded {
             program,
-            source: CodeSource::Precompiled,
+            source,
             read_time,
             code_time: start.elapsed() - read_time,
-        });
-    }
-    if Engine::detect_precompiled(&bytes).is_some() {
-        bail!(
-            "refusing to load a precompiled artifact that tern did not write; run the .wasm, or make one with `tern compile`"
-        );
-    }
-    let wasm = if bytes.starts_with(b"\0asm") {
-        bytes
-    } else if std::str::from_utf8(&bytes).is_ok() {
-        wat::parse_bytes(&bytes)
-            .map_err(|e| wasmtime::format_err!("{e}"))?
-            .into_owned()
-    } else {
-        classify(&bytes)?;
-        unreachable!("classify refuses bytes without the wasm magic")
-    };
-    let binary = classify(&wasm)?;
+        };
 
-    let Some(cache) = cache else {
+        if artifact::is_sealed(&bytes) {
+            let key = self
+                .key
+                .or(self.cache.map(CompileCache::key))
+                .context("no signing key to verify a precompiled artifact")?;
+            let (kind, payload) = key
+                .open(&bytes)
+                .context("refusing to load precompiled artifact")?;
+            let read_time = start.elapsed();
+            let program = deserialize(engine, kind, payload).context(
+                "precompiled artifact does not match this engine; recompile it with the same --fuel and --max-stack",
+            )?;
+            return Ok(loaded(program, CodeSource::Precompiled, read_time));
+        }
+        if Engine::detect_precompiled(&bytes).is_some() {
+            bail!(
+                "refusing to load a precompiled artifact that tern did not write; run the .wasm, or make one with `tern compile`"
+            );
+        }
+        let wasm = match std::str::from_utf8(&bytes) {
+            _ if bytes.starts_with(b"\0asm") => bytes,
+            Ok(text) => wat::parse_str(text).map_err(|e| wasmtime::format_err!("{e}"))?,
+            Err(_) => bail!("not a WebAssembly binary, .wat text or tern artifact"),
+        };
+        let binary = classify(&wasm)?;
+
+        let Some(cache) = self.cache else {
+            let read_time = start.elapsed();
+            let program = self.compile(engine, &binary, &wasm)?;
+            return Ok(loaded(program, CodeSource::Compiled, read_time));
+        };
+        let entry = cache.entry_path(engine, &wasm);
         let read_time = start.elapsed();
-        let program = compile(engine, &binary, &wasm)?;
-        return Ok(Loaded {
-            program,
-            source: CodeSource::Compiled,
-            read_time,
-            code_time: start.elapsed() - read_time,
-        });
-    };
-    let entry = cache.entry_path(engine, &wasm);
-    let read_time = start.elapsed();
-    let source = match cache.lookup(&entry) {
-        Lookup::Hit(kind, file, offset) => match deserialize(engine, kind, &file[offset..]) {
-            Ok(program) => {
-                return Ok(Loaded {
-                    program,
-                    source: CodeSource::CacheHit,
-                    read_time,
-                    code_time: start.elapsed() - read_time,
-                });
-            }
-            Err(e) => CodeSource::CacheRejected(format!("{e}")),
-        },
-        Lookup::Rejected(why) => CodeSource::CacheRejected(why),
-        Lookup::Miss => CodeSource::CacheMiss,
-    };
-    let program = compile(engine, &binary, &wasm)?;
-    let (kind, payload) = serialize(&program)?;
-    // A cache that cannot be written only costs speed, never the run.
-    let _ = cache.store(&entry, kind, &payload);
-    Ok(Loaded {
-        program,
-        source,
-        read_time,
-        code_time: start.elapsed() - read_time,
-    })
+        let source = match cache.lookup(&entry) {
+            Lookup::Hit(kind, file, offset) => match deserialize(engine, kind, &file[offset..]) {
+                Ok(program) => return Ok(loaded(program, CodeSource::CacheHit, read_time)),
+                Err(e) => CodeSource::CacheRejected(format!("{e}")),
+            },
+            Lookup::Rejected(why) => CodeSource::CacheRejected(why),
+            Lookup::Miss => CodeSource::CacheMiss,
+        };
+        let program = self.compile(engine, &binary, &wasm)?;
+        let (kind, payload) = serialize(&program)?;
+        // A cache that cannot be written only costs speed, never the run.
+        let _ = cache.store(&entry, kind, &payload);
+        Ok(loaded(program, source, read_time))
+    }
+
+    fn compile(&self, engine: &Engine, binary: &Binary, wasm: &[u8]) -> Result<Program> {
+        if let Some(on_compile) = self.on_compile {
+            on_compile(wasm.len());
+        }
+        Ok(match binary {
+            Binary::Module => Program::Module(Module::from_binary(engine, wasm)?),
+            Binary::Component => Program::Component(Component::from_binary(engine, wasm)?),
+        })
+    }
 }
 
 /// Compiles `path` and seals the result with `key` (`tern compile`).
 pub fn precompile(engine: &Engine, path: &Path, key: &SigningKey) -> Result<Vec<u8>> {
-    let loaded = load(engine, path, None, Some(key))?;
+    let loader = Loader {
+        key: Some(key),
+        ..Loader::default()
+    };
+    let loaded = loader.load(engine, path)?;
     let (kind, payload) = serialize(&loaded.program)?;
     Ok(key.seal(kind, &payload))
-}
-
-fn compile(engine: &Engine, binary: &Binary, wasm: &[u8]) -> Result<Program> {
-    Ok(match binary {
-        Binary::Module => Program::Module(Module::from_binary(engine, wasm)?),
-        Binary::Component => Program::Component(Component::from_binary(engine, wasm)?),
-    })
 }
 
 fn serialize(program: &Program) -> Result<(ArtifactKind, Vec<u8>)> {

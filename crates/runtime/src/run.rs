@@ -286,7 +286,7 @@ fn finish(result: Result<Outcome>, limiter: &MemoryLimiter, limits: &Limits) -> 
         Trap::StackOverflow => Some(format!("the wasm stack limit is {} (raise it with --max-stack)", limits.max_stack)),
         _ => limiter.refused.map(|bytes| {
             format!(
-                "the guest was refused {} of memory by the limit of {} (raise it with --max-memory)",
+                "the guest asked for {} of memory in all, above the limit of {} (raise it with --max-memory)",
                 crate::units::ByteSize(bytes as u64),
                 limits.max_memory
             )

@@ -74,8 +74,8 @@ pub fn memory_bomb() {
         tern.run(&["run", "--max-memory", "32MiB", program])
             .code(134)
             .stderr_has("error: guest trapped: ")
-            .stderr_has("note: the guest was refused ")
-            .stderr_has("by the limit of 32MiB (raise it with --max-memory)");
+            .stderr_has("note: the guest asked for ")
+            .stderr_has("of memory in all, above the limit of 32MiB (raise it with --max-memory)");
     }
 }
 

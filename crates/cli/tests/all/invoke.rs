@@ -7,24 +7,18 @@ use test_programs::*;
 #[test]
 pub fn calc() {
     let tern = Tern::new();
-    tern.run(&["run", "--invoke", "add", WAT_CALC, "2", "40"])
-        .code(0)
-        .stdout("42\n");
-    tern.run(&["run", "--invoke", "add", WAT_CALC, "-5", "3"])
-        .code(0)
-        .stdout("-2\n");
-    tern.run(&["run", "--invoke", "mul64", WAT_CALC, "4294967296", "3"])
-        .code(0)
-        .stdout("12884901888\n");
-    tern.run(&["run", "--invoke", "hypot", WAT_CALC, "3", "4"])
-        .code(0)
-        .stdout("5\n");
-    tern.run(&["run", "--invoke", "divmod", WAT_CALC, "17", "5"])
-        .code(0)
-        .stdout("3\n2\n");
-    tern.run(&["run", "--invoke", "nothing", WAT_CALC])
-        .code(0)
-        .stdout("");
+    for (func, args, printed) in [
+        ("add", &["2", "40"][..], "42\n"),
+        ("add", &["-5", "3"], "-2\n"),
+        ("mul64", &["4294967296", "3"], "12884901888\n"),
+        ("hypot", &["3", "4"], "5\n"),
+        ("divmod", &["17", "5"], "3\n2\n"),
+        ("nothing", &[], ""),
+    ] {
+        let mut argv = vec!["run", "--invoke", func, WAT_CALC];
+        argv.extend(args);
+        tern.run(&argv).code(0).stdout(printed);
+    }
 }
 
 #[test]

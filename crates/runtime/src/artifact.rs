@@ -6,12 +6,13 @@
 //! keyed BLAKE3 MAC under a per-user key that never leaves this machine;
 //! anything whose MAC does not verify is refused.
 //!
-//! Layout: `TERNWASM` magic (8 bytes), format version (u32 LE), kind (u8),
-//! three zero bytes, MAC (32 bytes) over everything else, then the payload
-//! wasmtime produced.
+//! Layout: the payload wasmtime produced, then a 48-byte trailer: kind (u8),
+//! three zero bytes, format version (u32 LE), MAC (32 bytes) over everything
+//! before it, `TERNWASM` magic (8 bytes). The payload comes first so that a
+//! verified file can be mapped as it is, with no copy.
 
-use std::fs;
-use std::io::Write as _;
+use std::fs::{self, File};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use wasmtime::Result;
@@ -19,7 +20,7 @@ use wasmtime::error::Context as _;
 
 const MAGIC: &[u8; 8] = b"TERNWASM";
 const FORMAT: u32 = 1;
-const HEADER: usize = 8 + 4 + 4 + 32;
+const TRAILER: usize = 4 + 4 + 32 + 8;
 
 /// What a sealed artifact holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub enum ArtifactKind {
 
 /// Whether `bytes` claim to be a sealed Tern artifact.
 pub fn is_sealed(bytes: &[u8]) -> bool {
-    bytes.starts_with(MAGIC)
+    bytes.ends_with(MAGIC)
 }
 
 /// The per-user key that seals and verifies artifacts.
@@ -83,43 +84,80 @@ impl SigningKey {
 
     /// Seals a wasmtime-serialized payload.
     pub fn seal(&self, kind: ArtifactKind, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT.to_le_bytes());
-        out.extend_from_slice(&[kind as u8, 0, 0, 0]);
-        let mac = self.mac(&out, payload);
-        out.extend_from_slice(mac.as_bytes());
+        let mut out = Vec::with_capacity(payload.len() + TRAILER);
         out.extend_from_slice(payload);
+        out.extend_from_slice(&[kind as u8, 0, 0, 0]);
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        let mac = self.mac().update(&out).finalize();
+        out.extend_from_slice(mac.as_bytes());
+        out.extend_from_slice(MAGIC);
         out
     }
 
-    /// Verifies a sealed artifact and returns its kind and payload.
+    /// Verifies a sealed artifact in memory; returns its kind and payload.
     pub fn open<'a>(&self, bytes: &'a [u8]) -> Result<(ArtifactKind, &'a [u8]), ArtifactError> {
-        if bytes.len() < HEADER || !is_sealed(bytes) {
-            return Err(ArtifactError::Truncated);
-        }
-        let (prefix, rest) = bytes.split_at(16);
-        let (mac, payload) = rest.split_at(32);
-        if u32::from_le_bytes(prefix[8..12].try_into().unwrap()) != FORMAT {
-            return Err(ArtifactError::Format);
-        }
-        // `blake3::Hash` compares in constant time.
-        if self.mac(prefix, payload) != blake3::Hash::from_bytes(mac.try_into().unwrap()) {
-            return Err(ArtifactError::Signature);
-        }
-        let kind = match prefix[12] {
-            0 => ArtifactKind::Module,
-            1 => ArtifactKind::Component,
-            _ => return Err(ArtifactError::Format),
-        };
-        Ok((kind, payload))
+        let (signed, trailer) = split_trailer(bytes)?;
+        let kind = check_trailer(trailer, self.mac().update(signed).finalize())?;
+        Ok((kind, &signed[..signed.len() - 8]))
     }
 
-    fn mac(&self, prefix: &[u8], payload: &[u8]) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.0);
-        hasher.update(prefix);
-        hasher.update(payload);
-        hasher.finalize()
+    /// Verifies a sealed artifact file by streaming it through the MAC,
+    /// leaving `file` ready to be mapped. Only this user can write the files
+    /// tern seals (mode 0600, replaced by rename, never edited in place), so
+    /// the verified bytes are the bytes that get mapped.
+    pub fn verify_file(&self, file: &mut File) -> Result<ArtifactKind, ArtifactError> {
+        let len = file.metadata().map_err(|_| ArtifactError::Truncated)?.len();
+        let signed_len = len
+            .checked_sub(40)
+            .filter(|&n| n >= 8)
+            .ok_or(ArtifactError::Truncated)?;
+        let mut trailer = [0u8; TRAILER];
+        file.seek(SeekFrom::Start(len - TRAILER as u64))
+            .map_err(|_| ArtifactError::Truncated)?;
+        file.read_exact(&mut trailer)
+            .map_err(|_| ArtifactError::Truncated)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|_| ArtifactError::Truncated)?;
+        let mut mac = self.mac();
+        let copied = std::io::copy(&mut file.take(signed_len), &mut mac)
+            .map_err(|_| ArtifactError::Truncated)?;
+        if copied != signed_len {
+            return Err(ArtifactError::Truncated);
+        }
+        check_trailer(&trailer, mac.finalize())
+    }
+
+    fn mac(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.0)
+    }
+}
+
+/// Splits `bytes` into the MAC'd part (payload, kind, format) and the
+/// whole 48-byte trailer.
+fn split_trailer(bytes: &[u8]) -> Result<(&[u8], &[u8]), ArtifactError> {
+    if bytes.len() < TRAILER || !is_sealed(bytes) {
+        return Err(ArtifactError::Truncated);
+    }
+    let signed = &bytes[..bytes.len() - 40];
+    Ok((signed, &bytes[bytes.len() - TRAILER..]))
+}
+
+/// Checks a trailer against the MAC computed over what precedes its MAC.
+fn check_trailer(trailer: &[u8], computed: blake3::Hash) -> Result<ArtifactKind, ArtifactError> {
+    if !trailer.ends_with(MAGIC) {
+        return Err(ArtifactError::Truncated);
+    }
+    if u32::from_le_bytes(trailer[4..8].try_into().unwrap()) != FORMAT {
+        return Err(ArtifactError::Format);
+    }
+    // `blake3::Hash` compares in constant time.
+    if computed != blake3::Hash::from_bytes(trailer[8..40].try_into().unwrap()) {
+        return Err(ArtifactError::Signature);
+    }
+    match trailer[0] {
+        0 => Ok(ArtifactKind::Module),
+        1 => Ok(ArtifactKind::Component),
+        _ => Err(ArtifactError::Format),
     }
 }
 
@@ -160,13 +198,13 @@ mod tests {
         );
 
         let mut flipped = sealed.clone();
-        *flipped.last_mut().unwrap() ^= 1;
+        flipped[0] ^= 1;
         assert_eq!(key.open(&flipped), Err(ArtifactError::Signature));
-        assert_eq!(
-            key.open(&sealed[..sealed.len() - 1]),
-            Err(ArtifactError::Signature)
-        );
-        assert_eq!(key.open(&sealed[..20]), Err(ArtifactError::Truncated));
+        assert_eq!(key.open(&sealed[1..]), Err(ArtifactError::Signature));
+        let short = &sealed[..sealed.len() - 1];
+        assert_eq!(key.open(short), Err(ArtifactError::Truncated));
+        let tail = &sealed[sealed.len() - 20..];
+        assert_eq!(key.open(tail), Err(ArtifactError::Truncated));
         assert_eq!(
             SigningKey([8; 32]).open(&sealed),
             Err(ArtifactError::Signature)

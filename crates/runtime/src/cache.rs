@@ -19,9 +19,8 @@ pub struct CompileCache {
 
 /// What a cache lookup found.
 pub(crate) enum Lookup {
-    /// A verified entry: its kind, and the file with the wasmtime payload
-    /// starting at the offset.
-    Hit(ArtifactKind, Vec<u8>, usize),
+    /// A verified entry: its kind, and the open file to map.
+    Hit(ArtifactKind, fs::File),
     /// No entry.
     Miss,
     /// An entry that did not verify, and why.
@@ -64,15 +63,12 @@ impl CompileCache {
     }
 
     pub(crate) fn lookup(&self, path: &Path) -> Lookup {
-        match fs::read(path) {
-            Ok(bytes) => match self.key.open(&bytes) {
-                Ok((kind, payload)) => {
-                    let offset = bytes.len() - payload.len();
-                    Lookup::Hit(kind, bytes, offset)
-                }
-                Err(e) => Lookup::Rejected(e.to_string()),
-            },
-            Err(_) => Lookup::Miss,
+        let Ok(mut file) = fs::File::open(path) else {
+            return Lookup::Miss;
+        };
+        match self.key.verify_file(&mut file) {
+            Ok(kind) => Lookup::Hit(kind, file),
+            Err(e) => Lookup::Rejected(e.to_string()),
         }
     }
 

@@ -122,7 +122,7 @@ impl Loader<'_> {
         let entry = cache.entry_path(engine, &wasm);
         let read_time = start.elapsed();
         let source = match cache.lookup(&entry) {
-            Lookup::Hit(kind, file, offset) => match deserialize(engine, kind, &file[offset..]) {
+            Lookup::Hit(kind, file) => match deserialize_file(engine, kind, file) {
                 Ok(program) => return Ok(loaded(program, CodeSource::CacheHit, read_time)),
                 Err(e) => CodeSource::CacheRejected(format!("{e}")),
             },
@@ -163,6 +163,24 @@ fn serialize(program: &Program) -> Result<(ArtifactKind, Vec<u8>)> {
         Program::Module(m) => (ArtifactKind::Module, m.serialize()?),
         Program::Component(c) => (ArtifactKind::Component, c.serialize()?),
     })
+}
+
+#[allow(unsafe_code)]
+fn deserialize_file(engine: &Engine, kind: ArtifactKind, file: std::fs::File) -> Result<Program> {
+    // SAFETY: as for `deserialize`; `CompileCache::lookup` verified this very
+    // file, which only this user can write and tern never edits in place.
+    unsafe {
+        Ok(match kind {
+            ArtifactKind::Module => Program::Module(Module::deserialize_open_file(engine, file)?),
+            // wasmtime 48 maps components only by path: name the very
+            // file that was verified, not the cache path, which may change.
+            ArtifactKind::Component => {
+                use std::os::fd::AsRawFd as _;
+                let fd_path = format!("/dev/fd/{}", file.as_raw_fd());
+                Program::Component(Component::deserialize_file(engine, fd_path)?)
+            }
+        })
+    }
 }
 
 #[allow(unsafe_code)]

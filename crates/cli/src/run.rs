@@ -142,19 +142,10 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let argv: Vec<String> = std::iter::once(name)
         .chain(args.args.iter().cloned())
         .collect();
-    let timeout = args.timeout;
     let config = RunConfig {
         argv: &argv,
         capabilities: &capabilities,
         limits: &limits,
-        on_stuck: Some(Box::new(move || {
-            // The guest is blocked in a host call and cannot be interrupted.
-            eprintln!(
-                "error: guest exceeded its time limit of {}",
-                timeout.expect("only armed with a timeout")
-            );
-            std::process::exit(exit::TIMEOUT.into());
-        })),
     };
     let outcome = match &args.invoke {
         Some(func) => tern_runtime::invoke(&engine, &loaded.program, func, &args.args, config),

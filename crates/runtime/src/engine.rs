@@ -18,40 +18,37 @@ pub fn engine_for(limits: &Limits) -> Result<Engine> {
     // Always compiled in, so `--timeout` does not change the cached artifact.
     config.epoch_interruption(true);
     config.consume_fuel(limits.fuel.is_some());
-    config.max_wasm_stack(usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX));
+    let max_stack = usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX);
+    config.max_wasm_stack(max_stack);
+    // Guests run on a fiber: room for the wasm stack plus the host's frames.
+    config.async_stack_size(max_stack.saturating_add(1 << 20));
     Engine::new(&config)
 }
 
-/// A thread that interrupts the guest when its deadline passes, and calls
-/// `on_stuck` if the guest is still blocked in the host a grace period later
-/// (a guest sleeping or reading stdin never reaches an epoch check).
+/// The ticker thread of an engine with a deadline: it bumps the epoch once
+/// when the deadline passes, so a guest running wasm code traps at its next
+/// epoch check. It is woken and ends early when dropped.
 pub struct Deadline {
     done: Arc<AtomicBool>,
     thread: thread::Thread,
 }
 
 impl Deadline {
-    /// How long a guest blocked in a host call may outlive its deadline.
-    pub const GRACE: Duration = Duration::from_millis(200);
-
     /// Starts the ticker for `engine`; stores must already have an epoch
     /// deadline of one tick.
-    pub fn start(
-        engine: &Engine,
-        timeout: Duration,
-        on_stuck: impl FnOnce() + Send + 'static,
-    ) -> Self {
+    pub fn start(engine: &Engine, timeout: Duration) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let engine = engine.clone();
         let flag = done.clone();
+        let deadline = Instant::now() + timeout;
         let handle = thread::spawn(move || {
-            let deadline = Instant::now() + timeout;
-            if !park_until(&flag, deadline) {
-                return;
-            }
-            engine.increment_epoch();
-            if park_until(&flag, deadline + Self::GRACE) {
-                on_stuck();
+            while !flag.load(Ordering::Acquire) {
+                let now = Instant::now();
+                if now >= deadline {
+                    engine.increment_epoch();
+                    return;
+                }
+                thread::park_timeout(deadline - now);
             }
         });
         Deadline {
@@ -65,19 +62,5 @@ impl Drop for Deadline {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
         self.thread.unpark();
-    }
-}
-
-/// Parks until `when`; false if `done` was set first.
-fn park_until(done: &AtomicBool, when: Instant) -> bool {
-    loop {
-        if done.load(Ordering::Acquire) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= when {
-            return true;
-        }
-        thread::park_timeout(when - now);
     }
 }

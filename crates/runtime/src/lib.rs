@@ -11,7 +11,7 @@
 //! let engine = tern_runtime::engine_for(&limits)?;
 //! let loaded = tern_runtime::Loader::default().load(&engine, "hello.wasm".as_ref())?;
 //! let argv = vec!["hello.wasm".to_string()];
-//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits, on_stuck: None };
+//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits };
 //! let outcome = tern_runtime::run_command(&engine, &loaded.program, config)?;
 //! assert_eq!(outcome, Outcome::Exited(0));
 //! # Ok::<(), tern_runtime::Error>(())
@@ -22,7 +22,9 @@ mod cache;
 mod capabilities;
 pub mod dirs;
 mod engine;
+mod invoke;
 mod limits;
+mod outcome;
 mod program;
 mod run;
 mod units;
@@ -33,6 +35,8 @@ pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
 pub use engine::{Deadline, engine_for};
 pub use limits::Limits;
 pub use program::{CodeSource, Loaded, Loader, Program, precompile};
-pub use run::{Outcome, RunConfig, invoke, run_command};
+pub use invoke::invoke;
+pub use outcome::Outcome;
+pub use run::{RunConfig, run_command};
 pub use units::{ByteSize, HumanDuration};
 pub use wasmtime::{Engine, Error, Result};

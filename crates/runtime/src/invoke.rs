@@ -4,9 +4,9 @@
 use wasmtime::{Module, Result, Val, ValType, bail};
 
 use crate::outcome::Outcome;
+use crate::outcome::finish;
 use crate::program::Program;
 use crate::run::{RunConfig, block_on, guarded, instantiate_module, list_exports};
-use crate::outcome::finish;
 
 /// Calls one exported function of a core module with arguments parsed from
 /// text, after running `_initialize` if the module has one.
@@ -32,7 +32,10 @@ async fn call_export(
 ) -> Result<Outcome> {
     let (mut store, instance) = instantiate_module(engine, module, &config).await?;
     let Some(func) = instance.get_func(&mut store, name) else {
-        bail!("module has no exported function `{name}`; {}", list_exports(module));
+        bail!(
+            "module has no exported function `{name}`; {}",
+            list_exports(module)
+        );
     };
     let ty = func.ty(&store);
     let params: Vec<ValType> = ty.params().collect();

@@ -32,7 +32,11 @@ pub enum Outcome {
 
 /// Maps a guest's result to an [`Outcome`]; errors that are not the
 /// guest's doing stay errors.
-pub(crate) fn finish(result: Result<Outcome>, limiter: &MemoryLimiter, limits: &Limits) -> Result<Outcome> {
+pub(crate) fn finish(
+    result: Result<Outcome>,
+    limiter: &MemoryLimiter,
+    limits: &Limits,
+) -> Result<Outcome> {
     let err = match result {
         Ok(outcome) => return Ok(outcome),
         Err(err) => err,
@@ -81,4 +85,3 @@ fn frames(backtrace: &WasmBacktrace) -> Option<String> {
         .collect();
     (!frames.is_empty()).then(|| format!("wasm backtrace:\n{}\n", frames.join("\n")))
 }
-

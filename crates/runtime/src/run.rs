@@ -121,14 +121,21 @@ pub fn run_command(engine: &Engine, program: &Program, config: RunConfig<'_>) ->
 async fn run_module(engine: &Engine, module: &Module, config: RunConfig<'_>) -> Result<Outcome> {
     let (mut store, instance) = instantiate_module(engine, module, &config).await?;
     let Some(start) = instance.get_func(&mut store, "_start") else {
-        bail!("module has no `_start` export, so it is not a command; {}", list_exports(module));
+        bail!(
+            "module has no `_start` export, so it is not a command; {}",
+            list_exports(module)
+        );
     };
     let start = start
         .typed::<(), ()>(&store)
         .context("`_start` must take and return nothing")?;
     guarded(engine, config.limits, async {
         let result = start.call_async(&mut store, ()).await;
-        finish(result.map(|()| Outcome::Exited(0)), &store.data().limiter, config.limits)
+        finish(
+            result.map(|()| Outcome::Exited(0)),
+            &store.data().limiter,
+            config.limits,
+        )
     })
     .await
 }
@@ -147,7 +154,8 @@ async fn run_component(
     };
     let mut store = config.store(engine, host, |h| &mut h.limiter)?;
     let command =
-        wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, component, &linker).await;
+        wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, component, &linker)
+            .await;
     let command = instantiated(command, &store.data().limiter, &config)?;
     guarded(engine, config.limits, async {
         let result = command.wasi_cli_run().call_run(&mut store).await;
@@ -177,7 +185,11 @@ pub(crate) async fn instantiate_module(
 
 /// Passes an instantiation result on, turning a refused initial memory into
 /// an error that names the limit.
-fn instantiated<I>(result: Result<I>, limiter: &MemoryLimiter, config: &RunConfig<'_>) -> Result<I> {
+fn instantiated<I>(
+    result: Result<I>,
+    limiter: &MemoryLimiter,
+    config: &RunConfig<'_>,
+) -> Result<I> {
     result.map_err(|e| match limiter.refused {
         Some(bytes) => wasmtime::format_err!(
             "the program needs {} of linear memory to start, above the limit of {} (raise it with --max-memory)",
@@ -222,4 +234,3 @@ pub(crate) fn list_exports(module: &Module) -> String {
         format!("exported functions: {}", funcs.join(", "))
     }
 }
-

@@ -21,6 +21,9 @@ pub struct CompileArgs {
     /// Compile with fuel metering, so the artifact can run with `--fuel`
     #[arg(long)]
     fuel: bool,
+    /// Compile with interruption checks, so the artifact can run with `--timeout`
+    #[arg(long)]
+    interruptible: bool,
     /// The wasm stack limit the artifact will run with
     #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_STACK)]
     max_stack: ByteSize,
@@ -29,6 +32,7 @@ pub struct CompileArgs {
 pub fn main(args: CompileArgs) -> Result<ExitCode> {
     let limits = Limits {
         fuel: args.fuel.then_some(0),
+        timeout: args.interruptible.then_some(std::time::Duration::MAX),
         max_stack: args.max_stack,
         ..Limits::default()
     };

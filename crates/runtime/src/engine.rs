@@ -10,13 +10,14 @@ use wasmtime::{Config, Engine, Result};
 
 use crate::limits::Limits;
 
-/// Builds the engine for a set of limits. Only the settings that change
-/// compiled code (fuel metering, stack size) depend on the limits, so the
-/// compile cache key follows them.
+/// Builds the engine for a set of limits. The settings that change compiled
+/// code (epoch checks for a timeout, fuel metering, stack size) follow the
+/// limits, and so does the compile cache key.
 pub fn engine_for(limits: &Limits) -> Result<Engine> {
     let mut config = Config::new();
-    // Always compiled in, so `--timeout` does not change the cached artifact.
-    config.epoch_interruption(true);
+    // Epoch checks cost a few percent in hot loops: only compile them in
+    // when there is a deadline to enforce.
+    config.epoch_interruption(limits.timeout.is_some());
     config.consume_fuel(limits.fuel.is_some());
     let max_stack = usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX);
     config.max_wasm_stack(max_stack);

@@ -98,7 +98,7 @@ impl Loader<'_> {
                 .context("refusing to load precompiled artifact")?;
             let read_time = start.elapsed();
             let program = deserialize(engine, kind, payload).context(
-                "precompiled artifact does not match this engine; recompile it with the same --fuel and --max-stack",
+                "precompiled artifact does not match this engine; recompile it with `tern compile` options matching --fuel, --timeout and --max-stack",
             )?;
             return Ok(loaded(program, CodeSource::Precompiled, read_time));
         }

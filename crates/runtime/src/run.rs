@@ -69,9 +69,11 @@ impl RunConfig<'_> {
         if let Some(fuel) = self.limits.fuel {
             store.set_fuel(fuel)?;
         }
-        // The epoch only moves when a `Deadline` runs (see `guarded`).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_trap();
+        if self.limits.timeout.is_some() {
+            // The epoch moves once, when the `Deadline` passes (see `guarded`).
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_trap();
+        }
         Ok(store)
     }
 }

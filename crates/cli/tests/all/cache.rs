@@ -111,6 +111,18 @@ fn precompiled_artifacts_run_only_when_sealed_here() {
         .code(1)
         .one_line_error("does not match this engine");
 
+    // Without interruption checks it cannot honour --timeout; with them it can.
+    tern.run(&["run", "--timeout", "5s", artifact_str])
+        .code(1)
+        .one_line_error("does not match this engine");
+    let spin = dir.path().join("spin.twasm");
+    let spin_str = spin.to_str().unwrap();
+    tern.run(&["compile", "--interruptible", P1_SPIN, "-o", spin_str])
+        .code(0);
+    tern.run(&["run", "--timeout", "200ms", spin_str])
+        .code(124)
+        .one_line_error("guest exceeded its time limit of 200ms");
+
     // Another user (another key) does not trust it.
     let stranger = Tern::new();
     stranger.run(&["run", artifact_str]).code(1).one_line_error(

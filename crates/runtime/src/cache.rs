@@ -10,6 +10,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result};
 
 use crate::artifact::{ArtifactKind, SigningKey};
+use crate::stat_index::{self, FileStamp};
 
 /// A directory of sealed compiled artifacts.
 pub struct CompileCache {
@@ -51,15 +52,26 @@ impl CompileCache {
         &self.key
     }
 
-    /// Where the entry for `wasm` compiled by `engine` lives.
-    pub(crate) fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+    /// Where the entry for the wasm with this content hash lives, for
+    /// `engine`'s configuration.
+    pub(crate) fn entry_path(&self, engine: &Engine, content: &[u8; 32]) -> PathBuf {
         let mut hasher = Blake3Hasher(blake3::Hasher::new());
         hasher.0.update(b"tern compile cache\0");
         hasher.0.update(env!("CARGO_PKG_VERSION").as_bytes());
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        hasher.0.update(blake3::hash(wasm).as_bytes());
+        hasher.0.update(content);
         self.dir
             .join(format!("{}.twasm", hasher.0.finalize().to_hex()))
+    }
+
+    /// The content hash remembered for this version of a module file.
+    pub(crate) fn recall(&self, stamp: &FileStamp) -> Option<[u8; 32]> {
+        stat_index::recall(&self.dir, &self.key, stamp)
+    }
+
+    /// Remembers the content hash of this version of a module file.
+    pub(crate) fn remember(&self, stamp: &FileStamp, content: &[u8; 32]) {
+        stat_index::remember(&self.dir, &self.key, stamp, content);
     }
 
     pub(crate) fn lookup(&self, path: &Path) -> Lookup {

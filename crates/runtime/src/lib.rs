@@ -27,6 +27,7 @@ mod limits;
 mod outcome;
 mod program;
 mod run;
+mod stat_index;
 mod units;
 
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};

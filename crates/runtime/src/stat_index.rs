@@ -1,0 +1,117 @@
+//! The stat index: the content hash of a module file, remembered by the
+//! file's identity and change times, so a warm run finds its cache entry
+//! without reading and hashing the module (git's index does the same for a
+//! work tree). Records are sealed like artifacts, so a damaged one is a miss.
+
+use std::fs::{self, Metadata};
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::artifact::SigningKey;
+
+/// Files changed more recently than this are not remembered: timestamps
+/// tick coarsely, so such a file could change again without moving them.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What identifies one version of a file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp([i64; 7]);
+
+impl FileStamp {
+    pub(crate) fn of(meta: &Metadata) -> Self {
+        FileStamp([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.size() as i64,
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ])
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|n| n.to_le_bytes()).collect()
+    }
+
+    fn settled(&self) -> bool {
+        let changed =
+            SystemTime::UNIX_EPOCH + Duration::new(self.0[5].max(0) as u64, self.0[6] as u32);
+        SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|age| age >= SETTLE)
+    }
+}
+
+fn record_path(dir: &Path, stamp: &FileStamp) -> PathBuf {
+    dir.join("index")
+        .join(format!("{:x}-{:x}", stamp.0[0], stamp.0[1]))
+}
+
+/// The content hash remembered for this version of the file, if any.
+pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<[u8; 32]> {
+    let record = fs::read(record_path(dir, stamp)).ok()?;
+    let stamp_bytes = stamp.bytes();
+    let (body, mac) = record.split_at_checked(stamp_bytes.len() + 32)?;
+    if !body.starts_with(&stamp_bytes) || key.tag(body).as_bytes() != mac {
+        return None;
+    }
+    body[stamp_bytes.len()..].try_into().ok()
+}
+
+/// Remembers `content` for this version of the file, once it has settled.
+/// Failing to write only costs the next run a read.
+pub(crate) fn remember(dir: &Path, key: &SigningKey, stamp: &FileStamp, content: &[u8; 32]) {
+    if !stamp.settled() {
+        return;
+    }
+    let mut body = stamp.bytes();
+    body.extend_from_slice(content);
+    let mac = key.tag(&body);
+    body.extend_from_slice(mac.as_bytes());
+    let path = record_path(dir, stamp);
+    let Some(parent) = path.parent() else { return };
+    let _ = fs::create_dir_all(parent).and_then(|()| {
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+        tmp.write_all(&body)?;
+        tmp.persist(&path).map(drop).map_err(|e| e.error)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_files_are_recalled_until_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+        let module = dir.path().join("m.wasm");
+        fs::write(&module, b"version one").unwrap();
+        let fresh = FileStamp::of(&fs::metadata(&module).unwrap());
+
+        // Just written: too fresh to trust its timestamps.
+        remember(dir.path(), &key, &fresh, &[1; 32]);
+        assert_eq!(recall(dir.path(), &key, &fresh), None);
+
+        // Settled (an old ctime, as a stamp from long ago would have).
+        let mut settled = fresh;
+        settled.0[5] -= 60;
+        remember(dir.path(), &key, &settled, &[1; 32]);
+        assert_eq!(recall(dir.path(), &key, &settled), Some([1; 32]));
+
+        // Any change to the file is a different stamp: a miss.
+        let mut changed = settled;
+        changed.0[2] += 1;
+        assert_eq!(recall(dir.path(), &key, &changed), None);
+
+        // A damaged record is a miss, never a wrong answer.
+        let record = record_path(dir.path(), &settled);
+        let mut bytes = fs::read(&record).unwrap();
+        bytes[60] ^= 1;
+        fs::write(&record, bytes).unwrap();
+        assert_eq!(recall(dir.path(), &key, &settled), None);
+    }
+}

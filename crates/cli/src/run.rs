@@ -152,10 +152,10 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         None => tern_runtime::run_command(&engine, &loaded.program, config),
     }?;
     trace.note("guest finished");
-    Ok(report(outcome, &limits))
+    Ok(report(outcome))
 }
 
-fn report(outcome: Outcome, limits: &Limits) -> ExitCode {
+fn report(outcome: Outcome) -> ExitCode {
     match outcome {
         Outcome::Exited(code) => exit::guest_code(code),
         Outcome::Returned(values) => {
@@ -164,8 +164,8 @@ fn report(outcome: Outcome, limits: &Limits) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Outcome::TimedOut(_) => {
-            let limit = HumanDuration(limits.timeout.unwrap_or_default());
+        Outcome::TimedOut(limit) => {
+            let limit = HumanDuration(limit);
             eprintln!("error: guest exceeded its time limit of {limit}");
             ExitCode::from(exit::TIMEOUT)
         }

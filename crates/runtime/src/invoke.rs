@@ -1,10 +1,9 @@
 //! `--invoke`: calling one exported function of a core module with
 //! arguments given as text, the plugin/UDF case.
 
-use wasmtime::{Module, Result, Val, ValType, bail};
+use wasmtime::{Result, Val, ValType, bail};
 
-use crate::outcome::Outcome;
-use crate::outcome::finish;
+use crate::outcome::{Outcome, finish};
 use crate::program::Program;
 use crate::run::{RunConfig, block_on, guarded, instantiate_module, list_exports};
 
@@ -20,53 +19,46 @@ pub fn invoke(
     let Program::Module(module) = program else {
         bail!("--invoke calls functions of core modules; this file is a component");
     };
-    block_on(call_export(engine, module, name, args, config))
-}
-
-async fn call_export(
-    engine: &wasmtime::Engine,
-    module: &Module,
-    name: &str,
-    args: &[String],
-    config: RunConfig<'_>,
-) -> Result<Outcome> {
-    let (mut store, instance) = instantiate_module(engine, module, &config).await?;
-    let Some(func) = instance.get_func(&mut store, name) else {
-        bail!(
-            "module has no exported function `{name}`; {}",
-            list_exports(module)
-        );
-    };
-    let ty = func.ty(&store);
-    let params: Vec<ValType> = ty.params().collect();
-    if params.len() != args.len() {
-        let types: Vec<String> = params.iter().map(ToString::to_string).collect();
-        bail!(
-            "function `{name}` takes {} argument(s) ({}), but {} were given",
-            params.len(),
-            types.join(", "),
-            args.len()
-        );
-    }
-    let params = params
-        .iter()
-        .zip(args)
-        .map(|(ty, arg)| parse_val(ty, arg))
-        .collect::<Result<Vec<_>>>()?;
-    let mut results = vec![Val::I32(0); ty.results().len()];
-    let limits = config.limits;
-    guarded(engine, limits, async {
-        let result = async {
-            if let Some(init) = instance.get_func(&mut store, "_initialize") {
-                init.call_async(&mut store, &[], &mut []).await?;
-            }
-            func.call_async(&mut store, &params, &mut results).await
+    block_on(async {
+        let (mut store, instance) = instantiate_module(engine, module, &config).await?;
+        let Some(func) = instance.get_func(&mut store, name) else {
+            bail!(
+                "module has no exported function `{name}`; {}",
+                list_exports(module)
+            );
+        };
+        let ty = func.ty(&store);
+        let params: Vec<ValType> = ty.params().collect();
+        if params.len() != args.len() {
+            let types: Vec<String> = params.iter().map(ToString::to_string).collect();
+            bail!(
+                "function `{name}` takes {} argument(s) ({}), but {} were given",
+                params.len(),
+                types.join(", "),
+                args.len()
+            );
         }
-        .await;
-        let outcome = result.map(|()| Outcome::Returned(results.iter().map(show_val).collect()));
-        finish(outcome, &store.data().limiter, limits)
+        let params = params
+            .iter()
+            .zip(args)
+            .map(|(ty, arg)| parse_val(ty, arg))
+            .collect::<Result<Vec<_>>>()?;
+        let mut results = vec![Val::I32(0); ty.results().len()];
+        let limits = config.limits;
+        guarded(engine, limits, async {
+            let result = async {
+                if let Some(init) = instance.get_func(&mut store, "_initialize") {
+                    init.call_async(&mut store, &[], &mut []).await?;
+                }
+                func.call_async(&mut store, &params, &mut results).await
+            }
+            .await;
+            let outcome =
+                result.map(|()| Outcome::Returned(results.iter().map(show_val).collect()));
+            finish(outcome, &store.data().limiter, limits)
+        })
+        .await
     })
-    .await
 }
 
 fn parse_val(ty: &ValType, arg: &str) -> Result<Val> {

@@ -1,6 +1,10 @@
-//! Compiles the guest programs in `guests/` for wasm32-wasip1 and
-//! wasm32-wasip2 and writes their paths, plus the WAT programs in `wat/`,
-//! into `$OUT_DIR/guests.rs`.
+//! Compiles the guest programs and writes their paths into
+//! `$OUT_DIR/guests.rs`:
+//!
+//! - `guests/`: command programs, for wasm32-wasip1 and wasm32-wasip2;
+//! - `http-guests/`: wasi:http components, one per example, for
+//!   wasm32-wasip2 only;
+//! - `wat/`: WAT programs, used as they are.
 
 use std::env;
 use std::fmt::Write as _;
@@ -9,33 +13,143 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGETS: [(&str, &str); 2] = [("P1", "wasm32-wasip1"), ("P2", "wasm32-wasip2")];
+const HTTP_TARGET: &str = "wasm32-wasip2";
+
+/// Guests in `guests/` with this prefix are WAGI programs: they belong to
+/// the HTTP suite, so they are listed by `foreach_wagi_guest!` rather than
+/// `foreach_guest!`.
+const WAGI_PREFIX: &str = "wagi_";
+
+/// Every guest in `http-guests/` is named with this prefix, which is also
+/// its constant's prefix.
+const HTTP_PREFIX: &str = "http_";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest_dir.join("guests");
+    let http_guests = manifest_dir.join("http-guests");
     let wat_dir = manifest_dir.join("wat");
-    println!("cargo:rerun-if-changed={}", guests.join("src").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        guests.join("Cargo.toml").display()
-    );
-    println!("cargo:rerun-if-changed={}", wat_dir.display());
+    for path in [
+        guests.join("src"),
+        guests.join("Cargo.toml"),
+        http_guests.join("src"),
+        http_guests.join("examples"),
+        http_guests.join("Cargo.toml"),
+        wat_dir.clone(),
+    ] {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
 
     // A target directory of its own: the outer cargo holds a lock on ours.
     let target_dir = match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir).join("guests"),
         None => manifest_dir.join("../../target/guests"),
     };
+    build(
+        &guests,
+        &target_dir,
+        &TARGETS.map(|(_, target)| target),
+        &[],
+    );
+    build(&http_guests, &target_dir, &[HTTP_TARGET], &["--examples"]);
+
+    let mut out = String::new();
+    let mut names = Vec::new();
+    let mut wagi_names = Vec::new();
+    for bin in sorted_files(&guests.join("src/bin"), "rs") {
+        let name = stem(&bin);
+        for (prefix, target) in TARGETS {
+            let path = target_dir
+                .join(target)
+                .join("release")
+                .join(format!("{name}.wasm"));
+            let kind = if prefix == "P1" {
+                "core module"
+            } else {
+                "component"
+            };
+            write_const(
+                &mut out,
+                &format!("`{name}` for {target} (a {kind})."),
+                &format!("{prefix}_{}", name.to_uppercase()),
+                &path,
+            );
+        }
+        if name.starts_with(WAGI_PREFIX) {
+            wagi_names.push(name);
+        } else {
+            names.push(name);
+        }
+    }
+    let mut http_names = Vec::new();
+    for example in sorted_files(&http_guests.join("examples"), "rs") {
+        let name = stem(&example);
+        assert!(
+            name.starts_with(HTTP_PREFIX),
+            "http guest {} must be named {HTTP_PREFIX}*",
+            example.display()
+        );
+        let path = target_dir
+            .join(HTTP_TARGET)
+            .join("release/examples")
+            .join(format!("{name}.wasm"));
+        write_const(
+            &mut out,
+            &format!("`{name}`, a wasi:http component for {HTTP_TARGET}."),
+            &name.to_uppercase(),
+            &path,
+        );
+        http_names.push(name);
+    }
+    for wat in sorted_files(&wat_dir, "wat") {
+        let name = stem(&wat);
+        write_const(
+            &mut out,
+            &format!("`{name}.wat`, in text format."),
+            &format!("WAT_{}", name.to_uppercase()),
+            &wat,
+        );
+        names.push(name);
+    }
+    write_foreach(
+        &mut out,
+        "foreach_guest",
+        "every guest program outside the HTTP suite",
+        &names,
+    );
+    write_foreach(
+        &mut out,
+        "foreach_wagi_guest",
+        "every WAGI guest program (`guests/src/bin/wagi_*.rs`)",
+        &wagi_names,
+    );
+    write_foreach(
+        &mut out,
+        "foreach_http_guest",
+        "every wasi:http guest program",
+        &http_names,
+    );
+    fs::write(
+        PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"),
+        out,
+    )
+    .unwrap();
+}
+
+/// Builds every `targets` artifact of the package at `package` in release
+/// mode, into `target_dir`.
+fn build(package: &Path, target_dir: &Path, targets: &[&str], args: &[&str]) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--release")
         .arg("--quiet")
         .arg("--manifest-path")
-        .arg(guests.join("Cargo.toml"))
+        .arg(package.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
-    for (_, target) in TARGETS {
+        .arg(target_dir)
+        .args(args);
+    for target in targets {
         cmd.arg("--target").arg(target);
     }
     // Flags meant for the host build must not leak into the guest build.
@@ -49,72 +163,44 @@ fn main() {
     }
     let status = cmd
         .status()
-        .expect("running cargo to build the guest programs");
+        .unwrap_or_else(|e| panic!("running cargo to build {}: {e}", package.display()));
     assert!(
         status.success(),
-        "building guest programs failed; is `rustup target add wasm32-wasip1 wasm32-wasip2` done?"
+        "building the guest programs in {} failed; is `rustup target add {}` done?",
+        package.display(),
+        targets.join(" ")
     );
+}
 
-    let mut out = String::new();
-    let mut names = Vec::new();
-    for bin in sorted_files(&guests.join("src/bin"), "rs") {
-        let name = stem(&bin);
-        for (prefix, target) in TARGETS {
-            let path = target_dir
-                .join(target)
-                .join("release")
-                .join(format!("{name}.wasm"));
-            assert!(path.exists(), "guest {} was not built", path.display());
-            let kind = if prefix == "P1" {
-                "core module"
-            } else {
-                "component"
-            };
-            writeln!(out, "/// `{name}` for {target} (a {kind}).").unwrap();
-            writeln!(
-                out,
-                "pub const {prefix}_{}: &str = {:?};",
-                name.to_uppercase(),
-                path.canonicalize().unwrap()
-            )
-            .unwrap();
-        }
-        names.push(name);
-    }
-    for wat in sorted_files(&wat_dir, "wat") {
-        let name = stem(&wat);
-        writeln!(out, "/// `{name}.wat`, in text format.").unwrap();
-        writeln!(
-            out,
-            "pub const WAT_{}: &str = {:?};",
-            name.to_uppercase(),
-            wat.canonicalize().unwrap()
-        )
-        .unwrap();
-        names.push(name);
-    }
-    writeln!(out, "/// Calls `$mac!(name)` once for every guest program.").unwrap();
+fn write_const(out: &mut String, doc: &str, name: &str, path: &Path) {
+    assert!(path.exists(), "guest {} was not built", path.display());
+    writeln!(out, "/// {doc}").unwrap();
     writeln!(
         out,
-        "#[macro_export]\nmacro_rules! foreach_guest {{\n    ($mac:ident) => {{"
+        "pub const {name}: &str = {:?};",
+        path.canonicalize().unwrap()
     )
     .unwrap();
-    for name in &names {
+}
+
+fn write_foreach(out: &mut String, macro_name: &str, what: &str, names: &[String]) {
+    writeln!(out, "/// Calls `$mac!(name)` once for {what}.").unwrap();
+    writeln!(
+        out,
+        "#[macro_export]\nmacro_rules! {macro_name} {{\n    ($mac:ident) => {{"
+    )
+    .unwrap();
+    for name in names {
         writeln!(out, "        $mac!({name});").unwrap();
     }
     writeln!(out, "    }};\n}}").unwrap();
-    fs::write(
-        PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"),
-        out,
-    )
-    .unwrap();
 }
 
 fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
         .collect();
     files.sort();
     files

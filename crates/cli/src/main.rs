@@ -1,10 +1,12 @@
 //! The `tern` command line: parses arguments, hands resolved configuration to
-//! `tern-runtime`, prints results and errors, and picks the exit code. This
+//! `tern-runtime` and `tern-http`, prints results and errors, and picks the exit code. This
 //! is the only crate that prints.
 
 mod compile;
 mod exit;
+mod log;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a WASI program (core module, component or .wat) in a sandbox
     Run(run::RunArgs),
+    /// Serve an HTTP app described by a manifest (tern.toml)
+    Serve(serve::ServeArgs),
     /// Compile a program ahead of time into an artifact only this installation trusts
     Compile(compile::CompileArgs),
 }
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Serve(args) => serve::main(args),
         Command::Compile(args) => compile::main(args),
     };
     result.unwrap_or_else(|err| {

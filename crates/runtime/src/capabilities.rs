@@ -122,7 +122,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// Applies the grants to a WASI context builder, resolving host names in
     /// network grants once, now.
-    pub(crate) fn apply(&self, wasi: &mut WasiCtxBuilder) -> Result<()> {
+    pub fn apply(&self, wasi: &mut WasiCtxBuilder) -> Result<()> {
         for dir in &self.dirs {
             let perms = if dir.read_only {
                 FsPerms::ReadOnly

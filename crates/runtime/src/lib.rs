@@ -28,16 +28,15 @@ mod outcome;
 mod program;
 mod run;
 mod stat_index;
-mod units;
 
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;
 pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
 pub use engine::{Deadline, engine_for};
 pub use invoke::invoke;
-pub use limits::Limits;
+pub use limits::{Limits, MemoryLimiter};
 pub use outcome::Outcome;
 pub use program::{CodeSource, Loaded, Loader, Program, precompile};
 pub use run::{RunConfig, run_command};
-pub use units::{ByteSize, HumanDuration};
+pub use tern_manifest::units::{ByteSize, HumanDuration};
 pub use wasmtime::{Engine, Error, Result};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::units::ByteSize;
+use tern_manifest::units::ByteSize;
 
 /// Bounds on one guest's memory, time, instructions and stack.
 #[derive(Clone, Debug)]
@@ -38,7 +38,7 @@ impl Default for Limits {
 /// Enforces [`Limits::max_memory`] over all the linear memories and tables
 /// of a store together (a component may hold several), and remembers the
 /// first refusal so an error can say which limit the guest ran into.
-pub(crate) struct MemoryLimiter {
+pub struct MemoryLimiter {
     max: usize,
     /// Bytes granted so far, across memories and tables.
     used: usize,
@@ -47,12 +47,19 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(max: ByteSize) -> Self {
+    /// A limiter granting at most `max` bytes in all.
+    pub fn new(max: ByteSize) -> Self {
         MemoryLimiter {
             max: usize::try_from(max.0).unwrap_or(usize::MAX),
             used: 0,
             refused: None,
         }
+    }
+
+    /// What the guest would have held had its first refused request been
+    /// granted, if one was refused.
+    pub fn refused(&self) -> Option<ByteSize> {
+        self.refused.map(|bytes| ByteSize(bytes as u64))
     }
 
     fn grow(&mut self, current: usize, desired: usize) -> bool {

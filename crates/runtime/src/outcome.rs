@@ -6,7 +6,7 @@ use wasmtime::{Result, Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 
 use crate::limits::{Limits, MemoryLimiter};
-use crate::units::ByteSize;
+use tern_manifest::units::ByteSize;
 
 /// How a guest run ended.
 #[derive(Debug, PartialEq)]

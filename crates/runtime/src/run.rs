@@ -195,7 +195,7 @@ fn instantiated<I>(
     result.map_err(|e| match limiter.refused {
         Some(bytes) => wasmtime::format_err!(
             "the program needs {} of linear memory to start, above the limit of {} (raise it with --max-memory)",
-            crate::units::ByteSize(bytes as u64),
+            tern_manifest::units::ByteSize(bytes as u64),
             config.limits.max_memory
         ),
         None => e.context("instantiating the program"),

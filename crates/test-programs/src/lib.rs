@@ -3,7 +3,17 @@
 //! Each Rust guest in `guests/src/bin/NAME.rs` is built for two targets and
 //! exposed as `P1_NAME` (a WASI preview 1 core module) and `P2_NAME` (a WASI
 //! 0.2 component); each `wat/NAME.wat` is exposed as `WAT_NAME`. The
-//! [`foreach_guest!`] macro lists every guest so that a test suite can check
-//! at compile time that each one has a test.
+//! [`foreach_guest!`] macro lists every one of these so that a test suite can
+//! check at compile time that each has a test.
+//!
+//! The HTTP suite has guests of its own:
+//!
+//! - `guests/src/bin/wagi_*.rs` are WAGI (CGI over WASI) programs, built and
+//!   exposed like the other guests (`P1_WAGI_ECHO`, ...) but listed by
+//!   [`foreach_wagi_guest!`] instead of [`foreach_guest!`].
+//! - `http-guests/examples/http_NAME.rs` are wasi:http components exporting
+//!   `wasi:http/incoming-handler`, built for wasm32-wasip2 only and exposed
+//!   as `HTTP_NAME` (`HTTP_HELLO` for `http_hello`). [`foreach_http_guest!`]
+//!   lists them by their full name (`http_hello`).
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));

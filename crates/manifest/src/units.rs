@@ -4,6 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
 /// A size in bytes, written as `65536`, `64KiB`, `64MiB`, `1GiB` (or the
 /// decimal `KB`/`MB`/`GB`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +53,37 @@ impl fmt::Display for ByteSize {
             return write!(f, "{:.1}MiB", n as f64 / (1 << 20) as f64);
         }
         write!(f, "{n}B")
+    }
+}
+
+/// Reads a string such as `"64MiB"` or an integer number of bytes.
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ByteSizeVisitor;
+
+        impl Visitor<'_> for ByteSizeVisitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64MiB\" or a number of bytes")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                s.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("invalid size `{n}`: must not be negative")))
+            }
+        }
+
+        deserializer.deserialize_any(ByteSizeVisitor)
     }
 }
 
@@ -102,6 +135,27 @@ impl fmt::Display for HumanDuration {
         } else {
             write!(f, "{ms}ms")
         }
+    }
+}
+
+/// Reads a string such as `"30s"` or `"500ms"`.
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HumanDurationVisitor;
+
+        impl Visitor<'_> for HumanDurationVisitor {
+            type Value = HumanDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or \"500ms\"")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(HumanDurationVisitor)
     }
 }
 

@@ -1,0 +1,146 @@
+//! `tern serve`: load an app from its manifest, listen, log each request,
+//! and shut down gracefully on SIGINT or SIGTERM.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tern_http::{App, ServeConfig, Server, Shutdown};
+use tern_manifest::LimitsConfig;
+use tern_runtime::{ByteSize, CompileCache, HumanDuration, Loader, Result};
+
+use crate::log::{LogFormat, LogSink};
+
+/// Arguments of `tern serve`.
+#[derive(Args)]
+#[command(
+    after_help = "Limits given here apply to every component that does not set its own in \
+[component.NAME.limits]. The server prints `listening on http://ADDR` to stderr once ready, \
+then one access-log line per request."
+)]
+pub struct ServeArgs {
+    /// The app's manifest, or a directory holding `tern.toml`
+    #[arg(value_name = "PATH", default_value = ".")]
+    path: PathBuf,
+    /// Address to listen on; port 0 picks a free port
+    #[arg(long, value_name = "ADDR", default_value = ServeConfig::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Linear memory per instance [default: 128MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<ByteSize>,
+    /// Wall-clock deadline per request; past it the client gets 504 [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<HumanDuration>,
+    /// Largest request body; larger ones get 413 [default: 16MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_body: Option<ByteSize>,
+    /// Requests in flight per component; more get 503 [default: 1000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent: Option<u32>,
+    /// Time a client has to send a request head before it is disconnected
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    header_timeout: HumanDuration,
+    /// Largest request head; larger ones get 431
+    #[arg(long, value_name = "SIZE", default_value = "32KiB")]
+    max_header_size: ByteSize,
+    /// Time in-flight requests get to finish after SIGINT/SIGTERM
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    grace: HumanDuration,
+    /// Access log format on stderr
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Compile without reading or writing the compile cache
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub fn main(args: ServeArgs) -> Result<ExitCode> {
+    let manifest = tern_manifest::load(&args.path)?;
+    let mut config = ServeConfig::new(args.listen);
+    config.limits = LimitsConfig {
+        memory: args.max_memory,
+        timeout: args.timeout,
+        max_body: args.max_body,
+        max_concurrent: args.max_concurrent,
+    };
+    config.header_timeout = args.header_timeout.0;
+    config.max_header_size = args.max_header_size;
+    config.grace = args.grace.0;
+
+    let cache = if args.no_cache {
+        None
+    } else {
+        CompileCache::open_default().unwrap_or(None)
+    };
+    let note_compile = |size: usize| {
+        if size >= 1 << 20 && std::io::stderr().is_terminal() {
+            eprintln!(
+                "tern: compiling a component ({}); later starts use the compile cache",
+                ByteSize(size as u64)
+            );
+        }
+    };
+    let loader = Loader {
+        cache: cache.as_ref(),
+        key: None,
+        on_compile: Some(&note_compile),
+    };
+    let app = App::load(&manifest, &config, &loader)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let sink = Arc::new(LogSink::new(args.log_format));
+    let grace = config.grace;
+    let shutdown = runtime.block_on(async move {
+        let server = Server::bind(app, config, sink).await.map_err(|e| {
+            tern_runtime::Error::from(e).context(format!("cannot listen on {}", args.listen))
+        })?;
+        print_routes(&server);
+        let stop = async move {
+            wait_for_signal().await;
+            eprintln!(
+                "tern: shutting down; in-flight requests get {}",
+                HumanDuration(grace)
+            );
+            // A second signal stops at once.
+            tokio::spawn(async {
+                wait_for_signal().await;
+                std::process::exit(130);
+            });
+        };
+        Ok::<_, tern_runtime::Error>(server.run(stop).await)
+    })?;
+    if shutdown == Shutdown::CutOff {
+        eprintln!("tern: grace period over; closed the connections still open");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_routes(server: &Server) {
+    let mut out = format!("listening on http://{}\n", server.local_addr());
+    let routes = server.app().routes();
+    let width = routes.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
+    for route in routes {
+        out.push_str(&format!(
+            "  {:width$}  -> {} ({})\n",
+            route.pattern, route.component, route.executor
+        ));
+    }
+    eprint!("{out}");
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

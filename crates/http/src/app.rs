@@ -1,0 +1,176 @@
+//! An app ready to serve: every component compiled, linked and
+//! pre-instantiated once, its grants and limits resolved, its routes sorted.
+
+use std::sync::Arc;
+
+use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError};
+use tern_runtime::{Loader, Program};
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+
+use crate::config::ServeConfig;
+use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize, serving_engine};
+use crate::executor::Executor;
+use crate::instance::Grants;
+use crate::router::Router;
+use crate::wagi::WagiExecutor;
+use crate::wasi_http::WasiHttpExecutor;
+
+/// A loaded app. Dropping it stops its epoch ticker.
+pub struct App {
+    pub(crate) name: String,
+    pub(crate) components: Vec<Served>,
+    pub(crate) router: Router,
+    /// Instances alive at once across the app: the pool's size.
+    pub(crate) slots: Arc<Semaphore>,
+    _ticker: EpochTicker,
+}
+
+/// One component as served.
+pub(crate) struct Served {
+    pub(crate) grants: Grants,
+    pub(crate) executor: Executor,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+/// A route, for the startup listing.
+#[derive(Debug)]
+pub struct RouteInfo {
+    /// The route as written in the manifest.
+    pub pattern: String,
+    /// The component serving it.
+    pub component: String,
+    /// `wasi-http` or `wagi`.
+    pub executor: &'static str,
+}
+
+/// Why an app could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A mistake in the manifest or a component it names.
+    Manifest(ManifestError),
+    /// The engine could not be set up.
+    Engine(wasmtime::Error),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Manifest(e) => e.fmt(f),
+            LoadError::Engine(e) => write!(f, "setting up the engine: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl App {
+    /// Compiles (or loads from the cache) and prepares every component of
+    /// `manifest`. Every problem found is reported against the manifest.
+    pub fn load(
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+    ) -> Result<App, LoadError> {
+        let limits: Vec<_> = manifest
+            .components
+            .values()
+            .map(|c| config.limits_for(&c.limits))
+            .collect();
+        let slots = limits
+            .iter()
+            .map(|l| l.max_concurrent)
+            .fold(0u32, u32::saturating_add)
+            .min(MAX_POOL_SLOTS);
+        let max_memory = limits
+            .iter()
+            .map(|l| l.memory)
+            .max()
+            .unwrap_or(ServeConfig::DEFAULT_MEMORY);
+        let engine = serving_engine(&PoolSize { slots, max_memory }).map_err(LoadError::Engine)?;
+
+        let mut components = Vec::new();
+        for (component, limits) in manifest.components.values().zip(limits) {
+            let executor = prepare(&engine, loader, component).map_err(|message| {
+                LoadError::Manifest(manifest.error_at(
+                    component.source_location,
+                    &format!("component.{}", component.id),
+                    message,
+                ))
+            })?;
+            components.push(Served {
+                grants: Grants::new(component, limits),
+                executor,
+                permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+            });
+        }
+        let index = |id: &str| manifest.components.keys().position(|k| k == id);
+        let router = Router::new(
+            manifest
+                .routes
+                .iter()
+                .filter_map(|r| Some((r.pattern.clone(), index(&r.component)?))),
+        );
+        Ok(App {
+            name: manifest.app.name.clone(),
+            components,
+            router,
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
+        })
+    }
+
+    /// The app's name from its manifest.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The routes in the order they are matched.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        self.router
+            .routes()
+            .map(|(pattern, c)| RouteInfo {
+                pattern: pattern.to_string(),
+                component: self.components[c].grants.id.to_string(),
+                executor: self.components[c].executor.name(),
+            })
+            .collect()
+    }
+}
+
+/// Loads one component and picks its executor, checking that the binary
+/// can be run by it.
+fn prepare(
+    engine: &Engine,
+    loader: &Loader<'_>,
+    component: &tern_manifest::Component,
+) -> Result<Executor, String> {
+    let file = component.source.file_name().map_or_else(
+        || component.source.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let loaded = loader
+        .load(engine, &component.source)
+        .map_err(|e| format!("cannot load {file}: {e:#}"))?;
+    match (loaded.program, component.executor) {
+        (Program::Component(c), None | Some(ExecutorName::WasiHttp)) => {
+            if !WasiHttpExecutor::exports_handler(engine, &c) {
+                return Err(format!(
+                    "{file} exports no `wasi:http/incoming-handler` (0.2), so the wasi-http executor has nothing to call"
+                ));
+            }
+            WasiHttpExecutor::new(engine, &c)
+                .map(Executor::WasiHttp)
+                .map_err(|e| format!("cannot prepare {file}: {e:#}"))
+        }
+        (Program::Module(m), None | Some(ExecutorName::Wagi)) => WagiExecutor::new(engine, &m)
+            .map(Executor::Wagi)
+            .map_err(|e| format!("cannot prepare {file} for wagi: {e:#}")),
+        (Program::Module(_), Some(ExecutorName::WasiHttp)) => Err(format!(
+            "{file} is a core module, but the wasi-http executor runs components exporting `wasi:http/incoming-handler`; use executor = \"wagi\" for a WASI preview 1 program"
+        )),
+        (Program::Component(_), Some(ExecutorName::Wagi)) => Err(format!(
+            "{file} is a component, but the wagi executor runs WASI preview 1 core modules; use executor = \"wasi-http\""
+        )),
+    }
+}

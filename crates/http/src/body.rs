@@ -1,0 +1,148 @@
+//! Request and response bodies: a size cap on what clients send, and a
+//! response body that aborts the connection when its guest failed midway
+//! instead of ending as if it were complete.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// Errors of a response body: the connection is aborted.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body the server sends.
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The client's body, failing once more than `max` bytes arrive. The flag
+/// tells the request's task that the failure was the client's size.
+pub(crate) struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    max: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    pub(crate) fn new(inner: Incoming, max: u64, exceeded: Arc<AtomicBool>) -> Self {
+        LimitedBody {
+            inner,
+            remaining: max,
+            max,
+            exceeded,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.exceeded.store(true, Ordering::Release);
+                self.remaining = 0;
+                let max = self.max;
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    Some(max),
+                ))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Set by a request's task when its guest failed, before the guest's
+/// store (and with it the body's sender) is dropped.
+#[derive(Clone, Default)]
+pub(crate) struct FailureFlag(Arc<AtomicBool>);
+
+impl FailureFlag {
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A guest's response body that turns "the sender went away because the
+/// guest failed" into an error, so hyper aborts the connection rather than
+/// ending a chunked body cleanly.
+pub(crate) struct GuestBody<B> {
+    inner: B,
+    failed: FailureFlag,
+}
+
+impl<B> GuestBody<B> {
+    pub(crate) fn new(inner: B, failed: FailureFlag) -> Self {
+        GuestBody { inner, failed }
+    }
+}
+
+#[derive(Debug)]
+struct GuestFailed;
+
+impl std::fmt::Display for GuestFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the guest failed while sending its response body")
+    }
+}
+
+impl std::error::Error for GuestFailed {}
+
+impl<B> Body for GuestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(frame) => Poll::Ready(Some(frame.map_err(Into::into))),
+            None if self.failed.is_set() => Poll::Ready(Some(Err(Box::new(GuestFailed)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,153 @@
+//! One request's journey through a component, whichever executor runs it:
+//! what the executor is given, how it hands back a response head, and how
+//! the outcome becomes a status and a log line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use hyper::Response;
+use hyper::body::Body;
+use tokio::sync::oneshot;
+
+use crate::body::{BoxError, FailureFlag, LimitedBody, ResponseBody};
+use crate::events::{EventSink, RequestId};
+use crate::instance::{Failure, Grants};
+use crate::wagi::WagiExecutor;
+use crate::wasi_http::WasiHttpExecutor;
+
+/// How a component is run.
+pub(crate) enum Executor {
+    /// A `wasi:http/incoming-handler` component.
+    WasiHttp(WasiHttpExecutor),
+    /// A WASI preview 1 program run CGI-style.
+    Wagi(WagiExecutor),
+}
+
+/// What the router learned about a request.
+pub(crate) struct RequestCtx {
+    pub(crate) id: RequestId,
+    /// The matched route as written in the manifest.
+    pub(crate) route: String,
+    /// The route's fixed part: the whole path for an exact route.
+    pub(crate) script_name: String,
+    /// The rest of the path after the route's prefix.
+    pub(crate) path_info: String,
+    pub(crate) client: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) deadline: Instant,
+    /// Set when the client's body went past the size limit.
+    pub(crate) body_exceeded: Arc<AtomicBool>,
+}
+
+/// Everything an executor gets for one request.
+pub(crate) struct Exchange {
+    pub(crate) request: http::Request<LimitedBody>,
+    pub(crate) reply: Reply,
+    pub(crate) ctx: RequestCtx,
+    pub(crate) sink: Arc<dyn EventSink>,
+}
+
+/// The way back to the client for a response head. Dropping it unused
+/// means "no response": the server then answers from the [`Failure`].
+pub(crate) struct Reply {
+    tx: oneshot::Sender<Response<ResponseBody>>,
+    state: Arc<ReplyState>,
+}
+
+/// What the request's task can still see after the reply was moved away.
+#[derive(Default)]
+pub(crate) struct ReplyState {
+    status: AtomicU16,
+    pub(crate) failed: FailureFlag,
+    refused: Mutex<Option<String>>,
+}
+
+impl Reply {
+    pub(crate) fn new() -> (
+        Self,
+        Arc<ReplyState>,
+        oneshot::Receiver<Response<ResponseBody>>,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        let state = Arc::new(ReplyState::default());
+        (
+            Reply {
+                tx,
+                state: state.clone(),
+            },
+            state,
+            rx,
+        )
+    }
+
+    pub(crate) fn state(&self) -> Arc<ReplyState> {
+        self.state.clone()
+    }
+
+    /// Sends the head; the body streams on.
+    pub(crate) fn send<B>(self, response: Response<B>)
+    where
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.state
+            .status
+            .store(response.status().as_u16(), Ordering::Release);
+        let response = response.map(|body| body.map_err(Into::into).boxed_unsync());
+        // The client may be gone; the guest finishes regardless.
+        let _ = self.tx.send(response);
+    }
+
+    /// The guest answered with an error instead of a response.
+    pub(crate) fn refuse(self, message: String) {
+        *self.state.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}
+
+impl ReplyState {
+    /// The status already sent, if any.
+    pub(crate) fn sent(&self) -> Option<u16> {
+        match self.status.load(Ordering::Acquire) {
+            0 => None,
+            status => Some(status),
+        }
+    }
+}
+
+impl Executor {
+    /// Runs one request to the end (including streaming the body) and
+    /// returns how it went. The head, if any, went out through the reply.
+    pub(crate) async fn run(
+        &self,
+        grants: &Grants,
+        exchange: Exchange,
+        state: &ReplyState,
+    ) -> Result<(), Failure> {
+        let result = match self {
+            Executor::WasiHttp(exec) => exec.run(grants, exchange).await,
+            Executor::Wagi(exec) => exec.run(grants, exchange).await,
+        };
+        match result {
+            Ok(()) if state.sent().is_none() => {
+                let refused = state
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                Err(refused.map_or(Failure::NoResponse, Failure::Host))
+            }
+            other => other,
+        }
+    }
+
+    /// The executor's name as written in manifests.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Executor::WasiHttp(_) => "wasi-http",
+            Executor::Wagi(_) => "wagi",
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! What every per-request instance shares, whichever executor runs it: the
+//! grants from the manifest, the store's limits, and how a failed guest is
+//! described.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter};
+use wasmtime::{Result, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::config::RequestLimits;
+use crate::events::{EventSink, RequestId};
+use crate::guest_output::GuestOutput;
+
+/// A component's grants and limits, resolved once at start.
+pub(crate) struct Grants {
+    pub(crate) id: Arc<str>,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) limits: RequestLimits,
+}
+
+impl Grants {
+    pub(crate) fn new(component: &tern_manifest::Component, limits: RequestLimits) -> Self {
+        let capabilities = Capabilities {
+            dirs: component
+                .files
+                .iter()
+                .map(|mount| DirGrant {
+                    host: mount.source.clone(),
+                    guest: mount.destination.clone(),
+                    read_only: true,
+                })
+                .collect(),
+            env: component
+                .environment
+                .iter()
+                .map(|(k, v)| EnvGrant::Set(k.clone(), v.clone()))
+                .collect(),
+            net: Vec::new(),
+        };
+        Grants {
+            id: component.id.as_str().into(),
+            capabilities,
+            limits,
+        }
+    }
+
+    /// A WASI context granting only what the manifest grants, with the
+    /// guest's stdout and stderr going to the log.
+    pub(crate) fn wasi(
+        &self,
+        sink: &Arc<dyn EventSink>,
+        request: RequestId,
+    ) -> Result<WasiCtxBuilder> {
+        let mut wasi = WasiCtxBuilder::new();
+        self.capabilities.apply(&mut wasi)?;
+        let output = |stream| GuestOutput {
+            sink: sink.clone(),
+            component: self.id.clone(),
+            request,
+            stream,
+        };
+        wasi.stdout(output("stdout")).stderr(output("stderr"));
+        Ok(wasi)
+    }
+}
+
+/// Bounds a fresh store: memory through the limiter, time through epoch
+/// checks that yield to other requests each tick and interrupt the guest
+/// once its deadline has passed.
+pub(crate) fn limit_store<T: Send + 'static>(
+    store: &mut Store<T>,
+    deadline: Instant,
+    limiter: fn(&mut T) -> &mut MemoryLimiter,
+) {
+    store.limiter(move |data| limiter(data));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+}
+
+/// Why a guest did not finish its request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Failure {
+    /// The request's deadline passed.
+    Deadline,
+    /// The guest trapped; the message is for the log only.
+    Trap(String),
+    /// The guest exited with a nonzero code.
+    Exit(i32),
+    /// Tern could not run the guest (instantiation failed, ...).
+    Host(String),
+    /// The guest returned without producing a response.
+    NoResponse,
+    /// The request body was larger than allowed.
+    BodyTooLarge,
+}
+
+impl Failure {
+    /// Describes a wasmtime error from running the guest.
+    pub(crate) fn from_error(
+        err: wasmtime::Error,
+        limiter: &MemoryLimiter,
+        limits: &RequestLimits,
+    ) -> Self {
+        if let Some(exit) = err.downcast_ref::<I32Exit>() {
+            return if exit.0 == 0 {
+                Failure::NoResponse
+            } else {
+                Failure::Exit(exit.0)
+            };
+        }
+        let Some(trap) = err.downcast_ref::<Trap>() else {
+            return Failure::Host(format!("{err:#}"));
+        };
+        if *trap == Trap::Interrupt {
+            return Failure::Deadline;
+        }
+        let message = trap.to_string();
+        let mut message = message
+            .strip_prefix("wasm trap: ")
+            .unwrap_or(&message)
+            .to_string();
+        if let Some(asked) = limiter.refused() {
+            message.push_str(&format!(
+                " (the guest asked for {asked} of memory, above its limit of {})",
+                limits.memory
+            ));
+        }
+        Failure::Trap(message)
+    }
+
+    /// The status a client gets when nothing was sent yet.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            Failure::Deadline => 504,
+            Failure::BodyTooLarge => 413,
+            _ => 500,
+        }
+    }
+
+    /// One line for the access log.
+    pub(crate) fn describe(&self, limits: &RequestLimits) -> String {
+        match self {
+            Failure::Deadline => format!("deadline of {:?} exceeded", limits.timeout),
+            Failure::Trap(message) => format!("guest trapped: {message}"),
+            Failure::Exit(code) => format!("guest exited with code {code}"),
+            Failure::Host(message) => message.clone(),
+            Failure::NoResponse => "guest returned without setting a response".into(),
+            Failure::BodyTooLarge => format!("request body larger than {}", limits.max_body),
+        }
+    }
+}

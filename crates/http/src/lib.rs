@@ -1,0 +1,43 @@
+//! Tern's HTTP server: serves an app described by a manifest, one fresh
+//! sandboxed instance per request.
+//!
+//! [`App::load`] compiles and pre-instantiates every component once;
+//! [`Server::bind`] and [`Server::run`] accept connections, route each
+//! request to its component (`wasi-http` or `wagi` executor) and hold it to
+//! the limits of [`ServeConfig`]. The server never prints: it reports
+//! through an [`EventSink`].
+//!
+//! ```no_run
+//! # async fn example(sink: std::sync::Arc<dyn tern_http::EventSink>) -> Result<(), Box<dyn std::error::Error>> {
+//! let manifest = tern_manifest::load("tern.toml".as_ref())?;
+//! let config = tern_http::ServeConfig::new("127.0.0.1:0".parse()?);
+//! let app = tern_http::App::load(&manifest, &config, &tern_runtime::Loader::default())?;
+//! let server = tern_http::Server::bind(app, config, sink).await?;
+//! println!("listening on http://{}", server.local_addr());
+//! server.run(std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! This crate and `runtime` are the only ones that import wasmtime.
+
+mod app;
+mod body;
+mod cgi;
+mod config;
+mod engine;
+mod events;
+mod executor;
+mod guest_output;
+mod instance;
+mod response;
+mod router;
+mod server;
+mod wagi;
+mod wasi_http;
+
+pub use app::{App, LoadError, RouteInfo};
+pub use config::{RequestLimits, ServeConfig};
+pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
+pub use response::REQUEST_ID_HEADER;
+pub use server::{Server, Shutdown};
+pub use wasi_http::{CLIENT_ADDR_HEADER, PATH_INFO_HEADER, ROUTE_HEADER};

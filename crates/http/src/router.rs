@@ -1,0 +1,84 @@
+//! Picks the component for a path: an exact route, else the longest
+//! matching prefix route.
+
+use tern_manifest::RoutePattern;
+
+/// The app's routes, most specific first.
+pub(crate) struct Router {
+    routes: Vec<(RoutePattern, usize)>,
+}
+
+/// A matched route.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Match<'a> {
+    /// Index of the component in the app.
+    pub(crate) component: usize,
+    pub(crate) pattern: &'a RoutePattern,
+    /// The fixed part of the route (CGI's `SCRIPT_NAME`).
+    pub(crate) script_name: &'a str,
+    /// The rest of the path (CGI's `PATH_INFO`).
+    pub(crate) path_info: &'a str,
+}
+
+impl Router {
+    pub(crate) fn new(routes: impl IntoIterator<Item = (RoutePattern, usize)>) -> Self {
+        let mut routes: Vec<_> = routes.into_iter().collect();
+        // Exact routes first, then prefixes from longest to shortest.
+        routes.sort_by_key(|(pattern, _)| match pattern {
+            RoutePattern::Exact(path) => (0, usize::MAX - path.len()),
+            RoutePattern::Prefix(prefix) => (1, usize::MAX - prefix.len()),
+        });
+        Router { routes }
+    }
+
+    pub(crate) fn route<'a>(&'a self, path: &'a str) -> Option<Match<'a>> {
+        self.routes.iter().find_map(|(pattern, component)| {
+            let path_info = pattern.matches(path)?;
+            let script_name = &path[..path.len() - path_info.len()];
+            Some(Match {
+                component: *component,
+                pattern,
+                script_name,
+                path_info,
+            })
+        })
+    }
+
+    /// The routes in matching order, for the startup listing.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&RoutePattern, usize)> {
+        self.routes.iter().map(|(p, c)| (p, *c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_specific_route_wins() {
+        let router = Router::new(
+            ["/hello", "/api/...", "/api/admin/...", "/...", "/api/exact"]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (RoutePattern::parse(p).unwrap(), i)),
+        );
+        let cases = [
+            ("/hello", Some((0, "/hello", ""))),
+            ("/hello/x", Some((3, "", "/hello/x"))),
+            ("/api", Some((1, "/api", ""))),
+            ("/api/items/7", Some((1, "/api", "/items/7"))),
+            ("/api/admin/users", Some((2, "/api/admin", "/users"))),
+            ("/api/exact", Some((4, "/api/exact", ""))),
+            ("/apix", Some((3, "", "/apix"))),
+            ("/", Some((3, "", "/"))),
+        ];
+        for (path, expected) in cases {
+            let got = router
+                .route(path)
+                .map(|m| (m.component, m.script_name, m.path_info));
+            assert_eq!(got, expected, "path {path}");
+        }
+        let without_catch_all = Router::new([(RoutePattern::parse("/a").unwrap(), 0)]);
+        assert_eq!(without_catch_all.route("/b"), None);
+    }
+}

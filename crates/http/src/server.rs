@@ -1,0 +1,275 @@
+//! The HTTP/1.1 server: accepting connections, enforcing the limits that
+//! come before any guest runs (head size and time, body size, concurrency),
+//! handing each request to its component, and shutting down gracefully.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::body::{LimitedBody, ResponseBody};
+use crate::config::ServeConfig;
+use crate::events::{AccessRecord, EventSink, RequestId, RequestIds};
+use crate::executor::{Exchange, Reply, RequestCtx};
+use crate::response;
+
+/// A bound server, not yet accepting.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// What every connection task reads.
+struct Shared {
+    app: App,
+    config: ServeConfig,
+    sink: Arc<dyn EventSink>,
+    ids: RequestIds,
+    local: SocketAddr,
+}
+
+/// How a shutdown went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Every in-flight request finished within the grace period.
+    Drained,
+    /// The grace period ran out with connections still open.
+    CutOff,
+}
+
+impl Server {
+    /// Binds the listening socket. Must be called within a tokio runtime.
+    pub async fn bind(
+        app: App,
+        config: ServeConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local = listener.local_addr()?;
+        Ok(Server {
+            listener,
+            shared: Arc::new(Shared {
+                app,
+                config,
+                sink,
+                ids: RequestIds::new(),
+                local,
+            }),
+        })
+    }
+
+    /// The address actually bound (resolves port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// The app being served.
+    pub fn app(&self) -> &App {
+        &self.shared.app
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets
+    /// in-flight requests finish within the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Shutdown {
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        self.serve_connection(&graceful, stream, peer);
+                    }
+                    Err(err) => {
+                        // Out of descriptors and the like: report, back off a
+                        // little, keep serving the connections already open.
+                        self.shared.sink.server_error(&format!("accepting a connection: {err}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        match tokio::time::timeout(self.shared.config.grace, graceful.shutdown()).await {
+            Ok(()) => Shutdown::Drained,
+            Err(_) => Shutdown::CutOff,
+        }
+    }
+
+    fn serve_connection(
+        &self,
+        graceful: &GracefulShutdown,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout)
+            .max_buf_size(
+                usize::try_from(config.max_header_size.0)
+                    .unwrap_or(usize::MAX)
+                    .max(8192),
+            )
+            .keep_alive(true);
+        let service = {
+            let shared = shared.clone();
+            service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
+            })
+        };
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Client errors (resets, malformed heads, timeouts) end only
+            // their own connection; hyper already answered what it could.
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Routes one request, applies the limits checked before a guest runs,
+/// and waits for the guest's response head.
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let id = shared.ids.next();
+    let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
+        log(&shared, &req, id, start, status, component, error);
+        response::error(status, id)
+    };
+    let app = &shared.app;
+    let Some(matched) = app.router.route(req.uri().path()) else {
+        return refuse(404, None, None);
+    };
+    let index = matched.component;
+    let served = &app.components[index];
+    let component = Some(&*served.grants.id);
+    let limits = served.grants.limits;
+    if content_length(&req).is_some_and(|len| len > limits.max_body.0) {
+        return refuse(
+            413,
+            component,
+            Some(format!("request body larger than {}", limits.max_body)),
+        );
+    }
+    let (Ok(permit), Ok(slot)) = (
+        served.permits.clone().try_acquire_owned(),
+        app.slots.clone().try_acquire_owned(),
+    ) else {
+        let error = format!("{} requests already in flight", limits.max_concurrent);
+        return refuse(503, component, Some(error));
+    };
+
+    let ctx = RequestCtx {
+        id,
+        route: matched.pattern.to_string(),
+        script_name: matched.script_name.to_string(),
+        path_info: matched.path_info.to_string(),
+        client: peer,
+        local: shared.local,
+        deadline: start + limits.timeout,
+        body_exceeded: Arc::new(AtomicBool::new(false)),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut req =
+        req.map(|body| LimitedBody::new(body, limits.max_body.0, ctx.body_exceeded.clone()));
+    if !req.headers().contains_key(http::header::HOST) {
+        // HTTP/1.0 clients may omit it; guests expect an authority.
+        if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    let (reply, state, head) = Reply::new();
+    let exchange = Exchange {
+        request: req,
+        reply,
+        ctx,
+        sink: shared.sink.clone(),
+    };
+    let task = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let served = &shared.app.components[index];
+            let result = served.executor.run(&served.grants, exchange, &state).await;
+            drop((permit, slot));
+            let (status, error) = match &result {
+                Ok(()) => (state.sent().unwrap_or(200), None),
+                Err(failure) => (
+                    state.sent().unwrap_or(failure.status()),
+                    Some(failure.describe(&served.grants.limits)),
+                ),
+            };
+            shared.sink.request(&AccessRecord {
+                id,
+                method: method.as_str(),
+                path: &path,
+                status,
+                duration: start.elapsed(),
+                component: Some(&served.grants.id),
+                error,
+            });
+            result
+        })
+    };
+    match head.await {
+        Ok(response) => response,
+        Err(_) => {
+            let status = match task.await {
+                Ok(Err(failure)) => failure.status(),
+                // The reply is only dropped unused on failure; a panic in the
+                // task is Tern's bug, still answered without detail.
+                _ => 500,
+            };
+            response::error(status, id)
+        }
+    }
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn log(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    id: RequestId,
+    start: Instant,
+    status: u16,
+    component: Option<&str>,
+    error: Option<String>,
+) {
+    shared.sink.request(&AccessRecord {
+        id,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        status,
+        duration: start.elapsed(),
+        component,
+        error,
+    });
+}

@@ -1,0 +1,210 @@
+//! The `wasi-http` executor: a component exporting
+//! `wasi:http/incoming-handler` (WASI 0.2), one fresh instance per request.
+
+use std::sync::atomic::Ordering;
+
+use http::{HeaderName, HeaderValue};
+use tern_runtime::MemoryLimiter;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Result, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::body::GuestBody;
+use crate::executor::Exchange;
+use crate::instance::{Failure, Grants, limit_store};
+
+/// Headers Tern sets on every request it hands a guest; a client's own
+/// headers with these names are dropped so they cannot be spoofed.
+pub const ROUTE_HEADER: &str = "tern-matched-route";
+/// The part of the path after the matched route's prefix.
+pub const PATH_INFO_HEADER: &str = "tern-path-info";
+/// The client's address.
+pub const CLIENT_ADDR_HEADER: &str = "tern-client-addr";
+
+/// A component ready to instantiate per request.
+pub(crate) struct WasiHttpExecutor {
+    pre: ProxyPre<HttpHost>,
+}
+
+/// The store data of one wasi-http instance.
+pub(crate) struct HttpHost {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    hooks: NoOutbound,
+}
+
+impl WasiView for HttpHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound requests are not granted to served components (yet): every
+/// `outgoing-handler.handle` is refused.
+struct NoOutbound;
+
+impl WasiHttpHooks for NoOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+impl WasiHttpExecutor {
+    /// Links and pre-instantiates `component`; fails when it does not
+    /// export `wasi:http/incoming-handler` or imports what Tern lacks.
+    pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        let pre = linker.instantiate_pre(component)?;
+        Ok(WasiHttpExecutor {
+            pre: ProxyPre::new(pre)?,
+        })
+    }
+
+    /// Whether `component` exports the handler this executor calls.
+    pub(crate) fn exports_handler(engine: &Engine, component: &Component) -> bool {
+        let ty = component.component_type();
+        ty.exports(engine)
+            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"))
+    }
+
+    pub(crate) async fn run(&self, grants: &Grants, exchange: Exchange) -> Result<(), Failure> {
+        let Exchange {
+            mut request,
+            reply,
+            ctx,
+            sink,
+        } = exchange;
+        let headers = request.headers_mut();
+        headers.retain_tern_headers();
+        let info = [
+            (ROUTE_HEADER, ctx.route.as_str()),
+            (PATH_INFO_HEADER, ctx.path_info.as_str()),
+        ];
+        for (name, value) in info {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&ctx.client.to_string()) {
+            headers.insert(HeaderName::from_static(CLIENT_ADDR_HEADER), value);
+        }
+
+        let wasi = grants
+            .wasi(&sink, ctx.id)
+            .map_err(|e| Failure::Host(format!("{e:#}")))?
+            .build();
+        let host = HttpHost {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(grants.limits.memory),
+            hooks: NoOutbound,
+        };
+        let mut store = Store::new(self.pre.engine(), host);
+        limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
+
+        let body_exceeded = ctx.body_exceeded.clone();
+        let state = reply.state();
+        let (request, outparam) = {
+            let mut http = store.data_mut().http();
+            let request = http
+                .new_incoming_request(Scheme::Http, request)
+                .map_err(|e| Failure::Host(format!("{e:#}")))?;
+            let failed = reply.state().failed.clone();
+            let outparam = http
+                .new_response_outparam_from_callback(move |result| match result {
+                    Ok(response) => {
+                        reply.send(response.map(|body| GuestBody::new(body, failed)));
+                    }
+                    Err(code) => reply.refuse(error_code_message(&code)),
+                })
+                .map_err(|e| Failure::Host(format!("{e:#}")))?;
+            (request, outparam)
+        };
+
+        let run = async {
+            let proxy = self.pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, outparam)
+                .await
+        };
+        let result = match tokio::time::timeout_at(ctx.deadline.into(), run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Failure::from_error(
+                err,
+                &store.data().limiter,
+                &grants.limits,
+            )),
+            Err(_elapsed) => Err(Failure::Deadline),
+        };
+        let result = match result {
+            Err(_) if body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
+            other => other,
+        };
+        if result.is_err() {
+            state.failed.set();
+        }
+        // Dropping the store ends the response body; the flag above tells
+        // the body whether that end is a clean one.
+        drop(store);
+        result
+    }
+}
+
+trait RetainTernHeaders {
+    fn retain_tern_headers(&mut self);
+}
+
+impl RetainTernHeaders for http::HeaderMap {
+    /// Drops client headers in Tern's `tern-` namespace.
+    fn retain_tern_headers(&mut self) {
+        let spoofed: Vec<HeaderName> = self
+            .keys()
+            .filter(|name| name.as_str().starts_with("tern-"))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            self.remove(name);
+        }
+    }
+}
+
+fn error_code_message(code: &ErrorCode) -> String {
+    format!("guest answered with error code {code:?}")
+}

@@ -1,0 +1,197 @@
+//! Tern's app manifest (`tern.toml`) and the units its limits are written in.
+//!
+//! [`load`] reads a manifest and checks everything that can be checked
+//! without compiling wasm: the TOML's shape (unknown keys are errors), the
+//! version, route paths, component ids, that sources and mounted directories
+//! exist, and limits. Every error is one line naming the file, line and key:
+//!
+//! ```
+//! # use std::path::Path;
+//! let text = "manifest_version = 1\n[app]\nname = \"shop\"\ncolour = \"blue\"\n";
+//! let error = tern_manifest::parse(text, Path::new("shop/tern.toml")).unwrap_err();
+//! assert_eq!(
+//!     error.to_string(),
+//!     "shop/tern.toml:4:1: unknown key `colour`, expected `name` or `description`"
+//! );
+//! ```
+//!
+//! This crate never imports wasmtime: it only reads and validates data.
+//! What the engine finds later (a source that is not a component, say) can
+//! still point at the manifest with [`Manifest::error_at`].
+
+mod error;
+mod raw;
+mod resolve;
+mod route;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use error::{Location, ManifestError};
+pub use route::{Route, RoutePattern};
+pub use units::{ByteSize, HumanDuration};
+
+use error::Source;
+
+/// The file [`load`] reads when given a directory.
+pub const MANIFEST_FILE_NAME: &str = "tern.toml";
+
+/// A checked manifest: every route names a defined component and every
+/// source path exists.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// The manifest file as given, for messages.
+    pub path: PathBuf,
+    /// The manifest's directory (`.` when `path` is a bare file name);
+    /// relative when `path` is.
+    pub dir: PathBuf,
+    /// The `[app]` table.
+    pub app: App,
+    /// The `[[route]]` entries, in file order.
+    pub routes: Vec<Route>,
+    /// The `[component.ID]` tables, by id; some may be used by no route.
+    pub components: BTreeMap<String, Component>,
+}
+
+/// The `[app]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    /// The app's name; never empty.
+    pub name: String,
+    /// What the app is for.
+    pub description: Option<String>,
+}
+
+/// A `[component.ID]` table: a wasm binary and what it may see.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    /// The id: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
+    pub id: String,
+    /// The wasm binary: the manifest's directory joined with `source` as
+    /// written. Exists and is not a directory.
+    pub source: PathBuf,
+    /// How requests reach the guest; `None` to infer it from the binary.
+    pub executor: Option<Executor>,
+    /// Environment variables the guest sees.
+    pub environment: BTreeMap<String, String>,
+    /// Host directories the guest may read.
+    pub files: Vec<FileMount>,
+    /// Per-component limits; `None` fields take the runtime's defaults.
+    pub limits: LimitsConfig,
+    /// Where the `source` key is, for errors found when compiling it.
+    pub source_location: Location,
+}
+
+/// How a component is called for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Executor {
+    /// A component exporting `wasi:http/incoming-handler` (`"wasi-http"`).
+    WasiHttp,
+    /// A WASI command module speaking CGI over stdio (`"wagi"`).
+    Wagi,
+}
+
+/// Prints the name used in the manifest: `wasi-http` or `wagi`.
+impl fmt::Display for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Executor::WasiHttp => "wasi-http",
+            Executor::Wagi => "wagi",
+        })
+    }
+}
+
+/// A host directory the guest may read, from a component's `files`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMount {
+    /// The host directory: the manifest's directory joined with `source`
+    /// as written. Exists and is a directory.
+    pub source: PathBuf,
+    /// Where the guest sees it; starts with `/`.
+    pub destination: String,
+}
+
+/// A component's `[component.ID.limits]` table; every key is optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LimitsConfig {
+    /// Linear memory per instance; at least 64KiB.
+    pub memory: Option<ByteSize>,
+    /// Wall-clock time per request; greater than zero.
+    pub timeout: Option<HumanDuration>,
+    /// Largest request body accepted.
+    pub max_body: Option<ByteSize>,
+    /// Requests handled at once; at least 1.
+    pub max_concurrent: Option<u32>,
+}
+
+/// Reads and checks the manifest at `path`, or `path/tern.toml` when `path`
+/// is a directory. Relative paths in it are resolved against its directory.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let path = if path.is_dir() {
+        path.join(MANIFEST_FILE_NAME)
+    } else {
+        path.to_owned()
+    };
+    let text = fs::read_to_string(&path).map_err(|error| ManifestError::Read {
+        path: path.clone(),
+        error,
+    })?;
+    parse(&text, &path)
+}
+
+/// Checks manifest `text` read from the file `path`. Relative paths in it
+/// are resolved against `path`'s directory, and must exist.
+///
+/// ```
+/// # use std::path::Path;
+/// let text = "manifest_version = 2\n";
+/// let error = tern_manifest::parse(text, Path::new("tern.toml")).unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "tern.toml:1:1: manifest_version: unsupported version 2; this Tern reads version 1"
+/// );
+/// ```
+pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+    let source = Source { path, text };
+    let from_toml = |error| ManifestError::from_toml(path, text, &error);
+    resolve::check_version(&source, toml::from_str(text).map_err(from_toml)?)?;
+    resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?)
+}
+
+impl Manifest {
+    /// An error about something in this manifest found after parsing (by the
+    /// engine, say), pointing at `location` and naming `key`.
+    ///
+    /// ```no_run
+    /// # use std::path::Path;
+    /// let manifest = tern_manifest::load(Path::new("apps/shop"))?;
+    /// let hello = &manifest.components["hello"];
+    /// let error = manifest.error_at(
+    ///     hello.source_location,
+    ///     "component.hello.source",
+    ///     "not a wasm binary",
+    /// );
+    /// // apps/shop/tern.toml:12:1: component.hello.source: not a wasm binary
+    /// eprintln!("{error}");
+    /// # Ok::<(), tern_manifest::ManifestError>(())
+    /// ```
+    pub fn error_at(
+        &self,
+        location: Location,
+        key: &str,
+        message: impl fmt::Display,
+    ) -> ManifestError {
+        ManifestError::Invalid {
+            path: self.path.clone(),
+            location: Some(location),
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The manifest exactly as written: serde structs that check the TOML's shape
+//! and keep spans so that later checks can point at a line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use toml::Spanned;
+
+use crate::{ByteSize, Executor, HumanDuration};
+
+/// Read first, on its own, so that a manifest from a newer Tern is refused
+/// for its version rather than for keys this Tern does not know.
+#[derive(Deserialize)]
+pub(crate) struct RawVersion {
+    pub(crate) manifest_version: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManifest {
+    #[serde(rename = "manifest_version")]
+    _manifest_version: IgnoredAny,
+    pub(crate) app: Option<RawApp>,
+    #[serde(default)]
+    pub(crate) route: Vec<RawRoute>,
+    #[serde(default)]
+    pub(crate) component: BTreeMap<Spanned<String>, RawComponent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApp {
+    pub(crate) name: Spanned<String>,
+    pub(crate) description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) path: Spanned<String>,
+    pub(crate) component: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawComponent {
+    pub(crate) source: Spanned<String>,
+    pub(crate) executor: Option<Executor>,
+    #[serde(default)]
+    pub(crate) environment: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub(crate) files: Vec<RawFileMount>,
+    #[serde(default)]
+    pub(crate) limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileMount {
+    pub(crate) source: Spanned<String>,
+    pub(crate) destination: Spanned<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) memory: Option<Spanned<ByteSize>>,
+    pub(crate) timeout: Option<HumanDuration>,
+    pub(crate) max_body: Option<ByteSize>,
+    pub(crate) max_concurrent: Option<Spanned<u32>>,
+}

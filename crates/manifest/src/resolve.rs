@@ -1,0 +1,289 @@
+//! Turns the manifest as written into a [`Manifest`]: checks every value,
+//! resolves paths against the manifest's directory and checks they exist.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::error::Source;
+use crate::raw::{RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVersion};
+use crate::{
+    App, ByteSize, Component, FileMount, LimitsConfig, Location, Manifest, ManifestError, Route,
+    RoutePattern,
+};
+
+/// The only `manifest_version` this Tern reads.
+const MANIFEST_VERSION: i64 = 1;
+
+/// Less than this and not even a small guest can instantiate.
+const MIN_MEMORY: ByteSize = ByteSize(64 << 10);
+
+pub(crate) fn check_version(source: &Source, raw: RawVersion) -> Result<(), ManifestError> {
+    let key = "manifest_version";
+    let Some(version) = raw.manifest_version else {
+        let message = format!("missing; add `manifest_version = {MANIFEST_VERSION}` at the top");
+        return Err(source.invalid(None, key, message));
+    };
+    let message = match version.get_ref().as_integer() {
+        Some(MANIFEST_VERSION) => return Ok(()),
+        Some(n) => format!("unsupported version {n}; this Tern reads version {MANIFEST_VERSION}"),
+        None => format!(
+            "must be the integer {MANIFEST_VERSION}, found {}",
+            version.get_ref()
+        ),
+    };
+    Err(source.invalid(Some(source.key_at(&version.span())), key, message))
+}
+
+pub(crate) fn resolve(source: &Source, raw: RawManifest) -> Result<Manifest, ManifestError> {
+    let path = source.path.to_owned();
+    // Sources join onto the directory as given, so `tern.toml` gives `hello.wasm`.
+    let base = path.parent().unwrap_or(Path::new("")).to_owned();
+    let dir = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base.clone()
+    };
+
+    let Some(app) = raw.app else {
+        return Err(source.invalid(None, "app", "missing; add an [app] table with a name"));
+    };
+    if app.name.get_ref().trim().is_empty() {
+        let location = source.key_at(&app.name.span());
+        return Err(source.invalid(Some(location), "app.name", "must not be empty"));
+    }
+    let app = App {
+        name: app.name.into_inner(),
+        description: app.description,
+    };
+
+    let routes = resolve_routes(source, raw.route, &raw.component)?;
+
+    let mut components = BTreeMap::new();
+    for (id, component) in raw.component {
+        let component = resolve_component(source, &base, id, component)?;
+        components.insert(component.id.clone(), component);
+    }
+
+    Ok(Manifest {
+        path,
+        dir,
+        app,
+        routes,
+        components,
+    })
+}
+
+fn resolve_routes(
+    source: &Source,
+    raw: Vec<RawRoute>,
+    components: &BTreeMap<Spanned<String>, RawComponent>,
+) -> Result<Vec<Route>, ManifestError> {
+    if raw.is_empty() {
+        return Err(source.invalid(None, "route", "the manifest declares no routes"));
+    }
+    let mut routes = Vec::with_capacity(raw.len());
+    let mut seen: Vec<(RoutePattern, Location)> = Vec::with_capacity(raw.len());
+    for (index, route) in raw.into_iter().enumerate() {
+        // 1-based, like the line numbers beside it.
+        let key = format!("route[{}]", index + 1);
+
+        let location = source.key_at(&route.path.span());
+        let pattern = RoutePattern::parse(route.path.get_ref())
+            .map_err(|message| source.invalid(Some(location), format!("{key}.path"), message))?;
+        if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == pattern) {
+            let message = format!(
+                "duplicate route \"{pattern}\"; first declared on line {}",
+                first.line
+            );
+            return Err(source.invalid(Some(location), format!("{key}.path"), message));
+        }
+        seen.push((pattern.clone(), location));
+
+        let component = route.component.get_ref();
+        if !components.contains_key(component.as_str()) {
+            let message = if components.is_empty() {
+                format!("no component named \"{component}\"; the manifest defines no components")
+            } else {
+                let defined: Vec<&str> =
+                    components.keys().map(|id| id.get_ref().as_str()).collect();
+                format!(
+                    "no component named \"{component}\"; defined: {}",
+                    defined.join(", ")
+                )
+            };
+            let location = source.key_at(&route.component.span());
+            return Err(source.invalid(Some(location), format!("{key}.component"), message));
+        }
+
+        routes.push(Route {
+            pattern,
+            component: route.component.into_inner(),
+        });
+    }
+    Ok(routes)
+}
+
+fn resolve_component(
+    source: &Source,
+    base: &Path,
+    id: Spanned<String>,
+    raw: RawComponent,
+) -> Result<Component, ManifestError> {
+    let key = format!("component.{}", id.get_ref());
+    if !is_valid_id(id.get_ref()) {
+        let message = format!(
+            "invalid component id \"{}\": use lowercase letters, digits, `-` and `_`, starting with a letter",
+            id.get_ref().escape_debug()
+        );
+        return Err(source.invalid(Some(source.at(&id.span())), key, message));
+    }
+
+    let source_location = source.key_at(&raw.source.span());
+    let wasm = base.join(raw.source.get_ref());
+    let problem = match fs::metadata(&wasm) {
+        Ok(meta) if meta.is_dir() => Some("is a directory, expected a wasm file".to_owned()),
+        Ok(_) => None,
+        Err(e) => Some(describe_io(&e)),
+    };
+    if let Some(problem) = problem {
+        let message = format!("{problem}: {}", wasm.display());
+        return Err(source.invalid(Some(source_location), format!("{key}.source"), message));
+    }
+
+    let mut environment = BTreeMap::new();
+    for (name, value) in raw.environment {
+        let location = Some(source.at(&name.span()));
+        if name.get_ref().is_empty() || name.get_ref().contains(['=', '\0']) {
+            let message = format!(
+                "invalid variable name \"{}\": must be non-empty, without `=` or NUL",
+                name.get_ref().escape_debug()
+            );
+            return Err(source.invalid(location, format!("{key}.environment"), message));
+        }
+        if value.get_ref().contains('\0') {
+            let key = format!("{key}.environment.{}", name.get_ref());
+            return Err(source.invalid(location, key, "value must not contain NUL"));
+        }
+        environment.insert(name.into_inner(), value.into_inner());
+    }
+
+    let files = raw
+        .files
+        .into_iter()
+        .enumerate()
+        .map(|(index, mount)| {
+            resolve_mount(source, base, &format!("{key}.files[{}]", index + 1), mount)
+        })
+        .collect::<Result<_, _>>()?;
+
+    Ok(Component {
+        limits: resolve_limits(source, &key, raw.limits)?,
+        id: id.into_inner(),
+        source: wasm,
+        executor: raw.executor,
+        environment,
+        files,
+        source_location,
+    })
+}
+
+fn resolve_mount(
+    source: &Source,
+    base: &Path,
+    key: &str,
+    raw: RawFileMount,
+) -> Result<FileMount, ManifestError> {
+    let dir = base.join(raw.source.get_ref());
+    let problem = match fs::metadata(&dir) {
+        Ok(meta) if !meta.is_dir() => Some("not a directory".to_owned()),
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some("directory not found".to_owned()),
+        Err(e) => Some(describe_io(&e)),
+    };
+    if let Some(problem) = problem {
+        let location = Some(source.key_at(&raw.source.span()));
+        let message = format!("{problem}: {}", dir.display());
+        return Err(source.invalid(location, format!("{key}.source"), message));
+    }
+
+    let destination = raw.destination.get_ref();
+    if !destination.starts_with('/') {
+        let location = Some(source.key_at(&raw.destination.span()));
+        let message = format!(
+            "\"{destination}\" must be an absolute guest path such as \"/{}\"",
+            destination.trim_start_matches("./")
+        );
+        return Err(source.invalid(location, format!("{key}.destination"), message));
+    }
+
+    Ok(FileMount {
+        source: dir,
+        destination: raw.destination.into_inner(),
+    })
+}
+
+fn resolve_limits(
+    source: &Source,
+    key: &str,
+    raw: RawLimits,
+) -> Result<LimitsConfig, ManifestError> {
+    if let Some(memory) = &raw.memory
+        && *memory.get_ref() < MIN_MEMORY
+    {
+        let location = Some(source.key_at(&memory.span()));
+        let message = format!("must be at least {MIN_MEMORY}, got {}", memory.get_ref());
+        return Err(source.invalid(location, format!("{key}.limits.memory"), message));
+    }
+    if let Some(max) = &raw.max_concurrent
+        && *max.get_ref() == 0
+    {
+        let location = Some(source.key_at(&max.span()));
+        return Err(source.invalid(
+            location,
+            format!("{key}.limits.max_concurrent"),
+            "must be at least 1",
+        ));
+    }
+    Ok(LimitsConfig {
+        memory: raw.memory.map(Spanned::into_inner),
+        timeout: raw.timeout,
+        max_body: raw.max_body,
+        max_concurrent: raw.max_concurrent.map(Spanned::into_inner),
+    })
+}
+
+/// Lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
+fn is_valid_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// An io error's description without the `(os error N)` suffix.
+fn describe_io(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound => "file not found".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_ids() {
+        for id in ["a", "hello", "hello-world_2", "a1"] {
+            assert!(is_valid_id(id), "{id}");
+        }
+        for id in ["", "1a", "-a", "_a", "Hello", "a.b", "a b", "é"] {
+            assert!(!is_valid_id(id), "{id}");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Manifest tests as data: `tests/data/valid/NAME.toml` beside `NAME.expected`
+//! (a dump of the parsed manifest), and `tests/data/invalid/NAME.toml` beside
+//! `NAME.expected` (the one-line error). `TERN_BLESS=1` rewrites the expected
+//! files; read the diff before committing it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tern_manifest::{Manifest, ManifestError, load};
+
+const VALID: &str = "tests/data/valid";
+const INVALID: &str = "tests/data/invalid";
+
+#[test]
+fn valid_manifests_parse_as_expected() {
+    check_each(VALID, |path| match load(path) {
+        Ok(manifest) => describe(&manifest, Path::new(VALID)),
+        Err(error) => format!("unexpected error: {error}\n"),
+    });
+}
+
+#[test]
+fn invalid_manifests_fail_with_the_expected_error() {
+    check_each(INVALID, |path| match load(path) {
+        Ok(_) => "unexpectedly valid\n".to_owned(),
+        Err(error) => format!("{error}\n"),
+    });
+}
+
+#[test]
+fn load_reads_tern_toml_from_a_directory() {
+    let manifest = load(Path::new("tests/data/dir")).unwrap();
+    assert_eq!(manifest.path, Path::new("tests/data/dir/tern.toml"));
+    assert_eq!(manifest.dir, Path::new("tests/data/dir"));
+    assert_eq!(
+        manifest.components["dir"].source,
+        Path::new("tests/data/dir/../valid/hello.wasm")
+    );
+}
+
+#[test]
+fn a_missing_file_names_the_path_as_given() {
+    let error = load(Path::new("tests/data/nowhere.toml")).unwrap_err();
+    assert!(matches!(error, ManifestError::Read { .. }));
+    let message = error.to_string();
+    assert!(
+        message.starts_with("reading manifest tests/data/nowhere.toml: "),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+}
+
+#[test]
+fn a_bare_file_name_resolves_against_the_current_directory() {
+    let text = "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/\"\ncomponent = \"a\"\n[component.a]\nsource = \"Cargo.toml\"\n";
+    let manifest = tern_manifest::parse(text, Path::new("tern.toml")).unwrap();
+    assert_eq!(manifest.dir, Path::new("."));
+    assert_eq!(manifest.components["a"].source, Path::new("Cargo.toml"));
+}
+
+#[test]
+fn errors_found_later_point_into_the_manifest() {
+    let manifest = load(Path::new("tests/data/valid/full.toml")).unwrap();
+    let api = &manifest.components["api"];
+    let error = manifest.error_at(
+        api.source_location,
+        "component.api.source",
+        "not a component",
+    );
+    assert_eq!(
+        error.to_string(),
+        "tests/data/valid/full.toml:32:1: component.api.source: not a component"
+    );
+}
+
+/// Runs `run` on every `.toml` in `dir` and compares its output with the
+/// `.expected` file beside it, reporting every mismatch at once.
+fn check_each(dir: &str, run: impl Fn(&Path) -> String) {
+    let bless = std::env::var_os("TERN_BLESS").is_some_and(|v| v == "1");
+    let mut cases: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no test manifests in {dir}");
+
+    let mut failures = Vec::new();
+    for case in &cases {
+        let actual = run(case);
+        let expected_path = case.with_extension("expected");
+        if bless {
+            fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = fs::read_to_string(&expected_path).unwrap_or_default();
+        if actual != expected {
+            failures.push(format!(
+                "{}\n--- expected\n{expected}--- actual\n{actual}",
+                case.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ (TERN_BLESS=1 rewrites them):\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every field of `manifest`, with paths relative to `data_dir`.
+fn describe(manifest: &Manifest, data_dir: &Path) -> String {
+    // On the text rather than components, so that `./static/` shows as written.
+    let relative = |path: &Path| {
+        let path = path.display().to_string();
+        let data_dir = data_dir.display().to_string();
+        if path == data_dir {
+            return ".".to_owned();
+        }
+        match path.strip_prefix(&format!("{data_dir}/")) {
+            Some(relative) => relative.to_owned(),
+            None => panic!("{path} is outside {data_dir}"),
+        }
+    };
+    let mut out = String::new();
+    let w = &mut out;
+    writeln!(w, "path: {}", relative(&manifest.path)).unwrap();
+    writeln!(w, "dir: {}", relative(&manifest.dir)).unwrap();
+    writeln!(w, "app.name: {:?}", manifest.app.name).unwrap();
+    writeln!(w, "app.description: {:?}", manifest.app.description).unwrap();
+    for route in &manifest.routes {
+        writeln!(
+            w,
+            "route {} -> {} ({:?})",
+            route.pattern, route.component, route.pattern
+        )
+        .unwrap();
+    }
+    for (id, component) in &manifest.components {
+        writeln!(w, "component {id}").unwrap();
+        assert_eq!(&component.id, id);
+        writeln!(w, "  source: {}", relative(&component.source)).unwrap();
+        writeln!(w, "  source_location: {}", component.source_location).unwrap();
+        match component.executor {
+            Some(executor) => writeln!(w, "  executor: {executor}").unwrap(),
+            None => writeln!(w, "  executor: (inferred)").unwrap(),
+        }
+        for (name, value) in &component.environment {
+            writeln!(w, "  environment: {name}={value:?}").unwrap();
+        }
+        for mount in &component.files {
+            writeln!(
+                w,
+                "  files: {} -> {}",
+                relative(&mount.source),
+                mount.destination
+            )
+            .unwrap();
+        }
+        let limits = &component.limits;
+        let show = |value: Option<String>| value.unwrap_or_else(|| "default".to_owned());
+        writeln!(
+            w,
+            "  limits.memory: {}",
+            show(limits.memory.map(|v| v.to_string()))
+        )
+        .unwrap();
+        writeln!(
+            w,
+            "  limits.timeout: {}",
+            show(limits.timeout.map(|v| v.to_string()))
+        )
+        .unwrap();
+        writeln!(
+            w,
+            "  limits.max_body: {}",
+            show(limits.max_body.map(|v| v.to_string()))
+        )
+        .unwrap();
+        writeln!(
+            w,
+            "  limits.max_concurrent: {}",
+            show(limits.max_concurrent.map(|v| v.to_string()))
+        )
+        .unwrap();
+    }
+    out
+}

@@ -1,0 +1,28 @@
+//! Sends the head and a first chunk, with no `content-length`, then fails:
+//! `/partial/trap` panics and `/partial/spin` loops forever. Any other path
+//! ends the body normally, after the one chunk.
+use wasi::exports::http::incoming_handler::Guest;
+use wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+struct Partial;
+
+impl Guest for Partial {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let (body, stream) =
+            tern_http_guests::start_response(out, 200, &[("content-type", "text/plain")], None);
+        tern_http_guests::write_all(&stream, b"partial\n");
+        match tern_http_guests::path(&path) {
+            "/partial/trap" => panic!("guest panicked after sending part of the body"),
+            "/partial/spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            _ => tern_http_guests::finish(body, stream),
+        }
+    }
+}
+
+wasi::http::proxy::export!(Partial);

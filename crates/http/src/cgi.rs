@@ -149,7 +149,8 @@ mod tests {
 
     #[test]
     fn responses() {
-        let cases: &[(&str, Result<(u16, &str), &str>)] = &[
+        type Expected = Result<(u16, &'static str), &'static str>;
+        let cases: &[(&str, Expected)] = &[
             ("Content-Type: text/plain\n\nhi", Ok((200, "hi"))),
             (
                 "Content-Type: text/plain\r\n\r\nhi\r\n",

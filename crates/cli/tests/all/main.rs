@@ -7,6 +7,10 @@ mod grants;
 mod invoke;
 mod limits;
 mod run;
+mod serve;
+mod serve_errors;
+mod serve_limits;
+mod serving;
 mod support;
 
 // Every guest program has a test named after it.
@@ -15,6 +19,8 @@ use grants::*;
 use invoke::*;
 use limits::*;
 use run::*;
+use serve::*;
+use serve_limits::*;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
@@ -23,3 +29,5 @@ macro_rules! assert_test_exists {
     };
 }
 test_programs::foreach_guest!(assert_test_exists);
+test_programs::foreach_http_guest!(assert_test_exists);
+test_programs::foreach_wagi_guest!(assert_test_exists);

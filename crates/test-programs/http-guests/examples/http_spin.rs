@@ -1,5 +1,5 @@
-//! Loops forever without calling the host before responding: only an
-//! interrupt (epoch or fuel) can stop it.
+//! Says it is spinning on stderr, then loops forever without calling the
+//! host: only an interrupt (epoch or fuel) can stop it.
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
@@ -7,6 +7,7 @@ struct Spin;
 
 impl Guest for Spin {
     fn handle(_request: IncomingRequest, _out: ResponseOutparam) {
+        eprintln!("spinning");
         let mut x: u64 = 0;
         loop {
             x = std::hint::black_box(x.wrapping_add(1));

@@ -1,0 +1,273 @@
+//! `tern serve`: routing, both executors, grants, isolation between
+//! requests, and the access log.
+
+use std::io::{BufReader, Write as _};
+
+use test_programs::*;
+
+use crate::serving::{Part, Serve, manifest, read_response};
+use crate::support::{CANARY, Tern};
+
+fn one(route: &str, source: &str, extra: &str) -> String {
+    manifest(&[Part {
+        route,
+        id: "app",
+        source,
+        extra,
+    }])
+}
+
+#[test]
+pub fn http_hello() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one("/hello", HTTP_HELLO, ""), &[]);
+    let response = serve.get("/hello");
+    assert_eq!(response.expect(200), "hello, world\n");
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    // The routes are listed after the listening line.
+    serve.wait_for_log("/hello  -> app (wasi-http)");
+    let line = serve.wait_for_log("GET /hello 200");
+    assert!(line.ends_with(" app"), "{line}");
+}
+
+#[test]
+fn exact_and_wildcard_routes_and_404() {
+    let tern = Tern::new();
+    let toml = manifest(&[
+        Part {
+            route: "/hello",
+            id: "hello",
+            source: HTTP_HELLO,
+            extra: "",
+        },
+        Part {
+            route: "/api/...",
+            id: "api",
+            source: HTTP_ECHO,
+            extra: "",
+        },
+        Part {
+            route: "/api/admin/...",
+            id: "admin",
+            source: HTTP_ECHO,
+            extra: "",
+        },
+    ]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    serve.get("/hello").expect(200);
+    // Exact means exact.
+    assert_eq!(serve.get("/hello/there").status, 404);
+    assert_eq!(serve.get("/nowhere").status, 404);
+    assert_eq!(serve.get("/apix").status, 404);
+
+    let body = serve.get("/api/items/7?q=1").expect(200).to_string();
+    assert!(body.contains("path: /api/items/7?q=1"), "{body}");
+    assert!(
+        body.contains("header: tern-matched-route: /api/..."),
+        "{body}"
+    );
+    assert!(body.contains("header: tern-path-info: /items/7"), "{body}");
+    // The longest prefix wins.
+    let body = serve.get("/api/admin/users").expect(200).to_string();
+    assert!(
+        body.contains("header: tern-matched-route: /api/admin/..."),
+        "{body}"
+    );
+    assert!(body.contains("header: tern-path-info: /users"), "{body}");
+    let body = serve.get("/api").expect(200).to_string();
+    assert!(
+        body.contains("header: tern-path-info: \n") || body.contains("header: tern-path-info:\n"),
+        "{body}"
+    );
+    serve.wait_for_log("GET /nowhere 404");
+}
+
+#[test]
+pub fn http_echo() {
+    let tern = Tern::new();
+    let serve = {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("static")).unwrap();
+        std::fs::write(dir.path().join("static/hello.txt"), "from the static dir\n").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "outside the mount\n").unwrap();
+        let toml = one(
+            "/echo/...",
+            HTTP_ECHO,
+            "environment = { GREETING = \"hi\" }\nfiles = [{ source = \"static\", destination = \"/static\" }]",
+        );
+        std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+        Serve::start_in(&tern, dir, &[])
+    };
+    let response = serve.send(
+        "POST /echo/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Tern-Path-Info: /spoofed\r\nX-Custom: yes\r\nContent-Length: 9\r\n\r\nbody data",
+    );
+    let body = response.expect(200);
+    assert!(body.contains("method: POST"), "{body}");
+    assert!(body.contains("header: x-custom: yes"), "{body}");
+    assert!(
+        body.contains("header: tern-client-addr: 127.0.0.1:"),
+        "{body}"
+    );
+    // A client cannot pose as the router.
+    assert!(body.contains("header: tern-path-info: /x"), "{body}");
+    assert!(!body.contains("/spoofed"), "{body}");
+    assert!(body.contains("env: GREETING=hi"), "{body}");
+    assert!(!body.contains(CANARY.1), "host environment leaked: {body}");
+    assert_eq!(
+        body.lines().filter(|l| l.starts_with("env: ")).count(),
+        1,
+        "{body}"
+    );
+    assert!(body.ends_with("body: body data"), "{body}");
+
+    let body = serve
+        .get("/echo/f?file=/static/hello.txt")
+        .expect(200)
+        .to_string();
+    assert!(body.contains("file: from the static dir"), "{body}");
+    // Only the mount is visible, and it is read-only.
+    for path in ["/secret.txt", "/static/../secret.txt", "/etc/passwd"] {
+        let body = serve
+            .get(&format!("/echo/f?file={path}"))
+            .expect(200)
+            .to_string();
+        assert!(body.contains("file error:"), "{path}: {body}");
+        assert!(!body.contains("outside the mount"), "{body}");
+    }
+}
+
+#[test]
+pub fn http_residue() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one("/...", HTTP_RESIDUE, ""), &[]);
+    let secret = "tern-secret-0123456789";
+    let reversed: String = secret.chars().rev().collect();
+    assert_eq!(
+        serve.get(&format!("/write?secret={secret}")).expect(200),
+        "stored"
+    );
+    // Every later instance starts from zeroed memory.
+    for _ in 0..3 {
+        assert_eq!(
+            serve.get(&format!("/scan?reversed={reversed}")).expect(200),
+            "clean"
+        );
+    }
+}
+
+#[test]
+pub fn wagi_echo() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &one(
+            "/cgi/...",
+            P1_WAGI_ECHO,
+            "environment = { GREETING = \"hi\" }",
+        ),
+        &[],
+    );
+    let response = serve.send(
+        "POST /cgi/items/7?q=1&r=2 HTTP/1.1\r\nHost: example.test:8080\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nX-Trace: abc\r\nAuthorization: Bearer hunter2\r\n\
+         Content-Length: 5\r\n\r\nhello",
+    );
+    let body = response.expect(200);
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    for line in [
+        "env: REQUEST_METHOD=POST",
+        "env: SCRIPT_NAME=/cgi",
+        "env: PATH_INFO=/items/7",
+        "env: QUERY_STRING=q=1&r=2",
+        "env: CONTENT_TYPE=text/plain",
+        "env: CONTENT_LENGTH=5",
+        "env: SERVER_NAME=example.test",
+        &format!("env: SERVER_PORT={}", serve.addr.port()),
+        "env: SERVER_PROTOCOL=HTTP/1.1",
+        "env: GATEWAY_INTERFACE=CGI/1.1",
+        "env: HTTP_X_TRACE=abc",
+        "env: REMOTE_ADDR=127.0.0.1",
+        "env: GREETING=hi",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in {body}"
+        );
+    }
+    assert!(
+        !body.contains("hunter2"),
+        "credentials passed to CGI: {body}"
+    );
+    assert!(!body.contains(CANARY.1), "host environment leaked: {body}");
+    assert!(body.ends_with("body: hello"), "{body}");
+    serve.wait_for_log("POST /cgi/items/7 200");
+}
+
+#[test]
+pub fn wagi_status() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &one("/items", P1_WAGI_STATUS, "executor = \"wagi\""),
+        &[],
+    );
+    let response = serve.get("/items");
+    assert_eq!(response.expect(201), "created\n");
+    assert_eq!(response.header("location"), Some("/items/7"));
+    assert_eq!(response.header("x-custom"), Some("yes"));
+    assert_eq!(response.header("status"), None);
+}
+
+#[test]
+pub fn wagi_bad_output() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one("/bad", P1_WAGI_BAD_OUTPUT, ""), &[]);
+    let response = serve.get("/bad");
+    let body = response.expect(500);
+    let id = response.header("x-request-id").unwrap();
+    assert_eq!(
+        body,
+        format!("500 Internal Server Error\nrequest id: {id}\n")
+    );
+    let line = serve.wait_for_log(id);
+    assert!(line.contains("malformed CGI response"), "{line}");
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one("/hello", HTTP_HELLO, ""), &[]);
+    let stream = serve.connect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..3 {
+        (&stream)
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut reader).expect(200), "hello, world\n");
+    }
+}
+
+#[test]
+fn json_access_log() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &one("/hello", HTTP_HELLO, ""),
+        &["--log-format", "json"],
+    );
+    serve.get("/hello?secret=x").expect(200);
+    let line = serve.wait_for_log("\"status\":200");
+    for field in [
+        "\"method\":\"GET\"",
+        "\"path\":\"/hello\"",
+        "\"component\":\"app\"",
+        "\"id\":\"",
+        "\"duration_ms\":",
+        "\"time\":\"",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+    // Query strings may carry tokens; the log keeps the path only.
+    assert!(!line.contains("secret"), "{line}");
+}

@@ -1,0 +1,107 @@
+//! `tern serve` stops before listening, with one line naming the file, line
+//! and key, when the app cannot be served. (Every manifest mistake has a
+//! data-driven case in `crates/manifest/tests`; these check that the CLI
+//! reports them and the ones only the engine can find.)
+
+use test_programs::*;
+
+use crate::serving::{Part, manifest};
+use crate::support::{Output, Tern};
+
+fn serve(tern: &Tern, toml: &str) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+    let path = dir.path().join("tern.toml");
+    let out = tern.run(&["serve", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    (out, dir)
+}
+
+#[test]
+fn manifest_errors_stop_before_listening() {
+    let tern = Tern::new();
+    let hello = |extra| {
+        manifest(&[Part {
+            route: "/hello",
+            id: "hello",
+            source: HTTP_HELLO,
+            extra,
+        }])
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (hello("colour = \"blue\""), ":12:1: unknown key `colour`"),
+        (
+            hello("").replace("manifest_version = 1", "manifest_version = 2"),
+            ":1:1: manifest_version: unsupported version 2",
+        ),
+        (
+            hello("").replace(HTTP_HELLO, "missing.wasm"),
+            ":11:1: component.hello.source: file not found",
+        ),
+        (
+            hello("").replace("component = \"hello\"", "component = \"nobody\""),
+            "route[1].component: no component named \"nobody\"",
+        ),
+        (
+            manifest(&[
+                Part {
+                    route: "/a",
+                    id: "a",
+                    source: HTTP_HELLO,
+                    extra: "",
+                },
+                Part {
+                    route: "/a",
+                    id: "b",
+                    source: HTTP_HELLO,
+                    extra: "",
+                },
+            ]),
+            "route[2].path: duplicate route \"/a\"",
+        ),
+        // A command component has no incoming-handler to call.
+        (
+            hello("").replace(HTTP_HELLO, P2_HELLO),
+            "component.hello: hello.wasm exports no `wasi:http/incoming-handler`",
+        ),
+        (
+            hello("executor = \"wasi-http\"").replace(HTTP_HELLO, P1_WAGI_ECHO),
+            "component.hello: wagi_echo.wasm is a core module, but the wasi-http executor",
+        ),
+        (
+            hello("executor = \"wagi\""),
+            "component.hello: http_hello.wasm is a component, but the wagi executor",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let (out, _dir) = serve(&tern, &toml);
+        out.code(1).one_line_error(expected);
+        assert!(out.stderr.contains("tern.toml:"), "{out:#?}");
+        assert!(!out.stderr.contains("listening"), "{out:#?}");
+    }
+}
+
+#[test]
+fn directory_without_manifest() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tern.run(&["serve", dir.path().to_str().unwrap()]);
+    out.code(1).one_line_error("reading manifest");
+}
+
+#[test]
+fn address_in_use() {
+    let tern = Tern::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = manifest(&[Part {
+        route: "/hello",
+        id: "hello",
+        source: HTTP_HELLO,
+        extra: "",
+    }]);
+    std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+    let out = tern.run(&["serve", dir.path().to_str().unwrap(), "--listen", &addr]);
+    out.code(1)
+        .one_line_error(&format!("cannot listen on {addr}"));
+}

@@ -1,0 +1,310 @@
+//! `tern serve` under broken and hostile guests and clients: each gets a
+//! clear status, nothing leaks, and everyone else is still served.
+
+use std::io::{BufReader, Read as _, Write as _};
+use std::time::Instant;
+
+use test_programs::*;
+
+use crate::serving::{PATIENCE, Part, Serve, manifest, read_response};
+use crate::support::Tern;
+
+/// Asserts a generic error body naming only the status and request id, and
+/// returns the log line with that id.
+#[track_caller]
+fn generic_error(serve: &Serve, path: &str, status: u16, reason: &str) -> String {
+    let response = serve.get(path);
+    let body = response.expect(status);
+    let id = response
+        .header("x-request-id")
+        .expect("error responses carry the request id");
+    assert_eq!(body, format!("{status} {reason}\nrequest id: {id}\n"));
+    serve.wait_for_log(&format!("{id} GET"))
+}
+
+fn with_hello(route: &str, id: &str, source: &str, extra: &str) -> String {
+    manifest(&[
+        Part {
+            route,
+            id,
+            source,
+            extra,
+        },
+        Part {
+            route: "/hello",
+            id: "hello",
+            source: HTTP_HELLO,
+            extra: "",
+        },
+    ])
+}
+
+#[test]
+pub fn http_trap() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &with_hello("/trap", "trap", HTTP_TRAP, ""), &[]);
+    let line = generic_error(&serve, "/trap", 500, "Internal Server Error");
+    assert!(
+        line.contains("500") && line.contains("trap error: guest trapped: wasm `unreachable`"),
+        "{line}"
+    );
+    // The guest's panic message is in the log, tagged with the same request.
+    let id = line.split_whitespace().nth(1).unwrap();
+    serve.wait_for_log(&format!("{id} trap stderr: "));
+    serve.get("/hello").expect(200);
+}
+
+#[test]
+pub fn http_no_response() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one_route("/none", HTTP_NO_RESPONSE), &[]);
+    let line = generic_error(&serve, "/none", 500, "Internal Server Error");
+    assert!(
+        line.contains("guest returned without setting a response"),
+        "{line}"
+    );
+}
+
+#[test]
+pub fn http_memory_bomb() {
+    let tern = Tern::new();
+    let toml = with_hello(
+        "/bomb",
+        "bomb",
+        HTTP_MEMORY_BOMB,
+        "[component.bomb.limits]\nmemory = \"32MiB\"",
+    );
+    let serve = Serve::start(&tern, &toml, &[]);
+    let line = generic_error(&serve, "/bomb", 500, "Internal Server Error");
+    assert!(line.contains("above its limit of 32MiB"), "{line}");
+    serve.get("/hello").expect(200);
+}
+
+#[test]
+fn wagi_memory_bomb_and_trap() {
+    let tern = Tern::new();
+    let toml = manifest(&[
+        Part {
+            route: "/bomb",
+            id: "bomb",
+            source: P1_MEMORY_BOMB,
+            extra: "[component.bomb.limits]\nmemory = \"32MiB\"",
+        },
+        Part {
+            route: "/panic",
+            id: "panic",
+            source: P1_PANIC,
+            extra: "",
+        },
+    ]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    let line = generic_error(&serve, "/bomb", 500, "Internal Server Error");
+    assert!(line.contains("above its limit of 32MiB"), "{line}");
+    let line = generic_error(&serve, "/panic", 500, "Internal Server Error");
+    assert!(line.contains("guest trapped"), "{line}");
+}
+
+#[test]
+pub fn http_spin() {
+    let tern = Tern::new();
+    let toml = with_hello(
+        "/spin",
+        "spin",
+        HTTP_SPIN,
+        "[component.spin.limits]\ntimeout = \"2s\"",
+    );
+    let serve = Serve::start(&tern, &toml, &[]);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let spinner = s.spawn(|| {
+            let line = generic_error(&serve, "/spin", 504, "Gateway Timeout");
+            (line, Instant::now())
+        });
+        // While the guest spins, other requests are served.
+        serve.wait_for_log("spin stderr: spinning");
+        let mut answered = Vec::new();
+        for _ in 0..5 {
+            serve.get("/hello").expect(200);
+            answered.push(Instant::now());
+        }
+        let (line, timed_out) = spinner.join().unwrap();
+        assert!(line.contains("deadline of 2s exceeded"), "{line}");
+        assert!(timed_out.duration_since(started).as_secs_f64() >= 2.0);
+        assert!(
+            answered.iter().all(|t| *t < timed_out),
+            "hello waited for the spinning guest"
+        );
+    });
+}
+
+#[test]
+fn wagi_spin_times_out() {
+    let tern = Tern::new();
+    let toml = manifest(&[Part {
+        route: "/spin",
+        id: "spin",
+        source: P1_SPIN,
+        extra: "",
+    }]);
+    let serve = Serve::start(&tern, &toml, &["--timeout", "300ms"]);
+    let line = generic_error(&serve, "/spin", 504, "Gateway Timeout");
+    assert!(line.contains("deadline of 300ms exceeded"), "{line}");
+}
+
+#[test]
+pub fn http_partial() {
+    let tern = Tern::new();
+    let toml = manifest(&[Part {
+        route: "/partial/...",
+        id: "partial",
+        source: HTTP_PARTIAL,
+        extra: "[component.partial.limits]\ntimeout = \"1s\"",
+    }]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    let whole = serve.get("/partial/ok");
+    assert_eq!(whole.expect(200), "partial\n");
+    // Once the head is out, a failing guest aborts the connection rather
+    // than ending the body as if it were complete.
+    let response = serve.get("/partial/spin");
+    assert_eq!(response.status, 200, "{response:#?}");
+    assert!(!response.complete, "body looked complete: {response:#?}");
+    assert_eq!(response.body, "partial\n");
+    // A trap right after the first chunk may even beat the head to the
+    // wire; either way the client never sees a complete response.
+    let response = serve.get("/partial/trap");
+    assert!(!response.complete, "body looked complete: {response:#?}");
+    assert!(matches!(response.status, 0 | 200), "{response:#?}");
+    serve.wait_for_log("GET /partial/spin 200");
+    assert!(serve.log().contains("deadline of 1s exceeded"));
+}
+
+#[test]
+pub fn http_body() {
+    let tern = Tern::new();
+    let toml = manifest(&[Part {
+        route: "/upload",
+        id: "upload",
+        source: HTTP_BODY,
+        extra: "[component.upload.limits]\nmax_body = \"1KiB\"",
+    }]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    assert_eq!(
+        serve.post("/upload", &"x".repeat(1024)).expect(200),
+        "read 1024 bytes"
+    );
+    // Declared too large: refused before any guest runs.
+    let response = serve.post("/upload", &"x".repeat(1025));
+    response.expect(413);
+    // Chunked, so only counting tells.
+    let mut raw = String::from(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..3 {
+        raw.push_str(&format!("200\r\n{}\r\n", "y".repeat(512)));
+    }
+    raw.push_str("0\r\n\r\n");
+    let response = serve.send(&raw);
+    assert_eq!(response.status, 413, "{response:#?}");
+}
+
+#[test]
+pub fn http_slow() {
+    let tern = Tern::new();
+    let toml = with_hello(
+        "/slow",
+        "slow",
+        HTTP_SLOW,
+        "[component.slow.limits]\nmax_concurrent = 1",
+    );
+    let serve = Serve::start(&tern, &toml, &[]);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| serve.get("/slow?ms=2000"));
+        serve.wait_for_log("slow request started");
+        // The one permitted slot is taken.
+        let response = serve.get("/slow?ms=1");
+        response.expect(503);
+        assert_eq!(response.header("retry-after"), Some("1"));
+        // Other components have their own budget.
+        serve.get("/hello").expect(200);
+        assert_eq!(first.join().unwrap().expect(200), "done");
+    });
+    // The slot is free again.
+    assert_eq!(serve.get("/slow?ms=1").expect(200), "done");
+}
+
+#[test]
+fn request_head_limits() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &one_route("/hello", HTTP_HELLO),
+        &["--max-header-size", "8KiB"],
+    );
+    let big = format!(
+        "GET /hello HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(16 << 10)
+    );
+    assert_eq!(serve.send(&big).status, 431);
+    for malformed in [
+        "GARBAGE\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
+        "GET /hello HTTP/9.9\r\n\r\n",
+    ] {
+        assert_eq!(serve.send(malformed).status, 400, "{malformed:?}");
+    }
+    serve.get("/hello").expect(200);
+}
+
+#[test]
+fn slowloris_is_disconnected() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &one_route("/hello", HTTP_HELLO),
+        &["--header-timeout", "500ms"],
+    );
+    let started = Instant::now();
+    let mut stream = serve.connect();
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    // The server gives up on the head and closes; read sees the end (or a
+    // 408) well before our own patience runs out.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(waited < PATIENCE, "not disconnected");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Meanwhile and afterwards, others are served.
+    serve.get("/hello").expect(200);
+}
+
+#[test]
+fn graceful_shutdown_finishes_requests_in_flight() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one_route("/slow", HTTP_SLOW), &[]);
+    let mut stream = serve.connect();
+    stream
+        .write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    serve.wait_for_log("slow request started");
+    serve.terminate();
+    let response = read_response(&mut BufReader::new(stream));
+    assert_eq!(response.expect(200), "done");
+    let (code, log) = serve.wait();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+fn one_route(route: &str, source: &str) -> String {
+    manifest(&[Part {
+        route,
+        id: "app",
+        source,
+        extra: "",
+    }])
+}

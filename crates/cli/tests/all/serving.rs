@@ -1,0 +1,287 @@
+//! Running `tern serve` on a free port, talking HTTP/1.1 to it over real
+//! sockets, and reading its log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::Tern;
+
+/// Upper bound on any wait in these tests: a failure, never a pacing device.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One route and its component, for [`manifest`].
+pub struct Part<'a> {
+    pub route: &'a str,
+    pub id: &'a str,
+    pub source: &'a str,
+    /// Extra TOML lines inside `[component.ID]` (or further tables).
+    pub extra: &'a str,
+}
+
+/// A manifest with one route per part.
+pub fn manifest(parts: &[Part<'_>]) -> String {
+    let mut toml = String::from("manifest_version = 1\n\n[app]\nname = \"test\"\n");
+    for part in parts {
+        toml.push_str(&format!(
+            "\n[[route]]\npath = \"{}\"\ncomponent = \"{}\"\n",
+            part.route, part.id
+        ));
+    }
+    for part in parts {
+        toml.push_str(&format!(
+            "\n[component.{}]\nsource = \"{}\"\n{}\n",
+            part.id, part.source, part.extra
+        ));
+    }
+    toml
+}
+
+/// A running `tern serve`, killed when dropped.
+pub struct Serve {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Serve {
+    /// Writes `manifest` to a fresh directory and serves it, waiting for the
+    /// `listening on` line.
+    pub fn start(tern: &Tern, manifest: &str, args: &[&str]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tern.toml"), manifest).unwrap();
+        Self::start_in(tern, dir, args)
+    }
+
+    /// Serves the app in `dir`.
+    pub fn start_in(tern: &Tern, dir: tempfile::TempDir, args: &[&str]) -> Serve {
+        let mut child = tern
+            .command()
+            .arg("serve")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tern serve");
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let stderr = child.stderr.take().unwrap();
+        let shared = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                shared.0.lock().unwrap().push(line);
+                shared.1.notify_all();
+            }
+            // End of stderr: wake waiters so they can fail fast.
+            shared.0.lock().unwrap().push(String::from("\u{0}eof"));
+            shared.1.notify_all();
+        });
+        let mut serve = Serve {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            _dir: dir,
+            log,
+            reader: Some(reader),
+        };
+        let line = serve.wait_for_log("listening on http://");
+        let addr = line.trim_start_matches("listening on http://");
+        serve.addr = addr.parse().unwrap_or_else(|_| panic!("bad line {line:?}"));
+        serve
+    }
+
+    /// Waits until a log line contains `needle`, and returns it.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let (lines, cond) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            if lines.last().is_some_and(|l| l == "\u{0}eof") || now >= deadline {
+                panic!(
+                    "tern serve never logged {needle:?}; log:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cond.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.0.lock().unwrap().join("\n")
+    }
+
+    /// Sends a GET and reads the whole response.
+    pub fn get(&self, path: &str) -> Response {
+        self.send(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    /// Sends a request with a body.
+    pub fn post(&self, path: &str, body: &str) -> Response {
+        self.send(&format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// Sends raw bytes and reads one response.
+    pub fn send(&self, raw: &str) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut BufReader::new(stream))
+    }
+
+    /// A connection with generous timeouts, so a hang fails the test.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (
+            status.code().expect("tern serve killed by a signal"),
+            self.log(),
+        )
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// False when the connection ended before the body did (or before
+    /// any response: then `status` is 0).
+    pub complete: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &str {
+        assert_eq!(self.status, status, "unexpected response {self:#?}");
+        assert!(self.complete, "incomplete response {self:#?}");
+        &self.body
+    }
+}
+
+/// Reads one response: head, then a body framed by content-length,
+/// chunked encoding, or the end of the connection.
+pub fn read_response(reader: &mut impl BufRead) -> Response {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    if line.is_empty() {
+        // Closed before any response.
+        return Response {
+            status: 0,
+            headers: Vec::new(),
+            body: String::new(),
+            complete: false,
+        };
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':').unwrap();
+        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    let complete = if let Some(len) = find("content-length") {
+        let len: usize = len.parse().unwrap();
+        body.resize(len, 0);
+        reader.read_exact(&mut body).is_ok()
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(reader, &mut body)
+    } else {
+        reader.read_to_end(&mut body).is_ok()
+    };
+    Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        complete,
+    }
+}
+
+/// Returns whether the terminating chunk arrived.
+fn read_chunked(reader: &mut impl BufRead, body: &mut Vec<u8>) -> bool {
+    loop {
+        let mut size = String::new();
+        match reader.read_line(&mut size) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return false;
+        };
+        if size == 0 {
+            let mut end = String::new();
+            return reader.read_line(&mut end).is_ok();
+        }
+        let mut chunk = vec![0; size + 2];
+        if reader.read_exact(&mut chunk).is_err() {
+            return false;
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Worker threads, each serving its own connections [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
     /// Compile without reading or writing the compile cache
     #[arg(long)]
     no_cache: bool,
@@ -90,30 +93,32 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
     };
     let app = App::load(&manifest, &config, &loader)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
     let sink = Arc::new(LogSink::new(args.log_format));
     let grace = config.grace;
-    let shutdown = runtime.block_on(async move {
-        let server = Server::bind(app, config, sink).await.map_err(|e| {
-            tern_runtime::Error::from(e).context(format!("cannot listen on {}", args.listen))
-        })?;
-        print_routes(&server);
-        let stop = async move {
+    let listen = args.listen;
+    let server = Server::bind(app, config, sink)
+        .map_err(|e| tern_runtime::Error::from(e).context(format!("cannot listen on {listen}")))?;
+    print_routes(&server);
+    let stop = async move {
+        wait_for_signal().await;
+        eprintln!(
+            "tern: shutting down; in-flight requests get {}",
+            HumanDuration(grace)
+        );
+        // A second signal stops at once.
+        tokio::spawn(async {
             wait_for_signal().await;
-            eprintln!(
-                "tern: shutting down; in-flight requests get {}",
-                HumanDuration(grace)
-            );
-            // A second signal stops at once.
-            tokio::spawn(async {
-                wait_for_signal().await;
-                std::process::exit(130);
-            });
-        };
-        Ok::<_, tern_runtime::Error>(server.run(stop).await)
-    })?;
+            std::process::exit(130);
+        });
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let shutdown = runtime.block_on(server.run(threads, stop))?;
     if shutdown == Shutdown::CutOff {
         eprintln!("tern: grace period over; closed the connections still open");
     }

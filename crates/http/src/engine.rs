@@ -32,6 +32,9 @@ pub(crate) struct PoolSize {
 pub(crate) fn serving_engine(size: &PoolSize) -> Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // WASI 0.2 handlers need no component-model concurrency; without it a
+    // store skips that bookkeeping on every instantiation and host call.
+    config.concurrency_support(false);
     let max_stack = usize::try_from(Limits::DEFAULT_MAX_STACK.0).unwrap_or(usize::MAX);
     config.max_wasm_stack(max_stack);
     config.async_stack_size(max_stack + (1 << 20));

@@ -80,7 +80,9 @@ pub(crate) fn limit_store<T: Send + 'static>(
         Ok(if Instant::now() >= deadline {
             UpdateDeadline::Interrupt
         } else {
-            UpdateDeadline::Yield(1)
+            // tokio's yield resumes the guest only after the runtime has
+            // polled for I/O, so requests waiting on sockets get their turn.
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
         })
     });
 }

@@ -2,19 +2,21 @@
 //! sandboxed instance per request.
 //!
 //! [`App::load`] compiles and pre-instantiates every component once;
-//! [`Server::bind`] and [`Server::run`] accept connections, route each
+//! [`Server::bind`] and [`Server::run`] accept connections on one
+//! single-threaded runtime per worker thread, route each
 //! request to its component (`wasi-http` or `wagi` executor) and hold it to
 //! the limits of [`ServeConfig`]. The server never prints: it reports
 //! through an [`EventSink`].
 //!
 //! ```no_run
-//! # async fn example(sink: std::sync::Arc<dyn tern_http::EventSink>) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn example(sink: std::sync::Arc<dyn tern_http::EventSink>) -> Result<(), Box<dyn std::error::Error>> {
 //! let manifest = tern_manifest::load("tern.toml".as_ref())?;
 //! let config = tern_http::ServeConfig::new("127.0.0.1:0".parse()?);
 //! let app = tern_http::App::load(&manifest, &config, &tern_runtime::Loader::default())?;
-//! let server = tern_http::Server::bind(app, config, sink).await?;
-//! println!("listening on http://{}", server.local_addr());
-//! server.run(std::future::pending()).await;
+//! let server = tern_http::Server::bind(app, config, sink)?;
+//! eprintln!("listening on http://{}", server.local_addr());
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(server.run(2, std::future::pending()))?;
 //! # Ok(()) }
 //! ```
 //!

@@ -27,7 +27,7 @@ use crate::response;
 
 /// A bound server, not yet accepting.
 pub struct Server {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
 }
 
@@ -50,13 +50,14 @@ pub enum Shutdown {
 }
 
 impl Server {
-    /// Binds the listening socket. Must be called within a tokio runtime.
-    pub async fn bind(
+    /// Binds the listening socket.
+    pub fn bind(
         app: App,
         config: ServeConfig,
         sink: Arc<dyn EventSink>,
     ) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = std::net::TcpListener::bind(config.listen)?;
+        listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         Ok(Server {
             listener,
@@ -80,67 +81,120 @@ impl Server {
         &self.shared.app
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets
-    /// in-flight requests finish within the grace period.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Shutdown {
-        let graceful = GracefulShutdown::new();
+    /// Serves on `threads` threads until `shutdown` resolves, then stops
+    /// accepting and lets in-flight requests finish within the grace
+    /// period. Must be called from within a current-thread tokio runtime,
+    /// which drives `shutdown` and one of the workers.
+    ///
+    /// Each worker is a single-threaded runtime accepting from the shared
+    /// socket: a request, its guest and its response stay on one thread,
+    /// with no cross-thread wakeups or work stealing on the hot path.
+    pub async fn run(
+        self,
+        threads: usize,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<Shutdown> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        for n in 1..threads.max(1) {
+            let listener = self.listener.try_clone()?;
+            let shared = self.shared.clone();
+            let stop = stop_rx.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("tern-worker-{n}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        Ok(accept_loop(shared, listener, stop).await)
+                    })
+                })?;
+            workers.push(worker);
+        }
+        let listener = TcpListener::from_std(self.listener)?;
+        let mut mine = std::pin::pin!(accept_loop(self.shared.clone(), listener, stop_rx));
         let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        self.serve_connection(&graceful, stream, peer);
-                    }
-                    Err(err) => {
-                        // Out of descriptors and the like: report, back off a
-                        // little, keep serving the connections already open.
-                        self.shared.sink.server_error(&format!("accepting a connection: {err}"));
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                () = &mut shutdown => break,
+        let mut outcome = tokio::select! {
+            outcome = &mut mine => outcome,
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                mine.await
+            }
+        };
+        for worker in workers {
+            let joined: std::io::Result<Shutdown> = worker.join().unwrap_or(Ok(Shutdown::CutOff));
+            if joined? == Shutdown::CutOff {
+                outcome = Shutdown::CutOff;
             }
         }
-        drop(self.listener);
-        match tokio::time::timeout(self.shared.config.grace, graceful.shutdown()).await {
-            Ok(()) => Shutdown::Drained,
-            Err(_) => Shutdown::CutOff,
+        Ok(outcome)
+    }
+}
+
+/// Accepts connections until told to stop, then drains this worker's
+/// connections within the grace period.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Shutdown {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    serve_connection(&shared, &graceful, stream, peer);
+                }
+                Err(err) => {
+                    // Out of descriptors and the like: report, back off a
+                    // little, keep serving the connections already open.
+                    shared.sink.server_error(&format!("accepting a connection: {err}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => break,
         }
     }
-
-    fn serve_connection(
-        &self,
-        graceful: &GracefulShutdown,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-    ) {
-        let shared = self.shared.clone();
-        let config = &shared.config;
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout)
-            .max_buf_size(
-                usize::try_from(config.max_header_size.0)
-                    .unwrap_or(usize::MAX)
-                    .max(8192),
-            )
-            .keep_alive(true);
-        let service = {
-            let shared = shared.clone();
-            service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
-            })
-        };
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // Client errors (resets, malformed heads, timeouts) end only
-            // their own connection; hyper already answered what it could.
-            let _ = conn.await;
-        });
+    drop(listener);
+    match tokio::time::timeout(shared.config.grace, graceful.shutdown()).await {
+        Ok(()) => Shutdown::Drained,
+        Err(_) => Shutdown::CutOff,
     }
+}
+
+fn serve_connection(
+    shared: &Arc<Shared>,
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let config = &shared.config;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(
+            usize::try_from(config.max_header_size.0)
+                .unwrap_or(usize::MAX)
+                .max(8192),
+        )
+        .keep_alive(true);
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
+        })
+    };
+    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        // Client errors (resets, malformed heads, timeouts) end only
+        // their own connection; hyper already answered what it could.
+        let _ = conn.await;
+    });
 }
 
 /// Routes one request, applies the limits checked before a guest runs,

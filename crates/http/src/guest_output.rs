@@ -4,6 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -15,6 +16,10 @@ use crate::events::{EventSink, GuestLine, RequestId};
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 16 << 10;
 
+/// Guest output logged per request, stdout and stderr together. A guest
+/// printing in a loop must not flood the log (or slow the server down).
+pub(crate) const OUTPUT_BUDGET: usize = 64 << 10;
+
 /// Where one stream of one request goes.
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
@@ -22,6 +27,8 @@ pub(crate) struct GuestOutput {
     pub(crate) component: Arc<str>,
     pub(crate) request: RequestId,
     pub(crate) stream: &'static str,
+    /// Bytes this request may still log, shared by its streams.
+    pub(crate) budget: Arc<AtomicUsize>,
 }
 
 impl GuestOutput {
@@ -69,6 +76,21 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
+        let cost = self.pending.len() + 1;
+        let left = self.target.budget.load(Ordering::Relaxed);
+        if left == 0 {
+            self.pending.clear();
+            return;
+        }
+        let over = cost > left;
+        self.target
+            .budget
+            .store(if over { 0 } else { left - cost }, Ordering::Relaxed);
+        if over {
+            self.pending.clear();
+            self.pending
+                .extend_from_slice(b"[further output from this request dropped: over 64KiB]");
+        }
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.strip_suffix('\r').unwrap_or(&line);
         self.target.sink.guest_output(&GuestLine {
@@ -125,5 +147,59 @@ impl tokio::io::AsyncWrite for LineWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{AccessRecord, RequestIds};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    impl EventSink for Lines {
+        fn request(&self, _: &AccessRecord<'_>) {}
+        fn guest_output(&self, line: &GuestLine<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", line.stream, line.text));
+        }
+        fn server_error(&self, _: &str) {}
+    }
+
+    #[test]
+    fn lines_are_split_tagged_and_budgeted() {
+        let sink = Arc::new(Lines::default());
+        let output = GuestOutput {
+            sink: sink.clone(),
+            component: "app".into(),
+            request: RequestIds::new().next(),
+            stream: "stderr",
+            budget: Arc::new(AtomicUsize::new(OUTPUT_BUDGET)),
+        };
+        let mut writer = output.writer();
+        writer.push(b"one\ntw");
+        writer.push(b"o\r\nthree");
+        drop(writer);
+        // A second stream of the same request shares the budget.
+        let mut writer = output.writer();
+        let line = vec![b'x'; 1000];
+        for _ in 0..100 {
+            writer.push(&line);
+            writer.push(b"\n");
+        }
+        drop(writer);
+        let lines = sink.0.lock().unwrap();
+        assert_eq!(lines[..3], ["stderr one", "stderr two", "stderr three"]);
+        let logged = lines.iter().filter(|l| l.ends_with('x')).count();
+        assert_eq!(logged, (OUTPUT_BUDGET - 14) / 1001);
+        assert_eq!(
+            lines.last().unwrap(),
+            "stderr [further output from this request dropped: over 64KiB]"
+        );
+        assert_eq!(lines.len(), 3 + logged + 1);
     }
 }

@@ -3,6 +3,7 @@
 //! described.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter};
@@ -11,7 +12,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::config::RequestLimits;
 use crate::events::{EventSink, RequestId};
-use crate::guest_output::GuestOutput;
+use crate::guest_output::{GuestOutput, OUTPUT_BUDGET};
 
 /// A component's grants and limits, resolved once at start.
 pub(crate) struct Grants {
@@ -55,11 +56,13 @@ impl Grants {
     ) -> Result<WasiCtxBuilder> {
         let mut wasi = WasiCtxBuilder::new();
         self.capabilities.apply(&mut wasi)?;
+        let budget = Arc::new(AtomicUsize::new(OUTPUT_BUDGET));
         let output = |stream| GuestOutput {
             sink: sink.clone(),
             component: self.id.clone(),
             request,
             stream,
+            budget: budget.clone(),
         };
         wasi.stdout(output("stdout")).stderr(output("stderr"));
         Ok(wasi)

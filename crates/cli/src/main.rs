@@ -3,6 +3,7 @@
 //! is the only crate that prints.
 
 mod compile;
+mod compiling;
 mod exit;
 mod log;
 mod run;

@@ -1,18 +1,17 @@
 //! `tern run`: parse grants and limits, load the program (through the
 //! compile cache), run it, and turn the outcome into output and exit code.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
 use tern_runtime::{
-    ByteSize, Capabilities, CodeSource, CompileCache, DirGrant, EnvGrant, HumanDuration, Limits,
-    Loader, NetGrant, Outcome, Result, RunConfig,
+    ByteSize, Capabilities, CodeSource, DirGrant, EnvGrant, HumanDuration, Limits, Loader,
+    NetGrant, Outcome, Result, RunConfig,
 };
 
-use crate::exit;
+use crate::{compiling, exit};
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -90,29 +89,12 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
 
     let engine = tern_runtime::engine_for(&limits)?;
     trace.note("engine created");
-    let cache = if args.no_cache {
-        None
-    } else {
-        CompileCache::open_default().unwrap_or_else(|e| {
-            trace.say(&format!("compile cache disabled: {e}"));
-            None
-        })
-    };
+    let (cache, disabled) = compiling::open_cache(args.no_cache);
+    if let Some(why) = disabled {
+        trace.say(&format!("compile cache disabled: {why}"));
+    }
     let shown = args.file.display().to_string();
-    let note_compile = |size: usize| {
-        // Only on a terminal, and only when compiling takes long enough to wonder.
-        if size >= 1 << 20 && std::io::stderr().is_terminal() {
-            let later = if cache.is_some() {
-                "later runs use the compile cache"
-            } else {
-                "--no-cache: compiled on every run"
-            };
-            eprintln!(
-                "tern: compiling {shown} ({}); {later}",
-                ByteSize(size as u64)
-            );
-        }
-    };
+    let note_compile = |size| compiling::note_compile(&shown, size, cache.is_some());
     let loader = Loader {
         cache: cache.as_ref(),
         key: None,

@@ -1,7 +1,6 @@
 //! `tern serve`: load an app from its manifest, listen, log each request,
 //! and shut down gracefully on SIGINT or SIGTERM.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +9,9 @@ use std::sync::Arc;
 use clap::Args;
 use tern_http::{App, ServeConfig, Server, Shutdown};
 use tern_manifest::LimitsConfig;
-use tern_runtime::{ByteSize, CompileCache, HumanDuration, Loader, Result};
+use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
 
+use crate::compiling;
 use crate::log::{LogFormat, LogSink};
 
 /// Arguments of `tern serve`.
@@ -73,19 +73,9 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
     config.max_header_size = args.max_header_size;
     config.grace = args.grace.0;
 
-    let cache = if args.no_cache {
-        None
-    } else {
-        CompileCache::open_default().unwrap_or(None)
-    };
-    let note_compile = |size: usize| {
-        if size >= 1 << 20 && std::io::stderr().is_terminal() {
-            eprintln!(
-                "tern: compiling a component ({}); later starts use the compile cache",
-                ByteSize(size as u64)
-            );
-        }
-    };
+    // Serving works without the cache, only starting is slower.
+    let (cache, _disabled) = compiling::open_cache(args.no_cache);
+    let note_compile = |size| compiling::note_compile("a component", size, cache.is_some());
     let loader = Loader {
         cache: cache.as_ref(),
         key: None,

@@ -40,8 +40,8 @@ pub struct RouteInfo {
     pub pattern: String,
     /// The component serving it.
     pub component: String,
-    /// `wasi-http` or `wagi`.
-    pub executor: &'static str,
+    /// How the component is run (prints as `wasi-http` or `wagi`).
+    pub executor: ExecutorName,
 }
 
 /// Why an app could not be loaded.
@@ -132,7 +132,7 @@ impl App {
             .map(|(pattern, c)| RouteInfo {
                 pattern: pattern.to_string(),
                 component: self.components[c].grants.id.to_string(),
-                executor: self.components[c].executor.name(),
+                executor: self.components[c].executor.kind(),
             })
             .collect()
     }

@@ -53,16 +53,23 @@ impl ServeConfig {
 
     /// The limits one component runs under.
     pub fn limits_for(&self, own: &LimitsConfig) -> RequestLimits {
-        fn pick<T>(own: Option<T>, flag: Option<T>) -> Option<T> {
-            own.or(flag)
-        }
         RequestLimits {
-            memory: pick(own.memory, self.limits.memory).unwrap_or(Self::DEFAULT_MEMORY),
-            timeout: pick(own.timeout, self.limits.timeout)
+            memory: own
+                .memory
+                .or(self.limits.memory)
+                .unwrap_or(Self::DEFAULT_MEMORY),
+            timeout: own
+                .timeout
+                .or(self.limits.timeout)
                 .map(|d| d.0)
                 .unwrap_or(Self::DEFAULT_TIMEOUT),
-            max_body: pick(own.max_body, self.limits.max_body).unwrap_or(Self::DEFAULT_MAX_BODY),
-            max_concurrent: pick(own.max_concurrent, self.limits.max_concurrent)
+            max_body: own
+                .max_body
+                .or(self.limits.max_body)
+                .unwrap_or(Self::DEFAULT_MAX_BODY),
+            max_concurrent: own
+                .max_concurrent
+                .or(self.limits.max_concurrent)
                 .unwrap_or(Self::DEFAULT_MAX_CONCURRENT),
         }
     }

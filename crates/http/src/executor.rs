@@ -30,7 +30,7 @@ pub(crate) enum Executor {
 pub(crate) struct RequestCtx {
     pub(crate) id: RequestId,
     /// The matched route as written in the manifest.
-    pub(crate) route: String,
+    pub(crate) route: Arc<str>,
     /// The route's fixed part: the whole path for an exact route.
     pub(crate) script_name: String,
     /// The rest of the path after the route's prefix.
@@ -66,21 +66,10 @@ pub(crate) struct ReplyState {
 }
 
 impl Reply {
-    pub(crate) fn new() -> (
-        Self,
-        Arc<ReplyState>,
-        oneshot::Receiver<Response<ResponseBody>>,
-    ) {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<Response<ResponseBody>>) {
         let (tx, rx) = oneshot::channel();
         let state = Arc::new(ReplyState::default());
-        (
-            Reply {
-                tx,
-                state: state.clone(),
-            },
-            state,
-            rx,
-        )
+        (Reply { tx, state }, rx)
     }
 
     pub(crate) fn state(&self) -> Arc<ReplyState> {
@@ -143,11 +132,11 @@ impl Executor {
         }
     }
 
-    /// The executor's name as written in manifests.
-    pub(crate) fn name(&self) -> &'static str {
+    /// Which executor this is, as manifests name it.
+    pub(crate) fn kind(&self) -> tern_manifest::Executor {
         match self {
-            Executor::WasiHttp(_) => "wasi-http",
-            Executor::Wagi(_) => "wagi",
+            Executor::WasiHttp(_) => tern_manifest::Executor::WasiHttp,
+            Executor::Wagi(_) => tern_manifest::Executor::Wagi,
         }
     }
 }

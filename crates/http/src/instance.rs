@@ -108,18 +108,27 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// Describes a wasmtime error from running the guest.
-    pub(crate) fn from_error(
-        err: wasmtime::Error,
+    /// How a guest run bounded by `tokio::time::timeout_at` ended: `exit(0)`
+    /// is a normal end, like returning.
+    pub(crate) fn settle(
+        run: Result<Result<()>, tokio::time::error::Elapsed>,
         limiter: &MemoryLimiter,
         limits: &RequestLimits,
-    ) -> Self {
+    ) -> Result<(), Failure> {
+        match run {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => match err.downcast_ref::<I32Exit>() {
+                Some(I32Exit(0)) => Ok(()),
+                _ => Err(Failure::from_error(err, limiter, limits)),
+            },
+            Err(_elapsed) => Err(Failure::Deadline),
+        }
+    }
+
+    /// Describes a wasmtime error from running the guest.
+    fn from_error(err: wasmtime::Error, limiter: &MemoryLimiter, limits: &RequestLimits) -> Self {
         if let Some(exit) = err.downcast_ref::<I32Exit>() {
-            return if exit.0 == 0 {
-                Failure::NoResponse
-            } else {
-                Failure::Exit(exit.0)
-            };
+            return Failure::Exit(exit.0);
         }
         let Some(trap) = err.downcast_ref::<Trap>() else {
             return Failure::Host(format!("{err:#}"));

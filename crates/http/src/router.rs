@@ -1,11 +1,20 @@
 //! Picks the component for a path: an exact route, else the longest
 //! matching prefix route.
 
+use std::sync::Arc;
+
 use tern_manifest::RoutePattern;
 
 /// The app's routes, most specific first.
 pub(crate) struct Router {
-    routes: Vec<(RoutePattern, usize)>,
+    routes: Vec<Entry>,
+}
+
+struct Entry {
+    pattern: RoutePattern,
+    /// The pattern as written, made once rather than per request.
+    label: Arc<str>,
+    component: usize,
 }
 
 /// A matched route.
@@ -13,7 +22,8 @@ pub(crate) struct Router {
 pub(crate) struct Match<'a> {
     /// Index of the component in the app.
     pub(crate) component: usize,
-    pub(crate) pattern: &'a RoutePattern,
+    /// The route as written in the manifest.
+    pub(crate) label: &'a Arc<str>,
     /// The fixed part of the route (CGI's `SCRIPT_NAME`).
     pub(crate) script_name: &'a str,
     /// The rest of the path (CGI's `PATH_INFO`).
@@ -22,22 +32,25 @@ pub(crate) struct Match<'a> {
 
 impl Router {
     pub(crate) fn new(routes: impl IntoIterator<Item = (RoutePattern, usize)>) -> Self {
-        let mut routes: Vec<_> = routes.into_iter().collect();
-        // Exact routes first, then prefixes from longest to shortest.
-        routes.sort_by_key(|(pattern, _)| match pattern {
-            RoutePattern::Exact(path) => (0, usize::MAX - path.len()),
-            RoutePattern::Prefix(prefix) => (1, usize::MAX - prefix.len()),
-        });
+        let mut routes: Vec<Entry> = routes
+            .into_iter()
+            .map(|(pattern, component)| Entry {
+                label: pattern.to_string().into(),
+                pattern,
+                component,
+            })
+            .collect();
+        routes.sort_by_key(|e| std::cmp::Reverse(e.pattern.specificity()));
         Router { routes }
     }
 
     pub(crate) fn route<'a>(&'a self, path: &'a str) -> Option<Match<'a>> {
-        self.routes.iter().find_map(|(pattern, component)| {
-            let path_info = pattern.matches(path)?;
+        self.routes.iter().find_map(|entry| {
+            let path_info = entry.pattern.matches(path)?;
             let script_name = &path[..path.len() - path_info.len()];
             Some(Match {
-                component: *component,
-                pattern,
+                component: entry.component,
+                label: &entry.label,
                 script_name,
                 path_info,
             })
@@ -45,8 +58,8 @@ impl Router {
     }
 
     /// The routes in matching order, for the startup listing.
-    pub(crate) fn routes(&self) -> impl Iterator<Item = (&RoutePattern, usize)> {
-        self.routes.iter().map(|(p, c)| (p, *c))
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.routes.iter().map(|e| (&*e.label, e.component))
     }
 }
 

@@ -235,7 +235,7 @@ async fn handle(
 
     let ctx = RequestCtx {
         id,
-        route: matched.pattern.to_string(),
+        route: matched.label.clone(),
         script_name: matched.script_name.to_string(),
         path_info: matched.path_info.to_string(),
         client: peer,
@@ -253,7 +253,8 @@ async fn handle(
             req.headers_mut().insert(http::header::HOST, host);
         }
     }
-    let (reply, state, head) = Reply::new();
+    let (reply, head) = Reply::new();
+    let state = reply.state();
     let exchange = Exchange {
         request: req,
         reply,

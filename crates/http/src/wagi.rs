@@ -60,9 +60,8 @@ impl WagiExecutor {
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok());
-        let server_name = host_header
-            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
-            .unwrap_or("localhost");
+        let authority = host_header.and_then(|h| h.parse::<http::uri::Authority>().ok());
+        let server_name = authority.as_ref().map_or("localhost", |a| a.host());
         let cgi = CgiRequest {
             method: parts.method.as_str(),
             script_name: &ctx.script_name,
@@ -96,15 +95,8 @@ impl WagiExecutor {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
-        let result = match tokio::time::timeout_at(ctx.deadline.into(), run).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => match Failure::from_error(err, &store.data().limiter, limits) {
-                // `exit(0)`: a normal end for a CGI program.
-                Failure::NoResponse => Ok(()),
-                failure => Err(failure),
-            },
-            Err(_elapsed) => Err(Failure::Deadline),
-        };
+        let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
+        let result = Failure::settle(run, &store.data().limiter, limits);
         drop(store);
         result?;
 

@@ -110,9 +110,9 @@ impl WasiHttpExecutor {
             sink,
         } = exchange;
         let headers = request.headers_mut();
-        headers.retain_tern_headers();
+        drop_tern_headers(headers);
         let info = [
-            (ROUTE_HEADER, ctx.route.as_str()),
+            (ROUTE_HEADER, &*ctx.route),
             (PATH_INFO_HEADER, ctx.path_info.as_str()),
         ];
         for (name, value) in info {
@@ -164,16 +164,8 @@ impl WasiHttpExecutor {
                 .call_handle(&mut store, request, outparam)
                 .await
         };
-        let result = match tokio::time::timeout_at(ctx.deadline.into(), run).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Failure::from_error(
-                err,
-                &store.data().limiter,
-                &grants.limits,
-            )),
-            Err(_elapsed) => Err(Failure::Deadline),
-        };
-        let result = match result {
+        let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
+        let result = match Failure::settle(run, &store.data().limiter, &grants.limits) {
             Err(_) if body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
             other => other,
         };
@@ -187,21 +179,16 @@ impl WasiHttpExecutor {
     }
 }
 
-trait RetainTernHeaders {
-    fn retain_tern_headers(&mut self);
-}
-
-impl RetainTernHeaders for http::HeaderMap {
-    /// Drops client headers in Tern's `tern-` namespace.
-    fn retain_tern_headers(&mut self) {
-        let spoofed: Vec<HeaderName> = self
-            .keys()
-            .filter(|name| name.as_str().starts_with("tern-"))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            self.remove(name);
-        }
+/// Drops client headers in Tern's `tern-` namespace, so a client cannot
+/// pose as the router.
+fn drop_tern_headers(headers: &mut http::HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("tern-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
     }
 }
 

@@ -141,21 +141,9 @@ impl fmt::Display for HumanDuration {
 /// Reads a string such as `"30s"` or `"500ms"`.
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct HumanDurationVisitor;
-
-        impl Visitor<'_> for HumanDurationVisitor {
-            type Value = HumanDuration;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"30s\" or \"500ms\"")
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
-                s.parse().map_err(E::custom)
-            }
-        }
-
-        deserializer.deserialize_str(HumanDurationVisitor)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
     }
 }
 

@@ -10,6 +10,7 @@ use clap::Args;
 use tern_http::{App, ServeConfig, Server, Shutdown};
 use tern_manifest::LimitsConfig;
 use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::compiling;
 use crate::log::{LogFormat, LogSink};
@@ -92,22 +93,25 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
     let listen = args.listen;
     let server = Server::bind(app, config, sink)
         .map_err(|e| tern_runtime::Error::from(e).context(format!("cannot listen on {listen}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Handlers go in before the `listening` line: from then on a SIGTERM
+    // must mean a graceful shutdown, never the default instant death.
+    let mut signals = runtime.block_on(async { Signals::install() })?;
     print_routes(&server);
     let stop = async move {
-        wait_for_signal().await;
+        signals.next().await;
         eprintln!(
             "tern: shutting down; in-flight requests get {}",
             HumanDuration(grace)
         );
         // A second signal stops at once.
-        tokio::spawn(async {
-            wait_for_signal().await;
+        tokio::spawn(async move {
+            signals.next().await;
             std::process::exit(130);
         });
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let shutdown = runtime.block_on(server.run(threads, stop))?;
     if shutdown == Shutdown::CutOff {
         eprintln!("tern: grace period over; closed the connections still open");
@@ -128,14 +132,25 @@ fn print_routes(server: &Server) {
     eprint!("{out}");
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    /// Must run within the runtime that will poll them.
+    fn install() -> std::io::Result<Self> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

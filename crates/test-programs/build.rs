@@ -36,6 +36,7 @@ fn main() {
         http_guests.join("examples"),
         http_guests.join("Cargo.toml"),
         wat_dir.clone(),
+        manifest_dir.join("../../wit"),
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }

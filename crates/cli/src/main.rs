@@ -5,6 +5,7 @@
 mod compile;
 mod compiling;
 mod exit;
+mod kv;
 mod log;
 mod run;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Compile a program ahead of time into an artifact only this installation trusts
     Compile(compile::CompileArgs),
+    /// Read and write an app's key-value stores
+    Kv(kv::KvArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Compile(args) => compile::main(args),
+        Command::Kv(args) => kv::main(args),
     };
     result.unwrap_or_else(|err| {
         exit::print_error(&err);

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
+use tern_manifest::runtime_config::{StoreBackend, StoreConfig};
 use tern_runtime::{
     ByteSize, Capabilities, CodeSource, DirGrant, EnvGrant, HumanDuration, Limits, Loader,
-    NetGrant, Outcome, Result, RunConfig,
+    NetGrant, Outcome, Result, RunConfig, Services,
 };
 
 use crate::{compiling, exit};
@@ -27,7 +28,8 @@ Examples:
   tern run hello.wasm
   tern run --dir ./data::/data --env GREETING=hi app.wasm --verbose
   tern run --timeout 2s --max-memory 64MiB untrusted.wasm
-  tern run --invoke add calc.wat 1 2")]
+  tern run --invoke add calc.wat 1 2
+  tern run --kv default=counter.sqlite counter.wasm")]
 pub struct RunArgs {
     /// Preopen a host directory, read-write: HOST::GUEST, or DIR for DIR::DIR
     #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = |s: &str| DirGrant::parse(s, false))]
@@ -41,6 +43,9 @@ pub struct RunArgs {
     /// Allow TCP/UDP to matching addresses and name lookup; `*` matches any host or port
     #[arg(long = "allow-net", value_name = "HOST:PORT")]
     net: Vec<NetGrant>,
+    /// Give a component the key-value store NAME (wasi:keyvalue), kept in an SQLite file
+    #[arg(long = "kv", value_name = "NAME=FILE.sqlite", value_parser = parse_kv)]
+    kv: Vec<(String, PathBuf)>,
     /// Largest linear memory the guest may hold
     #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_MEMORY)]
     max_memory: ByteSize,
@@ -124,10 +129,12 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let argv: Vec<String> = std::iter::once(name)
         .chain(args.args.iter().cloned())
         .collect();
+    let services = kv_services(&args.kv)?;
     let config = RunConfig {
         argv: &argv,
         capabilities: &capabilities,
         limits: &limits,
+        services: &services,
     };
     let outcome = match &args.invoke {
         Some(func) => tern_runtime::invoke(&engine, &loaded.program, func, &args.args, config),
@@ -204,4 +211,37 @@ impl Trace {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// `NAME=FILE.sqlite` for `--kv`.
+fn parse_kv(text: &str) -> std::result::Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("expected NAME=FILE.sqlite, got `{text}`")),
+    }
+}
+
+/// The stores `--kv` grants, each an SQLite file.
+fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
+    let mut stores = std::collections::BTreeMap::new();
+    for (name, file) in grants {
+        let config = StoreConfig {
+            backend: StoreBackend::Sqlite {
+                path: Some(file.clone()),
+            },
+            max_key_size: None,
+            max_value_size: None,
+        };
+        let store = tern_runtime::open_store(name, &config, std::path::Path::new(""))
+            .map_err(tern_runtime::Error::msg)?;
+        stores.insert(name.clone(), std::sync::Arc::new(store));
+    }
+    let names: Vec<String> = stores.keys().cloned().collect();
+    Ok(Services::new(
+        std::sync::Arc::new(stores),
+        &names,
+        Default::default(),
+    ))
 }

@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Compile without reading or writing the compile cache
     #[arg(long)]
     no_cache: bool,
+    /// Operator settings: key-value store backends and variable values (TOML)
+    #[arg(long, value_name = "FILE")]
+    runtime_config: Option<PathBuf>,
+    /// Where embedded (SQLite) stores live [default: .tern beside the manifest]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 pub fn main(args: ServeArgs) -> Result<ExitCode> {
@@ -69,7 +75,12 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
         timeout: args.timeout,
         max_body: args.max_body,
         max_concurrent: args.max_concurrent,
+        ..LimitsConfig::default()
     };
+    if let Some(path) = &args.runtime_config {
+        config.runtime = tern_manifest::runtime_config::load(path)?;
+    }
+    config.state_dir = args.state_dir.clone();
     config.header_timeout = args.header_timeout.0;
     config.max_header_size = args.max_header_size;
     config.grace = args.grace.0;
@@ -128,6 +139,9 @@ fn print_routes(server: &Server) {
             "  {:width$}  -> {} ({})\n",
             route.pattern, route.component, route.executor
         ));
+    }
+    for (name, kind) in server.app().stores() {
+        out.push_str(&format!("  key-value store `{name}`: {kind}\n"));
     }
     eprint!("{out}");
 }

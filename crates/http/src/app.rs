@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError};
-use tern_runtime::{Loader, Program};
+use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
+use tern_runtime::{Loader, Program, Services};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
 
@@ -23,6 +23,7 @@ pub struct App {
     pub(crate) router: Router,
     /// Instances alive at once across the app: the pool's size.
     pub(crate) slots: Arc<Semaphore>,
+    stores: tern_runtime::Stores,
     _ticker: EpochTicker,
 }
 
@@ -51,6 +52,10 @@ pub enum LoadError {
     Manifest(ManifestError),
     /// The engine could not be set up.
     Engine(wasmtime::Error),
+    /// A required variable has no value.
+    Variable(MissingVariable),
+    /// A key-value store could not be opened.
+    Store(String),
 }
 
 impl std::fmt::Display for LoadError {
@@ -58,6 +63,8 @@ impl std::fmt::Display for LoadError {
         match self {
             LoadError::Manifest(e) => e.fmt(f),
             LoadError::Engine(e) => write!(f, "setting up the engine: {e:#}"),
+            LoadError::Variable(e) => e.fmt(f),
+            LoadError::Store(e) => f.write_str(e),
         }
     }
 }
@@ -89,6 +96,21 @@ impl App {
             .unwrap_or(ServeConfig::DEFAULT_MEMORY);
         let engine = serving_engine(&PoolSize { slots, max_memory }).map_err(LoadError::Engine)?;
 
+        let mut variables = manifest
+            .resolve_variables(&config.runtime.variables, |name| std::env::var(name).ok())
+            .map_err(LoadError::Variable)?;
+        let state_dir = config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| manifest.dir.join(".tern"));
+        let declared = manifest
+            .components
+            .values()
+            .flat_map(|c| &c.key_value_stores);
+        let stores =
+            tern_runtime::open_stores(declared.map(String::as_str), &config.runtime, &state_dir)
+                .map_err(LoadError::Store)?;
+
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {
             let executor = prepare(&engine, loader, component).map_err(|message| {
@@ -98,8 +120,13 @@ impl App {
                     message,
                 ))
             })?;
+            let services = Services::new(
+                stores.clone(),
+                &component.key_value_stores,
+                variables.remove(&component.id).unwrap_or_default(),
+            );
             components.push(Served {
-                grants: Grants::new(component, limits),
+                grants: Grants::new(component, limits, services),
                 executor,
                 permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             });
@@ -116,6 +143,7 @@ impl App {
             components,
             router,
             slots: Arc::new(Semaphore::new(slots as usize)),
+            stores,
             _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
         })
     }
@@ -123,6 +151,14 @@ impl App {
     /// The app's name from its manifest.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The key-value stores the app declares, with their backend kind.
+    pub fn stores(&self) -> Vec<(String, &'static str)> {
+        self.stores
+            .iter()
+            .map(|(name, store)| (name.clone(), store.kind()))
+            .collect()
     }
 
     /// The routes in the order they are matched.

@@ -3,9 +3,10 @@
 //! component's own `[component.NAME.limits]`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tern_manifest::{ByteSize, LimitsConfig};
+use tern_manifest::{ByteSize, LimitsConfig, RuntimeConfig};
 
 /// Settings for one `tern serve`.
 #[derive(Clone, Debug)]
@@ -20,6 +21,11 @@ pub struct ServeConfig {
     pub max_header_size: ByteSize,
     /// How long in-flight requests may run on after SIGINT/SIGTERM.
     pub grace: Duration,
+    /// Store backends and variable values chosen by the operator.
+    pub runtime: RuntimeConfig,
+    /// Where embedded stores keep their files; `None` for `.tern` beside
+    /// the manifest.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -39,6 +45,12 @@ impl ServeConfig {
     pub const DEFAULT_MAX_HEADER_SIZE: ByteSize = ByteSize(32 << 10);
     /// Shutdown grace period.
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+    /// Time to open an outbound connection.
+    pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Time for an outbound response to start.
+    pub const DEFAULT_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Outbound requests per incoming request.
+    pub const DEFAULT_MAX_OUTBOUND_REQUESTS: u32 = 16;
 
     /// The defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
@@ -48,6 +60,8 @@ impl ServeConfig {
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             grace: Self::DEFAULT_GRACE,
+            runtime: RuntimeConfig::default(),
+            state_dir: None,
         }
     }
 
@@ -71,6 +85,18 @@ impl ServeConfig {
                 .max_concurrent
                 .or(self.limits.max_concurrent)
                 .unwrap_or(Self::DEFAULT_MAX_CONCURRENT),
+            outbound_connect_timeout: own
+                .outbound_connect_timeout
+                .or(self.limits.outbound_connect_timeout)
+                .map_or(Self::DEFAULT_OUTBOUND_CONNECT_TIMEOUT, |d| d.0),
+            outbound_timeout: own
+                .outbound_timeout
+                .or(self.limits.outbound_timeout)
+                .map_or(Self::DEFAULT_OUTBOUND_TIMEOUT, |d| d.0),
+            max_outbound_requests: own
+                .max_outbound_requests
+                .or(self.limits.max_outbound_requests)
+                .unwrap_or(Self::DEFAULT_MAX_OUTBOUND_REQUESTS),
         }
     }
 }
@@ -86,4 +112,10 @@ pub struct RequestLimits {
     pub max_body: ByteSize,
     /// Requests in flight for this component, then 503.
     pub max_concurrent: u32,
+    /// Time to open an outbound connection.
+    pub outbound_connect_timeout: Duration,
+    /// Time for an outbound response to start.
+    pub outbound_timeout: Duration,
+    /// Outbound requests per incoming request.
+    pub max_outbound_requests: u32,
 }

@@ -15,6 +15,17 @@ pub trait EventSink: Send + Sync + 'static {
     fn guest_output(&self, line: &GuestLine<'_>);
     /// Something went wrong outside any one request (accept failures).
     fn server_error(&self, message: &str);
+    /// Something Tern did on a request's behalf that the operator should
+    /// see, such as refusing an outbound request. Logged like guest output,
+    /// on the stream `tern`.
+    fn note(&self, component: &str, request: RequestId, message: &str) {
+        self.guest_output(&GuestLine {
+            component,
+            request,
+            stream: "tern",
+            text: message,
+        });
+    }
 }
 
 /// One access-log entry.

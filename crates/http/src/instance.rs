@@ -6,23 +6,32 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter};
+use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter, Services};
 use wasmtime::{Result, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::config::RequestLimits;
 use crate::events::{EventSink, RequestId};
 use crate::guest_output::{GuestOutput, OUTPUT_BUDGET};
+use crate::outbound::OutboundPolicy;
 
 /// A component's grants and limits, resolved once at start.
 pub(crate) struct Grants {
     pub(crate) id: Arc<str>,
     pub(crate) capabilities: Capabilities,
     pub(crate) limits: RequestLimits,
+    /// Key-value stores and configuration variables.
+    pub(crate) services: Services,
+    /// Where outbound HTTP may go.
+    pub(crate) outbound: Arc<OutboundPolicy>,
 }
 
 impl Grants {
-    pub(crate) fn new(component: &tern_manifest::Component, limits: RequestLimits) -> Self {
+    pub(crate) fn new(
+        component: &tern_manifest::Component,
+        limits: RequestLimits,
+        services: Services,
+    ) -> Self {
         let capabilities = Capabilities {
             dirs: component
                 .files
@@ -40,10 +49,18 @@ impl Grants {
                 .collect(),
             net: Vec::new(),
         };
+        let outbound = OutboundPolicy {
+            allowed: component.allowed_outbound_hosts.clone(),
+            connect_timeout: limits.outbound_connect_timeout,
+            first_byte_timeout: limits.outbound_timeout,
+            max_requests: limits.max_outbound_requests,
+        };
         Grants {
             id: component.id.as_str().into(),
             capabilities,
             limits,
+            services,
+            outbound: Arc::new(outbound),
         }
     }
 

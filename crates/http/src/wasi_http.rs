@@ -4,17 +4,19 @@
 use std::sync::atomic::Ordering;
 
 use http::{HeaderName, HeaderValue};
-use tern_runtime::MemoryLimiter;
+use tern_runtime::services::{self, ServicesView};
+use tern_runtime::{MemoryLimiter, Services};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Result, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::body::GuestBody;
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
+use crate::outbound::Outbound;
 
 /// Headers Tern sets on every request it hands a guest; a client's own
 /// headers with these names are dropped so they cannot be spoofed.
@@ -35,7 +37,8 @@ pub(crate) struct HttpHost {
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    hooks: NoOutbound,
+    hooks: Outbound,
+    services: Services,
 }
 
 impl WasiView for HttpHost {
@@ -57,31 +60,6 @@ impl WasiHttpView for HttpHost {
     }
 }
 
-/// Outbound requests are not granted to served components (yet): every
-/// `outgoing-handler.handle` is refused.
-struct NoOutbound;
-
-impl WasiHttpHooks for NoOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 impl WasiHttpExecutor {
     /// Links and pre-instantiates `component`; fails when it does not
     /// export `wasi:http/incoming-handler` or imports what Tern lacks.
@@ -89,6 +67,10 @@ impl WasiHttpExecutor {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
+            services: &h.services,
+            table: &mut h.table,
+        })?;
         let pre = linker.instantiate_pre(component)?;
         Ok(WasiHttpExecutor {
             pre: ProxyPre::new(pre)?,
@@ -133,7 +115,14 @@ impl WasiHttpExecutor {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(grants.limits.memory),
-            hooks: NoOutbound,
+            hooks: Outbound {
+                policy: grants.outbound.clone(),
+                sent: 0,
+                sink: sink.clone(),
+                component: grants.id.clone(),
+                request: ctx.id,
+            },
+            services: grants.services.clone(),
         };
         let mut store = Store::new(self.pre.engine(), host);
         limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);

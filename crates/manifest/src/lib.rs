@@ -20,10 +20,13 @@
 //! still point at the manifest with [`Manifest::error_at`].
 
 mod error;
+mod outbound;
 mod raw;
 mod resolve;
 mod route;
+pub mod runtime_config;
 pub mod units;
+mod variables;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +36,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::{Location, ManifestError};
+pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port};
 pub use route::{Route, RoutePattern};
+pub use runtime_config::RuntimeConfig;
 pub use units::{ByteSize, HumanDuration};
+pub use variables::{ComponentVariables, MissingVariable, Template, Variable, env_name};
 
 use error::Source;
 
@@ -56,6 +62,8 @@ pub struct Manifest {
     pub routes: Vec<Route>,
     /// The `[component.ID]` tables, by id; some may be used by no route.
     pub components: BTreeMap<String, Component>,
+    /// The `[variables]` table: app variables, by name.
+    pub variables: BTreeMap<String, Variable>,
 }
 
 /// The `[app]` table.
@@ -83,6 +91,12 @@ pub struct Component {
     pub files: Vec<FileMount>,
     /// Per-component limits; `None` fields take the runtime's defaults.
     pub limits: LimitsConfig,
+    /// Key-value stores the guest may open, by name.
+    pub key_value_stores: Vec<String>,
+    /// Where the guest may send HTTP requests.
+    pub allowed_outbound_hosts: Vec<OutboundHost>,
+    /// What the guest reads through `wasi:config/store`: key to template.
+    pub variables: BTreeMap<String, Template>,
     /// Where the `source` key is, for errors found when compiling it.
     pub source_location: Location,
 }
@@ -128,6 +142,12 @@ pub struct LimitsConfig {
     pub max_body: Option<ByteSize>,
     /// Requests handled at once; at least 1.
     pub max_concurrent: Option<u32>,
+    /// How long an outbound connection may take to open.
+    pub outbound_connect_timeout: Option<HumanDuration>,
+    /// How long an outbound response may take to start arriving.
+    pub outbound_timeout: Option<HumanDuration>,
+    /// Outbound requests one incoming request may make.
+    pub max_outbound_requests: Option<u32>,
 }
 
 /// Reads and checks the manifest at `path`, or `path/tern.toml` when `path`

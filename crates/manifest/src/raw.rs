@@ -26,6 +26,18 @@ pub(crate) struct RawManifest {
     pub(crate) route: Vec<RawRoute>,
     #[serde(default)]
     pub(crate) component: BTreeMap<Spanned<String>, RawComponent>,
+    #[serde(default)]
+    pub(crate) variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVariable {
+    pub(crate) default: Option<String>,
+    #[serde(default)]
+    pub(crate) required: bool,
+    #[serde(default)]
+    pub(crate) secret: bool,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +65,12 @@ pub(crate) struct RawComponent {
     pub(crate) files: Vec<RawFileMount>,
     #[serde(default)]
     pub(crate) limits: RawLimits,
+    #[serde(default)]
+    pub(crate) key_value_stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) allowed_outbound_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) variables: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -69,4 +87,7 @@ pub(crate) struct RawLimits {
     pub(crate) timeout: Option<HumanDuration>,
     pub(crate) max_body: Option<ByteSize>,
     pub(crate) max_concurrent: Option<Spanned<u32>>,
+    pub(crate) outbound_connect_timeout: Option<HumanDuration>,
+    pub(crate) outbound_timeout: Option<HumanDuration>,
+    pub(crate) max_outbound_requests: Option<u32>,
 }

@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use crate::error::Source;
-use crate::raw::{RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVersion};
+use crate::raw::{
+    RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable, RawVersion,
+};
+use crate::variables::is_valid_name;
 use crate::{
-    App, ByteSize, Component, FileMount, LimitsConfig, Location, Manifest, ManifestError, Route,
-    RoutePattern,
+    App, ByteSize, Component, FileMount, LimitsConfig, Location, Manifest, ManifestError,
+    OutboundHost, Route, RoutePattern, Template, Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -61,10 +64,11 @@ pub(crate) fn resolve(source: &Source, raw: RawManifest) -> Result<Manifest, Man
     };
 
     let routes = resolve_routes(source, raw.route, &raw.component)?;
+    let variables = resolve_variables(source, raw.variables)?;
 
     let mut components = BTreeMap::new();
     for (id, component) in raw.component {
-        let component = resolve_component(source, &base, id, component)?;
+        let component = resolve_component(source, &base, id, component, &variables)?;
         components.insert(component.id.clone(), component);
     }
 
@@ -74,6 +78,7 @@ pub(crate) fn resolve(source: &Source, raw: RawManifest) -> Result<Manifest, Man
         app,
         routes,
         components,
+        variables,
     })
 }
 
@@ -127,11 +132,49 @@ fn resolve_routes(
     Ok(routes)
 }
 
+fn resolve_variables(
+    source: &Source,
+    raw: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+) -> Result<BTreeMap<String, Variable>, ManifestError> {
+    let mut variables = BTreeMap::new();
+    for (name, variable) in raw {
+        let key = format!("variables.{}", name.get_ref());
+        let location = Some(source.at(&name.span()));
+        if !is_valid_name(name.get_ref()) {
+            let message = format!(
+                "invalid variable name \"{}\": use lowercase letters, digits and `_`, starting with a letter",
+                name.get_ref().escape_debug()
+            );
+            return Err(source.invalid(location, key, message));
+        }
+        let location = Some(source.key_at(&variable.span()));
+        let variable = variable.into_inner();
+        let message = match (&variable.default, variable.required) {
+            (Some(_), true) => "has both a default and `required = true`; keep one",
+            (None, false) => "needs a `default` or `required = true`",
+            _ => "",
+        };
+        if !message.is_empty() {
+            return Err(source.invalid(location, key, message));
+        }
+        variables.insert(
+            name.into_inner(),
+            Variable {
+                default: variable.default,
+                required: variable.required,
+                secret: variable.secret,
+            },
+        );
+    }
+    Ok(variables)
+}
+
 fn resolve_component(
     source: &Source,
     base: &Path,
     id: Spanned<String>,
     raw: RawComponent,
+    app_variables: &BTreeMap<String, Variable>,
 ) -> Result<Component, ManifestError> {
     let key = format!("component.{}", id.get_ref());
     if !is_valid_id(id.get_ref()) {
@@ -180,8 +223,61 @@ fn resolve_component(
         })
         .collect::<Result<_, _>>()?;
 
+    let mut key_value_stores: Vec<String> = Vec::new();
+    for store in raw.key_value_stores {
+        let location = Some(source.key_at(&store.span()));
+        let name = store.into_inner();
+        let problem = if !is_valid_store_name(&name) {
+            "invalid store name; use lowercase letters, digits, `-` and `_`, starting with a letter"
+        } else if key_value_stores.contains(&name) {
+            "listed twice"
+        } else {
+            ""
+        };
+        if !problem.is_empty() {
+            let message = format!("\"{}\": {problem}", name.escape_debug());
+            return Err(source.invalid(location, format!("{key}.key_value_stores"), message));
+        }
+        key_value_stores.push(name);
+    }
+
+    let allowed_outbound_hosts = raw
+        .allowed_outbound_hosts
+        .into_iter()
+        .map(|entry| {
+            entry.get_ref().parse::<OutboundHost>().map_err(|message| {
+                let location = Some(source.key_at(&entry.span()));
+                source.invalid(location, format!("{key}.allowed_outbound_hosts"), message)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+
+    let mut variables = BTreeMap::new();
+    for (name, template) in raw.variables {
+        let var_key = format!("{key}.variables.{}", name.get_ref());
+        if !is_valid_name(name.get_ref()) {
+            let message =
+                "invalid name; use lowercase letters, digits and `_`, starting with a letter";
+            return Err(source.invalid(Some(source.at(&name.span())), var_key, message));
+        }
+        let location = Some(source.key_at(&template.span()));
+        let parsed = Template::parse(template.get_ref())
+            .map_err(|message| source.invalid(location, &var_key, message))?;
+        if let Some(unknown) = parsed
+            .references()
+            .find(|r| !app_variables.contains_key(*r))
+        {
+            let message = format!("`{unknown}` is not declared under [variables]");
+            return Err(source.invalid(location, var_key, message));
+        }
+        variables.insert(name.into_inner(), parsed);
+    }
+
     Ok(Component {
         limits: resolve_limits(source, &key, raw.limits)?,
+        key_value_stores,
+        allowed_outbound_hosts,
+        variables,
         id: id.into_inner(),
         source: wasm,
         executor: raw.executor,
@@ -253,7 +349,15 @@ fn resolve_limits(
         timeout: raw.timeout,
         max_body: raw.max_body,
         max_concurrent: raw.max_concurrent.map(Spanned::into_inner),
+        outbound_connect_timeout: raw.outbound_connect_timeout,
+        outbound_timeout: raw.outbound_timeout,
+        max_outbound_requests: raw.max_outbound_requests,
     })
+}
+
+/// Store names follow the component id rule.
+pub(crate) fn is_valid_store_name(name: &str) -> bool {
+    is_valid_id(name)
 }
 
 /// Lowercase ASCII letters, digits, `-` and `_`, starting with a letter.

@@ -11,7 +11,8 @@
 //! let engine = tern_runtime::engine_for(&limits)?;
 //! let loaded = tern_runtime::Loader::default().load(&engine, "hello.wasm".as_ref())?;
 //! let argv = vec!["hello.wasm".to_string()];
-//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits };
+//! let services = tern_runtime::Services::default();
+//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits, services: &services };
 //! let outcome = tern_runtime::run_command(&engine, &loaded.program, config)?;
 //! assert_eq!(outcome, Outcome::Exited(0));
 //! # Ok::<(), tern_runtime::Error>(())
@@ -27,7 +28,9 @@ mod limits;
 mod outcome;
 mod program;
 mod run;
+pub mod services;
 mod stat_index;
+mod stores;
 
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;
@@ -38,5 +41,7 @@ pub use limits::{Limits, MemoryLimiter};
 pub use outcome::Outcome;
 pub use program::{CodeSource, Loaded, Loader, Program, precompile};
 pub use run::{RunConfig, run_command};
+pub use services::Services;
+pub use stores::{Stores, open_store, open_stores};
 pub use tern_manifest::units::{ByteSize, HumanDuration};
 pub use wasmtime::{Engine, Error, Result};

@@ -19,6 +19,7 @@ use crate::engine::Deadline;
 use crate::limits::{Limits, MemoryLimiter};
 use crate::outcome::{Outcome, finish};
 use crate::program::Program;
+use crate::services::{self, Services, ServicesView};
 
 /// What to run and with what grants.
 pub struct RunConfig<'a> {
@@ -28,6 +29,8 @@ pub struct RunConfig<'a> {
     pub capabilities: &'a Capabilities,
     /// Bounds on the guest.
     pub limits: &'a Limits,
+    /// Key-value stores (components only).
+    pub services: &'a Services,
 }
 
 pub(crate) struct ModuleHost {
@@ -39,6 +42,7 @@ struct ComponentHost {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    services: Services,
 }
 
 impl WasiView for ComponentHost {
@@ -149,10 +153,15 @@ async fn run_component(
 ) -> Result<Outcome> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
+        services: &h.services,
+        table: &mut h.table,
+    })?;
     let host = ComponentHost {
         wasi: config.wasi()?.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(config.limits.max_memory),
+        services: config.services.clone(),
     };
     let mut store = config.store(engine, host, |h| &mut h.limiter)?;
     let command =

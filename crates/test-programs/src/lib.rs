@@ -15,5 +15,10 @@
 //!   `wasi:http/incoming-handler`, built for wasm32-wasip2 only and exposed
 //!   as `HTTP_NAME` (`HTTP_HELLO` for `http_hello`). [`foreach_http_guest!`]
 //!   lists them by their full name (`http_hello`).
+//!
+//! [`redis::RedisServer`] starts a real `redis-server` for the tests of the
+//! Redis key-value backend.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+pub mod redis;

@@ -136,14 +136,14 @@ fn escapes_from_a_preopen_fail() {
 }
 
 /// A listener whose backlog tells whether anyone connected.
-fn listener() -> (TcpListener, String) {
+pub(crate) fn listener() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     (listener, addr)
 }
 
-fn accepted(listener: &TcpListener) -> usize {
+pub(crate) fn accepted(listener: &TcpListener) -> usize {
     std::iter::from_fn(|| listener.accept().ok()).count()
 }
 

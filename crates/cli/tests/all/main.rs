@@ -3,13 +3,16 @@
 
 mod cache;
 mod errors;
+mod examples;
 mod grants;
 mod invoke;
 mod limits;
+mod outbound;
 mod run;
 mod serve;
 mod serve_errors;
 mod serve_limits;
+mod services;
 mod serving;
 mod support;
 
@@ -18,9 +21,11 @@ use errors::*;
 use grants::*;
 use invoke::*;
 use limits::*;
+use outbound::*;
 use run::*;
 use serve::*;
 use serve_limits::*;
+use services::*;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {

@@ -43,7 +43,7 @@ pub fn manifest(parts: &[Part<'_>]) -> String {
 pub struct Serve {
     child: Child,
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -59,10 +59,21 @@ impl Serve {
 
     /// Serves the app in `dir`.
     pub fn start_in(tern: &Tern, dir: tempfile::TempDir, args: &[&str]) -> Serve {
-        let mut child = tern
-            .command()
+        let mut serve = Self::spawn(tern.command(), dir.path(), args);
+        serve._dir = Some(dir);
+        serve
+    }
+
+    /// Serves the app at `app` with `command` (a `tern` command with its
+    /// environment set), waiting for the `listening on` line.
+    pub fn spawn(
+        mut command: std::process::Command,
+        app: &std::path::Path,
+        args: &[&str],
+    ) -> Serve {
+        let mut child = command
             .arg("serve")
-            .arg(dir.path())
+            .arg(app)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
@@ -86,7 +97,7 @@ impl Serve {
         let mut serve = Serve {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
-            _dir: dir,
+            _dir: None,
             log,
             reader: Some(reader),
         };
@@ -135,6 +146,24 @@ impl Serve {
             "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ))
+    }
+
+    /// Sends a request with `method`, extra `headers` and a body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        self.send(&format!("{head}\r\n{body}"))
     }
 
     /// Sends raw bytes and reads one response.

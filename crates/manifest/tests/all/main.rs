@@ -131,6 +131,9 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     writeln!(w, "dir: {}", relative(&manifest.dir)).unwrap();
     writeln!(w, "app.name: {:?}", manifest.app.name).unwrap();
     writeln!(w, "app.description: {:?}", manifest.app.description).unwrap();
+    for (name, variable) in &manifest.variables {
+        writeln!(w, "variable {name}: {variable:?}").unwrap();
+    }
     for route in &manifest.routes {
         writeln!(
             w,
@@ -160,7 +163,35 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
             )
             .unwrap();
         }
+        if !component.key_value_stores.is_empty() {
+            writeln!(w, "  key_value_stores: {:?}", component.key_value_stores).unwrap();
+        }
+        for host in &component.allowed_outbound_hosts {
+            writeln!(w, "  allowed_outbound_host: {host}").unwrap();
+        }
+        for (key, template) in &component.variables {
+            writeln!(w, "  variable {key}: {template:?}").unwrap();
+        }
         let limits = &component.limits;
+        let outbound = [
+            (
+                "outbound_connect_timeout",
+                limits.outbound_connect_timeout.map(|v| v.to_string()),
+            ),
+            (
+                "outbound_timeout",
+                limits.outbound_timeout.map(|v| v.to_string()),
+            ),
+            (
+                "max_outbound_requests",
+                limits.max_outbound_requests.map(|v| v.to_string()),
+            ),
+        ];
+        for (name, value) in outbound {
+            if let Some(value) = value {
+                writeln!(w, "  limits.{name}: {value}").unwrap();
+            }
+        }
         let show = |value: Option<String>| value.unwrap_or_else(|| "default".to_owned());
         writeln!(
             w,

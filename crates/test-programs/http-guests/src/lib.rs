@@ -1,5 +1,6 @@
 //! What the wasi:http guests in `examples/` share: sending a response,
-//! reading a request body and picking apart a query string.
+//! reading a request body, picking apart a query string, and bindings for
+//! Tern's services (key-value stores, configuration).
 //!
 //! Each example is one component exporting `wasi:http/incoming-handler`. The
 //! helpers panic when the host refuses an operation, which the host sees as a
@@ -9,6 +10,18 @@ use wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use wasi::io::streams::{OutputStream, StreamError};
+
+/// Bindings for the `tern:keyvalue/services` world in the repository's
+/// `wit/`: `wasi:keyvalue` store/atomics/batch, Tern's `expiry` and `cas`,
+/// and `wasi:config/store`. A component imports only the interfaces its code
+/// calls, so guests that do not use them are unchanged.
+pub mod services {
+    wit_bindgen::generate!({
+        path: "../../../wit",
+        world: "tern:keyvalue/services",
+        generate_all,
+    });
+}
 
 /// The most one `blocking-write-and-flush` call accepts.
 const MAX_WRITE: usize = 4096;
@@ -123,6 +136,16 @@ pub fn query_param<'a>(path_with_query: &'a str, key: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == key)
         .map(|(_, value)| value)
+}
+
+/// Whether the query of `path_with_query` has `flag`, bare (`?exists`) or
+/// with a value (`?ttl-ms=5`).
+pub fn query_has(path_with_query: &str, flag: &str) -> bool {
+    path_with_query.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.split_once('=').map_or(pair, |(k, _)| k) == flag)
+    })
 }
 
 /// The method as it appears on the wire.

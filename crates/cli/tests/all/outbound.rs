@@ -1,0 +1,187 @@
+//! Outbound HTTP from guests through `allowed_outbound_hosts`. Denials are
+//! proved by listeners whose backlogs stay empty: no connection was even
+//! attempted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use test_programs::*;
+
+use crate::grants::{accepted, listener};
+use crate::serving::{Part, Serve, manifest};
+use crate::support::Tern;
+
+fn app(allowed: &[&str], limits: &str) -> String {
+    let hosts: Vec<String> = allowed.iter().map(|h| format!("{h:?}")).collect();
+    manifest(&[Part {
+        route: "/fetch",
+        id: "fetch",
+        source: HTTP_OUTBOUND,
+        extra: &format!(
+            "allowed_outbound_hosts = [{}]\n[component.fetch.limits]\n{limits}",
+            hosts.join(", ")
+        ),
+    }])
+}
+
+/// `/fetch?url=...` with the URL percent-encoded.
+fn fetch(serve: &Serve, url: &str, count: usize) -> crate::serving::Response {
+    let encoded: String = url
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    serve.get(&format!("/fetch?url={encoded}&count={count}"))
+}
+
+/// A server answering every request with `response`, counting connections.
+fn upstream(response: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (addr, count)
+}
+
+const HELLO: &str =
+    "HTTP/1.1 200 OK\r\ncontent-length: 14\r\nconnection: close\r\n\r\nfrom upstream\n";
+
+#[test]
+pub fn http_outbound() {
+    let (addr, count) = upstream(HELLO);
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &app(&[&format!("http://{addr}")], ""), &[]);
+    assert_eq!(
+        fetch(&serve, &format!("http://{addr}/x"), 1).expect(200),
+        "200 from upstream\n"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn hosts_not_listed_are_denied_without_connecting() {
+    let (listener, addr) = listener();
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &app(&["http://127.0.0.1:1", "https://example.com"], ""),
+        &[],
+    );
+    for url in [
+        format!("http://{addr}/"),
+        format!("https://{addr}/"),
+        "http://example.com/".into(),
+    ] {
+        let body = fetch(&serve, &url, 1).expect(502).to_string();
+        assert!(body.contains("HttpRequestDenied"), "{url}: {body}");
+    }
+    assert_eq!(accepted(&listener), 0);
+    serve.wait_for_log("tern: outbound request denied: http://127.0.0.1:");
+}
+
+#[test]
+fn wildcards_do_not_reach_loopback_or_private_addresses() {
+    let (listener, addr) = listener();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &app(&[&format!("http://*:{port}")], ""), &[]);
+    for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"] {
+        let body = fetch(&serve, &format!("http://{host}:{port}/"), 1)
+            .expect(502)
+            .to_string();
+        assert!(body.contains("DestinationIpProhibited"), "{host}: {body}");
+    }
+    assert_eq!(accepted(&listener), 0);
+}
+
+#[test]
+fn other_spellings_of_an_address_and_user_info_are_refused() {
+    let (listener, addr) = listener();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let tern = Tern::new();
+    // Only 127.0.0.1 on this port is allowed, and only a made-up host
+    // elsewhere: the tricks must not reach either.
+    let allowed = [format!("http://{addr}"), "http://allowed.test".to_string()];
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let serve = Serve::start(&tern, &app(&allowed, "outbound_timeout = \"300ms\""), &[]);
+    for host in [
+        "2130706433",
+        "0x7f000001",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "127.1",
+        "127.0.0.01",
+    ] {
+        let response = fetch(&serve, &format!("http://{host}:{port}/"), 1);
+        assert_eq!(response.status, 502, "{host}: {response:?}");
+    }
+    for url in [
+        format!("http://allowed.test@127.0.0.1:{port}/"),
+        format!("http://127.0.0.1:{port}@allowed.test/"),
+    ] {
+        let response = fetch(&serve, &url, 1);
+        assert_eq!(response.status, 502, "{url}: {response:?}");
+    }
+    assert_eq!(accepted(&listener), 0, "a trick reached the listener");
+
+    // The control: the allowed spelling connects (and, since nobody
+    // answers, runs into the first-byte timeout).
+    let body = fetch(&serve, &format!("http://{addr}/"), 1)
+        .expect(502)
+        .to_string();
+    assert!(body.contains("ConnectionReadTimeout"), "{body}");
+    assert_eq!(accepted(&listener), 1);
+}
+
+#[test]
+fn redirects_are_returned_not_followed() {
+    let (elsewhere, elsewhere_listener) = {
+        let (l, a) = listener();
+        (a, l)
+    };
+    let redirect: &'static str = Box::leak(
+        format!("HTTP/1.1 302 Found\r\nlocation: http://{elsewhere}/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .into_boxed_str(),
+    );
+    let (addr, _) = upstream(redirect);
+    let tern = Tern::new();
+    let allowed = [format!("http://{addr}"), format!("http://{elsewhere}")];
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let serve = Serve::start(&tern, &app(&allowed, ""), &[]);
+    assert_eq!(
+        fetch(&serve, &format!("http://{addr}/"), 1).expect(200),
+        "302 "
+    );
+    assert_eq!(accepted(&elsewhere_listener), 0);
+}
+
+#[test]
+fn outbound_requests_per_request_are_capped() {
+    let (addr, count) = upstream(HELLO);
+    let tern = Tern::new();
+    let toml = app(&[&format!("http://{addr}")], "max_outbound_requests = 2");
+    let serve = Serve::start(&tern, &toml, &[]);
+    let body = fetch(&serve, &format!("http://{addr}/"), 3)
+        .expect(502)
+        .to_string();
+    assert_eq!(body, "attempt 3: error: ErrorCode::ConnectionLimitReached");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    // The cap is per incoming request.
+    fetch(&serve, &format!("http://{addr}/"), 2).expect(200);
+}

@@ -1,0 +1,363 @@
+//! Host services through `tern serve`: key-value stores on SQLite and on a
+//! real Redis, `tern kv`, and variables read through `wasi:config`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use test_programs::redis::RedisServer;
+use test_programs::*;
+
+use crate::serving::{Part, Serve, manifest};
+use crate::support::Tern;
+
+/// An app whose `kv` component may open the stores in `grants`; `other`
+/// declares `elsewhere`, so that store exists but `kv` may not open it.
+fn kv_app(grants: &str) -> String {
+    manifest(&[
+        Part {
+            route: "/kv/...",
+            id: "kv",
+            source: HTTP_KV,
+            extra: &format!("key_value_stores = [{grants}]"),
+        },
+        Part {
+            route: "/hello",
+            id: "other",
+            source: HTTP_HELLO,
+            extra: "key_value_stores = [\"elsewhere\"]",
+        },
+    ])
+}
+
+fn app_dir(manifest: &str, runtime_config: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tern.toml"), manifest).unwrap();
+    if let Some(config) = runtime_config {
+        std::fs::write(dir.path().join("runtime.toml"), config).unwrap();
+    }
+    dir
+}
+
+fn redis_config(server: &RedisServer) -> String {
+    format!(
+        "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
+        server.url()
+    )
+}
+
+#[test]
+pub fn http_kv() {
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), None);
+    let app = dir.path().to_owned();
+    let serve = Serve::spawn(tern.command(), &app, &[]);
+    serve.wait_for_log("key-value store `default`: sqlite");
+
+    assert_eq!(serve.get("/kv/default/greeting").expect(404), "absent");
+    serve
+        .request("PUT", "/kv/default/greeting", &[], "hello")
+        .expect(204);
+    assert_eq!(serve.get("/kv/default/greeting").expect(200), "hello");
+    assert_eq!(serve.get("/kv/default/greeting?exists").expect(200), "true");
+
+    assert_eq!(serve.post("/kv/default/hits?incr=5", "").expect(200), "5");
+    assert_eq!(serve.post("/kv/default/hits?incr=2", "").expect(200), "7");
+    assert_eq!(serve.get("/kv/default/hits").expect(200), "7");
+
+    let cas = |expected: Option<&str>, new: &str| {
+        let headers: Vec<(&str, &str)> = expected.map(|e| ("x-expected", e)).into_iter().collect();
+        serve
+            .request("POST", "/kv/default/lock?cas", &headers, new)
+            .expect(200)
+            .to_string()
+    };
+    assert_eq!(cas(None, "a"), "true");
+    assert_eq!(cas(None, "b"), "false");
+    assert_eq!(cas(Some("x"), "b"), "false");
+    assert_eq!(cas(Some("a"), "b"), "true");
+    assert_eq!(serve.get("/kv/default/lock").expect(200), "b");
+
+    serve
+        .post("/kv/default?set-many", "k1=v1\nk2=v2")
+        .expect(204);
+    assert_eq!(
+        serve
+            .post("/kv/default?get-many", "k1\nnope\nk2")
+            .expect(200),
+        "k1=v1\nnope absent\nk2=v2"
+    );
+    serve.post("/kv/default?delete-many", "k1\nk2").expect(204);
+    serve
+        .request("DELETE", "/kv/default/greeting", &[], "")
+        .expect(204);
+    assert_eq!(serve.get("/kv/default?keys").expect(200), "hits\nlock");
+
+    // The loop `bench/kv` times.
+    let bench = serve
+        .get("/kv/default/b?bench-set=10")
+        .expect(200)
+        .to_string();
+    assert!(bench.starts_with("10 ops in "), "{bench}");
+    serve
+        .request("DELETE", "/kv/default/b", &[], "")
+        .expect(204);
+
+    // The data is in the app's SQLite file, which `tern kv` reads too.
+    assert!(app.join(".tern/kv/default.sqlite").is_file());
+    drop(serve);
+    tern.run(&["kv", "get", "--app", app.to_str().unwrap(), "hits"])
+        .code(0)
+        .stdout("7");
+}
+
+#[test]
+fn stores_not_granted_are_denied_and_unknown_ones_do_not_exist() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &kv_app("\"default\""), &[]);
+    assert_eq!(serve.get("/kv/elsewhere/k").expect(403), "access-denied");
+    assert_eq!(serve.get("/kv/nowhere/k").expect(404), "no-such-store");
+    serve.get("/kv/default/k").expect(404);
+}
+
+#[test]
+fn key_and_value_limits_are_errors_the_guest_sees() {
+    let tern = Tern::new();
+    let config = "[key_value_store.default]\ntype = \"memory\"\nmax_value_size = \"8B\"\n";
+    let dir = app_dir(&kv_app("\"default\""), Some(config));
+    let rc = dir.path().join("runtime.toml");
+    let serve = Serve::start_in(&tern, dir, &["--runtime-config", rc.to_str().unwrap()]);
+    serve.wait_for_log("key-value store `default`: memory");
+    let long = "k".repeat(300);
+    assert_eq!(
+        serve.get(&format!("/kv/default/{long}")).expect(500),
+        "other: key is 300 bytes, above the limit of 256 bytes"
+    );
+    assert_eq!(
+        serve
+            .request("PUT", "/kv/default/k", &[], "123456789")
+            .expect(500),
+        "other: value is 9 bytes, above the limit of 8 bytes"
+    );
+    serve
+        .request("PUT", "/kv/default/k", &[], "12345678")
+        .expect(204);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), None);
+    let app = dir.path().to_owned();
+    let serve = Serve::spawn(tern.command(), &app, &[]);
+    for i in 0..20 {
+        let path = format!("/kv/default/key{i}");
+        serve
+            .request("PUT", &path, &[], &format!("value{i}"))
+            .expect(204);
+    }
+    // `Drop` sends SIGKILL: no shutdown, no checkpoint.
+    drop(serve);
+    let serve = Serve::spawn(tern.command(), &app, &[]);
+    for i in 0..20 {
+        assert_eq!(
+            serve.get(&format!("/kv/default/key{i}")).expect(200),
+            format!("value{i}")
+        );
+    }
+    drop(serve);
+    drop(dir);
+}
+
+/// Increments from many connections at once, each answered; the total
+/// must be exact.
+fn hammer_increments(servers: &[&Serve], threads: usize, each: usize) {
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let serve = servers[t % servers.len()];
+            scope.spawn(move || {
+                for _ in 0..each {
+                    serve.post("/kv/default/hits?incr=1", "").expect(200);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn concurrent_increments_on_sqlite_lose_nothing() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &kv_app("\"default\""), &[]);
+    hammer_increments(&[&serve], 8, 25);
+    assert_eq!(serve.get("/kv/default/hits").expect(200), "200");
+}
+
+#[test]
+fn two_servers_share_one_redis() {
+    let redis = RedisServer::start();
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), Some(&redis_config(&redis)));
+    let rc = dir.path().join("runtime.toml");
+    let args = ["--runtime-config", rc.to_str().unwrap()];
+    let a = Serve::spawn(tern.command(), dir.path(), &args);
+    let b = Serve::spawn(tern.command(), dir.path(), &args);
+    a.wait_for_log("key-value store `default`: redis");
+    // The URL is the operator's secret: never printed.
+    assert!(!a.log().contains(&redis.url()), "{}", a.log());
+
+    a.request("PUT", "/kv/default/shared", &[], "from a")
+        .expect(204);
+    assert_eq!(b.get("/kv/default/shared").expect(200), "from a");
+    let swap = [("x-expected", "from a")];
+    assert_eq!(
+        b.request("POST", "/kv/default/shared?cas", &swap, "from b")
+            .expect(200),
+        "true"
+    );
+    assert_eq!(
+        a.request("POST", "/kv/default/shared?cas", &swap, "again")
+            .expect(200),
+        "false"
+    );
+    assert_eq!(a.get("/kv/default/shared").expect(200), "from b");
+
+    hammer_increments(&[&a, &b], 8, 25);
+    assert_eq!(a.get("/kv/default/hits").expect(200), "200");
+    assert!(!Path::new(&dir.path().join(".tern/kv/default.sqlite")).exists());
+}
+
+#[test]
+fn redis_down_is_an_error_in_bounded_time_and_others_are_served() {
+    let mut redis = RedisServer::start();
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), Some(&redis_config(&redis)));
+    let rc = dir.path().join("runtime.toml");
+    let serve = Serve::start_in(&tern, dir, &["--runtime-config", rc.to_str().unwrap()]);
+    serve.request("PUT", "/kv/default/k", &[], "v").expect(204);
+    redis.stop();
+    let start = Instant::now();
+    let body = serve.get("/kv/default/k").expect(500).to_string();
+    assert!(
+        body.starts_with("other: redis store is unavailable"),
+        "{body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    serve.get("/hello").expect(200);
+}
+
+#[test]
+fn tern_kv_seeds_and_inspects_an_app() {
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), None);
+    let app = dir.path().to_str().unwrap();
+    tern.run(&["kv", "set", "--app", app, "b", "2"]).code(0);
+    tern.run_with_stdin(&["kv", "set", "--app", app, "a", "-"], "from stdin")
+        .code(0);
+    tern.run(&["kv", "list", "--app", app])
+        .code(0)
+        .stdout("a\nb\n");
+    tern.run(&["kv", "get", "--app", app, "a"])
+        .code(0)
+        .stdout("from stdin");
+    tern.run(&["kv", "delete", "--app", app, "a"]).code(0);
+    tern.run(&["kv", "get", "--app", app, "a"])
+        .code(1)
+        .one_line_error("no key `a` in store `default`");
+    tern.run(&["kv", "list", "--app", app, "--store", "cache"])
+        .code(1)
+        .one_line_error(
+            "app `test` has no key-value store `cache`; it declares: default, elsewhere",
+        );
+
+    // What `tern kv` wrote, the app serves.
+    let serve = Serve::start_in(&tern, dir, &[]);
+    assert_eq!(serve.get("/kv/default/b").expect(200), "2");
+}
+
+fn config_app() -> String {
+    let mut toml = manifest(&[Part {
+        route: "/config/...",
+        id: "config",
+        source: HTTP_CONFIG,
+        extra: "[component.config.variables]\ngreeting = \"{{ greeting }}, {{ name }}\"\ntoken = \"Bearer {{ api_token }}\"\n",
+    }]);
+    toml.push_str(
+        "\n[variables]\ngreeting = { default = \"hello\" }\nname = { default = \"world\" }\napi_token = { required = true, secret = true }\n",
+    );
+    toml
+}
+
+#[test]
+pub fn http_config() {
+    let tern = Tern::new();
+    let secret = "s3cr3t-value-1234";
+    let config = "[variables]\nname = \"operator\"\napi_token = \"from-config\"\n";
+    let dir = app_dir(&config_app(), Some(config));
+    let rc = dir.path().join("runtime.toml");
+    let mut command = tern.command();
+    command.env("TERN_VARIABLE_API_TOKEN", secret);
+    let serve = Serve::spawn(
+        command,
+        dir.path(),
+        &["--runtime-config", rc.to_str().unwrap()],
+    );
+
+    // Environment beats the runtime config, which beats the default.
+    assert_eq!(serve.get("/config/greeting").expect(200), "hello, operator");
+    assert_eq!(
+        serve.get("/config/token").expect(200),
+        format!("Bearer {secret}")
+    );
+    assert_eq!(serve.get("/config/missing").expect(404), "absent");
+    assert_eq!(
+        serve.get("/config").expect(200),
+        format!("greeting=hello, operator\ntoken=Bearer {secret}")
+    );
+    // App variables the component did not map are not visible.
+    assert_eq!(serve.get("/config/api_token").expect(404), "absent");
+    assert!(!serve.log().contains(secret), "{}", serve.log());
+}
+
+#[test]
+fn a_required_variable_without_a_value_stops_tern() {
+    let tern = Tern::new();
+    let dir = app_dir(&config_app(), None);
+    tern.run(&[
+        "serve",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .code(1)
+    .one_line_error(
+        "variable `api_token` is required but has no value; set TERN_VARIABLE_API_TOKEN",
+    );
+}
+
+#[test]
+pub fn kv_counter() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state/counter.sqlite");
+    let grant = format!("default={}", file.display());
+    for expected in ["runs: 1\n", "runs: 2\n"] {
+        tern.run(&["run", "--kv", &grant, P2_KV_COUNTER])
+            .code(0)
+            .stdout(expected);
+    }
+    assert!(file.is_file());
+    // What a CLI program wrote is an ordinary store: another name is not.
+    tern.run(&["run", "--kv", &grant, P2_KV_COUNTER, "other"])
+        .code(1)
+        .stdout("error: Error::NoSuchStore\n");
+    tern.run(&["run", P2_KV_COUNTER])
+        .code(1)
+        .stdout("error: Error::NoSuchStore\n");
+    // A core module cannot import component interfaces.
+    tern.run(&["run", P1_KV_COUNTER])
+        .code(1)
+        .stderr_has("wasi:keyvalue/store");
+}

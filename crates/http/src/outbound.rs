@@ -1,0 +1,354 @@
+//! Outbound HTTP for guests (`wasi:http/outgoing-handler`), through the
+//! component's `allowed_outbound_hosts`.
+//!
+//! Checked before any connection is attempted: the scheme, host and port
+//! against the allowlist (a request to anything else is `HttpRequestDenied`),
+//! then every address the host resolves to. Loopback, private, link-local
+//! (169.254.169.254), unspecified and other non-public addresses are refused
+//! (`DestinationIpProhibited`) unless the matching entry names that host
+//! itself rather than a wildcard. Tern connects to an address it checked,
+//! never resolving twice, so a name cannot change its answer in between.
+//! IP literals in other spellings (`2130706433`, `0x7f.1`) and authorities
+//! with user info are refused; the `Host` header is always the checked
+//! authority; redirects are handed to the guest, never followed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::header::HOST;
+use http::{HeaderValue, Uri};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tern_manifest::{OutboundHost, RequestHost, canonical_ip, default_port};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::events::{EventSink, RequestId};
+
+/// What one component may reach, resolved once at start.
+pub(crate) struct OutboundPolicy {
+    pub(crate) allowed: Vec<OutboundHost>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) first_byte_timeout: Duration,
+    pub(crate) max_requests: u32,
+}
+
+/// The outbound side of one instance: its policy and how many requests it
+/// has sent.
+pub(crate) struct Outbound {
+    pub(crate) policy: Arc<OutboundPolicy>,
+    pub(crate) sent: u32,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) component: Arc<str>,
+    pub(crate) request: RequestId,
+}
+
+/// A request that passed the allowlist, before its addresses are checked.
+struct Target {
+    scheme: &'static str,
+    host: RequestHost,
+    port: u16,
+    /// Whether a matching entry names this very host.
+    explicit: bool,
+    authority: String,
+}
+
+type Response = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+);
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = Result<Response, Error>> + Send> {
+        self.sent += 1;
+        let checked = if self.sent > self.policy.max_requests {
+            Err((
+                Error::ConnectionLimitReached,
+                format!(
+                    "more than {} outbound requests in one request",
+                    self.policy.max_requests
+                ),
+            ))
+        } else {
+            self.policy.check(request.uri())
+        };
+        let target = match checked {
+            Ok(target) => target,
+            Err((error, why)) => {
+                let message = format!("outbound request denied: {why}");
+                self.sink.note(&self.component, self.request, &message);
+                return Box::new(async move { Err(error) });
+            }
+        };
+        let connect_timeout = bounded(
+            options.and_then(|o| o.connect_timeout),
+            self.policy.connect_timeout,
+        );
+        let first_byte = bounded(
+            options.and_then(|o| o.first_byte_timeout),
+            self.policy.first_byte_timeout,
+        );
+        let sink = self.sink.clone();
+        let (component, id) = (self.component.clone(), self.request);
+        Box::new(async move {
+            let result = send(target, request, connect_timeout, first_byte).await;
+            if let Err(Error::DestinationIpProhibited) = &result {
+                let message = "outbound request denied: the host resolves to a non-public address and the allowlist does not name it";
+                sink.note(&component, id, message);
+            }
+            result
+        })
+    }
+}
+
+/// The guest may ask for a shorter timeout, never a longer one.
+fn bounded(asked: Option<Duration>, limit: Duration) -> Duration {
+    asked.map_or(limit, |asked| asked.min(limit))
+}
+
+impl OutboundPolicy {
+    fn check(&self, uri: &Uri) -> Result<Target, (Error, String)> {
+        let denied = |why: String| (Error::HttpRequestDenied, why);
+        if self.allowed.is_empty() {
+            return Err(denied(
+                "the component has no allowed_outbound_hosts".to_owned(),
+            ));
+        }
+        let scheme = match uri.scheme_str() {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ => return Err(denied("only http and https are supported".to_owned())),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| (Error::HttpRequestUriInvalid, "no authority".to_owned()))?;
+        if authority.as_str().contains('@') {
+            return Err(denied("user info in the authority".to_owned()));
+        }
+        let host = RequestHost::parse(authority.host()).map_err(denied)?;
+        let port = authority.port_u16().unwrap_or(default_port(scheme));
+        let matching: Vec<&OutboundHost> = self
+            .allowed
+            .iter()
+            .filter(|rule| rule.allows(scheme, &host, port))
+            .collect();
+        if matching.is_empty() {
+            return Err(denied(format!(
+                "{scheme}://{host}:{port} is not in allowed_outbound_hosts"
+            )));
+        }
+        Ok(Target {
+            scheme,
+            explicit: matching.iter().any(|rule| rule.names_host_explicitly()),
+            authority: authority.as_str().to_owned(),
+            host,
+            port,
+        })
+    }
+}
+
+async fn send(
+    target: Target,
+    mut request: http::Request<WasiBody>,
+    connect_timeout: Duration,
+    first_byte: Duration,
+) -> Result<Response, Error> {
+    let addresses = resolve(&target, connect_timeout).await?;
+    let stream = connect(&addresses, connect_timeout).await?;
+
+    // Origin form on the wire, and the Host header is the checked authority.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let host =
+        HeaderValue::from_str(&target.authority).map_err(|_| Error::HttpRequestUriInvalid)?;
+    request.headers_mut().insert(HOST, host);
+
+    let io: Box<dyn Io> = if target.scheme == "https" {
+        let name = match &target.host {
+            RequestHost::Name(name) => ServerName::try_from(name.clone()),
+            RequestHost::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+        }
+        .map_err(|_| Error::TlsProtocolError)?;
+        let tls = TlsConnector::from(tls_config()).connect(name, stream);
+        let tls = tokio::time::timeout(connect_timeout, tls)
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(Error::from)?;
+    let mut conn = Box::pin(conn);
+    let send = tokio::time::timeout(first_byte, sender.send_request(request));
+    tokio::pin!(send);
+    // Drive the connection while waiting for the head; a server that
+    // answers and closes at once ends the connection first.
+    let mut conn_done = false;
+    let response = tokio::select! {
+        response = &mut send => response,
+        ended = &mut conn => {
+            ended.map_err(Error::from)?;
+            conn_done = true;
+            send.await
+        }
+    };
+    let response = response
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(Error::from)?
+        .map(|body| body.map_err(Error::from).boxed_unsync());
+    let io = async move {
+        if !conn_done {
+            conn.await.map_err(Error::from)?;
+        }
+        Ok(())
+    };
+    Ok((response, Box::new(io)))
+}
+
+/// The addresses to try: the literal, or what the name resolves to, minus
+/// non-public addresses unless the host was named explicitly.
+async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
+    let found: Vec<SocketAddr> = match &target.host {
+        RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
+        RequestHost::Name(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), target.port));
+            tokio::time::timeout(timeout, lookup)
+                .await
+                .map_err(|_| Error::DnsTimeout)?
+                .map_err(|_| Error::DnsError {
+                    rcode: None,
+                    info_code: None,
+                })?
+                .collect()
+        }
+    };
+    let allowed: Vec<SocketAddr> = found
+        .into_iter()
+        .map(|addr| SocketAddr::new(canonical_ip(addr.ip()), addr.port()))
+        .filter(|addr| target.explicit || is_public(addr.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(Error::DestinationIpProhibited);
+    }
+    Ok(allowed)
+}
+
+async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<TcpStream, Error> {
+    let mut last = Error::DestinationUnavailable;
+    for address in addresses {
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = Error::ConnectionRefused
+            }
+            Ok(Err(e)) => last = Error::Connect(e),
+            Err(_) => last = Error::ConnectionTimeout,
+        }
+    }
+    Err(last)
+}
+
+/// Whether `ip` is on the public internet: not loopback, private,
+/// link-local, shared (CGNAT), unspecified, multicast, broadcast or reserved.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            // NAT64 (64:ff9b::/96) carries an IPv4 address: judge that one.
+            if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let o = v6.octets();
+                return is_public(IpAddr::from([o[12], o[13], o[14], o[15]]));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Web PKI roots, built once per process.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_and_not() {
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

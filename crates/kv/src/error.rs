@@ -1,0 +1,52 @@
+//! What can go wrong in a store. Messages are written for the guest that
+//! asked: they name the limit or the backend, never a host path.
+
+/// A failed key-value operation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The key was empty.
+    #[error("keys must not be empty")]
+    EmptyKey,
+    /// The key was longer than the store allows.
+    #[error("key is {len} bytes, above the limit of {max} bytes")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The store's limit.
+        max: usize,
+    },
+    /// The value was larger than the store allows.
+    #[error("value is {len} bytes, above the limit of {max} bytes")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The store's limit.
+        max: usize,
+    },
+    /// A zero time-to-live was asked for.
+    #[error("a time-to-live must be at least 1ms")]
+    ZeroTtl,
+    /// `increment` found a value that is not a decimal counter.
+    #[error("the value is not a counter (increment needs decimal digits)")]
+    NotACounter,
+    /// `increment` would go past `u64::MAX`.
+    #[error("the counter would overflow")]
+    Overflow,
+    /// The backend failed or could not be reached.
+    #[error("{backend} store is unavailable: {message}")]
+    Unavailable {
+        /// `sqlite` or `redis`.
+        backend: &'static str,
+        /// What the backend said.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn sqlite(err: rusqlite::Error) -> Self {
+        Error::Unavailable {
+            backend: "sqlite",
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The embedded backend: one SQLite file per store, in WAL mode.
+//!
+//! A write returns once SQLite has committed it to the write-ahead log, so
+//! it survives the server being killed (`synchronous = NORMAL` trades only
+//! the last commits before a power loss, not a process crash). Calls are a
+//! few microseconds and run on the calling thread under one mutex per
+//! store; `BEGIN IMMEDIATE` keeps read-modify-write atomic even when another
+//! process opens the same file.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::{Error, PAGE_SIZE, Page, add_to_counter};
+
+/// A store in an SQLite file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY NOT NULL,
+        value BLOB NOT NULL,
+        expires_at INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS kv_expiry ON kv(expires_at) WHERE expires_at IS NOT NULL;
+";
+
+/// The condition that hides rows whose expiry has passed.
+macro_rules! live {
+    () => {
+        "(expires_at IS NULL OR expires_at > ?)"
+    };
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, and its directory.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable {
+                backend: "sqlite",
+                message: format!("cannot create the store's directory: {e}"),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(Error::sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(Error::sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(Error::sqlite)?;
+        conn.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])
+            .map_err(Error::sqlite)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, Error> {
+        // SQLite rolls back whatever a panicking closure left open, so a
+        // poisoned lock still guards a consistent connection.
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut conn).map_err(Error::sqlite)
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.with(|c| read(c, key, now_ms()))
+    }
+
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let expires = ttl.map(|ttl| now_ms().saturating_add(ttl.as_millis() as i64));
+        self.with(|c| write(c, key, value, expires))
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.with(|c| c.execute("DELETE FROM kv WHERE key = ?", [key]).map(drop))
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool, Error> {
+        let sql = concat!("SELECT 1 FROM kv WHERE key = ? AND ", live!());
+        self.with(|c| c.prepare_cached(sql)?.exists(params![key, now_ms()]))
+    }
+
+    pub(crate) async fn list_keys(&self, cursor: Option<u64>) -> Result<Page, Error> {
+        // The cursor is the last rowid returned: stable under inserts.
+        let sql = concat!(
+            "SELECT rowid, key FROM kv WHERE rowid > ? AND ",
+            live!(),
+            " ORDER BY rowid LIMIT ?"
+        );
+        let after = cursor.unwrap_or(0) as i64;
+        let rows: Vec<(i64, String)> = self.with(|c| {
+            c.prepare_cached(sql)?
+                .query_map(params![after, now_ms(), PAGE_SIZE as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect()
+        })?;
+        let cursor = (rows.len() == PAGE_SIZE).then(|| rows[rows.len() - 1].0 as u64);
+        Ok(Page {
+            keys: rows.into_iter().map(|(_, key)| key).collect(),
+            cursor,
+        })
+    }
+
+    pub(crate) async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
+        let mut result = Ok(0);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let sql = concat!(
+                "SELECT value, expires_at FROM kv WHERE key = ? AND ",
+                live!()
+            );
+            let current: Option<(Vec<u8>, Option<i64>)> = tx
+                .prepare_cached(sql)?
+                .query_row(params![key, now], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            result = add_to_counter(current.as_ref().map(|(v, _)| v.as_slice()), delta);
+            if let Ok(next) = result {
+                let expires = current.and_then(|(_, expires)| expires);
+                write(&tx, key, next.to_string().as_bytes(), expires)?;
+            }
+            tx.commit()
+        })?;
+        result
+    }
+
+    pub(crate) async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, Error> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = read(&tx, key, now_ms())?;
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            write(&tx, key, new, None)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        self.with(|c| {
+            let now = now_ms();
+            keys.iter().map(|key| read(c, key, now)).collect()
+        })
+    }
+
+    pub(crate) async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (key, value) in pairs {
+                write(&tx, key, value, None)?;
+            }
+            tx.commit()
+        })
+    }
+
+    pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for key in keys {
+                tx.prepare_cached("DELETE FROM kv WHERE key = ?")?
+                    .execute([key])?;
+            }
+            tx.commit()
+        })
+    }
+}
+
+fn read(c: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<Vec<u8>>> {
+    let sql = concat!("SELECT value FROM kv WHERE key = ? AND ", live!());
+    c.prepare_cached(sql)?
+        .query_row(params![key, now], |row| row.get(0))
+        .optional()
+}
+
+fn write(c: &Connection, key: &str, value: &[u8], expires: Option<i64>) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value = ?2, expires_at = ?3",
+    )?
+    .execute(params![key, value, expires])
+    .map(drop)
+}
+
+/// Milliseconds since the Unix epoch: expiry must survive a restart, so it
+/// is wall-clock time.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

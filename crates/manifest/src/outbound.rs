@@ -1,0 +1,334 @@
+//! `allowed_outbound_hosts`: where a component may send HTTP requests.
+//!
+//! An entry is `SCHEME://HOST[:PORT]`: the scheme is `http` or `https`; the
+//! host is a DNS name, an IP literal (`127.0.0.1`, `[::1]`), `*.SUFFIX` for
+//! any subdomain of SUFFIX, or `*` for any host; the port is a number or `*`,
+//! and when left out is the scheme's default (80 or 443).
+//!
+//! ```
+//! use tern_manifest::{OutboundHost, RequestHost};
+//! let rule: OutboundHost = "https://*.example.com:8443".parse().unwrap();
+//! let host = RequestHost::parse("api.example.com").unwrap();
+//! assert!(rule.allows("https", &host, 8443));
+//! assert!(!rule.allows("http", &host, 8443));
+//! assert!(!rule.allows("https", &RequestHost::parse("example.com").unwrap(), 8443));
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// One entry of `allowed_outbound_hosts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundHost {
+    scheme: &'static str,
+    host: HostPattern,
+    port: PortPattern,
+    text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Name(String),
+    /// `*.example.com`, kept as `.example.com`.
+    Suffix(String),
+    Ip(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortPattern {
+    Default,
+    Exact(u16),
+    Any,
+}
+
+/// The host of an outgoing request, in canonical form: a lowercase DNS
+/// name without a trailing dot, or an IP address (an IPv4-mapped IPv6
+/// address is its IPv4 address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestHost {
+    /// A DNS name.
+    Name(String),
+    /// An IP literal.
+    Ip(IpAddr),
+}
+
+impl RequestHost {
+    /// Reads a request's host. Refuses what could be an IP address in
+    /// another spelling (`2130706433`, `0x7f.1`, `0177.0.0.1`): resolvers
+    /// accept those, so they would slip past a rule naming the address.
+    pub fn parse(host: &str) -> Result<Self, String> {
+        if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            let ip =
+                Ipv6Addr::from_str(inner).map_err(|_| format!("invalid IPv6 address `{host}`"))?;
+            return Ok(RequestHost::Ip(canonical_ip(IpAddr::V6(ip))));
+        }
+        if let Ok(ip) = Ipv4Addr::from_str(host) {
+            return Ok(RequestHost::Ip(IpAddr::V4(ip)));
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return Err(format!("invalid host name `{host}`"));
+        }
+        // A name whose last label is numeric is an IPv4 address in some
+        // other spelling; real top-level domains are never numeric.
+        let last = name.rsplit('.').next().unwrap_or_default();
+        let numeric = last.bytes().all(|b| b.is_ascii_digit())
+            || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+        if numeric {
+            return Err(format!(
+                "`{host}` is an IP address in a non-standard spelling; write it as a dotted quad"
+            ));
+        }
+        Ok(RequestHost::Name(name))
+    }
+}
+
+impl fmt::Display for RequestHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestHost::Name(name) => f.write_str(name),
+            RequestHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            RequestHost::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address is the IPv4 address it carries.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl OutboundHost {
+    /// Whether a request to `scheme://host:port` matches this entry.
+    pub fn allows(&self, scheme: &str, host: &RequestHost, port: u16) -> bool {
+        let port_ok = match self.port {
+            PortPattern::Any => true,
+            PortPattern::Exact(p) => p == port,
+            PortPattern::Default => port == default_port(self.scheme),
+        };
+        let host_ok = match (&self.host, host) {
+            (HostPattern::Any, _) => true,
+            (HostPattern::Name(a), RequestHost::Name(b)) => a == b,
+            (HostPattern::Suffix(s), RequestHost::Name(b)) => b.ends_with(s.as_str()),
+            (HostPattern::Ip(a), RequestHost::Ip(b)) => a == b,
+            _ => false,
+        };
+        self.scheme == scheme && port_ok && host_ok
+    }
+
+    /// Whether this entry names one host (a name or an address) rather than
+    /// a family of them. Only such entries may reach loopback, private and
+    /// link-local addresses.
+    pub fn names_host_explicitly(&self) -> bool {
+        matches!(self.host, HostPattern::Name(_) | HostPattern::Ip(_))
+    }
+}
+
+/// The port a scheme implies.
+pub fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+impl fmt::Display for OutboundHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for OutboundHost {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(format!(
+                "\"{text}\" needs a scheme, such as \"https://{text}\""
+            ));
+        };
+        let scheme = match scheme {
+            "http" => "http",
+            "https" => "https",
+            other => return Err(format!("unsupported scheme \"{other}\"; use http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "\"{text}\" must be only SCHEME://HOST[:PORT], without a path, query or user"
+            ));
+        }
+        let (host, port) = split_port(rest)?;
+        let port = match port {
+            None => PortPattern::Default,
+            Some("*") => PortPattern::Any,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => PortPattern::Exact(p),
+                _ => return Err(format!("invalid port \"{p}\"; use 1-65535 or *")),
+            },
+        };
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            match RequestHost::parse(suffix) {
+                Ok(RequestHost::Name(name)) if name.contains('.') || !name.is_empty() => {
+                    HostPattern::Suffix(format!(".{name}"))
+                }
+                _ => return Err(format!("invalid wildcard host \"{host}\"")),
+            }
+        } else {
+            match RequestHost::parse(host) {
+                Ok(RequestHost::Name(name)) => HostPattern::Name(name),
+                Ok(RequestHost::Ip(ip)) => HostPattern::Ip(ip),
+                Err(message) => return Err(message),
+            }
+        };
+        Ok(OutboundHost {
+            scheme,
+            host,
+            port,
+            text: text.to_owned(),
+        })
+    }
+}
+
+/// `host:port`, `[v6]:port`, or either without a port.
+fn split_port(rest: &str) -> Result<(&str, Option<&str>), String> {
+    if rest.starts_with('[') {
+        let end = rest
+            .find(']')
+            .ok_or_else(|| format!("unclosed `[` in \"{rest}\""))?;
+        let (host, after) = rest.split_at(end + 1);
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("unexpected \"{after}\" after the address")),
+        };
+    }
+    Ok(match rest.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> RequestHost {
+        RequestHost::parse(h).unwrap()
+    }
+
+    #[test]
+    fn entries_and_what_they_allow() {
+        let cases: &[(&str, &str, &str, u16, bool)] = &[
+            (
+                "https://api.example.com",
+                "https",
+                "api.example.com",
+                443,
+                true,
+            ),
+            (
+                "https://api.example.com",
+                "https",
+                "API.Example.com.",
+                443,
+                true,
+            ),
+            (
+                "https://api.example.com",
+                "https",
+                "api.example.com",
+                8443,
+                false,
+            ),
+            (
+                "https://api.example.com",
+                "http",
+                "api.example.com",
+                443,
+                false,
+            ),
+            ("http://127.0.0.1:8080", "http", "127.0.0.1", 8080, true),
+            (
+                "http://127.0.0.1:8080",
+                "http",
+                "[::ffff:127.0.0.1]",
+                8080,
+                true,
+            ),
+            ("http://127.0.0.1:8080", "http", "localhost", 8080, false),
+            (
+                "https://*.example.com:8443",
+                "https",
+                "a.b.example.com",
+                8443,
+                true,
+            ),
+            (
+                "https://*.example.com:8443",
+                "https",
+                "example.com",
+                8443,
+                false,
+            ),
+            (
+                "https://*.example.com:8443",
+                "https",
+                "evilexample.com",
+                8443,
+                false,
+            ),
+            ("http://[::1]:*", "http", "[::1]", 1, true),
+            ("http://*:*", "http", "anything.test", 9, true),
+            ("http://*", "http", "10.0.0.1", 80, true),
+        ];
+        for &(rule, scheme, h, port, expected) in cases {
+            let parsed: OutboundHost = rule.parse().unwrap();
+            assert_eq!(
+                parsed.allows(scheme, &host(h), port),
+                expected,
+                "{rule} vs {scheme}://{h}:{port}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_entries() {
+        for bad in [
+            "api.example.com",
+            "ftp://x.com",
+            "https://x.com/path",
+            "https://user@x.com",
+            "https://x.com:0",
+            "https://x.com:http",
+            "http://2130706433",
+            "http://0x7f.0.0.1",
+            "https://[::1",
+        ] {
+            assert!(bad.parse::<OutboundHost>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_ip_spellings_are_refused() {
+        for spelling in [
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "127.1",
+            "0x7f.1",
+            "127.0.0.01",
+        ] {
+            assert!(RequestHost::parse(spelling).is_err(), "{spelling}");
+        }
+        assert_eq!(host("[::ffff:169.254.169.254]"), host("169.254.169.254"));
+    }
+}

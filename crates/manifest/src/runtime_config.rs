@@ -1,0 +1,215 @@
+//! The runtime config (`tern serve --runtime-config FILE`): the operator's
+//! choices, kept out of the app's manifest. Which backend each key-value
+//! store uses, and values for app variables.
+//!
+//! ```toml
+//! [key_value_store.default]
+//! type = "sqlite"                    # the default for every declared store
+//! path = "kv/default.sqlite"         # relative to the state directory
+//!
+//! [key_value_store.cache]
+//! type = "redis"
+//! url = "redis://127.0.0.1:6379/0"
+//! timeout = "2s"                     # connecting, and each command
+//!
+//! [variables]
+//! api_token = "..."
+//! ```
+//!
+//! Errors name the file, line and key, like the manifest's. A Redis URL
+//! may carry a password, so no message ever quotes one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::Source;
+use crate::resolve::is_valid_store_name;
+use crate::{ByteSize, HumanDuration, ManifestError};
+
+/// A checked runtime config.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeConfig {
+    /// `[key_value_store.NAME]` tables, by store name.
+    pub stores: BTreeMap<String, StoreConfig>,
+    /// `[variables]`: values for app variables, by name.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// One `[key_value_store.NAME]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// Where the data lives.
+    pub backend: StoreBackend,
+    /// Longest key; `None` for the default.
+    pub max_key_size: Option<ByteSize>,
+    /// Largest value; `None` for the default.
+    pub max_value_size: Option<ByteSize>,
+}
+
+/// A store's backend.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreBackend {
+    /// An SQLite file; `None` for `kv/NAME.sqlite`. Relative paths are
+    /// relative to the state directory.
+    Sqlite {
+        /// The file, as written.
+        path: Option<PathBuf>,
+    },
+    /// A Redis database.
+    Redis {
+        /// `redis://...`; may hold a password, so never print it.
+        url: String,
+        /// Bound on connecting and on each command; `None` for the default.
+        timeout: Option<Duration>,
+    },
+    /// This process's memory.
+    Memory,
+}
+
+impl RuntimeConfig {
+    /// The backend for a store nobody configured: its SQLite file.
+    pub fn store(&self, name: &str) -> StoreConfig {
+        self.stores.get(name).cloned().unwrap_or(StoreConfig {
+            backend: StoreBackend::Sqlite { path: None },
+            max_key_size: None,
+            max_value_size: None,
+        })
+    }
+}
+
+impl StoreBackend {
+    /// Where an SQLite store's file is, given the state directory.
+    pub fn sqlite_path(path: Option<&Path>, state_dir: &Path, store: &str) -> PathBuf {
+        match path {
+            Some(path) => state_dir.join(path),
+            None => state_dir.join("kv").join(format!("{store}.sqlite")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntimeConfig {
+    #[serde(default)]
+    key_value_store: BTreeMap<Spanned<String>, RawStore>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    timeout: Option<HumanDuration>,
+    max_key_size: Option<ByteSize>,
+    max_value_size: Option<ByteSize>,
+}
+
+/// Reads and checks the runtime config at `path`.
+pub fn load(path: &Path) -> Result<RuntimeConfig, ManifestError> {
+    let text = fs::read_to_string(path).map_err(|error| ManifestError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    parse(&text, path)
+}
+
+/// Checks runtime config `text` read from `path`.
+///
+/// ```
+/// # use std::path::Path;
+/// let text = "[key_value_store.cache]\ntype = \"redis\"\n";
+/// let error = tern_manifest::runtime_config::parse(text, Path::new("rc.toml")).unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "rc.toml:2:1: key_value_store.cache: a redis store needs `url = \"redis://HOST:PORT/DB\"`"
+/// );
+/// ```
+pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
+    let source = Source { path, text };
+    let raw: RawRuntimeConfig =
+        toml::from_str(text).map_err(|error| ManifestError::from_toml(path, text, &error))?;
+    let mut stores = BTreeMap::new();
+    for (name, store) in raw.key_value_store {
+        let key = format!("key_value_store.{}", name.get_ref());
+        if !is_valid_store_name(name.get_ref()) {
+            let message = "invalid store name; use lowercase letters, digits, `-` and `_`, starting with a letter";
+            return Err(source.invalid(Some(source.at(&name.span())), key, message));
+        }
+        let at = Some(source.key_at(&store.kind.span()));
+        let misplaced = |field: &str, kind: &str| {
+            source.invalid(
+                at,
+                &key,
+                format!("`{field}` does not apply to a {kind} store"),
+            )
+        };
+        let backend = match store.kind.get_ref().as_str() {
+            "sqlite" => {
+                if store.url.is_some() {
+                    return Err(misplaced("url", "sqlite"));
+                }
+                StoreBackend::Sqlite {
+                    path: store.path.map(|p| PathBuf::from(p.into_inner())),
+                }
+            }
+            "redis" => {
+                if store.path.is_some() {
+                    return Err(misplaced("path", "redis"));
+                }
+                let Some(url) = store.url else {
+                    let message = "a redis store needs `url = \"redis://HOST:PORT/DB\"`";
+                    return Err(source.invalid(at, key, message));
+                };
+                let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|s| url.get_ref().starts_with(s));
+                if !scheme_ok {
+                    let at = Some(source.key_at(&url.span()));
+                    let message = "`url` must start with redis://, rediss:// or redis+unix://";
+                    return Err(source.invalid(at, format!("{key}.url"), message));
+                }
+                StoreBackend::Redis {
+                    url: url.into_inner(),
+                    timeout: store.timeout.map(|t| t.0),
+                }
+            }
+            "memory" => {
+                if let Some(field) = [("path", store.path.is_some()), ("url", store.url.is_some())]
+                    .iter()
+                    .find_map(|(f, set)| set.then_some(*f))
+                {
+                    return Err(misplaced(field, "memory"));
+                }
+                StoreBackend::Memory
+            }
+            other => {
+                let message = format!(
+                    "unknown store type \"{}\"; use \"sqlite\", \"redis\" or \"memory\"",
+                    other.escape_debug()
+                );
+                return Err(source.invalid(at, format!("{key}.type"), message));
+            }
+        };
+        stores.insert(
+            name.into_inner(),
+            StoreConfig {
+                backend,
+                max_key_size: store.max_key_size,
+                max_value_size: store.max_value_size,
+            },
+        );
+    }
+    Ok(RuntimeConfig {
+        stores,
+        variables: raw.variables,
+    })
+}

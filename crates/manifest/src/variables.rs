@@ -1,0 +1,181 @@
+//! App variables (`[variables]`) and the templates components read them
+//! through (`[component.ID.variables]`), and how their values are found.
+//!
+//! ```toml
+//! [variables]
+//! greeting = { default = "hello" }
+//! api_token = { required = true, secret = true }
+//!
+//! [component.api.variables]
+//! token = "Bearer {{ api_token }}"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::Manifest;
+
+/// An app variable as declared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    /// The value when none is provided; absent when `required`.
+    pub default: Option<String>,
+    /// Whether Tern refuses to start without a value.
+    pub required: bool,
+    /// Whether the value must never be shown (logs, errors, output).
+    pub secret: bool,
+}
+
+/// A component variable's value: text with `{{ name }}` references to app
+/// variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Variable(String),
+}
+
+impl Template {
+    /// Parses `text`; `{{` must be closed by `}}` around a variable name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed `{{{{` in \"{text}\""))?;
+            let name = after[..end].trim();
+            if !is_valid_name(name) {
+                return Err(format!(
+                    "`{{{{ {name} }}}}` does not name a variable; names use lowercase letters, digits and `_`"
+                ));
+            }
+            parts.push(Part::Variable(name.to_owned()));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The app variables the template refers to.
+    pub fn references(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Variable(name) => Some(name.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    fn render(&self, values: &BTreeMap<String, String>) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(text) => text.as_str(),
+                Part::Variable(name) => values.get(name).map_or("", String::as_str),
+            })
+            .collect()
+    }
+}
+
+/// Lowercase ASCII letters, digits and `_`, starting with a letter: the
+/// names survive the trip to `TERN_VARIABLE_NAME` and back.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The environment variable that provides app variable `name`.
+pub fn env_name(name: &str) -> String {
+    format!("TERN_VARIABLE_{}", name.to_ascii_uppercase())
+}
+
+/// A required variable nobody provided. Names the variable, never a value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MissingVariable {
+    /// The variable's name.
+    pub name: String,
+}
+
+impl fmt::Display for MissingVariable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "variable `{}` is required but has no value; set {} or add `{} = \"...\"` under [variables] in the runtime config",
+            self.name,
+            env_name(&self.name),
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for MissingVariable {}
+
+/// What each component reads through `wasi:config/store`, by component id.
+pub type ComponentVariables = BTreeMap<String, BTreeMap<String, String>>;
+
+impl Manifest {
+    /// Finds every app variable's value: from `env` (`TERN_VARIABLE_NAME`),
+    /// else from `provided` (the runtime config's `[variables]`), else its
+    /// default. Then renders each component's templates.
+    pub fn resolve_variables(
+        &self,
+        provided: &BTreeMap<String, String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ComponentVariables, MissingVariable> {
+        let mut values = BTreeMap::new();
+        for (name, variable) in &self.variables {
+            let value = env(&env_name(name))
+                .or_else(|| provided.get(name).cloned())
+                .or_else(|| variable.default.clone());
+            match value {
+                Some(value) => {
+                    values.insert(name.clone(), value);
+                }
+                None if variable.required => {
+                    return Err(MissingVariable { name: name.clone() });
+                }
+                None => {}
+            }
+        }
+        Ok(self
+            .components
+            .iter()
+            .map(|(id, component)| {
+                let rendered = component
+                    .variables
+                    .iter()
+                    .map(|(key, template)| (key.clone(), template.render(&values)))
+                    .collect();
+                (id.clone(), rendered)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let t = Template::parse("Bearer {{ token }}!").unwrap();
+        assert_eq!(t.references().collect::<Vec<_>>(), ["token"]);
+        let values = BTreeMap::from([("token".to_string(), "abc".to_string())]);
+        assert_eq!(t.render(&values), "Bearer abc!");
+        assert_eq!(Template::parse("plain").unwrap().render(&values), "plain");
+        assert!(Template::parse("{{ token").is_err());
+        assert!(Template::parse("{{ Token }}").is_err());
+        assert!(Template::parse("{{}}").is_err());
+    }
+}

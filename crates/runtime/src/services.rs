@@ -1,0 +1,240 @@
+//! Host services for components: `wasi:keyvalue@0.2.0-draft` (store,
+//! atomics, batch), Tern's `tern:keyvalue` (expiry, compare-and-swap) and
+//! `wasi:config/store@0.2.0-rc.1`, over the `tern-kv` backends. The WIT is
+//! in the repository's `wit/` directory.
+//!
+//! A component opens only the stores it was granted: any other store name
+//! the app declares is `access-denied`, and a name nobody declared is
+//! `no-such-store`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_kv::Store;
+use wasmtime::Result;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "tern:keyvalue/services",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+        },
+    });
+}
+
+use bindings::tern::keyvalue::{cas, expiry};
+use bindings::wasi::config::store as config;
+use bindings::wasi::keyvalue::{atomics, batch, store};
+
+/// An open store, as the guest's `bucket` resource.
+pub struct Bucket {
+    store: Arc<Store>,
+}
+
+/// What one component may use: the app's stores with the names it was
+/// granted, and its configuration variables. Cloning is cheap (two `Arc`s
+/// and a list of names), so each instance gets its own.
+#[derive(Clone, Default)]
+pub struct Services {
+    stores: Arc<BTreeMap<String, Arc<Store>>>,
+    granted: Arc<[String]>,
+    variables: Arc<BTreeMap<String, String>>,
+}
+
+impl Services {
+    /// Access to `granted` among the app's `stores`, and `variables`.
+    pub fn new(
+        stores: Arc<BTreeMap<String, Arc<Store>>>,
+        granted: &[String],
+        variables: BTreeMap<String, String>,
+    ) -> Self {
+        Services {
+            stores,
+            granted: granted.into(),
+            variables: Arc::new(variables),
+        }
+    }
+}
+
+/// The services of one instance and its resource table, for the linker.
+pub struct ServicesView<'a> {
+    /// What the instance may use.
+    pub services: &'a Services,
+    /// The instance's resource table (shared with WASI).
+    pub table: &'a mut ResourceTable,
+}
+
+struct HasServices;
+
+impl HasData for HasServices {
+    type Data<'a> = ServicesView<'a>;
+}
+
+/// Adds every service interface to `linker`. Linking is free for a
+/// component that imports none of them.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ServicesView<'_>,
+) -> Result<()> {
+    store::add_to_linker::<T, HasServices>(linker, get)?;
+    atomics::add_to_linker::<T, HasServices>(linker, get)?;
+    batch::add_to_linker::<T, HasServices>(linker, get)?;
+    expiry::add_to_linker::<T, HasServices>(linker, get)?;
+    cas::add_to_linker::<T, HasServices>(linker, get)?;
+    config::add_to_linker::<T, HasServices>(linker, get)?;
+    Ok(())
+}
+
+type KvResult<T> = Result<Result<T, store::Error>>;
+
+fn other(err: tern_kv::Error) -> store::Error {
+    store::Error::Other(err.to_string())
+}
+
+impl ServicesView<'_> {
+    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<Arc<Store>> {
+        Ok(self.table.get(bucket)?.store.clone())
+    }
+}
+
+impl store::Host for ServicesView<'_> {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        let Some(store) = self.services.stores.get(&identifier) else {
+            return Ok(Err(store::Error::NoSuchStore));
+        };
+        if !self.services.granted.contains(&identifier) {
+            return Ok(Err(store::Error::AccessDenied));
+        }
+        let bucket = Bucket {
+            store: store.clone(),
+        };
+        Ok(Ok(self.table.push(bucket)?))
+    }
+}
+
+impl store::HostBucket for ServicesView<'_> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        Ok(self.bucket(&bucket)?.get(&key).await.map_err(other))
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+        let store = self.bucket(&bucket)?;
+        Ok(store.set(&key, &value, None).await.map_err(other))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
+        Ok(self.bucket(&bucket)?.delete(&key).await.map_err(other))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
+        Ok(self.bucket(&bucket)?.exists(&key).await.map_err(other))
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> KvResult<store::KeyResponse> {
+        let page = self.bucket(&bucket)?.list_keys(cursor).await;
+        Ok(page
+            .map(|page| store::KeyResponse {
+                keys: page.keys,
+                cursor: page.cursor,
+            })
+            .map_err(other))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for ServicesView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> KvResult<u64> {
+        let store = self.bucket(&bucket)?;
+        Ok(store.increment(&key, delta).await.map_err(other))
+    }
+}
+
+impl batch::Host for ServicesView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        let values = self.bucket(&bucket)?.get_many(&keys).await;
+        Ok(values
+            .map(|values| {
+                keys.into_iter()
+                    .zip(values)
+                    .map(|(key, value)| value.map(|v| (key, v)))
+                    .collect()
+            })
+            .map_err(other))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        pairs: Vec<(String, Vec<u8>)>,
+    ) -> KvResult<()> {
+        let store = self.bucket(&bucket)?;
+        Ok(store.set_many(&pairs).await.map_err(other))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+        let store = self.bucket(&bucket)?;
+        Ok(store.delete_many(&keys).await.map_err(other))
+    }
+}
+
+impl expiry::Host for ServicesView<'_> {
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> KvResult<()> {
+        let store = self.bucket(&bucket)?;
+        let ttl = Some(Duration::from_millis(ttl_ms));
+        Ok(store.set(&key, &value, ttl).await.map_err(other))
+    }
+}
+
+impl cas::Host for ServicesView<'_> {
+    async fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> KvResult<bool> {
+        let store = self.bucket(&bucket)?;
+        let swapped = store
+            .compare_and_swap(&key, expected.as_deref(), &new)
+            .await;
+        Ok(swapped.map_err(other))
+    }
+}
+
+impl config::Host for ServicesView<'_> {
+    async fn get(&mut self, key: String) -> Result<Result<Option<String>, config::Error>> {
+        Ok(Ok(self.services.variables.get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> Result<Result<Vec<(String, String)>, config::Error>> {
+        let all = self.services.variables.iter();
+        Ok(Ok(all.map(|(k, v)| (k.clone(), v.clone())).collect()))
+    }
+}

@@ -1,0 +1,65 @@
+//! Opens the key-value stores an app declares, on the backends the runtime
+//! config chooses (SQLite files under the state directory by default).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tern_kv::{Backend, Limits, MemoryStore, RedisConfig, RedisStore, SqliteStore, Store};
+use tern_manifest::RuntimeConfig;
+use tern_manifest::runtime_config::{StoreBackend, StoreConfig};
+
+/// The app's stores by name, shared by every instance.
+pub type Stores = Arc<BTreeMap<String, Arc<Store>>>;
+
+/// Opens each store in `names` as `runtime` configures it. SQLite files
+/// (and their directories) are created under `state_dir`; Redis is not
+/// contacted until a guest uses the store.
+pub fn open_stores<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    runtime: &RuntimeConfig,
+    state_dir: &Path,
+) -> Result<Stores, String> {
+    let mut stores = BTreeMap::new();
+    for name in names {
+        if stores.contains_key(name) {
+            continue;
+        }
+        let store = open_store(name, &runtime.store(name), state_dir)?;
+        stores.insert(name.to_owned(), Arc::new(store));
+    }
+    Ok(Arc::new(stores))
+}
+
+/// Opens one store.
+pub fn open_store(name: &str, config: &StoreConfig, state_dir: &Path) -> Result<Store, String> {
+    let limits = Limits {
+        max_key_size: config
+            .max_key_size
+            .map_or(Limits::DEFAULT_KEY_SIZE, |s| s.0 as usize),
+        max_value_size: config
+            .max_value_size
+            .map_or(Limits::DEFAULT_VALUE_SIZE, |s| s.0 as usize),
+    };
+    let backend = match &config.backend {
+        StoreBackend::Memory => Backend::Memory(MemoryStore::new()),
+        StoreBackend::Sqlite { path } => {
+            let file = StoreBackend::sqlite_path(path.as_deref(), state_dir, name);
+            let store = SqliteStore::open(&file)
+                .map_err(|e| format!("key-value store `{name}` ({}): {e}", file.display()))?;
+            Backend::Sqlite(store)
+        }
+        StoreBackend::Redis { url, timeout } => {
+            let mut redis = RedisConfig::new(url.clone());
+            if let Some(timeout) = timeout {
+                redis.connect_timeout = *timeout;
+                redis.response_timeout = *timeout;
+            }
+            // The URL may hold a password: the message names the store only.
+            let store = RedisStore::new(&redis)
+                .map_err(|e| format!("key-value store `{name}`: invalid redis url: {e}"))?;
+            Backend::Redis(Box::new(store))
+        }
+    };
+    Ok(Store::new(name, backend, limits))
+}

@@ -1,0 +1,85 @@
+//! A real `redis-server` for tests: started on a free loopback port with
+//! persistence off, stopped when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+/// A running `redis-server`, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts a server and returns once it accepts connections. Panics
+    /// with a hint when `redis-server` is not installed (`scripts/test`
+    /// installs it).
+    pub fn start() -> RedisServer {
+        // Another process may take the free port between our probe and the
+        // server's bind; a few attempts make that race harmless.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(server) => return server,
+                Err(log) => last = log,
+            }
+        }
+        panic!("redis-server did not start:\n{last}");
+    }
+
+    fn try_start() -> Result<RedisServer, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("probing for a free port")
+            .port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); install it (scripts/test does)")
+            });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut log = String::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("Ready to accept connections") {
+                // Keep draining so the server never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Ok(RedisServer { child, port });
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(log)
+    }
+
+    /// The server's URL, database 0.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server now (a test of what happens when Redis is down).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -185,3 +185,45 @@ fn outbound_requests_per_request_are_capped() {
     // The cap is per incoming request.
     fetch(&serve, &format!("http://{addr}/"), 2).expect(200);
 }
+
+/// A server answering with the `Host` header it received.
+fn host_echo() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut host) = (String::new(), String::new());
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("host:") {
+                    host = value.trim().to_string();
+                }
+                line.clear();
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{host}",
+                host.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_host_header_is_always_the_checked_authority() {
+    let addr = host_echo();
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &app(&[&format!("http://{addr}")], ""), &[]);
+    let url = format!("http://{addr}/");
+    let encoded: String = url.bytes().map(|b| format!("%{b:02X}")).collect();
+    // The guest tries to send its own Host header; it does not get through.
+    let response = serve.request(
+        "GET",
+        &format!("/fetch?url={encoded}"),
+        &[("x-forward-host", "internal.example")],
+        "",
+    );
+    assert_eq!(response.expect(200), format!("200 {addr}"));
+}

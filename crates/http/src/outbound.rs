@@ -271,7 +271,7 @@ async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<TcpStrea
 pub(crate) fn is_public(ip: IpAddr) -> bool {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -280,20 +280,31 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            // NAT64 (64:ff9b::/96) carries an IPv4 address: judge that one.
-            if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let o = v6.octets();
-                return is_public(IpAddr::from([o[12], o[13], o[14], o[15]]));
+            let s = v6.segments();
+            let o = v6.octets();
+            let embedded = |at: usize| IpAddr::from([o[at], o[at + 1], o[at + 2], o[at + 3]]);
+            // Forms that carry an IPv4 address are judged by that address:
+            // NAT64 (64:ff9b::/96), IPv4-compatible (::a.b.c.d), 6to4 (2002::/16).
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[..6] == [0; 6] && s[6] != 0) {
+                return is_public(embedded(12));
+            }
+            if s[0] == 0x2002 {
+                return is_public(embedded(2));
             }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
+                || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || s[..4] == [0x100, 0, 0, 0]) // discard
         }
     }
 }
@@ -347,6 +358,16 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::7f00:1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "fec0::1",
+            "64:ff9b:1::1",
+            "2001:db8::1",
+            "100::1",
+            "192.0.0.8",
+            "198.18.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

@@ -68,7 +68,7 @@ impl WasiHttpExecutor {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
-            services: &h.services,
+            services: &mut h.services,
             table: &mut h.table,
         })?;
         let pre = linker.instantiate_pre(component)?;

@@ -26,8 +26,13 @@ pub enum Error {
     /// A zero time-to-live was asked for.
     #[error("a time-to-live must be at least 1ms")]
     ZeroTtl,
+    /// A time-to-live beyond [`crate::MAX_TTL`].
+    #[error("a time-to-live must be at most 100 years")]
+    TtlTooLong,
     /// `increment` found a value that is not a decimal counter.
-    #[error("the value is not a counter (increment needs decimal digits)")]
+    #[error(
+        "the value is not a counter (increment needs decimal digits without sign or leading zeros)"
+    )]
     NotACounter,
     /// `increment` would go past `u64::MAX`.
     #[error("the counter would overflow")]

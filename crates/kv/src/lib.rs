@@ -24,8 +24,12 @@ pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};
 pub use sqlite::SqliteStore;
 
-/// How many keys one `list_keys` page holds at most.
+/// How many keys one `list_keys` page holds (Redis takes it as a hint and
+/// may return somewhat more).
 pub const PAGE_SIZE: usize = 1000;
+
+/// The longest time-to-live: about 100 years, far from any overflow.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A page of keys and the cursor for the next one (`None` at the end).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -131,8 +135,10 @@ impl Store {
     pub async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
         self.check_key(key)?;
         self.check_value(value)?;
-        if ttl == Some(Duration::ZERO) {
-            return Err(Error::ZeroTtl);
+        match ttl {
+            Some(Duration::ZERO) => return Err(Error::ZeroTtl),
+            Some(ttl) if ttl > MAX_TTL => return Err(Error::TtlTooLong),
+            _ => {}
         }
         dispatch!(self.set(key, value, ttl))
     }
@@ -240,18 +246,27 @@ impl Store {
     }
 }
 
-/// Parses a counter's stored text and adds `delta` to it. Counters stop at
-/// `i64::MAX` on every backend, since that is where Redis stops.
+/// Parses a counter's stored text and adds `delta` to it. A counter is
+/// decimal digits without a sign or leading zeros (what Redis accepts), and
+/// stops at `i64::MAX` on every backend, since that is where Redis stops.
 fn add_to_counter(current: Option<&[u8]>, delta: u64) -> Result<u64, Error> {
     let current = match current {
         None => 0,
-        Some(bytes) => std::str::from_utf8(bytes)
+        Some(bytes) if is_counter(bytes) => std::str::from_utf8(bytes)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(Error::NotACounter)?,
+            .ok_or(Error::Overflow)?,
+        Some(_) => return Err(Error::NotACounter),
     };
     current
         .checked_add(delta)
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or(Error::Overflow)
+}
+
+/// Decimal digits, no sign, no leading zero (except `0` itself).
+fn is_counter(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1)
 }

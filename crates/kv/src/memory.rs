@@ -54,6 +54,10 @@ impl MemoryStore {
 
     pub(crate) fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), Error> {
         self.with(|map, now| {
+            if ttl.is_some() && map.len() % 256 == 0 {
+                // Expired keys would otherwise stay until listed.
+                map.retain(|_, e| e.live(now));
+            }
             let expires = ttl.map(|ttl| now + ttl);
             map.insert(
                 key.to_string(),

@@ -14,8 +14,9 @@ use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Script};
 
 use crate::{Error, PAGE_SIZE, Page};
 
-/// How to reach a Redis store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach a Redis store. Its `Debug` leaves out the URL, which may
+/// hold a password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// `redis://HOST:PORT/DB` (or `rediss://`, `redis+unix://`).
     pub url: String,
@@ -23,6 +24,20 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How long one command may take.
     pub response_timeout: Duration,
+    /// Put before every key, so stores sharing a database stay apart
+    /// (Tern uses `STORE:`).
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &"<redacted>")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 impl RedisConfig {
@@ -35,16 +50,28 @@ impl RedisConfig {
             url: url.into(),
             connect_timeout: Self::DEFAULT_TIMEOUT,
             response_timeout: Self::DEFAULT_TIMEOUT,
+            key_prefix: String::new(),
         }
     }
 }
 
 /// A store in a Redis database.
 pub struct RedisStore {
+    prefix: String,
     client: Client,
     config: AsyncConnectionConfig,
     conn: Mutex<Option<MultiplexedConnection>>,
 }
+
+/// `INCRBY` only on a counter: what `INCRBY` would accept besides (`-5`,
+/// `+5`) the other backends refuse, so Redis refuses it too.
+const INCREMENT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current and not string.match(current, '^[1-9]%d*$') and current ~= '0' then
+  return redis.error_reply('ERR not a counter')
+end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+";
 
 /// Swaps only when the current value is the expected one. `ARGV[1]` says
 /// whether a value is expected at all (`1`) or the key must be absent (`0`).
@@ -68,6 +95,7 @@ impl RedisStore {
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
         Ok(RedisStore {
+            prefix: config.key_prefix.clone(),
             client,
             config: connection,
             conn: Mutex::new(None),
@@ -105,15 +133,26 @@ impl RedisStore {
         if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
             self.cached().take();
         }
-        match err.detail() {
-            Some(detail) if detail.contains("not an integer") => Error::NotACounter,
-            Some(detail) if detail.contains("overflow") => Error::Overflow,
+        let detail = err.detail().or(err.code()).unwrap_or_default();
+        match detail {
+            _ if detail.contains("not an integer") || detail.contains("not a counter") => {
+                Error::NotACounter
+            }
+            _ if detail.contains("overflow") => Error::Overflow,
             _ => unavailable(&err),
         }
     }
 
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn keys(&self, keys: &[String]) -> Vec<String> {
+        keys.iter().map(|k| self.key(k)).collect()
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.query(redis::cmd("GET").arg(key)).await
+        self.query(redis::cmd("GET").arg(self.key(key))).await
     }
 
     pub(crate) async fn set(
@@ -123,7 +162,7 @@ impl RedisStore {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
+        cmd.arg(self.key(key)).arg(value);
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
@@ -131,13 +170,13 @@ impl RedisStore {
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.query::<i64>(redis::cmd("DEL").arg(key))
+        self.query::<i64>(redis::cmd("DEL").arg(self.key(key)))
             .await
             .map(drop)
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, Error> {
-        self.query(redis::cmd("EXISTS").arg(key)).await
+        self.query(redis::cmd("EXISTS").arg(self.key(key))).await
     }
 
     pub(crate) async fn list_keys(&self, cursor: Option<u64>) -> Result<Page, Error> {
@@ -145,19 +184,29 @@ impl RedisStore {
             .query(
                 redis::cmd("SCAN")
                     .arg(cursor.unwrap_or(0))
+                    .arg("MATCH")
+                    .arg(format!("{}*", glob_escape(&self.prefix)))
                     .arg("COUNT")
                     .arg(PAGE_SIZE),
             )
             .await?;
+        let prefix = self.prefix.len();
         Ok(Page {
-            keys,
+            keys: keys.into_iter().map(|k| k[prefix..].to_owned()).collect(),
             cursor: (next != 0).then_some(next),
         })
     }
 
     pub(crate) async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
         let delta = i64::try_from(delta).map_err(|_| Error::Overflow)?;
-        let value: i64 = self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await?;
+        let script = Script::new(INCREMENT);
+        let mut invocation = script.key(self.key(key));
+        invocation.arg(delta);
+        let mut conn = self.connection().await?;
+        let value: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
         // A counter some client set negative is not one `increment` made.
         u64::try_from(value).map_err(|_| Error::NotACounter)
     }
@@ -169,7 +218,7 @@ impl RedisStore {
         new: &[u8],
     ) -> Result<bool, Error> {
         let script = Script::new(COMPARE_AND_SWAP);
-        let mut invocation = script.key(key);
+        let mut invocation = script.key(self.key(key));
         invocation
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
@@ -186,7 +235,7 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.query(redis::cmd("MGET").arg(keys)).await
+        self.query(redis::cmd("MGET").arg(self.keys(keys))).await
     }
 
     pub(crate) async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
@@ -195,7 +244,7 @@ impl RedisStore {
         }
         let mut cmd = redis::cmd("MSET");
         for (key, value) in pairs {
-            cmd.arg(key).arg(value);
+            cmd.arg(self.key(key)).arg(value);
         }
         self.query(&cmd).await
     }
@@ -204,7 +253,7 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        self.query::<i64>(redis::cmd("DEL").arg(keys))
+        self.query::<i64>(redis::cmd("DEL").arg(self.keys(keys)))
             .await
             .map(drop)
     }
@@ -215,4 +264,16 @@ fn unavailable(err: &redis::RedisError) -> Error {
         backend: "redis",
         message: err.to_string(),
     }
+}
+
+/// Escapes `SCAN MATCH` glob characters.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -18,6 +19,8 @@ use crate::{Error, PAGE_SIZE, Page, add_to_counter};
 /// A store in an SQLite file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Writes with a time-to-live; every 256th also deletes expired rows.
+    ttl_writes: AtomicU32,
 }
 
 const SCHEMA: &str = "
@@ -55,6 +58,7 @@ impl SqliteStore {
             .map_err(Error::sqlite)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            ttl_writes: AtomicU32::new(0),
         })
     }
 
@@ -79,7 +83,13 @@ impl SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let expires = ttl.map(|ttl| now_ms().saturating_add(ttl.as_millis() as i64));
-        self.with(|c| write(c, key, value, expires))
+        let purge = ttl.is_some() && self.ttl_writes.fetch_add(1, Ordering::Relaxed) % 256 == 255;
+        self.with(|c| {
+            if purge {
+                c.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])?;
+            }
+            write(c, key, value, expires)
+        })
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {

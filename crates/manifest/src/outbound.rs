@@ -177,7 +177,8 @@ impl FromStr for OutboundHost {
             HostPattern::Any
         } else if let Some(suffix) = host.strip_prefix("*.") {
             match RequestHost::parse(suffix) {
-                Ok(RequestHost::Name(name)) if name.contains('.') || !name.is_empty() => {
+                // `*.com` would be every host in a top-level domain.
+                Ok(RequestHost::Name(name)) if name.contains('.') => {
                     HostPattern::Suffix(format!(".{name}"))
                 }
                 _ => return Err(format!("invalid wildcard host \"{host}\"")),
@@ -312,6 +313,7 @@ mod tests {
             "http://2130706433",
             "http://0x7f.0.0.1",
             "https://[::1",
+            "https://*.com",
         ] {
             assert!(bad.parse::<OutboundHost>().is_err(), "{bad}");
         }

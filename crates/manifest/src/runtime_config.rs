@@ -31,8 +31,9 @@ use crate::error::Source;
 use crate::resolve::is_valid_store_name;
 use crate::{ByteSize, HumanDuration, ManifestError};
 
-/// A checked runtime config.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A checked runtime config. Its `Debug` shows variable names, never
+/// their values.
+#[derive(Clone, Default, PartialEq)]
 pub struct RuntimeConfig {
     /// `[key_value_store.NAME]` tables, by store name.
     pub stores: BTreeMap<String, StoreConfig>,
@@ -51,8 +52,8 @@ pub struct StoreConfig {
     pub max_value_size: Option<ByteSize>,
 }
 
-/// A store's backend.
-#[derive(Clone, Debug, PartialEq)]
+/// A store's backend. Its `Debug` never shows a Redis URL.
+#[derive(Clone, PartialEq)]
 pub enum StoreBackend {
     /// An SQLite file; `None` for `kv/NAME.sqlite`. Relative paths are
     /// relative to the state directory.
@@ -69,6 +70,29 @@ pub enum StoreBackend {
     },
     /// This process's memory.
     Memory,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("stores", &self.stores)
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreBackend::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            StoreBackend::Redis { timeout, .. } => f
+                .debug_struct("Redis")
+                .field("url", &"<redacted>")
+                .field("timeout", timeout)
+                .finish(),
+            StoreBackend::Memory => f.write_str("Memory"),
+        }
+    }
 }
 
 impl RuntimeConfig {
@@ -135,8 +159,21 @@ pub fn load(path: &Path) -> Result<RuntimeConfig, ManifestError> {
 /// ```
 pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
     let source = Source { path, text };
-    let raw: RawRuntimeConfig =
-        toml::from_str(text).map_err(|error| ManifestError::from_toml(path, text, &error))?;
+    let raw: RawRuntimeConfig = toml::from_str(text).map_err(|error| {
+        // The parser quotes offending values; here they may be secrets.
+        match ManifestError::from_toml(path, text, &error) {
+            ManifestError::Toml {
+                path,
+                location,
+                message,
+            } => ManifestError::Toml {
+                path,
+                location,
+                message: redact_values(&message),
+            },
+            other => other,
+        }
+    })?;
     let mut stores = BTreeMap::new();
     for (name, store) in raw.key_value_store {
         let key = format!("key_value_store.{}", name.get_ref());
@@ -169,12 +206,12 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
                     let message = "a redis store needs `url = \"redis://HOST:PORT/DB\"`";
                     return Err(source.invalid(at, key, message));
                 };
-                let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                let scheme_ok = ["redis://", "redis+unix://", "unix://"]
                     .iter()
                     .any(|s| url.get_ref().starts_with(s));
                 if !scheme_ok {
                     let at = Some(source.key_at(&url.span()));
-                    let message = "`url` must start with redis://, rediss:// or redis+unix://";
+                    let message = "`url` must start with redis:// or redis+unix:// (TLS to Redis is not supported yet)";
                     return Err(source.invalid(at, format!("{key}.url"), message));
                 }
                 StoreBackend::Redis {
@@ -212,4 +249,45 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
         stores,
         variables: raw.variables,
     })
+}
+
+/// `invalid type: string "redis://:pw@host", expected ...` without the value.
+fn redact_values(message: &str) -> String {
+    for prefix in ["invalid type", "invalid value", "invalid length"] {
+        if message.starts_with(prefix) {
+            let expected = message.find(", expected").map_or("", |at| &message[at..]);
+            return format!("{prefix} (value not shown){expected}");
+        }
+    }
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_not_repeated_in_errors() {
+        for text in [
+            "[key_value_store]\ncache = \"redis://:hunter2@host\"\n",
+            "[variables]\ntoken = 123456789\n",
+        ] {
+            let error = parse(text, Path::new("rc.toml")).unwrap_err().to_string();
+            assert!(
+                !error.contains("hunter2") && !error.contains("123456789"),
+                "{error}"
+            );
+            assert!(error.contains("(value not shown)"), "{error}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_urls_and_values() {
+        let text = "[key_value_store.c]\ntype = \"redis\"\nurl = \"redis://:hunter2@h\"\n[variables]\nk = \"s3cret\"\n";
+        let shown = format!("{:?}", parse(text, Path::new("rc.toml")).unwrap());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
 }

@@ -154,7 +154,7 @@ async fn run_component(
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
-        services: &h.services,
+        services: &mut h.services,
         table: &mut h.table,
     })?;
     let host = ComponentHost {

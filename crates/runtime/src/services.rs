@@ -43,7 +43,13 @@ pub struct Services {
     stores: Arc<BTreeMap<String, Arc<Store>>>,
     granted: Arc<[String]>,
     variables: Arc<BTreeMap<String, String>>,
+    /// Buckets this instance holds open, against [`MAX_OPEN_BUCKETS`].
+    open_buckets: u32,
 }
+
+/// Buckets one instance may hold open at once: a guest opening them in a
+/// loop would otherwise grow host memory outside its memory limit.
+pub const MAX_OPEN_BUCKETS: u32 = 64;
 
 impl Services {
     /// Access to `granted` among the app's `stores`, and `variables`.
@@ -56,6 +62,7 @@ impl Services {
             stores,
             granted: granted.into(),
             variables: Arc::new(variables),
+            open_buckets: 0,
         }
     }
 }
@@ -63,7 +70,7 @@ impl Services {
 /// The services of one instance and its resource table, for the linker.
 pub struct ServicesView<'a> {
     /// What the instance may use.
-    pub services: &'a Services,
+    pub services: &'a mut Services,
     /// The instance's resource table (shared with WASI).
     pub table: &'a mut ResourceTable,
 }
@@ -109,6 +116,11 @@ impl store::Host for ServicesView<'_> {
         if !self.services.granted.contains(&identifier) {
             return Ok(Err(store::Error::AccessDenied));
         }
+        if self.services.open_buckets >= MAX_OPEN_BUCKETS {
+            let message = format!("more than {MAX_OPEN_BUCKETS} buckets open at once");
+            return Ok(Err(store::Error::Other(message)));
+        }
+        self.services.open_buckets += 1;
         let bucket = Bucket {
             store: store.clone(),
         };
@@ -150,6 +162,7 @@ impl store::HostBucket for ServicesView<'_> {
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> Result<()> {
         self.table.delete(bucket)?;
+        self.services.open_buckets -= 1;
         Ok(())
     }
 }

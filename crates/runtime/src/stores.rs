@@ -51,6 +51,8 @@ pub fn open_store(name: &str, config: &StoreConfig, state_dir: &Path) -> Result<
         }
         StoreBackend::Redis { url, timeout } => {
             let mut redis = RedisConfig::new(url.clone());
+            // Stores sharing a database stay apart: a grant is per store.
+            redis.key_prefix = format!("{name}:");
             if let Some(timeout) = timeout {
                 redis.connect_timeout = *timeout;
                 redis.response_timeout = *timeout;

@@ -227,3 +227,45 @@ fn the_host_header_is_always_the_checked_authority() {
     );
     assert_eq!(response.expect(200), format!("200 {addr}"));
 }
+
+/// A listener whose accept queue is full, so a new connection's SYN is
+/// dropped and connecting hangs: what a black-holed host looks like.
+fn unanswered() -> (TcpListener, Vec<std::net::TcpStream>, String) {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // SAFETY: listen(2) on a socket we own; it only changes the backlog.
+    #[allow(unsafe_code)]
+    let relisten = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(relisten, 0, "{}", std::io::Error::last_os_error());
+    // Fill the queue: connections complete until it is full, then hang.
+    let mut fillers = Vec::new();
+    while let Ok(stream) =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+    {
+        fillers.push(stream);
+        assert!(fillers.len() < 16, "the accept queue never filled");
+    }
+    (listener, fillers, addr.to_string())
+}
+
+#[test]
+fn connecting_is_bounded_by_the_connect_timeout() {
+    let (_listener, _fillers, addr) = unanswered();
+    let tern = Tern::new();
+    let toml = app(
+        &[&format!("http://{addr}")],
+        "outbound_connect_timeout = \"300ms\"",
+    );
+    let serve = Serve::start(&tern, &toml, &[]);
+    let started = std::time::Instant::now();
+    let body = fetch(&serve, &format!("http://{addr}/"), 1)
+        .expect(502)
+        .to_string();
+    assert_eq!(body, "attempt 1: error: ErrorCode::ConnectionTimeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -74,11 +74,7 @@ struct StoreArgs {
 impl StoreArgs {
     fn open(&self) -> Result<Store> {
         let manifest = tern_manifest::load(&self.app)?;
-        let declared: Vec<&str> = manifest
-            .components
-            .values()
-            .flat_map(|c| c.key_value_stores.iter().map(String::as_str))
-            .collect();
+        let declared = manifest.key_value_stores();
         if !declared.contains(&self.store.as_str()) {
             let known = if declared.is_empty() {
                 "it declares none".to_owned()
@@ -97,7 +93,7 @@ impl StoreArgs {
         let state_dir = self
             .state_dir
             .clone()
-            .unwrap_or_else(|| manifest.dir.join(".tern"));
+            .unwrap_or_else(|| manifest.default_state_dir());
         tern_runtime::open_store(&self.store, &runtime.store(&self.store), &state_dir)
             .map_err(Error::msg)
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
+use tern_manifest::RuntimeConfig;
 use tern_manifest::runtime_config::{StoreBackend, StoreConfig};
 use tern_runtime::{
     ByteSize, Capabilities, CodeSource, DirGrant, EnvGrant, HumanDuration, Limits, Loader,
@@ -223,25 +224,28 @@ fn parse_kv(text: &str) -> std::result::Result<(String, PathBuf), String> {
     }
 }
 
-/// The stores `--kv` grants, each an SQLite file.
+/// The stores `--kv` grants, each an SQLite file (relative to the current
+/// directory).
 fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
-    let mut stores = std::collections::BTreeMap::new();
-    for (name, file) in grants {
-        let config = StoreConfig {
-            backend: StoreBackend::Sqlite {
-                path: Some(file.clone()),
-            },
-            max_key_size: None,
-            max_value_size: None,
-        };
-        let store = tern_runtime::open_store(name, &config, std::path::Path::new(""))
-            .map_err(tern_runtime::Error::msg)?;
-        stores.insert(name.clone(), std::sync::Arc::new(store));
-    }
-    let names: Vec<String> = stores.keys().cloned().collect();
-    Ok(Services::new(
-        std::sync::Arc::new(stores),
-        &names,
-        Default::default(),
-    ))
+    let runtime = RuntimeConfig {
+        stores: grants
+            .iter()
+            .map(|(name, file)| {
+                let backend = StoreBackend::Sqlite {
+                    path: Some(file.clone()),
+                };
+                let config = StoreConfig {
+                    backend,
+                    max_key_size: None,
+                    max_value_size: None,
+                };
+                (name.clone(), config)
+            })
+            .collect(),
+        variables: Default::default(),
+    };
+    let names: Vec<String> = runtime.stores.keys().cloned().collect();
+    let stores = tern_runtime::open_stores(names.iter().map(String::as_str), &runtime, "".as_ref())
+        .map_err(tern_runtime::Error::msg)?;
+    Ok(Services::new(stores, &names, Default::default()))
 }

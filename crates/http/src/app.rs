@@ -102,13 +102,9 @@ impl App {
         let state_dir = config
             .state_dir
             .clone()
-            .unwrap_or_else(|| manifest.dir.join(".tern"));
-        let declared = manifest
-            .components
-            .values()
-            .flat_map(|c| &c.key_value_stores);
+            .unwrap_or_else(|| manifest.default_state_dir());
         let stores =
-            tern_runtime::open_stores(declared.map(String::as_str), &config.runtime, &state_dir)
+            tern_runtime::open_stores(manifest.key_value_stores(), &config.runtime, &state_dir)
                 .map_err(LoadError::Store)?;
 
         let mut components = Vec::new();

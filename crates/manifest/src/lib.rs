@@ -185,6 +185,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
 }
 
 impl Manifest {
+    /// The key-value stores the components declare, each once, in the
+    /// order first declared.
+    pub fn key_value_stores(&self) -> Vec<&str> {
+        let mut stores: Vec<&str> = Vec::new();
+        for name in self.components.values().flat_map(|c| &c.key_value_stores) {
+            if !stores.contains(&name.as_str()) {
+                stores.push(name);
+            }
+        }
+        stores
+    }
+
+    /// Where the app's state (its embedded stores) lives unless the
+    /// operator says otherwise: `.tern` beside the manifest.
+    pub fn default_state_dir(&self) -> PathBuf {
+        self.dir.join(".tern")
+    }
+
     /// An error about something in this manifest found after parsing (by the
     /// engine, say), pointing at `location` and naming `key`.
     ///

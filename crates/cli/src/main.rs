@@ -2,13 +2,17 @@
 //! `tern-runtime` and `tern-http`, prints results and errors, and picks the exit code. This
 //! is the only crate that prints.
 
+mod build;
 mod compile;
 mod compiling;
 mod exit;
 mod kv;
 mod log;
+mod reload;
 mod run;
 mod serve;
+mod up;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -31,6 +35,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Compile a program ahead of time into an artifact only this installation trusts
     Compile(compile::CompileArgs),
+    /// Build an app's components with the commands in its manifest
+    Build(build::BuildArgs),
+    /// Build an app, then serve it; --watch rebuilds and swaps on change
+    Up(up::UpArgs),
     /// Read and write an app's key-value stores
     Kv(kv::KvArgs),
 }
@@ -41,6 +49,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Compile(args) => compile::main(args),
+        Command::Build(args) => build::main(args),
+        Command::Up(args) => up::main(args),
         Command::Kv(args) => kv::main(args),
     };
     result.unwrap_or_else(|err| {

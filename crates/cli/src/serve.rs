@@ -1,5 +1,6 @@
 //! `tern serve`: load an app from its manifest, listen, log each request,
-//! and shut down gracefully on SIGINT or SIGTERM.
+//! swap in a new version of the app on SIGHUP (or, under `tern up --watch`,
+//! when its sources change), and shut down gracefully on SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,22 +11,25 @@ use clap::Args;
 use tern_http::{App, ServeConfig, Server, Shutdown};
 use tern_manifest::LimitsConfig;
 use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{self, SignalKind, signal};
 
 use crate::compiling;
 use crate::log::{LogFormat, LogSink};
+use crate::reload::{self, Reloader, Watch};
 
 /// Arguments of `tern serve`.
 #[derive(Args)]
 #[command(
     after_help = "Limits given here apply to every component that does not set its own in \
 [component.NAME.limits]. The server prints `listening on http://ADDR` to stderr once ready, \
-then one access-log line per request."
+then one access-log line per request. SIGHUP re-reads the manifest and the components' \
+binaries and swaps the new version in without dropping a request; if loading fails, the \
+running version keeps serving."
 )]
 pub struct ServeArgs {
     /// The app's manifest, or a directory holding `tern.toml`
     #[arg(value_name = "PATH", default_value = ".")]
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Address to listen on; port 0 picks a free port
     #[arg(long, value_name = "ADDR", default_value = ServeConfig::DEFAULT_LISTEN)]
     listen: SocketAddr,
@@ -68,6 +72,12 @@ pub struct ServeArgs {
 }
 
 pub fn main(args: ServeArgs) -> Result<ExitCode> {
+    serve(args, None)
+}
+
+/// Serves the app at `args.path`; with `watch`, rebuilds and swaps in
+/// components whose sources change.
+pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     let manifest = tern_manifest::load(&args.path)?;
     let mut config = ServeConfig::new(args.listen);
     config.limits = LimitsConfig {
@@ -102,7 +112,7 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
     let sink = Arc::new(LogSink::new(args.log_format));
     let grace = config.grace;
     let listen = args.listen;
-    let server = Server::bind(app, config, sink)
+    let server = Server::bind(app, config.clone(), sink)
         .map_err(|e| tern_runtime::Error::from(e).context(format!("cannot listen on {listen}")))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,16 +120,28 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
     // Handlers go in before the `listening` line: from then on a SIGTERM
     // must mean a graceful shutdown, never the default instant death.
     let mut signals = runtime.block_on(async { Signals::install() })?;
-    print_routes(&server);
+    print_routes(&server.app(), server.local_addr());
+    let reloader = Reloader {
+        manifest: manifest.path.clone(),
+        config,
+        no_cache: args.no_cache,
+        slot: server.app_slot(),
+    };
+    let reloads = runtime.block_on(async { reload::start(reloader, watch) })?;
     let stop = async move {
-        signals.next().await;
+        loop {
+            match signals.next().await {
+                Signal::Stop => break,
+                Signal::Reload => reloads.request(Vec::new()),
+            }
+        }
         eprintln!(
             "tern: shutting down; in-flight requests get {}",
             HumanDuration(grace)
         );
         // A second signal stops at once.
         tokio::spawn(async move {
-            signals.next().await;
+            while signals.next().await == Signal::Reload {}
             std::process::exit(130);
         });
     };
@@ -130,9 +152,15 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_routes(server: &Server) {
-    let mut out = format!("listening on http://{}\n", server.local_addr());
-    let routes = server.app().routes();
+fn print_routes(app: &App, local: SocketAddr) {
+    let mut out = format!("listening on http://{local}\n");
+    print_app(app, &mut out);
+    eprint!("{out}");
+}
+
+/// The app's routes and stores, one per line, indented.
+pub(crate) fn print_app(app: &App, out: &mut String) {
+    let routes = app.routes();
     let width = routes.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
     for route in routes {
         out.push_str(&format!(
@@ -140,16 +168,26 @@ fn print_routes(server: &Server) {
             route.pattern, route.component, route.executor
         ));
     }
-    for (name, kind) in server.app().stores() {
+    for (name, kind) in app.stores() {
         out.push_str(&format!("  key-value store `{name}`: {kind}\n"));
     }
-    eprint!("{out}");
 }
 
-/// SIGINT and SIGTERM, listened for from the moment they are installed.
+/// What a signal asks of the server.
+#[derive(PartialEq, Eq)]
+enum Signal {
+    /// SIGINT or SIGTERM: shut down gracefully.
+    Stop,
+    /// SIGHUP: load the app again and swap it in.
+    Reload,
+}
+
+/// SIGINT, SIGTERM and SIGHUP, listened for from the moment they are
+/// installed.
 struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
+    interrupt: unix::Signal,
+    terminate: unix::Signal,
+    hangup: unix::Signal,
 }
 
 impl Signals {
@@ -158,13 +196,15 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! An app ready to serve: every component compiled, linked and
 //! pre-instantiated once, its grants and limits resolved, its routes sorted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
@@ -16,15 +17,36 @@ use crate::router::Router;
 use crate::wagi::WagiExecutor;
 use crate::wasi_http::WasiHttpExecutor;
 
-/// A loaded app. Dropping it stops its epoch ticker.
+/// A loaded app. It may be replaced by a new version while serving (see
+/// [`App::reload`]); requests in flight keep the version they started on.
 pub struct App {
     pub(crate) name: String,
     pub(crate) components: Vec<Served>,
     pub(crate) router: Router,
-    /// Instances alive at once across the app: the pool's size.
-    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) pool: Arc<Pool>,
     stores: tern_runtime::Stores,
+}
+
+/// The engine and its instance pool, shared by an app and its reloads
+/// while the pool's size stays the same. Dropping it stops the ticker.
+pub(crate) struct Pool {
+    engine: Engine,
+    size: PoolSize,
+    /// Instances alive at once across every version of the app.
+    pub(crate) slots: Arc<Semaphore>,
     _ticker: EpochTicker,
+}
+
+impl Pool {
+    fn new(size: PoolSize) -> Result<Pool, LoadError> {
+        let engine = serving_engine(&size).map_err(LoadError::Engine)?;
+        Ok(Pool {
+            _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
+            slots: Arc::new(Semaphore::new(size.slots as usize)),
+            engine,
+            size,
+        })
+    }
 }
 
 /// One component as served.
@@ -79,6 +101,29 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
+        App::load_after(None, manifest, config, loader)
+    }
+
+    /// Loads a new version of this app, to replace it while serving. The
+    /// new version keeps this one's open key-value stores, its engine and
+    /// instance pool when their size is unchanged (so instances of both
+    /// versions count against one pool), and the concurrency limit of each
+    /// component whose limit is unchanged.
+    pub fn reload(
+        &self,
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+    ) -> Result<App, LoadError> {
+        App::load_after(Some(self), manifest, config, loader)
+    }
+
+    fn load_after(
+        previous: Option<&App>,
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+    ) -> Result<App, LoadError> {
         let limits: Vec<_> = manifest
             .components
             .values()
@@ -94,7 +139,12 @@ impl App {
             .map(|l| l.memory)
             .max()
             .unwrap_or(ServeConfig::DEFAULT_MEMORY);
-        let engine = serving_engine(&PoolSize { slots, max_memory }).map_err(LoadError::Engine)?;
+        let size = PoolSize { slots, max_memory };
+        let pool = match previous {
+            Some(app) if app.pool.size == size => app.pool.clone(),
+            _ => Arc::new(Pool::new(size)?),
+        };
+        let engine = &pool.engine;
 
         let mut variables = manifest
             .resolve_variables(&config.runtime.variables, |name| std::env::var(name).ok())
@@ -103,13 +153,22 @@ impl App {
             .state_dir
             .clone()
             .unwrap_or_else(|| manifest.default_state_dir());
-        let stores =
-            tern_runtime::open_stores(manifest.key_value_stores(), &config.runtime, &state_dir)
-                .map_err(LoadError::Store)?;
+        let mut stores = BTreeMap::new();
+        for name in manifest.key_value_stores() {
+            let store = match previous.and_then(|app| app.stores.get(name)) {
+                Some(open) => open.clone(),
+                None => Arc::new(
+                    tern_runtime::open_store(name, &config.runtime.store(name), &state_dir)
+                        .map_err(LoadError::Store)?,
+                ),
+            };
+            stores.insert(name.to_owned(), store);
+        }
+        let stores = Arc::new(stores);
 
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {
-            let executor = prepare(&engine, loader, component).map_err(|message| {
+            let executor = prepare(engine, loader, component).map_err(|message| {
                 LoadError::Manifest(manifest.error_at(
                     component.source_location,
                     &format!("component.{}", component.id),
@@ -121,10 +180,17 @@ impl App {
                 &component.key_value_stores,
                 variables.remove(&component.id).unwrap_or_default(),
             );
+            let permits = previous
+                .and_then(|app| app.component(&component.id))
+                .filter(|old| old.grants.limits.max_concurrent == limits.max_concurrent)
+                .map_or_else(
+                    || Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+                    |old| old.permits.clone(),
+                );
             components.push(Served {
                 grants: Grants::new(component, limits, services),
                 executor,
-                permits: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+                permits,
             });
         }
         let index = |id: &str| manifest.components.keys().position(|k| k == id);
@@ -138,10 +204,13 @@ impl App {
             name: manifest.app.name.clone(),
             components,
             router,
-            slots: Arc::new(Semaphore::new(slots as usize)),
+            pool,
             stores,
-            _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
         })
+    }
+
+    fn component(&self, id: &str) -> Option<&Served> {
+        self.components.iter().find(|c| &*c.grants.id == id)
     }
 
     /// The app's name from its manifest.

@@ -22,6 +22,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(1);
 pub(crate) const MAX_POOL_SLOTS: u32 = 2000;
 
 /// What the pool must hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PoolSize {
     /// Instances alive at once, across the app.
     pub slots: u32,

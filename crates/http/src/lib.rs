@@ -42,5 +42,5 @@ pub use app::{App, LoadError, RouteInfo};
 pub use config::{RequestLimits, ServeConfig};
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
 pub use response::REQUEST_ID_HEADER;
-pub use server::{Server, Shutdown};
+pub use server::{AppSlot, Server, Shutdown};
 pub use wasi_http::{CLIENT_ADDR_HEADER, PATH_INFO_HEADER, ROUTE_HEADER};

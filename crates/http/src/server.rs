@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -33,11 +34,31 @@ pub struct Server {
 
 /// What every connection task reads.
 struct Shared {
-    app: App,
+    app: Arc<ArcSwap<App>>,
     config: ServeConfig,
     sink: Arc<dyn EventSink>,
     ids: RequestIds,
     local: SocketAddr,
+}
+
+/// Where the served app lives: [`AppSlot::replace`] swaps in a new
+/// version (from [`App::reload`]) without stopping the server. Requests
+/// already routed finish on the version they started on; requests routed
+/// after the swap get the new one. No request waits for a swap.
+#[derive(Clone)]
+pub struct AppSlot(Arc<ArcSwap<App>>);
+
+impl AppSlot {
+    /// The app being served now.
+    pub fn current(&self) -> Arc<App> {
+        self.0.load_full()
+    }
+
+    /// Serves `app` from now on. The old version is dropped once its last
+    /// request finishes.
+    pub fn replace(&self, app: App) {
+        self.0.store(Arc::new(app));
+    }
 }
 
 /// How a shutdown went.
@@ -62,7 +83,7 @@ impl Server {
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
-                app,
+                app: Arc::new(ArcSwap::from_pointee(app)),
                 config,
                 sink,
                 ids: RequestIds::new(),
@@ -76,9 +97,14 @@ impl Server {
         self.shared.local
     }
 
-    /// The app being served.
-    pub fn app(&self) -> &App {
-        &self.shared.app
+    /// The app being served now.
+    pub fn app(&self) -> Arc<App> {
+        self.shared.app.load_full()
+    }
+
+    /// A handle that replaces the app while the server runs.
+    pub fn app_slot(&self) -> AppSlot {
+        AppSlot(self.shared.app.clone())
     }
 
     /// Serves on `threads` threads until `shutdown` resolves, then stops
@@ -210,7 +236,9 @@ async fn handle(
         log(&shared, &req, id, start, status, component, error);
         response::error(status, id)
     };
-    let app = &shared.app;
+    // This request stays on this version of the app, even if a new one is
+    // swapped in while it runs.
+    let app = shared.app.load_full();
     let Some(matched) = app.router.route(req.uri().path()) else {
         return refuse(404, None, None);
     };
@@ -227,7 +255,7 @@ async fn handle(
     }
     let (Ok(permit), Ok(slot)) = (
         served.permits.clone().try_acquire_owned(),
-        app.slots.clone().try_acquire_owned(),
+        app.pool.slots.clone().try_acquire_owned(),
     ) else {
         let error = format!("{} requests already in flight", limits.max_concurrent);
         return refuse(503, component, Some(error));
@@ -263,8 +291,9 @@ async fn handle(
     };
     let task = {
         let shared = shared.clone();
+        let app = app.clone();
         tokio::spawn(async move {
-            let served = &shared.app.components[index];
+            let served = &app.components[index];
             let result = served.executor.run(&served.grants, exchange, &state).await;
             drop((permit, slot));
             let (status, error) = match &result {

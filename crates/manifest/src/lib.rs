@@ -97,8 +97,23 @@ pub struct Component {
     pub allowed_outbound_hosts: Vec<OutboundHost>,
     /// What the guest reads through `wasi:config/store`: key to template.
     pub variables: BTreeMap<String, Template>,
+    /// How to build `source` from its sources, for `tern build`.
+    pub build: Option<Build>,
     /// Where the `source` key is, for errors found when compiling it.
     pub source_location: Location,
+}
+
+/// A component's `build` entry: the command that makes its wasm binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Build {
+    /// A shell command line (run with `sh -c`); never empty.
+    pub command: String,
+    /// Where it runs: the manifest's directory joined with `workdir` as
+    /// written, or the manifest's directory. Exists and is a directory.
+    pub workdir: PathBuf,
+    /// Glob patterns, relative to `workdir`, of the files whose change
+    /// calls for a rebuild (`tern up --watch`). Each is a valid glob.
+    pub watch: Vec<String>,
 }
 
 /// How a component is called for a request.
@@ -153,16 +168,38 @@ pub struct LimitsConfig {
 /// Reads and checks the manifest at `path`, or `path/tern.toml` when `path`
 /// is a directory. Relative paths in it are resolved against its directory.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    let path = if path.is_dir() {
-        path.join(MANIFEST_FILE_NAME)
-    } else {
-        path.to_owned()
-    };
+    load_with(path, Sources::MustExist)
+}
+
+/// Like [`load`], for a manifest about to be built: the `source` of a
+/// component with a `build` entry need not exist yet.
+pub fn load_unbuilt(path: &Path) -> Result<Manifest, ManifestError> {
+    load_with(path, Sources::MayBeBuilt)
+}
+
+/// Whether a component's `source` must exist when the manifest is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sources {
+    MustExist,
+    MayBeBuilt,
+}
+
+fn load_with(path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
+    let path = manifest_path(path);
     let text = fs::read_to_string(&path).map_err(|error| ManifestError::Read {
         path: path.clone(),
         error,
     })?;
-    parse(&text, &path)
+    parse_with(&text, &path, sources)
+}
+
+/// The manifest file `path` names: `path/tern.toml` for a directory.
+pub fn manifest_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(MANIFEST_FILE_NAME)
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Checks manifest `text` read from the file `path`. Relative paths in it
@@ -178,10 +215,14 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
 /// );
 /// ```
 pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+    parse_with(text, path, Sources::MustExist)
+}
+
+fn parse_with(text: &str, path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
     let source = Source { path, text };
     let from_toml = |error| ManifestError::from_toml(path, text, &error);
     resolve::check_version(&source, toml::from_str(text).map_err(from_toml)?)?;
-    resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?)
+    resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?, sources)
 }
 
 impl Manifest {

@@ -71,6 +71,16 @@ pub(crate) struct RawComponent {
     pub(crate) allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) build: Option<RawBuild>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBuild {
+    pub(crate) command: Spanned<String>,
+    pub(crate) workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) watch: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -10,12 +10,12 @@ use toml::Spanned;
 
 use crate::error::Source;
 use crate::raw::{
-    RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable, RawVersion,
+    RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable, RawVersion,
 };
 use crate::variables::is_valid_name;
 use crate::{
-    App, ByteSize, Component, FileMount, LimitsConfig, Location, Manifest, ManifestError,
-    OutboundHost, Route, RoutePattern, Template, Variable,
+    App, Build, ByteSize, Component, FileMount, LimitsConfig, Location, Manifest, ManifestError,
+    OutboundHost, Route, RoutePattern, Sources, Template, Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -41,7 +41,11 @@ pub(crate) fn check_version(source: &Source, raw: RawVersion) -> Result<(), Mani
     Err(source.invalid(Some(source.key_at(&version.span())), key, message))
 }
 
-pub(crate) fn resolve(source: &Source, raw: RawManifest) -> Result<Manifest, ManifestError> {
+pub(crate) fn resolve(
+    source: &Source,
+    raw: RawManifest,
+    sources: Sources,
+) -> Result<Manifest, ManifestError> {
     let path = source.path.to_owned();
     // Sources join onto the directory as given, so `tern.toml` gives `hello.wasm`.
     let base = path.parent().unwrap_or(Path::new("")).to_owned();
@@ -68,7 +72,7 @@ pub(crate) fn resolve(source: &Source, raw: RawManifest) -> Result<Manifest, Man
 
     let mut components = BTreeMap::new();
     for (id, component) in raw.component {
-        let component = resolve_component(source, &base, id, component, &variables)?;
+        let component = resolve_component(source, &base, id, component, &variables, sources)?;
         components.insert(component.id.clone(), component);
     }
 
@@ -175,6 +179,7 @@ fn resolve_component(
     id: Spanned<String>,
     raw: RawComponent,
     app_variables: &BTreeMap<String, Variable>,
+    sources: Sources,
 ) -> Result<Component, ManifestError> {
     let key = format!("component.{}", id.get_ref());
     if !is_valid_id(id.get_ref()) {
@@ -185,15 +190,28 @@ fn resolve_component(
         return Err(source.invalid(Some(source.at(&id.span())), key, message));
     }
 
+    let build = raw
+        .build
+        .map(|build| resolve_build(source, base, &key, build))
+        .transpose()?;
     let source_location = source.key_at(&raw.source.span());
     let wasm = base.join(raw.source.get_ref());
     let problem = match fs::metadata(&wasm) {
         Ok(meta) if meta.is_dir() => Some("is a directory, expected a wasm file".to_owned()),
         Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && build.is_some() => {
+            (sources == Sources::MustExist).then(|| "file not found".to_owned())
+        }
         Err(e) => Some(describe_io(&e)),
     };
     if let Some(problem) = problem {
-        let message = format!("{problem}: {}", wasm.display());
+        let mut message = format!("{problem}: {}", wasm.display());
+        if build.is_some() {
+            message.push_str(&format!(
+                "; build it with `tern build {}`",
+                source.path.display()
+            ));
+        }
         return Err(source.invalid(Some(source_location), format!("{key}.source"), message));
     }
 
@@ -283,7 +301,50 @@ fn resolve_component(
         executor: raw.executor,
         environment,
         files,
+        build,
         source_location,
+    })
+}
+
+fn resolve_build(
+    source: &Source,
+    base: &Path,
+    key: &str,
+    raw: RawBuild,
+) -> Result<Build, ManifestError> {
+    if raw.command.get_ref().trim().is_empty() {
+        let location = Some(source.key_at(&raw.command.span()));
+        return Err(source.invalid(
+            location,
+            format!("{key}.build.command"),
+            "must not be empty",
+        ));
+    }
+    let workdir = match raw.workdir {
+        None => base.to_owned(),
+        Some(workdir) => {
+            let dir = base.join(workdir.get_ref());
+            if !dir.is_dir() {
+                let location = Some(source.key_at(&workdir.span()));
+                let message = format!("directory not found: {}", dir.display());
+                return Err(source.invalid(location, format!("{key}.build.workdir"), message));
+            }
+            dir
+        }
+    };
+    let mut watch = Vec::with_capacity(raw.watch.len());
+    for pattern in raw.watch {
+        if let Err(error) = globset::Glob::new(pattern.get_ref()) {
+            let location = Some(source.key_at(&pattern.span()));
+            let message = format!("invalid glob: {}", error.kind());
+            return Err(source.invalid(location, format!("{key}.build.watch"), message));
+        }
+        watch.push(pattern.into_inner());
+    }
+    Ok(Build {
+        command: raw.command.into_inner(),
+        workdir,
+        watch,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: drive the built `tern` binary with the guest programs
 //! from `test-programs` and assert what a user sees.
 
+mod build;
 mod cache;
 mod errors;
 mod examples;
@@ -8,6 +9,7 @@ mod grants;
 mod invoke;
 mod limits;
 mod outbound;
+mod reload;
 mod run;
 mod serve;
 mod serve_errors;

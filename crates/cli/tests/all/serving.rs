@@ -66,13 +66,19 @@ impl Serve {
 
     /// Serves the app at `app` with `command` (a `tern` command with its
     /// environment set), waiting for the `listening on` line.
-    pub fn spawn(
+    pub fn spawn(command: std::process::Command, app: &std::path::Path, args: &[&str]) -> Serve {
+        Self::spawn_verb(command, "serve", app, args)
+    }
+
+    /// Like [`Serve::spawn`] for another verb that serves (`up`).
+    pub fn spawn_verb(
         mut command: std::process::Command,
+        verb: &str,
         app: &std::path::Path,
         args: &[&str],
     ) -> Serve {
         let mut child = command
-            .arg("serve")
+            .arg(verb)
             .arg(app)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -121,6 +127,28 @@ impl Serve {
             if lines.last().is_some_and(|l| l == "\u{0}eof") || now >= deadline {
                 panic!(
                     "tern serve never logged {needle:?}; log:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cond.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits until `count` log lines contain `needle`, and returns the last.
+    #[track_caller]
+    pub fn wait_for_nth_log(&self, needle: &str, count: usize) -> String {
+        let (lines, cond) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found[count - 1].clone();
+            }
+            let now = Instant::now();
+            if lines.last().is_some_and(|l| l == "\u{0}eof") || now >= deadline {
+                panic!(
+                    "tern never logged {needle:?} {count} times; log:\n{}",
                     lines.join("\n")
                 );
             }
@@ -183,11 +211,16 @@ impl Serve {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) takes plain integers; `pid` is our own child,
         // which `Drop` reaps only after this returns.
         #[allow(unsafe_code)]
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        let sent = unsafe { libc::kill(pid, signal) };
         assert_eq!(sent, 0, "{}", std::io::Error::last_os_error());
     }
 

@@ -40,6 +40,18 @@ fn load_reads_tern_toml_from_a_directory() {
 }
 
 #[test]
+fn an_unbuilt_manifest_may_lack_the_sources_it_builds() {
+    let path = Path::new("tests/data/invalid/build_source_missing.toml");
+    let manifest = tern_manifest::load_unbuilt(path).unwrap();
+    let build = manifest.components["hello"].build.as_ref().unwrap();
+    assert_eq!(build.command, "make hello.wasm");
+    // A source with no build entry must still exist.
+    let error = tern_manifest::load_unbuilt(Path::new("tests/data/invalid/source_missing.toml"))
+        .unwrap_err();
+    assert!(error.to_string().contains("file not found"), "{error}");
+}
+
+#[test]
 fn a_missing_file_names_the_path_as_given() {
     let error = load(Path::new("tests/data/nowhere.toml")).unwrap_err();
     assert!(matches!(error, ManifestError::Read { .. }));
@@ -171,6 +183,11 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
         }
         for (key, template) in &component.variables {
             writeln!(w, "  variable {key}: {template:?}").unwrap();
+        }
+        if let Some(build) = &component.build {
+            writeln!(w, "  build.command: {:?}", build.command).unwrap();
+            writeln!(w, "  build.workdir: {}", relative(&build.workdir)).unwrap();
+            writeln!(w, "  build.watch: {:?}", build.watch).unwrap();
         }
         let limits = &component.limits;
         let outbound = [

@@ -1,0 +1,46 @@
+//! `tern up`: build the app, then serve it; with `--watch`, rebuild and
+//! swap in each component whose sources change, without dropping requests.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use tern_runtime::Result;
+
+use crate::build;
+use crate::reload::Watch;
+use crate::serve::{self, ServeArgs};
+
+/// Arguments of `tern up`.
+#[derive(Args)]
+#[command(
+    after_help = "With --watch, a change to a file matching a component's `build.watch` \
+globs rebuilds that component and swaps the new code in: requests in flight finish on the old \
+code, new requests get the new code. A build that fails is reported and the old code keeps \
+serving. Editing tern.toml reloads the app."
+)]
+pub struct UpArgs {
+    /// Rebuild and swap in components when their watched files change
+    #[arg(long)]
+    watch: bool,
+    /// Serve what is already built
+    #[arg(long, conflicts_with = "watch")]
+    no_build: bool,
+    /// Builds to run at once [default: one per CPU]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: Option<u32>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+pub fn main(args: UpArgs) -> Result<ExitCode> {
+    let jobs = args.jobs.map_or_else(build::default_jobs, |n| n as usize);
+    if !args.no_build {
+        let manifest = tern_manifest::load_unbuilt(&args.serve.path)?;
+        let chosen = build::choose(&manifest, &[])?;
+        if !chosen.is_empty() {
+            build::build(&chosen, jobs)?;
+        }
+    }
+    let watch = args.watch.then_some(Watch { jobs });
+    serve::serve(args.serve, watch)
+}

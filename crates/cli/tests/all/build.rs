@@ -1,0 +1,124 @@
+//! `tern build`: each component's command in its workdir, progress, and
+//! the failing component with the tail of its output.
+
+use test_programs::*;
+
+use crate::support::Tern;
+
+/// A manifest with components `a` (workdir `a/`) and `b`, whose builds
+/// run `a_command` and `b_command`.
+fn app(a_command: &str, b_command: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    std::fs::copy(HTTP_HELLO, dir.path().join("a/src.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        format!(
+            r#"manifest_version = 1
+[app]
+name = "two"
+[[route]]
+path = "/a"
+component = "a"
+[[route]]
+path = "/b"
+component = "b"
+[component.a]
+source = "a/app.wasm"
+build = {{ command = '{a_command}', workdir = "a" }}
+[component.b]
+source = "b.wasm"
+build = {{ command = '{b_command}' }}
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn build(tern: &Tern, args: &[&str]) -> crate::support::Output {
+    let mut command = tern.command();
+    command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let out = command.arg("build").args(args).output().unwrap();
+    crate::support::Output {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn build_runs_every_command_in_its_workdir_then_serve_finds_the_binaries() {
+    let tern = Tern::new();
+    let dir = app("cp src.wasm app.wasm", "cp a/src.wasm b.wasm");
+    let path = dir.path().to_str().unwrap();
+
+    // Before building, serving says what to do.
+    let out = tern.run(&["serve", path]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("component.a.source: file not found")
+            && out.stderr.contains("build it with `tern build"),
+        "{}",
+        out.stderr
+    );
+
+    let out = build(&tern, &[path]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for line in [
+        "tern: building a: cp src.wasm app.wasm",
+        "tern: building b: cp a/src.wasm b.wasm",
+        "tern: built a in ",
+        "tern: built b in ",
+        "tern: built 2 components in ",
+    ] {
+        assert!(out.stderr.contains(line), "no {line:?} in {}", out.stderr);
+    }
+    assert!(dir.path().join("a/app.wasm").is_file());
+    assert!(dir.path().join("b.wasm").is_file());
+
+    // Only the one asked for.
+    std::fs::remove_file(dir.path().join("b.wasm")).unwrap();
+    let out = build(&tern, &[path, "--component", "b"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("building a"), "{}", out.stderr);
+    assert!(dir.path().join("b.wasm").is_file());
+}
+
+#[test]
+fn a_failing_build_names_its_component_and_shows_the_tail_of_its_output() {
+    let tern = Tern::new();
+    let dir = app(
+        "for i in $(seq 1 40); do echo line $i; done; echo oops >&2; exit 3",
+        "cp a/src.wasm b.wasm",
+    );
+    let out = build(&tern, &[dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {}", out.stderr));
+    assert!(
+        error.starts_with("error: building component `a`: `for i in")
+            && error.contains("exited with status 3 after")
+            && error.ends_with("the last 30 of 41 lines it printed:"),
+        "{error}"
+    );
+    assert!(out.stderr.contains("\n    line 12\n"), "{}", out.stderr);
+    assert!(!out.stderr.contains("\n    line 11\n"), "{}", out.stderr);
+    assert!(out.stderr.contains("\n    oops"), "{}", out.stderr);
+}
+
+#[test]
+fn build_refuses_a_component_that_does_not_exist() {
+    let tern = Tern::new();
+    let dir = app("true", "true");
+    let out = build(&tern, &[dir.path().to_str().unwrap(), "-c", "nope"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("no component named `nope`") && out.stderr.contains("defined: a, b"),
+        "{}",
+        out.stderr
+    );
+}

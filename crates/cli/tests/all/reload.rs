@@ -1,0 +1,212 @@
+//! Swapping a new version of an app in while serving: `tern up --watch`
+//! rebuilding on a change, and SIGHUP re-reading the manifest and binaries.
+//! The client must never see a failure.
+
+use std::io::{BufReader, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use test_programs::*;
+
+use crate::serving::{PATIENCE, Serve, read_response};
+use crate::support::Tern;
+
+const HELLO: &str = "hello, world\n";
+const BODY: &str = "read 0 bytes";
+
+/// An app whose build copies the binary named in the file `which` to
+/// `app.wasm`: a real build command, fast enough to run many times.
+fn copying_app(first: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(HTTP_HELLO, dir.path().join("hello.wasm")).unwrap();
+    std::fs::copy(HTTP_BODY, dir.path().join("body.wasm")).unwrap();
+    std::fs::write(dir.path().join("which"), first).unwrap();
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        r#"manifest_version = 1
+
+[app]
+name = "swap"
+
+[[route]]
+path = "/..."
+component = "web"
+
+[component.web]
+source = "app.wasm"
+build = { command = "cp \"$(cat which)\" app.wasm", watch = ["which"] }
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+fn with_path(tern: &Tern) -> std::process::Command {
+    let mut command = tern.command();
+    command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+/// Clients sending requests on keep-alive connections until stopped, each
+/// response checked to be complete, 200, and one of `bodies`.
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<(usize, Vec<String>, Vec<String>)>>,
+}
+
+impl Hammer {
+    fn start(addr: SocketAddr, clients: usize, bodies: &'static [&'static str]) -> Hammer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut sent = 0;
+                    let mut failures = Vec::new();
+                    let mut seen = Vec::new();
+                    let stream = TcpStream::connect(addr).unwrap();
+                    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    while !stop.load(Ordering::Relaxed) {
+                        writer
+                            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                            .unwrap();
+                        let response = read_response(&mut reader);
+                        sent += 1;
+                        if response.status != 200
+                            || !response.complete
+                            || !bodies.contains(&response.body.as_str())
+                        {
+                            failures.push(format!("{response:?}"));
+                            break;
+                        }
+                        if !seen.contains(&response.body) {
+                            seen.push(response.body);
+                        }
+                    }
+                    (sent, failures, seen)
+                })
+            })
+            .collect();
+        Hammer { stop, threads }
+    }
+
+    /// Stops the clients; returns how many requests they sent, every
+    /// failure, and every body seen.
+    fn finish(self) -> (usize, Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = (0, Vec::new(), Vec::new());
+        for thread in self.threads {
+            let (sent, failures, seen) = thread.join().unwrap();
+            total.0 += sent;
+            total.1.extend(failures);
+            for body in seen {
+                if !total.2.contains(&body) {
+                    total.2.push(body);
+                }
+            }
+        }
+        total
+    }
+}
+
+fn get(serve: &Serve) -> String {
+    serve.get("/").expect(200).to_owned()
+}
+
+#[test]
+fn up_watch_swaps_in_each_rebuild_while_requests_keep_succeeding() {
+    let tern = Tern::new();
+    let app = copying_app("hello.wasm");
+    let serve = Serve::spawn_verb(with_path(&tern), "up", app.path(), &["--watch"]);
+    serve.wait_for_log("watching for changes");
+    assert_eq!(get(&serve), HELLO);
+
+    let hammer = Hammer::start(serve.addr, 4, &[HELLO, BODY]);
+    let versions = [("body.wasm", BODY), ("hello.wasm", HELLO)];
+    for round in 1..=6 {
+        let (file, body) = versions[usize::from(round % 2 == 0)];
+        std::fs::write(app.path().join("which"), file).unwrap();
+        serve.wait_for_nth_log("tern: reloaded in", round);
+        assert_eq!(get(&serve), body, "after reload {round}");
+    }
+    // A build that fails keeps the last good version serving.
+    std::fs::write(app.path().join("which"), "missing.wasm").unwrap();
+    let failed = serve.wait_for_log("reload failed");
+    assert!(
+        failed.contains("building component `web`") && failed.contains("exited with status 1"),
+        "{failed}"
+    );
+    serve.wait_for_log("cannot stat 'missing.wasm'");
+    assert_eq!(get(&serve), HELLO);
+
+    let (sent, failures, seen) = hammer.finish();
+    eprintln!("{sent} requests over 6 reloads and a failed build");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        seen.len() == 2,
+        "the clients saw only {seen:?} in {sent} requests"
+    );
+}
+
+#[test]
+fn sighup_swaps_new_binaries_in_and_requests_in_flight_finish_on_the_old_code() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(HTTP_SLOW, dir.path().join("app.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/...\"\ncomponent = \"web\"\n[component.web]\nsource = \"app.wasm\"\n",
+    )
+    .unwrap();
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+
+    // A request that is still running on the old code when the swap lands.
+    let addr = serve.addr;
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream
+            .write_all(b"GET /?ms=8000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        read_response(&mut BufReader::new(stream))
+    });
+    serve.wait_for_log("slow request started");
+
+    replace(&dir.path().join("app.wasm"), HTTP_HELLO);
+    serve.signal(libc::SIGHUP);
+    serve.wait_for_log("tern: reloaded in");
+    assert_eq!(get(&serve), HELLO, "new requests get the new code");
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the swap"
+    );
+    assert_eq!(slow.join().unwrap().expect(200), "done");
+
+    // A manifest that no longer loads leaves the running version serving.
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        "manifest_version = 1\n[app]\n",
+    )
+    .unwrap();
+    serve.signal(libc::SIGHUP);
+    let failed = serve.wait_for_log("reload failed");
+    assert!(failed.contains("tern.toml"), "{failed}");
+    assert_eq!(get(&serve), HELLO);
+}
+
+/// Replaces `path` with a copy of `source` the way a deploy does: write
+/// beside it, then rename over it.
+fn replace(path: &Path, source: &str) {
+    let staged = path.with_extension("new");
+    std::fs::copy(source, &staged).unwrap();
+    std::fs::rename(staged, path).unwrap();
+}

@@ -5,9 +5,11 @@
 mod build;
 mod compile;
 mod compiling;
+mod compose;
 mod exit;
 mod kv;
 mod log;
+mod new;
 mod reload;
 mod run;
 mod serve;
@@ -35,10 +37,14 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Compile a program ahead of time into an artifact only this installation trusts
     Compile(compile::CompileArgs),
+    /// Create a new app from a template (`tern new --list` shows them)
+    New(new::NewArgs),
     /// Build an app's components with the commands in its manifest
     Build(build::BuildArgs),
     /// Build an app, then serve it; --watch rebuilds and swaps on change
     Up(up::UpArgs),
+    /// Make one component from an app and the library components it imports
+    Compose(compose::ComposeArgs),
     /// Read and write an app's key-value stores
     Kv(kv::KvArgs),
 }
@@ -49,8 +55,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Compile(args) => compile::main(args),
+        Command::New(args) => new::main(args),
         Command::Build(args) => build::main(args),
         Command::Up(args) => up::main(args),
+        Command::Compose(args) => compose::main(args),
         Command::Kv(args) => kv::main(args),
     };
     result.unwrap_or_else(|err| {

@@ -262,7 +262,10 @@ fn prepare(
             }
             WasiHttpExecutor::new(engine, &c)
                 .map(Executor::WasiHttp)
-                .map_err(|e| format!("cannot prepare {file}: {e:#}"))
+                .map_err(|e| match tern_runtime::explain_link_error(&e) {
+                    Some(line) => format!("cannot link {file}: {line}"),
+                    None => format!("cannot prepare {file}: {e:#}"),
+                })
         }
         (Program::Module(m), None | Some(ExecutorName::Wagi)) => WagiExecutor::new(engine, &m)
             .map(Executor::Wagi)

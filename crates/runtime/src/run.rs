@@ -207,7 +207,10 @@ fn instantiated<I>(
             tern_manifest::units::ByteSize(bytes as u64),
             config.limits.max_memory
         ),
-        None => e.context("instantiating the program"),
+        None => match crate::explain_link_error(&e) {
+            Some(line) => wasmtime::format_err!("cannot link the program: {line}"),
+            None => e.context("instantiating the program"),
+        },
     })
 }
 

@@ -37,14 +37,9 @@ build = {{ command = '{b_command}' }}
 }
 
 fn build(tern: &Tern, args: &[&str]) -> crate::support::Output {
-    let mut command = tern.command();
-    command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    let out = command.arg("build").args(args).output().unwrap();
-    crate::support::Output {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    tern.run_dev(&all)
 }
 
 #[test]

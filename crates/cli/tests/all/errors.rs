@@ -43,6 +43,20 @@ pub fn not_command() {
 }
 
 #[test]
+pub fn imports_unknown() {
+    Tern::new().run(&["run", WAT_IMPORTS_UNKNOWN]).code(1).one_line_error(
+        "cannot link the program: it imports `example:text/markup@0.1.0`, which Tern does not provide (function `render`); plug in a component that exports it with `tern compose`",
+    );
+}
+
+#[test]
+pub fn imports_mismatched() {
+    Tern::new().run(&["run", WAT_IMPORTS_MISMATCHED]).code(1).one_line_error(
+        "cannot link the program: it imports `wasi:cli/environment@0.2.0`, which Tern provides with different types (function `get-arguments`): results: Tern's is `list`, the component's is `u32`; build against the WIT Tern ships (see `wit/` and the WASI 0.2 packages)",
+    );
+}
+
+#[test]
 fn missing_file() {
     Tern::new()
         .run(&["run", "/no/such/program.wasm"])

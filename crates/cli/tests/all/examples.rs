@@ -1,7 +1,6 @@
 //! The examples, built from source and served as a user would.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use test_programs::redis::RedisServer;
 
@@ -12,17 +11,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds an example's component the way its README says.
-fn build_example(name: &str) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(repo())
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
-        .args(["--target-dir", "target/examples", "--manifest-path"])
-        .arg(format!("examples/{name}/Cargo.toml"))
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building examples/{name} failed");
+/// Builds an example with `tern build`, as its README says.
+fn build_example(tern: &Tern, name: &str) {
+    let app = repo().join("examples").join(name);
+    let out = tern.run_dev(&["build", app.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "building examples/{name}: {out:?}");
 }
 
 fn shorten_and_follow(serve: &Serve, base: &str) {
@@ -45,8 +38,8 @@ fn shorten_and_follow(serve: &Serve, base: &str) {
 
 #[test]
 fn url_shortener_on_sqlite_and_on_redis() {
-    build_example("url-shortener");
     let tern = Tern::new();
+    build_example(&tern, "url-shortener");
     let app = repo().join("examples/url-shortener");
     let state = tempfile::tempdir().unwrap();
     let state_arg = ["--state-dir", state.path().to_str().unwrap()];
@@ -86,4 +79,53 @@ fn url_shortener_on_sqlite_and_on_redis() {
         .to_string();
     assert_eq!(second.trim(), "http://127.0.0.1:3000/2");
     assert_eq!(a.get("/2").header("location"), Some("https://example.org/"));
+}
+
+#[test]
+fn composed_rust_app_calling_a_javascript_library() {
+    let tern = Tern::new();
+    build_example(&tern, "composed");
+    let app = repo().join("examples/composed");
+    let serve = Serve::spawn(tern.command(), &app, &[]);
+    assert_eq!(
+        serve
+            .get("/render?text=%23%20Hello%20**world**")
+            .expect(200),
+        "<h1 id=\"hello-world\">Hello <strong>world</strong></h1>\n"
+    );
+    assert_eq!(
+        serve
+            .get("/slug?text=Cr%C3%A8me%20Br%C3%BBl%C3%A9e%2C%202nd%20try!")
+            .expect(200)
+            .trim_end(),
+        "creme-brulee-2nd-try"
+    );
+    // The library's own error, typed by the WIT, reaches the client.
+    assert_eq!(
+        serve.get("/render?text=%60%60%60%0Aunclosed").expect(422),
+        "line 1: code fence is never closed\n"
+    );
+}
+
+#[test]
+fn examples_readme_lists_every_example_with_its_command() {
+    let readme = std::fs::read_to_string(repo().join("examples/README.md")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| [{name}]({name}) |")));
+            // A row names the example and gives one command in backticks.
+            if !row.is_some_and(|r| r.trim_end().ends_with("` |")) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "examples/README.md lacks a row for {missing:?}"
+    );
 }

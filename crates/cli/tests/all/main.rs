@@ -17,6 +17,7 @@ mod serve_limits;
 mod services;
 mod serving;
 mod support;
+mod templates;
 
 // Every guest program has a test named after it.
 use errors::*;

@@ -44,12 +44,6 @@ build = { command = "cp \"$(cat which)\" app.wasm", watch = ["which"] }
     dir
 }
 
-fn with_path(tern: &Tern) -> std::process::Command {
-    let mut command = tern.command();
-    command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    command
-}
-
 /// Clients sending requests on keep-alive connections until stopped, each
 /// response checked to be complete, 200, and one of `bodies`.
 struct Hammer {
@@ -122,7 +116,7 @@ fn get(serve: &Serve) -> String {
 fn up_watch_swaps_in_each_rebuild_while_requests_keep_succeeding() {
     let tern = Tern::new();
     let app = copying_app("hello.wasm");
-    let serve = Serve::spawn_verb(with_path(&tern), "up", app.path(), &["--watch"]);
+    let serve = Serve::spawn_verb(tern.dev_command(), "up", app.path(), &["--watch"]);
     serve.wait_for_log("watching for changes");
     assert_eq!(get(&serve), HELLO);
 

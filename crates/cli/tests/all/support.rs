@@ -41,6 +41,41 @@ impl Tern {
         cmd
     }
 
+    /// A `tern` command that can run build tools: the caller's PATH, HOME
+    /// and toolchain settings pass through (the caches stay isolated).
+    pub fn dev_command(&self) -> Command {
+        let mut cmd = self.command();
+        for name in [
+            "PATH",
+            "HOME",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "RUSTUP_TOOLCHAIN",
+            "PYENV_ROOT",
+        ] {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd
+    }
+
+    /// Runs `tern` with [`Tern::dev_command`].
+    pub fn run_dev(&self, args: &[&str]) -> Output {
+        let out = self
+            .dev_command()
+            .args(args)
+            .output()
+            .expect("starting tern");
+        let output = Output {
+            code: out.status.code().expect("tern was killed by a signal"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert_ne!(output.code, 101, "tern panicked: {output:?}");
+        output
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with_stdin(args, "")
     }

@@ -27,8 +27,10 @@ fn embed_templates() {
     println!("cargo:rerun-if-changed={}", templates.display());
     println!("cargo:rerun-if-changed={}", wit.display());
 
-    let mut out = String::from("/// Every template: its name and files (path, contents).\n");
-    out.push_str("pub static TEMPLATES: &[(&str, &[(&str, &[u8])])] = &[\n");
+    let mut out = String::from("/// A file: its path and contents.\n");
+    out.push_str("pub type File = (&'static str, &'static [u8]);\n\n");
+    out.push_str("/// Every template: its name and files.\n");
+    out.push_str("pub static TEMPLATES: &[(&str, &[File])] = &[\n");
     let mut names: Vec<PathBuf> = read_dir(&templates)
         .into_iter()
         .filter(|p| p.is_dir())
@@ -41,7 +43,7 @@ fn embed_templates() {
         out.push_str("    ]),\n");
     }
     out.push_str("];\n\n/// Tern's WIT (path under `wit/`, contents).\n");
-    out.push_str("pub static WIT: &[(&str, &[u8])] = &[\n");
+    out.push_str("pub static WIT: &[File] = &[\n");
     files(&wit, &wit, &mut out);
     out.push_str("];\n");
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("templates.rs");

@@ -44,11 +44,14 @@ build = { command = "cp \"$(cat which)\" app.wasm", watch = ["which"] }
     dir
 }
 
+/// What the clients saw: requests sent, failures, distinct bodies.
+type Tally = (usize, Vec<String>, Vec<String>);
+
 /// Clients sending requests on keep-alive connections until stopped, each
 /// response checked to be complete, 200, and one of `bodies`.
 struct Hammer {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<(usize, Vec<String>, Vec<String>)>>,
+    threads: Vec<JoinHandle<Tally>>,
 }
 
 impl Hammer {
@@ -91,7 +94,7 @@ impl Hammer {
 
     /// Stops the clients; returns how many requests they sent, every
     /// failure, and every body seen.
-    fn finish(self) -> (usize, Vec<String>, Vec<String>) {
+    fn finish(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = (0, Vec::new(), Vec::new());
         for thread in self.threads {

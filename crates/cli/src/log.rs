@@ -2,7 +2,8 @@
 //! output, as text or JSON.
 
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use tern_http::{AccessRecord, EventSink, GuestLine};
@@ -18,18 +19,85 @@ pub enum LogFormat {
 
 pub struct LogSink {
     format: LogFormat,
+    pending: Arc<Pending>,
+}
+
+/// Lines not yet written. Under load, one write carries many lines instead
+/// of a syscall per request; a line waits at most [`LATENCY`].
+#[derive(Default)]
+struct Pending {
+    lines: Mutex<Vec<u8>>,
+    /// Signalled when the first line arrives in an empty buffer.
+    arrived: Condvar,
+}
+
+/// The longest a line waits in the buffer.
+const LATENCY: Duration = Duration::from_millis(20);
+
+/// Past this many bytes the buffer is written at once.
+const HIGH_WATER: usize = 32 << 10;
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes what is buffered; whole lines only, so lines never interleave.
+    fn flush(lines: &mut Vec<u8>) {
+        if !lines.is_empty() {
+            let _ = std::io::stderr().lock().write_all(lines);
+            lines.clear();
+        }
+    }
 }
 
 impl LogSink {
     pub fn new(format: LogFormat) -> Self {
-        LogSink { format }
+        let pending = Arc::new(Pending::default());
+        let writer = pending.clone();
+        // Without the writer thread lines are still written, by `flush`
+        // or past the high-water mark; losing it only delays them.
+        let _ = std::thread::Builder::new()
+            .name("tern-log".into())
+            .spawn(move || {
+                loop {
+                    let mut lines = writer.lock();
+                    while lines.is_empty() {
+                        lines = writer
+                            .arrived
+                            .wait(lines)
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                    drop(lines);
+                    // Let more lines gather, then write them together.
+                    std::thread::sleep(LATENCY);
+                    Pending::flush(&mut writer.lock());
+                }
+            });
+        LogSink { format, pending }
     }
 
-    /// Writes one whole line with a single write, so lines from
-    /// concurrent requests never interleave.
+    /// Writes every buffered line now.
+    pub fn flush(&self) {
+        Pending::flush(&mut self.pending.lock());
+    }
+
     fn write(&self, mut line: String) {
         line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let mut lines = self.pending.lock();
+        let was_empty = lines.is_empty();
+        lines.extend_from_slice(line.as_bytes());
+        if lines.len() >= HIGH_WATER {
+            Pending::flush(&mut lines);
+        } else if was_empty {
+            self.pending.arrived.notify_one();
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

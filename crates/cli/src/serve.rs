@@ -110,6 +110,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         |n| n as usize,
     );
     let sink = Arc::new(LogSink::new(args.log_format));
+    let log = sink.clone();
     let grace = config.grace;
     let listen = args.listen;
     let server = Server::bind(app, config.clone(), sink)
@@ -128,6 +129,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         slot: server.app_slot(),
     };
     let reloads = runtime.block_on(async { reload::start(reloader, watch) })?;
+    let last_words = log.clone();
     let stop = async move {
         loop {
             match signals.next().await {
@@ -135,6 +137,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
                 Signal::Reload => reloads.request(Vec::new()),
             }
         }
+        last_words.flush();
         eprintln!(
             "tern: shutting down; in-flight requests get {}",
             HumanDuration(grace)
@@ -142,11 +145,13 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         // A second signal stops at once.
         tokio::spawn(async move {
             while signals.next().await == Signal::Reload {}
+            last_words.flush();
             std::process::exit(130);
         });
     };
-    let shutdown = runtime.block_on(server.run(threads, stop))?;
-    if shutdown == Shutdown::CutOff {
+    let shutdown = runtime.block_on(server.run(threads, stop));
+    log.flush();
+    if shutdown? == Shutdown::CutOff {
         eprintln!("tern: grace period over; closed the connections still open");
     }
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use test_programs::*;
 
@@ -18,7 +19,9 @@ const HELLO: &str = "hello, world\n";
 const BODY: &str = "read 0 bytes";
 
 /// An app whose build copies the binary named in the file `which` to
-/// `app.wasm`: a real build command, fast enough to run many times.
+/// `app.wasm`, after a second that stands for compiling: a real build
+/// command, quick enough to run many times. A second component, `other`,
+/// watches another file.
 fn copying_app(first: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(HTTP_HELLO, dir.path().join("hello.wasm")).unwrap();
@@ -35,17 +38,33 @@ name = "swap"
 path = "/..."
 component = "web"
 
+[[route]]
+path = "/other"
+component = "other"
+
 [component.web]
 source = "app.wasm"
-build = { command = "cp \"$(cat which)\" app.wasm", watch = ["which"] }
+build = { command = "sleep 1 && cp \"$(cat which)\" app.wasm", watch = ["which"] }
+
+[component.other]
+source = "other.wasm"
+build = { command = "cp body.wasm other.wasm", watch = ["other.txt"] }
 "#,
     )
     .unwrap();
     dir
 }
 
-/// What the clients saw: requests sent, failures, distinct bodies.
-type Tally = (usize, Vec<String>, Vec<String>);
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    sent: usize,
+    failures: Vec<String>,
+    /// Distinct bodies.
+    seen: Vec<String>,
+    /// The longest a response took.
+    slowest: Duration,
+}
 
 /// Clients sending requests on keep-alive connections until stopped, each
 /// response checked to be complete, 200, and one of `bodies`.
@@ -61,31 +80,31 @@ impl Hammer {
             .map(|_| {
                 let stop = stop.clone();
                 std::thread::spawn(move || {
-                    let mut sent = 0;
-                    let mut failures = Vec::new();
-                    let mut seen = Vec::new();
+                    let mut tally = Tally::default();
                     let stream = TcpStream::connect(addr).unwrap();
                     stream.set_read_timeout(Some(PATIENCE)).unwrap();
                     let mut writer = stream.try_clone().unwrap();
                     let mut reader = BufReader::new(stream);
                     while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
                         writer
                             .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
                             .unwrap();
                         let response = read_response(&mut reader);
-                        sent += 1;
+                        tally.slowest = tally.slowest.max(started.elapsed());
+                        tally.sent += 1;
                         if response.status != 200
                             || !response.complete
                             || !bodies.contains(&response.body.as_str())
                         {
-                            failures.push(format!("{response:?}"));
+                            tally.failures.push(format!("{response:?}"));
                             break;
                         }
-                        if !seen.contains(&response.body) {
-                            seen.push(response.body);
+                        if !tally.seen.contains(&response.body) {
+                            tally.seen.push(response.body);
                         }
                     }
-                    (sent, failures, seen)
+                    tally
                 })
             })
             .collect();
@@ -96,14 +115,15 @@ impl Hammer {
     /// failure, and every body seen.
     fn finish(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
-        let mut total = (0, Vec::new(), Vec::new());
+        let mut total = Tally::default();
         for thread in self.threads {
-            let (sent, failures, seen) = thread.join().unwrap();
-            total.0 += sent;
-            total.1.extend(failures);
-            for body in seen {
-                if !total.2.contains(&body) {
-                    total.2.push(body);
+            let tally = thread.join().unwrap();
+            total.sent += tally.sent;
+            total.failures.extend(tally.failures);
+            total.slowest = total.slowest.max(tally.slowest);
+            for body in tally.seen {
+                if !total.seen.contains(&body) {
+                    total.seen.push(body);
                 }
             }
         }
@@ -141,8 +161,13 @@ fn up_watch_swaps_in_each_rebuild_while_requests_keep_succeeding() {
     serve.wait_for_log("cannot stat 'missing.wasm'");
     assert_eq!(get(&serve), HELLO);
 
-    let (sent, failures, seen) = hammer.finish();
-    eprintln!("{sent} requests over 6 reloads and a failed build");
+    let Tally {
+        sent,
+        failures,
+        seen,
+        slowest,
+    } = hammer.finish();
+    eprintln!("{sent} requests over 6 reloads and a failed build; slowest {slowest:?}");
     assert!(
         failures.is_empty(),
         "{} of {sent} failed: {failures:?}",
@@ -152,6 +177,14 @@ fn up_watch_swaps_in_each_rebuild_while_requests_keep_succeeding() {
         seen.len() == 2,
         "the clients saw only {seen:?} in {sent} requests"
     );
+    // Each build takes a second; no request waited for one.
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a request took {slowest:?}"
+    );
+    // Only the component whose files changed was rebuilt.
+    let log = serve.log();
+    assert_eq!(log.matches("tern: building other").count(), 1, "{log}");
 }
 
 #[test]

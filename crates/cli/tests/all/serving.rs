@@ -116,22 +116,7 @@ impl Serve {
     /// Waits until a log line contains `needle`, and returns it.
     #[track_caller]
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let (lines, cond) = &*self.log;
-        let deadline = Instant::now() + PATIENCE;
-        let mut lines = lines.lock().unwrap();
-        loop {
-            if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let now = Instant::now();
-            if lines.last().is_some_and(|l| l == "\u{0}eof") || now >= deadline {
-                panic!(
-                    "tern serve never logged {needle:?}; log:\n{}",
-                    lines.join("\n")
-                );
-            }
-            lines = cond.wait_timeout(lines, deadline - now).unwrap().0;
-        }
+        self.wait_for_nth_log(needle, 1)
     }
 
     /// Waits until `count` log lines contain `needle`, and returns the last.

@@ -62,18 +62,12 @@ impl Tern {
 
     /// Runs `tern` with [`Tern::dev_command`].
     pub fn run_dev(&self, args: &[&str]) -> Output {
-        let out = self
-            .dev_command()
-            .args(args)
-            .output()
-            .expect("starting tern");
-        let output = Output {
-            code: out.status.code().expect("tern was killed by a signal"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert_ne!(output.code, 101, "tern panicked: {output:?}");
-        output
+        Output::of(
+            self.dev_command()
+                .args(args)
+                .output()
+                .expect("starting tern"),
+        )
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -95,7 +89,13 @@ impl Tern {
             .unwrap()
             .write_all(stdin.as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
+        Output::of(child.wait_with_output().unwrap())
+    }
+}
+
+impl Output {
+    /// What a finished `tern` printed; never a panic of Tern's own.
+    fn of(out: std::process::Output) -> Output {
         let output = Output {
             code: out.status.code().expect("tern was killed by a signal"),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -105,9 +105,7 @@ impl Tern {
         assert_ne!(output.code, 101, "tern panicked: {output:?}");
         output
     }
-}
 
-impl Output {
     /// Asserts the exit code, showing everything printed when it differs.
     #[track_caller]
     pub fn code(&self, code: i32) -> &Self {

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use notify::{EventKind, RecursiveMode, Watcher as _};
+use notify::{EventKind, RecursiveMode};
 use tern_manifest::Manifest;
 use tern_runtime::{Error, Result};
 
@@ -108,26 +108,18 @@ struct Changes {
 }
 
 /// Watches `manifest`'s sources on a thread of its own for as long as the
-/// process lives.
+/// process lives. When the manifest changes, what is watched follows it.
 pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
-    let targets = Targets::new(manifest)?;
+    let mut targets = Targets::new(manifest)?;
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx)
         .map_err(|e| Error::msg(format!("cannot watch files: {e}")))?;
     for (dir, recursive) in targets.roots() {
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
-        watcher
-            .watch(&dir, mode)
-            .map_err(|e| Error::msg(format!("cannot watch {}: {e}", dir.display())))?;
+        watch(&mut watcher, &dir, recursive)?;
     }
     std::thread::Builder::new()
         .name("tern-watch".into())
         .spawn(move || {
-            let _watcher = watcher;
             let mut changes = Changes::default();
             loop {
                 // Block for the first event, then gather until quiet.
@@ -136,6 +128,9 @@ pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
                         Ok(event) => event,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             let done = std::mem::take(&mut changes);
+                            if done.manifest {
+                                targets = follow(&mut watcher, targets);
+                            }
                             reloads.request(done.rebuild.into_iter().collect());
                             continue;
                         }
@@ -159,6 +154,39 @@ pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+fn watch(watcher: &mut impl notify::Watcher, dir: &Path, recursive: bool) -> Result<()> {
+    let mode = if recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    watcher
+        .watch(dir, mode)
+        .map_err(|e| Error::msg(format!("cannot watch {}: {e}", dir.display())))
+}
+
+/// The targets of the manifest as it now reads, with the watcher moved to
+/// their directories; the old targets if it does not load (the reload
+/// reports why).
+fn follow(watcher: &mut impl notify::Watcher, old: Targets) -> Targets {
+    let Ok(new) = tern_manifest::load_unbuilt(&old.manifest)
+        .map_err(|e| Error::msg(e.to_string()))
+        .and_then(|m| Targets::new(&m))
+    else {
+        return old;
+    };
+    let (before, after) = (old.roots(), new.roots());
+    for (dir, _) in before.difference(&after) {
+        let _ = watcher.unwatch(dir);
+    }
+    for (dir, recursive) in after.difference(&before) {
+        if let Err(error) = watch(watcher, dir, *recursive) {
+            eprintln!("tern: {error}");
+        }
+    }
+    new
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

@@ -185,6 +185,16 @@ fn up_watch_swaps_in_each_rebuild_while_requests_keep_succeeding() {
     // Only the component whose files changed was rebuilt.
     let log = serve.log();
     assert_eq!(log.matches("tern: building other").count(), 1, "{log}");
+
+    // The watcher follows the manifest: a new glob takes effect at once.
+    let toml = std::fs::read_to_string(app.path().join("tern.toml")).unwrap();
+    let toml = toml.replace(r#"watch = ["other.txt"]"#, r#"watch = ["other-*.txt"]"#);
+    std::fs::write(app.path().join("tern.toml"), toml).unwrap();
+    serve.wait_for_nth_log("tern: reloaded in", 7);
+    std::fs::write(app.path().join("other-2.txt"), "edited").unwrap();
+    serve.wait_for_nth_log("tern: building other", 2);
+    serve.wait_for_nth_log("tern: reloaded in", 8);
+    assert_eq!(serve.get("/other").expect(200), BODY);
 }
 
 #[test]

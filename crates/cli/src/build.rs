@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -81,6 +81,25 @@ pub fn default_jobs() -> usize {
 /// Lines of a failed build's output shown in its error.
 const TAIL_LINES: usize = 30;
 
+/// Output kept per build: enough for [`TAIL_LINES`] long lines.
+const TAIL_BYTES: usize = 64 << 10;
+
+/// How long output may still arrive after the command exited.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// The last [`TAIL_BYTES`] or more of a build's output.
+#[derive(Default)]
+struct Tail(Vec<u8>);
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+        if self.0.len() > 2 * TAIL_BYTES {
+            self.0.drain(..self.0.len() - TAIL_BYTES);
+        }
+    }
+}
+
 /// How often a build that is still running is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
@@ -134,6 +153,9 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
             }
         }
     });
+    if let Some(dir) = tern_dir() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     match failure {
         Some(message) => Err(Error::msg(message)),
         None => {
@@ -175,11 +197,21 @@ fn run(build: &Build, path: Option<&std::ffi::OsStr>) -> std::result::Result<(),
     // The command's handles to the pipe went to the child; dropping ours
     // (inside `command`) lets the read end see EOF when the child exits.
     drop(command);
-    let mut output = Vec::new();
-    let _ = reader.read_to_end(&mut output);
+    // Read on a thread of its own: a process the build leaves running in
+    // the background keeps the pipe open, and must not hold the build up.
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tail = Tail::default();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+            tail.push(&chunk[..n]);
+        }
+        let _ = done_tx.send(tail.0);
+    });
     let status = child
         .wait()
         .map_err(|e| format!("waiting for the command: {e}"))?;
+    let output = done_rx.recv_timeout(DRAIN).unwrap_or_default();
     if status.success() {
         return Ok(());
     }
@@ -204,10 +236,7 @@ fn tail(output: &[u8]) -> String {
     }
     let skip = lines.len().saturating_sub(TAIL_LINES);
     let heading = if skip > 0 {
-        format!(
-            "; the last {TAIL_LINES} of {} lines it printed:",
-            lines.len()
-        )
+        format!("; the last {TAIL_LINES} lines it printed:")
     } else {
         "; its output:".to_owned()
     };
@@ -227,13 +256,23 @@ fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// PATH with this tern's directory first, so that a build command can run
-/// `tern compose` and friends with the same tern.
+/// PATH with a directory holding only this `tern` first, so that a build
+/// command runs `tern compose` with the same tern, without this tern's own
+/// directory (`/usr/local/bin`, say) shadowing the user's toolchains.
 fn path_with_tern() -> Option<OsString> {
-    let dir = std::env::current_exe()
-        .ok()?
-        .parent()
-        .map(Path::to_path_buf)?;
+    let exe = std::env::current_exe().ok()?;
+    let dir = tern_dir()?;
+    let link = dir.join("tern");
+    if std::fs::read_link(&link).ok().as_ref() != Some(&exe) {
+        std::fs::create_dir_all(&dir).ok()?;
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&exe, &link).ok()?;
+    }
     let rest = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&rest))).ok()
+}
+
+/// Where [`path_with_tern`] puts its `tern` link; removed after the builds.
+fn tern_dir() -> Option<PathBuf> {
+    Some(std::env::temp_dir().join(format!("tern-{}-path", std::process::id())))
 }

@@ -128,15 +128,78 @@ fn check_name(name: &str) -> Result<()> {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::msg(format!(
+    if !valid {
+        return Err(Error::msg(format!(
             "invalid app name `{}`: use lowercase letters, digits, `-` and `_`, starting with a letter",
             name.escape_debug()
-        )))
+        )));
     }
+    if RESERVED.contains(&name.replace('-', "_").as_str()) {
+        return Err(Error::msg(format!(
+            "invalid app name `{name}`: reserved by Rust or Cargo; choose another"
+        )));
+    }
+    Ok(())
 }
+
+/// Names Cargo refuses for a package: Rust keywords and the standard crates.
+const RESERVED: &[&str] = &[
+    "abstract",
+    "alloc",
+    "as",
+    "async",
+    "await",
+    "become",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "core",
+    "crate",
+    "do",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "final",
+    "fn",
+    "for",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "proc_macro",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "std",
+    "struct",
+    "super",
+    "test",
+    "trait",
+    "true",
+    "try",
+    "type",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "use",
+    "virtual",
+    "where",
+    "while",
+    "yield",
+];
 
 /// Writes `template`'s files for `name` into `dir`, which must not exist
 /// or be empty. Returns how many files it wrote.
@@ -211,7 +274,9 @@ mod tests {
         for name in ["a", "my-app", "app_2"] {
             assert!(check_name(name).is_ok(), "{name}");
         }
-        for name in ["", "My", "1a", "-a", "a b", "a/b", "../x"] {
+        for name in [
+            "", "My", "1a", "-a", "a b", "a/b", "../x", "test", "std", "fn",
+        ] {
             assert!(check_name(name).is_err(), "{name}");
         }
     }

@@ -61,13 +61,15 @@ pub(crate) fn start(reloader: Reloader, watch: Option<Watch>) -> Result<Reloads>
             let reloader = reloader.clone();
             let outcome =
                 tokio::task::spawn_blocking(move || reloader.reload(&rebuild, jobs)).await;
-            if let Ok(Err(error)) = outcome {
-                let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
-                eprintln!(
-                    "tern: reload failed, still serving the previous version: {}",
+            let why = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => {
+                    let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
                     chain.join(": ")
-                );
-            }
+                }
+                Err(_) => "the reload stopped unexpectedly (a bug in Tern)".to_owned(),
+            };
+            eprintln!("tern: reload failed, still serving the previous version: {why}");
         }
     });
     Ok(reloads)

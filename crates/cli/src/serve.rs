@@ -2,6 +2,7 @@
 //! swap in a new version of the app on SIGHUP (or, under `tern up --watch`,
 //! when its sources change), and shut down gracefully on SIGINT or SIGTERM.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,9 +23,10 @@ use crate::reload::{self, Reloader, Watch};
 #[command(
     after_help = "Limits given here apply to every component that does not set its own in \
 [component.NAME.limits]. The server prints `listening on http://ADDR` to stderr once ready, \
-then one access-log line per request. SIGHUP re-reads the manifest and the components' \
+then one access-log line per request. SIGHUP (or SIGUSR1) re-reads the manifest and the components' \
 binaries and swaps the new version in without dropping a request; if loading fails, the \
-running version keeps serving."
+running version keeps serving. When stderr is a terminal, SIGHUP means the terminal closed and \
+stops Tern; use SIGUSR1 there."
 )]
 pub struct ServeArgs {
     /// The app's manifest, or a directory holding `tern.toml`
@@ -150,6 +152,8 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         });
     };
     let shutdown = runtime.block_on(server.run(threads, stop));
+    // A reload or build still running must not hold the exit up.
+    runtime.shutdown_background();
     log.flush();
     if shutdown? == Shutdown::CutOff {
         eprintln!("tern: grace period over; closed the connections still open");
@@ -183,16 +187,20 @@ pub(crate) fn print_app(app: &App, out: &mut String) {
 enum Signal {
     /// SIGINT or SIGTERM: shut down gracefully.
     Stop,
-    /// SIGHUP: load the app again and swap it in.
+    /// SIGHUP (when not on a terminal) or SIGUSR1: load the app again and
+    /// swap it in.
     Reload,
 }
 
-/// SIGINT, SIGTERM and SIGHUP, listened for from the moment they are
-/// installed.
+/// SIGINT, SIGTERM, SIGHUP and SIGUSR1, listened for from the moment they
+/// are installed.
 struct Signals {
     interrupt: unix::Signal,
     terminate: unix::Signal,
     hangup: unix::Signal,
+    user1: unix::Signal,
+    /// SIGHUP from a terminal means it closed: stop rather than reload.
+    hangup_stops: bool,
 }
 
 impl Signals {
@@ -202,6 +210,8 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
+            hangup_stops: std::io::stderr().is_terminal(),
         })
     }
 
@@ -209,7 +219,8 @@ impl Signals {
         tokio::select! {
             _ = self.interrupt.recv() => Signal::Stop,
             _ = self.terminate.recv() => Signal::Stop,
-            _ = self.hangup.recv() => Signal::Reload,
+            _ = self.hangup.recv() => if self.hangup_stops { Signal::Stop } else { Signal::Reload },
+            _ = self.user1.recv() => Signal::Reload,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! The file watcher of `tern up --watch`: maps changed files to the
 //! components whose `build.watch` globs match them, waits for the edits to
-//! settle, and asks for a reload that rebuilds those components.
+//! settle, and asks for a reload that rebuilds those components. When the
+//! manifest changes, what is watched follows it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use notify::{EventKind, RecursiveMode};
-use tern_manifest::Manifest;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tern_manifest::{Build, Manifest};
 use tern_runtime::{Error, Result};
 
 use crate::reload::Reloads;
@@ -32,9 +33,10 @@ const IGNORED_DIRS: [&str; 6] = [
 /// What a changed file means.
 struct Targets {
     manifest: PathBuf,
-    /// Components with a build entry: workdir and watched globs.
-    built: Vec<(String, PathBuf, GlobSet)>,
-    /// Components without one: the binary itself is watched.
+    /// Components with a build entry: the entry, its absolute workdir and
+    /// its watched globs (`*` stops at `/`; `**` crosses directories).
+    built: Vec<(String, Build, PathBuf, GlobSet)>,
+    /// Every component's binary.
     binaries: Vec<(String, PathBuf)>,
 }
 
@@ -43,17 +45,20 @@ impl Targets {
         let mut built = Vec::new();
         let mut binaries = Vec::new();
         for component in manifest.components.values() {
-            match &component.build {
-                Some(build) => {
-                    let mut globs = GlobSetBuilder::new();
-                    for pattern in &build.watch {
-                        globs.add(Glob::new(pattern).map_err(Error::msg)?);
-                    }
-                    let globs = globs.build().map_err(Error::msg)?;
-                    built.push((component.id.clone(), absolute(&build.workdir)?, globs));
+            if let Some(build) = &component.build {
+                let mut globs = GlobSetBuilder::new();
+                for pattern in &build.watch {
+                    let glob = GlobBuilder::new(pattern)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(Error::msg)?;
+                    globs.add(glob);
                 }
-                None => binaries.push((component.id.clone(), absolute(&component.source)?)),
+                let globs = globs.build().map_err(Error::msg)?;
+                let workdir = absolute(&build.workdir)?;
+                built.push((component.id.clone(), build.clone(), workdir, globs));
             }
+            binaries.push((component.id.clone(), absolute(&component.source)?));
         }
         Ok(Targets {
             manifest: absolute(&manifest.path)?,
@@ -62,28 +67,40 @@ impl Targets {
         })
     }
 
-    /// The directories to watch, and whether recursively.
-    fn roots(&self) -> BTreeSet<(PathBuf, bool)> {
+    /// The directories to watch: recursively when any component needs it.
+    fn roots(&self) -> BTreeMap<PathBuf, bool> {
         let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut roots = BTreeSet::new();
-        roots.insert((parent(&self.manifest), false));
-        for (_, workdir, globs) in &self.built {
+        let mut roots = BTreeMap::new();
+        let mut add = |dir: PathBuf, recursive: bool| {
+            *roots.entry(dir).or_insert(false) |= recursive;
+        };
+        add(parent(&self.manifest), false);
+        for (_, _, workdir, globs) in &self.built {
             if !globs.is_empty() {
-                roots.insert((workdir.clone(), true));
+                add(workdir.clone(), true);
             }
         }
-        for (_, binary) in &self.binaries {
-            roots.insert((parent(binary), false));
+        for (id, binary) in &self.binaries {
+            if !self.is_built(id) {
+                add(parent(binary), false);
+            }
         }
         roots
     }
 
-    /// Adds to `changes` what a change to `path` calls for.
-    fn classify(&self, path: &Path, changes: &mut Changes) {
+    fn is_built(&self, id: &str) -> bool {
+        self.built.iter().any(|(built, ..)| built == id)
+    }
+
+    /// Adds to `changes` what a change to `path` calls for; whether it
+    /// called for anything.
+    fn classify(&self, path: &Path, changes: &mut Changes) -> bool {
+        let mut relevant = false;
         if path == self.manifest {
             changes.manifest = true;
+            relevant = true;
         }
-        for (id, workdir, globs) in &self.built {
+        for (id, _, workdir, globs) in &self.built {
             if let Ok(relative) = path.strip_prefix(workdir)
                 && !relative.components().any(|c| {
                     matches!(c, Component::Normal(name) if IGNORED_DIRS.iter().any(|d| name == *d))
@@ -91,11 +108,18 @@ impl Targets {
                 && globs.is_match(relative)
             {
                 changes.rebuild.insert(id.clone());
+                relevant = true;
             }
         }
-        if self.binaries.iter().any(|(_, binary)| path == binary) {
+        if self
+            .binaries
+            .iter()
+            .any(|(id, binary)| path == binary && !self.is_built(id))
+        {
             changes.manifest = true;
+            relevant = true;
         }
+        relevant
     }
 }
 
@@ -108,7 +132,7 @@ struct Changes {
 }
 
 /// Watches `manifest`'s sources on a thread of its own for as long as the
-/// process lives. When the manifest changes, what is watched follows it.
+/// process lives.
 pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
     let mut targets = Targets::new(manifest)?;
     let (tx, rx) = mpsc::channel();
@@ -121,31 +145,40 @@ pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
         .name("tern-watch".into())
         .spawn(move || {
             let mut changes = Changes::default();
+            // When the pending changes are due: SETTLE after the last
+            // relevant event (an event nobody watches for does not delay).
+            let mut due: Option<Instant> = None;
             loop {
-                // Block for the first event, then gather until quiet.
-                let event = if changes.manifest || !changes.rebuild.is_empty() {
-                    match rx.recv_timeout(SETTLE) {
+                let event = match due {
+                    Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now()))
+                    {
                         Ok(event) => event,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            let done = std::mem::take(&mut changes);
+                            let mut done = std::mem::take(&mut changes);
+                            due = None;
                             if done.manifest {
-                                targets = follow(&mut watcher, targets);
+                                let (new, changed) = follow(&mut watcher, targets);
+                                targets = new;
+                                done.rebuild.extend(changed);
                             }
                             reloads.request(done.rebuild.into_iter().collect());
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                } else {
-                    match rx.recv() {
+                    },
+                    None => match rx.recv() {
                         Ok(event) => event,
                         Err(_) => return,
-                    }
+                    },
                 };
                 match event {
                     Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
+                        let mut relevant = false;
                         for path in &event.paths {
-                            targets.classify(path, &mut changes);
+                            relevant |= targets.classify(path, &mut changes);
+                        }
+                        if relevant {
+                            due = Some(Instant::now() + SETTLE);
                         }
                     }
                     Ok(_) => {}
@@ -156,7 +189,7 @@ pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
     Ok(())
 }
 
-fn watch(watcher: &mut impl notify::Watcher, dir: &Path, recursive: bool) -> Result<()> {
+fn watch(watcher: &mut impl Watcher, dir: &Path, recursive: bool) -> Result<()> {
     let mode = if recursive {
         RecursiveMode::Recursive
     } else {
@@ -168,25 +201,43 @@ fn watch(watcher: &mut impl notify::Watcher, dir: &Path, recursive: bool) -> Res
 }
 
 /// The targets of the manifest as it now reads, with the watcher moved to
-/// their directories; the old targets if it does not load (the reload
-/// reports why).
-fn follow(watcher: &mut impl notify::Watcher, old: Targets) -> Targets {
-    let Ok(new) = tern_manifest::load_unbuilt(&old.manifest)
-        .map_err(|e| Error::msg(e.to_string()))
-        .and_then(|m| Targets::new(&m))
-    else {
-        return old;
+/// their directories, and the components to build because their `build`
+/// entry is new or changed or their binary is missing. The old targets if
+/// the manifest does not load (the reload reports why).
+fn follow(watcher: &mut impl Watcher, old: Targets) -> (Targets, Vec<String>) {
+    let Ok(manifest) = tern_manifest::load_unbuilt(&old.manifest) else {
+        return (old, Vec::new());
+    };
+    let Ok(new) = Targets::new(&manifest) else {
+        return (old, Vec::new());
     };
     let (before, after) = (old.roots(), new.roots());
-    for (dir, _) in before.difference(&after) {
-        let _ = watcher.unwatch(dir);
+    for (dir, recursive) in &before {
+        if after.get(dir) != Some(recursive) {
+            let _ = watcher.unwatch(dir);
+        }
     }
-    for (dir, recursive) in after.difference(&before) {
-        if let Err(error) = watch(watcher, dir, *recursive) {
+    for (dir, recursive) in &after {
+        if before.get(dir) != Some(recursive)
+            && let Err(error) = watch(watcher, dir, *recursive)
+        {
             eprintln!("tern: {error}");
         }
     }
-    new
+    let changed = new
+        .built
+        .iter()
+        .filter(|(id, build, ..)| {
+            let was = old.built.iter().find(|(old_id, ..)| old_id == id);
+            let missing = manifest
+                .components
+                .get(id)
+                .is_some_and(|c| !c.source.exists());
+            missing || was.is_none_or(|(_, old_build, ..)| old_build != build)
+        })
+        .map(|(id, ..)| id.clone())
+        .collect();
+    (new, changed)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

@@ -71,8 +71,20 @@ pub enum ComposeError {
 /// The bytes of `app` with `libraries` plugged into its imports.
 pub fn compose(app: &Path, libraries: &[PathBuf]) -> Result<Vec<u8>, ComposeError> {
     check(app, libraries)?;
+    let absolute = |path: &Path| {
+        std::path::absolute(path).map_err(|e| ComposeError::Input {
+            path: path.to_owned(),
+            message: format!("cannot resolve: {e}"),
+        })
+    };
     let config = Config {
-        definitions: libraries.to_vec(),
+        definitions: libraries
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<_, _>>()?,
+        // wasm-compose also looks for `IMPORT.wasm` files in `dir`; only
+        // the plugs given may be embedded, so point it nowhere.
+        dir: PathBuf::from("/nonexistent/tern-compose"),
         ..Config::default()
     };
     ComponentComposer::new(app, &config)

@@ -321,6 +321,8 @@ fn resolve_build(
         ));
     }
     let workdir = match raw.workdir {
+        // `tern.toml` given bare: its directory is the current one.
+        None if base.as_os_str().is_empty() => PathBuf::from("."),
         None => base.to_owned(),
         Some(workdir) => {
             let dir = base.join(workdir.get_ref());

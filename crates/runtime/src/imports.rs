@@ -48,6 +48,10 @@ pub fn explain_link_error(error: &Error) -> Option<String> {
         format!(
             "it imports `{interface}`, which Tern does not provide{function}; plug in a component that exports it with `tern compose`"
         )
+    } else if missing {
+        format!(
+            "it imports `{interface}`, which Tern does not provide here{function}; `tern serve` provides wasi:http 0.2, `tern run` wasi:cli 0.2, and both the WASI 0.2 packages, wasi:keyvalue, wasi:config and tern:keyvalue of Tern's `wit/`"
+        )
     } else {
         let detail: Vec<String> = chain[1..]
             .iter()

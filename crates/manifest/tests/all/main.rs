@@ -69,6 +69,10 @@ fn a_bare_file_name_resolves_against_the_current_directory() {
     let manifest = tern_manifest::parse(text, Path::new("tern.toml")).unwrap();
     assert_eq!(manifest.dir, Path::new("."));
     assert_eq!(manifest.components["a"].source, Path::new("Cargo.toml"));
+    let built = format!("{text}build = {{ command = \"make\" }}\n");
+    let manifest = tern_manifest::parse(&built, Path::new("tern.toml")).unwrap();
+    let build = manifest.components["a"].build.as_ref().unwrap();
+    assert_eq!(build.workdir, Path::new("."));
 }
 
 #[test]

@@ -245,7 +245,12 @@ fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
         variables: Default::default(),
     };
     let names: Vec<String> = runtime.stores.keys().cloned().collect();
-    let stores = tern_runtime::open_stores(names.iter().map(String::as_str), &runtime, "".as_ref())
-        .map_err(tern_runtime::Error::msg)?;
+    let stores = tern_runtime::open_stores(
+        names.iter().map(String::as_str),
+        &runtime,
+        "".as_ref(),
+        None,
+    )
+    .map_err(tern_runtime::Error::msg)?;
     Ok(Services::new(stores, &names, Default::default()))
 }

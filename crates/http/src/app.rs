@@ -1,7 +1,6 @@
 //! An app ready to serve: every component compiled, linked and
 //! pre-instantiated once, its grants and limits resolved, its routes sorted.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
@@ -153,18 +152,13 @@ impl App {
             .state_dir
             .clone()
             .unwrap_or_else(|| manifest.default_state_dir());
-        let mut stores = BTreeMap::new();
-        for name in manifest.key_value_stores() {
-            let store = match previous.and_then(|app| app.stores.get(name)) {
-                Some(open) => open.clone(),
-                None => Arc::new(
-                    tern_runtime::open_store(name, &config.runtime.store(name), &state_dir)
-                        .map_err(LoadError::Store)?,
-                ),
-            };
-            stores.insert(name.to_owned(), store);
-        }
-        let stores = Arc::new(stores);
+        let stores = tern_runtime::open_stores(
+            manifest.key_value_stores(),
+            &config.runtime,
+            &state_dir,
+            previous.map(|app| &app.stores),
+        )
+        .map_err(LoadError::Store)?;
 
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {

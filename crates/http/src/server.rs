@@ -291,7 +291,6 @@ async fn handle(
     };
     let task = {
         let shared = shared.clone();
-        let app = app.clone();
         tokio::spawn(async move {
             let served = &app.components[index];
             let result = served.executor.run(&served.grants, exchange, &state).await;

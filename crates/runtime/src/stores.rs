@@ -12,21 +12,26 @@ use tern_manifest::runtime_config::{StoreBackend, StoreConfig};
 /// The app's stores by name, shared by every instance.
 pub type Stores = Arc<BTreeMap<String, Arc<Store>>>;
 
-/// Opens each store in `names` as `runtime` configures it. SQLite files
-/// (and their directories) are created under `state_dir`; Redis is not
+/// Opens each store in `names` as `runtime` configures it, reusing those
+/// of `already` (a previous version of the app) by name. SQLite files (and
+/// their directories) are created under `state_dir`; Redis is not
 /// contacted until a guest uses the store.
 pub fn open_stores<'a>(
     names: impl IntoIterator<Item = &'a str>,
     runtime: &RuntimeConfig,
     state_dir: &Path,
+    already: Option<&Stores>,
 ) -> Result<Stores, String> {
     let mut stores = BTreeMap::new();
     for name in names {
         if stores.contains_key(name) {
             continue;
         }
-        let store = open_store(name, &runtime.store(name), state_dir)?;
-        stores.insert(name.to_owned(), Arc::new(store));
+        let store = match already.and_then(|open| open.get(name)) {
+            Some(open) => open.clone(),
+            None => Arc::new(open_store(name, &runtime.store(name), state_dir)?),
+        };
+        stores.insert(name.to_owned(), store);
     }
     Ok(Arc::new(stores))
 }

@@ -1,6 +1,7 @@
 //! The server's log on stderr: one line per request and per line of guest
 //! output, as text or JSON.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -103,18 +104,25 @@ impl Drop for LogSink {
 
 impl EventSink for LogSink {
     fn request(&self, r: &AccessRecord<'_>) {
-        let time = timestamp(SystemTime::now());
-        let millis = r.duration.as_secs_f64() * 1e3;
+        let now = SystemTime::now();
         let line = match self.format {
             LogFormat::Text => {
-                let mut line = format!(
-                    "{time} {} {} {} {} {millis:.2}ms {}",
-                    r.id,
-                    r.method,
-                    r.path,
-                    r.status,
-                    r.component.unwrap_or("-")
-                );
+                // Built by hand, not with `format!`: this runs once per
+                // request on the serving thread.
+                let mut line = String::with_capacity(96 + r.path.len());
+                push_timestamp(&mut line, now);
+                line.push(' ');
+                let _ = write!(line, "{}", r.id);
+                for part in [r.method, r.path] {
+                    line.push(' ');
+                    line.push_str(part);
+                }
+                line.push(' ');
+                push_uint(&mut line, u64::from(r.status), 3);
+                line.push(' ');
+                push_millis(&mut line, r.duration);
+                line.push(' ');
+                line.push_str(r.component.unwrap_or("-"));
                 if let Some(error) = &r.error {
                     line.push_str(" error: ");
                     line.push_str(error);
@@ -122,12 +130,12 @@ impl EventSink for LogSink {
                 line
             }
             LogFormat::Json => json!({
-                "time": time,
+                "time": timestamp(now),
                 "id": r.id.to_string(),
                 "method": r.method,
                 "path": r.path,
                 "status": r.status,
-                "duration_ms": (millis * 1000.0).round() / 1000.0,
+                "duration_ms": (r.duration.as_secs_f64() * 1e6).round() / 1000.0,
                 "component": r.component,
                 "error": r.error,
             })
@@ -170,17 +178,50 @@ impl EventSink for LogSink {
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-21T09:05:03.041Z`.
 fn timestamp(now: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    push_timestamp(&mut out, now);
+    out
+}
+
+fn push_timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    push_uint(out, year.max(0) as u64, 4);
+    for (sep, value) in [('-', month), ('-', day)] {
+        out.push(sep);
+        push_uint(out, u64::from(value), 2);
+    }
+    for (sep, value) in [('T', rem / 3600), (':', rem % 3600 / 60), (':', rem % 60)] {
+        out.push(sep);
+        push_uint(out, value, 2);
+    }
+    out.push('.');
+    push_uint(out, u64::from(since.subsec_millis()), 3);
+    out.push('Z');
+}
+
+/// A duration as milliseconds with two decimals, e.g. `0.09ms`.
+fn push_millis(out: &mut String, duration: Duration) {
+    let hundredths = (duration.as_micros() + 5) / 10;
+    push_uint(out, u64::try_from(hundredths / 100).unwrap_or(u64::MAX), 1);
+    out.push('.');
+    push_uint(out, (hundredths % 100) as u64, 2);
+    out.push_str("ms");
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_uint(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 || start == digits.len() {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    start = start.min(digits.len() - width.min(digits.len()));
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -213,6 +254,23 @@ mod tests {
         for (millis, expected) in cases {
             let t = UNIX_EPOCH + Duration::from_millis(millis);
             assert_eq!(timestamp(t), expected);
+        }
+    }
+
+    #[test]
+    fn durations_in_milliseconds() {
+        let cases = [
+            (0, "0.00ms"),
+            (4, "0.00ms"),
+            (5, "0.01ms"),
+            (94, "0.09ms"),
+            (1_234, "1.23ms"),
+            (30_000_000, "30000.00ms"),
+        ];
+        for (micros, expected) in cases {
+            let mut out = String::new();
+            push_millis(&mut out, Duration::from_micros(micros));
+            assert_eq!(out, expected);
         }
     }
 }

@@ -72,7 +72,28 @@ pub struct RequestId {
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{}", self.prefix, self.seq)
+        // Formatted by hand: every access-log line and error body has one,
+        // and `{:08x}-{}` through the formatting machinery costs more than
+        // the rest of the line.
+        let mut buf = [0u8; 8 + 1 + 20];
+        for (i, byte) in buf[..8].iter_mut().enumerate() {
+            let nibble = (self.prefix >> (28 - 4 * i)) & 0xf;
+            *byte = b"0123456789abcdef"[nibble as usize];
+        }
+        buf[8] = b'-';
+        let mut end = buf.len();
+        let mut seq = self.seq;
+        loop {
+            end -= 1;
+            buf[end] = b'0' + (seq % 10) as u8;
+            seq /= 10;
+            if seq == 0 {
+                break;
+            }
+        }
+        buf.copy_within(end.., 9);
+        let len = 9 + buf.len() - end;
+        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -97,6 +118,23 @@ impl RequestIds {
         RequestId {
             prefix: self.prefix,
             seq: self.next.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_ids_print_as_hex_prefix_and_decimal_sequence() {
+        let cases = [
+            (0, 0, "00000000-0"),
+            (0x00ab_cdef, 42, "00abcdef-42"),
+            (u32::MAX, u64::MAX, "ffffffff-18446744073709551615"),
+        ];
+        for (prefix, seq, expected) in cases {
+            assert_eq!(RequestId { prefix, seq }.to_string(), expected);
         }
     }
 }

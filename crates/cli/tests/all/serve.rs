@@ -27,7 +27,25 @@ pub fn http_hello() {
     // The routes are listed after the listening line.
     serve.wait_for_log("/hello  -> app (wasi-http)");
     let line = serve.wait_for_log("GET /hello 200");
-    assert!(line.ends_with(" app"), "{line}");
+    // TIME ID METHOD PATH STATUS DURATION COMPONENT
+    let fields: Vec<&str> = line.split(' ').collect();
+    let [time, id, "GET", "/hello", "200", duration, "app"] = fields[..] else {
+        panic!("unexpected access line: {line}");
+    };
+    let (prefix, seq) = id.split_once('-').unwrap_or_default();
+    assert!(
+        prefix.len() == 8 && u32::from_str_radix(prefix, 16).is_ok() && seq.parse::<u64>().is_ok(),
+        "{line}"
+    );
+    assert!(
+        time.len() == 24 && time.starts_with("20") && time.ends_with('Z'),
+        "{line}"
+    );
+    let millis = duration.strip_suffix("ms").unwrap_or_default();
+    assert!(
+        millis.parse::<f64>().is_ok() && millis.contains('.'),
+        "{line}"
+    );
 }
 
 #[test]

@@ -72,28 +72,7 @@ pub struct RequestId {
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Formatted by hand: every access-log line and error body has one,
-        // and `{:08x}-{}` through the formatting machinery costs more than
-        // the rest of the line.
-        let mut buf = [0u8; 8 + 1 + 20];
-        for (i, byte) in buf[..8].iter_mut().enumerate() {
-            let nibble = (self.prefix >> (28 - 4 * i)) & 0xf;
-            *byte = b"0123456789abcdef"[nibble as usize];
-        }
-        buf[8] = b'-';
-        let mut end = buf.len();
-        let mut seq = self.seq;
-        loop {
-            end -= 1;
-            buf[end] = b'0' + (seq % 10) as u8;
-            seq /= 10;
-            if seq == 0 {
-                break;
-            }
-        }
-        buf.copy_within(end.., 9);
-        let len = 9 + buf.len() - end;
-        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+        write!(f, "{:08x}-{}", self.prefix, self.seq)
     }
 }
 

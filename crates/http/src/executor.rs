@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use http::HeaderValue;
 use http_body_util::BodyExt;
 use hyper::Response;
 use hyper::body::Body;
@@ -29,17 +30,26 @@ pub(crate) enum Executor {
 /// What the router learned about a request.
 pub(crate) struct RequestCtx {
     pub(crate) id: RequestId,
-    /// The matched route as written in the manifest.
-    pub(crate) route: Arc<str>,
-    /// The route's fixed part: the whole path for an exact route.
-    pub(crate) script_name: String,
-    /// The rest of the path after the route's prefix.
-    pub(crate) path_info: String,
+    /// The matched route as written in the manifest, as a header value.
+    pub(crate) route: Option<HeaderValue>,
+    /// Where the path splits: before, the route's fixed part (the whole path
+    /// for an exact route); after, the rest of the path.
+    pub(crate) split: usize,
     pub(crate) client: SocketAddr,
+    /// The client's address as a header value, made once per connection.
+    pub(crate) client_header: Option<HeaderValue>,
     pub(crate) local: SocketAddr,
     pub(crate) deadline: Instant,
     /// Set when the client's body went past the size limit.
     pub(crate) body_exceeded: Arc<AtomicBool>,
+}
+
+impl RequestCtx {
+    /// Splits `path`, the request's path, into the route's fixed part and
+    /// the rest (CGI's `SCRIPT_NAME` and `PATH_INFO`).
+    pub(crate) fn split_path<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
+        path.split_at_checked(self.split).unwrap_or((path, ""))
+    }
 }
 
 /// Everything an executor gets for one request.

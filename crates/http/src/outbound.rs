@@ -62,6 +62,13 @@ type Response = (
 );
 
 impl WasiHttpHooks for Outbound {
+    /// The same headers as the trait's default, without the shared closure
+    /// the default builds on every call (once per request header and per
+    /// header a guest sets).
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

@@ -1,8 +1,7 @@
 //! Picks the component for a path: an exact route, else the longest
 //! matching prefix route.
 
-use std::sync::Arc;
-
+use http::HeaderValue;
 use tern_manifest::RoutePattern;
 
 /// The app's routes, most specific first.
@@ -12,8 +11,11 @@ pub(crate) struct Router {
 
 struct Entry {
     pattern: RoutePattern,
-    /// The pattern as written, made once rather than per request.
-    label: Arc<str>,
+    /// The pattern as written.
+    label: String,
+    /// The same as a header value for guests, made once rather than per
+    /// request; `None` when the pattern is not visible ASCII.
+    header: Option<HeaderValue>,
     component: usize,
 }
 
@@ -22,22 +24,25 @@ struct Entry {
 pub(crate) struct Match<'a> {
     /// Index of the component in the app.
     pub(crate) component: usize,
-    /// The route as written in the manifest.
-    pub(crate) label: &'a Arc<str>,
-    /// The fixed part of the route (CGI's `SCRIPT_NAME`).
-    pub(crate) script_name: &'a str,
-    /// The rest of the path (CGI's `PATH_INFO`).
-    pub(crate) path_info: &'a str,
+    /// The route as written in the manifest, as a header value.
+    pub(crate) header: Option<&'a HeaderValue>,
+    /// Where the rest of the path (CGI's `PATH_INFO`) starts; before it is
+    /// the route's fixed part (`SCRIPT_NAME`).
+    pub(crate) split: usize,
 }
 
 impl Router {
     pub(crate) fn new(routes: impl IntoIterator<Item = (RoutePattern, usize)>) -> Self {
         let mut routes: Vec<Entry> = routes
             .into_iter()
-            .map(|(pattern, component)| Entry {
-                label: pattern.to_string().into(),
-                pattern,
-                component,
+            .map(|(pattern, component)| {
+                let label = pattern.to_string();
+                Entry {
+                    header: HeaderValue::from_str(&label).ok(),
+                    label,
+                    pattern,
+                    component,
+                }
             })
             .collect();
         routes.sort_by_key(|e| std::cmp::Reverse(e.pattern.specificity()));
@@ -47,12 +52,10 @@ impl Router {
     pub(crate) fn route<'a>(&'a self, path: &'a str) -> Option<Match<'a>> {
         self.routes.iter().find_map(|entry| {
             let path_info = entry.pattern.matches(path)?;
-            let script_name = &path[..path.len() - path_info.len()];
             Some(Match {
                 component: entry.component,
-                label: &entry.label,
-                script_name,
-                path_info,
+                header: entry.header.as_ref(),
+                split: path.len() - path_info.len(),
             })
         })
     }
@@ -88,9 +91,11 @@ mod tests {
         for (path, expected) in cases {
             let got = router
                 .route(path)
-                .map(|m| (m.component, m.script_name, m.path_info));
+                .map(|m| (m.component, &path[..m.split], &path[m.split..]));
             assert_eq!(got, expected, "path {path}");
         }
+        let header = router.route("/api/items/7").and_then(|m| m.header);
+        assert_eq!(header, Some(&http::HeaderValue::from_static("/api/...")));
         let without_catch_all = Router::new([(RoutePattern::parse("/a").unwrap(), 0)]);
         assert_eq!(without_catch_all.route("/b"), None);
     }

@@ -208,11 +208,16 @@ fn serve_connection(
                 .max(8192),
         )
         .keep_alive(true);
+    let client = Client {
+        addr: peer,
+        header: HeaderValue::from_str(&peer.to_string()).ok(),
+    };
     let service = {
         let shared = shared.clone();
         service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(handle(shared, req, client).await) }
         })
     };
     let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -223,12 +228,20 @@ fn serve_connection(
     });
 }
 
+/// The other end of a connection.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    /// The address as guests see it, formatted once per connection.
+    header: Option<HeaderValue>,
+}
+
 /// Routes one request, applies the limits checked before a guest runs,
 /// and waits for the guest's response head.
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client: Client,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let id = shared.ids.next();
@@ -263,16 +276,17 @@ async fn handle(
 
     let ctx = RequestCtx {
         id,
-        route: matched.label.clone(),
-        script_name: matched.script_name.to_string(),
-        path_info: matched.path_info.to_string(),
-        client: peer,
+        route: matched.header.cloned(),
+        split: matched.split,
+        client: client.addr,
+        client_header: client.header,
         local: shared.local,
         deadline: start + limits.timeout,
         body_exceeded: Arc::new(AtomicBool::new(false)),
     };
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // The request's own URI, shared rather than copied, for the log line.
+    let uri = req.uri().clone();
     let mut req =
         req.map(|body| LimitedBody::new(body, limits.max_body.0, ctx.body_exceeded.clone()));
     if !req.headers().contains_key(http::header::HOST) {
@@ -309,7 +323,7 @@ async fn handle(
             shared.sink.request(&AccessRecord {
                 id,
                 method: method.as_str(),
-                path: &path,
+                path: uri.path(),
                 status,
                 duration: start.elapsed(),
                 component: Some(&served.grants.id),

@@ -62,10 +62,11 @@ impl WagiExecutor {
             .and_then(|h| h.to_str().ok());
         let authority = host_header.and_then(|h| h.parse::<http::uri::Authority>().ok());
         let server_name = authority.as_ref().map_or("localhost", |a| a.host());
+        let (script_name, path_info) = ctx.split_path(parts.uri.path());
         let cgi = CgiRequest {
             method: parts.method.as_str(),
-            script_name: &ctx.script_name,
-            path_info: &ctx.path_info,
+            script_name,
+            path_info,
             query: parts.uri.query().unwrap_or(""),
             headers: &parts.headers,
             server_name,

@@ -91,19 +91,20 @@ impl WasiHttpExecutor {
             ctx,
             sink,
         } = exchange;
+        let (_, path_info) = ctx.split_path(request.uri().path());
+        let path_info = HeaderValue::from_str(path_info).ok();
         let headers = request.headers_mut();
         drop_tern_headers(headers);
         let info = [
-            (ROUTE_HEADER, &*ctx.route),
-            (PATH_INFO_HEADER, ctx.path_info.as_str()),
+            (ROUTE_HEADER, ctx.route.clone()),
+            (PATH_INFO_HEADER, path_info),
+            (CLIENT_ADDR_HEADER, ctx.client_header.clone()),
         ];
+        headers.reserve(info.len());
         for (name, value) in info {
-            if let Ok(value) = HeaderValue::from_str(value) {
+            if let Some(value) = value {
                 headers.insert(HeaderName::from_static(name), value);
             }
-        }
-        if let Ok(value) = HeaderValue::from_str(&ctx.client.to_string()) {
-            headers.insert(HeaderName::from_static(CLIENT_ADDR_HEADER), value);
         }
 
         let wasi = grants

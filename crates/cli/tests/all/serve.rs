@@ -118,7 +118,8 @@ pub fn http_echo() {
     };
     let response = serve.send(
         "POST /echo/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Tern-Path-Info: /spoofed\r\nX-Custom: yes\r\nContent-Length: 9\r\n\r\nbody data",
+         Tern-Path-Info: /spoofed\r\nX-Custom: yes\r\nProxy-Authorization: Basic cHJveHk=\r\n\
+         Content-Length: 9\r\n\r\nbody data",
     );
     let body = response.expect(200);
     assert!(body.contains("method: POST"), "{body}");
@@ -130,6 +131,9 @@ pub fn http_echo() {
     // A client cannot pose as the router.
     assert!(body.contains("header: tern-path-info: /x"), "{body}");
     assert!(!body.contains("/spoofed"), "{body}");
+    // Hop-by-hop headers, proxy credentials among them, stop at Tern.
+    assert!(!body.contains("proxy-authorization"), "{body}");
+    assert!(!body.contains("header: connection"), "{body}");
     assert!(body.contains("env: GREETING=hi"), "{body}");
     assert!(!body.contains(CANARY.1), "host environment leaked: {body}");
     assert_eq!(

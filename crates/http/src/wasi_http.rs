@@ -96,9 +96,9 @@ impl WasiHttpExecutor {
         let headers = request.headers_mut();
         drop_tern_headers(headers);
         let info = [
-            (ROUTE_HEADER, ctx.route.clone()),
+            (ROUTE_HEADER, ctx.route),
             (PATH_INFO_HEADER, path_info),
-            (CLIENT_ADDR_HEADER, ctx.client_header.clone()),
+            (CLIENT_ADDR_HEADER, ctx.client_header),
         ];
         headers.reserve(info.len());
         for (name, value) in info {

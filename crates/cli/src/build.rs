@@ -37,7 +37,7 @@ pub fn main(args: BuildArgs) -> Result<ExitCode> {
     let manifest = tern_manifest::load_unbuilt(&args.path)?;
     let chosen = choose(&manifest, &args.components)?;
     if chosen.is_empty() {
-        eprintln!("tern: no component of this app has a `build` entry; nothing to build");
+        crate::log::say("tern: no component of this app has a `build` entry; nothing to build");
         return Ok(ExitCode::SUCCESS);
     }
     let jobs = args.jobs.map_or_else(default_jobs, |n| n as usize);
@@ -119,7 +119,7 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
                 let Some(&(id, build)) = queue.pop_front() else {
                     break;
                 };
-                eprintln!("tern: building {id}: {}", build.command);
+                crate::log::say(&format!("tern: building {id}: {}", build.command));
                 running.push((id, Instant::now()));
                 let done = done_tx.clone();
                 let path = path.clone();
@@ -136,11 +136,11 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
                     let (_, since) = running.swap_remove(index);
                     let took = since.elapsed();
                     match outcome {
-                        Ok(()) => eprintln!("tern: built {id} in {}", seconds(took)),
+                        Ok(()) => crate::log::say(&format!("tern: built {id} in {}", seconds(took))),
                         Err(why) if failure.is_none() => {
                             failure = Some(format!("building component `{id}`: {why}"));
                         }
-                        Err(why) => eprintln!("tern: building {id} failed too: {}", first(&why)),
+                        Err(why) => crate::log::say(&format!("tern: building {id} failed too: {}", first(&why))),
                     }
                 }
                 Err(_) => {
@@ -148,7 +148,7 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
                         .iter()
                         .map(|(id, since)| format!("{id} ({})", seconds(since.elapsed())))
                         .collect();
-                    eprintln!("tern: still building {}", names.join(", "));
+                    crate::log::say(&format!("tern: still building {}", names.join(", ")));
                 }
             }
         }
@@ -160,11 +160,11 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
         Some(message) => Err(Error::msg(message)),
         None => {
             if components.len() > 1 {
-                eprintln!(
+                crate::log::say(&format!(
                     "tern: built {} components in {}",
                     components.len(),
                     seconds(started.elapsed())
-                );
+                ));
             }
             Ok(())
         }

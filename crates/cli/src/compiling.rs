@@ -27,9 +27,9 @@ pub fn note_compile(what: &str, size: usize, cached: bool) {
         } else {
             "--no-cache: compiled on every run"
         };
-        eprintln!(
+        crate::log::say(&format!(
             "tern: compiling {what} ({}); {later}",
             ByteSize(size as u64)
-        );
+        ));
     }
 }

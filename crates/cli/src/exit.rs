@@ -12,7 +12,7 @@ pub const TRAP: u8 = 134;
 /// Prints `error: ` and the cause chain on one line.
 pub fn print_error(err: &tern_runtime::Error) {
     let chain: Vec<String> = err.chain().map(|cause| cause.to_string()).collect();
-    eprintln!("error: {}", chain.join(": "));
+    crate::log::say(&format!("error: {}", chain.join(": ")));
 }
 
 /// The process exit code for a guest's own exit code: codes a process

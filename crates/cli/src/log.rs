@@ -1,9 +1,10 @@
 //! The server's log on stderr: one line per request and per line of guest
-//! output, as text or JSON.
+//! output, as text or JSON, and Tern's own lines (start, routes, reloads,
+//! shutdown, errors) in the same format.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -16,6 +17,34 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log pipelines
     Json,
+}
+
+/// The format of Tern's own lines, once a serving command has chosen one.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Makes [`say`] write in `format` from now on.
+pub fn set_format(format: LogFormat) {
+    let _ = FORMAT.set(format);
+}
+
+/// Prints Tern's own `text` on stderr, a line at a time: as it is, or with
+/// `--log-format json` as one JSON object per line, so that every line a
+/// log pipeline reads parses.
+pub fn say(text: &str) {
+    let mut out = String::with_capacity(text.len() + 1);
+    for line in text.lines() {
+        match FORMAT.get() {
+            Some(LogFormat::Json) => {
+                let object = json!({ "time": timestamp(SystemTime::now()), "message": line });
+                let _ = writeln!(out, "{object}");
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }
 
 pub struct LogSink {
@@ -125,7 +154,7 @@ impl EventSink for LogSink {
                 line.push_str(r.component.unwrap_or("-"));
                 if let Some(error) = &r.error {
                     line.push_str(" error: ");
-                    line.push_str(error);
+                    push_escaped(&mut line, error);
                 }
                 line
             }
@@ -147,10 +176,11 @@ impl EventSink for LogSink {
     fn guest_output(&self, g: &GuestLine<'_>) {
         let time = timestamp(SystemTime::now());
         let line = match self.format {
-            LogFormat::Text => format!(
-                "{time} {} {} {}: {}",
-                g.request, g.component, g.stream, g.text
-            ),
+            LogFormat::Text => {
+                let mut line = format!("{time} {} {} {}: ", g.request, g.component, g.stream);
+                push_escaped(&mut line, g.text);
+                line
+            }
             LogFormat::Json => json!({
                 "time": time,
                 "id": g.request.to_string(),
@@ -165,7 +195,11 @@ impl EventSink for LogSink {
 
     fn server_error(&self, message: &str) {
         let line = match self.format {
-            LogFormat::Text => format!("{} error: {message}", timestamp(SystemTime::now())),
+            LogFormat::Text => {
+                let mut line = format!("{} error: ", timestamp(SystemTime::now()));
+                push_escaped(&mut line, message);
+                line
+            }
             LogFormat::Json => json!({
                 "time": timestamp(SystemTime::now()),
                 "error": message,
@@ -173,6 +207,27 @@ impl EventSink for LogSink {
             .to_string(),
         };
         self.write(line);
+    }
+}
+
+/// Appends `text` with its control characters escaped (`\n`, `\r`, `\t`,
+/// `\u{1b}`), so text a guest chose (a trap message, a function name, its
+/// output) cannot start a line of its own or repaint the terminal.
+fn push_escaped(out: &mut String, text: &str) {
+    if !text.chars().any(char::is_control) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
     }
 }
 
@@ -243,6 +298,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        push_escaped(&mut out, "a\nb\r\t\u{1b}[2Jc");
+        assert_eq!(out, "a\\nb\\r\\t\\u{1b}[2Jc");
+        let mut plain = String::new();
+        push_escaped(&mut plain, "plain text");
+        assert_eq!(plain, "plain text");
+    }
 
     #[test]
     fn timestamps() {

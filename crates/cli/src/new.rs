@@ -20,8 +20,9 @@ pub struct NewArgs {
     /// The template to start from
     #[arg(value_name = "TEMPLATE", required_unless_present = "list")]
     template: Option<String>,
-    /// The app's name: lowercase letters, digits, `-` and `_`, starting with a letter
-    #[arg(value_name = "NAME", required_unless_present = "list")]
+    /// The app's name, or a path whose last part is the name (as `cargo new`
+    /// takes it): lowercase letters, digits, `-` and `_`, starting with a letter
+    #[arg(value_name = "NAME|PATH", required_unless_present = "list")]
     name: Option<String>,
     /// Where to create the app [default: ./NAME]
     #[arg(long, value_name = "DIR")]
@@ -103,8 +104,14 @@ pub fn main(args: NewArgs) -> Result<ExitCode> {
             names.join(", ")
         )));
     };
+    // `tern new http-rust apps/shop` makes the app `shop` in apps/shop.
+    let given = PathBuf::from(&name);
+    let name = match given.file_name().and_then(|n| n.to_str()) {
+        Some(last) if given.components().count() > 1 => last.to_owned(),
+        _ => name,
+    };
     check_name(&name)?;
-    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&name));
+    let dir = args.dir.unwrap_or(given);
     let count = create(template, &name, &dir)?;
     let shown = dir.display();
     eprintln!(

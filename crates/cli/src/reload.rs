@@ -49,7 +49,7 @@ pub(crate) fn start(reloader: Reloader, watch: Option<Watch>) -> Result<Reloads>
     if watch.is_some() {
         let manifest = tern_manifest::load_unbuilt(&reloader.manifest)?;
         watch::start(&manifest, reloads.clone())?;
-        eprintln!("tern: watching for changes; edits rebuild and swap in the changed components");
+        crate::log::say("tern: watching for changes; edits rebuild and swap in the changed components");
     }
     tokio::spawn(async move {
         let reloader = std::sync::Arc::new(reloader);
@@ -69,7 +69,7 @@ pub(crate) fn start(reloader: Reloader, watch: Option<Watch>) -> Result<Reloads>
                 }
                 Err(_) => "the reload stopped unexpectedly (a bug in Tern)".to_owned(),
             };
-            eprintln!("tern: reload failed, still serving the previous version: {why}");
+            crate::log::say(&format!("tern: reload failed, still serving the previous version: {why}"));
         }
     });
     Ok(reloads)
@@ -81,10 +81,10 @@ impl Reloader {
     fn reload(&self, rebuild: &BTreeSet<String>, jobs: usize) -> Result<()> {
         let started = Instant::now();
         if rebuild.is_empty() {
-            eprintln!("tern: reloading {}", self.manifest.display());
+            crate::log::say(&format!("tern: reloading {}", self.manifest.display()));
         } else {
             let names: Vec<&str> = rebuild.iter().map(String::as_str).collect();
-            eprintln!("tern: change in {}; rebuilding", names.join(", "));
+            crate::log::say(&format!("tern: change in {}; rebuilding", names.join(", ")));
             let manifest = tern_manifest::load_unbuilt(&self.manifest)?;
             let only: Vec<String> = rebuild
                 .iter()
@@ -116,7 +116,7 @@ impl Reloader {
         );
         serve::print_app(&app, &mut out);
         self.slot.replace(app);
-        eprint!("{out}");
+        crate::log::say(&out);
         Ok(())
     }
 }

@@ -32,9 +32,10 @@ pub struct ServeArgs {
     /// The app's manifest, or a directory holding `tern.toml`
     #[arg(value_name = "PATH", default_value = ".")]
     pub(crate) path: PathBuf,
-    /// Address to listen on; port 0 picks a free port
-    #[arg(long, value_name = "ADDR", default_value = ServeConfig::DEFAULT_LISTEN)]
-    listen: SocketAddr,
+    /// Address to listen on: IP:PORT, localhost:PORT or :PORT (both on
+    /// 127.0.0.1; 0.0.0.0:PORT for every interface); port 0 picks a free port
+    #[arg(long, value_name = "ADDR", default_value = ServeConfig::DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub(crate) listen: SocketAddr,
     /// Linear memory per instance [default: 128MiB]
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<ByteSize>,
@@ -56,9 +57,12 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGINT/SIGTERM
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     grace: HumanDuration,
+    /// Time a client may read nothing of a response before it is disconnected
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    write_timeout: HumanDuration,
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Worker threads, each serving its own connections [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -73,6 +77,38 @@ pub struct ServeArgs {
     state_dir: Option<PathBuf>,
 }
 
+/// `--listen`: an IP address and port, or `localhost:PORT` and `:PORT`
+/// for the loopback address.
+fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let port = text
+        .strip_prefix(':')
+        .or_else(|| text.strip_prefix("localhost:"))
+        .and_then(|port| port.parse::<u16>().ok());
+    port.map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .ok_or_else(|| "expected IP:PORT (127.0.0.1:3000, [::1]:3000), localhost:PORT or :PORT".into())
+}
+
+/// Raises the soft limit on open files to the hard one: every connection
+/// holds a descriptor, and the usual soft limit of 1024 turns away new
+/// clients once about a thousand sit idle. Failing to raise it only leaves
+/// the old limit.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
+
 pub fn main(args: ServeArgs) -> Result<ExitCode> {
     serve(args, None)
 }
@@ -80,6 +116,7 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
 /// Serves the app at `args.path`; with `watch`, rebuilds and swaps in
 /// components whose sources change.
 pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
+    crate::log::set_format(args.log_format);
     let manifest = tern_manifest::load(&args.path)?;
     let mut config = ServeConfig::new(args.listen);
     config.limits = LimitsConfig {
@@ -96,6 +133,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     config.header_timeout = args.header_timeout.0;
     config.max_header_size = args.max_header_size;
     config.grace = args.grace.0;
+    config.write_timeout = args.write_timeout.0;
 
     // Serving works without the cache, only starting is slower.
     let (cache, _disabled) = compiling::open_cache(args.no_cache);
@@ -107,6 +145,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     };
     let app = App::load(&manifest, &config, &loader)?;
 
+    raise_open_files_limit();
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n as usize,
@@ -140,10 +179,10 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
             }
         }
         last_words.flush();
-        eprintln!(
+        crate::log::say(&format!(
             "tern: shutting down; in-flight requests get {}",
             HumanDuration(grace)
-        );
+        ));
         // A second signal stops at once.
         tokio::spawn(async move {
             while signals.next().await == Signal::Reload {}
@@ -156,7 +195,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     runtime.shutdown_background();
     log.flush();
     if shutdown? == Shutdown::CutOff {
-        eprintln!("tern: grace period over; closed the connections still open");
+        crate::log::say("tern: grace period over; closed the connections still open");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -164,7 +203,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
 fn print_routes(app: &App, local: SocketAddr) {
     let mut out = format!("listening on http://{local}\n");
     print_app(app, &mut out);
-    eprint!("{out}");
+    crate::log::say(&out);
 }
 
 /// The app's routes and stores, one per line, indented.

@@ -182,7 +182,7 @@ pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
                         }
                     }
                     Ok(_) => {}
-                    Err(error) => eprintln!("tern: watching files: {error}"),
+                    Err(error) => crate::log::say(&format!("tern: watching files: {error}")),
                 }
             }
         })?;
@@ -221,7 +221,7 @@ fn follow(watcher: &mut impl Watcher, old: Targets) -> (Targets, Vec<String>) {
         if before.get(dir) != Some(recursive)
             && let Err(error) = watch(watcher, dir, *recursive)
         {
-            eprintln!("tern: {error}");
+            crate::log::say(&format!("tern: {error}"));
         }
     }
     let changed = new

@@ -45,6 +45,20 @@ impl LimitedBody {
     }
 }
 
+impl LimitedBody {
+    /// Reads the rest of the body into one buffer (at most `max` bytes, by
+    /// construction).
+    pub(crate) async fn read_all(&mut self) -> Result<Bytes, wasmtime_wasi_http::Error> {
+        let mut all = bytes::BytesMut::new();
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                all.extend_from_slice(&data);
+            }
+        }
+        Ok(all.freeze())
+    }
+}
+
 impl Body for LimitedBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;

@@ -78,7 +78,25 @@ pub(crate) struct CgiResponse {
     pub(crate) body: bytes::Bytes,
 }
 
+/// Header fields that frame the response or the connection. The body's
+/// length and the connection are Tern's: a program that set them could end
+/// the response early and forge a second one on a kept-alive connection, or
+/// make the client wait for bytes that never come. They are dropped.
+const FRAMING: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 /// Parses what a CGI program printed: header lines, a blank line, the body.
+/// Framing fields ([`FRAMING`]) are dropped; a 1xx or unknown status is
+/// refused, since a CGI program cannot switch protocols or send an interim
+/// response.
 pub(crate) fn parse_response(output: bytes::Bytes) -> Result<CgiResponse, String> {
     let (head_len, body_start) = find_blank_line(&output)
         .ok_or("malformed CGI response: no blank line after the headers")?;
@@ -96,6 +114,7 @@ pub(crate) fn parse_response(output: bytes::Bytes) -> Result<CgiResponse, String
             let code = code
                 .parse::<u16>()
                 .ok()
+                .filter(|c| (200..=599).contains(c))
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .ok_or_else(|| format!("malformed CGI response: bad Status {value:?}"))?;
             status = Some(code);
@@ -103,6 +122,9 @@ pub(crate) fn parse_response(output: bytes::Bytes) -> Result<CgiResponse, String
         }
         let name = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("malformed CGI response: bad header name {name:?}"))?;
+        if FRAMING.contains(&name.as_str()) {
+            continue;
+        }
         let value = HeaderValue::from_str(value)
             .map_err(|_| format!("malformed CGI response: bad value for {name}"))?;
         headers.append(name, value);
@@ -175,6 +197,19 @@ mod tests {
                 "Status: abc\n\n",
                 Err("malformed CGI response: bad Status \"abc\""),
             ),
+            (
+                "Status: 101 Switching Protocols\nUpgrade: h2c\n\n",
+                Err("malformed CGI response: bad Status \"101 Switching Protocols\""),
+            ),
+            (
+                "Status: 600\n\n",
+                Err("malformed CGI response: bad Status \"600\""),
+            ),
+            // A forged second response stays inside this one's body.
+            (
+                "Content-Length: 0\nContent-Type: text/plain\n\nHTTP/1.1 200 OK\r\n\r\n",
+                Ok((200, "HTTP/1.1 200 OK\r\n\r\n")),
+            ),
         ];
         for (input, expected) in cases {
             let got = parse(input).map(|r| {
@@ -188,6 +223,17 @@ mod tests {
                 .map_err(str::to_string);
             assert_eq!(got, expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn framing_fields_are_dropped() {
+        let response = parse(
+            "Content-Length: 99\nTransfer-Encoding: chunked\nConnection: keep-alive\n\
+             Keep-Alive: timeout=5\nX-Kept: yes\n\nbody",
+        )
+        .unwrap();
+        let names: Vec<&str> = response.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct ServeConfig {
     pub max_header_size: ByteSize,
     /// How long in-flight requests may run on after SIGINT/SIGTERM.
     pub grace: Duration,
+    /// How long a client may leave a response unread before its connection
+    /// is closed.
+    pub write_timeout: Duration,
     /// Store backends and variable values chosen by the operator.
     pub runtime: RuntimeConfig,
     /// Where embedded stores keep their files; `None` for `.tern` beside
@@ -43,6 +46,8 @@ impl ServeConfig {
     pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     /// Request head size.
     pub const DEFAULT_MAX_HEADER_SIZE: ByteSize = ByteSize(32 << 10);
+    /// Time a client may read nothing of a response.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
     /// Shutdown grace period.
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
     /// Time to open an outbound connection.
@@ -60,6 +65,7 @@ impl ServeConfig {
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             grace: Self::DEFAULT_GRACE,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             runtime: RuntimeConfig::default(),
             state_dir: None,
         }

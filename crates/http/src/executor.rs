@@ -55,6 +55,9 @@ impl RequestCtx {
 /// Everything an executor gets for one request.
 pub(crate) struct Exchange {
     pub(crate) request: http::Request<LimitedBody>,
+    /// The whole body, already read, for executors that
+    /// [buffer it](Executor::buffers_body); the request's body is then spent.
+    pub(crate) buffered: Option<bytes::Bytes>,
     pub(crate) reply: Reply,
     pub(crate) ctx: RequestCtx,
     pub(crate) sink: Arc<dyn EventSink>,
@@ -140,6 +143,12 @@ impl Executor {
             }
             other => other,
         }
+    }
+
+    /// Whether the server reads the whole request body before the guest
+    /// starts (a CGI program's stdin is all there when it runs).
+    pub(crate) fn buffers_body(&self) -> bool {
+        matches!(self, Executor::Wagi(_))
     }
 
     /// Which executor this is, as manifests name it.

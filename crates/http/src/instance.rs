@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter, Services};
+use tern_manifest::ByteSize;
+use wasmtime::component::ResourceTableError;
 use wasmtime::{Result, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
@@ -86,6 +88,33 @@ impl Grants {
     }
 }
 
+/// Host memory a wasi-http guest makes Tern hold on its behalf, outside its
+/// linear memory, is bounded by bounding each kind of thing it can hold and
+/// how many it may hold at once: the instance's resource table takes at
+/// most [`max_host_resources`] entries (wasmtime's default is a million),
+/// and no entry holds more than [`MAX_ENTRY_BYTES`] on the host. The
+/// product stays within the instance's memory limit, so a guest's host
+/// memory is bounded by that limit again, not by the machine.
+///
+/// The header fields a guest builds (wasmtime's in-memory measure, which
+/// is above their wire size).
+pub(crate) const MAX_FIELDS_SIZE: usize = 64 << 10;
+
+/// How much one write to an outgoing body may carry; wasmtime buffers two
+/// such chunks per body until they are sent.
+pub(crate) const OUTGOING_BODY_CHUNK: usize = 64 << 10;
+
+/// The most any one resource-table entry holds on the host: a body's
+/// buffered chunks, a fields resource.
+const MAX_ENTRY_BYTES: u64 = 256 << 10;
+
+/// How many resources an instance with linear memory `memory` may hold at
+/// once: enough for any honest handler (each outbound request takes a few),
+/// few enough that all of them full stay within `memory`.
+pub(crate) fn max_host_resources(memory: ByteSize) -> usize {
+    usize::try_from((memory.0 / MAX_ENTRY_BYTES).clamp(256, 16_384)).unwrap_or(16_384)
+}
+
 /// Bounds a fresh store: memory through the limiter, time through epoch
 /// checks that yield to other requests each tick and interrupt the guest
 /// once its deadline has passed.
@@ -146,6 +175,14 @@ impl Failure {
     fn from_error(err: wasmtime::Error, limiter: &MemoryLimiter, limits: &RequestLimits) -> Self {
         if let Some(exit) = err.downcast_ref::<I32Exit>() {
             return Failure::Exit(exit.0);
+        }
+        if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
+            return Failure::Trap(format!(
+                "the instance holds {} host resources (headers, bodies, streams), its limit \
+                 for a memory limit of {}",
+                max_host_resources(limits.memory),
+                limits.memory
+            ));
         }
         let Some(trap) = err.downcast_ref::<Trap>() else {
             return Failure::Host(format!("{err:#}"));

@@ -31,6 +31,7 @@ mod events;
 mod executor;
 mod guest_output;
 mod instance;
+mod io;
 mod outbound;
 mod response;
 mod router;

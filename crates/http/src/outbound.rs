@@ -69,6 +69,12 @@ impl WasiHttpHooks for Outbound {
         wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
     }
 
+    /// Smaller than wasmtime's 1 MiB, which let a guest park 2 MiB on the
+    /// host per body it never sent (see `instance::MAX_ENTRY_BYTES`).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::instance::OUTGOING_BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -311,6 +317,8 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfec0 // site-local
                 || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
                 || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to any IPv4 address
+                || s[..6] == [0, 0, 0, 0, 0xffff, 0] // IPv4-translated (SIIT)
                 || s[..4] == [0x100, 0, 0, 0]) // discard
         }
     }
@@ -375,6 +383,10 @@ mod tests {
             "100::1",
             "192.0.0.8",
             "198.18.0.1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:5db8:d822",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

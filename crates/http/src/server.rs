@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -22,8 +22,9 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::body::{LimitedBody, ResponseBody};
 use crate::config::ServeConfig;
-use crate::events::{AccessRecord, EventSink, RequestId, RequestIds};
+use crate::events::{AccessRecord, EventSink, RequestIds};
 use crate::executor::{Exchange, Reply, RequestCtx};
+use crate::io::ClientIo;
 use crate::response;
 
 /// A bound server, not yet accepting.
@@ -220,11 +221,47 @@ fn serve_connection(
             async move { Ok::<_, Infallible>(handle(shared, req, client).await) }
         })
     };
-    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    let io = TokioIo::new(ClientIo::new(stream, config.write_timeout));
+    let conn = graceful.watch(builder.serve_connection(io, service));
+    let shared = shared.clone();
     tokio::spawn(async move {
         // Client errors (resets, malformed heads, timeouts) end only
-        // their own connection; hyper already answered what it could.
-        let _ = conn.await;
+        // their own connection; hyper already answered what it could, and
+        // the refusals a client caused get their log line here.
+        if let Err(err) = conn.await {
+            log_connection_error(&shared, &err, peer);
+        }
+    });
+}
+
+/// Logs what hyper refused before a request reached [`handle`] (a head too
+/// large, 431, or malformed, 400), and connections closed on a client that
+/// stopped reading. A head not sent in time gets no response and no line:
+/// idle keep-alive connections end the same way.
+fn log_connection_error(shared: &Shared, err: &hyper::Error, peer: SocketAddr) {
+    let (status, what) = if err.is_parse_too_large() {
+        let limit = shared.config.max_header_size;
+        (431, format!("request head larger than {limit}"))
+    } else if err.is_parse() {
+        (400, format!("malformed request: {err}"))
+    } else {
+        let stalled = std::error::Error::source(err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .filter(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        if let Some(stalled) = stalled {
+            let message = format!("closed the connection from {peer}: {stalled}");
+            shared.sink.server_error(&message);
+        }
+        return;
+    };
+    shared.sink.request(&AccessRecord {
+        id: shared.ids.next(),
+        method: "-",
+        path: "-",
+        status,
+        duration: Duration::ZERO,
+        component: None,
+        error: Some(format!("{what} (client {peer})")),
     });
 }
 
@@ -245,17 +282,32 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let id = shared.ids.next();
+    let method = req.method().clone();
+    // The request's own URI, shared rather than copied, for the log line.
+    let uri = req.uri().clone();
     let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
-        log(&shared, &req, id, start, status, component, error);
+        shared.sink.request(&AccessRecord {
+            id,
+            method: method.as_str(),
+            path: uri.path(),
+            status,
+            duration: start.elapsed(),
+            component,
+            error,
+        });
         response::error(status, id)
     };
+    let mut req = req;
+    if let Err(why) = check_host(&mut req) {
+        return refuse(400, None, Some(why.into()));
+    }
     // This request stays on this version of the app, even if a new one is
     // swapped in while it runs.
     let app = shared.app.load_full();
     let Some(matched) = app.router.route(req.uri().path()) else {
         return refuse(404, None, None);
     };
-    let index = matched.component;
+    let (index, split, route) = (matched.component, matched.split, matched.header.cloned());
     let served = &app.components[index];
     let component = Some(&*served.grants.id);
     let limits = served.grants.limits;
@@ -266,6 +318,35 @@ async fn handle(
             Some(format!("request body larger than {}", limits.max_body)),
         );
     }
+    let deadline = start + limits.timeout;
+    let body_exceeded = Arc::new(AtomicBool::new(false));
+    let mut req = req.map(|body| LimitedBody::new(body, limits.max_body.0, body_exceeded.clone()));
+    // An executor that needs the whole body before its guest starts (WAGI)
+    // gets it here: under the request's deadline, and before the request
+    // takes a concurrency permit or an instance slot, so clients trickling
+    // bodies hold neither.
+    let buffered = if served.executor.buffers_body() {
+        match tokio::time::timeout_at(deadline.into(), req.body_mut().read_all()).await {
+            Ok(Ok(body)) => Some(body),
+            Ok(Err(_)) if body_exceeded.load(Ordering::Acquire) => {
+                let error = format!("request body larger than {}", limits.max_body);
+                return refuse(413, component, Some(error));
+            }
+            Ok(Err(err)) => {
+                let error = format!("reading the request body: {err}");
+                return refuse(400, component, Some(error));
+            }
+            Err(_) => {
+                let error = format!(
+                    "request body not received within the deadline of {:?}",
+                    limits.timeout
+                );
+                return refuse(408, component, Some(error));
+            }
+        }
+    } else {
+        None
+    };
     let (Ok(permit), Ok(slot)) = (
         served.permits.clone().try_acquire_owned(),
         app.pool.slots.clone().try_acquire_owned(),
@@ -276,19 +357,14 @@ async fn handle(
 
     let ctx = RequestCtx {
         id,
-        route: matched.header.cloned(),
-        split: matched.split,
+        route,
+        split,
         client: client.addr,
         client_header: client.header,
         local: shared.local,
-        deadline: start + limits.timeout,
-        body_exceeded: Arc::new(AtomicBool::new(false)),
+        deadline,
+        body_exceeded,
     };
-    let method = req.method().clone();
-    // The request's own URI, shared rather than copied, for the log line.
-    let uri = req.uri().clone();
-    let mut req =
-        req.map(|body| LimitedBody::new(body, limits.max_body.0, ctx.body_exceeded.clone()));
     if !req.headers().contains_key(http::header::HOST) {
         // HTTP/1.0 clients may omit it; guests expect an authority.
         if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
@@ -299,6 +375,7 @@ async fn handle(
     let state = reply.state();
     let exchange = Exchange {
         request: req,
+        buffered,
         reply,
         ctx,
         sink: shared.sink.clone(),
@@ -307,8 +384,10 @@ async fn handle(
     // scheduler tick then all run before their responses are written back
     // to back, so one write wakes the client instead of each. Inline was
     // 25% slower under load (bench/README.md).
+    let component_id = served.grants.id.clone();
     let task = {
         let shared = shared.clone();
+        let (method, uri) = (method.clone(), uri.clone());
         tokio::spawn(async move {
             let served = &app.components[index];
             let result = served.executor.run(&served.grants, exchange, &state).await;
@@ -335,15 +414,50 @@ async fn handle(
     match head.await {
         Ok(response) => response,
         Err(_) => {
-            let status = match task.await {
-                Ok(Err(failure)) => failure.status(),
-                // The reply is only dropped unused on failure; a panic in the
-                // task is Tern's bug, still answered without detail.
-                _ => 500,
-            };
-            response::error(status, id)
+            match task.await {
+                Ok(Err(failure)) => response::error(failure.status(), id),
+                // The reply is only dropped unused on failure.
+                Ok(Ok(())) => response::error(500, id),
+                // A panic is Tern's bug: answered without detail, and logged
+                // here since the task never got to its log line.
+                Err(_) => refuse(
+                    500,
+                    Some(&component_id),
+                    Some("the request's task panicked (a bug in Tern)".into()),
+                ),
+            }
         }
     }
+}
+
+/// Holds the request's `Host` to RFC 9112 (3.2): exactly one on HTTP/1.1,
+/// a valid authority, and for an absolute-form target the target's own
+/// authority, so that both executors see the same host.
+fn check_host(req: &mut Request<Incoming>) -> Result<(), &'static str> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err("more than one Host header");
+    }
+    if let Some(authority) = req.uri().authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        return Ok(());
+    }
+    match first {
+        Some(host) if !is_authority(host.as_bytes()) => Err("Host is not a valid authority"),
+        None if req.version() == http::Version::HTTP_11 => Err("no Host header"),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `host` is an RFC 3986 host with an optional port, as a `Host`
+/// header carries it: no user info, no path, no spaces.
+fn is_authority(host: &[u8]) -> bool {
+    host.iter().all(|&b| {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b)
+    })
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
@@ -353,24 +467,4 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-fn log(
-    shared: &Shared,
-    req: &Request<Incoming>,
-    id: RequestId,
-    start: Instant,
-    status: u16,
-    component: Option<&str>,
-    error: Option<String>,
-) {
-    shared.sink.request(&AccessRecord {
-        id,
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        status,
-        duration: start.elapsed(),
-        component,
-        error,
-    });
 }

@@ -2,9 +2,7 @@
 //! instance per request. The request body is its stdin, the CGI
 //! meta-variables its environment, and what it prints its response.
 
-use std::sync::atomic::Ordering;
-
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Response;
 use tern_runtime::MemoryLimiter;
 use wasmtime::{Engine, InstancePre, Linker, Module, Result, Store};
@@ -14,6 +12,9 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use crate::cgi::{CgiRequest, parse_response};
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
+
+/// Room for a CGI program's header block on top of its body.
+const MAX_CGI_HEAD: usize = 64 << 10;
 
 /// A program ready to instantiate per request.
 pub(crate) struct WagiExecutor {
@@ -42,19 +43,15 @@ impl WagiExecutor {
     pub(crate) async fn run(&self, grants: &Grants, exchange: Exchange) -> Result<(), Failure> {
         let Exchange {
             request,
+            buffered,
             reply,
             ctx,
             sink,
         } = exchange;
         let limits = &grants.limits;
-        let (parts, body) = request.into_parts();
-        let body = match body.collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) if ctx.body_exceeded.load(Ordering::Acquire) => {
-                return Err(Failure::BodyTooLarge);
-            }
-            Err(e) => return Err(Failure::Host(format!("reading the request body: {e}"))),
-        };
+        let (parts, _spent) = request.into_parts();
+        // The server read the body before the request took its slot.
+        let body = buffered.unwrap_or_default();
 
         let host_header = parts
             .headers
@@ -75,8 +72,11 @@ impl WagiExecutor {
             request_uri: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         };
 
-        let stdout =
-            MemoryOutputPipe::new(usize::try_from(limits.max_body.0).unwrap_or(usize::MAX));
+        // Room for the header block and a body of `max_body`, and one byte
+        // more, so that output over the limit is told from output at it.
+        let max_body = usize::try_from(limits.max_body.0).unwrap_or(usize::MAX);
+        let capacity = max_body.saturating_add(MAX_CGI_HEAD + 1);
+        let stdout = MemoryOutputPipe::new(capacity);
         let mut wasi = grants
             .wasi(&sink, ctx.id)
             .map_err(|e| Failure::Host(format!("{e:#}")))?;
@@ -102,7 +102,20 @@ impl WagiExecutor {
         result?;
 
         let output = stdout.contents();
+        if output.len() >= capacity {
+            return Err(Failure::Host(format!(
+                "the program's output is larger than the response limit of {} \
+                 (max_body) and its headers",
+                limits.max_body
+            )));
+        }
         let cgi = parse_response(output).map_err(Failure::Host)?;
+        if cgi.body.len() > max_body {
+            return Err(Failure::Host(format!(
+                "the program's response body is larger than the limit of {} (max_body)",
+                limits.max_body
+            )));
+        }
         let mut response = Response::new(Full::new(cgi.body));
         *response.status_mut() = cgi.status;
         *response.headers_mut() = cgi.headers;

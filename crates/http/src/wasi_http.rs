@@ -15,8 +15,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::body::GuestBody;
 use crate::executor::Exchange;
-use crate::instance::{Failure, Grants, limit_store};
+use crate::instance::{
+    Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources,
+};
 use crate::outbound::Outbound;
+use crate::response::REQUEST_ID_HEADER;
 
 /// Headers Tern sets on every request it hands a guest; a client's own
 /// headers with these names are dropped so they cannot be spoofed.
@@ -87,6 +90,7 @@ impl WasiHttpExecutor {
     pub(crate) async fn run(&self, grants: &Grants, exchange: Exchange) -> Result<(), Failure> {
         let Exchange {
             mut request,
+            buffered: _,
             reply,
             ctx,
             sink,
@@ -111,10 +115,14 @@ impl WasiHttpExecutor {
             .wasi(&sink, ctx.id)
             .map_err(|e| Failure::Host(format!("{e:#}")))?
             .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_SIZE);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(max_host_resources(grants.limits.memory));
         let host = HttpHost {
             wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             limiter: MemoryLimiter::new(grants.limits.memory),
             hooks: Outbound {
                 policy: grants.outbound.clone(),
@@ -136,11 +144,16 @@ impl WasiHttpExecutor {
                 .new_incoming_request(Scheme::Http, request)
                 .map_err(|e| Failure::Host(format!("{e:#}")))?;
             let failed = reply.state().failed.clone();
+            let exceeded = body_exceeded.clone();
             let outparam = http
                 .new_response_outparam_from_callback(move |result| match result {
-                    Ok(response) => {
-                        reply.send(response.map(|body| GuestBody::new(body, failed)));
-                    }
+                    // The guest answers a body it read only part of: the
+                    // client gets 413, not a reply to a truncated request.
+                    Ok(_) if exceeded.load(Ordering::Acquire) => drop(reply),
+                    Ok(mut response) => match check_head(&mut response) {
+                        Ok(()) => reply.send(response.map(|body| GuestBody::new(body, failed))),
+                        Err(why) => reply.refuse(why),
+                    },
                     Err(code) => reply.refuse(error_code_message(&code)),
                 })
                 .map_err(|e| Failure::Host(format!("{e:#}")))?;
@@ -155,8 +168,10 @@ impl WasiHttpExecutor {
                 .await
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
+        // A body over the limit fails the request however the guest took
+        // the error (some treat any read error as the end of the body).
         let result = match Failure::settle(run, &store.data().limiter, &grants.limits) {
-            Err(_) if body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
+            _ if body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
             other => other,
         };
         if result.is_err() {
@@ -180,6 +195,26 @@ fn drop_tern_headers(headers: &mut http::HeaderMap) {
     for name in spoofed {
         headers.remove(name);
     }
+}
+
+/// Holds a guest's response head to what HTTP and Tern allow: a final
+/// status (200 to 599), no `x-request-id` of its own (that header is
+/// Tern's, tying a response to its log line), and no `content-length` on a
+/// 204 or 304, whose bodies are empty by definition.
+fn check_head<B>(response: &mut http::Response<B>) -> Result<(), String> {
+    let status = response.status();
+    if !(200..=599).contains(&status.as_u16()) {
+        return Err(format!(
+            "guest set status {}, which is not a final response status (200 to 599)",
+            status.as_u16()
+        ));
+    }
+    let headers = response.headers_mut();
+    headers.remove(REQUEST_ID_HEADER);
+    if status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    Ok(())
 }
 
 fn error_code_message(code: &ErrorCode) -> String {

@@ -54,6 +54,17 @@ pub enum ManifestError {
         /// Why reading failed.
         error: io::Error,
     },
+    /// A directory given as the app holds no manifest.
+    #[error(
+        "no tern.toml in {}: make an app there with `tern new http-rust {}`, or serve a \
+         component as it is with `tern serve app.wasm`",
+        dir.display(),
+        dir.display()
+    )]
+    NoManifest {
+        /// The directory as given.
+        dir: PathBuf,
+    },
     /// The text is not TOML, or does not have the manifest's shape
     /// (an unknown key, a value of the wrong type, a bad unit).
     #[error("{}: {message}", place(path, *location))]
@@ -83,7 +94,7 @@ impl ManifestError {
     /// Where in the manifest the problem is, when that is known.
     pub fn location(&self) -> Option<Location> {
         match self {
-            ManifestError::Read { .. } => None,
+            ManifestError::Read { .. } | ManifestError::NoManifest { .. } => None,
             ManifestError::Toml { location, .. } | ManifestError::Invalid { location, .. } => {
                 *location
             }

@@ -185,12 +185,54 @@ pub(crate) enum Sources {
 }
 
 fn load_with(path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
-    let path = manifest_path(path);
-    let text = fs::read_to_string(&path).map_err(|error| ManifestError::Read {
-        path: path.clone(),
-        error,
+    let file = manifest_path(path);
+    let read_error = |error: std::io::Error| match error.kind() {
+        std::io::ErrorKind::NotFound if path.is_dir() => ManifestError::NoManifest {
+            dir: path.to_owned(),
+        },
+        _ => ManifestError::Read {
+            path: file.clone(),
+            error,
+        },
+    };
+    let bytes = fs::read(&file).map_err(read_error)?;
+    if bytes.starts_with(b"\0asm") {
+        return for_component(&file);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| ManifestError::Read {
+        path: file.clone(),
+        error: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "neither a tern.toml manifest (not UTF-8 text) nor a WebAssembly binary",
+        ),
     })?;
-    parse_with(&text, &path, sources)
+    parse_with(&text, &file, sources)
+}
+
+/// The manifest `tern serve app.wasm` serves: the one component on every
+/// path (`/...`), named after its file, granted nothing, as `wasmtime
+/// serve` would serve it.
+fn for_component(wasm: &Path) -> Result<Manifest, ManifestError> {
+    let stem = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
+    let mut id: String = stem
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-' | '_') => c,
+            _ => '-',
+        })
+        .collect();
+    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        id.insert_str(0, "app-");
+    }
+    let file_name = wasm.file_name().unwrap_or(wasm.as_os_str()).to_string_lossy();
+    let text = format!(
+        "manifest_version = 1\n[app]\nname = \"{id}\"\n[[route]]\npath = \"/...\"\n\
+         component = \"{id}\"\n[component.{id}]\nsource = {}\n",
+        toml::Value::String(file_name.into_owned())
+    );
+    let mut manifest = parse_with(&text, &wasm.with_file_name(MANIFEST_FILE_NAME), Sources::MustExist)?;
+    manifest.path = wasm.to_owned();
+    Ok(manifest)
 }
 
 /// The manifest file `path` names: `path/tern.toml` for a directory.

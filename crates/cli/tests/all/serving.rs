@@ -194,6 +194,11 @@ impl Serve {
         stream
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         self.signal(libc::SIGTERM);

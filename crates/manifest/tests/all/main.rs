@@ -241,3 +241,25 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     }
     out
 }
+
+#[test]
+fn a_directory_without_a_manifest_says_how_to_make_one() {
+    let error = load(Path::new("tests/data")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no tern.toml in tests/data: make an app there with `tern new http-rust tests/data`, \
+         or serve a component as it is with `tern serve app.wasm`"
+    );
+}
+
+#[test]
+fn a_wasm_file_is_an_app_of_one_component_on_every_path() {
+    let manifest = load(Path::new("tests/data/invalid/hello.wasm")).unwrap();
+    assert_eq!(manifest.app.name, "hello");
+    assert_eq!(manifest.path, Path::new("tests/data/invalid/hello.wasm"));
+    let component = &manifest.components["hello"];
+    assert_eq!(component.source, Path::new("tests/data/invalid/hello.wasm"));
+    assert!(component.files.is_empty() && component.environment.is_empty());
+    assert_eq!(manifest.routes.len(), 1);
+    assert_eq!(manifest.routes[0].pattern.to_string(), "/...");
+}

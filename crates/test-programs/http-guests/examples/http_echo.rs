@@ -1,6 +1,8 @@
 //! Describes the request back to the caller, one fact per line: method, path
 //! with query, headers (sorted), environment (sorted), the contents of the
-//! file named by `?file=PATH` if asked, then the body as received.
+//! file named by `?file=PATH` if asked, then the body as received. With
+//! `?status=N` it answers only an empty body with status N and an
+//! `x-request-id` of its own choosing, which the host must not pass on.
 use std::fmt::Write as _;
 
 use wasi::exports::http::incoming_handler::Guest;
@@ -11,6 +13,12 @@ struct Echo;
 impl Guest for Echo {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        if let Some(status) = tern_http_guests::query_param(&path, "status") {
+            let status = status.parse().expect("a status code");
+            let headers = [("x-request-id", "chosen-by-the-guest")];
+            tern_http_guests::respond(out, status, &headers, b"");
+            return;
+        }
         let mut text = String::new();
         writeln!(
             text,

@@ -136,11 +136,16 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
                     let (_, since) = running.swap_remove(index);
                     let took = since.elapsed();
                     match outcome {
-                        Ok(()) => crate::log::say(&format!("tern: built {id} in {}", seconds(took))),
+                        Ok(()) => {
+                            crate::log::say(&format!("tern: built {id} in {}", seconds(took)))
+                        }
                         Err(why) if failure.is_none() => {
                             failure = Some(format!("building component `{id}`: {why}"));
                         }
-                        Err(why) => crate::log::say(&format!("tern: building {id} failed too: {}", first(&why))),
+                        Err(why) => crate::log::say(&format!(
+                            "tern: building {id} failed too: {}",
+                            first(&why)
+                        )),
                     }
                 }
                 Err(_) => {

@@ -49,7 +49,9 @@ pub(crate) fn start(reloader: Reloader, watch: Option<Watch>) -> Result<Reloads>
     if watch.is_some() {
         let manifest = tern_manifest::load_unbuilt(&reloader.manifest)?;
         watch::start(&manifest, reloads.clone())?;
-        crate::log::say("tern: watching for changes; edits rebuild and swap in the changed components");
+        crate::log::say(
+            "tern: watching for changes; edits rebuild and swap in the changed components",
+        );
     }
     tokio::spawn(async move {
         let reloader = std::sync::Arc::new(reloader);
@@ -69,7 +71,9 @@ pub(crate) fn start(reloader: Reloader, watch: Option<Watch>) -> Result<Reloads>
                 }
                 Err(_) => "the reload stopped unexpectedly (a bug in Tern)".to_owned(),
             };
-            crate::log::say(&format!("tern: reload failed, still serving the previous version: {why}"));
+            crate::log::say(&format!(
+                "tern: reload failed, still serving the previous version: {why}"
+            ));
         }
     });
     Ok(reloads)

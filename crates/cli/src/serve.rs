@@ -88,7 +88,9 @@ fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
         .or_else(|| text.strip_prefix("localhost:"))
         .and_then(|port| port.parse::<u16>().ok());
     port.map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
-        .ok_or_else(|| "expected IP:PORT (127.0.0.1:3000, [::1]:3000), localhost:PORT or :PORT".into())
+        .ok_or_else(|| {
+            "expected IP:PORT (127.0.0.1:3000, [::1]:3000), localhost:PORT or :PORT".into()
+        })
 }
 
 /// Raises the soft limit on open files to the hard one: every connection

@@ -36,9 +36,11 @@ pub fn main(args: UpArgs) -> Result<ExitCode> {
     crate::log::set_format(args.serve.log_format);
     // A port already taken is found before a build, not after it.
     let listen = args.serve.listen;
-    drop(std::net::TcpListener::bind(listen).map_err(|e| {
-        tern_runtime::Error::from(e).context(format!("cannot listen on {listen}"))
-    })?);
+    drop(
+        std::net::TcpListener::bind(listen).map_err(|e| {
+            tern_runtime::Error::from(e).context(format!("cannot listen on {listen}"))
+        })?,
+    );
     let jobs = args.jobs.map_or_else(build::default_jobs, |n| n as usize);
     if !args.no_build {
         let manifest = tern_manifest::load_unbuilt(&args.serve.path)?;

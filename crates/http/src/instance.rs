@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter, Services};
 use tern_manifest::ByteSize;
+use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter, Services};
 use wasmtime::component::ResourceTableError;
 use wasmtime::{Result, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};

@@ -455,9 +455,8 @@ fn check_host(req: &mut Request<Incoming>) -> Result<(), &'static str> {
 /// Whether `host` is an RFC 3986 host with an optional port, as a `Host`
 /// header carries it: no user info, no path, no spaces.
 fn is_authority(host: &[u8]) -> bool {
-    host.iter().all(|&b| {
-        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b)
-    })
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b))
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

@@ -15,9 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::body::GuestBody;
 use crate::executor::Exchange;
-use crate::instance::{
-    Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources,
-};
+use crate::instance::{Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources};
 use crate::outbound::Outbound;
 use crate::response::REQUEST_ID_HEADER;
 

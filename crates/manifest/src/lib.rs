@@ -224,13 +224,20 @@ fn for_component(wasm: &Path) -> Result<Manifest, ManifestError> {
     if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
         id.insert_str(0, "app-");
     }
-    let file_name = wasm.file_name().unwrap_or(wasm.as_os_str()).to_string_lossy();
+    let file_name = wasm
+        .file_name()
+        .unwrap_or(wasm.as_os_str())
+        .to_string_lossy();
     let text = format!(
         "manifest_version = 1\n[app]\nname = \"{id}\"\n[[route]]\npath = \"/...\"\n\
          component = \"{id}\"\n[component.{id}]\nsource = {}\n",
         toml::Value::String(file_name.into_owned())
     );
-    let mut manifest = parse_with(&text, &wasm.with_file_name(MANIFEST_FILE_NAME), Sources::MustExist)?;
+    let mut manifest = parse_with(
+        &text,
+        &wasm.with_file_name(MANIFEST_FILE_NAME),
+        Sources::MustExist,
+    )?;
     manifest.path = wasm.to_owned();
     Ok(manifest)
 }

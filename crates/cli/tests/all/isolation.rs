@@ -69,7 +69,10 @@ pub fn http_host_bomb() {
 
 /// Sends `raw` and a second request on the same connection, returning both
 /// responses as the client saw them.
-fn two_on_one_connection(serve: &Serve, first: &str) -> (crate::serving::Response, crate::serving::Response) {
+fn two_on_one_connection(
+    serve: &Serve,
+    first: &str,
+) -> (crate::serving::Response, crate::serving::Response) {
     let stream = serve.connect();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -85,7 +88,11 @@ pub fn wagi_forge() {
     let tern = Tern::new();
     let serve = Serve::start(
         &tern,
-        &one("/forge", P1_WAGI_FORGE, "[component.app.limits]\nmax_body = \"1KiB\""),
+        &one(
+            "/forge",
+            P1_WAGI_FORGE,
+            "[component.app.limits]\nmax_body = \"1KiB\"",
+        ),
         &[],
     );
     // A declared empty body followed by a forged response: all of it is the
@@ -109,19 +116,28 @@ pub fn wagi_forge() {
     switch.expect(500);
     let id = switch.header("x-request-id").unwrap();
     let line = serve.wait_for_log(&format!("{id} GET /forge 500"));
-    assert!(line.contains("bad Status \"101 Switching Protocols\""), "{line}");
+    assert!(
+        line.contains("bad Status \"101 Switching Protocols\""),
+        "{line}"
+    );
     // Output past max_body is an error, not a truncated 200.
     assert_eq!(serve.get("/forge?big=1024").expect(200).len(), 1024);
     let big = serve.get("/forge?big=1025");
     big.expect(500);
     let id = big.header("x-request-id").unwrap();
     let line = serve.wait_for_log(&format!("{id} GET /forge 500"));
-    assert!(line.contains("larger than the limit of 1KiB (max_body)"), "{line}");
+    assert!(
+        line.contains("larger than the limit of 1KiB (max_body)"),
+        "{line}"
+    );
     let huge = serve.get("/forge?big=200000");
     huge.expect(500);
     let id = huge.header("x-request-id").unwrap();
     let line = serve.wait_for_log(&format!("{id} GET /forge 500"));
-    assert!(line.contains("larger than the response limit of 1KiB"), "{line}");
+    assert!(
+        line.contains("larger than the response limit of 1KiB"),
+        "{line}"
+    );
     // Control characters a guest writes cannot forge a log line.
     serve.get("/forge?stderr").expect(200);
     let line = serve.wait_for_log("app stderr: first line");
@@ -249,7 +265,10 @@ fn refused_heads_are_logged() {
     let line = serve.wait_for_log(" 431 ");
     assert!(line.contains("request head larger than 8KiB"), "{line}");
     // Malformed heads get hyper's 400; heads RFC 9112 rejects get Tern's.
-    assert_eq!(serve.send("GET /forge HTTP/1.1\r\nNo colon\r\n\r\n").status, 400);
+    assert_eq!(
+        serve.send("GET /forge HTTP/1.1\r\nNo colon\r\n\r\n").status,
+        400
+    );
     let line = serve.wait_for_log(" - - 400 ");
     assert!(line.contains("malformed request"), "{line}");
     for (head, why) in [
@@ -258,7 +277,9 @@ fn refused_heads_are_logged() {
         ("Host: user@evil.test\r\n", "Host is not a valid authority"),
         ("Host: a b\r\n", "Host is not a valid authority"),
     ] {
-        let response = serve.send(&format!("GET /forge HTTP/1.1\r\n{head}Connection: close\r\n\r\n"));
+        let response = serve.send(&format!(
+            "GET /forge HTTP/1.1\r\n{head}Connection: close\r\n\r\n"
+        ));
         response.expect(400);
         let id = response.header("x-request-id").unwrap();
         let line = serve.wait_for_log(&format!("{id} GET /forge 400"));
@@ -276,7 +297,11 @@ fn a_chunked_body_over_the_limit_is_refused_however_the_guest_reads() {
     let tern = Tern::new();
     let serve = Serve::start(
         &tern,
-        &one("/body", HTTP_BODY, "[component.app.limits]\nmax_body = \"64KiB\""),
+        &one(
+            "/body",
+            HTTP_BODY,
+            "[component.app.limits]\nmax_body = \"64KiB\"",
+        ),
         &[],
     );
     let chunk = "x".repeat(16 << 10);
@@ -319,7 +344,11 @@ fn a_declared_body_over_the_limit_gets_413_while_still_sending() {
     let tern = Tern::new();
     let serve = Serve::start(
         &tern,
-        &one("/body", HTTP_BODY, "[component.app.limits]\nmax_body = \"1KiB\""),
+        &one(
+            "/body",
+            HTTP_BODY,
+            "[component.app.limits]\nmax_body = \"1KiB\"",
+        ),
         &[],
     );
     let stream = serve.connect();

@@ -44,13 +44,18 @@ impl Guest for HostBomb {
             for _ in 0..n {
                 let set = Fields::new();
                 for i in 0..5 {
-                    set.append(&format!("x-filler-{i}"), &value).expect("append");
+                    set.append(&format!("x-filler-{i}"), &value)
+                        .expect("append");
                     bytes += value.len();
                 }
                 fields.push(set);
             }
         }
-        let message = format!("held {} bodies, {} header sets, {bytes} bytes", kept.len(), fields.len());
+        let message = format!(
+            "held {} bodies, {} header sets, {bytes} bytes",
+            kept.len(),
+            fields.len()
+        );
         // Streams are children of their bodies and go first.
         for (request, body, stream) in kept {
             drop(stream);

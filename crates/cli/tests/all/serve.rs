@@ -292,4 +292,15 @@ fn json_access_log() {
     }
     // Query strings may carry tokens; the log keeps the path only.
     assert!(!line.contains("secret"), "{line}");
+    // Every line on stderr is a JSON object, Tern's own lines included.
+    serve.terminate();
+    let (code, log) = serve.wait();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("\"message\":\"tern: shutting down"), "{log}");
+    for line in log.lines().filter(|l| *l != "\u{0}eof") {
+        assert!(
+            line.starts_with('{') && line.ends_with('}') && line.contains("\"time\":\""),
+            "not a JSON line: {line}"
+        );
+    }
 }

@@ -84,8 +84,25 @@ fn manifest_errors_stop_before_listening() {
 fn directory_without_manifest() {
     let tern = Tern::new();
     let dir = tempfile::tempdir().unwrap();
-    let out = tern.run(&["serve", dir.path().to_str().unwrap()]);
-    out.code(1).one_line_error("reading manifest");
+    let path = dir.path().to_str().unwrap();
+    let out = tern.run(&["serve", path]);
+    out.code(1).one_line_error(&format!(
+        "no tern.toml in {path}: make an app there with `tern new http-rust {path}`"
+    ));
+    // A file that is neither a manifest nor wasm says so.
+    let binary = dir.path().join("data.bin");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    tern.run(&["serve", binary.to_str().unwrap()])
+        .code(1)
+        .one_line_error("neither a tern.toml manifest (not UTF-8 text) nor a WebAssembly binary");
+}
+
+#[test]
+fn listen_addresses() {
+    let tern = Tern::new();
+    let out = tern.run(&["serve", "--listen", "nowhere:80", "."]);
+    out.code(2)
+        .stderr_has("expected IP:PORT (127.0.0.1:3000, [::1]:3000), localhost:PORT or :PORT");
 }
 
 #[test]

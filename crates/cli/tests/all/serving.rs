@@ -108,7 +108,12 @@ impl Serve {
             reader: Some(reader),
         };
         let line = serve.wait_for_log("listening on http://");
-        let addr = line.trim_start_matches("listening on http://");
+        // A text line, or the message of a JSON one.
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split(['"', ' ']).next())
+            .unwrap_or_default();
         serve.addr = addr.parse().unwrap_or_else(|_| panic!("bad line {line:?}"));
         serve
     }

@@ -8,10 +8,12 @@ use tern_runtime::{ByteSize, Limits, Result, SigningKey};
 
 #[derive(Args)]
 #[command(after_help = "\
-The artifact is sealed with a key kept in $XDG_DATA_HOME/tern/artifact.key
-(mode 0600). `tern run` loads only artifacts whose seal verifies under that
-key, so an artifact runs only for the user and machine that compiled it;
-anything else, including raw wasmtime .cwasm files, is refused.")]
+The artifact (written with mode 0600) is sealed with a key kept in
+$XDG_DATA_HOME/tern/artifact.key (mode 0600). `tern run` loads only
+artifacts whose seal verifies under that key and that were compiled for the
+engine options it runs with, so an artifact runs only for the user and
+machine that compiled it; anything else, including raw wasmtime .cwasm
+files, is refused.")]
 pub struct CompileArgs {
     /// The module, component or .wat file to compile
     file: PathBuf,
@@ -46,7 +48,8 @@ pub fn main(args: CompileArgs) -> Result<ExitCode> {
     let output = args
         .output
         .unwrap_or_else(|| args.file.with_extension("twasm"));
-    std::fs::write(&output, &sealed).map_err(|e| {
+    // Mode 0600: the artifact is this user's native code.
+    tern_runtime::write_private(&output, &sealed).map_err(|e| {
         tern_runtime::Error::new(e).context(format!("writing `{}`", output.display()))
     })?;
     eprintln!(

@@ -3,18 +3,21 @@
 
 use std::io::IsTerminal as _;
 
-use tern_runtime::{ByteSize, CompileCache};
+use tern_runtime::{ByteSize, CompileCache, Refused, Result};
 
 /// Opens the compile cache unless `no_cache`. Compiling works without it,
 /// so a cache that cannot be opened is `None` plus the reason, for the
-/// caller to report as it sees fit.
-pub fn open_cache(no_cache: bool) -> (Option<CompileCache>, Option<String>) {
+/// caller to report as it sees fit. A cache directory, key directory or key
+/// that someone else could have written is an error: it may have been
+/// tampered with, and working around it silently would hide that.
+pub fn open_cache(no_cache: bool) -> Result<(Option<CompileCache>, Option<String>)> {
     if no_cache {
-        return (None, None);
+        return Ok((None, None));
     }
     match CompileCache::open_default() {
-        Ok(cache) => (cache, None),
-        Err(e) => (None, Some(e.to_string())),
+        Ok(cache) => Ok((cache, None)),
+        Err(e) if e.is::<Refused>() => Err(e),
+        Err(e) => Ok((None, Some(e.to_string()))),
     }
 }
 

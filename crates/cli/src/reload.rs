@@ -105,7 +105,7 @@ impl Reloader {
             }
         }
         let manifest = tern_manifest::load(&self.manifest)?;
-        let (cache, _disabled) = compiling::open_cache(self.no_cache);
+        let (cache, _disabled) = compiling::open_cache(self.no_cache)?;
         let loader = Loader {
             cache: cache.as_ref(),
             ..Loader::default()

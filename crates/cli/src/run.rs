@@ -95,7 +95,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
 
     let engine = tern_runtime::engine_for(&limits)?;
     trace.note("engine created");
-    let (cache, disabled) = compiling::open_cache(args.no_cache);
+    let (cache, disabled) = compiling::open_cache(args.no_cache)?;
     if let Some(why) = disabled {
         trace.say(&format!("compile cache disabled: {why}"));
     }

@@ -138,7 +138,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     config.write_timeout = args.write_timeout.0;
 
     // Serving works without the cache, only starting is slower.
-    let (cache, _disabled) = compiling::open_cache(args.no_cache);
+    let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
     let note_compile = |size| compiling::note_compile("a component", size, cache.is_some());
     let loader = Loader {
         cache: cache.as_ref(),

@@ -50,6 +50,10 @@ impl SqliteStore {
                 message: format!("cannot create the store's directory: {e}"),
             })?;
         }
+        create_private(path).map_err(|e| Error::Unavailable {
+            backend: "sqlite",
+            message: format!("cannot create the store's file: {e}"),
+        })?;
         let conn = Connection::open(path).map_err(Error::sqlite)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(Error::sqlite)?;
@@ -209,10 +213,45 @@ fn write(c: &Connection, key: &str, value: &[u8], expires: Option<i64>) -> rusql
     .map(drop)
 }
 
+/// Creates the store's file with mode 0600 if it does not exist yet, before
+/// SQLite opens it: SQLite creates its `-wal` and `-shm` files with the
+/// database file's mode, so all three stay private to this user.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // An existing store keeps its mode; SQLite opens it as it is.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Milliseconds since the Unix epoch: expiry must survive a restart, so it
 /// is wall-clock time.
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn store_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv/default.sqlite");
+        let _store = SqliteStore::open(&path).unwrap();
+        let wal = dir.path().join("kv/default.sqlite-wal");
+        for file in [&path, &wal] {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+    }
 }

@@ -1,15 +1,22 @@
 //! The on-disk compile cache: one sealed artifact per (wasm bytes, engine
 //! configuration, tern version), so a second run skips compilation.
+//!
+//! Only this user can have written what the cache trusts: the directory is
+//! refused unless it is this user's own and writable by nobody else, and an
+//! entry is used only if it is a regular file of this user's, writable by
+//! nobody else, opened without following a link, whose seal verifies and
+//! binds it to the wasm and engine it is looked up for. Anything else is
+//! ignored, recompiled and replaced.
 
-use std::fs;
-use std::hash::{Hash, Hasher};
-use std::io::Write as _;
+use std::hash::Hash as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result};
 
-use crate::artifact::{ArtifactKind, SigningKey};
+use crate::artifact::{ArtifactKind, Binding, Blake3Hasher, SigningKey};
+use crate::private::{self, Refused, Subject, Unusable};
 use crate::stat_index::{self, FileStamp};
 
 /// A directory of sealed compiled artifacts.
@@ -18,33 +25,61 @@ pub struct CompileCache {
     key: SigningKey,
 }
 
+/// A cache entry read into memory and verified: the code that runs is
+/// exactly the code whose seal was checked, whatever happens to the file.
+pub(crate) struct Entry {
+    kind: ArtifactKind,
+    bytes: Vec<u8>,
+    payload_len: usize,
+}
+
+impl Entry {
+    pub(crate) fn kind(&self) -> ArtifactKind {
+        self.kind
+    }
+
+    /// What wasmtime serialized, without the seal.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.bytes[..self.payload_len]
+    }
+}
+
 /// What a cache lookup found.
 pub(crate) enum Lookup {
-    /// A verified entry: its kind, and the open file to map.
-    Hit(ArtifactKind, fs::File),
+    /// A verified entry.
+    Hit(Entry),
     /// No entry.
     Miss,
-    /// An entry that did not verify, and why.
+    /// An entry that is not used, and why.
     Rejected(String),
 }
 
 impl CompileCache {
-    /// A cache in `dir`, sealing entries with `key`.
-    pub fn new(dir: PathBuf, key: SigningKey) -> Self {
-        CompileCache { dir, key }
+    /// A cache in `dir`, sealing entries with `key`. `dir` is made (mode
+    /// 0700) when the first entry is written; if it exists it must be a
+    /// directory of this user's, not a link, that nobody else can write.
+    pub fn new(dir: PathBuf, key: SigningKey) -> Result<Self> {
+        match private::check_dir(&dir) {
+            Ok(()) | Err(Unusable::Missing) => Ok(CompileCache { dir, key }),
+            Err(Unusable::Refused(why)) => Err(Refused::new(Subject::CacheDir, &dir, why).into()),
+            Err(Unusable::Io(e)) => Err(e).with_context(|| {
+                format!("cannot use the compile cache directory `{}`", dir.display())
+            }),
+        }
     }
 
     /// The per-user cache (`$XDG_CACHE_HOME/tern`) with the per-user key;
-    /// `None` when the user has no home directory.
+    /// `None` when the user has no home directory. A cache directory, key
+    /// directory or key that someone else could have written is a
+    /// [`Refused`] error (`Error::is::<Refused>()`), distinct from a cache
+    /// that merely cannot be made.
     pub fn open_default() -> Result<Option<Self>> {
         let (Some(dir), Some(key_path)) = (crate::dirs::cache_dir(), SigningKey::default_path())
         else {
             return Ok(None);
         };
-        Ok(Some(CompileCache::new(
-            dir,
-            SigningKey::load_or_create(&key_path)?,
-        )))
+        let key = SigningKey::load_or_create(&key_path)?;
+        CompileCache::new(dir, key).map(Some)
     }
 
     /// The key entries are sealed with.
@@ -74,39 +109,59 @@ impl CompileCache {
         stat_index::remember(&self.dir, &self.key, stamp, content);
     }
 
-    pub(crate) fn lookup(&self, path: &Path) -> Lookup {
-        let Ok(mut file) = fs::File::open(path) else {
-            return Lookup::Miss;
+    /// Reads the entry at `path` into memory and verifies its seal and that
+    /// it was compiled for `binding`.
+    ///
+    /// The entry is read, not mapped: a mapped file shows later writes to
+    /// it, so code could change after its MAC was checked. wasmtime copies
+    /// the verified bytes into memory of its own, which nothing outside this
+    /// process can write. (A sealed memfd would keep the code file-backed,
+    /// but costs the same copy and more code; the copy is a memcpy of an
+    /// artifact already in the page cache.)
+    pub(crate) fn lookup(&self, path: &Path, binding: &Binding) -> Lookup {
+        let mut file = match private::open_file(path, false) {
+            Ok(file) => file,
+            Err(Unusable::Missing) => return Lookup::Miss,
+            Err(why) => return Lookup::Rejected(why.to_string()),
         };
-        match self.key.verify_file(&mut file) {
-            Ok(kind) => Lookup::Hit(kind, file),
+        let mut bytes = Vec::new();
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return Lookup::Rejected(e.to_string());
+        }
+        let opened = self
+            .key
+            .open(&bytes, binding)
+            .map(|(kind, payload)| (kind, payload.len()));
+        match opened {
+            Ok((kind, payload_len)) => Lookup::Hit(Entry {
+                kind,
+                bytes,
+                payload_len,
+            }),
             Err(e) => Lookup::Rejected(e.to_string()),
         }
     }
 
-    /// Writes an entry atomically: a reader sees the old file, or the whole
-    /// new one, never a torn write.
-    pub(crate) fn store(&self, path: &Path, kind: ArtifactKind, payload: &[u8]) -> Result<()> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating cache directory `{}`", self.dir.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
+    /// Writes an entry atomically (mode 0600, then renamed into place): a
+    /// reader sees the old file, or the whole new one, never a torn write.
+    pub(crate) fn store(
+        &self,
+        path: &Path,
+        kind: ArtifactKind,
+        payload: &[u8],
+        binding: &Binding,
+    ) -> Result<()> {
+        private::make_dir(&self.dir).map_err(|e| {
+            wasmtime::format_err!(
+                "cannot use the compile cache directory `{}`: {e}",
+                self.dir.display()
+            )
+        })?;
+        let mut tmp = private::temp_file(&self.dir)
             .with_context(|| format!("writing to cache directory `{}`", self.dir.display()))?;
-        tmp.write_all(&self.key.seal(kind, payload))?;
+        tmp.write_all(&self.key.seal(kind, payload, binding))?;
         tmp.persist(path)
             .with_context(|| format!("writing cache entry `{}`", path.display()))?;
         Ok(())
-    }
-}
-
-/// Feeds `Hash` impls into BLAKE3, so the key is stable across runs.
-struct Blake3Hasher(blake3::Hasher);
-
-impl Hasher for Blake3Hasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    fn finish(&self) -> u64 {
-        unreachable!("only finalized as a whole BLAKE3 hash")
     }
 }

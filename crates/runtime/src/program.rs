@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Module, Result, bail};
 
-use crate::artifact::{self, ArtifactKind, SigningKey};
+use crate::artifact::{self, ArtifactError, ArtifactKind, Binding, SigningKey};
 use crate::cache::{CompileCache, Lookup};
 use crate::stat_index::FileStamp;
 
@@ -46,7 +46,7 @@ pub struct Loaded {
     pub source: CodeSource,
     /// Time spent reading and hashing the file.
     pub read_time: Duration,
-    /// Time spent compiling, or verifying and mapping cached code.
+    /// Time spent compiling, or reading, verifying and loading cached code.
     pub code_time: Duration,
 }
 
@@ -92,12 +92,21 @@ impl Loader<'_> {
             code_time: start.elapsed() - read_time,
         };
 
+        // Every seal binds the engine the code was compiled for.
+        let engine_hash = artifact::engine_hash(engine);
+
         // Warm path: the stat index knows this file's content hash, and the
         // entry for it verifies. The module itself is never read.
         if let Some(cache) = self.cache
             && let Some(content) = cache.recall(&stamp)
-            && let Lookup::Hit(kind, entry) = cache.lookup(&cache.entry_path(engine, &content))
-            && let Ok(program) = deserialize_file(engine, kind, entry)
+            && let Lookup::Hit(entry) = cache.lookup(
+                &cache.entry_path(engine, &content),
+                &Binding {
+                    wasm: content,
+                    engine: engine_hash,
+                },
+            )
+            && let Ok(program) = deserialize(engine, entry.kind(), entry.payload())
         {
             return Ok(loaded(program, CodeSource::CacheHit, Duration::ZERO));
         }
@@ -110,13 +119,12 @@ impl Loader<'_> {
                 .key
                 .or(self.cache.map(CompileCache::key))
                 .context("no signing key to verify a precompiled artifact")?;
-            let (kind, payload) = key
-                .open(&bytes)
-                .context("refusing to load precompiled artifact")?;
+            let (kind, payload) = match key.open(&bytes, &Binding::precompiled(engine_hash)) {
+                Err(ArtifactError::Engine) => bail!(ENGINE_MISMATCH),
+                opened => opened.context("refusing to load precompiled artifact")?,
+            };
             let read_time = start.elapsed();
-            let program = deserialize(engine, kind, payload).context(
-                "precompiled artifact does not match this engine; recompile it with `tern compile` options matching --fuel, --timeout and --max-stack",
-            )?;
+            let program = deserialize(engine, kind, payload).context(ENGINE_MISMATCH)?;
             return Ok(loaded(program, CodeSource::Precompiled, read_time));
         }
         if Engine::detect_precompiled(&bytes).is_some() {
@@ -137,10 +145,14 @@ impl Loader<'_> {
             return Ok(loaded(program, CodeSource::Compiled, read_time));
         };
         let content = *blake3::hash(&wasm).as_bytes();
+        let binding = Binding {
+            wasm: content,
+            engine: engine_hash,
+        };
         let entry = cache.entry_path(engine, &content);
         let read_time = start.elapsed();
-        let source = match cache.lookup(&entry) {
-            Lookup::Hit(kind, file) => match deserialize_file(engine, kind, file) {
+        let source = match cache.lookup(&entry, &binding) {
+            Lookup::Hit(found) => match deserialize(engine, found.kind(), found.payload()) {
                 Ok(program) => {
                     cache.remember(&stamp, &content);
                     return Ok(loaded(program, CodeSource::CacheHit, read_time));
@@ -153,7 +165,7 @@ impl Loader<'_> {
         let program = self.compile(engine, &binary, &wasm)?;
         let (kind, payload) = serialize(&program)?;
         // A cache that cannot be written only costs speed, never the run.
-        if cache.store(&entry, kind, &payload).is_ok() {
+        if cache.store(&entry, kind, &payload, &binding).is_ok() {
             cache.remember(&stamp, &content);
         }
         Ok(loaded(program, source, read_time))
@@ -170,6 +182,9 @@ impl Loader<'_> {
     }
 }
 
+/// What a precompiled artifact for another engine configuration is told.
+const ENGINE_MISMATCH: &str = "precompiled artifact does not match this engine; recompile it with `tern compile` options matching --fuel, --timeout and --max-stack";
+
 /// Compiles `path` and seals the result with `key` (`tern compile`).
 pub fn precompile(engine: &Engine, path: &Path, key: &SigningKey) -> Result<Vec<u8>> {
     let loader = Loader {
@@ -178,7 +193,9 @@ pub fn precompile(engine: &Engine, path: &Path, key: &SigningKey) -> Result<Vec<
     };
     let loaded = loader.load(engine, path)?;
     let (kind, payload) = serialize(&loaded.program)?;
-    Ok(key.seal(kind, &payload))
+    // Bound to the engine only: it runs without its wasm at hand.
+    let binding = Binding::precompiled(artifact::engine_hash(engine));
+    Ok(key.seal(kind, &payload, &binding))
 }
 
 fn serialize(program: &Program) -> Result<(ArtifactKind, Vec<u8>)> {
@@ -189,28 +206,13 @@ fn serialize(program: &Program) -> Result<(ArtifactKind, Vec<u8>)> {
 }
 
 #[allow(unsafe_code)]
-fn deserialize_file(engine: &Engine, kind: ArtifactKind, file: std::fs::File) -> Result<Program> {
-    // SAFETY: as for `deserialize`; `CompileCache::lookup` verified this very
-    // file, which only this user can write and tern never edits in place.
-    unsafe {
-        Ok(match kind {
-            ArtifactKind::Module => Program::Module(Module::deserialize_open_file(engine, file)?),
-            // wasmtime 48 maps components only by path: name the very
-            // file that was verified, not the cache path, which may change.
-            ArtifactKind::Component => {
-                use std::os::fd::AsRawFd as _;
-                let fd_path = format!("/dev/fd/{}", file.as_raw_fd());
-                Program::Component(Component::deserialize_file(engine, fd_path)?)
-            }
-        })
-    }
-}
-
-#[allow(unsafe_code)]
 fn deserialize(engine: &Engine, kind: ArtifactKind, payload: &[u8]) -> Result<Program> {
     // SAFETY: `payload` comes from a sealed artifact whose MAC verified under
-    // this user's key, so tern itself wrote it from wasmtime's own output;
-    // wasmtime then checks that it matches this engine's version and config.
+    // this user's key, so tern itself wrote it from wasmtime's own output,
+    // for this engine's configuration (the seal binds the engine hash). It is
+    // in this process's memory, read once and then verified, so no later
+    // write to the file can change it; wasmtime copies it into a mapping of
+    // its own and checks that it matches this engine's version and config.
     unsafe {
         Ok(match kind {
             ArtifactKind::Module => Program::Module(Module::deserialize(engine, payload)?),

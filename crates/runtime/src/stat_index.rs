@@ -1,15 +1,17 @@
 //! The stat index: the content hash of a module file, remembered by the
 //! file's identity and change times, so a warm run finds its cache entry
 //! without reading and hashing the module (git's index does the same for a
-//! work tree). Records are sealed like artifacts, so a damaged one is a miss.
+//! work tree). Records are sealed like artifacts, so a damaged one is a miss,
+//! and are read only from files of this user's that nobody else can write.
 
-use std::fs::{self, Metadata};
-use std::io::Write as _;
+use std::fs::Metadata;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::artifact::SigningKey;
+use crate::private;
 
 /// Files changed more recently than this are not remembered: timestamps
 /// tick coarsely, so such a file could change again without moving them.
@@ -52,7 +54,12 @@ fn record_path(dir: &Path, stamp: &FileStamp) -> PathBuf {
 
 /// The content hash remembered for this version of the file, if any.
 pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<[u8; 32]> {
-    let record = fs::read(record_path(dir, stamp)).ok()?;
+    let mut record = Vec::new();
+    private::open_file(&record_path(dir, stamp), false)
+        .ok()?
+        .take(1024)
+        .read_to_end(&mut record)
+        .ok()?;
     let stamp_bytes = stamp.bytes();
     let (body, mac) = record.split_at_checked(stamp_bytes.len() + 32)?;
     if !body.starts_with(&stamp_bytes) || key.tag(body).as_bytes() != mac {
@@ -73,8 +80,10 @@ pub(crate) fn remember(dir: &Path, key: &SigningKey, stamp: &FileStamp, content:
     body.extend_from_slice(mac.as_bytes());
     let path = record_path(dir, stamp);
     let Some(parent) = path.parent() else { return };
-    let _ = fs::create_dir_all(parent).and_then(|()| {
-        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+    if private::make_dir(parent).is_err() {
+        return;
+    }
+    let _ = private::temp_file(parent).and_then(|mut tmp| {
         tmp.write_all(&body)?;
         tmp.persist(&path).map(drop).map_err(|e| e.error)
     });
@@ -83,11 +92,12 @@ pub(crate) fn remember(dir: &Path, key: &SigningKey, stamp: &FileStamp, content:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn settled_files_are_recalled_until_they_change() {
         let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+        let key = SigningKey::load_or_create(&dir.path().join("data/key")).unwrap();
         let module = dir.path().join("m.wasm");
         fs::write(&module, b"version one").unwrap();
         let fresh = FileStamp::of(&fs::metadata(&module).unwrap());

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A value a guest must never see unless it is granted.
 pub const CANARY: (&str, &str) = ("TERN_TEST_CANARY", "host-secret-value");
@@ -29,6 +30,11 @@ impl Tern {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.home.path().join("cache/tern")
+    }
+
+    /// Where the signing key lives.
+    pub fn key_path(&self) -> PathBuf {
+        self.home.path().join("data/tern/artifact.key")
     }
 
     pub fn command(&self) -> Command {
@@ -72,6 +78,32 @@ impl Tern {
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with_stdin(args, "")
+    }
+
+    /// Runs `tern` (stdin empty), failing the test if it has not finished
+    /// within `limit`: for cases where a bug would hang rather than fail.
+    pub fn run_within(&self, args: &[&str], limit: Duration) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tern");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "tern {args:?} still running after {limit:?}; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Output::of(child.wait_with_output().unwrap())
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {

@@ -234,12 +234,7 @@ fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
                 let backend = StoreBackend::Sqlite {
                     path: Some(file.clone()),
                 };
-                let config = StoreConfig {
-                    backend,
-                    max_key_size: None,
-                    max_value_size: None,
-                };
-                (name.clone(), config)
+                (name.clone(), StoreConfig::new(backend))
             })
             .collect(),
         variables: Default::default(),

@@ -23,6 +23,37 @@ pub enum Error {
         /// The store's limit.
         max: usize,
     },
+    /// A batch named more keys than the store allows in one batch.
+    #[error("the batch has {len} keys, above the limit of {max} keys per batch")]
+    TooManyKeys {
+        /// The keys in the batch.
+        len: usize,
+        /// The store's limit.
+        max: usize,
+    },
+    /// A `set_many` carried more bytes than one batch may.
+    #[error("the batch is {len} bytes, above the limit of {max} bytes per batch")]
+    BatchTooLarge {
+        /// The keys' and values' bytes.
+        len: usize,
+        /// The store's limit.
+        max: usize,
+    },
+    /// A `get_many` found more than one batch may return; reading stopped
+    /// there.
+    #[error(
+        "the keys and values found come to more than {max} bytes, the limit per batch (ask for fewer keys at a time)"
+    )]
+    ResultTooLarge {
+        /// The store's limit.
+        max: usize,
+    },
+    /// The write would grow the store past its quota.
+    #[error("the store is full: this write would take it past its quota of {max} bytes")]
+    StoreFull {
+        /// The store's quota, in bytes of keys and values.
+        max: u64,
+    },
     /// A zero time-to-live was asked for.
     #[error("a time-to-live must be at least 1ms")]
     ZeroTtl,

@@ -11,6 +11,20 @@
 //! as Redis stores them, so a value written by `increment` reads back the
 //! same from any backend. This crate knows nothing of wasmtime: the host
 //! bindings live in `tern-runtime`.
+//!
+//! Everything a guest can ask for is bounded before a backend is asked: key
+//! and value sizes, the keys in one batch and the bytes a batch carries
+//! (a `get_many` stops reading as soon as its result passes the limit), and
+//! the bytes a memory or SQLite store holds ([`Limits`]).
+//!
+//! A store call is a future, and dropping it stops it at its next `.await`:
+//! that is how a request's deadline cuts a store call short (the host runs
+//! guests under `tokio::time::timeout`). Redis commands await the network;
+//! memory and SQLite calls run inline on the caller's thread, so
+//! [`Store::get_many`] reads them in chunks of [`INLINE_CHUNK`] keys and
+//! yields between chunks, holding no lock and no transaction across the
+//! yield. Writes (`set_many`, `delete_many`) are one transaction each, all
+//! or none, and bounded by the batch limits instead.
 
 mod error;
 mod memory;
@@ -27,6 +41,13 @@ pub use sqlite::SqliteStore;
 /// How many keys one `list_keys` page holds (Redis takes it as a hint and
 /// may return somewhat more).
 pub const PAGE_SIZE: usize = 1000;
+
+/// Keys a memory or SQLite `get_many` reads under one lock before it yields
+/// to the runtime (so a deadline can drop it, and other requests run).
+pub const INLINE_CHUNK: usize = 64;
+
+/// Keys one Redis script reads in a `get_many` (one round trip each).
+const REDIS_CHUNK: usize = PAGE_SIZE;
 
 /// The longest time-to-live: about 100 years, far from any overflow.
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -47,6 +68,19 @@ pub struct Limits {
     pub max_key_size: usize,
     /// Largest value, in bytes.
     pub max_value_size: usize,
+    /// Most keys in one `get_many`, `set_many` or `delete_many`; checked
+    /// before the backend is asked.
+    pub max_batch_keys: usize,
+    /// Most bytes (keys and values) one `set_many` may carry and one
+    /// `get_many` may return; a `get_many` stops reading as soon as its
+    /// result would pass it.
+    pub max_batch_size: usize,
+    /// Most bytes (keys and values, expired keys not yet purged included)
+    /// the store may hold: a write that would grow the store past it is
+    /// refused, one that shrinks or keeps its size is not. Enforced by the
+    /// memory and SQLite backends; Redis has no per-store accounting (bound
+    /// it with Redis's own `maxmemory`).
+    pub max_store_size: u64,
 }
 
 impl Limits {
@@ -54,6 +88,21 @@ impl Limits {
     pub const DEFAULT_KEY_SIZE: usize = 256;
     /// 1 MiB per value.
     pub const DEFAULT_VALUE_SIZE: usize = 1 << 20;
+    /// 1000 keys per batch: a `list_keys` page, fetched in one `get_many`.
+    pub const DEFAULT_BATCH_KEYS: usize = PAGE_SIZE;
+    /// 16 MiB per batch: sixteen values of the default size, the default
+    /// request body limit of `tern serve`, and an eighth of its default
+    /// instance memory, so a default guest can take the whole result.
+    pub const DEFAULT_BATCH_SIZE: usize = 16 << 20;
+    /// 256 MiB per store.
+    pub const DEFAULT_STORE_SIZE: u64 = 256 << 20;
+
+    /// The batch limit when none is configured: [`Self::DEFAULT_BATCH_SIZE`],
+    /// or one key and value at their limits if that is more, so a batch of
+    /// one key never fails where a `get` of it succeeds.
+    pub fn default_batch_size(max_key_size: usize, max_value_size: usize) -> usize {
+        Self::DEFAULT_BATCH_SIZE.max(max_key_size.saturating_add(max_value_size))
+    }
 }
 
 impl Default for Limits {
@@ -61,7 +110,49 @@ impl Default for Limits {
         Limits {
             max_key_size: Self::DEFAULT_KEY_SIZE,
             max_value_size: Self::DEFAULT_VALUE_SIZE,
+            max_batch_keys: Self::DEFAULT_BATCH_KEYS,
+            max_batch_size: Self::default_batch_size(
+                Self::DEFAULT_KEY_SIZE,
+                Self::DEFAULT_VALUE_SIZE,
+            ),
+            max_store_size: Self::DEFAULT_STORE_SIZE,
         }
+    }
+}
+
+/// What is left of a `get_many`'s [`Limits::max_batch_size`] as it reads.
+pub(crate) struct Budget {
+    left: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn new(max: usize) -> Self {
+        Budget { left: max, max }
+    }
+
+    /// Counts a key and its value against the budget, before the value is
+    /// copied anywhere.
+    pub(crate) fn take(&mut self, key: &str, value_len: usize) -> Result<(), Error> {
+        self.left = key
+            .len()
+            .checked_add(value_len)
+            .and_then(|bytes| self.left.checked_sub(bytes))
+            .ok_or(Error::ResultTooLarge { max: self.max })?;
+        Ok(())
+    }
+
+    /// Bytes left for one more value after `key`, if any.
+    pub(crate) fn room_after(&self, key: &str) -> Option<usize> {
+        self.left.checked_sub(key.len())
+    }
+
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    pub(crate) fn exceeded(&self) -> Error {
+        Error::ResultTooLarge { max: self.max }
     }
 }
 
@@ -95,7 +186,7 @@ pub struct Store {
 
 /// Calls the same method on whichever backend the store has.
 macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+    ($self:ident . $method:ident ( $($arg:expr),* $(,)? )) => {
         match &$self.backend {
             Backend::Memory(b) => b.$method($($arg),*),
             Backend::Sqlite(b) => b.$method($($arg),*).await,
@@ -140,7 +231,7 @@ impl Store {
             Some(ttl) if ttl > MAX_TTL => return Err(Error::TtlTooLong),
             _ => {}
         }
-        dispatch!(self.set(key, value, ttl))
+        dispatch!(self.set(key, value, ttl, self.limits.max_store_size))
     }
 
     /// Removes `key`; removing an absent key is not an error.
@@ -181,7 +272,7 @@ impl Store {
     /// returns the new value, atomically.
     pub async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
         self.check_key(key)?;
-        dispatch!(self.increment(key, delta))
+        dispatch!(self.increment(key, delta, self.limits.max_store_size))
     }
 
     /// Sets `key` to `new` if its value is `expected` (`None`: if it is
@@ -194,32 +285,71 @@ impl Store {
     ) -> Result<bool, Error> {
         self.check_key(key)?;
         self.check_value(new)?;
-        dispatch!(self.compare_and_swap(key, expected, new))
+        dispatch!(self.compare_and_swap(key, expected, new, self.limits.max_store_size))
     }
 
-    /// The values of `keys`, in order; `None` for each absent key.
+    /// The values of `keys`, in order; `None` for each absent key. Refused
+    /// before any read if there are too many keys, and as soon as the keys
+    /// and values found pass [`Limits::max_batch_size`].
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        self.check_batch_keys(keys.len())?;
         for key in keys {
             self.check_key(key)?;
         }
-        dispatch!(self.get_many(keys))
+        let mut budget = Budget::new(self.limits.max_batch_size);
+        let chunk = match self.backend {
+            Backend::Redis(_) => REDIS_CHUNK,
+            Backend::Memory(_) | Backend::Sqlite(_) => INLINE_CHUNK,
+        };
+        let mut values = Vec::with_capacity(keys.len());
+        for (i, keys) in keys.chunks(chunk).enumerate() {
+            if i > 0 {
+                // A memory or SQLite chunk ran without yielding; this is
+                // where a deadline (or another request) gets its turn.
+                tokio::task::yield_now().await;
+            }
+            values.extend(dispatch!(self.get_many(keys, &mut budget))?);
+        }
+        Ok(values)
     }
 
-    /// Sets every pair, all or none.
+    /// Sets every pair, all or none. Refused before anything is written if
+    /// there are too many pairs or they carry more than
+    /// [`Limits::max_batch_size`].
     pub async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
+        self.check_batch_keys(pairs.len())?;
+        let mut total = 0usize;
         for (key, value) in pairs {
             self.check_key(key)?;
             self.check_value(value)?;
+            total = total.saturating_add(key.len() + value.len());
         }
-        dispatch!(self.set_many(pairs))
+        if total > self.limits.max_batch_size {
+            return Err(Error::BatchTooLarge {
+                len: total,
+                max: self.limits.max_batch_size,
+            });
+        }
+        dispatch!(self.set_many(pairs, self.limits.max_store_size))
     }
 
     /// Removes every key.
     pub async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        self.check_batch_keys(keys.len())?;
         for key in keys {
             self.check_key(key)?;
         }
         dispatch!(self.delete_many(keys))
+    }
+
+    fn check_batch_keys(&self, len: usize) -> Result<(), Error> {
+        if len > self.limits.max_batch_keys {
+            return Err(Error::TooManyKeys {
+                len,
+                max: self.limits.max_batch_keys,
+            });
+        }
+        Ok(())
     }
 
     fn check_key(&self, key: &str) -> Result<(), Error> {

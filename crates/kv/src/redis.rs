@@ -5,14 +5,23 @@
 //! One multiplexed connection per store, made on first use and again after
 //! it fails. Connecting and every command are bounded by timeouts, so a
 //! Redis that is down or stalled costs a guest an error, never a hang.
+//!
+//! Batch limits hold here as on the other backends: `get_many` is a Lua
+//! script that stops inside Redis as soon as the values found pass the
+//! batch's budget, so no more than that crosses to Tern. The per-store
+//! quota does not: Redis cannot say how many bytes the keys under one
+//! prefix take without visiting them all, and a counter kept beside them
+//! would drift as keys expire. Bound a Redis store with Redis's own
+//! `maxmemory` (a full Redis refuses writes, which the guest sees as the
+//! store being unavailable).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Script};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Script, Value};
 
-use crate::{Error, PAGE_SIZE, Page};
+use crate::{Budget, Error, PAGE_SIZE, Page};
 
 /// How to reach a Redis store. Its `Debug` leaves out the URL, which may
 /// hold a password.
@@ -84,6 +93,27 @@ elseif current then
 end
 redis.call('SET', KEYS[1], ARGV[3])
 return 1
+";
+
+/// `MGET` that stops at a budget: `ARGV[1]` is the bytes left, `ARGV[2]`
+/// the length of the key prefix (keys count as the guest spelled them).
+/// Returns the values (`false`, a nil reply, for an absent key), or the
+/// integer `-1` as soon as the keys and values found pass the budget.
+/// A key holding something other than a string reads as absent, as with
+/// `MGET`.
+const GET_MANY: &str = r"
+local left = tonumber(ARGV[1])
+local prefix = tonumber(ARGV[2])
+local values = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('MGET', key)[1]
+  if value then
+    left = left - (#key - prefix) - #value
+    if left < 0 then return -1 end
+  end
+  values[i] = value
+end
+return values
 ";
 
 impl RedisStore {
@@ -160,6 +190,7 @@ impl RedisStore {
         key: &str,
         value: &[u8],
         ttl: Option<Duration>,
+        _quota: u64,
     ) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value);
@@ -197,7 +228,7 @@ impl RedisStore {
         })
     }
 
-    pub(crate) async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
+    pub(crate) async fn increment(&self, key: &str, delta: u64, _quota: u64) -> Result<u64, Error> {
         let delta = i64::try_from(delta).map_err(|_| Error::Overflow)?;
         let script = Script::new(INCREMENT);
         let mut invocation = script.key(self.key(key));
@@ -216,6 +247,7 @@ impl RedisStore {
         key: &str,
         expected: Option<&[u8]>,
         new: &[u8],
+        _quota: u64,
     ) -> Result<bool, Error> {
         let script = Script::new(COMPARE_AND_SWAP);
         let mut invocation = script.key(self.key(key));
@@ -231,14 +263,49 @@ impl RedisStore {
         Ok(swapped == 1)
     }
 
-    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+    pub(crate) async fn get_many(
+        &self,
+        keys: &[String],
+        budget: &mut Budget,
+    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.query(redis::cmd("MGET").arg(self.keys(keys))).await
+        let script = Script::new(GET_MANY);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.keys(keys))
+            .arg(budget.left())
+            .arg(self.prefix.len());
+        let mut conn = self.connection().await?;
+        let reply: Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if let Value::Int(_) = reply {
+            return Err(budget.exceeded());
+        }
+        let values: Vec<Option<Vec<u8>>> =
+            redis::from_redis_value(reply).map_err(|e| Error::Unavailable {
+                backend: "redis",
+                message: e.to_string(),
+            })?;
+        // Redis counted the same bytes; this keeps the budget right for the
+        // next chunk.
+        for (key, value) in keys.iter().zip(&values) {
+            if let Some(value) = value {
+                budget.take(key, value.len())?;
+            }
+        }
+        Ok(values)
     }
 
-    pub(crate) async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
+    /// Quota: not enforced on Redis (see the module's documentation).
+    pub(crate) async fn set_many(
+        &self,
+        pairs: &[(String, Vec<u8>)],
+        _quota: u64,
+    ) -> Result<(), Error> {
         if pairs.is_empty() {
             return Ok(());
         }

@@ -6,6 +6,12 @@
 //! few microseconds and run on the calling thread under one mutex per
 //! store; `BEGIN IMMEDIATE` keeps read-modify-write atomic even when another
 //! process opens the same file.
+//!
+//! The bytes of keys and values the file holds are kept in `kv_size` by
+//! triggers, in the same transaction as each change, so every process
+//! sharing the file (and every version of Tern since) sees the same total;
+//! a file made before the triggers existed is counted once when opened.
+//! Writes check it against the store's quota before they commit.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{Error, PAGE_SIZE, Page, add_to_counter};
+use crate::{Budget, Error, PAGE_SIZE, Page, add_to_counter};
 
 /// A store in an SQLite file.
 pub struct SqliteStore {
@@ -33,6 +39,51 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS kv_expiry ON kv(expires_at) WHERE expires_at IS NOT NULL;
 ";
+
+/// The store's size, kept by triggers. Run in one transaction, so a file
+/// that already has rows is counted exactly once, by whichever process
+/// creates the table. Keys count their UTF-8 bytes (`length` of text
+/// counts characters, hence the cast).
+const SIZE_SCHEMA: &str = "
+    BEGIN IMMEDIATE;
+    CREATE TABLE IF NOT EXISTS kv_size (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        bytes INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO kv_size (id, bytes)
+        SELECT 0, COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv;
+    CREATE TRIGGER IF NOT EXISTS kv_size_insert AFTER INSERT ON kv BEGIN
+        UPDATE kv_size SET bytes = bytes + length(CAST(NEW.key AS BLOB)) + length(NEW.value);
+    END;
+    CREATE TRIGGER IF NOT EXISTS kv_size_update AFTER UPDATE ON kv BEGIN
+        UPDATE kv_size SET bytes = bytes
+            + length(CAST(NEW.key AS BLOB)) + length(NEW.value)
+            - length(CAST(OLD.key AS BLOB)) - length(OLD.value);
+    END;
+    CREATE TRIGGER IF NOT EXISTS kv_size_delete AFTER DELETE ON kv BEGIN
+        UPDATE kv_size SET bytes = bytes - length(CAST(OLD.key AS BLOB)) - length(OLD.value);
+    END;
+    COMMIT;
+";
+
+/// Why a closure run on the connection failed: SQLite, or a store rule
+/// (the transaction it was in rolls back either way).
+enum Fail {
+    Sql(rusqlite::Error),
+    Kv(Error),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(err: rusqlite::Error) -> Self {
+        Fail::Sql(err)
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(err: Error) -> Self {
+        Fail::Kv(err)
+    }
+}
 
 /// The condition that hides rows whose expiry has passed.
 macro_rules! live {
@@ -58,6 +109,7 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(Error::sqlite)?;
         conn.execute_batch(SCHEMA).map_err(Error::sqlite)?;
+        conn.execute_batch(SIZE_SCHEMA).map_err(Error::sqlite)?;
         conn.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])
             .map_err(Error::sqlite)?;
         Ok(SqliteStore {
@@ -76,6 +128,21 @@ impl SqliteStore {
         f(&mut conn).map_err(Error::sqlite)
     }
 
+    /// [`Self::with`] for closures that may also fail with a store error.
+    fn with_checked<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, Fail>,
+    ) -> Result<R, Error> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut conn).map_err(|fail| match fail {
+            Fail::Sql(err) => Error::sqlite(err),
+            Fail::Kv(err) => err,
+        })
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.with(|c| read(c, key, now_ms()))
     }
@@ -85,14 +152,20 @@ impl SqliteStore {
         key: &str,
         value: &[u8],
         ttl: Option<Duration>,
+        quota: u64,
     ) -> Result<(), Error> {
         let expires = ttl.map(|ttl| now_ms().saturating_add(ttl.as_millis() as i64));
         let purge = ttl.is_some() && self.ttl_writes.fetch_add(1, Ordering::Relaxed) % 256 == 255;
-        self.with(|c| {
+        self.with_checked(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if purge {
-                c.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])?;
+                tx.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])?;
             }
-            write(c, key, value, expires)
+            let before = stored_bytes(&tx)?;
+            write(&tx, key, value, expires)?;
+            admit(&tx, before, quota)?;
+            tx.commit()?;
+            Ok(())
         })
     }
 
@@ -127,9 +200,8 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
-        let mut result = Ok(0);
-        self.with(|c| {
+    pub(crate) async fn increment(&self, key: &str, delta: u64, quota: u64) -> Result<u64, Error> {
+        self.with_checked(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();
             let sql = concat!(
@@ -140,14 +212,14 @@ impl SqliteStore {
                 .prepare_cached(sql)?
                 .query_row(params![key, now], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
-            result = add_to_counter(current.as_ref().map(|(v, _)| v.as_slice()), delta);
-            if let Ok(next) = result {
-                let expires = current.and_then(|(_, expires)| expires);
-                write(&tx, key, next.to_string().as_bytes(), expires)?;
-            }
-            tx.commit()
-        })?;
-        result
+            let next = add_to_counter(current.as_ref().map(|(v, _)| v.as_slice()), delta)?;
+            let expires = current.and_then(|(_, expires)| expires);
+            let before = stored_bytes(&tx)?;
+            write(&tx, key, next.to_string().as_bytes(), expires)?;
+            admit(&tx, before, quota)?;
+            tx.commit()?;
+            Ok(next)
+        })
     }
 
     pub(crate) async fn compare_and_swap(
@@ -155,33 +227,76 @@ impl SqliteStore {
         key: &str,
         expected: Option<&[u8]>,
         new: &[u8],
+        quota: u64,
     ) -> Result<bool, Error> {
-        self.with(|c| {
+        self.with_checked(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current = read(&tx, key, now_ms())?;
             if current.as_deref() != expected {
                 return Ok(false);
             }
+            let before = stored_bytes(&tx)?;
             write(&tx, key, new, None)?;
+            admit(&tx, before, quota)?;
             tx.commit()?;
             Ok(true)
         })
     }
 
-    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        self.with(|c| {
+    /// Reads `keys` under one lock. Each value's length is read first and
+    /// counted against `budget`; the value itself only if it fits, so no
+    /// more than the budget is ever copied out of SQLite.
+    pub(crate) async fn get_many(
+        &self,
+        keys: &[String],
+        budget: &mut Budget,
+    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        // `length(value)` of a blob is read from the row header, without
+        // loading the value.
+        let sql = "SELECT length(value), CASE WHEN length(value) <= ?3 THEN value END
+                   FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
+        self.with_checked(|c| {
             let now = now_ms();
-            keys.iter().map(|key| read(c, key, now)).collect()
+            let mut stmt = c.prepare_cached(sql)?;
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                // -1: not even an empty value fits after this key.
+                let room = budget
+                    .room_after(key)
+                    .map_or(-1, |room| i64::try_from(room).unwrap_or(i64::MAX));
+                let row: Option<(i64, Option<Vec<u8>>)> = stmt
+                    .query_row(params![key, now, room], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()?;
+                let value = match row {
+                    None => None,
+                    Some((_, None)) => return Err(budget.exceeded().into()),
+                    Some((_, Some(value))) => {
+                        budget.take(key, value.len())?;
+                        Some(value)
+                    }
+                };
+                values.push(value);
+            }
+            Ok(values)
         })
     }
 
-    pub(crate) async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
-        self.with(|c| {
+    pub(crate) async fn set_many(
+        &self,
+        pairs: &[(String, Vec<u8>)],
+        quota: u64,
+    ) -> Result<(), Error> {
+        self.with_checked(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before = stored_bytes(&tx)?;
             for (key, value) in pairs {
                 write(&tx, key, value, None)?;
             }
-            tx.commit()
+            admit(&tx, before, quota)?;
+            tx.commit()?;
+            Ok(())
         })
     }
 
@@ -195,6 +310,29 @@ impl SqliteStore {
             tx.commit()
         })
     }
+}
+
+/// The bytes of keys and values in the file, as the triggers keep them.
+fn stored_bytes(c: &Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT bytes FROM kv_size WHERE id = 0")?
+        .query_row([], |row| row.get(0))
+}
+
+/// Checks, inside the write's transaction and after it, that the write
+/// either did not grow the store (from `before` bytes) or left it within
+/// `quota`; expired rows are purged before refusing. On an error the
+/// caller's transaction rolls back, write and purge alike.
+fn admit(c: &Connection, before: i64, quota: u64) -> Result<(), Fail> {
+    let limit = i64::try_from(quota).unwrap_or(i64::MAX);
+    let after = stored_bytes(c)?;
+    if after <= before || after <= limit {
+        return Ok(());
+    }
+    c.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])?;
+    if stored_bytes(c)? <= limit {
+        return Ok(());
+    }
+    Err(Fail::Kv(Error::StoreFull { max: quota }))
 }
 
 fn read(c: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<Vec<u8>>> {

@@ -6,6 +6,9 @@
 //! [key_value_store.default]
 //! type = "sqlite"                    # the default for every declared store
 //! path = "kv/default.sqlite"         # relative to the state directory
+//! max_store_size = "1GiB"            # keys and values (not for redis)
+//! max_batch_keys = 1000              # keys per get-many/set-many/delete-many
+//! max_batch_size = "16MiB"           # bytes one batch may carry or return
 //!
 //! [key_value_store.cache]
 //! type = "redis"
@@ -50,6 +53,27 @@ pub struct StoreConfig {
     pub max_key_size: Option<ByteSize>,
     /// Largest value; `None` for the default.
     pub max_value_size: Option<ByteSize>,
+    /// Most keys in one batch; `None` for the default.
+    pub max_batch_keys: Option<u32>,
+    /// Most bytes one batch may carry or return; `None` for the default.
+    pub max_batch_size: Option<ByteSize>,
+    /// Most bytes of keys and values the store may hold; `None` for the
+    /// default. Never set for a Redis store, which cannot enforce it.
+    pub max_store_size: Option<ByteSize>,
+}
+
+impl StoreConfig {
+    /// `backend` with every limit at its default.
+    pub fn new(backend: StoreBackend) -> Self {
+        StoreConfig {
+            backend,
+            max_key_size: None,
+            max_value_size: None,
+            max_batch_keys: None,
+            max_batch_size: None,
+            max_store_size: None,
+        }
+    }
 }
 
 /// A store's backend. Its `Debug` never shows a Redis URL.
@@ -98,11 +122,10 @@ impl std::fmt::Debug for StoreBackend {
 impl RuntimeConfig {
     /// The backend for a store nobody configured: its SQLite file.
     pub fn store(&self, name: &str) -> StoreConfig {
-        self.stores.get(name).cloned().unwrap_or(StoreConfig {
-            backend: StoreBackend::Sqlite { path: None },
-            max_key_size: None,
-            max_value_size: None,
-        })
+        self.stores
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| StoreConfig::new(StoreBackend::Sqlite { path: None }))
     }
 }
 
@@ -135,6 +158,9 @@ struct RawStore {
     timeout: Option<HumanDuration>,
     max_key_size: Option<ByteSize>,
     max_value_size: Option<ByteSize>,
+    max_batch_keys: Option<Spanned<u32>>,
+    max_batch_size: Option<ByteSize>,
+    max_store_size: Option<Spanned<ByteSize>>,
 }
 
 /// Reads and checks the runtime config at `path`.
@@ -202,6 +228,11 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
                 if store.path.is_some() {
                     return Err(misplaced("path", "redis"));
                 }
+                if let Some(max) = &store.max_store_size {
+                    let at = Some(source.key_at(&max.span()));
+                    let message = "does not apply to a redis store: Tern cannot count a Redis store's bytes (bound it with Redis's `maxmemory`)";
+                    return Err(source.invalid(at, format!("{key}.max_store_size"), message));
+                }
                 let Some(url) = store.url else {
                     let message = "a redis store needs `url = \"redis://HOST:PORT/DB\"`";
                     return Err(source.invalid(at, key, message));
@@ -236,12 +267,22 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
                 return Err(source.invalid(at, format!("{key}.type"), message));
             }
         };
+        if let Some(max) = &store.max_batch_keys
+            && *max.get_ref() == 0
+        {
+            let at = Some(source.key_at(&max.span()));
+            let key = format!("{key}.max_batch_keys");
+            return Err(source.invalid(at, key, "must be at least 1"));
+        }
         stores.insert(
             name.into_inner(),
             StoreConfig {
                 backend,
                 max_key_size: store.max_key_size,
                 max_value_size: store.max_value_size,
+                max_batch_keys: store.max_batch_keys.map(Spanned::into_inner),
+                max_batch_size: store.max_batch_size,
+                max_store_size: store.max_store_size.map(Spanned::into_inner),
             },
         );
     }
@@ -278,6 +319,35 @@ mod tests {
                 "{error}"
             );
             assert!(error.contains("(value not shown)"), "{error}");
+        }
+    }
+
+    #[test]
+    fn store_limits() {
+        let text = "[key_value_store.default]\ntype = \"sqlite\"\nmax_store_size = \"64MiB\"\nmax_batch_keys = 100\nmax_batch_size = \"4MiB\"\n";
+        let config = parse(text, Path::new("rc.toml")).unwrap();
+        let store = config.store("default");
+        assert_eq!(store.max_store_size, Some(ByteSize(64 << 20)));
+        assert_eq!(store.max_batch_keys, Some(100));
+        assert_eq!(store.max_batch_size, Some(ByteSize(4 << 20)));
+        let unset = config.store("other");
+        assert_eq!(unset, StoreConfig::new(StoreBackend::Sqlite { path: None }));
+    }
+
+    #[test]
+    fn store_limit_errors() {
+        for (text, expected) in [
+            (
+                "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://h/0\"\nmax_store_size = \"1GiB\"\n",
+                "rc.toml:4:1: key_value_store.cache.max_store_size: does not apply to a redis store: Tern cannot count a Redis store's bytes (bound it with Redis's `maxmemory`)",
+            ),
+            (
+                "[key_value_store.default]\ntype = \"memory\"\nmax_batch_keys = 0\n",
+                "rc.toml:3:1: key_value_store.default.max_batch_keys: must be at least 1",
+            ),
+        ] {
+            let error = parse(text, Path::new("rc.toml")).unwrap_err().to_string();
+            assert_eq!(error, expected);
         }
     }
 

@@ -6,6 +6,27 @@
 //! A component opens only the stores it was granted: any other store name
 //! the app declares is `access-denied`, and a name nobody declared is
 //! `no-such-store`.
+//!
+//! Every store error (a limit, a full store, a backend that is down) is
+//! `other(MESSAGE)` to the guest, the message naming the limit, and the
+//! host goes on serving. The limits themselves are `tern_kv`'s, checked
+//! before a backend is asked: a batch's key count before anything is read,
+//! and the bytes a `get-many` returns as it reads, so the host never holds
+//! more than one batch's limit for a guest (16 MiB by default, well within
+//! what a guest can take in).
+//!
+//! Deadlines: these host functions are async, and the caller (`tern serve`,
+//! `tern run --timeout`) runs the guest under `tokio::time::timeout`. A
+//! pending store call suspends the guest's fiber, so at the deadline the
+//! whole call is dropped at the store's current `.await`: a Redis command
+//! waiting on the network, or a memory/SQLite `get-many` between two chunks
+//! of keys (`tern_kv::INLINE_CHUNK`; it yields there, holding no lock or
+//! transaction). A single SQLite statement or write transaction runs to
+//! its end on the worker thread; the key, value and batch limits are what
+//! keep that short (a write waiting for another process's lock on the file
+//! waits up to SQLite's 5 s busy timeout). Store calls stay inline rather
+//! than moving to a blocking pool, whose work a dropped future could not
+//! stop anyway.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

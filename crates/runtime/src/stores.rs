@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tern_kv::{Backend, Limits, MemoryStore, RedisConfig, RedisStore, SqliteStore, Store};
-use tern_manifest::RuntimeConfig;
 use tern_manifest::runtime_config::{StoreBackend, StoreConfig};
+use tern_manifest::{ByteSize, RuntimeConfig};
 
 /// The app's stores by name, shared by every instance.
 pub type Stores = Arc<BTreeMap<String, Arc<Store>>>;
@@ -38,13 +38,24 @@ pub fn open_stores<'a>(
 
 /// Opens one store.
 pub fn open_store(name: &str, config: &StoreConfig, state_dir: &Path) -> Result<Store, String> {
+    let size = |configured: Option<ByteSize>, default: usize| {
+        configured.map_or(default, |s| usize::try_from(s.0).unwrap_or(usize::MAX))
+    };
+    let max_key_size = size(config.max_key_size, Limits::DEFAULT_KEY_SIZE);
+    let max_value_size = size(config.max_value_size, Limits::DEFAULT_VALUE_SIZE);
     let limits = Limits {
-        max_key_size: config
-            .max_key_size
-            .map_or(Limits::DEFAULT_KEY_SIZE, |s| s.0 as usize),
-        max_value_size: config
-            .max_value_size
-            .map_or(Limits::DEFAULT_VALUE_SIZE, |s| s.0 as usize),
+        max_key_size,
+        max_value_size,
+        max_batch_keys: config
+            .max_batch_keys
+            .map_or(Limits::DEFAULT_BATCH_KEYS, |n| n as usize),
+        max_batch_size: size(
+            config.max_batch_size,
+            Limits::default_batch_size(max_key_size, max_value_size),
+        ),
+        max_store_size: config
+            .max_store_size
+            .map_or(Limits::DEFAULT_STORE_SIZE, |s| s.0),
     };
     let backend = match &config.backend {
         StoreBackend::Memory => Backend::Memory(MemoryStore::new()),

@@ -143,6 +143,58 @@ fn key_and_value_limits_are_errors_the_guest_sees() {
         .expect(204);
 }
 
+/// The batch from the issue (1,500 copies of a key holding 1 MiB), a
+/// batch that would return too much, and a store past its quota: each is
+/// an error the guest sees, and the server goes on serving.
+#[test]
+fn batches_and_store_size_are_bounded_and_the_server_keeps_serving() {
+    let tern = Tern::new();
+    let config = "[key_value_store.default]\ntype = \"sqlite\"\nmax_store_size = \"3MiB\"\n";
+    let dir = app_dir(&kv_app("\"default\""), Some(config));
+    let rc = dir.path().join("runtime.toml");
+    let serve = Serve::start_in(&tern, dir, &["--runtime-config", rc.to_str().unwrap()]);
+    serve.wait_for_log("key-value store `default`: sqlite");
+    let mib = "x".repeat(1 << 20);
+    serve
+        .request("PUT", "/kv/default/big", &[], &mib)
+        .expect(204);
+
+    assert_eq!(
+        serve.get("/kv/default/big?copies=1500").expect(500),
+        "other: the batch has 1500 keys, above the limit of 1000 keys per batch"
+    );
+    // 1000 MiB if it were read to the end; reading stops past 16 MiB.
+    assert_eq!(
+        serve.get("/kv/default/big?copies=1000").expect(500),
+        "other: the keys and values found come to more than 16777216 bytes, the limit per batch (ask for fewer keys at a time)"
+    );
+    assert_eq!(
+        serve.get("/kv/default/big?copies=15").expect(200),
+        "15 found, 15728640 bytes"
+    );
+
+    // 3 MiB of keys and values: `big` and `big2` fit, `big3` does not.
+    serve
+        .request("PUT", "/kv/default/big2", &[], &mib)
+        .expect(204);
+    assert_eq!(
+        serve
+            .request("PUT", "/kv/default/big3", &[], &mib)
+            .expect(500),
+        "other: the store is full: this write would take it past its quota of 3145728 bytes"
+    );
+    assert_eq!(serve.get("/kv/default/big3?exists").expect(200), "false");
+    serve
+        .request("DELETE", "/kv/default/big2", &[], "")
+        .expect(204);
+    serve
+        .request("PUT", "/kv/default/big3", &[], &mib)
+        .expect(204);
+
+    serve.get("/hello").expect(200);
+    assert_eq!(serve.get("/kv/default/big?exists").expect(200), "true");
+}
+
 #[test]
 fn acknowledged_writes_survive_kill_9() {
     let tern = Tern::new();

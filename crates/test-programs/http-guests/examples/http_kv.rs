@@ -12,6 +12,8 @@
 //!   line.
 //! - `POST /kv/STORE?get-many` (body = keys, one per line): a line per key,
 //!   `KEY=VALUE` or `KEY absent`, in order.
+//! - `GET /kv/STORE/KEY?copies=N`: one `get-many` of N copies of KEY;
+//!   answers `N found, B bytes` (B: the values' bytes), not the values.
 //! - `POST /kv/STORE?set-many` (body = `KEY=VALUE` lines): 204.
 //! - `POST /kv/STORE?delete-many` (body = keys, one per line): 204.
 //! - `GET /kv/STORE/KEY?bench-get=N` or `?bench-set=N`: N gets (or sets of
@@ -43,6 +45,7 @@ enum Op {
     CompareAndSwap(String, Option<Vec<u8>>, Vec<u8>),
     Keys,
     GetMany(Vec<String>),
+    GetCopies(String, u64),
     SetMany(Vec<(String, Vec<u8>)>),
     DeleteMany(Vec<String>),
     Bench(String, BenchOp, u64),
@@ -109,6 +112,10 @@ fn parse(request: &IncomingRequest) -> Result<(String, Op), String> {
 
     let op = match (request.method(), key) {
         (Method::Get, Some(key)) if has("exists") => Op::Exists(key),
+        (Method::Get, Some(key)) if has("copies") => {
+            let n = tern_http_guests::query_param(pwq, "copies").unwrap_or("");
+            Op::GetCopies(key, number(n)?)
+        }
         (Method::Get, Some(key)) if has("bench-get") || has("bench-set") => {
             let (op, n) = match tern_http_guests::query_param(pwq, "bench-get") {
                 Some(n) => (BenchOp::Get, n),
@@ -232,6 +239,13 @@ fn run(store: &str, op: Op) -> Result<Reply, Error> {
                 }
             }
             Reply::new(200, body)
+        }
+        Op::GetCopies(key, n) => {
+            let keys = vec![key; n as usize];
+            let found = batch::get_many(&bucket, &keys)?;
+            let values: Vec<Vec<u8>> = found.into_iter().flatten().map(|(_, v)| v).collect();
+            let bytes: usize = values.iter().map(Vec::len).sum();
+            Reply::new(200, format!("{} found, {bytes} bytes", values.len()))
         }
         Op::SetMany(pairs) => {
             batch::set_many(&bucket, &pairs)?;

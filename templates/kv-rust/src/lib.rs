@@ -2,12 +2,17 @@
 //!
 //! - `GET /` counts the visit and says how many there have been;
 //! - `GET /count` says how many without counting;
-//! - `DELETE /count` starts again from zero.
+//! - `DELETE /count` starts again from zero;
+//! - `PUT /greeting` sets what `GET /` says before the count (the request
+//!   body; "Hello!" until then).
 //!
-//! The count lives in the store `default` under the key `visits`. Tern keeps
-//! it in `.tern/kv/default.sqlite` beside `tern.toml` unless a runtime config
-//! says otherwise (Redis, say), and `tern kv get --store default visits`
-//! reads it from outside.
+//! Both live in the store `default`, under the keys `visits` and `greeting`.
+//! Tern keeps them in `.tern/kv/default.sqlite` beside `tern.toml` unless a
+//! runtime config says otherwise (Redis, say), and
+//! `tern kv get --store default visits` reads the count from outside.
+
+use std::error::Error;
+use std::io::{Read as _, Write as _};
 
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{
@@ -24,60 +29,90 @@ mod bindings {
 
 use bindings::wasi::keyvalue::{atomics, store};
 
-const KEY: &str = "visits";
+const VISITS: &str = "visits";
+const GREETING: &str = "greeting";
 
 struct Component;
 
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let path = request.path_with_query().unwrap_or_default();
-        let path = path.split('?').next().unwrap_or_default();
-        let (status, body) = match count(&request.method(), path) {
+        let (status, body) = match route(&request) {
             Ok(reply) => reply,
             Err(error) => (500, format!("key-value store error: {error:?}\n")),
         };
-        respond(out, status, &body);
+        if let Err(error) = respond(out, status, body.as_bytes()) {
+            // Tern answers 500 if no status went out, else cuts the response off.
+            eprintln!("sending the response failed: {error}");
+        }
     }
 }
 
-fn count(method: &Method, path: &str) -> Result<(u16, String), store::Error> {
+fn route(request: &IncomingRequest) -> Result<(u16, String), store::Error> {
+    let path = request.path_with_query().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
     let bucket = store::open("default")?;
-    Ok(match (method, path) {
+    Ok(match (request.method(), path) {
         (Method::Get, "/") => {
-            let visits = atomics::increment(&bucket, KEY, 1)?;
-            (200, format!("Hello! This page has been visited {visits} times.\n"))
+            let visits = atomics::increment(&bucket, VISITS, 1)?;
+            let greeting = match bucket.get(GREETING)? {
+                Some(text) => String::from_utf8_lossy(&text).into_owned(),
+                None => "Hello!".to_owned(),
+            };
+            (
+                200,
+                format!("{greeting} This page has been visited {visits} times.\n"),
+            )
         }
         (Method::Get, "/count") => {
             let visits = bucket
-                .get(KEY)?
+                .get(VISITS)?
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_else(|| "0".to_owned());
             (200, format!("{visits}\n"))
         }
         (Method::Delete, "/count") => {
-            bucket.delete(KEY)?;
+            bucket.delete(VISITS)?;
             (200, "0\n".to_owned())
         }
-        (_, "/" | "/count") => (405, "method not allowed\n".to_owned()),
+        (Method::Put, "/greeting") => match read_body(request) {
+            Ok(greeting) => {
+                bucket.set(GREETING, &greeting)?;
+                (200, "saved\n".to_owned())
+            }
+            Err(error) => (400, format!("reading the body failed: {error}\n")),
+        },
+        (_, "/" | "/count" | "/greeting") => (405, "method not allowed\n".to_owned()),
         _ => (404, "not found; try GET /\n".to_owned()),
     })
 }
 
-/// Sends a plain-text response.
-fn respond(out: ResponseOutparam, status: u16, body: &str) {
+/// Reads the whole request body.
+fn read_body(request: &IncomingRequest) -> std::io::Result<Vec<u8>> {
+    let body = request.consume().expect("the body is taken once");
+    let mut stream = body.stream().expect("the stream is taken once");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Sends a plain-text response of any size.
+fn respond(out: ResponseOutparam, status: u16, body: &[u8]) -> Result<(), Box<dyn Error>> {
     let headers = Fields::from_list(&[(
         "content-type".to_owned(),
         b"text/plain; charset=utf-8".to_vec(),
-    )])
-    .expect("a valid header");
+    )])?;
     let response = OutgoingResponse::new(headers);
     response.set_status_code(status).expect("a valid status");
     let outgoing = response.body().expect("the body is taken once");
     ResponseOutparam::set(out, Ok(response));
-    let stream = outgoing.write().expect("the stream is taken once");
-    let _ = stream.blocking_write_and_flush(body.as_bytes());
+    let mut stream = outgoing.write().expect("the stream is taken once");
+    // `write_all` writes as much as the host takes at a time and waits for
+    // room in between (`blocking_write_and_flush` takes at most 4096 bytes).
+    stream.write_all(body)?;
+    stream.blocking_flush()?;
     drop(stream);
-    let _ = OutgoingBody::finish(outgoing, None);
+    OutgoingBody::finish(outgoing, None)?;
+    Ok(())
 }
 
 wasi::http::proxy::export!(Component);

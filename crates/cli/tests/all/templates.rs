@@ -1,10 +1,11 @@
 //! Every template, as a new user meets it: `tern new`, `tern build` with
 //! the language's real toolchain, `tern serve`, a request. Each test prints
-//! how long the cold `new` + `build` took.
+//! how long the cold `new` + `build` took, and each has its app send a body
+//! of 10 KB: one `blocking-write-and-flush` carries at most 4096 bytes.
 
 use std::time::Instant;
 
-use crate::serving::Serve;
+use crate::serving::{Response, Serve};
 use crate::support::Tern;
 
 /// Creates an app from `template`, builds it and serves it.
@@ -31,15 +32,92 @@ fn new_build_serve(tern: &Tern, template: &str) -> (Serve, tempfile::TempDir) {
     (serve, dir)
 }
 
+/// 10,000 letters, `abc...zabc...`, for a request whose answer is as long.
+fn long_text() -> String {
+    (b'a'..=b'z').cycle().take(10_000).map(char::from).collect()
+}
+
+/// Asserts a complete 200 whose body is exactly `want`, without printing
+/// 10 KB twice when it is not.
+#[track_caller]
+fn assert_body(response: &Response, want: &str) {
+    let body = response.expect(200);
+    assert_eq!(body.len(), want.len(), "length of the body");
+    assert!(body == want, "the body differs from the one expected");
+}
+
+/// Asserts that the greeting of an `http-*` template, which repeats the
+/// path and query it was asked for, arrives whole when it is 10 KB long.
+#[track_caller]
+fn assert_long_greeting(serve: &Serve, prefix: &str) {
+    let path = format!("/hello?name={}", long_text());
+    assert_body(&serve.get(&path), &format!("{prefix}{path}\n"));
+}
+
+/// Asserts that a Rust template's build kept the name section, so a trap's
+/// backtrace in the log names the functions.
+#[track_caller]
+fn assert_keeps_function_names(dir: &tempfile::TempDir) {
+    let wasm = dir
+        .path()
+        .join("demo-app/target/wasm32-wasip2/release/demo_app.wasm");
+    let component = std::fs::read(&wasm).unwrap();
+    let module = sections(&component)
+        .find(|(id, _)| *id == 1)
+        .expect("a core module in the component")
+        .1;
+    let custom: Vec<String> = sections(module)
+        .filter(|(id, _)| *id == 0)
+        .map(|(_, payload)| {
+            let mut at = 0;
+            let len = leb128(payload, &mut at);
+            String::from_utf8_lossy(&payload[at..at + len]).into_owned()
+        })
+        .collect();
+    assert!(
+        custom.iter().any(|name| name == "name"),
+        "{}: no name section among {custom:?}",
+        wasm.display()
+    );
+}
+
+/// The sections of a wasm module or component: (id, payload).
+fn sections(binary: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut at = 8; // magic and version
+    std::iter::from_fn(move || {
+        let id = *binary.get(at)?;
+        at += 1;
+        let len = leb128(binary, &mut at);
+        let payload = &binary[at..at + len];
+        at += len;
+        Some((id, payload))
+    })
+}
+
+fn leb128(bytes: &[u8], at: &mut usize) -> usize {
+    let mut value = 0;
+    for shift in (0..).step_by(7) {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    value
+}
+
 #[test]
 fn http_rust() {
     let tern = Tern::new();
-    let (serve, _dir) = new_build_serve(&tern, "http-rust");
+    let (serve, dir) = new_build_serve(&tern, "http-rust");
     assert_eq!(
         serve.get("/hello?x=1").expect(200),
         "Hello from Rust!\nYou asked for /hello?x=1\n"
     );
     assert_eq!(serve.post("/hello", "x").status, 405);
+    assert_long_greeting(&serve, "Hello from Rust!\nYou asked for ");
+    assert_keeps_function_names(&dir);
 }
 
 #[test]
@@ -50,6 +128,7 @@ fn http_c() {
         serve.get("/hello?x=1").expect(200),
         "Hello from C!\nYou asked for GET /hello?x=1\n"
     );
+    assert_long_greeting(&serve, "Hello from C!\nYou asked for GET ");
 }
 
 #[test]
@@ -60,6 +139,7 @@ fn http_python() {
         serve.get("/hello?x=1").expect(200),
         "Hello from Python!\nYou asked for /hello?x=1\n"
     );
+    assert_long_greeting(&serve, "Hello from Python!\nYou asked for ");
 }
 
 #[test]
@@ -70,6 +150,7 @@ fn http_js() {
         serve.get("/hello?x=1").expect(200),
         "Hello from JavaScript!\nYou asked for /hello?x=1\n"
     );
+    assert_long_greeting(&serve, "Hello from JavaScript!\nYou asked for ");
 }
 
 #[test]
@@ -99,6 +180,16 @@ fn kv_rust() {
         "0\n"
     );
     assert_eq!(serve.get("/count").expect(200), "0\n");
+
+    // A greeting of 10 KB: read from the request, stored, sent back whole.
+    let greeting = long_text();
+    let saved = serve.request("PUT", "/greeting", &[], &greeting);
+    assert_eq!(saved.expect(200), "saved\n");
+    assert_body(
+        &serve.get("/"),
+        &format!("{greeting} This page has been visited 1 times.\n"),
+    );
+    assert_keeps_function_names(&dir);
 }
 
 #[test]

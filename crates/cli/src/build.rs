@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tern_manifest::{Build, Manifest};
+use tern_manifest::{Build, LoadOptions, Manifest};
 use tern_runtime::{Error, Result};
 
 /// Arguments of `tern build`.
@@ -33,8 +33,16 @@ pub struct BuildArgs {
     jobs: Option<u32>,
 }
 
+/// How a manifest is read to build it, or to watch its sources: binaries
+/// may be missing, and where they lead is not checked. Building gives a
+/// guest nothing; serving checks that the app stays in its directory.
+pub(crate) const UNBUILT: LoadOptions = LoadOptions {
+    unbuilt: true,
+    allow_outside_app_dir: true,
+};
+
 pub fn main(args: BuildArgs) -> Result<ExitCode> {
-    let manifest = tern_manifest::load_unbuilt(&args.path)?;
+    let manifest = tern_manifest::load_with(&args.path, UNBUILT)?;
     let chosen = choose(&manifest, &args.components)?;
     if chosen.is_empty() {
         crate::log::say("tern: no component of this app has a `build` entry; nothing to build");

@@ -73,7 +73,13 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn open(&self) -> Result<Store> {
-        let manifest = tern_manifest::load(&self.app)?;
+        // `tern kv` runs no guest: where the app's binaries and files are
+        // does not matter here, only the stores it declares.
+        let options = tern_manifest::LoadOptions {
+            allow_outside_app_dir: true,
+            ..Default::default()
+        };
+        let manifest = tern_manifest::load_with(&self.app, options)?;
         let declared = manifest.key_value_stores();
         if !declared.contains(&self.store.as_str()) {
             let known = if declared.is_empty() {

@@ -47,7 +47,7 @@ pub(crate) fn start(reloader: Reloader, watch: Option<Watch>) -> Result<Reloads>
     let reloads = Reloads(tx);
     let jobs = watch.as_ref().map_or(1, |w| w.jobs);
     if watch.is_some() {
-        let manifest = tern_manifest::load_unbuilt(&reloader.manifest)?;
+        let manifest = tern_manifest::load_with(&reloader.manifest, build::UNBUILT)?;
         watch::start(&manifest, reloads.clone())?;
         crate::log::say(
             "tern: watching for changes; edits rebuild and swap in the changed components",
@@ -89,7 +89,7 @@ impl Reloader {
         } else {
             let names: Vec<&str> = rebuild.iter().map(String::as_str).collect();
             crate::log::say(&format!("tern: change in {}; rebuilding", names.join(", ")));
-            let manifest = tern_manifest::load_unbuilt(&self.manifest)?;
+            let manifest = tern_manifest::load_with(&self.manifest, build::UNBUILT)?;
             let only: Vec<String> = rebuild
                 .iter()
                 .filter(|id| {
@@ -104,7 +104,8 @@ impl Reloader {
                 build::build(&build::choose(&manifest, &only)?, jobs)?;
             }
         }
-        let manifest = tern_manifest::load(&self.manifest)?;
+        let manifest =
+            tern_manifest::load_with(&self.manifest, serve::serving(&self.config.runtime))?;
         let (cache, _disabled) = compiling::open_cache(self.no_cache)?;
         let loader = Loader {
             cache: cache.as_ref(),
@@ -119,6 +120,7 @@ impl Reloader {
             started.elapsed().as_secs_f64()
         );
         serve::print_app(&app, &mut out);
+        serve::print_outside(&manifest, &mut out);
         self.slot.replace(app);
         crate::log::say(&out);
         Ok(())

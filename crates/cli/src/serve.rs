@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use tern_http::{App, ServeConfig, Server, Shutdown};
-use tern_manifest::LimitsConfig;
+use tern_manifest::{LimitsConfig, LoadOptions, Manifest, OutsideGrant, RuntimeConfig};
 use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
 use tokio::signal::unix::{self, SignalKind, signal};
 
@@ -26,7 +26,10 @@ use crate::reload::{self, Reloader, Watch};
 then one access-log line per request. SIGHUP (or SIGUSR1) re-reads the manifest and the components' \
 binaries and swaps the new version in without dropping a request; if loading fails, the \
 running version keeps serving. When stderr is a terminal, SIGHUP means the terminal closed and \
-stops Tern; use SIGUSR1 there."
+stops Tern; use SIGUSR1 there. A component's `source` and `files` must stay inside the app \
+directory (the manifest's, symlinks followed) unless --allow-outside-app-dir (or \
+`allow_outside_app_dir = true` in the runtime config) allows otherwise; Tern then prints one \
+line per such grant at start."
 )]
 pub struct ServeArgs {
     /// The app's manifest, or a directory holding `tern.toml`
@@ -75,6 +78,46 @@ pub struct ServeArgs {
     /// Where embedded (SQLite) stores live [default: .tern beside the manifest]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Let components' `source` and `files` lead outside the app directory
+    #[arg(long)]
+    allow_outside_app_dir: bool,
+}
+
+impl ServeArgs {
+    /// The operator's settings: the `--runtime-config` file, and the flags
+    /// that add to it.
+    pub(crate) fn runtime_config(&self) -> Result<RuntimeConfig> {
+        let mut runtime = match &self.runtime_config {
+            Some(path) => tern_manifest::runtime_config::load(path)?,
+            None => RuntimeConfig::default(),
+        };
+        runtime.allow_outside_app_dir |= self.allow_outside_app_dir;
+        Ok(runtime)
+    }
+}
+
+/// How a manifest is read to be served: every binary built, and nothing
+/// outside the app directory unless the operator allows it.
+pub(crate) fn serving(runtime: &RuntimeConfig) -> LoadOptions {
+    LoadOptions {
+        unbuilt: false,
+        allow_outside_app_dir: runtime.allow_outside_app_dir,
+    }
+}
+
+/// One line for each grant the operator let outside the app directory.
+pub(crate) fn print_outside(manifest: &Manifest, out: &mut String) {
+    for entry in &manifest.outside_app_dir {
+        let verb = match entry.grant {
+            OutsideGrant::Source => "runs",
+            OutsideGrant::Files => "reads",
+        };
+        out.push_str(&format!(
+            "tern: component {} {verb} {} from outside the app directory\n",
+            entry.component,
+            entry.path.display()
+        ));
+    }
 }
 
 /// `--listen`: an IP address and port, or `localhost:PORT` and `:PORT`
@@ -119,7 +162,8 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
 /// components whose sources change.
 pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     crate::log::set_format(args.log_format);
-    let manifest = tern_manifest::load(&args.path)?;
+    let settings = args.runtime_config()?;
+    let manifest = tern_manifest::load_with(&args.path, serving(&settings))?;
     let mut config = ServeConfig::new(args.listen);
     config.limits = LimitsConfig {
         memory: args.max_memory,
@@ -128,9 +172,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         max_concurrent: args.max_concurrent,
         ..LimitsConfig::default()
     };
-    if let Some(path) = &args.runtime_config {
-        config.runtime = tern_manifest::runtime_config::load(path)?;
-    }
+    config.runtime = settings;
     config.state_dir = args.state_dir.clone();
     config.header_timeout = args.header_timeout.0;
     config.max_header_size = args.max_header_size;
@@ -164,7 +206,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     // Handlers go in before the `listening` line: from then on a SIGTERM
     // must mean a graceful shutdown, never the default instant death.
     let mut signals = runtime.block_on(async { Signals::install() })?;
-    print_routes(&server.app(), server.local_addr());
+    print_routes(&manifest, &server.app(), server.local_addr());
     let reloader = Reloader {
         manifest: manifest.path.clone(),
         config,
@@ -202,8 +244,10 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_routes(app: &App, local: SocketAddr) {
-    let mut out = format!("listening on http://{local}\n");
+fn print_routes(manifest: &Manifest, app: &App, local: SocketAddr) {
+    let mut out = String::new();
+    print_outside(manifest, &mut out);
+    out.push_str(&format!("listening on http://{local}\n"));
     print_app(app, &mut out);
     crate::log::say(&out);
 }

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use tern_manifest::LoadOptions;
 use tern_runtime::Result;
 
 use crate::build;
@@ -43,7 +44,13 @@ pub fn main(args: UpArgs) -> Result<ExitCode> {
     );
     let jobs = args.jobs.map_or_else(build::default_jobs, |n| n as usize);
     if !args.no_build {
-        let manifest = tern_manifest::load_unbuilt(&args.serve.path)?;
+        // Refused before building, not after, if it reaches outside the
+        // app directory without the operator's leave.
+        let options = LoadOptions {
+            unbuilt: true,
+            ..serve::serving(&args.serve.runtime_config()?)
+        };
+        let manifest = tern_manifest::load_with(&args.serve.path, options)?;
         let chosen = build::choose(&manifest, &[])?;
         if !chosen.is_empty() {
             build::build(&chosen, jobs)?;

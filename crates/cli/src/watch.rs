@@ -13,6 +13,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tern_manifest::{Build, Manifest};
 use tern_runtime::{Error, Result};
 
+use crate::build;
 use crate::reload::Reloads;
 
 /// How long the files must stay quiet before a rebuild starts: an editor's
@@ -205,7 +206,7 @@ fn watch(watcher: &mut impl Watcher, dir: &Path, recursive: bool) -> Result<()> 
 /// entry is new or changed or their binary is missing. The old targets if
 /// the manifest does not load (the reload reports why).
 fn follow(watcher: &mut impl Watcher, old: Targets) -> (Targets, Vec<String>) {
-    let Ok(manifest) = tern_manifest::load_unbuilt(&old.manifest) else {
+    let Ok(manifest) = tern_manifest::load_with(&old.manifest, build::UNBUILT) else {
         return (old, Vec::new());
     };
     let Ok(new) = Targets::new(&manifest) else {

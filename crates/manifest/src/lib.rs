@@ -3,7 +3,9 @@
 //! [`load`] reads a manifest and checks everything that can be checked
 //! without compiling wasm: the TOML's shape (unknown keys are errors), the
 //! version, route paths, component ids, that sources and mounted directories
-//! exist, and limits. Every error is one line naming the file, line and key:
+//! exist and stay inside the app directory (unless the operator allows
+//! otherwise, see [`LoadOptions`]), and limits. Every error is one line
+//! naming the file, line and key:
 //!
 //! ```
 //! # use std::path::Path;
@@ -64,6 +66,31 @@ pub struct Manifest {
     pub components: BTreeMap<String, Component>,
     /// The `[variables]` table: app variables, by name.
     pub variables: BTreeMap<String, Variable>,
+    /// The `source` and `files` entries that lead outside the app
+    /// directory, in component order; empty unless
+    /// [`LoadOptions::allow_outside_app_dir`] let them through.
+    pub outside_app_dir: Vec<OutsideAppDir>,
+}
+
+/// A `source` or `files` entry leading outside the app directory (the
+/// manifest's directory), which only the operator can allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutsideAppDir {
+    /// The component whose entry it is.
+    pub component: String,
+    /// What the entry gives the component.
+    pub grant: OutsideGrant,
+    /// Where the entry leads, symlinks followed.
+    pub path: PathBuf,
+}
+
+/// Which entry an [`OutsideAppDir`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutsideGrant {
+    /// The component's `source`: its code.
+    Source,
+    /// One of its `files`: a directory it reads.
+    Files,
 }
 
 /// The `[app]` table.
@@ -81,7 +108,8 @@ pub struct Component {
     /// The id: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
     pub id: String,
     /// The wasm binary: the manifest's directory joined with `source` as
-    /// written. Exists and is not a directory.
+    /// written. Exists and is not a directory; inside the app directory
+    /// unless the operator allowed otherwise.
     pub source: PathBuf,
     /// How requests reach the guest; `None` to infer it from the binary.
     pub executor: Option<Executor>,
@@ -140,7 +168,8 @@ impl fmt::Display for Executor {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileMount {
     /// The host directory: the manifest's directory joined with `source`
-    /// as written. Exists and is a directory.
+    /// as written. Exists and is a directory; inside the app directory
+    /// unless the operator allowed otherwise.
     pub source: PathBuf,
     /// Where the guest sees it; starts with `/`.
     pub destination: String,
@@ -166,25 +195,43 @@ pub struct LimitsConfig {
 }
 
 /// Reads and checks the manifest at `path`, or `path/tern.toml` when `path`
-/// is a directory. Relative paths in it are resolved against its directory.
+/// is a directory. Relative paths in it are resolved against its directory,
+/// and must exist and stay inside it.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    load_with(path, Sources::MustExist)
+    load_with(path, LoadOptions::default())
 }
 
 /// Like [`load`], for a manifest about to be built: the `source` of a
 /// component with a `build` entry need not exist yet.
 pub fn load_unbuilt(path: &Path) -> Result<Manifest, ManifestError> {
-    load_with(path, Sources::MayBeBuilt)
+    load_with(
+        path,
+        LoadOptions {
+            unbuilt: true,
+            ..LoadOptions::default()
+        },
+    )
 }
 
-/// Whether a component's `source` must exist when the manifest is read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sources {
-    MustExist,
-    MayBeBuilt,
+/// How a manifest is read. The default is what serving needs: every source
+/// exists, and nothing leads outside the app directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The app is about to be built: the `source` of a component with a
+    /// `build` entry need not exist yet (where it will be is still checked
+    /// against the app directory).
+    pub unbuilt: bool,
+    /// The operator allows a component's `source` and `files` to lead
+    /// outside the app directory (the manifest's directory, symlinks
+    /// followed). They are listed in [`Manifest::outside_app_dir`].
+    /// Otherwise such an entry is an error: a `files` entry of `/` would
+    /// show the guest every file the server can read, `/proc/self/environ`
+    /// and its secrets among them.
+    pub allow_outside_app_dir: bool,
 }
 
-fn load_with(path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
+/// Like [`load`], with `options`.
+pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, ManifestError> {
     let file = manifest_path(path);
     let read_error = |error: std::io::Error| match error.kind() {
         std::io::ErrorKind::NotFound if path.is_dir() => ManifestError::NoManifest {
@@ -197,7 +244,7 @@ fn load_with(path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
     };
     let bytes = fs::read(&file).map_err(read_error)?;
     if bytes.starts_with(b"\0asm") {
-        return for_component(&file);
+        return for_component(&file, options);
     }
     let text = String::from_utf8(bytes).map_err(|_| ManifestError::Read {
         path: file.clone(),
@@ -206,13 +253,13 @@ fn load_with(path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
             "neither a tern.toml manifest (not UTF-8 text) nor a WebAssembly binary",
         ),
     })?;
-    parse_with(&text, &file, sources)
+    parse_with(&text, &file, options)
 }
 
 /// The manifest `tern serve app.wasm` serves: the one component on every
 /// path (`/...`), named after its file, granted nothing, as `wasmtime
 /// serve` would serve it.
-fn for_component(wasm: &Path) -> Result<Manifest, ManifestError> {
+fn for_component(wasm: &Path, options: LoadOptions) -> Result<Manifest, ManifestError> {
     let stem = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
     let mut id: String = stem
         .chars()
@@ -236,7 +283,7 @@ fn for_component(wasm: &Path) -> Result<Manifest, ManifestError> {
     let mut manifest = parse_with(
         &text,
         &wasm.with_file_name(MANIFEST_FILE_NAME),
-        Sources::MustExist,
+        options,
     )?;
     manifest.path = wasm.to_owned();
     Ok(manifest)
@@ -252,7 +299,7 @@ pub fn manifest_path(path: &Path) -> PathBuf {
 }
 
 /// Checks manifest `text` read from the file `path`. Relative paths in it
-/// are resolved against `path`'s directory, and must exist.
+/// are resolved against `path`'s directory, and must exist and stay inside it.
 ///
 /// ```
 /// # use std::path::Path;
@@ -264,14 +311,19 @@ pub fn manifest_path(path: &Path) -> PathBuf {
 /// );
 /// ```
 pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
-    parse_with(text, path, Sources::MustExist)
+    parse_with(text, path, LoadOptions::default())
 }
 
-fn parse_with(text: &str, path: &Path, sources: Sources) -> Result<Manifest, ManifestError> {
+/// Like [`parse`], with `options`.
+pub fn parse_with(
+    text: &str,
+    path: &Path,
+    options: LoadOptions,
+) -> Result<Manifest, ManifestError> {
     let source = Source { path, text };
     let from_toml = |error| ManifestError::from_toml(path, text, &error);
     resolve::check_version(&source, toml::from_str(text).map_err(from_toml)?)?;
-    resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?, sources)
+    resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?, options)
 }
 
 impl Manifest {

@@ -1,10 +1,11 @@
 //! Turns the manifest as written into a [`Manifest`]: checks every value,
-//! resolves paths against the manifest's directory and checks they exist.
+//! resolves paths against the manifest's directory and checks they exist
+//! and stay inside it.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component as PathPart, Path, PathBuf};
 
 use toml::Spanned;
 
@@ -14,8 +15,9 @@ use crate::raw::{
 };
 use crate::variables::is_valid_name;
 use crate::{
-    App, Build, ByteSize, Component, FileMount, LimitsConfig, Location, Manifest, ManifestError,
-    OutboundHost, Route, RoutePattern, Sources, Template, Variable,
+    App, Build, ByteSize, Component, FileMount, LimitsConfig, LoadOptions, Location, Manifest,
+    ManifestError, OutboundHost, OutsideAppDir, OutsideGrant, Route, RoutePattern, Template,
+    Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -44,7 +46,7 @@ pub(crate) fn check_version(source: &Source, raw: RawVersion) -> Result<(), Mani
 pub(crate) fn resolve(
     source: &Source,
     raw: RawManifest,
-    sources: Sources,
+    options: LoadOptions,
 ) -> Result<Manifest, ManifestError> {
     let path = source.path.to_owned();
     // Sources join onto the directory as given, so `tern.toml` gives `hello.wasm`.
@@ -70,9 +72,18 @@ pub(crate) fn resolve(
     let routes = resolve_routes(source, raw.route, &raw.component)?;
     let variables = resolve_variables(source, raw.variables)?;
 
+    let mut boundary = Boundary::new(&dir, options.allow_outside_app_dir);
     let mut components = BTreeMap::new();
     for (id, component) in raw.component {
-        let component = resolve_component(source, &base, id, component, &variables, sources)?;
+        let component = resolve_component(
+            source,
+            &base,
+            id,
+            component,
+            &variables,
+            options,
+            &mut boundary,
+        )?;
         components.insert(component.id.clone(), component);
     }
 
@@ -83,6 +94,7 @@ pub(crate) fn resolve(
         routes,
         components,
         variables,
+        outside_app_dir: boundary.outside,
     })
 }
 
@@ -179,7 +191,8 @@ fn resolve_component(
     id: Spanned<String>,
     raw: RawComponent,
     app_variables: &BTreeMap<String, Variable>,
-    sources: Sources,
+    options: LoadOptions,
+    boundary: &mut Boundary,
 ) -> Result<Component, ManifestError> {
     let key = format!("component.{}", id.get_ref());
     if !is_valid_id(id.get_ref()) {
@@ -200,7 +213,7 @@ fn resolve_component(
         Ok(meta) if meta.is_dir() => Some("is a directory, expected a wasm file".to_owned()),
         Ok(_) => None,
         Err(e) if e.kind() == io::ErrorKind::NotFound && build.is_some() => {
-            (sources == Sources::MustExist).then(|| "file not found".to_owned())
+            (!options.unbuilt).then(|| "file not found".to_owned())
         }
         Err(e) => Some(describe_io(&e)),
     };
@@ -214,6 +227,14 @@ fn resolve_component(
         }
         return Err(source.invalid(Some(source_location), format!("{key}.source"), message));
     }
+    boundary.check(
+        source,
+        source_location,
+        &format!("{key}.source"),
+        raw.source.get_ref(),
+        &wasm,
+        (id.get_ref(), OutsideGrant::Source),
+    )?;
 
     let mut environment = BTreeMap::new();
     for (name, value) in raw.environment {
@@ -237,7 +258,8 @@ fn resolve_component(
         .into_iter()
         .enumerate()
         .map(|(index, mount)| {
-            resolve_mount(source, base, &format!("{key}.files[{}]", index + 1), mount)
+            let key = format!("{key}.files[{}]", index + 1);
+            resolve_mount(source, base, &key, mount, boundary, id.get_ref())
         })
         .collect::<Result<_, _>>()?;
 
@@ -355,6 +377,8 @@ fn resolve_mount(
     base: &Path,
     key: &str,
     raw: RawFileMount,
+    boundary: &mut Boundary,
+    component: &str,
 ) -> Result<FileMount, ManifestError> {
     let dir = base.join(raw.source.get_ref());
     let problem = match fs::metadata(&dir) {
@@ -363,11 +387,19 @@ fn resolve_mount(
         Err(e) if e.kind() == io::ErrorKind::NotFound => Some("directory not found".to_owned()),
         Err(e) => Some(describe_io(&e)),
     };
+    let location = source.key_at(&raw.source.span());
     if let Some(problem) = problem {
-        let location = Some(source.key_at(&raw.source.span()));
         let message = format!("{problem}: {}", dir.display());
-        return Err(source.invalid(location, format!("{key}.source"), message));
+        return Err(source.invalid(Some(location), format!("{key}.source"), message));
     }
+    boundary.check(
+        source,
+        location,
+        &format!("{key}.source"),
+        raw.source.get_ref(),
+        &dir,
+        (component, OutsideGrant::Files),
+    )?;
 
     let destination = raw.destination.get_ref();
     if !destination.starts_with('/') {
@@ -416,6 +448,90 @@ fn resolve_limits(
         outbound_timeout: raw.outbound_timeout,
         max_outbound_requests: raw.max_outbound_requests,
     })
+}
+
+/// The app directory, which a component's `source` and `files` must stay
+/// inside unless the operator allows otherwise, and the entries allowed out.
+struct Boundary {
+    /// The manifest's directory, symlinks followed.
+    dir: PathBuf,
+    allow: bool,
+    outside: Vec<OutsideAppDir>,
+}
+
+impl Boundary {
+    fn new(dir: &Path, allow: bool) -> Boundary {
+        let real = fs::canonicalize(dir)
+            .or_else(|_| std::path::absolute(dir))
+            .unwrap_or_else(|_| dir.to_owned());
+        Boundary {
+            dir: real,
+            allow,
+            outside: Vec::new(),
+        }
+    }
+
+    /// Checks that `path`, written as `written` under `key`, leads inside
+    /// the app directory. When it does not and the operator allows it, it
+    /// is recorded as a grant of `component`.
+    fn check(
+        &mut self,
+        source: &Source,
+        location: Location,
+        key: &str,
+        written: &str,
+        path: &Path,
+        (component, grant): (&str, OutsideGrant),
+    ) -> Result<(), ManifestError> {
+        let real = real_path(path);
+        if real.starts_with(&self.dir) {
+            return Ok(());
+        }
+        if self.allow {
+            self.outside.push(OutsideAppDir {
+                component: component.to_owned(),
+                grant,
+                path: real,
+            });
+            return Ok(());
+        }
+        let shown = written.escape_debug();
+        let place = if Path::new(written) == real {
+            format!("\"{shown}\" is")
+        } else {
+            format!("\"{shown}\" leads to {},", real.display())
+        };
+        let message = format!(
+            "{place} outside the app directory {}; an operator can allow it with --allow-outside-app-dir (or `allow_outside_app_dir = true` in the runtime config)",
+            self.dir.display()
+        );
+        Err(source.invalid(Some(location), key, message))
+    }
+}
+
+/// Where `path` leads once symlinks are followed, as an absolute path. A
+/// path that does not exist yet (a binary not built yet) leads to its
+/// deepest ancestor that does, resolved, joined with the rest; a `..` in
+/// the rest undoes the name before it, as it will once those names exist.
+fn real_path(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    for ancestor in absolute.ancestors() {
+        let Ok(mut real) = fs::canonicalize(ancestor) else {
+            continue;
+        };
+        let rest = absolute.strip_prefix(ancestor).unwrap_or(Path::new(""));
+        for part in rest.components() {
+            match part {
+                PathPart::ParentDir => {
+                    real.pop();
+                }
+                PathPart::Normal(name) => real.push(name),
+                PathPart::CurDir | PathPart::RootDir | PathPart::Prefix(_) => {}
+            }
+        }
+        return real;
+    }
+    absolute
 }
 
 /// Store names follow the component id rule.

@@ -1,8 +1,11 @@
 //! The runtime config (`tern serve --runtime-config FILE`): the operator's
 //! choices, kept out of the app's manifest. Which backend each key-value
-//! store uses, and values for app variables.
+//! store uses, values for app variables, and whether the app may reach
+//! outside its directory.
 //!
 //! ```toml
+//! allow_outside_app_dir = false      # the default; see `LoadOptions`
+//!
 //! [key_value_store.default]
 //! type = "sqlite"                    # the default for every declared store
 //! path = "kv/default.sqlite"         # relative to the state directory
@@ -42,6 +45,10 @@ pub struct RuntimeConfig {
     pub stores: BTreeMap<String, StoreConfig>,
     /// `[variables]`: values for app variables, by name.
     pub variables: BTreeMap<String, String>,
+    /// `allow_outside_app_dir = true`: a component's `source` and `files`
+    /// may lead outside the app directory (see
+    /// [`LoadOptions::allow_outside_app_dir`](crate::LoadOptions::allow_outside_app_dir)).
+    pub allow_outside_app_dir: bool,
 }
 
 /// One `[key_value_store.NAME]` table.
@@ -101,6 +108,7 @@ impl std::fmt::Debug for RuntimeConfig {
         f.debug_struct("RuntimeConfig")
             .field("stores", &self.stores)
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("allow_outside_app_dir", &self.allow_outside_app_dir)
             .finish()
     }
 }
@@ -142,6 +150,8 @@ impl StoreBackend {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRuntimeConfig {
+    #[serde(default)]
+    allow_outside_app_dir: bool,
     #[serde(default)]
     key_value_store: BTreeMap<Spanned<String>, RawStore>,
     #[serde(default)]
@@ -289,6 +299,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
     Ok(RuntimeConfig {
         stores,
         variables: raw.variables,
+        allow_outside_app_dir: raw.allow_outside_app_dir,
     })
 }
 
@@ -349,6 +360,20 @@ mod tests {
             let error = parse(text, Path::new("rc.toml")).unwrap_err().to_string();
             assert_eq!(error, expected);
         }
+    }
+
+    #[test]
+    fn the_operator_may_allow_reaching_outside_the_app_directory() {
+        let rc = Path::new("rc.toml");
+        assert!(!parse("", rc).unwrap().allow_outside_app_dir);
+        let config = parse("allow_outside_app_dir = true\n[variables]\nk = \"v\"\n", rc).unwrap();
+        assert!(config.allow_outside_app_dir);
+        let error = parse("allow_outside_app_dir = \"yes\"\n", rc).unwrap_err();
+        let error = error.to_string();
+        assert!(
+            error.starts_with("rc.toml:") && error.contains("boolean"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod run;
 pub mod services;
 mod stat_index;
 mod stores;
+mod symlinks;
 
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;

@@ -20,6 +20,7 @@ use crate::limits::{Limits, MemoryLimiter};
 use crate::outcome::{Outcome, finish};
 use crate::program::Program;
 use crate::services::{self, Services, ServicesView};
+use crate::symlinks;
 
 /// What to run and with what grants.
 pub struct RunConfig<'a> {
@@ -153,6 +154,7 @@ async fn run_component(
 ) -> Result<Outcome> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    symlinks::guard_component(&mut linker)?;
     services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
         services: &mut h.services,
         table: &mut h.table,
@@ -189,6 +191,7 @@ pub(crate) async fn instantiate_module(
         limiter: MemoryLimiter::new(config.limits.max_memory),
     };
     let mut store = config.store(engine, host, |h| &mut h.limiter)?;
+    symlinks::guard_module(&mut linker, &mut store)?;
     let instance = linker.instantiate_async(&mut store, module).await;
     let instance = instantiated(instance, &store.data().limiter, config)?;
     Ok((store, instance))

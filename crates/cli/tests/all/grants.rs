@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::Read as _;
 use std::net::TcpListener;
+use std::path::Path;
 
 use crate::support::Tern;
 use test_programs::*;
@@ -133,6 +134,67 @@ fn escapes_from_a_preopen_fail() {
         .code(1);
         assert!(!root.path().join("planted.txt").exists());
     }
+}
+
+#[test]
+fn symlinks_may_not_point_out_of_a_preopen() {
+    let tern = Tern::new();
+    let root = layout();
+    let data = root.path().join("data");
+    fs::create_dir(data.join("sub")).unwrap();
+    let grant = format!("{}::/data", data.display());
+    let secret = root.path().join("secret.txt").display().to_string();
+    for program in [P1_FS, P2_FS] {
+        // Out of the preopen, relative or absolute: refused. So is any `..`,
+        // even one that stays inside: renaming the link would lead it out.
+        for (target, link) in [
+            ("../secret.txt", "/data/up"),
+            ("../../../../../../../../../../etc/passwd", "/data/far"),
+            ("sub/../../secret.txt", "/data/zigzag"),
+            (secret.as_str(), "/data/absolute"),
+            ("/etc/passwd", "/data/etc"),
+            ("../note.txt", "/data/sub/sibling"),
+        ] {
+            tern.run(&["run", "--dir", &grant, program, "symlink", target, link])
+                .code(1)
+                .stdout("error: PermissionDenied\n");
+        }
+        // Nothing was made on the host.
+        assert_eq!(names(root.path()), ["data", "secret.txt"]);
+        assert_eq!(names(&data), ["note.txt", "sub"]);
+        assert!(names(&data.join("sub")).is_empty());
+
+        // A link to something below its own directory is made, and works.
+        tern.run(&[
+            "run",
+            "--dir",
+            &grant,
+            program,
+            "symlink",
+            "note.txt",
+            "/data/link",
+        ])
+        .code(0)
+        .stdout("linked /data/link -> note.txt\n");
+        assert_eq!(
+            fs::read_link(data.join("link")).unwrap(),
+            Path::new("note.txt")
+        );
+        tern.run(&["run", "--dir", &grant, program, "read", "/data/link"])
+            .code(0)
+            .stdout("granted note");
+        fs::remove_file(data.join("link")).unwrap();
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// A listener whose backlog tells whether anyone connected.

@@ -5,7 +5,7 @@ use std::io::{BufReader, Write as _};
 
 use test_programs::*;
 
-use crate::serving::{Part, Serve, manifest, read_response};
+use crate::serving::{Part, Serve, manifest, read_response, write_app};
 use crate::support::{CANARY, Tern};
 
 fn one(route: &str, source: &str, extra: &str) -> String {
@@ -113,7 +113,7 @@ pub fn http_echo() {
             HTTP_ECHO,
             "environment = { GREETING = \"hi\" }\nfiles = [{ source = \"static\", destination = \"/static\" }]",
         );
-        std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+        write_app(dir.path(), &toml);
         Serve::start_in(&tern, dir, &[])
     };
     let response = serve.send(
@@ -157,6 +157,58 @@ pub fn http_echo() {
         assert!(body.contains("file error:"), "{path}: {body}");
         assert!(!body.contains("outside the mount"), "{body}");
     }
+}
+
+#[test]
+fn grants_outside_the_app_directory_are_the_operators_call() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = one(
+        "/echo/...",
+        HTTP_ECHO,
+        "files = [{ source = \"/\", destination = \"/host\" }]",
+    );
+    write_app(dir.path(), &toml);
+    std::fs::write(dir.path().join("marker.txt"), "seen through /host\n").unwrap();
+    let app = dir.path().to_str().unwrap();
+
+    // `/` would show the guest every file Tern can read, /proc/self/environ
+    // and its secrets among them: refused unless the operator says so.
+    let out = tern.run(&["serve", app, "--listen", "127.0.0.1:0"]);
+    out.code(1)
+        .one_line_error("component.app.files[1].source: \"/\" is outside the app directory ");
+    out.stderr_has("an operator can allow it with --allow-outside-app-dir");
+
+    // Allowed by flag, the grant works, and Tern says at start what reaches out.
+    let note = "tern: component app reads / from outside the app directory";
+    let serve = Serve::spawn(tern.command(), dir.path(), &["--allow-outside-app-dir"]);
+    serve.wait_for_log(note);
+    assert_eq!(
+        serve
+            .log()
+            .matches("from outside the app directory")
+            .count(),
+        1,
+        "{}",
+        serve.log()
+    );
+    let marker = std::fs::canonicalize(dir.path().join("marker.txt")).unwrap();
+    let body = serve
+        .get(&format!("/echo/f?file=/host{}", marker.display()))
+        .expect(200)
+        .to_string();
+    assert!(body.contains("file: seen through /host"), "{body}");
+    drop(serve);
+
+    // Allowed by the runtime config, likewise.
+    let rc = dir.path().join("operator.toml");
+    std::fs::write(&rc, "allow_outside_app_dir = true\n").unwrap();
+    let serve = Serve::spawn(
+        tern.command(),
+        dir.path(),
+        &["--runtime-config", rc.to_str().unwrap()],
+    );
+    serve.wait_for_log(note);
 }
 
 #[test]

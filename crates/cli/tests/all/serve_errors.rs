@@ -5,12 +5,12 @@
 
 use test_programs::*;
 
-use crate::serving::{Part, manifest};
+use crate::serving::{Part, manifest, write_app};
 use crate::support::{Output, Tern};
 
 fn serve(tern: &Tern, toml: &str) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+    write_app(dir.path(), toml);
     let path = dir.path().join("tern.toml");
     let out = tern.run(&["serve", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     (out, dir)
@@ -117,7 +117,7 @@ fn address_in_use() {
         source: HTTP_HELLO,
         extra: "",
     }]);
-    std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+    write_app(dir.path(), &toml);
     let out = tern.run(&["serve", dir.path().to_str().unwrap(), "--listen", &addr]);
     out.code(1)
         .one_line_error(&format!("cannot listen on {addr}"));

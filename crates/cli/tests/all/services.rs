@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use test_programs::redis::RedisServer;
 use test_programs::*;
 
-use crate::serving::{Part, Serve, manifest};
+use crate::serving::{Part, Serve, manifest, write_app};
 use crate::support::Tern;
 
 /// An app whose `kv` component may open the stores in `grants`; `other`
@@ -31,7 +31,7 @@ fn kv_app(grants: &str) -> String {
 
 fn app_dir(manifest: &str, runtime_config: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tern.toml"), manifest).unwrap();
+    write_app(dir.path(), manifest);
     if let Some(config) = runtime_config {
         std::fs::write(dir.path().join("runtime.toml"), config).unwrap();
     }

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +40,32 @@ pub fn manifest(parts: &[Part<'_>]) -> String {
     toml
 }
 
+/// Writes `manifest` as `dir/tern.toml`, with the binaries it names by
+/// absolute path (the guest programs) copied into `dir/guests/N/` and named
+/// there: Tern serves only what is inside the app directory unless the
+/// operator allows otherwise, so an app carries its binaries.
+pub fn write_app(dir: &Path, manifest: &str) {
+    let mut text = String::with_capacity(manifest.len());
+    let mut copied = 0;
+    for line in manifest.split_inclusive('\n') {
+        let named = line
+            .strip_prefix("source = \"")
+            .and_then(|rest| rest.split_once('"'));
+        match named {
+            Some((path, rest)) if Path::new(path).is_absolute() && Path::new(path).is_file() => {
+                copied += 1;
+                let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+                let local = format!("guests/{copied}/{name}");
+                std::fs::create_dir_all(dir.join(&local).parent().unwrap()).unwrap();
+                std::fs::copy(path, dir.join(&local)).unwrap();
+                text.push_str(&format!("source = \"{local}\"{rest}"));
+            }
+            _ => text.push_str(line),
+        }
+    }
+    std::fs::write(dir.join("tern.toml"), text).unwrap();
+}
+
 /// A running `tern serve`, killed when dropped.
 pub struct Serve {
     child: Child,
@@ -49,11 +76,11 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Writes `manifest` to a fresh directory and serves it, waiting for the
-    /// `listening on` line.
+    /// Writes `manifest` to a fresh directory (see [`write_app`]) and
+    /// serves it, waiting for the `listening on` line.
     pub fn start(tern: &Tern, manifest: &str, args: &[&str]) -> Serve {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tern.toml"), manifest).unwrap();
+        write_app(dir.path(), manifest);
         Self::start_in(tern, dir, args)
     }
 

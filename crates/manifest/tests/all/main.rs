@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tern_manifest::{Manifest, ManifestError, load};
+use tern_manifest::{LoadOptions, Manifest, ManifestError, OutsideAppDir, OutsideGrant, load};
 
 const VALID: &str = "tests/data/valid";
 const INVALID: &str = "tests/data/invalid";
@@ -22,9 +22,12 @@ fn valid_manifests_parse_as_expected() {
 
 #[test]
 fn invalid_manifests_fail_with_the_expected_error() {
+    // Messages name resolved (absolute) paths; the expected files hold them
+    // relative to this crate.
+    let here = format!("{}/", fs::canonicalize(".").unwrap().display());
     check_each(INVALID, |path| match load(path) {
         Ok(_) => "unexpectedly valid\n".to_owned(),
-        Err(error) => format!("{error}\n"),
+        Err(error) => format!("{error}\n").replace(&here, ""),
     });
 }
 
@@ -35,8 +38,77 @@ fn load_reads_tern_toml_from_a_directory() {
     assert_eq!(manifest.dir, Path::new("tests/data/dir"));
     assert_eq!(
         manifest.components["dir"].source,
-        Path::new("tests/data/dir/../valid/hello.wasm")
+        Path::new("tests/data/dir/hello.wasm")
     );
+}
+
+#[test]
+fn only_the_operator_lets_sources_and_files_out_of_the_app_directory() {
+    let allow = LoadOptions {
+        allow_outside_app_dir: true,
+        ..LoadOptions::default()
+    };
+    let path = Path::new("tests/data/invalid/source_outside.toml");
+    assert!(load(path).is_err());
+    let manifest = tern_manifest::load_with(path, allow).unwrap();
+    assert_eq!(
+        manifest.components["hello"].source,
+        Path::new("tests/data/invalid/../valid/hello.wasm")
+    );
+    assert_eq!(
+        manifest.outside_app_dir,
+        [OutsideAppDir {
+            component: "hello".to_owned(),
+            grant: OutsideGrant::Source,
+            path: fs::canonicalize("tests/data/valid/hello.wasm").unwrap(),
+        }]
+    );
+
+    // A symlink is followed: what counts is where it leads.
+    let path = Path::new("tests/data/invalid/files_source_symlink_outside.toml");
+    let manifest = tern_manifest::load_with(path, allow).unwrap();
+    assert_eq!(
+        manifest.outside_app_dir,
+        [OutsideAppDir {
+            component: "hello".to_owned(),
+            grant: OutsideGrant::Files,
+            path: fs::canonicalize("tests/data/valid/static").unwrap(),
+        }]
+    );
+    // Everything inside is not listed.
+    let manifest = load(Path::new("tests/data/valid/full.toml")).unwrap();
+    assert!(manifest.outside_app_dir.is_empty());
+}
+
+#[test]
+fn a_source_not_built_yet_is_checked_where_it_will_be() {
+    let text = |source: &str| {
+        format!(
+            "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/\"\ncomponent = \"a\"\n[component.a]\nsource = \"{source}\"\nbuild = {{ command = \"make\" }}\n"
+        )
+    };
+    let unbuilt = LoadOptions {
+        unbuilt: true,
+        ..LoadOptions::default()
+    };
+    let manifest_path = Path::new("tests/data/dir/tern.toml");
+    for inside in ["target/wasm/app.wasm", "missing/../app.wasm", "./out.wasm"] {
+        tern_manifest::parse_with(&text(inside), manifest_path, unbuilt)
+            .unwrap_or_else(|e| panic!("{inside}: {e}"));
+    }
+    for outside in [
+        "../nowhere/app.wasm",
+        "missing/../../app.wasm",
+        "/nowhere/app.wasm",
+    ] {
+        let error = tern_manifest::parse_with(&text(outside), manifest_path, unbuilt)
+            .expect_err(outside)
+            .to_string();
+        assert!(
+            error.contains("component.a.source: ") && error.contains("outside the app directory"),
+            "{outside}: {error}"
+        );
+    }
 }
 
 #[test]

@@ -117,7 +117,7 @@ impl StoreBackend {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawRuntimeConfig {
     #[serde(default)]
     key_value_store: BTreeMap<Spanned<String>, RawStore>,
@@ -126,7 +126,10 @@ struct RawRuntimeConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ type = \"sqlite\" }`"
+)]
 struct RawStore {
     #[serde(rename = "type")]
     kind: Spanned<String>,

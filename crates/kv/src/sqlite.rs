@@ -4,24 +4,30 @@
 //! it survives the server being killed (`synchronous = NORMAL` trades only
 //! the last commits before a power loss, not a process crash). Calls are a
 //! few microseconds and run on the calling thread under one mutex per
-//! store; `BEGIN IMMEDIATE` keeps read-modify-write atomic even when another
-//! process opens the same file.
+//! store, unless the store is busy: then they wait on a blocking thread
+//! (see [`SqliteStore::with`]). `BEGIN IMMEDIATE` keeps read-modify-write
+//! atomic even when another process opens the same file.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::{Error, PAGE_SIZE, Page, add_to_counter};
 
 /// A store in an SQLite file.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// Shared with the blocking thread a busy call waits on.
+    conn: Arc<Mutex<Connection>>,
     /// Writes with a time-to-live; every 256th also deletes expired rows.
     ttl_writes: AtomicU32,
 }
+
+/// How long a call waits for another connection's write lock (another
+/// process, or `tern kv`) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -51,29 +57,79 @@ impl SqliteStore {
             })?;
         }
         let conn = Connection::open(path).map_err(Error::sqlite)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(Error::sqlite)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::sqlite)?;
         conn.execute_batch(SCHEMA).map_err(Error::sqlite)?;
         conn.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])
             .map_err(Error::sqlite)?;
+        // From here on a call never waits on the serving thread: busy, it
+        // fails at once and `with` retries it where waiting is harmless.
+        conn.busy_timeout(Duration::ZERO).map_err(Error::sqlite)?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             ttl_writes: AtomicU32::new(0),
         })
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, Error> {
+    /// Runs `f` on the connection. When the store is free that happens
+    /// right here: a call takes microseconds. When it is busy (another
+    /// request of this process is using the connection, or another
+    /// connection holds the database's write lock), `f` runs again on a
+    /// blocking thread, which waits for the lock up to [`BUSY_TIMEOUT`]: a
+    /// locked database delays only the requests that use it, never the other
+    /// requests of the worker thread that asked. A busy `f` has changed
+    /// nothing (its statement or `BEGIN IMMEDIATE` failed to start), so
+    /// running it again is safe.
+    async fn with<R: Send + 'static>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, Error> {
+        if let Some(done) = self.try_here(&mut f) {
+            return done.map_err(Error::sqlite);
+        }
+        let conn = self.conn.clone();
+        let wait = move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let result = f(&mut conn);
+            let _ = conn.busy_timeout(Duration::ZERO);
+            result
+        };
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(wait)
+                .await
+                .map_err(|_| Error::Unavailable {
+                    backend: "sqlite",
+                    message: "the call stopped unexpectedly".to_owned(),
+                })?,
+            // Outside a runtime there is no serving thread to keep free.
+            Err(_) => wait(),
+        };
+        result.map_err(Error::sqlite)
+    }
+
+    /// Runs `f` on this thread if the connection is free and `f` needs no
+    /// lock another connection holds; `None` when it could not.
+    fn try_here<R>(
+        &self,
+        f: &mut impl FnMut(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Option<rusqlite::Result<R>> {
         // SQLite rolls back whatever a panicking closure left open, so a
         // poisoned lock still guards a consistent connection.
-        let mut conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut conn).map_err(Error::sqlite)
+        let mut conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        match f(&mut conn) {
+            Err(e) if is_busy(&e) => None,
+            done => Some(done),
+        }
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.with(|c| read(c, key, now_ms()))
+        let key = key.to_owned();
+        self.with(move |c| read(c, &key, now_ms())).await
     }
 
     pub(crate) async fn set(
@@ -84,21 +140,27 @@ impl SqliteStore {
     ) -> Result<(), Error> {
         let expires = ttl.map(|ttl| now_ms().saturating_add(ttl.as_millis() as i64));
         let purge = ttl.is_some() && self.ttl_writes.fetch_add(1, Ordering::Relaxed) % 256 == 255;
-        self.with(|c| {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.with(move |c| {
             if purge {
                 c.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])?;
             }
-            write(c, key, value, expires)
+            write(c, &key, &value, expires)
         })
+        .await
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.with(|c| c.execute("DELETE FROM kv WHERE key = ?", [key]).map(drop))
+        let key = key.to_owned();
+        self.with(move |c| c.execute("DELETE FROM kv WHERE key = ?", [&key]).map(drop))
+            .await
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, Error> {
         let sql = concat!("SELECT 1 FROM kv WHERE key = ? AND ", live!());
-        self.with(|c| c.prepare_cached(sql)?.exists(params![key, now_ms()]))
+        let key = key.to_owned();
+        self.with(move |c| c.prepare_cached(sql)?.exists(params![key, now_ms()]))
+            .await
     }
 
     pub(crate) async fn list_keys(&self, cursor: Option<u64>) -> Result<Page, Error> {
@@ -109,13 +171,15 @@ impl SqliteStore {
             " ORDER BY rowid LIMIT ?"
         );
         let after = cursor.unwrap_or(0) as i64;
-        let rows: Vec<(i64, String)> = self.with(|c| {
-            c.prepare_cached(sql)?
-                .query_map(params![after, now_ms(), PAGE_SIZE as i64], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect()
-        })?;
+        let rows: Vec<(i64, String)> = self
+            .with(move |c| {
+                c.prepare_cached(sql)?
+                    .query_map(params![after, now_ms(), PAGE_SIZE as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect()
+            })
+            .await?;
         let cursor = (rows.len() == PAGE_SIZE).then(|| rows[rows.len() - 1].0 as u64);
         Ok(Page {
             keys: rows.into_iter().map(|(_, key)| key).collect(),
@@ -124,8 +188,8 @@ impl SqliteStore {
     }
 
     pub(crate) async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
-        let mut result = Ok(0);
-        self.with(|c| {
+        let key = key.to_owned();
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();
             let sql = concat!(
@@ -136,14 +200,15 @@ impl SqliteStore {
                 .prepare_cached(sql)?
                 .query_row(params![key, now], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
-            result = add_to_counter(current.as_ref().map(|(v, _)| v.as_slice()), delta);
+            let result = add_to_counter(current.as_ref().map(|(v, _)| v.as_slice()), delta);
             if let Ok(next) = result {
                 let expires = current.and_then(|(_, expires)| expires);
-                write(&tx, key, next.to_string().as_bytes(), expires)?;
+                write(&tx, &key, next.to_string().as_bytes(), expires)?;
             }
-            tx.commit()
-        })?;
-        result
+            tx.commit()?;
+            Ok(result)
+        })
+        .await?
     }
 
     pub(crate) async fn compare_and_swap(
@@ -152,45 +217,61 @@ impl SqliteStore {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, Error> {
-        self.with(|c| {
+        let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = read(&tx, key, now_ms())?;
-            if current.as_deref() != expected {
+            let current = read(&tx, &key, now_ms())?;
+            if current != expected {
                 return Ok(false);
             }
-            write(&tx, key, new, None)?;
+            write(&tx, &key, &new, None)?;
             tx.commit()?;
             Ok(true)
         })
+        .await
     }
 
     pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        self.with(|c| {
+        let keys = keys.to_vec();
+        self.with(move |c| {
             let now = now_ms();
             keys.iter().map(|key| read(c, key, now)).collect()
         })
+        .await
     }
 
     pub(crate) async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
-        self.with(|c| {
+        let pairs = pairs.to_vec();
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for (key, value) in pairs {
+            for (key, value) in &pairs {
                 write(&tx, key, value, None)?;
             }
             tx.commit()
         })
+        .await
     }
 
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
-        self.with(|c| {
+        let keys = keys.to_vec();
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for key in keys {
+            for key in &keys {
                 tx.prepare_cached("DELETE FROM kv WHERE key = ?")?
                     .execute([key])?;
             }
             tx.commit()
         })
+        .await
     }
+}
+
+/// Whether `err` means another connection holds a lock `f` needed.
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn read(c: &Connection, key: &str, now: i64) -> rusqlite::Result<Option<Vec<u8>>> {

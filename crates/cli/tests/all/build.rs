@@ -139,9 +139,7 @@ fn a_build_that_leaves_a_process_running_still_finishes() {
     let alive = unsafe { libc::kill(pid, 0) } == 0;
     // SAFETY: as above; the process is the test's own `sleep`.
     #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert!(
         alive,
         "the background process had ended, so the build may have waited for it"

@@ -243,6 +243,7 @@ fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
             })
             .collect(),
         variables: Default::default(),
+        outbound_ca_file: None,
     };
     let names: Vec<String> = runtime.stores.keys().cloned().collect();
     let stores = tern_runtime::open_stores(

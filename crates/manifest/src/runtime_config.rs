@@ -1,6 +1,7 @@
 //! The runtime config (`tern serve --runtime-config FILE`): the operator's
 //! choices, kept out of the app's manifest. Which backend each key-value
-//! store uses, and values for app variables.
+//! store uses, values for app variables, and certificate authorities that
+//! outbound HTTPS trusts besides the public ones.
 //!
 //! ```toml
 //! [key_value_store.default]
@@ -14,6 +15,9 @@
 //!
 //! [variables]
 //! api_token = "..."
+//!
+//! [outbound]
+//! ca_file = "internal-ca.pem"        # relative to this file's directory
 //! ```
 //!
 //! Errors name the file, line and key, like the manifest's. A Redis URL
@@ -39,6 +43,10 @@ pub struct RuntimeConfig {
     pub stores: BTreeMap<String, StoreConfig>,
     /// `[variables]`: values for app variables, by name.
     pub variables: BTreeMap<String, String>,
+    /// `[outbound] ca_file`: PEM certificates of authorities that outbound
+    /// HTTPS trusts besides the web PKI roots (an internal CA, say), joined
+    /// to the runtime config's directory.
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 /// One `[key_value_store.NAME]` table.
@@ -77,6 +85,7 @@ impl std::fmt::Debug for RuntimeConfig {
         f.debug_struct("RuntimeConfig")
             .field("stores", &self.stores)
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("outbound_ca_file", &self.outbound_ca_file)
             .finish()
     }
 }
@@ -123,6 +132,17 @@ struct RawRuntimeConfig {
     key_value_store: BTreeMap<Spanned<String>, RawStore>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    #[serde(default)]
+    outbound: RawOutbound,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ ca_file = \"ca.pem\" }`"
+)]
+struct RawOutbound {
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -248,9 +268,25 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
             },
         );
     }
+    let outbound_ca_file = match raw.outbound.ca_file {
+        Some(file) => {
+            let at = Some(source.key_at(&file.span()));
+            let joined = path.parent().map_or_else(
+                || PathBuf::from(file.get_ref()),
+                |dir| dir.join(file.get_ref()),
+            );
+            if !joined.is_file() {
+                let message = format!("file not found: {}", joined.display());
+                return Err(source.invalid(at, "outbound.ca_file", message));
+            }
+            Some(joined)
+        }
+        None => None,
+    };
     Ok(RuntimeConfig {
         stores,
         variables: raw.variables,
+        outbound_ca_file,
     })
 }
 
@@ -282,6 +318,28 @@ mod tests {
             );
             assert!(error.contains("(value not shown)"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_outbound_ca_file_is_found_beside_the_runtime_config() {
+        let dir = std::env::temp_dir().join(format!("tern-rc-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), "not checked here").unwrap();
+        let rc = dir.join("rc.toml");
+        let config = parse("[outbound]\nca_file = \"ca.pem\"\n", &rc).unwrap();
+        assert_eq!(config.outbound_ca_file, Some(dir.join("ca.pem")));
+        let error = parse("[outbound]\nca_file = \"nope.pem\"\n", &rc)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}:2:1: outbound.ca_file: file not found: {}",
+                rc.display(),
+                dir.join("nope.pem").display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

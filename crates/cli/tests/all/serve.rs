@@ -177,6 +177,11 @@ fn offsets(text: &str, prefix: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Whether `offsets` has one on each side of [`KEEP_RESIDENT`].
+fn below_and_above(offsets: &[u64]) -> bool {
+    offsets.iter().any(|&o| o < KEEP_RESIDENT) && offsets.iter().any(|&o| o >= KEEP_RESIDENT)
+}
+
 #[test]
 pub fn http_residue() {
     let tern = Tern::new();
@@ -192,9 +197,6 @@ pub fn http_residue() {
         &[],
     );
     let rev = |s: &str| s.chars().rev().collect::<String>();
-    let below_and_above = |found: &[u64]| {
-        found.iter().any(|&o| o < KEEP_RESIDENT) && found.iter().any(|&o| o >= KEEP_RESIDENT)
-    };
 
     // The positive control: within one request, the scan finds a secret on
     // both sides of the keep-resident size.

@@ -105,8 +105,7 @@ fn run_bounded(command: &mut Command, stdin: Option<&str>, deadline: Duration) -
         // the test past the deadline.
         let text = text.to_owned();
         std::thread::spawn(move || {
-            let mut input = input;
-            let _ = input.write_all(text.as_bytes());
+            let _ = (&input).write_all(text.as_bytes());
         });
     }
     let stdout = Captured::start(child.stdout.take().unwrap());

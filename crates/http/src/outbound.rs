@@ -347,15 +347,14 @@ pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientCon
     };
     let pem = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let mut roots = web_roots();
-    let mut added = 0;
+    let public = roots.len();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
         roots
             .add(cert)
             .map_err(|e| format!("{}: not a CA certificate: {e}", file.display()))?;
-        added += 1;
     }
-    if added == 0 {
+    if roots.len() == public {
         return Err(format!("{} holds no PEM certificate", file.display()));
     }
     Ok(client_config(roots))

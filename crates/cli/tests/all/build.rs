@@ -122,12 +122,12 @@ fn build_refuses_a_component_that_does_not_exist() {
 fn a_build_that_leaves_a_process_running_still_finishes() {
     let tern = Tern::new();
     // The background `sleep` keeps the output pipe open for ten minutes,
-    // far past the harness's deadline on `tern`.
+    // far past the harness's deadline on `tern run` (no toolchain needed).
     let dir = app(
         "cp src.wasm app.wasm && (sleep 600 & echo $! > ../background.pid) && echo done",
         "true",
     );
-    let out = build(&tern, &[dir.path().to_str().unwrap(), "-c", "a"]);
+    let out = tern.run(&["build", dir.path().to_str().unwrap(), "-c", "a"]);
     assert_eq!(out.code, 0, "{out:?}");
     let pid: libc::pid_t = std::fs::read_to_string(dir.path().join("background.pid"))
         .unwrap()

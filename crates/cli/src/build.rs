@@ -116,7 +116,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// failed and ends with the tail of its output.
 pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
     let started = Instant::now();
-    let path = path_with_tern();
+    // Removed when this returns.
+    let tern_path = path_with_tern();
+    let path = tern_path.as_ref().map(|p| p.path.clone());
     let mut queue: VecDeque<_> = components.iter().collect();
     let mut running: Vec<(&str, Instant)> = Vec::new();
     let mut failure: Option<String> = None;
@@ -166,9 +168,7 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
             }
         }
     });
-    if let Some(dir) = tern_dir() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    drop(tern_path);
     match failure {
         Some(message) => Err(Error::msg(message)),
         None => {
@@ -272,20 +272,29 @@ fn seconds(d: Duration) -> String {
 /// PATH with a directory holding only this `tern` first, so that a build
 /// command runs `tern compose` with the same tern, without this tern's own
 /// directory (`/usr/local/bin`, say) shadowing the user's toolchains.
-fn path_with_tern() -> Option<OsString> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = tern_dir()?;
-    let link = dir.join("tern");
-    if std::fs::read_link(&link).ok().as_ref() != Some(&exe) {
-        std::fs::create_dir_all(&dir).ok()?;
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&exe, &link).ok()?;
-    }
-    let rest = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&rest))).ok()
+struct TernPath {
+    /// The directory, removed when this is dropped.
+    _dir: tempfile::TempDir,
+    /// The value of PATH for build commands.
+    path: OsString,
 }
 
-/// Where [`path_with_tern`] puts its `tern` link; removed after the builds.
-fn tern_dir() -> Option<PathBuf> {
-    Some(std::env::temp_dir().join(format!("tern-{}-path", std::process::id())))
+/// Makes the [`TernPath`] for one round of builds. The directory has a
+/// random name and mode 0700: another user on the machine can neither
+/// predict it nor plant a tool in it before the builds run.
+fn path_with_tern() -> Option<TernPath> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let exe = std::env::current_exe().ok()?;
+    let dir = tempfile::Builder::new()
+        .prefix("tern-path-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .ok()?;
+    std::os::unix::fs::symlink(&exe, dir.path().join("tern")).ok()?;
+    let rest = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = std::env::join_paths(
+        std::iter::once(dir.path().to_owned()).chain(std::env::split_paths(&rest)),
+    )
+    .ok()?;
+    Some(TernPath { _dir: dir, path })
 }

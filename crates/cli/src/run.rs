@@ -239,6 +239,7 @@ fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
             .collect(),
         variables: Default::default(),
         allow_outside_app_dir: false,
+        outbound_ca_file: None,
     };
     let names: Vec<String> = runtime.stores.keys().cloned().collect();
     let stores = tern_runtime::open_stores(

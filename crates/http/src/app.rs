@@ -77,6 +77,8 @@ pub enum LoadError {
     Variable(MissingVariable),
     /// A key-value store could not be opened.
     Store(String),
+    /// The operator's `[outbound] ca_file` could not be used.
+    Tls(String),
 }
 
 impl std::fmt::Display for LoadError {
@@ -86,6 +88,7 @@ impl std::fmt::Display for LoadError {
             LoadError::Engine(e) => write!(f, "setting up the engine: {e:#}"),
             LoadError::Variable(e) => e.fmt(f),
             LoadError::Store(e) => f.write_str(e),
+            LoadError::Tls(e) => write!(f, "outbound.ca_file: {e}"),
         }
     }
 }
@@ -160,6 +163,8 @@ impl App {
         )
         .map_err(LoadError::Store)?;
 
+        let tls = crate::outbound::tls_config(config.runtime.outbound_ca_file.as_deref())
+            .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {
             let executor = prepare(engine, loader, component).map_err(|message| {
@@ -182,7 +187,7 @@ impl App {
                     |old| old.permits.clone(),
                 );
             components.push(Served {
-                grants: Grants::new(component, limits, services),
+                grants: Grants::new(component, limits, services, tls.clone()),
                 executor,
                 permits,
             });

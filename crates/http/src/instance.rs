@@ -33,6 +33,7 @@ impl Grants {
         component: &tern_manifest::Component,
         limits: RequestLimits,
         services: Services,
+        tls: Arc<tokio_rustls::rustls::ClientConfig>,
     ) -> Self {
         let capabilities = Capabilities {
             dirs: component
@@ -56,6 +57,7 @@ impl Grants {
             connect_timeout: limits.outbound_connect_timeout,
             first_byte_timeout: limits.outbound_timeout,
             max_requests: limits.max_outbound_requests,
+            tls,
         };
         Grants {
             id: component.id.as_str().into(),

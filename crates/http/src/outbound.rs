@@ -10,9 +10,12 @@
 //! never resolving twice, so a name cannot change its answer in between.
 //! IP literals in other spellings (`2130706433`, `0x7f.1`) and authorities
 //! with user info are refused; the `Host` header is always the checked
-//! authority; redirects are handed to the guest, never followed.
+//! authority; redirects are handed to the guest, never followed. HTTPS
+//! trusts the web PKI roots, and the authorities of the operator's
+//! `[outbound] ca_file`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,7 +26,9 @@ use hyper_util::rt::TokioIo;
 use tern_manifest::{OutboundHost, RequestHost, canonical_ip, default_port};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::{self, pki_types::ServerName};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::events::{EventSink, RequestId};
@@ -34,6 +39,8 @@ pub(crate) struct OutboundPolicy {
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
     pub(crate) max_requests: u32,
+    /// Whom HTTPS trusts, from [`tls_config`].
+    pub(crate) tls: Arc<rustls::ClientConfig>,
 }
 
 /// The outbound side of one instance: its policy and how many requests it
@@ -111,8 +118,9 @@ impl WasiHttpHooks for Outbound {
         );
         let sink = self.sink.clone();
         let (component, id) = (self.component.clone(), self.request);
+        let tls = self.policy.tls.clone();
         Box::new(async move {
-            let result = send(target, request, connect_timeout, first_byte).await;
+            let result = send(target, request, tls, connect_timeout, first_byte).await;
             if let Err(Error::DestinationIpProhibited) = &result {
                 let message = "outbound request denied: the host resolves to a non-public address and the allowlist does not name it";
                 sink.note(&component, id, message);
@@ -171,6 +179,7 @@ impl OutboundPolicy {
 async fn send(
     target: Target,
     mut request: http::Request<WasiBody>,
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     first_byte: Duration,
 ) -> Result<Response, Error> {
@@ -194,7 +203,7 @@ async fn send(
             RequestHost::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
         }
         .map_err(|_| Error::TlsProtocolError)?;
-        let tls = TlsConnector::from(tls_config()).connect(name, stream);
+        let tls = TlsConnector::from(tls).connect(name, stream);
         let tls = tokio::time::timeout(connect_timeout, tls)
             .await
             .map_err(|_| Error::ConnectionTimeout)?
@@ -327,24 +336,45 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
-/// Web PKI roots, built once per process.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
+/// Whom outbound HTTPS trusts: the web PKI roots, and the certificate
+/// authorities in `ca_file` (PEM) when the operator names one. Without one
+/// the configuration is built once per process; with one, on each load of
+/// the app, so a reload picks up a changed file.
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    static PUBLIC: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let Some(file) = ca_file else {
+        return Ok(PUBLIC.get_or_init(|| client_config(web_roots())).clone());
+    };
+    let pem = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let mut roots = web_roots();
+    let public = roots.len();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a CA certificate: {e}", file.display()))?;
+    }
+    if roots.len() == public {
+        return Err(format!("{} holds no PEM certificate", file.display()));
+    }
+    Ok(client_config(roots))
+}
+
+fn web_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    }
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
 }
 
 #[cfg(test)]

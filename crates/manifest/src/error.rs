@@ -112,6 +112,7 @@ impl ManifestError {
                 None => message,
             },
         };
+        let message = without_rust_types(&message);
         ManifestError::Toml {
             path: path.to_owned(),
             location: error
@@ -128,6 +129,27 @@ fn place(path: &Path, location: Option<Location>) -> String {
         Some(location) => format!("{}:{location}", path.display()),
         None => path.display().to_string(),
     }
+}
+
+/// serde says what it expected in Rust's terms (`u32`, `struct RawVariable`);
+/// a TOML author wants the kind of value. The structs name their own
+/// expectation (`#[serde(expecting)]`); this covers whatever else slips by.
+fn without_rust_types(message: &str) -> String {
+    const EXPECTED: &str = ", expected ";
+    let Some(at) = message.rfind(EXPECTED) else {
+        return message.to_owned();
+    };
+    let (head, expected) = message.split_at(at + EXPECTED.len());
+    let plain = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "char" => "a single character",
+        other if other.starts_with("struct ") || other.starts_with("tuple struct ") => "a table",
+        other if other.starts_with("enum ") => "a string",
+        _ => return message.to_owned(),
+    };
+    format!("{head}{plain}")
 }
 
 fn one_line(message: &str) -> String {
@@ -200,6 +222,31 @@ mod tests {
                 Location { line, column },
                 "{offset}"
             );
+        }
+    }
+
+    #[test]
+    fn errors_name_kinds_of_value_not_rust_types() {
+        for (message, expected) in [
+            (
+                "invalid type: string \"many\", expected u32",
+                "invalid type: string \"many\", expected a non-negative integer",
+            ),
+            (
+                "invalid type: string \"x\", expected struct RawVariable",
+                "invalid type: string \"x\", expected a table",
+            ),
+            (
+                "invalid type: integer `5`, expected enum Executor",
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                "invalid type: integer `5`, expected a string",
+                "invalid type: integer `5`, expected a string",
+            ),
+            ("unknown key `x`", "unknown key `x`"),
+        ] {
+            assert_eq!(without_rust_types(message), expected);
         }
     }
 

@@ -146,7 +146,7 @@ pub struct Build {
 
 /// How a component is called for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", expecting = "`wasi-http` or `wagi`")]
 pub enum Executor {
     /// A component exporting `wasi:http/incoming-handler` (`"wasi-http"`).
     WasiHttp,

@@ -17,7 +17,7 @@ pub(crate) struct RawVersion {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub(crate) struct RawManifest {
     #[serde(rename = "manifest_version")]
     _manifest_version: IgnoredAny,
@@ -31,7 +31,10 @@ pub(crate) struct RawManifest {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ default = \"...\" }` or `{ required = true }`"
+)]
 pub(crate) struct RawVariable {
     pub(crate) default: Option<String>,
     #[serde(default)]
@@ -41,21 +44,21 @@ pub(crate) struct RawVariable {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table with `name = \"...\"`")]
 pub(crate) struct RawApp {
     pub(crate) name: Spanned<String>,
     pub(crate) description: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table with `path` and `component`")]
 pub(crate) struct RawRoute {
     pub(crate) path: Spanned<String>,
     pub(crate) component: Spanned<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table with `source = \"...\"`")]
 pub(crate) struct RawComponent {
     pub(crate) source: Spanned<String>,
     pub(crate) executor: Option<Executor>,
@@ -75,7 +78,10 @@ pub(crate) struct RawComponent {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ command = \"...\" }`"
+)]
 pub(crate) struct RawBuild {
     pub(crate) command: Spanned<String>,
     pub(crate) workdir: Option<Spanned<String>>,
@@ -84,14 +90,20 @@ pub(crate) struct RawBuild {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ source = \"...\", destination = \"/...\" }`"
+)]
 pub(crate) struct RawFileMount {
     pub(crate) source: Spanned<String>,
     pub(crate) destination: Spanned<String>,
 }
 
 #[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ memory = \"64MiB\" }`"
+)]
 pub(crate) struct RawLimits {
     pub(crate) memory: Option<Spanned<ByteSize>>,
     pub(crate) timeout: Option<HumanDuration>,

@@ -1,7 +1,8 @@
 //! The runtime config (`tern serve --runtime-config FILE`): the operator's
 //! choices, kept out of the app's manifest. Which backend each key-value
-//! store uses, values for app variables, and whether the app may reach
-//! outside its directory.
+//! store uses, values for app variables, whether the app may reach
+//! outside its directory, and certificate authorities that outbound HTTPS
+//! trusts besides the public ones.
 //!
 //! ```toml
 //! allow_outside_app_dir = false      # the default; see `LoadOptions`
@@ -20,6 +21,9 @@
 //!
 //! [variables]
 //! api_token = "..."
+//!
+//! [outbound]
+//! ca_file = "internal-ca.pem"        # relative to this file's directory
 //! ```
 //!
 //! Errors name the file, line and key, like the manifest's. A Redis URL
@@ -49,6 +53,10 @@ pub struct RuntimeConfig {
     /// may lead outside the app directory (see
     /// [`LoadOptions::allow_outside_app_dir`](crate::LoadOptions::allow_outside_app_dir)).
     pub allow_outside_app_dir: bool,
+    /// `[outbound] ca_file`: PEM certificates of authorities that outbound
+    /// HTTPS trusts besides the web PKI roots (an internal CA, say), joined
+    /// to the runtime config's directory.
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 /// One `[key_value_store.NAME]` table.
@@ -109,6 +117,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("stores", &self.stores)
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
             .field("allow_outside_app_dir", &self.allow_outside_app_dir)
+            .field("outbound_ca_file", &self.outbound_ca_file)
             .finish()
     }
 }
@@ -148,7 +157,7 @@ impl StoreBackend {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawRuntimeConfig {
     #[serde(default)]
     allow_outside_app_dir: bool,
@@ -156,10 +165,24 @@ struct RawRuntimeConfig {
     key_value_store: BTreeMap<Spanned<String>, RawStore>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    #[serde(default)]
+    outbound: RawOutbound,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ ca_file = \"ca.pem\" }`"
+)]
+struct RawOutbound {
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ type = \"sqlite\" }`"
+)]
 struct RawStore {
     #[serde(rename = "type")]
     kind: Spanned<String>,
@@ -296,10 +319,26 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
             },
         );
     }
+    let outbound_ca_file = match raw.outbound.ca_file {
+        Some(file) => {
+            let at = Some(source.key_at(&file.span()));
+            let joined = path.parent().map_or_else(
+                || PathBuf::from(file.get_ref()),
+                |dir| dir.join(file.get_ref()),
+            );
+            if !joined.is_file() {
+                let message = format!("file not found: {}", joined.display());
+                return Err(source.invalid(at, "outbound.ca_file", message));
+            }
+            Some(joined)
+        }
+        None => None,
+    };
     Ok(RuntimeConfig {
         stores,
         variables: raw.variables,
         allow_outside_app_dir: raw.allow_outside_app_dir,
+        outbound_ca_file,
     })
 }
 
@@ -374,6 +413,28 @@ mod tests {
             error.starts_with("rc.toml:") && error.contains("boolean"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_outbound_ca_file_is_found_beside_the_runtime_config() {
+        let dir = std::env::temp_dir().join(format!("tern-rc-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), "not checked here").unwrap();
+        let rc = dir.join("rc.toml");
+        let config = parse("[outbound]\nca_file = \"ca.pem\"\n", &rc).unwrap();
+        assert_eq!(config.outbound_ca_file, Some(dir.join("ca.pem")));
+        let error = parse("[outbound]\nca_file = \"nope.pem\"\n", &rc)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}:2:1: outbound.ca_file: file not found: {}",
+                rc.display(),
+                dir.join("nope.pem").display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

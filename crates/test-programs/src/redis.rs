@@ -71,6 +71,26 @@ impl RedisServer {
         self.port
     }
 
+    /// Freezes the server (SIGSTOP) without closing anything: connections
+    /// stay open and commands go unanswered, as when Redis stalls.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`RedisServer::pause`]d server run on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .arg(which)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {which} redis-server failed");
+    }
+
     /// Stops the server now (a test of what happens when Redis is down).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

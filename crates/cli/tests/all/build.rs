@@ -121,14 +121,68 @@ fn build_refuses_a_component_that_does_not_exist() {
 #[test]
 fn a_build_that_leaves_a_process_running_still_finishes() {
     let tern = Tern::new();
-    // The background `sleep` keeps the output pipe open for a minute.
-    let dir = app("cp src.wasm app.wasm && (sleep 60 &) && echo done", "true");
-    let started = std::time::Instant::now();
-    let out = build(&tern, &[dir.path().to_str().unwrap(), "-c", "a"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "the build waited for its background process: {:?}",
-        started.elapsed()
+    // The background `sleep` keeps the output pipe open for ten minutes,
+    // far past the harness's deadline on `tern run` (no toolchain needed).
+    let dir = app(
+        "cp src.wasm app.wasm && (sleep 600 & echo $! > ../background.pid) && echo done",
+        "true",
     );
+    let out = tern.run(&["build", dir.path().to_str().unwrap(), "-c", "a"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pid: libc::pid_t = std::fs::read_to_string(dir.path().join("background.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) takes plain integers; signal 0 only checks the pid.
+    #[allow(unsafe_code)]
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    // SAFETY: as above; the process is the test's own `sleep`.
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(
+        alive,
+        "the background process had ended, so the build may have waited for it"
+    );
+}
+
+#[test]
+fn builds_find_this_tern_first_on_path_in_a_private_directory() {
+    let tern = Tern::new();
+    // Runs in `a/`; what it finds goes beside the manifest.
+    let dir = app(
+        r#"first="${PATH%%:*}"; echo "$first" > ../first.txt; stat -c %a "$first" > ../mode.txt; ls -A "$first" > ../listing.txt; tern --version > ../version.txt; cp src.wasm app.wasm"#,
+        "true",
+    );
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let out = build(&tern, &[dir.path().to_str().unwrap(), "-c", "a"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let first = read("first.txt");
+        let name = std::path::Path::new(&first)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        // Not `/tmp/tern-PID-path`, which another user could create first.
+        assert!(
+            name.starts_with("tern-path-") && name.len() > "tern-path-".len(),
+            "{first}"
+        );
+        assert_eq!(read("mode.txt"), "700", "{first}");
+        assert_eq!(read("listing.txt"), "tern", "{first}");
+        assert!(read("version.txt").starts_with("tern "), "{first}");
+        assert!(
+            !std::path::Path::new(&first).exists(),
+            "{first} outlived the build"
+        );
+        seen.push(first);
+    }
+    assert_ne!(seen[0], seen[1], "the directory's name is predictable");
 }

@@ -269,3 +269,226 @@ fn connecting_is_bounded_by_the_connect_timeout() {
         started.elapsed()
     );
 }
+
+/// A certificate authority of the test's own and a certificate it signed
+/// for `localhost` and 127.0.0.1, made with the `openssl` command in `dir`:
+/// `ca.pem`, `server.pem` and `server.key`.
+fn test_pki(dir: &std::path::Path) {
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "ca.cnf",
+        "[req]\ndistinguished_name = dn\nx509_extensions = ca\nprompt = no\n\
+         [dn]\nCN = Tern test CA\n\
+         [ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    );
+    write(
+        "server.cnf",
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = localhost\n",
+    );
+    write(
+        "server.ext",
+        "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n\
+         authorityKeyIdentifier = keyid\n",
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-config",
+            "ca.cnf",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-config",
+            "server.cnf",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl (Debian's `openssl` package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const HELLO_TLS: &str =
+    "HTTP/1.1 200 OK\r\ncontent-length: 18\r\nconnection: close\r\n\r\nfrom tls upstream\n";
+
+/// An HTTPS server on 127.0.0.1 presenting `server.pem` from `dir`,
+/// answering every request with [`HELLO_TLS`]; returns its address.
+fn tls_upstream(dir: &std::path::Path) -> String {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let certs = CertificateDer::pem_slice_iter(&read("server.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(crate::serving::PATIENCE));
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                // The head, byte by byte; a client that rejects the
+                // certificate ends the handshake, and this, with an error.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match std::io::Read::read(&mut tls, &mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tls.write_all(HELLO_TLS.as_bytes());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn https_reaches_a_server_whose_authority_the_operator_trusts() {
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let addr = tls_upstream(pki.path());
+    let allowed = format!("https://{addr}");
+    let url = format!("https://{addr}/x");
+    let tern = Tern::new();
+
+    // The public roots alone do not vouch for the test's authority.
+    let serve = Serve::start(&tern, &app(&[&allowed], ""), &[]);
+    assert_eq!(
+        fetch(&serve, &url, 1).expect(502),
+        "attempt 1: error: ErrorCode::TlsProtocolError"
+    );
+    drop(serve);
+
+    // The operator adds it in the runtime config, beside which it lives.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tern.toml"), app(&[&allowed], "")).unwrap();
+    std::fs::copy(
+        pki.path().join("ca.pem"),
+        dir.path().join("internal-ca.pem"),
+    )
+    .unwrap();
+    let rc = dir.path().join("runtime.toml");
+    std::fs::write(&rc, "[outbound]\nca_file = \"internal-ca.pem\"\n").unwrap();
+    let serve = Serve::start_in(&tern, dir, &["--runtime-config", rc.to_str().unwrap()]);
+    assert_eq!(
+        fetch(&serve, &url, 1).expect(200),
+        "200 from tls upstream\n"
+    );
+}
+
+#[test]
+fn an_outbound_ca_file_that_is_missing_or_holds_no_certificate_stops_tern() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        app(&["https://example.com"], ""),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").unwrap();
+    let rc = dir.path().join("runtime.toml");
+    let serve = |config: &str| {
+        std::fs::write(&rc, config).unwrap();
+        tern.run(&[
+            "serve",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--runtime-config",
+            rc.to_str().unwrap(),
+        ])
+    };
+    let missing = dir.path().join("nope.pem");
+    serve("[outbound]\nca_file = \"nope.pem\"\n")
+        .code(1)
+        .stderr_has(&format!(
+            "outbound.ca_file: file not found: {}",
+            missing.display()
+        ));
+    let empty = dir.path().join("empty.pem");
+    serve("[outbound]\nca_file = \"empty.pem\"\n")
+        .code(1)
+        .stderr_has(&format!(
+            "outbound.ca_file: {} holds no PEM certificate",
+            empty.display()
+        ));
+}

@@ -159,6 +159,29 @@ pub fn http_echo() {
     }
 }
 
+/// The host's keep-resident size for linear memory
+/// (`linear_memory_keep_resident` in crates/http/src/engine.rs): a slot's
+/// memory below it is reset by memset, above it by giving the pages back.
+const KEEP_RESIDENT: u64 = 2 << 20;
+
+/// The numbers after `prefix` in `text`, up to the next `;` or `,`.
+fn offsets(text: &str, prefix: &str) -> Vec<u64> {
+    let Some((_, rest)) = text.split_once(prefix) else {
+        return Vec::new();
+    };
+    rest.split([';', ','])
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("{text}")))
+        .collect()
+}
+
+/// Whether `offsets` has one on each side of [`KEEP_RESIDENT`].
+fn below_and_above(offsets: &[u64]) -> bool {
+    offsets.iter().any(|&o| o < KEEP_RESIDENT) && offsets.iter().any(|&o| o >= KEEP_RESIDENT)
+}
+
 #[test]
 fn grants_outside_the_app_directory_are_the_operators_call() {
     let tern = Tern::new();
@@ -214,19 +237,54 @@ fn grants_outside_the_app_directory_are_the_operators_call() {
 #[test]
 pub fn http_residue() {
     let tern = Tern::new();
-    let serve = Serve::start(&tern, &one("/...", HTTP_RESIDUE, ""), &[]);
-    let secret = "tern-secret-0123456789";
-    let reversed: String = secret.chars().rev().collect();
-    assert_eq!(
-        serve.get(&format!("/write?secret={secret}")).expect(200),
-        "stored"
+    // One slot in the whole pool: every request reuses the instance memory
+    // the one before it dirtied.
+    let serve = Serve::start(
+        &tern,
+        &one(
+            "/...",
+            HTTP_RESIDUE,
+            "[component.app.limits]\nmax_concurrent = 1",
+        ),
+        &[],
     );
-    // Every later instance starts from zeroed memory.
+    let rev = |s: &str| s.chars().rev().collect::<String>();
+
+    // The positive control: within one request, the scan finds a secret on
+    // both sides of the keep-resident size.
+    let control = "tern-control-0123456789";
+    let answer = serve
+        .get(&format!("/control?reversed={}", rev(control)))
+        .expect(200)
+        .to_string();
+    let stored = offsets(&answer, "stored at ");
+    let found = offsets(&answer, "found at ");
+    assert!(
+        stored.len() == 2 && below_and_above(&stored),
+        "control: {answer}"
+    );
+    assert!(
+        stored.iter().all(|o| found.contains(o)),
+        "control: the scan missed a copy: {answer}"
+    );
+    assert!(below_and_above(&found), "control: {answer}");
+
+    let secret = "tern-secret-0123456789";
+    let answer = serve
+        .get(&format!("/write?secret={secret}"))
+        .expect(200)
+        .to_string();
+    let stored = offsets(&answer, "stored at ");
+    assert!(stored.len() == 2 && below_and_above(&stored), "{answer}");
+    // Every later instance, in the same slot, starts from zeroed memory:
+    // neither secret survives, on either side.
     for _ in 0..3 {
-        assert_eq!(
-            serve.get(&format!("/scan?reversed={reversed}")).expect(200),
-            "clean"
-        );
+        for reversed in [rev(secret), rev(control)] {
+            assert_eq!(
+                serve.get(&format!("/scan?reversed={reversed}")).expect(200),
+                "clean"
+            );
+        }
     }
 }
 

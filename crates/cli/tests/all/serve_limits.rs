@@ -1,12 +1,12 @@
 //! `tern serve` under broken and hostile guests and clients: each gets a
 //! clear status, nothing leaks, and everyone else is still served.
 
-use std::io::{BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::time::Instant;
 
 use test_programs::*;
 
-use crate::serving::{PATIENCE, Part, Serve, manifest, read_response};
+use crate::serving::{PATIENCE, Part, Serve, manifest};
 use crate::support::Tern;
 
 /// Asserts a generic error body naming only the status and request id, and
@@ -169,11 +169,42 @@ pub fn http_partial() {
     assert_eq!(response.status, 200, "{response:#?}");
     assert!(!response.complete, "body looked complete: {response:#?}");
     assert_eq!(response.body, "partial\n");
-    // A trap right after the first chunk may even beat the head to the
-    // wire; either way the client never sees a complete response.
-    let response = serve.get("/partial/trap");
-    assert!(!response.complete, "body looked complete: {response:#?}");
-    assert!(matches!(response.status, 0 | 200), "{response:#?}");
+    // The guest traps once the request body ends, which the client holds
+    // back until it has the head and the first chunk: then the connection
+    // ends without the last chunk.
+    let stream = serve.connect();
+    (&stream)
+        .write_all(
+            b"POST /partial/trap HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed: {head:?}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let mut chunk = [0; 13];
+    reader.read_exact(&mut chunk).unwrap();
+    assert_eq!(&chunk, b"8\r\npartial\n\r\n");
+    (&stream).write_all(b"0\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    // An abort may arrive as a reset rather than an end: either way,
+    // nothing more.
+    let _ = reader.read_to_end(&mut rest);
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "",
+        "the body went on after the trap"
+    );
+    serve.wait_for_log("POST /partial/trap 200");
+    serve.wait_for_log("guest panicked after sending part of the body");
     serve.wait_for_log("GET /partial/spin 200");
     assert!(serve.log().contains("deadline of 1s exceeded"));
 }
@@ -207,6 +238,8 @@ pub fn http_body() {
     assert_eq!(response.status, 413, "{response:#?}");
 }
 
+/// A guest blocked in a host call (sleeping) past its deadline is stopped
+/// like one spinning in wasm code, and gives its slot back.
 #[test]
 pub fn http_slow() {
     let tern = Tern::new();
@@ -214,22 +247,41 @@ pub fn http_slow() {
         "/slow",
         "slow",
         HTTP_SLOW,
-        "[component.slow.limits]\nmax_concurrent = 1",
+        "[component.slow.limits]\nmax_concurrent = 1\ntimeout = \"1s\"",
     );
     let serve = Serve::start(&tern, &toml, &[]);
-    std::thread::scope(|s| {
-        let first = s.spawn(|| serve.get("/slow?ms=2000"));
-        serve.wait_for_log("slow request started");
-        // The one permitted slot is taken.
-        let response = serve.get("/slow?ms=1");
-        response.expect(503);
-        assert_eq!(response.header("retry-after"), Some("1"));
-        // Other components have their own budget.
-        serve.get("/hello").expect(200);
-        assert_eq!(first.join().unwrap().expect(200), "done");
-    });
-    // The slot is free again.
-    assert_eq!(serve.get("/slow?ms=1").expect(200), "done");
+    // Ten minutes of sleep: only the deadline ends it within the harness's
+    // patience.
+    let line = generic_error(&serve, "/slow?ms=600000", 504, "Gateway Timeout");
+    assert!(line.contains("deadline of 1s exceeded"), "{line}");
+    // The one slot is free again.
+    assert_eq!(serve.get("/slow?ms=0").expect(200), "done");
+}
+
+/// Concurrency limits: a component's own, per component.
+#[test]
+pub fn http_wait() {
+    let tern = Tern::new();
+    let toml = with_hello(
+        "/wait",
+        "wait",
+        HTTP_WAIT,
+        "[component.wait.limits]\nmax_concurrent = 1",
+    );
+    let serve = Serve::start(&tern, &toml, &[]);
+    // Running until its body ends.
+    let held = serve.hold("/wait");
+    // The one permitted slot is taken.
+    let response = serve.get("/wait");
+    response.expect(503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    // Other components have their own budget.
+    serve.get("/hello").expect(200);
+    assert_eq!(held.finish("abc").expect(200), "read 3 bytes");
+    // The slot is free again once the request has ended, which its log
+    // line (written after the slot is given back) tells.
+    serve.wait_for_log("POST /wait 200");
+    assert_eq!(serve.get("/wait").expect(200), "read 0 bytes");
 }
 
 #[test]
@@ -286,18 +338,50 @@ fn slowloris_is_disconnected() {
 #[test]
 fn graceful_shutdown_finishes_requests_in_flight() {
     let tern = Tern::new();
-    let serve = Serve::start(&tern, &one_route("/slow", HTTP_SLOW), &[]);
-    let mut stream = serve.connect();
-    stream
-        .write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    serve.wait_for_log("slow request started");
+    let serve = Serve::start(&tern, &one_route("/wait", HTTP_WAIT), &[]);
+    let held = serve.hold("/wait");
     serve.terminate();
-    let response = read_response(&mut BufReader::new(stream));
-    assert_eq!(response.expect(200), "done");
+    serve.wait_for_log("tern: shutting down; in-flight requests get 10s");
+    // The request in flight when the signal came still finishes.
+    assert_eq!(held.finish("abc").expect(200), "read 3 bytes");
     let (code, log) = serve.wait();
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains("grace period over"), "{log}");
+}
+
+#[test]
+fn the_grace_period_running_out_cuts_off_requests_still_in_flight() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one_route("/wait", HTTP_WAIT), &["--grace", "200ms"]);
+    // Never finished: only the end of the grace period ends it.
+    let held = serve.hold("/wait");
+    serve.terminate();
+    let (code, log) = serve.wait();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("tern: shutting down; in-flight requests get 200ms"),
+        "{log}"
+    );
+    assert!(
+        log.contains("tern: grace period over; closed the connections still open"),
+        "{log}"
+    );
+    assert_eq!(held.cut_off(), "", "{log}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_130() {
+    let tern = Tern::new();
+    // A grace period no test waits out: only the second signal ends this.
+    let serve = Serve::start(&tern, &one_route("/wait", HTTP_WAIT), &["--grace", "1h"]);
+    let held = serve.hold("/wait");
+    serve.terminate();
+    serve.wait_for_log("tern: shutting down");
+    serve.signal(libc::SIGINT);
+    let (code, log) = serve.wait();
+    assert_eq!(code, 130, "{log}");
+    assert!(!log.contains("grace period over"), "{log}");
+    assert_eq!(held.cut_off(), "", "{log}");
 }
 
 fn one_route(route: &str, source: &str) -> String {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use test_programs::redis::RedisServer;
 use test_programs::*;
 
-use crate::serving::{Part, Serve, manifest, write_app};
+use crate::serving::{PATIENCE, Part, Serve, manifest, write_app};
 use crate::support::Tern;
 
 /// An app whose `kv` component may open the stores in `grants`; `other`
@@ -43,6 +43,18 @@ fn redis_config(server: &RedisServer) -> String {
         "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
         server.url()
     )
+}
+
+/// Serves [`kv_app`] with its `default` store on `config`, on one worker
+/// thread, so that every request shares it.
+fn serve_kv(tern: &Tern, config: Option<&str>) -> Serve {
+    let dir = app_dir(&kv_app("\"default\""), config);
+    let mut args = vec!["--threads", "1"];
+    let rc = dir.path().join("runtime.toml");
+    if config.is_some() {
+        args.extend(["--runtime-config", rc.to_str().unwrap()]);
+    }
+    Serve::start_in(tern, dir, &args)
 }
 
 #[test]
@@ -298,6 +310,96 @@ fn redis_down_is_an_error_in_bounded_time_and_others_are_served() {
         start.elapsed()
     );
     serve.get("/hello").expect(200);
+}
+
+#[test]
+fn redis_stalled_is_an_error_after_the_timeout_and_others_are_served() {
+    let redis = RedisServer::start();
+    let tern = Tern::new();
+    let serve = serve_kv(&tern, Some(&redis_config(&redis)));
+    serve.request("PUT", "/kv/default/k", &[], "v").expect(204);
+    // Running, accepting, and answering nothing: only the response
+    // timeout (1s) ends the request.
+    redis.pause();
+    std::thread::scope(|s| {
+        let stalled = s.spawn(|| serve.get("/kv/default/k?announce"));
+        serve.wait_for_log("kv request running");
+        // Meanwhile the worker thread serves others.
+        serve.get("/hello").expect(200);
+        let response = stalled.join().unwrap();
+        let body = response.expect(500);
+        assert!(
+            body.starts_with("other: redis store is unavailable: "),
+            "{body}"
+        );
+    });
+    // The store recovers with Redis, on a new connection.
+    redis.resume();
+    assert_eq!(serve.get("/kv/default/k").expect(200), "v");
+}
+
+#[test]
+fn expiry_set_from_a_guest() {
+    let tern = Tern::new();
+    let serve = serve_kv(&tern, None);
+    serve
+        .request("PUT", "/kv/default/long?ttl-ms=3600000", &[], "stays")
+        .expect(204);
+    serve
+        .request("PUT", "/kv/default/short?ttl-ms=1", &[], "goes")
+        .expect(204);
+    // Asked until it is gone, which takes a millisecond: no pacing.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let response = serve.get("/kv/default/short");
+        if response.status == 404 {
+            break;
+        }
+        assert_eq!(response.expect(200), "goes");
+        assert!(Instant::now() < deadline, "`short` never expired");
+    }
+    assert_eq!(serve.get("/kv/default/short?exists").expect(200), "false");
+    assert_eq!(serve.get("/kv/default?keys").expect(200), "long");
+    assert_eq!(serve.get("/kv/default/long").expect(200), "stays");
+    // 1ms to 100 years.
+    assert_eq!(
+        serve
+            .request("PUT", "/kv/default/k?ttl-ms=0", &[], "v")
+            .expect(500),
+        "other: a time-to-live must be at least 1ms"
+    );
+    assert_eq!(
+        serve
+            .request("PUT", "/kv/default/k?ttl-ms=3153600000001", &[], "v")
+            .expect(500),
+        "other: a time-to-live must be at most 100 years"
+    );
+    serve
+        .request("PUT", "/kv/default/k?ttl-ms=3153600000000", &[], "v")
+        .expect(204);
+}
+
+#[test]
+fn an_instance_holds_at_most_64_buckets_open() {
+    let tern = Tern::new();
+    let serve = serve_kv(
+        &tern,
+        Some("[key_value_store.default]\ntype = \"memory\"\n"),
+    );
+    // Closing buckets gives them back: 64 open at once, twice over.
+    assert_eq!(
+        serve.get("/kv/default?open-many=64").expect(200),
+        "opened 64 twice"
+    );
+    assert_eq!(
+        serve.get("/kv/default?open-many=65").expect(500),
+        "other: more than 64 buckets open at once"
+    );
+    // Each request starts with none open.
+    assert_eq!(
+        serve.get("/kv/default?open-many=64").expect(200),
+        "opened 64 twice"
+    );
 }
 
 #[test]

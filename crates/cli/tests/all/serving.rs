@@ -1,14 +1,14 @@
 //! Running `tern serve` on a free port, talking HTTP/1.1 to it over real
 //! sockets, and reading its log.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::Tern;
+use crate::support::{Tern, tern_panic};
 
 /// Upper bound on any wait in these tests: a failure, never a pacing device.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -231,6 +231,32 @@ impl Serve {
         self.child.id()
     }
 
+    /// Starts a POST to `path` on a component running `HTTP_WAIT` and
+    /// holds its body open: the guest runs until [`Held::finish`]. Returns
+    /// once the guest has said it is waiting.
+    pub fn hold(&self, path: &str) -> Held {
+        let waiting = self
+            .log
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(WAITING))
+            .count();
+        let stream = self.connect();
+        (&stream)
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        self.wait_for_nth_log(WAITING, waiting + 1);
+        Held { stream }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         self.signal(libc::SIGTERM);
@@ -246,10 +272,32 @@ impl Serve {
         assert_eq!(sent, 0, "{}", std::io::Error::last_os_error());
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits for the process to exit, at most [`PATIENCE`], and returns its
+    /// exit code and the whole log.
+    #[track_caller]
     pub fn wait(mut self) -> (i32, String) {
-        let status = self.child.wait().unwrap();
-        if let Some(reader) = self.reader.take() {
+        let deadline = Instant::now() + PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.wait_for_eof();
+                panic!(
+                    "tern did not exit within {PATIENCE:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            // Polling, not pacing: the loop ends as soon as tern exits.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        };
+        if self.wait_for_eof()
+            && let Some(reader) = self.reader.take()
+        {
             reader.join().unwrap();
         }
         (
@@ -257,12 +305,70 @@ impl Serve {
             self.log(),
         )
     }
+
+    /// Waits until stderr has ended (tern exited), at most [`PATIENCE`].
+    fn wait_for_eof(&self) -> bool {
+        let (lines, cond) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if lines.last().is_some_and(|l| l == "\u{0}eof") {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            lines = cond.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
 }
 
 impl Drop for Serve {
+    /// Kills tern, then fails the test if tern panicked while serving it
+    /// (a request task's panic does not stop the server, so nothing else
+    /// would notice).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        self.wait_for_eof();
+        let log = self.log();
+        if let Some(line) = tern_panic(&log) {
+            panic!("tern panicked ({line}); log:\n{log}");
+        }
+    }
+}
+
+/// What `HTTP_WAIT` logs once it is running.
+const WAITING: &str = "stderr: waiting for the body";
+
+/// A request whose body is still open, from [`Serve::hold`].
+pub struct Held {
+    stream: TcpStream,
+}
+
+impl Held {
+    /// Sends `body` and ends the request body, then reads the response.
+    pub fn finish(self, body: &str) -> Response {
+        let mut raw = String::new();
+        if !body.is_empty() {
+            raw.push_str(&format!("{:x}\r\n{body}\r\n", body.len()));
+        }
+        raw.push_str("0\r\n\r\n");
+        (&self.stream).write_all(raw.as_bytes()).unwrap();
+        read_response(&mut BufReader::new(self.stream))
+    }
+
+    /// Reads until the server ends the connection, without finishing the
+    /// body; returns what arrived (nothing, when the request was cut off).
+    pub fn cut_off(self) -> String {
+        let mut rest = Vec::new();
+        // A reset counts as an end too.
+        let _ = (&self.stream).read_to_end(&mut rest);
+        String::from_utf8_lossy(&rest).into_owned()
     }
 }
 

@@ -1,12 +1,21 @@
 //! Running `tern` in an isolated home, and reading what it printed.
 
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A value a guest must never see unless it is granted.
 pub const CANARY: (&str, &str) = ("TERN_TEST_CANARY", "host-secret-value");
+
+/// How long one `tern` run may take before the test kills it and fails: a
+/// limit that stops working fails the suite instead of hanging it.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The same for runs that drive real toolchains (a cold `cargo build`, an
+/// `npm install`): generous, but still finite.
+pub const BUILD_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// A `tern` binary with its own cache, data and home directories.
 pub struct Tern {
@@ -66,14 +75,9 @@ impl Tern {
         cmd
     }
 
-    /// Runs `tern` with [`Tern::dev_command`].
+    /// Runs `tern` with [`Tern::dev_command`], within [`BUILD_DEADLINE`].
     pub fn run_dev(&self, args: &[&str]) -> Output {
-        Output::of(
-            self.dev_command()
-                .args(args)
-                .output()
-                .expect("starting tern"),
-        )
+        run_bounded(self.dev_command().args(args), None, BUILD_DEADLINE)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -106,23 +110,124 @@ impl Tern {
         Output::of(child.wait_with_output().unwrap())
     }
 
+    /// Runs `tern` with `stdin` as its standard input, within [`DEADLINE`].
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting tern");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        Output::of(child.wait_with_output().unwrap())
+        run_bounded(self.command().args(args), Some(stdin), DEADLINE)
     }
+}
+
+/// Runs `command` to the end with `stdin` (or nothing) as its standard
+/// input, capturing what it prints. Past `deadline` it is killed and the
+/// test fails, showing what it printed so far.
+fn run_bounded(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Output {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tern");
+    if let (Some(input), Some(text)) = (child.stdin.take(), stdin) {
+        // On a thread: a child that never reads its input must not block
+        // the test past the deadline.
+        let text = text.to_owned();
+        std::thread::spawn(move || {
+            let _ = (&input).write_all(text.as_bytes());
+        });
+    }
+    let stdout = Captured::start(child.stdout.take().unwrap());
+    let stderr = Captured::start(child.stderr.take().unwrap());
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for tern") {
+            break Some(status);
+        }
+        if started.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Polling, not pacing: the loop ends as soon as tern exits.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    // The pipes close when tern exits, unless something it started still
+    // holds them; that too is bounded.
+    let until = (started + deadline).max(Instant::now() + Duration::from_secs(10));
+    let (stdout, stdout_closed) = stdout.finish(until);
+    let (stderr, stderr_closed) = stderr.finish(until);
+    let Some(status) = status else {
+        panic!(
+            "tern did not finish within {deadline:?} and was killed: {command:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    };
+    assert!(
+        stdout_closed && stderr_closed,
+        "tern exited but left a process holding its output open: {command:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    Output::of(std::process::Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    })
+}
+
+/// What a pipe delivered, read on a thread of its own.
+struct Captured {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    closed: mpsc::Receiver<()>,
+}
+
+impl Captured {
+    fn start(mut pipe: impl Read + Send + 'static) -> Captured {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (done, closed) = mpsc::channel();
+        let shared = bytes.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => shared.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done.send(());
+        });
+        Captured { bytes, closed }
+    }
+
+    /// What arrived, waiting until the pipe closes but not past `until`;
+    /// and whether it closed.
+    fn finish(self, until: Instant) -> (String, bool) {
+        let closed = self
+            .closed
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .is_ok();
+        let text = String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned();
+        (text, closed)
+    }
+}
+
+/// The first line of `log` where Tern itself panicked, if any: Rust's
+/// `thread 'NAME' panicked at FILE:LINE:COLUMN:` (with `(ID)` after the
+/// name on newer Rust). Under `tern serve` a guest's output is tagged with
+/// its request, so it never starts a line; under `tern run` a guest's panic
+/// prints the same line as Tern's would, but at a place in the guest's own
+/// sources (`src/...`, `examples/...`), where Tern's are under `crates/`, in
+/// a dependency or in the standard library.
+pub fn tern_panic(log: &str) -> Option<&str> {
+    log.lines().find(|line| {
+        line.starts_with("thread '")
+            && line
+                .split_once(" panicked at ")
+                .is_some_and(|(_, at)| !at.starts_with("src/") && !at.starts_with("examples/"))
+    })
 }
 
 impl Output {
@@ -133,8 +238,12 @@ impl Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        // 101 is a Rust panic in tern itself (a guest's panic is a trap, 134).
-        assert_ne!(output.code, 101, "tern panicked: {output:?}");
+        // 101 is a Rust panic in tern itself (a guest's panic is a trap,
+        // 134); a panic on another thread may not change the exit code.
+        assert_ne!(output.code, 101, "tern panicked: {output:#?}");
+        if let Some(line) = tern_panic(&output.stderr) {
+            panic!("tern panicked ({line}): {output:#?}");
+        }
         output
     }
 

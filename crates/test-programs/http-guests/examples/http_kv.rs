@@ -16,9 +16,14 @@
 //!   answers `N found, B bytes` (B: the values' bytes), not the values.
 //! - `POST /kv/STORE?set-many` (body = `KEY=VALUE` lines): 204.
 //! - `POST /kv/STORE?delete-many` (body = keys, one per line): 204.
+//! - `GET /kv/STORE?open-many=N`: opens N buckets of STORE, holding them
+//!   all open, closes them, and does it again; answers `opened N twice`.
 //! - `GET /kv/STORE/KEY?bench-get=N` or `?bench-set=N`: N gets (or sets of
 //!   a 100-byte value) of KEY in a loop, timed inside the guest; answers
 //!   `N ops in T ns` (for `bench/kv`).
+//!
+//! With `?announce` as well, it first says `kv request running` on stderr,
+//! so that a test knows the operation is under way.
 //!
 //! The key is everything after `/kv/STORE/`, as it is (no percent-decoding).
 //! Store errors answer 403 `access-denied`, 404 `no-such-store` or 500
@@ -49,6 +54,7 @@ enum Op {
     SetMany(Vec<(String, Vec<u8>)>),
     DeleteMany(Vec<String>),
     Bench(String, BenchOp, u64),
+    OpenMany(u64),
 }
 
 /// What `bench-get` / `bench-set` repeat.
@@ -80,6 +86,11 @@ struct Kv;
 
 impl Guest for Kv {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path_with_query = request.path_with_query().unwrap_or_default();
+        if tern_http_guests::query_has(&path_with_query, "announce") {
+            eprintln!("kv request running");
+            std::io::Write::flush(&mut std::io::stderr()).unwrap();
+        }
         let reply = match parse(&request) {
             Ok((store, op)) => run(&store, op).unwrap_or_else(error_reply),
             Err(why) => Reply::new(400, why),
@@ -119,7 +130,10 @@ fn parse(request: &IncomingRequest) -> Result<(String, Op), String> {
         (Method::Get, Some(key)) if has("bench-get") || has("bench-set") => {
             let (op, n) = match tern_http_guests::query_param(pwq, "bench-get") {
                 Some(n) => (BenchOp::Get, n),
-                None => (BenchOp::Set, tern_http_guests::query_param(pwq, "bench-set").unwrap_or("")),
+                None => (
+                    BenchOp::Set,
+                    tern_http_guests::query_param(pwq, "bench-set").unwrap_or(""),
+                ),
             };
             Op::Bench(key, op, number(n)?)
         }
@@ -143,6 +157,9 @@ fn parse(request: &IncomingRequest) -> Result<(String, Op), String> {
             }
         }
         (Method::Get, None) if has("keys") => Op::Keys,
+        (Method::Get, None) if has("open-many") => Op::OpenMany(number(
+            tern_http_guests::query_param(pwq, "open-many").unwrap_or(""),
+        )?),
         (Method::Post, None) if has("get-many") => Op::GetMany(lines(request)?),
         (Method::Post, None) if has("delete-many") => Op::DeleteMany(lines(request)?),
         (Method::Post, None) if has("set-many") => {
@@ -254,6 +271,16 @@ fn run(store: &str, op: Op) -> Result<Reply, Error> {
         Op::DeleteMany(keys) => {
             batch::delete_many(&bucket, &keys)?;
             Reply::no_content()
+        }
+        Op::OpenMany(n) => {
+            drop(bucket);
+            for _ in 0..2 {
+                let held = (0..n)
+                    .map(|_| store::open(store))
+                    .collect::<Result<Vec<_>, _>>()?;
+                drop(held);
+            }
+            Reply::new(200, format!("opened {n} twice"))
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Sends the head and a first chunk, with no `content-length`, then fails:
-//! `/partial/trap` panics and `/partial/spin` loops forever. Any other path
-//! ends the body normally, after the one chunk.
+//! `/partial/trap` panics once the request body has ended (so a client can
+//! read the head and the chunk first), and `/partial/spin` loops forever.
+//! Any other path ends the body normally, after the one chunk.
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
@@ -13,7 +14,10 @@ impl Guest for Partial {
             tern_http_guests::start_response(out, 200, &[("content-type", "text/plain")], None);
         tern_http_guests::write_all(&stream, b"partial\n");
         match tern_http_guests::path(&path) {
-            "/partial/trap" => panic!("guest panicked after sending part of the body"),
+            "/partial/trap" => {
+                tern_http_guests::read_body(&request);
+                panic!("guest panicked after sending part of the body")
+            }
             "/partial/spin" => {
                 let mut x: u64 = 0;
                 loop {

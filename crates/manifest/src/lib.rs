@@ -280,11 +280,7 @@ fn for_component(wasm: &Path, options: LoadOptions) -> Result<Manifest, Manifest
          component = \"{id}\"\n[component.{id}]\nsource = {}\n",
         toml::Value::String(file_name.into_owned())
     );
-    let mut manifest = parse_with(
-        &text,
-        &wasm.with_file_name(MANIFEST_FILE_NAME),
-        options,
-    )?;
+    let mut manifest = parse_with(&text, &wasm.with_file_name(MANIFEST_FILE_NAME), options)?;
     manifest.path = wasm.to_owned();
     Ok(manifest)
 }

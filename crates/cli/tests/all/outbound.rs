@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use test_programs::*;
 
 use crate::grants::{accepted, listener};
-use crate::serving::{Part, Serve, manifest};
+use crate::serving::{Part, Serve, manifest, write_app};
 use crate::support::Tern;
 
 fn app(allowed: &[&str], limits: &str) -> String {
@@ -440,7 +440,7 @@ fn https_reaches_a_server_whose_authority_the_operator_trusts() {
 
     // The operator adds it in the runtime config, beside which it lives.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tern.toml"), app(&[&allowed], "")).unwrap();
+    write_app(dir.path(), &app(&[&allowed], ""));
     std::fs::copy(
         pki.path().join("ca.pem"),
         dir.path().join("internal-ca.pem"),
@@ -459,11 +459,7 @@ fn https_reaches_a_server_whose_authority_the_operator_trusts() {
 fn an_outbound_ca_file_that_is_missing_or_holds_no_certificate_stops_tern() {
     let tern = Tern::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tern.toml"),
-        app(&["https://example.com"], ""),
-    )
-    .unwrap();
+    write_app(dir.path(), &app(&["https://example.com"], ""));
     std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").unwrap();
     let rc = dir.path().join("runtime.toml");
     let serve = |config: &str| {

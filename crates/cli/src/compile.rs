@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tern_runtime::{ByteSize, Limits, Result, SigningKey};
+use tern_runtime::{ByteSize, EngineSpec, Limits, Loader, Result, SigningKey};
+
+use crate::compiling::CompileLimitArgs;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -29,6 +31,8 @@ pub struct CompileArgs {
     /// The wasm stack limit the artifact will run with
     #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_STACK)]
     max_stack: ByteSize,
+    #[command(flatten)]
+    compile_limits: CompileLimitArgs,
 }
 
 pub fn main(args: CompileArgs) -> Result<ExitCode> {
@@ -43,7 +47,14 @@ pub fn main(args: CompileArgs) -> Result<ExitCode> {
         tern_runtime::Error::msg("no home directory to keep the signing key in; set XDG_DATA_HOME")
     })?;
     let key = SigningKey::load_or_create(&key_path)?;
-    let sealed = tern_runtime::precompile(&engine, &args.file, &key)
+    let compile_limits = args.compile_limits.limits();
+    let loader = Loader {
+        key: Some(&key),
+        limits: Some(&compile_limits),
+        spec: Some(EngineSpec::for_limits(&limits)),
+        ..Loader::default()
+    };
+    let sealed = tern_runtime::precompile(&engine, &args.file, &loader)
         .map_err(|e| e.context(format!("compiling `{}`", args.file.display())))?;
     let output = args
         .output

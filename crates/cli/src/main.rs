@@ -55,6 +55,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The compiling child process (`compiling::child`), not a command
+    // people type.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == tern_runtime::CHILD_COMMAND)
+    {
+        return compiling::child(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(args),

@@ -19,6 +19,7 @@ pub(crate) struct Reloader {
     pub(crate) manifest: PathBuf,
     pub(crate) config: ServeConfig,
     pub(crate) no_cache: bool,
+    pub(crate) compile_limits: tern_runtime::CompileLimits,
     pub(crate) slot: AppSlot,
 }
 
@@ -109,6 +110,7 @@ impl Reloader {
         let (cache, _disabled) = compiling::open_cache(self.no_cache)?;
         let loader = Loader {
             cache: cache.as_ref(),
+            limits: Some(&self.compile_limits),
             ..Loader::default()
         };
         let app = self

@@ -65,6 +65,8 @@ pub struct RunArgs {
     /// Compile without reading or writing the compile cache
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    pub(crate) compile_limits: crate::compiling::CompileLimitArgs,
     /// Print where time goes (engine, cache, instantiation, run) to stderr
     #[arg(short, long)]
     verbose: bool,
@@ -101,10 +103,13 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     }
     let shown = args.file.display().to_string();
     let note_compile = |size| compiling::note_compile(&shown, size, cache.is_some());
+    let compile_limits = args.compile_limits.limits();
     let loader = Loader {
         cache: cache.as_ref(),
         key: None,
         on_compile: Some(&note_compile),
+        limits: Some(&compile_limits),
+        spec: Some(tern_runtime::EngineSpec::for_limits(&limits)),
     };
     let loaded = loader
         .load(&engine, &args.file)

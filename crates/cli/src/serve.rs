@@ -72,6 +72,8 @@ pub struct ServeArgs {
     /// Compile without reading or writing the compile cache
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    pub(crate) compile_limits: crate::compiling::CompileLimitArgs,
     /// Operator settings: key-value store backends and variable values (TOML)
     #[arg(long, value_name = "FILE")]
     runtime_config: Option<PathBuf>,
@@ -182,10 +184,13 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     // Serving works without the cache, only starting is slower.
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
     let note_compile = |size| compiling::note_compile("a component", size, cache.is_some());
+    let compile_limits = args.compile_limits.limits();
     let loader = Loader {
         cache: cache.as_ref(),
         key: None,
         on_compile: Some(&note_compile),
+        limits: Some(&compile_limits),
+        spec: None,
     };
     let app = App::load(&manifest, &config, &loader)?;
 
@@ -211,6 +216,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         manifest: manifest.path.clone(),
         config,
         no_cache: args.no_cache,
+        compile_limits,
         slot: server.app_slot(),
     };
     let reloads = runtime.block_on(async { reload::start(reloader, watch) })?;

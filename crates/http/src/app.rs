@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 
 use crate::config::ServeConfig;
-use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize, serving_engine};
+use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize};
 use crate::executor::Executor;
 use crate::instance::Grants;
 use crate::router::Router;
@@ -38,7 +38,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     fn new(size: PoolSize) -> Result<Pool, LoadError> {
-        let engine = serving_engine(&size).map_err(LoadError::Engine)?;
+        let engine = size.spec().engine().map_err(LoadError::Engine)?;
         Ok(Pool {
             _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
             slots: Arc::new(Semaphore::new(size.slots as usize)),
@@ -147,6 +147,11 @@ impl App {
             _ => Arc::new(Pool::new(size)?),
         };
         let engine = &pool.engine;
+        // A compiling child process builds its engine from this spec.
+        let loader = &Loader {
+            spec: Some(size.spec()),
+            ..*loader
+        };
 
         let mut variables = manifest
             .resolve_variables(&config.runtime.variables, |name| std::env::var(name).ok())

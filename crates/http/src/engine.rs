@@ -8,10 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use tern_manifest::ByteSize;
-use tern_runtime::Limits;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Result,
-};
+use tern_runtime::EngineSpec;
+use wasmtime::{Engine, Result};
 
 /// How often a guest running wasm code is interrupted to let other requests
 /// run and to check its deadline.
@@ -30,34 +28,16 @@ pub(crate) struct PoolSize {
     pub max_memory: ByteSize,
 }
 
-pub(crate) fn serving_engine(size: &PoolSize) -> Result<Engine> {
-    let mut config = Config::new();
-    config.epoch_interruption(true);
-    // WASI 0.2 handlers need no component-model concurrency; without it a
-    // store skips that bookkeeping on every instantiation and host call.
-    config.concurrency_support(false);
-    let max_stack = usize::try_from(Limits::DEFAULT_MAX_STACK.0).unwrap_or(usize::MAX);
-    config.max_wasm_stack(max_stack);
-    config.async_stack_size(max_stack + (1 << 20));
-
-    let slots = size.slots.max(1);
-    let mut pool = PoolingAllocationConfig::new();
-    // A component is several core instances (the program, adapters, shims)
-    // with up to a couple of memories.
-    pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(8))
-        .total_memories(slots.saturating_mul(2))
-        .total_tables(slots.saturating_mul(4))
-        .total_stacks(slots)
-        .max_memory_size(usize::try_from(size.max_memory.0).unwrap_or(usize::MAX))
-        // Reset pages a request touched with memset instead of unmapping
-        // them: the next request in this slot then takes no page faults.
-        .linear_memory_keep_resident(2 << 20)
-        .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(128 << 10)
-        .pagemap_scan(Enabled::Auto);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config)
+impl PoolSize {
+    /// The serving engine's configuration as data: the pooling allocator
+    /// sized for the app, epoch interruption, no component-model
+    /// concurrency (WASI 0.2 handlers need none).
+    pub(crate) fn spec(&self) -> EngineSpec {
+        EngineSpec::Serve {
+            slots: self.slots,
+            max_memory: self.max_memory.0,
+        }
+    }
 }
 
 /// Bumps the engine's epoch every [`TICK`] until dropped.

@@ -21,6 +21,7 @@
 mod artifact;
 mod cache;
 mod capabilities;
+mod compiler;
 pub mod dirs;
 mod engine;
 mod imports;
@@ -38,7 +39,8 @@ mod symlinks;
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;
 pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
-pub use engine::{Deadline, engine_for};
+pub use compiler::{CHILD_COMMAND, CompileLimits, child_main};
+pub use engine::{Deadline, EngineSpec, engine_for};
 pub use imports::explain_link_error;
 pub use invoke::invoke;
 pub use limits::{Limits, MemoryLimiter};

@@ -7,12 +7,15 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tern_manifest::ByteSize;
 use wasmtime::component::Component;
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Module, Result, bail};
 
 use crate::artifact::{self, ArtifactError, ArtifactKind, Binding, SigningKey};
 use crate::cache::{CompileCache, Lookup};
+use crate::compiler::{CompileLimits, compile_in_child};
+use crate::engine::EngineSpec;
 use crate::stat_index::FileStamp;
 
 /// A compiled guest, ready to instantiate.
@@ -75,6 +78,12 @@ pub struct Loader<'a> {
     pub key: Option<&'a SigningKey>,
     /// Called with the wasm size just before compiling, for progress notes.
     pub on_compile: Option<&'a dyn Fn(usize)>,
+    /// Bounds on the file and on compiling it; `None` reads files of any
+    /// size and compiles in this process.
+    pub limits: Option<&'a CompileLimits>,
+    /// The engine's configuration, which a compiling child process needs to
+    /// build code for it; `None` compiles in this process.
+    pub spec: Option<EngineSpec>,
 }
 
 impl Loader<'_> {
@@ -84,7 +93,18 @@ impl Loader<'_> {
         let start = Instant::now();
         let cannot_read = || format!("cannot read `{}`", path.display());
         let mut file = File::open(path).with_context(cannot_read)?;
-        let stamp = FileStamp::of(&file.metadata().with_context(cannot_read)?);
+        let metadata = file.metadata().with_context(cannot_read)?;
+        if let Some(limits) = self.limits
+            && metadata.len() > limits.max_module_size.0
+        {
+            bail!(
+                "`{}` is {}, above the module size limit of {} (--max-module-size)",
+                path.display(),
+                ByteSize(metadata.len()),
+                limits.max_module_size
+            );
+        }
+        let stamp = FileStamp::of(&metadata);
         let loaded = |program, source, read_time: Duration| Loaded {
             program,
             source,
@@ -141,7 +161,7 @@ impl Loader<'_> {
 
         let Some(cache) = self.cache else {
             let read_time = start.elapsed();
-            let program = self.compile(engine, &binary, &wasm)?;
+            let (program, _) = self.compile(engine, &binary, &wasm)?;
             return Ok(loaded(program, CodeSource::Compiled, read_time));
         };
         let content = *blake3::hash(&wasm).as_bytes();
@@ -162,8 +182,11 @@ impl Loader<'_> {
             Lookup::Rejected(why) => CodeSource::CacheRejected(why),
             Lookup::Miss => CodeSource::CacheMiss,
         };
-        let program = self.compile(engine, &binary, &wasm)?;
-        let (kind, payload) = serialize(&program)?;
+        let (program, serialized) = self.compile(engine, &binary, &wasm)?;
+        let (kind, payload) = match serialized {
+            Some(serialized) => serialized,
+            None => serialize(&program)?,
+        };
         // A cache that cannot be written only costs speed, never the run.
         if cache.store(&entry, kind, &payload, &binding).is_ok() {
             cache.remember(&stamp, &content);
@@ -171,25 +194,50 @@ impl Loader<'_> {
         Ok(loaded(program, source, read_time))
     }
 
-    fn compile(&self, engine: &Engine, binary: &Binary, wasm: &[u8]) -> Result<Program> {
+    /// Compiles `wasm`: in a child process bounded in memory and time when
+    /// the loader has limits with a child and the engine's spec, which also
+    /// hands back the serialized code; otherwise here.
+    fn compile(
+        &self,
+        engine: &Engine,
+        binary: &Binary,
+        wasm: &[u8],
+    ) -> Result<(Program, Option<(ArtifactKind, Vec<u8>)>)> {
         if let Some(on_compile) = self.on_compile {
             on_compile(wasm.len());
         }
-        Ok(match binary {
+        if let (Some(limits), Some(spec)) = (self.limits, self.spec)
+            && let Some(child) = &limits.child
+        {
+            let component = matches!(binary, Binary::Component);
+            let code = compile_in_child(child, limits, spec, component, wasm)?;
+            let kind = match binary {
+                Binary::Module => ArtifactKind::Module,
+                Binary::Component => ArtifactKind::Component,
+            };
+            let program = deserialize_compiled(engine, kind, &code)?;
+            return Ok((program, Some((kind, code))));
+        }
+        let program = match binary {
             Binary::Module => Program::Module(Module::from_binary(engine, wasm)?),
             Binary::Component => Program::Component(Component::from_binary(engine, wasm)?),
-        })
+        };
+        Ok((program, None))
     }
 }
 
 /// What a precompiled artifact for another engine configuration is told.
 const ENGINE_MISMATCH: &str = "precompiled artifact does not match this engine; recompile it with `tern compile` options matching --fuel, --timeout and --max-stack";
 
-/// Compiles `path` and seals the result with `key` (`tern compile`).
-pub fn precompile(engine: &Engine, path: &Path, key: &SigningKey) -> Result<Vec<u8>> {
+/// Compiles `path` with `loader` (which must have a key) and seals the
+/// result (`tern compile`).
+pub fn precompile(engine: &Engine, path: &Path, loader: &Loader<'_>) -> Result<Vec<u8>> {
+    let key = loader
+        .key
+        .context("no signing key to seal the artifact with")?;
     let loader = Loader {
-        key: Some(key),
-        ..Loader::default()
+        cache: None,
+        ..*loader
     };
     let loaded = loader.load(engine, path)?;
     let (kind, payload) = serialize(&loaded.program)?;
@@ -203,6 +251,20 @@ fn serialize(program: &Program) -> Result<(ArtifactKind, Vec<u8>)> {
         Program::Module(m) => (ArtifactKind::Module, m.serialize()?),
         Program::Component(c) => (ArtifactKind::Component, c.serialize()?),
     })
+}
+
+#[allow(unsafe_code)]
+fn deserialize_compiled(engine: &Engine, kind: ArtifactKind, code: &[u8]) -> Result<Program> {
+    // SAFETY: `code` is what wasmtime serialized in the compiling child, a
+    // process running this very program (`/proc/self/exe`), which read the
+    // wasm from us and wrote the code to a pipe only we hold; it is in this
+    // process's memory. wasmtime checks that it matches this engine.
+    unsafe {
+        Ok(match kind {
+            ArtifactKind::Module => Program::Module(Module::deserialize(engine, code)?),
+            ArtifactKind::Component => Program::Component(Component::deserialize(engine, code)?),
+        })
+    }
 }
 
 #[allow(unsafe_code)]

@@ -119,3 +119,82 @@ fn bad_limits_are_usage_errors() {
         assert!(out.stderr.contains(message), "{flag} {value}: {out:?}");
     }
 }
+
+/// A module of `functions` functions, each `depth` blocks deep: a few bytes
+/// per block, and Cranelift's time and memory grow with the depth.
+fn nested_blocks(functions: usize, depth: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(payload.len(), out);
+        out.extend_from_slice(payload);
+    }
+    let mut body = vec![0u8]; // no locals
+    body.extend(std::iter::repeat_n([0x02, 0x40], depth).flatten());
+    body.extend(std::iter::repeat_n(0x0b, depth + 1));
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
+    let mut funcs = Vec::new();
+    leb(functions, &mut funcs);
+    funcs.extend(std::iter::repeat_n(0u8, functions));
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module);
+    section(3, &funcs, &mut module);
+    section(7, b"\x01\x06_start\x00\x00", &mut module);
+    section(10, &code, &mut module);
+    module
+}
+
+#[test]
+fn compiling_is_bounded_in_size_memory_and_time() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    // 12 MB that took 10 s and 5 GB to compile, unbounded.
+    let huge = dir.path().join("huge.wasm");
+    std::fs::write(&huge, nested_blocks(2, 2_000_000)).unwrap();
+    let huge = huge.to_str().unwrap();
+    tern.run(&["run", "--max-module-size", "1MiB", huge])
+        .code(1)
+        .one_line_error("is 11.4MiB, above the module size limit of 1MiB (--max-module-size)");
+    tern.run(&["run", "--no-cache", huge])
+        .code(1)
+        .one_line_error(
+            "compiling needed more memory than the compile memory limit of 2GiB \
+             (--max-compile-memory)",
+        );
+    // About a second of compiling, far more than allowed.
+    let slow = dir.path().join("slow.wasm");
+    std::fs::write(&slow, nested_blocks(1, 300_000)).unwrap();
+    let slow = slow.to_str().unwrap();
+    let args = [
+        "run",
+        "--max-compile-memory",
+        "64GiB",
+        "--max-compile-time",
+        "50ms",
+    ];
+    tern.run(&[&args[..], &[slow]].concat())
+        .code(1)
+        .one_line_error(
+            "compiling took longer than the compile time limit of 50ms (--max-compile-time)",
+        );
+    // Within the limits the same module compiles, runs, and is cached.
+    tern.run(&["run", "--max-compile-memory", "64GiB", slow])
+        .code(0);
+    let out = tern.run(&["run", "-v", slow]);
+    out.code(0).stderr_has("cache hit");
+}

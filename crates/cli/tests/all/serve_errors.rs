@@ -122,3 +122,30 @@ fn address_in_use() {
     out.code(1)
         .one_line_error(&format!("cannot listen on {addr}"));
 }
+
+#[test]
+fn a_component_over_the_module_size_limit_stops_before_compiling() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = manifest(&[Part {
+        route: "/hello",
+        id: "hello",
+        source: HTTP_HELLO,
+        extra: "",
+    }]);
+    write_app(dir.path(), &toml);
+    let path = dir.path().join("tern.toml");
+    let path = path.to_str().unwrap();
+    let args = [
+        "serve",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--max-module-size",
+        "1KiB",
+    ];
+    tern.run(&args)
+        .code(1)
+        .one_line_error("component.hello: ")
+        .stderr_has("above the module size limit of 1KiB (--max-module-size)");
+}

@@ -24,7 +24,11 @@
 //! [`Store::get_many`] reads them in chunks of [`INLINE_CHUNK`] keys and
 //! yields between chunks, holding no lock and no transaction across the
 //! yield. Writes (`set_many`, `delete_many`) are one transaction each, all
-//! or none, and bounded by the batch limits instead.
+//! or none, and bounded by the batch limits instead. No SQLite statement
+//! waits on the caller's thread for a lock another connection holds on the
+//! file: the call awaits the runtime's timer between tries, for up to 5 s,
+//! so a locked file delays only the calls that need its lock, and dropping
+//! such a call stops it there, having written nothing.
 
 mod error;
 mod memory;
@@ -121,6 +125,7 @@ impl Default for Limits {
 }
 
 /// What is left of a `get_many`'s [`Limits::max_batch_size`] as it reads.
+#[derive(Clone)]
 pub(crate) struct Budget {
     left: usize,
     max: usize,

@@ -5,7 +5,11 @@
 //! the last commits before a power loss, not a process crash). Calls are a
 //! few microseconds and run on the calling thread under one mutex per
 //! store; `BEGIN IMMEDIATE` keeps read-modify-write atomic even when another
-//! process opens the same file.
+//! process opens the same file. The connection's busy timeout is zero, so
+//! no statement ever waits on the calling thread: a call that finds the file
+//! locked by another connection waits on the runtime's timer instead and
+//! tries again (see [`SqliteStore::with_checked`]), so a locked file delays
+//! only the calls that use it.
 //!
 //! The bytes of keys and values the file holds are kept in `kv_size` by
 //! triggers, in the same transaction as each change, so every process
@@ -14,11 +18,12 @@
 //! Writes check it against the store's quota before they commit.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use tokio::time::Instant;
 
 use crate::{Budget, Error, PAGE_SIZE, Page, add_to_counter};
 
@@ -28,6 +33,17 @@ pub struct SqliteStore {
     /// Writes with a time-to-live; every 256th also deletes expired rows.
     ttl_writes: AtomicU32,
 }
+
+/// How long a call waits for a lock another connection holds on the file
+/// (another process, or `tern kv`) before it fails with
+/// `sqlite store is unavailable: database is locked`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pauses, in milliseconds, between tries of a call that found the file
+/// locked, the last repeated until [`BUSY_TIMEOUT`]: those of SQLite's own
+/// busy handler, which polls the same way (SQLite has no notice of another
+/// process letting go of its lock).
+const BUSY_PAUSES_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -85,6 +101,15 @@ impl From<Error> for Fail {
     }
 }
 
+impl Fail {
+    fn into_error(self) -> Error {
+        match self {
+            Fail::Sql(err) => Error::sqlite(err),
+            Fail::Kv(err) => err,
+        }
+    }
+}
+
 /// The condition that hides rows whose expiry has passed.
 macro_rules! live {
     () => {
@@ -106,45 +131,86 @@ impl SqliteStore {
             message: format!("cannot create the store's file: {e}"),
         })?;
         let conn = Connection::open(path).map_err(Error::sqlite)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(Error::sqlite)?;
+        // Opening happens once, when the app is loaded, not on a serving
+        // thread: it may wait for the file here.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(Error::sqlite)?;
         conn.execute_batch(SCHEMA).map_err(Error::sqlite)?;
         conn.execute_batch(SIZE_SCHEMA).map_err(Error::sqlite)?;
         conn.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])
             .map_err(Error::sqlite)?;
+        // From here on a statement never waits: busy, it fails at once, and
+        // `with_checked` waits off the thread and tries again.
+        conn.busy_timeout(Duration::ZERO).map_err(Error::sqlite)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             ttl_writes: AtomicU32::new(0),
         })
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, Error> {
-        // SQLite rolls back whatever a panicking closure left open, so a
-        // poisoned lock still guards a consistent connection.
-        let mut conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut conn).map_err(Error::sqlite)
+    /// Runs `f` on the connection, on the calling thread. With the busy
+    /// timeout at zero, every statement returns at once: a call takes
+    /// microseconds, and the store's mutex is never held longer.
+    ///
+    /// If another connection holds a lock `f` needs (`SQLITE_BUSY`), `f` has
+    /// changed nothing: its statement or `BEGIN IMMEDIATE` did not start, or
+    /// its transaction rolled back when `f` dropped it. The call then lets go
+    /// of the connection, sleeps on the runtime's timer and runs `f` again,
+    /// for up to [`BUSY_TIMEOUT`]. So a locked file delays only the calls
+    /// that need its lock: the worker thread serves its other requests
+    /// meanwhile, reads of this store still go through (WAL readers need no
+    /// lock), and a call dropped while it waits (a request's deadline) stops
+    /// at its sleep, having written nothing.
+    ///
+    /// `f` borrows the caller's keys and values and is simply called again,
+    /// so no call copies them, whether it runs at once or has to wait. (Were
+    /// the wait on a blocking thread instead, every call would need owned
+    /// copies or a second, owned version of its closure, a blocked thread per
+    /// waiting call, and a write dropped at its deadline could still commit
+    /// afterwards.)
+    async fn with_checked<R>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> Result<R, Fail>,
+    ) -> Result<R, Error> {
+        // Set when the file is first found busy; the fast path reads no clock.
+        let mut give_up = None;
+        let mut tries = 0;
+        loop {
+            // The guard is dropped at the end of this statement: the
+            // connection is free while the call sleeps.
+            let attempt = f(&mut self.lock());
+            let (now, deadline) = match attempt {
+                Err(Fail::Sql(err)) if is_busy(&err) => {
+                    let now = Instant::now();
+                    let deadline = *give_up.get_or_insert(now + BUSY_TIMEOUT);
+                    if now >= deadline {
+                        return Err(Error::sqlite(err));
+                    }
+                    (now, deadline)
+                }
+                done => return done.map_err(Fail::into_error),
+            };
+            let pause = BUSY_PAUSES_MS[tries.min(BUSY_PAUSES_MS.len() - 1)];
+            tries += 1;
+            tokio::time::sleep_until((now + Duration::from_millis(pause)).min(deadline)).await;
+        }
     }
 
-    /// [`Self::with`] for closures that may also fail with a store error.
-    fn with_checked<R>(
+    /// [`Self::with_checked`] for closures that fail only with SQLite errors.
+    async fn with<R>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, Fail>,
+        mut f: impl FnMut(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, Error> {
-        let mut conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut conn).map_err(|fail| match fail {
-            Fail::Sql(err) => Error::sqlite(err),
-            Fail::Kv(err) => err,
-        })
+        self.with_checked(|c| f(c).map_err(Fail::Sql)).await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // SQLite rolls back whatever a panicking closure left open, so a
+        // poisoned lock still guards a consistent connection.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.with(|c| read(c, key, now_ms()))
+        self.with(|c| read(c, key, now_ms())).await
     }
 
     pub(crate) async fn set(
@@ -154,12 +220,14 @@ impl SqliteStore {
         ttl: Option<Duration>,
         quota: u64,
     ) -> Result<(), Error> {
-        let expires = ttl.map(|ttl| now_ms().saturating_add(ttl.as_millis() as i64));
         let purge = ttl.is_some() && self.ttl_writes.fetch_add(1, Ordering::Relaxed) % 256 == 255;
         self.with_checked(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // From when the write is made, if it had to wait for the lock.
+            let now = now_ms();
+            let expires = ttl.map(|ttl| now.saturating_add(ttl.as_millis() as i64));
             if purge {
-                tx.execute("DELETE FROM kv WHERE expires_at <= ?", [now_ms()])?;
+                tx.execute("DELETE FROM kv WHERE expires_at <= ?", [now])?;
             }
             let before = stored_bytes(&tx)?;
             write(&tx, key, value, expires)?;
@@ -167,15 +235,18 @@ impl SqliteStore {
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
         self.with(|c| c.execute("DELETE FROM kv WHERE key = ?", [key]).map(drop))
+            .await
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, Error> {
         let sql = concat!("SELECT 1 FROM kv WHERE key = ? AND ", live!());
         self.with(|c| c.prepare_cached(sql)?.exists(params![key, now_ms()]))
+            .await
     }
 
     pub(crate) async fn list_keys(&self, cursor: Option<u64>) -> Result<Page, Error> {
@@ -186,13 +257,15 @@ impl SqliteStore {
             " ORDER BY rowid LIMIT ?"
         );
         let after = cursor.unwrap_or(0) as i64;
-        let rows: Vec<(i64, String)> = self.with(|c| {
-            c.prepare_cached(sql)?
-                .query_map(params![after, now_ms(), PAGE_SIZE as i64], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect()
-        })?;
+        let rows: Vec<(i64, String)> = self
+            .with(|c| {
+                c.prepare_cached(sql)?
+                    .query_map(params![after, now_ms(), PAGE_SIZE as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect()
+            })
+            .await?;
         let cursor = (rows.len() == PAGE_SIZE).then(|| rows[rows.len() - 1].0 as u64);
         Ok(Page {
             keys: rows.into_iter().map(|(_, key)| key).collect(),
@@ -220,6 +293,7 @@ impl SqliteStore {
             tx.commit()?;
             Ok(next)
         })
+        .await
     }
 
     pub(crate) async fn compare_and_swap(
@@ -241,6 +315,7 @@ impl SqliteStore {
             tx.commit()?;
             Ok(true)
         })
+        .await
     }
 
     /// Reads `keys` under one lock. Each value's length is read first and
@@ -256,12 +331,15 @@ impl SqliteStore {
         let sql = "SELECT length(value), CASE WHEN length(value) <= ?3 THEN value END
                    FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
         self.with_checked(|c| {
+            // Counted against a copy, kept only when every key is read: a
+            // read that finds the file busy starts again from the first key.
+            let mut left = budget.clone();
             let now = now_ms();
             let mut stmt = c.prepare_cached(sql)?;
             let mut values = Vec::with_capacity(keys.len());
             for key in keys {
                 // -1: not even an empty value fits after this key.
-                let room = budget
+                let room = left
                     .room_after(key)
                     .map_or(-1, |room| i64::try_from(room).unwrap_or(i64::MAX));
                 let row: Option<(i64, Option<Vec<u8>>)> = stmt
@@ -271,16 +349,18 @@ impl SqliteStore {
                     .optional()?;
                 let value = match row {
                     None => None,
-                    Some((_, None)) => return Err(budget.exceeded().into()),
+                    Some((_, None)) => return Err(left.exceeded().into()),
                     Some((_, Some(value))) => {
-                        budget.take(key, value.len())?;
+                        left.take(key, value.len())?;
                         Some(value)
                     }
                 };
                 values.push(value);
             }
+            *budget = left;
             Ok(values)
         })
+        .await
     }
 
     pub(crate) async fn set_many(
@@ -298,6 +378,7 @@ impl SqliteStore {
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     pub(crate) async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
@@ -309,7 +390,14 @@ impl SqliteStore {
             }
             tx.commit()
         })
+        .await
     }
+}
+
+/// Whether `err` means another connection holds a lock the statement needs,
+/// which waiting may free (what SQLite's busy timeout would wait for).
+fn is_busy(err: &rusqlite::Error) -> bool {
+    err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
 }
 
 /// The bytes of keys and values in the file, as the triggers keep them.
@@ -375,14 +463,29 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
     use super::*;
 
+    /// No statement waits for a lock on the calling thread: that is left to
+    /// `with_checked`, which waits on the runtime's timer (its behaviour is
+    /// `tests/sqlite_busy.rs`).
+    #[test]
+    fn statements_never_wait_on_the_calling_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("kv.sqlite")).unwrap();
+        let timeout: i64 = store
+            .lock()
+            .pragma_query_value(None, "busy_timeout", |row| row.get(0))
+            .unwrap();
+        assert_eq!(timeout, 0);
+    }
+
+    #[cfg(unix)]
     #[test]
     fn store_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv/default.sqlite");
         let _store = SqliteStore::open(&path).unwrap();

@@ -21,12 +21,13 @@
 //! whole call is dropped at the store's current `.await`: a Redis command
 //! waiting on the network, or a memory/SQLite `get-many` between two chunks
 //! of keys (`tern_kv::INLINE_CHUNK`; it yields there, holding no lock or
-//! transaction). A single SQLite statement or write transaction runs to
-//! its end on the worker thread; the key, value and batch limits are what
-//! keep that short (a write waiting for another process's lock on the file
-//! waits up to SQLite's 5 s busy timeout). Store calls stay inline rather
-//! than moving to a blocking pool, whose work a dropped future could not
-//! stop anyway.
+//! transaction), or an SQLite call waiting, on the runtime's timer, for
+//! another process's lock on the file (up to 5 s; it holds nothing while it
+//! waits, so a locked file delays only the requests that use it). A single
+//! SQLite statement or write transaction runs to its end on the worker
+//! thread; the key, value and batch limits are what keep that short. Store
+//! calls stay inline rather than moving to a blocking pool, whose work a
+//! dropped future could not stop anyway.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -338,6 +338,40 @@ fn redis_stalled_is_an_error_after_the_timeout_and_others_are_served() {
     assert_eq!(serve.get("/kv/default/k").expect(200), "v");
 }
 
+/// Another process holding an SQLite store's write lock delays the writes
+/// to that store, not the worker thread they came in on.
+#[test]
+fn a_locked_sqlite_store_delays_only_the_requests_that_use_it() {
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), None);
+    let file = dir.path().join(".tern/kv/default.sqlite");
+    // One worker thread: every request below shares it.
+    let serve = Serve::start_in(&tern, dir, &["--threads", "1"]);
+    serve
+        .request("PUT", "/kv/default/k", &[], "before")
+        .expect(204);
+    // The database's write lock, held by another connection as another
+    // process (a second server, `tern kv`) would.
+    let mut other = rusqlite::Connection::open(&file).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    std::thread::scope(|s| {
+        let write = s.spawn(|| serve.request("PUT", "/kv/default/k?announce", &[], "after"));
+        serve.wait_for_log("kv request running");
+        // The write waits for the lock; the thread it came in on serves
+        // others meanwhile, a read of the same store among them.
+        serve.get("/hello").expect(200);
+        assert_eq!(serve.get("/kv/default/k").expect(200), "before");
+        // Released only now: had the write held up the thread, the requests
+        // above would have waited for it to give up on the lock (5 s), and
+        // it would have failed.
+        drop(lock);
+        write.join().unwrap().expect(204);
+    });
+    assert_eq!(serve.get("/kv/default/k").expect(200), "after");
+}
+
 #[test]
 fn expiry_set_from_a_guest() {
     let tern = Tern::new();

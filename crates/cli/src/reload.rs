@@ -121,6 +121,7 @@ impl Reloader {
         );
         serve::print_app(&app, &mut out);
         serve::print_outside(&manifest, &mut out);
+        serve::print_unused(&self.config.runtime, &manifest, &mut out);
         self.slot.replace(app);
         crate::log::say(&out);
         Ok(())

@@ -88,7 +88,7 @@ impl std::fmt::Display for LoadError {
             LoadError::Engine(e) => write!(f, "setting up the engine: {e:#}"),
             LoadError::Variable(e) => e.fmt(f),
             LoadError::Store(e) => f.write_str(e),
-            LoadError::Tls(e) => write!(f, "outbound.ca_file: {e}"),
+            LoadError::Tls(e) => write!(f, "runtime config: outbound.ca_file: {e}"),
         }
     }
 }

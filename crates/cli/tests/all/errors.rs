@@ -6,21 +6,41 @@ use std::fs;
 use crate::support::Tern;
 use test_programs::*;
 
+/// What `tern run` prints after a trap unless asked for the backtrace.
+pub const BACKTRACE_NOTE: &str = "note: run with --backtrace to see the guest's backtrace\n";
+
 #[test]
 pub fn panic() {
     let tern = Tern::new();
     for program in [P1_PANIC, P2_PANIC] {
+        // By default: the guest's own output, then one line and a note.
         let out = tern.run(&["run", program]);
         out.code(134)
             .stderr_has("invariant broken: 7 != 42")
-            .stderr_has("error: guest trapped: wasm `unreachable` instruction executed\n")
+            .stderr_has(&format!(
+                "\nerror: guest trapped: wasm `unreachable` instruction executed\n{BACKTRACE_NOTE}"
+            ));
+        assert!(out.stderr.ends_with(BACKTRACE_NOTE), "{out:#?}");
+        assert!(!out.stderr.contains("wasm backtrace"), "{out:#?}");
+        assert!(!out.stderr.contains("check_invariant"), "{out:#?}");
+        // On request, the backtrace names the guest's functions.
+        tern.run(&["run", "--backtrace", program])
+            .code(134)
+            .stderr_has(
+                "error: guest trapped: wasm `unreachable` instruction executed\nwasm backtrace:\n",
+            )
             .stderr_has("check_invariant");
     }
 }
 
 #[test]
 pub fn oob() {
-    let out = Tern::new().run(&["run", WAT_OOB]);
+    let tern = Tern::new();
+    let out = tern.run(&["run", WAT_OOB]);
+    out.code(134).stderr(&format!(
+        "error: guest trapped: out of bounds memory access\n{BACKTRACE_NOTE}"
+    ));
+    let out = tern.run(&["run", "--backtrace", WAT_OOB]);
     out.code(134)
         .stderr_has("error: guest trapped: out of bounds memory access\n");
     // The backtrace names each frame, innermost first.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
+use tern_manifest::{ByteSize, Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
 use tern_runtime::{Loader, Program, Services};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -167,13 +167,14 @@ impl App {
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {
-            let executor = prepare(engine, loader, component).map_err(|message| {
-                LoadError::Manifest(manifest.error_at(
-                    component.source_location,
-                    &format!("component.{}", component.id),
-                    message,
-                ))
-            })?;
+            let executor =
+                prepare(engine, loader, component, limits.memory).map_err(|message| {
+                    LoadError::Manifest(manifest.error_at(
+                        component.source_location,
+                        &format!("component.{}", component.id),
+                        message,
+                    ))
+                })?;
             let services = Services::new(
                 stores.clone(),
                 &component.key_value_stores,
@@ -239,16 +240,36 @@ impl App {
 }
 
 /// Loads one component and picks its executor, checking that the binary
-/// can be run by it.
+/// can be run by it, and first that its memory fits `memory`, its limit.
 fn prepare(
     engine: &Engine,
     loader: &Loader<'_>,
     component: &tern_manifest::Component,
+    memory: ByteSize,
 ) -> Result<Executor, String> {
     let file = component.source.file_name().map_or_else(
         || component.source.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    // Before compiling, which takes seconds for a large component: a
+    // memory that cannot fit would fail every request (or, as the largest
+    // limit of the app, the pool after the compile).
+    if let Ok(bytes) = std::fs::read(&component.source)
+        && let Some(needed) = tern_runtime::initial_memory(&bytes)
+        && needed > memory.0
+    {
+        let id = &component.id;
+        let raise = match component.limits.memory {
+            Some(_) => format!("raise `memory` under [component.{id}.limits]"),
+            None => format!(
+                "raise it with --max-memory, or with `memory` under [component.{id}.limits]"
+            ),
+        };
+        return Err(format!(
+            "{file} needs {} of linear memory to start, above its memory limit of {memory} ({raise})",
+            ByteSize(needed)
+        ));
+    }
     let loaded = loader
         .load(engine, &component.source)
         .map_err(|e| format!("cannot load {file}: {e:#}"))?;

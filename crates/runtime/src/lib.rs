@@ -21,6 +21,7 @@
 mod artifact;
 mod cache;
 mod capabilities;
+mod declared;
 pub mod dirs;
 mod engine;
 mod imports;
@@ -38,6 +39,7 @@ mod symlinks;
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;
 pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
+pub use declared::initial_memory;
 pub use engine::{Deadline, engine_for};
 pub use imports::explain_link_error;
 pub use invoke::invoke;

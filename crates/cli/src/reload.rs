@@ -111,10 +111,11 @@ impl Reloader {
             cache: cache.as_ref(),
             ..Loader::default()
         };
+        let notes = compiling::ServeNotes::reload(cache.is_some());
         let app = self
             .slot
             .current()
-            .reload(&manifest, &self.config, &loader)?;
+            .reload_noting(&manifest, &self.config, &loader, &notes)?;
         let mut out = format!(
             "tern: reloaded in {:.1}s; new requests get the new version\n",
             started.elapsed().as_secs_f64()

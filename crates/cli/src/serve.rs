@@ -194,13 +194,12 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
 
     // Serving works without the cache, only starting is slower.
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
-    let note_compile = |size| compiling::note_compile("a component", size, cache.is_some());
     let loader = Loader {
         cache: cache.as_ref(),
-        key: None,
-        on_compile: Some(&note_compile),
+        ..Loader::default()
     };
-    let app = App::load(&manifest, &config, &loader)?;
+    let notes = compiling::ServeNotes::start(cache.is_some());
+    let app = App::load_noting(&manifest, &config, &loader, &notes)?;
 
     raise_open_files_limit();
     let threads = args.threads.map_or_else(

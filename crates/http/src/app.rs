@@ -1,6 +1,7 @@
 //! An app ready to serve: every component compiled, linked and
 //! pre-instantiated once, its grants and limits resolved, its routes sorted.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use tern_manifest::{ByteSize, Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
@@ -95,6 +96,18 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Told when loading an app compiles a component, so that the CLI can say
+/// so (the server never prints): a large component takes seconds. An app
+/// loads one component at a time, so each `compiling` is followed by its
+/// `compiled` before the next.
+pub trait CompileNotes {
+    /// `component`'s binary, `size` bytes, was not in the compile cache
+    /// and is about to be compiled.
+    fn compiling(&self, component: &str, size: usize);
+    /// The compile `compiling` announced is over, done or failed.
+    fn compiled(&self, component: &str);
+}
+
 impl App {
     /// Compiles (or loads from the cache) and prepares every component of
     /// `manifest`. Every problem found is reported against the manifest.
@@ -103,7 +116,18 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
-        App::load_after(None, manifest, config, loader)
+        App::load_after(None, manifest, config, loader, None)
+    }
+
+    /// Like [`App::load`], telling `notes` about each component it
+    /// compiles (the `loader`'s own `on_compile` is not called).
+    pub fn load_noting(
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+        notes: &dyn CompileNotes,
+    ) -> Result<App, LoadError> {
+        App::load_after(None, manifest, config, loader, Some(notes))
     }
 
     /// Loads a new version of this app, to replace it while serving. The
@@ -117,7 +141,19 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
-        App::load_after(Some(self), manifest, config, loader)
+        App::load_after(Some(self), manifest, config, loader, None)
+    }
+
+    /// Like [`App::reload`], telling `notes` about each component it
+    /// compiles (the `loader`'s own `on_compile` is not called).
+    pub fn reload_noting(
+        &self,
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+        notes: &dyn CompileNotes,
+    ) -> Result<App, LoadError> {
+        App::load_after(Some(self), manifest, config, loader, Some(notes))
     }
 
     fn load_after(
@@ -125,6 +161,7 @@ impl App {
         manifest: &Manifest,
         config: &ServeConfig,
         loader: &Loader<'_>,
+        notes: Option<&dyn CompileNotes>,
     ) -> Result<App, LoadError> {
         let limits: Vec<_> = manifest
             .components
@@ -168,7 +205,7 @@ impl App {
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {
             let executor =
-                prepare(engine, loader, component, limits.memory).map_err(|message| {
+                prepare(engine, loader, notes, component, limits.memory).map_err(|message| {
                     LoadError::Manifest(manifest.error_at(
                         component.source_location,
                         &format!("component.{}", component.id),
@@ -244,6 +281,7 @@ impl App {
 fn prepare(
     engine: &Engine,
     loader: &Loader<'_>,
+    notes: Option<&dyn CompileNotes>,
     component: &tern_manifest::Component,
     memory: ByteSize,
 ) -> Result<Executor, String> {
@@ -270,9 +308,28 @@ fn prepare(
             ByteSize(needed)
         ));
     }
-    let loaded = loader
-        .load(engine, &component.source)
-        .map_err(|e| format!("cannot load {file}: {e:#}"))?;
+    // The component's name goes with each compile note.
+    let compiling = Cell::new(false);
+    let note = |size: usize| {
+        if let Some(notes) = notes {
+            compiling.set(true);
+            notes.compiling(&component.id, size);
+        }
+    };
+    let loader = match notes {
+        Some(_) => Loader {
+            on_compile: Some(&note),
+            ..*loader
+        },
+        None => *loader,
+    };
+    let loaded = loader.load(engine, &component.source);
+    if compiling.get()
+        && let Some(notes) = notes
+    {
+        notes.compiled(&component.id);
+    }
+    let loaded = loaded.map_err(|e| format!("cannot load {file}: {e:#}"))?;
     match (loaded.program, component.executor) {
         (Program::Component(c), None | Some(ExecutorName::WasiHttp)) => {
             if !WasiHttpExecutor::exports_handler(engine, &c) {

@@ -25,6 +25,20 @@ pub fn initial_memory(bytes: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+/// Whether `text` may be WebAssembly text: after whitespace and `;;`
+/// comments it starts with `(` (a module, its fields, or a `(; ... ;)`
+/// comment). Anything else (a script, a README, an empty file) is not.
+pub(crate) fn looks_like_wat(text: &str) -> bool {
+    let mut rest = text.strip_prefix('\u{feff}').unwrap_or(text);
+    loop {
+        rest = rest.trim_start();
+        match rest.strip_prefix(";;") {
+            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, next)| next),
+            None => return rest.starts_with('('),
+        }
+    }
+}
+
 /// Components nest; real ones a few levels deep. Past this the binary is
 /// left for the compiler to judge.
 const MAX_DEPTH: u32 = 16;
@@ -160,6 +174,29 @@ mod tests {
     #[test]
     fn text_is_read_as_the_binary_it_stands_for() {
         assert_eq!(initial_memory(b"(module (memory 3))"), Some(3 << 16));
+    }
+
+    #[test]
+    fn text_that_does_not_open_with_a_parenthesis_is_not_wat() {
+        for wat in [
+            "(module)",
+            "  \n\t(module)",
+            ";; a comment\n  ;; another\n(module)",
+            "(; a block comment ;) (module)",
+            "\u{feff}(module)",
+            "(func)",
+        ] {
+            assert!(looks_like_wat(wat), "{wat:?}");
+        }
+        for text in [
+            "",
+            "  \n",
+            ";; only a comment",
+            "#!/bin/sh\necho hi\n",
+            "hello (world)",
+        ] {
+            assert!(!looks_like_wat(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn usage_errors_exit_2() {
         "--fuel",
         "--max-stack",
         "--invoke",
+        "--backtrace",
         "--no-cache",
     ] {
         assert!(help.stdout.contains(flag), "help lacks {flag}");

@@ -106,10 +106,12 @@ impl tern_http::CompileNotes for ServeNotes {
 
     fn compiled(&self, _component: &str) {
         // Dropping the ticker stops it.
-        self.ticker
+        let ticker = self
+            .ticker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        drop(ticker);
     }
 }
 

@@ -326,11 +326,11 @@ fn padded(wasm: &str, size: usize, fill: u8) -> Vec<u8> {
     assert!(bytes.len() + head < size, "{wasm} is already larger");
     let pad = size - bytes.len() - head;
     let payload = 1 + name.len() + pad;
-    assert!((1 << 14..1 << 21).contains(&payload));
+    assert!(((1 << 14)..(1 << 21)).contains(&payload));
     bytes.push(0);
     bytes.extend([
         (payload & 0x7f) as u8 | 0x80,
-        (payload >> 7 & 0x7f) as u8 | 0x80,
+        ((payload >> 7) & 0x7f) as u8 | 0x80,
         (payload >> 14) as u8,
     ]);
     bytes.push(name.len() as u8);

@@ -4,8 +4,10 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -53,8 +55,20 @@ pub fn main(args: BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One component's build.
+pub struct Job<'m> {
+    /// The component.
+    pub id: &'m str,
+    /// Its build entry.
+    pub build: &'m Build,
+    /// What the build makes: the component's `source`.
+    source: &'m Path,
+    /// Where what it was last built from is remembered.
+    stamp: PathBuf,
+}
+
 /// The components named in `only` (all with a build entry when empty).
-pub fn choose<'m>(manifest: &'m Manifest, only: &[String]) -> Result<Vec<(&'m str, &'m Build)>> {
+pub fn choose<'m>(manifest: &'m Manifest, only: &[String]) -> Result<Vec<Job<'m>>> {
     for name in only {
         match manifest.components.get(name) {
             None => {
@@ -74,11 +88,19 @@ pub fn choose<'m>(manifest: &'m Manifest, only: &[String]) -> Result<Vec<(&'m st
             Some(_) => {}
         }
     }
+    let stamps = stamp_dir(manifest);
     Ok(manifest
         .components
         .values()
         .filter(|c| only.is_empty() || only.contains(&c.id))
-        .filter_map(|c| Some((c.id.as_str(), c.build.as_ref()?)))
+        .filter_map(|c| {
+            Some(Job {
+                id: &c.id,
+                build: c.build.as_ref()?,
+                source: &c.source,
+                stamp: stamps.join(format!("{}.stamp", c.id)),
+            })
+        })
         .collect())
 }
 
@@ -114,7 +136,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// Builds `components`, `jobs` at a time. Once one fails, the others
 /// running finish but no new one starts; the error names the first that
 /// failed and ends with the tail of its output.
-pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
+pub fn build(components: &[Job<'_>], jobs: usize) -> Result<()> {
     let started = Instant::now();
     // Removed when this returns.
     let tern_path = path_with_tern();
@@ -126,15 +148,19 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
     std::thread::scope(|scope| {
         loop {
             while failure.is_none() && running.len() < jobs.max(1) {
-                let Some(&(id, build)) = queue.pop_front() else {
+                let Some(job) = queue.pop_front() else {
                     break;
                 };
-                crate::log::say(&format!("tern: building {id}: {}", build.command));
+                let id = job.id;
+                crate::log::say(&format!("tern: building {id}: {}", job.build.command));
                 running.push((id, Instant::now()));
                 let done = done_tx.clone();
                 let path = path.clone();
                 scope.spawn(move || {
-                    let _ = done.send((id, run(build, path.as_deref())));
+                    let before = job.fingerprint();
+                    let outcome = run(job.build, path.as_deref());
+                    job.settle(before, outcome.is_ok());
+                    let _ = done.send((id, outcome));
                 });
             }
             if running.is_empty() {
@@ -182,6 +208,135 @@ pub fn build(components: &[(&str, &Build)], jobs: usize) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Where `tern build` remembers what each component was last built from:
+/// `.tern/build/` beside the manifest (ignored by the watcher).
+fn stamp_dir(manifest: &Manifest) -> PathBuf {
+    manifest.default_state_dir().join("build")
+}
+
+/// The first line of every stamp; a stamp of another format never matches.
+const STAMP_FORMAT: &str = "tern build stamp 1\n";
+
+/// Most directory entries looked at to fingerprint one build's inputs;
+/// past it the build always runs.
+const MAX_ENTRIES: usize = 100_000;
+
+impl Job<'_> {
+    /// Whether `tern up` may skip this build: it has `watch` globs, its
+    /// `source` exists, and they, the files they match (each one's path,
+    /// size and modification time), the command, its workdir and the
+    /// `source` (size and modification time) are as they were after the
+    /// last successful build.
+    pub fn is_up_to_date(&self) -> bool {
+        let Ok(recorded) = fs::read_to_string(&self.stamp) else {
+            return false;
+        };
+        match (self.fingerprint(), output(self.source)) {
+            (Some(inputs), Some(output)) => recorded == format!("{STAMP_FORMAT}{inputs}{output}"),
+            _ => false,
+        }
+    }
+
+    /// The build's inputs as text: the command, the workdir, and every file
+    /// its `watch` globs match, in order. `None` without globs, or when
+    /// they cannot be listed (then the build always runs).
+    fn fingerprint(&self) -> Option<String> {
+        if self.build.watch.is_empty() {
+            return None;
+        }
+        let globs = crate::watch::globs(&self.build.watch).ok()?;
+        let mut text = format!(
+            "command {:?}\nworkdir {:?}\n",
+            self.build.command, self.build.workdir
+        );
+        for (path, meta) in watched_files(&self.build.workdir, &globs)? {
+            let _ = writeln!(text, "file {path:?} {}", describe(meta.as_ref()));
+        }
+        Some(text)
+    }
+
+    /// After the build: remembers what it was built from when it succeeded
+    /// and its inputs did not change while it ran (`before` is their
+    /// fingerprint from before it started); otherwise forgets, so that the
+    /// next `tern up` builds. A stamp that cannot be written only costs a
+    /// build.
+    fn settle(&self, before: Option<String>, succeeded: bool) {
+        let after = if succeeded { self.fingerprint() } else { None };
+        let output = output(self.source);
+        match (before, after, output) {
+            (Some(before), Some(after), Some(output)) if before == after => {
+                if let Some(dir) = self.stamp.parent() {
+                    let _ = fs::create_dir_all(dir);
+                }
+                let _ = fs::write(&self.stamp, format!("{STAMP_FORMAT}{after}{output}"));
+            }
+            _ => {
+                let _ = fs::remove_file(&self.stamp);
+            }
+        }
+    }
+}
+
+/// The `source` a build made, as a stamp's last line; `None` when it is
+/// missing.
+fn output(source: &Path) -> Option<String> {
+    let meta = fs::metadata(source).ok()?;
+    Some(format!("source {source:?} {}\n", describe(Some(&meta))))
+}
+
+/// A file's size and modification time (nanoseconds), or `missing`.
+fn describe(meta: Option<&fs::Metadata>) -> String {
+    let Some(meta) = meta else {
+        return "missing".to_owned();
+    };
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    format!(
+        "{} bytes, modified {}.{:09}",
+        meta.len(),
+        modified.as_secs(),
+        modified.subsec_nanos()
+    )
+}
+
+/// The files under `workdir` (relative to it) that `globs` match, sorted,
+/// each with its metadata (a symlink's target's; `None` for a broken
+/// one). Directories the watcher ignores (`target/`, `node_modules/`, ...)
+/// are not entered, nor are symlinks to directories. `None` when a
+/// directory cannot be read or there are more than [`MAX_ENTRIES`].
+fn watched_files(
+    workdir: &Path,
+    globs: &globset::GlobSet,
+) -> Option<Vec<(PathBuf, Option<fs::Metadata>)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    let mut seen = 0usize;
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(workdir.join(&dir)).ok()? {
+            let entry = entry.ok()?;
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return None;
+            }
+            let name = entry.file_name();
+            let relative = dir.join(&name);
+            if entry.file_type().ok()?.is_dir() {
+                if !crate::watch::IGNORED_DIRS.iter().any(|d| name == *d) {
+                    pending.push(relative);
+                }
+            } else if globs.is_match(&relative) {
+                let meta = fs::metadata(workdir.join(&relative)).ok();
+                found.push((relative, meta));
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(found)
 }
 
 /// Runs one build command, its stdout and stderr captured together.

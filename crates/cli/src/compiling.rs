@@ -1,7 +1,11 @@
-//! The compile cache as `run` and `serve` open it, and the note shown while
+//! The compile cache as `run` and `serve` open it, and the lines shown while
 //! a large program compiles.
 
 use std::io::IsTerminal as _;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use tern_runtime::{ByteSize, CompileCache, CompileLimits, HumanDuration, Refused, Result};
@@ -33,6 +37,13 @@ impl CompileLimitArgs {
     }
 }
 
+/// Programs at least this large take long enough to compile (Python and
+/// JavaScript components: 9 to 13 s) to be worth a line.
+const LARGE: usize = 1 << 20;
+
+/// How often a compile still running is reported.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Opens the compile cache unless `no_cache`. Compiling works without it,
 /// so a cache that cannot be opened is `None` plus the reason, for the
 /// caller to report as it sees fit. A cache directory, key directory or key
@@ -49,10 +60,10 @@ pub fn open_cache(no_cache: bool) -> Result<(Option<CompileCache>, Option<String
     }
 }
 
-/// Says that `what` is being compiled: only on a terminal, and only when
-/// compiling takes long enough to wonder.
+/// `tern run`: says that `what` is being compiled, only on a terminal, and
+/// only when compiling takes long enough to wonder.
 pub fn note_compile(what: &str, size: usize, cached: bool) {
-    if size >= 1 << 20 && std::io::stderr().is_terminal() {
+    if size >= LARGE && std::io::stderr().is_terminal() {
         let later = if cached {
             "later runs use the compile cache"
         } else {
@@ -62,6 +73,142 @@ pub fn note_compile(what: &str, size: usize, cached: bool) {
             "tern: compiling {what} ({}); {later}",
             ByteSize(size as u64)
         ));
+    }
+}
+
+/// `tern serve` and its reloads: a line when a large component starts
+/// compiling, naming it and its size, then one every [`PROGRESS_EVERY`]
+/// until it is done. In the log's format, terminal or not: a server's
+/// operator wants to know why it is not listening yet.
+pub struct ServeNotes {
+    /// Whether compiled code is cached (else `--no-cache`).
+    cached: bool,
+    /// Loading a new version of a running app rather than starting.
+    reload: bool,
+    /// The progress lines of the compile under way.
+    ticker: Mutex<Option<Ticker>>,
+}
+
+impl ServeNotes {
+    /// Notes for starting to serve.
+    pub fn start(cached: bool) -> Self {
+        ServeNotes {
+            cached,
+            reload: false,
+            ticker: Mutex::new(None),
+        }
+    }
+
+    /// Notes for loading a new version while the old one serves.
+    pub fn reload(cached: bool) -> Self {
+        ServeNotes {
+            reload: true,
+            ..ServeNotes::start(cached)
+        }
+    }
+}
+
+impl tern_http::CompileNotes for ServeNotes {
+    fn compiling(&self, component: &str, size: usize) {
+        if size < LARGE {
+            return;
+        }
+        let size = ByteSize(size as u64);
+        let line = if self.reload {
+            format!("tern: loading the new version (compiling component {component}, {size})")
+        } else if self.cached {
+            format!(
+                "tern: compiling component {component} ({size}); later starts use the compile cache"
+            )
+        } else {
+            format!(
+                "tern: compiling component {component} ({size}); --no-cache: compiled on every start"
+            )
+        };
+        crate::log::say(&line);
+        let ticker = Ticker::start(component.to_owned(), PROGRESS_EVERY, |line| {
+            crate::log::say(&line)
+        });
+        *self.ticker.lock().unwrap_or_else(PoisonError::into_inner) = Some(ticker);
+    }
+
+    fn compiled(&self, _component: &str) {
+        // Dropping the ticker stops it.
+        let ticker = self
+            .ticker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(ticker);
+    }
+}
+
+/// A thread saying `tern: still compiling NAME (10s)` every `every` until
+/// dropped.
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(component: String, every: Duration, say: fn(String)) -> Ticker {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let started = Instant::now();
+        // Without the thread the compile goes on, only unreported.
+        let thread = std::thread::Builder::new()
+            .name("tern-compiling".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    say(format!(
+                        "tern: still compiling {component} ({}s)",
+                        started.elapsed().as_secs()
+                    ));
+                }
+            })
+            .ok();
+        Ticker {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        // A closed channel wakes the thread at once.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    #[test]
+    fn the_ticker_reports_until_dropped() {
+        let ticker = Ticker::start("web".into(), Duration::from_millis(10), |line| {
+            SAID.lock().unwrap().push(line)
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while SAID.lock().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "the ticker said nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(ticker);
+        let said = SAID.lock().unwrap().clone();
+        assert!(
+            said.iter()
+                .all(|line| line.starts_with("tern: still compiling web (") && line.ends_with("s)")),
+            "{said:?}"
+        );
+        // Nothing after the drop.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(SAID.lock().unwrap().len(), said.len());
     }
 }
 

@@ -113,16 +113,18 @@ impl Reloader {
             limits: Some(&self.compile_limits),
             ..Loader::default()
         };
+        let notes = compiling::ServeNotes::reload(cache.is_some());
         let app = self
             .slot
             .current()
-            .reload(&manifest, &self.config, &loader)?;
+            .reload_noting(&manifest, &self.config, &loader, &notes)?;
         let mut out = format!(
             "tern: reloaded in {:.1}s; new requests get the new version\n",
             started.elapsed().as_secs_f64()
         );
         serve::print_app(&app, &mut out);
         serve::print_outside(&manifest, &mut out);
+        serve::print_unused(&self.config.runtime, &manifest, &mut out);
         self.slot.replace(app);
         crate::log::say(&out);
         Ok(())

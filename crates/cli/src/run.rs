@@ -20,10 +20,13 @@ use crate::{compiling, exit};
 Nothing is granted by default: no files, no environment variables, no
 network. Options go before FILE; everything after FILE is the guest's argv.
 
-Exit status: the guest's exit code; 0 when `_start` returns; 124 when
---timeout stops the guest; 134 when the guest traps or runs out of fuel;
-1 when tern itself fails (missing file, malformed wasm, ...); 2 for a
-usage error.
+Exit status: the guest's exit code (a preview 1 module's 0 to 125; a
+component's 0 or 1, or 0 to 255 through `exit-with-code`); 0 when `_start`
+returns; 124 when --timeout stops the guest; 134 when the guest traps or
+runs out of fuel; 1 when tern itself fails (missing file, malformed wasm,
+...) or a preview 1 module exits with 126 or more; 2 for a usage error.
+Tern's own codes come with an `error:` line on stderr; a guest's do not.
+A trap prints one line; --backtrace adds the guest's backtrace.
 
 Examples:
   tern run hello.wasm
@@ -62,6 +65,10 @@ pub struct RunArgs {
     /// Call this exported function of a core module with ARGS and print its results
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
+    /// When the guest traps, print its backtrace (function names when the
+    /// module has a name section)
+    #[arg(long)]
+    backtrace: bool,
     /// Compile without reading or writing the compile cache
     #[arg(long)]
     no_cache: bool,
@@ -147,12 +154,18 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         None => tern_runtime::run_command(&engine, &loaded.program, config),
     }?;
     trace.note("guest finished");
-    Ok(report(outcome))
+    Ok(report(outcome, args.backtrace))
 }
 
-fn report(outcome: Outcome) -> ExitCode {
+fn report(outcome: Outcome, show_backtrace: bool) -> ExitCode {
     match outcome {
         Outcome::Exited(code) => exit::guest_code(code),
+        Outcome::InvalidExit(status) => {
+            eprintln!(
+                "error: the guest exited with status {status}, but a WASI preview 1 exit status is 0 to 125"
+            );
+            exit::TERN_ERROR
+        }
         Outcome::Returned(values) => {
             for value in values {
                 println!("{value}");
@@ -174,7 +187,7 @@ fn report(outcome: Outcome) -> ExitCode {
             note,
         } => {
             eprintln!("error: guest trapped: {message}");
-            if let Some(backtrace) = backtrace {
+            if show_backtrace && let Some(backtrace) = &backtrace {
                 eprint!("{backtrace}");
                 if !backtrace.ends_with('\n') {
                     eprintln!();
@@ -182,6 +195,9 @@ fn report(outcome: Outcome) -> ExitCode {
             }
             if let Some(note) = note {
                 eprintln!("note: {note}");
+            }
+            if backtrace.is_some() && !show_backtrace {
+                eprintln!("note: run with --backtrace to see the guest's backtrace");
             }
             ExitCode::from(exit::TRAP)
         }

@@ -122,6 +122,16 @@ pub(crate) fn print_outside(manifest: &Manifest, out: &mut String) {
     }
 }
 
+/// One warning line for each thing the runtime config sets that the app
+/// does not use: a store or variable it names that nothing declares (a
+/// typo sends data to the default SQLite store instead of the backend
+/// configured for it).
+pub(crate) fn print_unused(runtime: &RuntimeConfig, manifest: &Manifest, out: &mut String) {
+    for line in runtime.unused_by(manifest) {
+        out.push_str(&format!("tern: warning: {line}\n"));
+    }
+}
+
 /// `--listen`: an IP address and port, or `localhost:PORT` and `:PORT`
 /// for the loopback address.
 fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
@@ -166,6 +176,9 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     crate::log::set_format(args.log_format);
     let settings = args.runtime_config()?;
     let manifest = tern_manifest::load_with(&args.path, serving(&settings))?;
+    let mut warnings = String::new();
+    print_unused(&settings, &manifest, &mut warnings);
+    crate::log::say(&warnings);
     let mut config = ServeConfig::new(args.listen);
     config.limits = LimitsConfig {
         memory: args.max_memory,
@@ -183,16 +196,14 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
 
     // Serving works without the cache, only starting is slower.
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
-    let note_compile = |size| compiling::note_compile("a component", size, cache.is_some());
     let compile_limits = args.compile_limits.limits();
     let loader = Loader {
         cache: cache.as_ref(),
-        key: None,
-        on_compile: Some(&note_compile),
         limits: Some(&compile_limits),
-        spec: None,
+        ..Loader::default()
     };
-    let app = App::load(&manifest, &config, &loader)?;
+    let notes = compiling::ServeNotes::start(cache.is_some());
+    let app = App::load_noting(&manifest, &config, &loader, &notes)?;
 
     raise_open_files_limit();
     let threads = args.threads.map_or_else(

@@ -14,7 +14,9 @@ use crate::serve::{self, ServeArgs};
 /// Arguments of `tern up`.
 #[derive(Args)]
 #[command(
-    after_help = "With --watch, a change to a file matching a component's `build.watch` \
+    after_help = "A component whose `build.watch` files, build command and built `source` are \
+unchanged since its last successful build is not built again (`tern build` always builds). \
+With --watch, a change to a file matching a component's `build.watch` \
 globs rebuilds that component and swaps the new code in: requests in flight finish on the old \
 code, new requests get the new code. A build that fails is reported and the old code keeps \
 serving. Editing tern.toml reloads the app."
@@ -51,9 +53,16 @@ pub fn main(args: UpArgs) -> Result<ExitCode> {
             ..serve::serving(&args.serve.runtime_config()?)
         };
         let manifest = tern_manifest::load_with(&args.serve.path, options)?;
-        let chosen = build::choose(&manifest, &[])?;
-        if !chosen.is_empty() {
-            build::build(&chosen, jobs)?;
+        // What was built from the files it watches as they are now needs no
+        // build (`tern build` builds anyway).
+        let (fresh, stale): (Vec<_>, Vec<_>) = build::choose(&manifest, &[])?
+            .into_iter()
+            .partition(build::Job::is_up_to_date);
+        for job in &fresh {
+            crate::log::say(&format!("tern: {} is up to date", job.id));
+        }
+        if !stale.is_empty() {
+            build::build(&stale, jobs)?;
         }
     }
     let watch = args.watch.then_some(Watch { jobs });

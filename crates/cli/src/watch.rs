@@ -22,7 +22,7 @@ const SETTLE: Duration = Duration::from_millis(250);
 
 /// Directories that hold build output and dependencies, never sources:
 /// a build writing there must not trigger another build.
-const IGNORED_DIRS: [&str; 6] = [
+pub(crate) const IGNORED_DIRS: [&str; 6] = [
     "target",
     "node_modules",
     ".git",
@@ -47,15 +47,7 @@ impl Targets {
         let mut binaries = Vec::new();
         for component in manifest.components.values() {
             if let Some(build) = &component.build {
-                let mut globs = GlobSetBuilder::new();
-                for pattern in &build.watch {
-                    let glob = GlobBuilder::new(pattern)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(Error::msg)?;
-                    globs.add(glob);
-                }
-                let globs = globs.build().map_err(Error::msg)?;
+                let globs = globs(&build.watch)?;
                 let workdir = absolute(&build.workdir)?;
                 built.push((component.id.clone(), build.clone(), workdir, globs));
             }
@@ -188,6 +180,20 @@ pub(crate) fn start(manifest: &Manifest, reloads: Reloads) -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// A `build.watch` list as one set: `*` stops at `/`, `**` crosses
+/// directories; relative to the build's workdir.
+pub(crate) fn globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut globs = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(Error::msg)?;
+        globs.add(glob);
+    }
+    globs.build().map_err(Error::msg)
 }
 
 fn watch(watcher: &mut impl Watcher, dir: &Path, recursive: bool) -> Result<()> {

@@ -1,9 +1,10 @@
 //! An app ready to serve: every component compiled, linked and
 //! pre-instantiated once, its grants and limits resolved, its routes sorted.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use tern_manifest::{Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
+use tern_manifest::{ByteSize, Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
 use tern_runtime::{Loader, Program, Services};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -88,12 +89,24 @@ impl std::fmt::Display for LoadError {
             LoadError::Engine(e) => write!(f, "setting up the engine: {e:#}"),
             LoadError::Variable(e) => e.fmt(f),
             LoadError::Store(e) => f.write_str(e),
-            LoadError::Tls(e) => write!(f, "outbound.ca_file: {e}"),
+            LoadError::Tls(e) => write!(f, "runtime config: outbound.ca_file: {e}"),
         }
     }
 }
 
 impl std::error::Error for LoadError {}
+
+/// Told when loading an app compiles a component, so that the CLI can say
+/// so (the server never prints): a large component takes seconds. An app
+/// loads one component at a time, so each `compiling` is followed by its
+/// `compiled` before the next.
+pub trait CompileNotes {
+    /// `component`'s binary, `size` bytes, was not in the compile cache
+    /// and is about to be compiled.
+    fn compiling(&self, component: &str, size: usize);
+    /// The compile `compiling` announced is over, done or failed.
+    fn compiled(&self, component: &str);
+}
 
 impl App {
     /// Compiles (or loads from the cache) and prepares every component of
@@ -103,7 +116,18 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
-        App::load_after(None, manifest, config, loader)
+        App::load_after(None, manifest, config, loader, None)
+    }
+
+    /// Like [`App::load`], telling `notes` about each component it
+    /// compiles (the `loader`'s own `on_compile` is not called).
+    pub fn load_noting(
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+        notes: &dyn CompileNotes,
+    ) -> Result<App, LoadError> {
+        App::load_after(None, manifest, config, loader, Some(notes))
     }
 
     /// Loads a new version of this app, to replace it while serving. The
@@ -117,7 +141,19 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
-        App::load_after(Some(self), manifest, config, loader)
+        App::load_after(Some(self), manifest, config, loader, None)
+    }
+
+    /// Like [`App::reload`], telling `notes` about each component it
+    /// compiles (the `loader`'s own `on_compile` is not called).
+    pub fn reload_noting(
+        &self,
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+        notes: &dyn CompileNotes,
+    ) -> Result<App, LoadError> {
+        App::load_after(Some(self), manifest, config, loader, Some(notes))
     }
 
     fn load_after(
@@ -125,6 +161,7 @@ impl App {
         manifest: &Manifest,
         config: &ServeConfig,
         loader: &Loader<'_>,
+        notes: Option<&dyn CompileNotes>,
     ) -> Result<App, LoadError> {
         let limits: Vec<_> = manifest
             .components
@@ -172,13 +209,14 @@ impl App {
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
         for (component, limits) in manifest.components.values().zip(limits) {
-            let executor = prepare(engine, loader, component).map_err(|message| {
-                LoadError::Manifest(manifest.error_at(
-                    component.source_location,
-                    &format!("component.{}", component.id),
-                    message,
-                ))
-            })?;
+            let executor =
+                prepare(engine, loader, notes, component, limits.memory).map_err(|message| {
+                    LoadError::Manifest(manifest.error_at(
+                        component.source_location,
+                        &format!("component.{}", component.id),
+                        message,
+                    ))
+                })?;
             let services = Services::new(
                 stores.clone(),
                 &component.key_value_stores,
@@ -244,19 +282,59 @@ impl App {
 }
 
 /// Loads one component and picks its executor, checking that the binary
-/// can be run by it.
+/// can be run by it, and first that its memory fits `memory`, its limit.
 fn prepare(
     engine: &Engine,
     loader: &Loader<'_>,
+    notes: Option<&dyn CompileNotes>,
     component: &tern_manifest::Component,
+    memory: ByteSize,
 ) -> Result<Executor, String> {
     let file = component.source.file_name().map_or_else(
         || component.source.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let loaded = loader
-        .load(engine, &component.source)
-        .map_err(|e| format!("cannot load {file}: {e:#}"))?;
+    // Before compiling, which takes seconds for a large component: a
+    // memory that cannot fit would fail every request (or, as the largest
+    // limit of the app, the pool after the compile).
+    if let Ok(bytes) = std::fs::read(&component.source)
+        && let Some(needed) = tern_runtime::initial_memory(&bytes)
+        && needed > memory.0
+    {
+        let id = &component.id;
+        let raise = match component.limits.memory {
+            Some(_) => format!("raise `memory` under [component.{id}.limits]"),
+            None => format!(
+                "raise it with --max-memory, or with `memory` under [component.{id}.limits]"
+            ),
+        };
+        return Err(format!(
+            "{file} needs {} of linear memory to start, above its memory limit of {memory} ({raise})",
+            ByteSize(needed)
+        ));
+    }
+    // The component's name goes with each compile note.
+    let compiling = Cell::new(false);
+    let note = |size: usize| {
+        if let Some(notes) = notes {
+            compiling.set(true);
+            notes.compiling(&component.id, size);
+        }
+    };
+    let loader = match notes {
+        Some(_) => Loader {
+            on_compile: Some(&note),
+            ..*loader
+        },
+        None => *loader,
+    };
+    let loaded = loader.load(engine, &component.source);
+    if compiling.get()
+        && let Some(notes) = notes
+    {
+        notes.compiled(&component.id);
+    }
+    let loaded = loaded.map_err(|e| format!("cannot load {file}: {e:#}"))?;
     match (loaded.program, component.executor) {
         (Program::Component(c), None | Some(ExecutorName::WasiHttp)) => {
             if !WasiHttpExecutor::exports_handler(engine, &c) {

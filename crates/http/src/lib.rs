@@ -39,7 +39,7 @@ mod server;
 mod wagi;
 mod wasi_http;
 
-pub use app::{App, LoadError, RouteInfo};
+pub use app::{App, CompileNotes, LoadError, RouteInfo};
 pub use config::{RequestLimits, ServeConfig};
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
 pub use response::REQUEST_ID_HEADER;

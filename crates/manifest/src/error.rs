@@ -41,8 +41,9 @@ impl fmt::Display for Location {
     }
 }
 
-/// Why a manifest could not be loaded. Displays as one line that names the
-/// file and, when known, the line and column:
+/// Why a manifest (or the runtime config, which reads the same way) could
+/// not be loaded. Displays as one line that names the file and, when known,
+/// the line and column:
 /// `apps/shop/tern.toml:12:1: component.hello.source: file not found: apps/shop/hello.wasm`.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -50,6 +51,14 @@ pub enum ManifestError {
     #[error("reading manifest {}: {error}", path.display())]
     Read {
         /// The manifest file as given.
+        path: PathBuf,
+        /// Why reading failed.
+        error: io::Error,
+    },
+    /// The runtime config file (`--runtime-config`) could not be read.
+    #[error("reading runtime config {}: {error}", path.display())]
+    ReadRuntimeConfig {
+        /// The runtime config file as given.
         path: PathBuf,
         /// Why reading failed.
         error: io::Error,
@@ -94,7 +103,9 @@ impl ManifestError {
     /// Where in the manifest the problem is, when that is known.
     pub fn location(&self) -> Option<Location> {
         match self {
-            ManifestError::Read { .. } | ManifestError::NoManifest { .. } => None,
+            ManifestError::Read { .. }
+            | ManifestError::ReadRuntimeConfig { .. }
+            | ManifestError::NoManifest { .. } => None,
             ManifestError::Toml { location, .. } | ManifestError::Invalid { location, .. } => {
                 *location
             }

@@ -144,6 +144,73 @@ impl RuntimeConfig {
             .cloned()
             .unwrap_or_else(|| StoreConfig::new(StoreBackend::Sqlite { path: None }))
     }
+
+    /// What this runtime config sets that `manifest` never uses, one line
+    /// each, for the CLI to print as a warning: a `[key_value_store.NAME]`
+    /// that no component declares in `key_value_stores` (a typo would
+    /// otherwise send the data to the default SQLite store instead of the
+    /// backend configured for it), and a `[variables]` entry the app does
+    /// not declare. Each names what is declared. Never a value.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// let rc = "[key_value_store.cahce]\ntype = \"memory\"\n";
+    /// let rc = tern_manifest::runtime_config::parse(rc, Path::new("rc.toml")).unwrap();
+    /// let app = "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/\"\n\
+    ///            component = \"a\"\n[component.a]\nsource = \"Cargo.toml\"\n\
+    ///            key_value_stores = [\"default\", \"cache\"]\n";
+    /// let app = tern_manifest::parse(app, Path::new("tern.toml")).unwrap();
+    /// assert_eq!(
+    ///     rc.unused_by(&app),
+    ///     ["the runtime config sets key_value_store.cahce, which no component declares; declared: cache, default"]
+    /// );
+    /// ```
+    pub fn unused_by(&self, manifest: &crate::Manifest) -> Vec<String> {
+        let mut unused = Vec::new();
+        let mut stores = manifest.key_value_stores();
+        stores.sort_unstable();
+        let declared_stores = if stores.is_empty() {
+            "no component declares a store".to_owned()
+        } else {
+            format!("declared: {}", stores.join(", "))
+        };
+        for name in self.stores.keys() {
+            if !stores.contains(&name.as_str()) {
+                unused.push(format!(
+                    "the runtime config sets key_value_store.{name}, which no component declares; {declared_stores}"
+                ));
+            }
+        }
+        let variables: Vec<&str> = manifest.variables.keys().map(String::as_str).collect();
+        let declared_variables = if variables.is_empty() {
+            "the app declares no variables".to_owned()
+        } else {
+            format!("declared: {}", variables.join(", "))
+        };
+        for name in self.variables.keys() {
+            if !manifest.variables.contains_key(name) {
+                unused.push(format!(
+                    "the runtime config sets variables.{}, which the app does not declare; {declared_variables}",
+                    toml_key(name)
+                ));
+            }
+        }
+        unused
+    }
+}
+
+/// `name` as a TOML key: bare when it can be, else quoted and escaped, so
+/// a name chosen by whoever wrote the file prints on one line.
+fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.escape_debug())
+    }
 }
 
 impl StoreBackend {
@@ -198,7 +265,7 @@ struct RawStore {
 
 /// Reads and checks the runtime config at `path`.
 pub fn load(path: &Path) -> Result<RuntimeConfig, ManifestError> {
-    let text = fs::read_to_string(path).map_err(|error| ManifestError::Read {
+    let text = fs::read_to_string(path).map_err(|error| ManifestError::ReadRuntimeConfig {
         path: path.to_owned(),
         error,
     })?;
@@ -435,6 +502,57 @@ mod tests {
             )
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_is_named_as_the_runtime_config() {
+        let error = load(Path::new("no/such/rc.toml")).unwrap_err().to_string();
+        assert!(
+            error.starts_with("reading runtime config no/such/rc.toml: "),
+            "{error}"
+        );
+        assert!(!error.contains("manifest"), "{error}");
+    }
+
+    #[test]
+    fn stores_and_variables_the_app_does_not_declare_are_named() {
+        let app = "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/\"\n\
+                   component = \"a\"\n[component.a]\nsource = \"Cargo.toml\"\n\
+                   key_value_stores = [\"default\", \"cache\"]\n\
+                   [variables]\napi_token = { required = true }\n";
+        let app = crate::parse(app, Path::new("tern.toml")).unwrap();
+        let rc = "[key_value_store.cache]\ntype = \"memory\"\n\
+                  [key_value_store.cahce]\ntype = \"memory\"\n\
+                  [variables]\napi_token = \"s3cret\"\napi_tokne = \"s3cret\"\n\"a b\" = \"s3cret\"\n";
+        let rc = parse(rc, Path::new("rc.toml")).unwrap();
+        assert_eq!(
+            rc.unused_by(&app),
+            [
+                "the runtime config sets key_value_store.cahce, which no component declares; declared: cache, default",
+                "the runtime config sets variables.\"a b\", which the app does not declare; declared: api_token",
+                "the runtime config sets variables.api_tokne, which the app does not declare; declared: api_token",
+            ]
+        );
+        // Everything used: nothing to say.
+        let used = parse(
+            "[key_value_store.default]\ntype = \"memory\"\n",
+            Path::new("rc.toml"),
+        );
+        assert!(used.unwrap().unused_by(&app).is_empty());
+        // An app that declares nothing says so.
+        let bare = "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/\"\n\
+                    component = \"a\"\n[component.a]\nsource = \"Cargo.toml\"\n";
+        let bare = crate::parse(bare, Path::new("tern.toml")).unwrap();
+        assert_eq!(
+            rc.unused_by(&bare),
+            [
+                "the runtime config sets key_value_store.cache, which no component declares; no component declares a store",
+                "the runtime config sets key_value_store.cahce, which no component declares; no component declares a store",
+                "the runtime config sets variables.\"a b\", which the app does not declare; the app declares no variables",
+                "the runtime config sets variables.api_token, which the app does not declare; the app declares no variables",
+                "the runtime config sets variables.api_tokne, which the app does not declare; the app declares no variables",
+            ]
+        );
     }
 
     #[test]

@@ -12,7 +12,14 @@ use tern_manifest::units::ByteSize;
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// The guest called `exit(code)`, or returned from `_start` (code 0).
+    /// A preview 1 module's code is 0 to 125; a component's is 0 or 1
+    /// from `wasi:cli/exit.exit`, or 0 to 255 from `exit-with-code`.
     Exited(i32),
+    /// A preview 1 module called `proc_exit` with a status WASI does not
+    /// allow: 126 or more, or negative as the guest's `exit(int)` saw it.
+    /// (Those would pass for a shell's or a signal's status, Tern's own 134
+    /// among them; wasmtime-wasi refuses them too.)
+    InvalidExit(i32),
     /// An `--invoke`d function returned these values.
     Returned(Vec<String>),
     /// The guest trapped.
@@ -44,8 +51,11 @@ pub(crate) fn finish(
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return Ok(Outcome::Exited(exit.0));
     }
+    if let Some(InvalidExit(status)) = err.downcast_ref::<InvalidExit>() {
+        return Ok(Outcome::InvalidExit(*status));
+    }
     let Some(trap) = err.downcast_ref::<Trap>() else {
-        return Err(err);
+        return Err(without_backtrace(err));
     };
     let note = match trap {
         Trap::Interrupt => return Ok(Outcome::TimedOut(limits.timeout.unwrap_or_default())),
@@ -68,6 +78,34 @@ pub(crate) fn finish(
         backtrace: err.downcast_ref::<WasmBacktrace>().and_then(frames),
         note,
     })
+}
+
+/// What preview 1's `proc_exit` (as Tern links it) fails with for a status
+/// outside WASI's 0 to 125.
+#[derive(Debug)]
+pub(crate) struct InvalidExit(pub(crate) i32);
+
+impl std::fmt::Display for InvalidExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {} is outside WASI's 0 to 125", self.0)
+    }
+}
+
+impl std::error::Error for InvalidExit {}
+
+/// A host call that failed the guest (not a trap, not an exit) carries the
+/// guest's backtrace as the outermost part of its message: one line is
+/// kept, the rest is the guest's business.
+fn without_backtrace(err: wasmtime::Error) -> wasmtime::Error {
+    if err.downcast_ref::<WasmBacktrace>().is_none() {
+        return err;
+    }
+    let parts: Vec<String> = err
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|part| !part.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    wasmtime::Error::msg(parts.join(": "))
 }
 
 /// The frame lines of a backtrace, without wasmtime's header and its hint

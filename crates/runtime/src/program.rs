@@ -154,8 +154,10 @@ impl Loader<'_> {
         }
         let wasm = match std::str::from_utf8(&bytes) {
             _ if bytes.starts_with(b"\0asm") => bytes,
-            Ok(text) => wat::parse_str(text).map_err(|e| wasmtime::format_err!("{e}"))?,
-            Err(_) => bail!("not a WebAssembly binary, .wat text or tern artifact"),
+            Ok(text) if crate::declared::looks_like_wat(text) => {
+                wat::parse_str(text).map_err(|e| wasmtime::format_err!("{e}"))?
+            }
+            _ => bail!("not a WebAssembly binary, .wat text or tern artifact"),
         };
         let binary = classify(&wasm)?;
 

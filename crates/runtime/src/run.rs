@@ -12,12 +12,12 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Instance, Module, Result, Store, bail};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::capabilities::Capabilities;
 use crate::engine::Deadline;
 use crate::limits::{Limits, MemoryLimiter};
-use crate::outcome::{Outcome, finish};
+use crate::outcome::{InvalidExit, Outcome, finish};
 use crate::program::Program;
 use crate::services::{self, Services, ServicesView};
 use crate::symlinks;
@@ -192,9 +192,32 @@ pub(crate) async fn instantiate_module(
     };
     let mut store = config.store(engine, host, |h| &mut h.limiter)?;
     symlinks::guard_module(&mut linker, &mut store)?;
+    link_proc_exit(&mut linker)?;
     let instance = linker.instantiate_async(&mut store, module).await;
     let instance = instantiated(instance, &store.data().limiter, config)?;
     Ok((store, instance))
+}
+
+/// Preview 1's `proc_exit` as wasmtime-wasi has it, except that a status
+/// WASI does not allow (126 or more) is reported with the status, as
+/// [`Outcome::InvalidExit`], instead of as an error carrying the guest's
+/// backtrace.
+fn link_proc_exit(linker: &mut wasmtime::Linker<ModuleHost>) -> Result<()> {
+    linker.allow_shadowing(true);
+    let defined = linker
+        .func_wrap(
+            "wasi_snapshot_preview1",
+            "proc_exit",
+            |status: u32| -> Result<()> {
+                Err(match status {
+                    0..=125 => I32Exit(status as i32).into(),
+                    _ => InvalidExit(status as i32).into(),
+                })
+            },
+        )
+        .map(|_| ());
+    linker.allow_shadowing(false);
+    defined
 }
 
 /// Passes an instantiation result on, turning a refused initial memory into

@@ -3,6 +3,7 @@
 
 use test_programs::*;
 
+use crate::serving::Serve;
 use crate::support::Tern;
 
 /// A manifest with components `a` (workdir `a/`) and `b`, whose builds
@@ -185,4 +186,105 @@ fn builds_find_this_tern_first_on_path_in_a_private_directory() {
         seen.push(first);
     }
     assert_ne!(seen[0], seen[1], "the directory's name is predictable");
+}
+
+/// `tern up` builds a component only when something its build depends on
+/// changed: a file its `watch` globs match, its command, or what it made.
+/// Components without `watch` always build, and so does `tern build`.
+#[test]
+fn up_skips_builds_whose_watched_files_have_not_changed() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path();
+    std::fs::create_dir(app.join("src")).unwrap();
+    std::fs::copy(HTTP_HELLO, app.join("src/prebuilt.wasm")).unwrap();
+    std::fs::write(app.join("src/main.txt"), "v1").unwrap();
+    let manifest = |web_command: &str| {
+        format!(
+            r#"manifest_version = 1
+[app]
+name = "stamps"
+[[route]]
+path = "/web"
+component = "web"
+[[route]]
+path = "/plain"
+component = "plain"
+[component.web]
+source = "app.wasm"
+build = {{ command = '{web_command}', watch = ["src/**"] }}
+[component.plain]
+source = "plain.wasm"
+build = {{ command = 'echo plain >> plain.log && cp src/prebuilt.wasm plain.wasm' }}
+"#
+        )
+    };
+    let web_command = "echo web >> web.log && cp src/prebuilt.wasm app.wasm";
+    std::fs::write(app.join("tern.toml"), manifest(web_command)).unwrap();
+    let builds = |name: &str| {
+        std::fs::read_to_string(app.join(name))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // Starts the app, then stops it; returns its log.
+    let up = || {
+        let serve = Serve::spawn_verb(tern.dev_command(), "up", app, &[]);
+        serve.get("/web").expect(200);
+        serve.log()
+    };
+
+    let log = up();
+    assert_eq!((builds("web.log"), builds("plain.log")), (1, 1), "{log}");
+    assert!(app.join(".tern/build/web.stamp").is_file(), "{log}");
+    assert!(!log.contains("up to date"), "{log}");
+
+    // Nothing changed: `web` is skipped, `plain` (no watch) is built.
+    let log = up();
+    assert!(log.contains("tern: web is up to date\n"), "{log}");
+    assert!(!log.contains("tern: building web"), "{log}");
+    assert_eq!((builds("web.log"), builds("plain.log")), (1, 2), "{log}");
+
+    // A watched file changes: built again, once.
+    std::fs::write(app.join("src/main.txt"), "v2, longer").unwrap();
+    let log = up();
+    assert_eq!(builds("web.log"), 2, "{log}");
+    up();
+    assert_eq!(builds("web.log"), 2);
+
+    // `tern build` always builds; what it built counts as built.
+    let out = tern.run_dev(&["build", app.to_str().unwrap(), "-c", "web"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(builds("web.log"), 3);
+    up();
+    assert_eq!(builds("web.log"), 3);
+
+    // The built binary gone, or replaced by something else: built again.
+    std::fs::remove_file(app.join("app.wasm")).unwrap();
+    up();
+    assert_eq!(builds("web.log"), 4);
+    std::fs::write(app.join("app.wasm"), b"not what the build made").unwrap();
+    up();
+    assert_eq!(builds("web.log"), 5);
+
+    // Another command: built again.
+    let other = format!("{web_command} && true");
+    std::fs::write(app.join("tern.toml"), manifest(&other)).unwrap();
+    up();
+    assert_eq!(builds("web.log"), 6);
+    up();
+    assert_eq!(builds("web.log"), 6);
+
+    // A build that fails forgets the stamp: the next `up` builds.
+    std::fs::write(
+        app.join("tern.toml"),
+        manifest(&format!("{other} && false")),
+    )
+    .unwrap();
+    let out = tern.run_dev(&["build", app.to_str().unwrap(), "-c", "web"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(!app.join(".tern/build/web.stamp").exists());
+    std::fs::write(app.join("tern.toml"), manifest(&other)).unwrap();
+    up();
+    assert_eq!(builds("web.log"), 8);
 }

@@ -6,21 +6,41 @@ use std::fs;
 use crate::support::Tern;
 use test_programs::*;
 
+/// What `tern run` prints after a trap unless asked for the backtrace.
+pub const BACKTRACE_NOTE: &str = "note: run with --backtrace to see the guest's backtrace\n";
+
 #[test]
 pub fn panic() {
     let tern = Tern::new();
     for program in [P1_PANIC, P2_PANIC] {
+        // By default: the guest's own output, then one line and a note.
         let out = tern.run(&["run", program]);
         out.code(134)
             .stderr_has("invariant broken: 7 != 42")
-            .stderr_has("error: guest trapped: wasm `unreachable` instruction executed\n")
+            .stderr_has(&format!(
+                "\nerror: guest trapped: wasm `unreachable` instruction executed\n{BACKTRACE_NOTE}"
+            ));
+        assert!(out.stderr.ends_with(BACKTRACE_NOTE), "{out:#?}");
+        assert!(!out.stderr.contains("wasm backtrace"), "{out:#?}");
+        assert!(!out.stderr.contains("check_invariant"), "{out:#?}");
+        // On request, the backtrace names the guest's functions.
+        tern.run(&["run", "--backtrace", program])
+            .code(134)
+            .stderr_has(
+                "error: guest trapped: wasm `unreachable` instruction executed\nwasm backtrace:\n",
+            )
             .stderr_has("check_invariant");
     }
 }
 
 #[test]
 pub fn oob() {
-    let out = Tern::new().run(&["run", WAT_OOB]);
+    let tern = Tern::new();
+    let out = tern.run(&["run", WAT_OOB]);
+    out.code(134).stderr(&format!(
+        "error: guest trapped: out of bounds memory access\n{BACKTRACE_NOTE}"
+    ));
+    let out = tern.run(&["run", "--backtrace", WAT_OOB]);
     out.code(134)
         .stderr_has("error: guest trapped: out of bounds memory access\n");
     // The backtrace names each frame, innermost first.
@@ -69,11 +89,27 @@ fn malformed_and_truncated_modules() {
     let tern = Tern::new();
     let dir = tempfile::tempdir().unwrap();
     let hello = fs::read(P1_HELLO).unwrap();
-    let cases: [(&str, Vec<u8>, &str); 5] = [
+    let cases: [(&str, Vec<u8>, &str); 8] = [
         (
             "garbage.wasm",
             vec![0xde, 0xad, 0xbe, 0xef, 0xff, 0x00],
-            "not a WebAssembly binary",
+            "not a WebAssembly binary, .wat text or tern artifact",
+        ),
+        // Text that is not WAT says so, not what the WAT parser expected.
+        (
+            "script.sh",
+            b"#!/bin/sh\necho hello\n".to_vec(),
+            "not a WebAssembly binary, .wat text or tern artifact",
+        ),
+        (
+            "README.md",
+            b"# Notes\n\n(module) is how WAT starts\n".to_vec(),
+            "not a WebAssembly binary, .wat text or tern artifact",
+        ),
+        (
+            "empty.wasm",
+            Vec::new(),
+            "not a WebAssembly binary, .wat text or tern artifact",
         ),
         (
             "header.wasm",
@@ -92,6 +128,7 @@ fn malformed_and_truncated_modules() {
         ),
         ("syntax.wat", b"(module (func".to_vec(), "expected"),
     ];
+    let not_wasm = "not a WebAssembly binary, .wat text or tern artifact";
     for (name, bytes, message) in cases {
         let path = dir.path().join(name);
         fs::write(&path, bytes).unwrap();
@@ -101,8 +138,22 @@ fn malformed_and_truncated_modules() {
             out.stderr.starts_with("error: cannot run `"),
             "{name}: {out:?}"
         );
+        if message == not_wasm {
+            out.one_line_error(&format!(
+                "error: cannot run `{}`: {not_wasm}",
+                path.display()
+            ));
+        }
         assert!(out.stderr.contains(message), "{name}: {out:?}");
     }
+    // WAT may open with comments.
+    let commented = dir.path().join("commented.wat");
+    fs::write(
+        &commented,
+        ";; exits 7\n(; a block comment ;)\n(module\n  (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $exit (param i32)))\n  (memory (export \"memory\") 1)\n  (func (export \"_start\") i32.const 7 call $exit))\n",
+    )
+    .unwrap();
+    tern.run(&["run", commented.to_str().unwrap()]).code(7);
 }
 
 #[test]
@@ -127,6 +178,7 @@ fn usage_errors_exit_2() {
         "--fuel",
         "--max-stack",
         "--invoke",
+        "--backtrace",
         "--no-cache",
     ] {
         assert!(help.stdout.contains(flag), "help lacks {flag}");

@@ -93,10 +93,17 @@ pub fn big_memory() {
 pub fn recurse() {
     let tern = Tern::new();
     for program in [P1_RECURSE, P2_RECURSE] {
+        // One line, the limit behind it, and where to find the rest.
         tern.run(&["run", program])
             .code(134)
             .stdout("recursing\n")
-            .stderr_has("error: guest trapped: call stack exhausted\n")
+            .stderr(&format!(
+                "error: guest trapped: call stack exhausted\nnote: the wasm stack limit is 512KiB (raise it with --max-stack)\n{}",
+                crate::errors::BACKTRACE_NOTE
+            ));
+        tern.run(&["run", "--backtrace", program])
+            .code(134)
+            .stderr_has("error: guest trapped: call stack exhausted\nwasm backtrace:\n")
             .stderr_has("deeper")
             .stderr_has("note: the wasm stack limit is 512KiB (raise it with --max-stack)");
         tern.run(&["run", "--max-stack", "64KiB", program])

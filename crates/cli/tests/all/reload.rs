@@ -315,6 +315,99 @@ fn sigusr1_reloads_too() {
     assert_eq!(get(&serve), HELLO);
 }
 
+/// The binary at `wasm` with a custom section appended that takes it to
+/// `size` bytes: as large as a Python component, without its compile time.
+/// `fill` tells copies apart (and their compile cache entries).
+fn padded(wasm: &str, size: usize, fill: u8) -> Vec<u8> {
+    let mut bytes = std::fs::read(wasm).unwrap();
+    let name = b"tern-test-padding";
+    // Section id, a 3-byte size (below 2 MiB), the name's length and name.
+    let head = 1 + 3 + 1 + name.len();
+    assert!(bytes.len() + head < size, "{wasm} is already larger");
+    let pad = size - bytes.len() - head;
+    let payload = 1 + name.len() + pad;
+    assert!(((1 << 14)..(1 << 21)).contains(&payload));
+    bytes.push(0);
+    bytes.extend([
+        (payload & 0x7f) as u8 | 0x80,
+        ((payload >> 7) & 0x7f) as u8 | 0x80,
+        (payload >> 14) as u8,
+    ]);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.resize(size, fill);
+    bytes
+}
+
+/// The position of the `nth` line (from 1) of `log` containing `needle`.
+#[track_caller]
+fn line_of(log: &str, needle: &str, nth: usize) -> usize {
+    log.lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(needle))
+        .nth(nth - 1)
+        .unwrap_or_else(|| panic!("no {needle:?} ({nth}) in the log:\n{log}"))
+        .0
+}
+
+#[test]
+fn large_components_say_what_is_compiling_at_start_and_between_built_and_reloaded() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("v1.wasm"), padded(HTTP_HELLO, 1_600_000, 1)).unwrap();
+    std::fs::write(dir.path().join("v2.wasm"), padded(HTTP_BODY, 1_600_000, 2)).unwrap();
+    std::fs::write(dir.path().join("which"), "v1.wasm").unwrap();
+    std::fs::write(
+        dir.path().join("tern.toml"),
+        r#"manifest_version = 1
+[app]
+name = "big"
+[[route]]
+path = "/..."
+component = "web"
+[component.web]
+source = "app.wasm"
+build = { command = 'cp "$(cat which)" app.wasm', watch = ["which"] }
+"#,
+    )
+    .unwrap();
+
+    // At start, before listening: the component, its size, and that the
+    // next start is quicker.
+    let serve = Serve::spawn_verb(tern.dev_command(), "up", dir.path(), &["--watch"]);
+    let log = serve.log();
+    let compiling = "tern: compiling component web (1.5MiB); later starts use the compile cache";
+    assert!(
+        line_of(&log, "tern: built web in ", 1) < line_of(&log, compiling, 1)
+            && line_of(&log, compiling, 1) < line_of(&log, "listening on", 1),
+        "{log}"
+    );
+    serve.wait_for_log("watching for changes");
+    assert_eq!(get(&serve), HELLO);
+
+    // A rebuild: between `built` and `reloaded`, what is being compiled.
+    std::fs::write(dir.path().join("which"), "v2.wasm").unwrap();
+    serve.wait_for_log("tern: reloaded in");
+    let log = serve.log();
+    let loading = "tern: loading the new version (compiling component web, 1.5MiB)";
+    let at = line_of(&log, loading, 1);
+    assert!(
+        line_of(&log, "tern: built web in ", 2) < at && at < line_of(&log, "tern: reloaded in", 1),
+        "{log}"
+    );
+    assert_eq!(get(&serve), BODY);
+    drop(serve);
+
+    // Compiled once: a second start loads it from the cache and says nothing.
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    assert!(!serve.log().contains("compiling"), "{}", serve.log());
+    drop(serve);
+    let serve = Serve::spawn(tern.command(), dir.path(), &["--no-cache"]);
+    serve.wait_for_log(
+        "tern: compiling component web (1.5MiB); --no-cache: compiled on every start",
+    );
+}
+
 /// Replaces `path` with a copy of `source` the way a deploy does: write
 /// beside it, then rename over it.
 fn replace(path: &Path, source: &str) {

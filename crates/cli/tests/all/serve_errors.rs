@@ -149,3 +149,75 @@ fn a_component_over_the_module_size_limit_stops_before_compiling() {
         .one_line_error("component.hello: ")
         .stderr_has("above the module size limit of 1KiB (--max-module-size)");
 }
+
+/// A memory limit below what a component declares is found before it is
+/// compiled, and reads like `tern run`'s, naming the component and both
+/// sizes: not a pool error after the compile, nor a 500 on every request.
+#[test]
+fn a_memory_limit_below_what_a_component_declares_stops_tern_before_compiling() {
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let big = manifest(&[Part {
+        route: "/big",
+        id: "big",
+        source: WAT_BIG_MEMORY,
+        extra: "",
+    }]);
+    write_app(dir.path(), &big);
+    let app = dir.path().to_str().unwrap();
+    let out = tern.run(&[
+        "serve",
+        app,
+        "--max-memory",
+        "64MiB",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    out.code(1).one_line_error(
+        "tern.toml:11:1: component.big: big_memory.wat needs 125MiB of linear memory to start, above its memory limit of 64MiB (raise it with --max-memory, or with `memory` under [component.big.limits])",
+    );
+    tern.run(&["run", "--max-memory", "64MiB", WAT_BIG_MEMORY])
+        .code(1)
+        .one_line_error("needs 125MiB of linear memory to start, above the limit of 64MiB (raise it with --max-memory)");
+
+    // A component's own limit, below what it declares, while another's
+    // makes the pool large enough: refused at start, before the first
+    // component is compiled (nothing reaches the compile cache).
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    let two = manifest(&[
+        Part {
+            route: "/a",
+            id: "a-small",
+            source: HTTP_HELLO,
+            extra: "[component.a-small.limits]\nmemory = \"64KiB\"",
+        },
+        Part {
+            route: "/b",
+            id: "b",
+            source: HTTP_HELLO,
+            extra: "",
+        },
+    ]);
+    write_app(dir.path(), &two);
+    let app = dir.path().to_str().unwrap();
+    let out = tern.run(&["serve", app, "--listen", "127.0.0.1:0"]);
+    out.code(1)
+        .one_line_error("component.a-small: http_hello.wasm needs ")
+        .stderr_has(
+            " of linear memory to start, above its memory limit of 64KiB (raise `memory` under [component.a-small.limits])\n",
+        );
+    assert!(!out.stderr.contains("listening"), "{out:#?}");
+    let compiled: Vec<_> = std::fs::read_dir(tern.cache_dir())
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "twasm"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        compiled.is_empty(),
+        "compiled before refusing: {compiled:?}"
+    );
+}

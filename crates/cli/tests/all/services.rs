@@ -549,3 +549,104 @@ pub fn kv_counter() {
         .code(1)
         .stderr_has("wasi:keyvalue/store");
 }
+
+#[test]
+fn runtime_config_errors_name_the_runtime_config_not_the_manifest() {
+    let tern = Tern::new();
+    let dir = app_dir(&kv_app("\"default\""), None);
+    let app = dir.path().to_str().unwrap();
+    let missing = dir.path().join("rc.toml");
+    let rc = missing.to_str().unwrap();
+    let expected = format!("reading runtime config {rc}: ");
+    for args in [
+        vec![
+            "serve",
+            app,
+            "--listen",
+            "127.0.0.1:0",
+            "--runtime-config",
+            rc,
+        ],
+        vec!["up", app, "--listen", "127.0.0.1:0", "--runtime-config", rc],
+        vec!["kv", "list", "--app", app, "--runtime-config", rc],
+    ] {
+        let out = tern.run(&args);
+        out.code(1).one_line_error(&expected);
+        assert!(!out.stderr.contains("manifest"), "{args:?}: {out:#?}");
+    }
+    // A directory, or bytes that are not text, likewise.
+    let not_text = dir.path().join("rc.bin");
+    std::fs::write(&not_text, [0xff, 0xfe, 0x00]).unwrap();
+    for path in [dir.path(), not_text.as_path()] {
+        let rc = path.to_str().unwrap();
+        let out = tern.run(&["serve", app, "--runtime-config", rc]);
+        out.code(1)
+            .one_line_error(&format!("reading runtime config {rc}: "));
+        assert!(!out.stderr.contains("manifest"), "{out:#?}");
+    }
+}
+
+/// A store name misspelt in the runtime config would send the data to the
+/// default SQLite store instead of the backend meant for it: Tern warns,
+/// naming what the app declares, at start and after each reload, in the
+/// log's format.
+#[test]
+fn a_runtime_config_naming_what_nobody_declares_is_a_warning() {
+    let tern = Tern::new();
+    let app = format!(
+        "{}\n[variables]\napi_token = {{ default = \"unset\" }}\n",
+        kv_app("\"default\"")
+    );
+    let config =
+        "[key_value_store.defualt]\ntype = \"memory\"\n[variables]\napi_tokne = \"s3cret-value\"\n";
+    let store_warning = "tern: warning: the runtime config sets key_value_store.defualt, which no component declares; declared: default, elsewhere";
+    let variable_warning = "tern: warning: the runtime config sets variables.api_tokne, which the app does not declare; declared: api_token";
+
+    let dir = app_dir(&app, Some(config));
+    let rc = dir.path().join("runtime.toml");
+    let serve = Serve::start_in(&tern, dir, &["--runtime-config", rc.to_str().unwrap()]);
+    let log = serve.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let listening = lines.iter().position(|l| l.starts_with("listening on"));
+    for warning in [store_warning, variable_warning] {
+        let at = lines.iter().position(|l| *l == warning);
+        assert!(
+            at.is_some() && at < listening,
+            "no {warning:?} before listening; log:\n{log}"
+        );
+    }
+    // What the typo does: the declared store is on its default backend.
+    serve.wait_for_log("key-value store `default`: sqlite");
+    assert!(!log.contains("s3cret-value"), "{log}");
+
+    // JSON lines stay JSON, and a reload says it again.
+    let dir = app_dir(&app, Some(config));
+    let rc = dir.path().join("runtime.toml");
+    let serve = Serve::start_in(
+        &tern,
+        dir,
+        &[
+            "--runtime-config",
+            rc.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    for warning in [store_warning, variable_warning] {
+        let line = serve.wait_for_log(warning);
+        assert!(
+            line.starts_with("{\"") && line.contains(&format!("\"message\":\"{warning}\"")),
+            "{line}"
+        );
+    }
+    serve.signal(libc::SIGUSR1);
+    serve.wait_for_log("tern: reloaded in");
+    serve.wait_for_nth_log(store_warning, 2);
+    serve.wait_for_nth_log(variable_warning, 2);
+    // Nothing to say when the runtime config names only what is declared.
+    let dir = app_dir(&app, Some("[key_value_store.default]\ntype = \"memory\"\n"));
+    let rc = dir.path().join("runtime.toml");
+    let serve = Serve::start_in(&tern, dir, &["--runtime-config", rc.to_str().unwrap()]);
+    serve.wait_for_log("key-value store `default`: memory");
+    assert!(!serve.log().contains("warning"), "{}", serve.log());
+}

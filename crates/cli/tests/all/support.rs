@@ -261,6 +261,12 @@ impl Output {
     }
 
     #[track_caller]
+    pub fn stderr(&self, expected: &str) -> &Self {
+        assert_eq!(self.stderr, expected, "{self:#?}");
+        self
+    }
+
+    #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Self {
         assert!(
             self.stderr.contains(needle),

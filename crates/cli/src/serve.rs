@@ -26,11 +26,11 @@ use crate::reload::{self, Reloader, Watch};
 --tls-cert and --tls-key) to stderr once ready, then one access-log line per request. It speaks \
 HTTP/1.1 and HTTP/2 (over TLS by ALPN, in the clear by prior knowledge). SIGHUP (or SIGUSR1) \
 re-reads the manifest, the components' binaries and the TLS certificate and key, and swaps the \
-new version in without dropping a request; if loading fails, the running version keeps serving. When stderr is a terminal, SIGHUP means the terminal closed and \
-stops Tern; use SIGUSR1 there. A component's `source` and `files` must stay inside the app \
-directory (the manifest's, symlinks followed) unless --allow-outside-app-dir (or \
-`allow_outside_app_dir = true` in the runtime config) allows otherwise; Tern then prints one \
-line per such grant at start."
+new version in without dropping a request; if loading fails, the running version keeps serving. \
+When stderr is a terminal, SIGHUP means the terminal closed and stops Tern; use SIGUSR1 there. \
+A component's `source` and `files` must stay inside the app directory (the manifest's, symlinks \
+followed) unless --allow-outside-app-dir (or `allow_outside_app_dir = true` in the runtime \
+config) allows otherwise; Tern then prints one line per such grant at start."
 )]
 pub struct ServeArgs {
     /// The app's manifest, or a directory holding `tern.toml`

@@ -35,7 +35,8 @@ impl Curl {
         assert_eq!(
             (self.exit, self.status.as_str(), self.version.as_str()),
             (0, status, version),
-            "{self:#?}"
+            "curl said {:?}; {self:#?}",
+            self.stderr
         );
         &self.body
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tern_http::{AppSlot, ServeConfig};
+use tern_http::{AppSlot, ServeConfig, TlsConfig, TlsSlot};
 use tern_runtime::{Loader, Result};
 use tokio::sync::mpsc;
 
@@ -21,6 +21,8 @@ pub(crate) struct Reloader {
     pub(crate) no_cache: bool,
     pub(crate) compile_limits: tern_runtime::CompileLimits,
     pub(crate) slot: AppSlot,
+    /// Where the TLS certificate and key go, when serving TLS.
+    pub(crate) tls: Option<TlsSlot>,
 }
 
 /// `tern up --watch`: rebuild and reload when watched files change.
@@ -105,6 +107,14 @@ impl Reloader {
                 build::build(&build::choose(&manifest, &only)?, jobs)?;
             }
         }
+        // The certificate and key first: a renewed certificate is swapped
+        // in with the app, or neither is.
+        let tls = self
+            .config
+            .tls
+            .as_ref()
+            .map(TlsConfig::reload)
+            .transpose()?;
         let manifest =
             tern_manifest::load_with(&self.manifest, serve::serving(&self.config.runtime))?;
         let (cache, _disabled) = compiling::open_cache(self.no_cache)?;
@@ -126,6 +136,13 @@ impl Reloader {
         serve::print_outside(&manifest, &mut out);
         serve::print_unused(&self.config.runtime, &manifest, &mut out);
         self.slot.replace(app);
+        if let (Some(slot), Some(tls)) = (&self.tls, tls) {
+            out.push_str(&format!(
+                "  TLS certificate {} re-read\n",
+                tls.cert_file().display()
+            ));
+            slot.replace(tls);
+        }
         crate::log::say(&out);
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use tern_http::{App, ServeConfig, Server, Shutdown};
+use tern_http::{App, ServeConfig, Server, Shutdown, TlsConfig};
 use tern_manifest::{LimitsConfig, LoadOptions, Manifest, OutsideGrant, RuntimeConfig};
 use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
 use tokio::signal::unix::{self, SignalKind, signal};
@@ -22,14 +22,15 @@ use crate::reload::{self, Reloader, Watch};
 #[derive(Args)]
 #[command(
     after_help = "Limits given here apply to every component that does not set its own in \
-[component.NAME.limits]. The server prints `listening on http://ADDR` to stderr once ready, \
-then one access-log line per request. SIGHUP (or SIGUSR1) re-reads the manifest and the components' \
-binaries and swaps the new version in without dropping a request; if loading fails, the \
-running version keeps serving. When stderr is a terminal, SIGHUP means the terminal closed and \
-stops Tern; use SIGUSR1 there. A component's `source` and `files` must stay inside the app \
-directory (the manifest's, symlinks followed) unless --allow-outside-app-dir (or \
-`allow_outside_app_dir = true` in the runtime config) allows otherwise; Tern then prints one \
-line per such grant at start."
+[component.NAME.limits]. The server prints `listening on http://ADDR` (`https://` with \
+--tls-cert and --tls-key) to stderr once ready, then one access-log line per request. It speaks \
+HTTP/1.1 and HTTP/2 (over TLS by ALPN, in the clear by prior knowledge). SIGHUP (or SIGUSR1) \
+re-reads the manifest, the components' binaries and the TLS certificate and key, and swaps the \
+new version in without dropping a request; if loading fails, the running version keeps serving. \
+When stderr is a terminal, SIGHUP means the terminal closed and stops Tern; use SIGUSR1 there. \
+A component's `source` and `files` must stay inside the app directory (the manifest's, symlinks \
+followed) unless --allow-outside-app-dir (or `allow_outside_app_dir = true` in the runtime \
+config) allows otherwise; Tern then prints one line per such grant at start."
 )]
 pub struct ServeArgs {
     /// The app's manifest, or a directory holding `tern.toml`
@@ -83,6 +84,13 @@ pub struct ServeArgs {
     /// Let components' `source` and `files` lead outside the app directory
     #[arg(long)]
     allow_outside_app_dir: bool,
+    /// Serve HTTPS with this certificate chain (PEM, the server's own
+    /// certificate first); needs --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -95,6 +103,16 @@ impl ServeArgs {
         };
         runtime.allow_outside_app_dir |= self.allow_outside_app_dir;
         Ok(runtime)
+    }
+
+    /// The certificate and key of `--tls-cert` and `--tls-key`, read and
+    /// checked; `None` without them.
+    pub(crate) fn tls(&self) -> Result<Option<TlsConfig>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsConfig::load(cert, key)?)),
+            // clap requires both or neither.
+            _ => Ok(None),
+        }
     }
 }
 
@@ -175,11 +193,13 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
 pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     crate::log::set_format(args.log_format);
     let settings = args.runtime_config()?;
+    let tls = args.tls()?;
     let manifest = tern_manifest::load_with(&args.path, serving(&settings))?;
     let mut warnings = String::new();
     print_unused(&settings, &manifest, &mut warnings);
     crate::log::say(&warnings);
     let mut config = ServeConfig::new(args.listen);
+    config.tls = tls;
     config.limits = LimitsConfig {
         memory: args.max_memory,
         timeout: args.timeout,
@@ -222,13 +242,14 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     // Handlers go in before the `listening` line: from then on a SIGTERM
     // must mean a graceful shutdown, never the default instant death.
     let mut signals = runtime.block_on(async { Signals::install() })?;
-    print_routes(&manifest, &server.app(), server.local_addr());
+    print_routes(&manifest, &server);
     let reloader = Reloader {
         manifest: manifest.path.clone(),
         config,
         no_cache: args.no_cache,
         compile_limits,
         slot: server.app_slot(),
+        tls: server.tls_slot(),
     };
     let reloads = runtime.block_on(async { reload::start(reloader, watch) })?;
     let last_words = log.clone();
@@ -261,11 +282,15 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_routes(manifest: &Manifest, app: &App, local: SocketAddr) {
+fn print_routes(manifest: &Manifest, server: &Server) {
     let mut out = String::new();
     print_outside(manifest, &mut out);
-    out.push_str(&format!("listening on http://{local}\n"));
-    print_app(app, &mut out);
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    out.push_str(&format!(
+        "listening on {scheme}://{}\n",
+        server.local_addr()
+    ));
+    print_app(&server.app(), &mut out);
     crate::log::say(&out);
 }
 

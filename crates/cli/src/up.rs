@@ -44,6 +44,8 @@ pub fn main(args: UpArgs) -> Result<ExitCode> {
             tern_runtime::Error::from(e).context(format!("cannot listen on {listen}"))
         })?,
     );
+    // So is a TLS certificate or key that cannot be used.
+    args.serve.tls()?;
     let jobs = args.jobs.map_or_else(build::default_jobs, |n| n as usize);
     if !args.no_build {
         // Refused before building, not after, if it reaches outside the

@@ -6,6 +6,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 /// The request facts CGI meta-variables are made from.
 pub(crate) struct CgiRequest<'a> {
     pub(crate) method: &'a str,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub(crate) protocol: &'static str,
+    /// Whether the request came over TLS: `HTTPS=on`.
+    pub(crate) https: bool,
     pub(crate) script_name: &'a str,
     pub(crate) path_info: &'a str,
     pub(crate) query: &'a str,
@@ -35,7 +39,7 @@ impl CgiRequest<'_> {
                 "SERVER_SOFTWARE".into(),
                 format!("tern/{}", env!("CARGO_PKG_VERSION")),
             ),
-            ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
+            ("SERVER_PROTOCOL".into(), self.protocol.into()),
             ("SERVER_NAME".into(), self.server_name.to_string()),
             ("SERVER_PORT".into(), self.server_port.to_string()),
             ("REQUEST_METHOD".into(), self.method.to_string()),
@@ -50,6 +54,9 @@ impl CgiRequest<'_> {
                 header(http::header::CONTENT_LENGTH),
             ),
         ];
+        if self.https {
+            vars.push(("HTTPS".into(), "on".into()));
+        }
         for (name, value) in self.headers {
             let name = name.as_str();
             if WITHHELD.contains(&name) || name == "content-type" || name == "content-length" {
@@ -244,6 +251,8 @@ mod tests {
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
         let req = CgiRequest {
             method: "POST",
+            protocol: "HTTP/2.0",
+            https: true,
             script_name: "/api",
             path_info: "/items/7",
             query: "q=1",
@@ -260,5 +269,7 @@ mod tests {
         assert_eq!(get("HTTP_CONTENT_TYPE"), None);
         assert_eq!(get("HTTP_AUTHORIZATION"), None);
         assert_eq!(get("PATH_INFO"), Some("/items/7"));
+        assert_eq!(get("SERVER_PROTOCOL"), Some("HTTP/2.0"));
+        assert_eq!(get("HTTPS"), Some("on"));
     }
 }

@@ -8,14 +8,20 @@ use std::time::Duration;
 
 use tern_manifest::{ByteSize, LimitsConfig, RuntimeConfig};
 
+use crate::tls::TlsConfig;
+
 /// Settings for one `tern serve`.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// The certificate and key to serve TLS with; `None` for plain HTTP.
+    pub tls: Option<TlsConfig>,
     /// Limits for components that do not set their own.
     pub limits: LimitsConfig,
-    /// How long a client may take to send a request head.
+    /// How long a client may take to send a request head (and finish the
+    /// TLS handshake before it); also how long a connection may sit with no
+    /// request open.
     pub header_timeout: Duration,
     /// Largest request head, then 431.
     pub max_header_size: ByteSize,
@@ -61,6 +67,7 @@ impl ServeConfig {
     pub fn new(listen: SocketAddr) -> Self {
         ServeConfig {
             listen,
+            tls: None,
             limits: LimitsConfig::default(),
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,

@@ -38,6 +38,8 @@ pub(crate) struct RequestCtx {
     pub(crate) client: SocketAddr,
     /// The client's address as a header value, made once per connection.
     pub(crate) client_header: Option<HeaderValue>,
+    /// Whether the request came over TLS (`https`).
+    pub(crate) tls: bool,
     pub(crate) local: SocketAddr,
     pub(crate) deadline: Instant,
     /// Set when the client's body went past the size limit.

@@ -3,7 +3,8 @@
 //!
 //! [`App::load`] compiles and pre-instantiates every component once;
 //! [`Server::bind`] and [`Server::run`] accept connections on one
-//! single-threaded runtime per worker thread, route each
+//! single-threaded runtime per worker thread (HTTP/1.1 and HTTP/2, in the
+//! clear or over TLS with a [`TlsConfig`]), route each
 //! request to its component (`wasi-http` or `wagi` executor) and hold it to
 //! the limits of [`ServeConfig`]. The server never prints: it reports
 //! through an [`EventSink`].
@@ -30,12 +31,14 @@ mod engine;
 mod events;
 mod executor;
 mod guest_output;
+mod idle;
 mod instance;
 mod io;
 mod outbound;
 mod response;
 mod router;
 mod server;
+mod tls;
 mod wagi;
 mod wasi_http;
 
@@ -44,4 +47,5 @@ pub use config::{RequestLimits, ServeConfig};
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
 pub use response::REQUEST_ID_HEADER;
 pub use server::{AppSlot, Server, Shutdown};
+pub use tls::{TlsConfig, TlsError, TlsSlot};
 pub use wasi_http::{CLIENT_ADDR_HEADER, PATH_INFO_HEADER, ROUTE_HEADER};

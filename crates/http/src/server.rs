@@ -1,6 +1,7 @@
-//! The HTTP/1.1 server: accepting connections, enforcing the limits that
-//! come before any guest runs (head size and time, body size, concurrency),
-//! handing each request to its component, and shutting down gracefully.
+//! The HTTP server: accepting connections (HTTP/1.1 and HTTP/2, in the
+//! clear or over TLS), enforcing the limits that come before any guest runs
+//! (head size and time, body size, concurrency), handing each request to its
+//! component, and shutting down gracefully.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,21 +12,33 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 use crate::app::App;
-use crate::body::{LimitedBody, ResponseBody};
+use crate::body::{BoxError, LimitedBody, ResponseBody};
 use crate::config::ServeConfig;
 use crate::events::{AccessRecord, EventSink, RequestIds};
 use crate::executor::{Exchange, Reply, RequestCtx};
+use crate::idle::{Activity, Idle, Tracked};
 use crate::io::ClientIo;
 use crate::response;
+use crate::tls::TlsSlot;
+
+/// Requests one HTTP/2 connection may have open at once; more are refused
+/// (`REFUSED_STREAM`) until some finish.
+const MAX_STREAMS: u32 = 100;
+
+/// How connections speak HTTP.
+type Http = auto::Builder<TokioExecutor>;
 
 /// A bound server, not yet accepting.
 pub struct Server {
@@ -40,6 +53,47 @@ struct Shared {
     sink: Arc<dyn EventSink>,
     ids: RequestIds,
     local: SocketAddr,
+    /// The certificate and key presented to clients, when serving TLS.
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    protocols: Protocols,
+}
+
+/// The HTTP settings of every connection, made once: the same limits for
+/// HTTP/1.1 and HTTP/2.
+struct Protocols {
+    /// HTTP/2 for a client whose first bytes are its preface (h2c by prior
+    /// knowledge, or TLS without ALPN), HTTP/1.1 otherwise.
+    either: Http,
+    /// TLS connections whose ALPN chose `http/1.1`.
+    http1: Http,
+    /// TLS connections whose ALPN chose `h2`.
+    http2: Http,
+}
+
+impl Protocols {
+    fn new(config: &ServeConfig) -> Self {
+        let mut either = Http::new(TokioExecutor::new());
+        either
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout)
+            .max_buf_size(
+                usize::try_from(config.max_header_size.0)
+                    .unwrap_or(usize::MAX)
+                    .max(8192),
+            )
+            .keep_alive(true);
+        either
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_size.0).unwrap_or(u32::MAX))
+            .max_concurrent_streams(MAX_STREAMS);
+        Protocols {
+            http1: either.clone().http1_only(),
+            http2: either.clone().http2_only(),
+            either,
+        }
+    }
 }
 
 /// Where the served app lives: [`AppSlot::replace`] swaps in a new
@@ -81,6 +135,11 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| Arc::new(ArcSwap::new(tls.server.clone())));
+        let protocols = Protocols::new(&config);
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
@@ -89,8 +148,21 @@ impl Server {
                 sink,
                 ids: RequestIds::new(),
                 local,
+                tls,
+                protocols,
             }),
         })
+    }
+
+    /// Whether connections are served over TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// A handle that replaces the certificate and key while the server
+    /// runs; `None` without TLS.
+    pub fn tls_slot(&self) -> Option<TlsSlot> {
+        self.shared.tls.clone().map(TlsSlot)
     }
 
     /// The address actually bound (resolves port 0).
@@ -165,15 +237,18 @@ impl Server {
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Shutdown {
-    let graceful = GracefulShutdown::new();
+    // Each connection's task holds a sender; once all are dropped, every
+    // connection has ended. Nothing is ever sent.
+    let (open, mut ended) = mpsc::channel::<Infallible>(1);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    serve_connection(&shared, &graceful, stream, peer);
+                    let task = connection(shared.clone(), stream, peer, stop.clone(), open.clone());
+                    tokio::spawn(task);
                 }
                 Err(err) => {
                     // Out of descriptors and the like: report, back off a
@@ -186,73 +261,171 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    match tokio::time::timeout(shared.config.grace, graceful.shutdown()).await {
-        Ok(()) => Shutdown::Drained,
+    drop(open);
+    match tokio::time::timeout(shared.config.grace, ended.recv()).await {
+        Ok(_) => Shutdown::Drained,
         Err(_) => Shutdown::CutOff,
     }
 }
 
-fn serve_connection(
-    shared: &Arc<Shared>,
-    graceful: &GracefulShutdown,
+/// One client connection, in its own task: the TLS handshake (bounded by
+/// the head timeout), then HTTP until either side ends it.
+async fn connection(
+    shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    _open: mpsc::Sender<Infallible>,
 ) {
-    let config = &shared.config;
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_buf_size(
-            usize::try_from(config.max_header_size.0)
-                .unwrap_or(usize::MAX)
-                .max(8192),
-        )
-        .keep_alive(true);
+    let io = ClientIo::new(stream, shared.config.write_timeout);
+    let protocols = &shared.protocols;
+    let result = match &shared.tls {
+        None => {
+            serve_http(
+                &shared,
+                &protocols.either,
+                TokioIo::new(io),
+                peer,
+                false,
+                &mut stop,
+            )
+            .await
+        }
+        Some(tls) => {
+            let acceptor = TlsAcceptor::from(tls.load_full());
+            let handshake = tokio::time::timeout(shared.config.header_timeout, acceptor.accept(io));
+            let handshake = tokio::select! {
+                done = handshake => done,
+                () = stopped(&mut stop) => return,
+            };
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                // A client that connects and goes away (a health check) is
+                // no error; one that fails the handshake may be a
+                // misconfiguration worth seeing.
+                Ok(Err(err)) => {
+                    if err.kind() != std::io::ErrorKind::UnexpectedEof {
+                        let message = format!("TLS handshake with {peer} failed: {err}");
+                        shared.sink.server_error(&message);
+                    }
+                    return;
+                }
+                // Not done within the head timeout: closed without a word,
+                // as a head not sent in time is.
+                Err(_) => return,
+            };
+            let http = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => &protocols.http2,
+                Some(_) => &protocols.http1,
+                None => &protocols.either,
+            };
+            serve_http(&shared, http, TokioIo::new(stream), peer, true, &mut stop).await
+        }
+    };
+    // Client errors (resets, malformed heads, timeouts) end only their own
+    // connection; hyper already answered what it could, and the refusals a
+    // client caused get their log line here.
+    if let Err(err) = result {
+        log_connection_error(&shared, &*err, peer);
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on `io` until the connection ends. Shuts it
+/// down gracefully when the server stops, or when HTTP/2 (or a connection
+/// that never sent a request) has had nothing open for the head timeout:
+/// hyper closes idle HTTP/1 connections itself.
+async fn serve_http<I>(
+    shared: &Arc<Shared>,
+    http: &Http,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
     let client = Client {
         addr: peer,
         header: HeaderValue::from_str(&peer.to_string()).ok(),
+        tls,
     };
     let service = {
         let shared = shared.clone();
-        service_fn(move |req| {
+        let activity = activity.clone();
+        service_fn(move |req: Request<Incoming>| {
             let shared = shared.clone();
             let client = client.clone();
-            async move { Ok::<_, Infallible>(handle(shared, req, client).await) }
+            // HTTP/2 only: HTTP/1.1 requests pay nothing for it.
+            let stream = activity.request(req.version());
+            async move {
+                let response = handle(shared, req, client).await;
+                Ok::<_, Infallible>(match stream {
+                    None => response,
+                    Some(stream) => response.map(|body| Tracked::new(body, stream).boxed_unsync()),
+                })
+            }
         })
     };
-    let io = TokioIo::new(ClientIo::new(stream, config.write_timeout));
-    let conn = graceful.watch(builder.serve_connection(io, service));
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        // Client errors (resets, malformed heads, timeouts) end only
-        // their own connection; hyper already answered what it could, and
-        // the refusals a client caused get their log line here.
-        if let Err(err) = conn.await {
-            log_connection_error(&shared, &err, peer);
+    let mut conn = std::pin::pin!(http.serve_connection(io, service));
+    let timeout = shared.config.header_timeout;
+    let mut idle = std::pin::pin!(tokio::time::sleep(timeout));
+    let (mut watching, mut closing) = (true, false);
+    loop {
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => return result,
+            () = stopped(stop), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = idle.as_mut(), if watching => match activity.idle(timeout) {
+                Idle::Http1 => watching = false,
+                Idle::Busy(until) => idle.as_mut().reset(until),
+                // Closing gracefully and still idle a head timeout later:
+                // a client that never acknowledges the shutdown.
+                Idle::Idle if closing => return Ok(()),
+                Idle::Idle => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+            },
         }
-    });
+    }
 }
 
-/// Logs what hyper refused before a request reached [`handle`] (a head too
-/// large, 431, or malformed, 400), and connections closed on a client that
-/// stopped reading. A head not sent in time gets no response and no line:
-/// idle keep-alive connections end the same way.
-fn log_connection_error(shared: &Shared, err: &hyper::Error, peer: SocketAddr) {
-    let (status, what) = if err.is_parse_too_large() {
-        let limit = shared.config.max_header_size;
-        (431, format!("request head larger than {limit}"))
-    } else if err.is_parse() {
-        (400, format!("malformed request: {err}"))
-    } else {
-        let stalled = std::error::Error::source(err)
-            .and_then(|e| e.downcast_ref::<std::io::Error>())
-            .filter(|e| e.kind() == std::io::ErrorKind::TimedOut);
-        if let Some(stalled) = stalled {
-            let message = format!("closed the connection from {peer}: {stalled}");
-            shared.sink.server_error(&message);
+/// Resolves once the server is told to stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which happens only on the way out.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Logs what hyper refused before a request reached [`handle`] (an
+/// HTTP/1 head too large, 431, or malformed, 400), and connections closed on
+/// a client that stopped reading. A head not sent in time gets no response
+/// and no line: idle keep-alive connections end the same way. (h2 answers
+/// an HTTP/2 head too large with 431 itself, unseen by hyper.)
+fn log_connection_error(
+    shared: &Shared,
+    err: &(dyn std::error::Error + 'static),
+    peer: SocketAddr,
+) {
+    let parse = err.downcast_ref::<hyper::Error>().filter(|e| e.is_parse());
+    let (status, what) = match parse {
+        Some(err) if err.is_parse_too_large() => {
+            let limit = shared.config.max_header_size;
+            (431, format!("request head larger than {limit}"))
         }
-        return;
+        Some(err) => (400, format!("malformed request: {err}")),
+        None => {
+            if let Some(stalled) = stalled(err) {
+                let message = format!("closed the connection from {peer}: {stalled}");
+                shared.sink.server_error(&message);
+            }
+            return;
+        }
     };
     shared.sink.request(&AccessRecord {
         id: shared.ids.next(),
@@ -265,12 +438,30 @@ fn log_connection_error(shared: &Shared, err: &hyper::Error, peer: SocketAddr) {
     });
 }
 
+/// The write timeout of [`ClientIo`], if that is what ended a connection:
+/// hyper wraps it once (HTTP/1 and HTTP/2 alike), TLS not at all.
+fn stalled<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let timed_out = err
+            .downcast_ref::<std::io::Error>()
+            .filter(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out.is_some() {
+            return timed_out;
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// The other end of a connection.
 #[derive(Clone)]
 struct Client {
     addr: SocketAddr,
     /// The address as guests see it, formatted once per connection.
     header: Option<HeaderValue>,
+    /// Whether the connection is TLS.
+    tls: bool,
 }
 
 /// Routes one request, applies the limits checked before a guest runs,
@@ -361,12 +552,14 @@ async fn handle(
         split,
         client: client.addr,
         client_header: client.header,
+        tls: client.tls,
         local: shared.local,
         deadline,
         body_exceeded,
     };
     if !req.headers().contains_key(http::header::HOST) {
-        // HTTP/1.0 clients may omit it; guests expect an authority.
+        // HTTP/1.0 clients may omit it, and HTTP/2 clients may send neither
+        // it nor `:authority`; guests expect an authority.
         if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
             req.headers_mut().insert(http::header::HOST, host);
         }
@@ -432,7 +625,9 @@ async fn handle(
 
 /// Holds the request's `Host` to RFC 9112 (3.2): exactly one on HTTP/1.1,
 /// a valid authority, and for an absolute-form target the target's own
-/// authority, so that both executors see the same host.
+/// authority, so that both executors see the same host. An HTTP/2 request's
+/// `:authority` is in its URI, and is its host the same way (RFC 9113 8.3.1);
+/// HTTP/2 needs no `Host` header.
 fn check_host(req: &mut Request<Incoming>) -> Result<(), &'static str> {
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());

@@ -60,8 +60,17 @@ impl WagiExecutor {
         let authority = host_header.and_then(|h| h.parse::<http::uri::Authority>().ok());
         let server_name = authority.as_ref().map_or("localhost", |a| a.host());
         let (script_name, path_info) = ctx.split_path(parts.uri.path());
+        let protocol = if parts.version == http::Version::HTTP_2 {
+            "HTTP/2.0"
+        } else if parts.version == http::Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
         let cgi = CgiRequest {
             method: parts.method.as_str(),
+            protocol,
+            https: ctx.tls,
             script_name,
             path_info,
             query: parts.uri.query().unwrap_or(""),

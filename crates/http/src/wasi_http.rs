@@ -138,8 +138,9 @@ impl WasiHttpExecutor {
         let state = reply.state();
         let (request, outparam) = {
             let mut http = store.data_mut().http();
+            let scheme = if ctx.tls { Scheme::Https } else { Scheme::Http };
             let request = http
-                .new_incoming_request(Scheme::Http, request)
+                .new_incoming_request(scheme, request)
                 .map_err(|e| Failure::Host(format!("{e:#}")))?;
             let failed = reply.state().failed.clone();
             let exceeded = body_exceeded.clone();

@@ -19,6 +19,7 @@ mod services;
 mod serving;
 mod support;
 mod templates;
+mod tls;
 
 // Every guest program has a test named after it.
 use errors::*;

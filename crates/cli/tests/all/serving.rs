@@ -77,7 +77,8 @@ pub struct Serve {
 
 impl Serve {
     /// Writes `manifest` to a fresh directory (see [`write_app`]) and
-    /// serves it, waiting for the `listening on` line.
+    /// serves it, waiting for the `listening on` line (`http://` or
+    /// `https://`).
     pub fn start(tern: &Tern, manifest: &str, args: &[&str]) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         write_app(dir.path(), manifest);
@@ -134,12 +135,14 @@ impl Serve {
             log,
             reader: Some(reader),
         };
-        let line = serve.wait_for_log("listening on http://");
-        // A text line, or the message of a JSON one.
+        let line = serve.wait_for_log("listening on http");
+        // A text line, or the message of a JSON one; `http://` or, with
+        // TLS, `https://`.
         let addr = line
-            .split("listening on http://")
+            .split("listening on ")
             .nth(1)
-            .and_then(|rest| rest.split(['"', ' ']).next())
+            .and_then(|rest| rest.split_once("://"))
+            .and_then(|(_, rest)| rest.split(['"', ' ']).next())
             .unwrap_or_default();
         serve.addr = addr.parse().unwrap_or_else(|_| panic!("bad line {line:?}"));
         serve

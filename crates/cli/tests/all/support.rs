@@ -287,3 +287,100 @@ impl Output {
         self.stderr_has(needle)
     }
 }
+
+/// A certificate authority of the test's own and a certificate it signed
+/// for `localhost` and 127.0.0.1, made with the `openssl` command in `dir`:
+/// `ca.pem`, `server.pem` and `server.key`.
+pub fn test_pki(dir: &std::path::Path) {
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "ca.cnf",
+        "[req]\ndistinguished_name = dn\nx509_extensions = ca\nprompt = no\n\
+         [dn]\nCN = Tern test CA\n\
+         [ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    );
+    write(
+        "server.cnf",
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = localhost\n",
+    );
+    write(
+        "server.ext",
+        "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n\
+         authorityKeyIdentifier = keyid\n",
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-config",
+            "ca.cnf",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-config",
+            "server.cnf",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl (Debian's `openssl` package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -3,10 +3,12 @@
 //! file named by `?file=PATH` if asked, then the body as received. With
 //! `?status=N` it answers only an empty body with status N and an
 //! `x-request-id` of its own choosing, which the host must not pass on.
+//! With `?url` it answers only the request's URL as the guest sees it:
+//! scheme, authority, path with query.
 use std::fmt::Write as _;
 
 use wasi::exports::http::incoming_handler::Guest;
-use wasi::http::types::{IncomingRequest, ResponseOutparam};
+use wasi::http::types::{IncomingRequest, ResponseOutparam, Scheme};
 
 struct Echo;
 
@@ -17,6 +19,18 @@ impl Guest for Echo {
             let status = status.parse().expect("a status code");
             let headers = [("x-request-id", "chosen-by-the-guest")];
             tern_http_guests::respond(out, status, &headers, b"");
+            return;
+        }
+        if tern_http_guests::query_has(&path, "url") {
+            let scheme = match request.scheme() {
+                Some(Scheme::Http) => "http".to_string(),
+                Some(Scheme::Https) => "https".to_string(),
+                Some(Scheme::Other(other)) => other,
+                None => "-".to_string(),
+            };
+            let authority = request.authority().unwrap_or_default();
+            let url = format!("{scheme}://{authority}{path}\n");
+            tern_http_guests::respond_text(out, 200, &url);
             return;
         }
         let mut text = String::new();

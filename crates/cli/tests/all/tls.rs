@@ -1,0 +1,472 @@
+//! `tern serve --tls-cert --tls-key` and HTTP/2: HTTPS with HTTP/2 and
+//! HTTP/1.1 chosen by ALPN, h2c by prior knowledge in the clear, the same
+//! limits on both protocols, and certificate files that cannot be used.
+//! Clients are the real `curl` (Debian's, built with nghttp2) over real
+//! sockets; the certificates come from `openssl`.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use test_programs::*;
+
+use crate::serving::{PATIENCE, Part, Serve, manifest, write_app};
+use crate::support::{Tern, test_pki};
+
+/// What curl saw of one request.
+#[derive(Debug)]
+struct Curl {
+    /// curl's exit code: 0, or why the transfer failed.
+    exit: i32,
+    /// `%{http_code}`: `000` when no response came.
+    status: String,
+    /// `%{http_version}`: `1.1`, `2`.
+    version: String,
+    body: String,
+    stderr: String,
+}
+
+impl Curl {
+    /// Asserts a complete response with `status` over HTTP `version`, and
+    /// returns its body.
+    #[track_caller]
+    fn expect(&self, status: &str, version: &str) -> &str {
+        assert_eq!(
+            (self.exit, self.status.as_str(), self.version.as_str()),
+            (0, status, version),
+            "curl said {:?}; {self:#?}",
+            self.stderr
+        );
+        &self.body
+    }
+}
+
+/// Runs curl with `args` (and `stdin` as its standard input), within
+/// `--max-time`, ignoring any `.curlrc` and proxy settings.
+fn curl(args: &[&str], stdin: Option<Vec<u8>>) -> Curl {
+    let mut child = Command::new("curl")
+        .args(["-q", "--silent", "--show-error", "--noproxy", "*"])
+        .args(["--max-time", "60", "--output", "-"])
+        .args(["--write-out", "\n--curl-- %{http_code} %{http_version}"])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running curl (Debian's `curl` package)");
+    if let (Some(mut input), Some(bytes)) = (child.stdin.take(), stdin) {
+        std::thread::spawn(move || {
+            let _ = input.write_all(&bytes);
+        });
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = stdout
+        .rsplit_once("\n--curl-- ")
+        .unwrap_or_else(|| panic!("no --write-out in curl's output: {stdout:?}"));
+    let (status, version) = tail.split_once(' ').unwrap_or((tail, ""));
+    Curl {
+        exit: out.status.code().expect("curl killed by a signal"),
+        status: status.to_string(),
+        version: version.to_string(),
+        body: body.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `https://localhost:PORT` with `localhost` pinned to 127.0.0.1, trusting
+/// the test authority in `pki`: curl's arguments before the path.
+fn https(serve: &Serve, pki: &Path, path: &str) -> Vec<String> {
+    let port = serve.addr.port();
+    vec![
+        "--resolve".into(),
+        format!("localhost:{port}:127.0.0.1"),
+        "--cacert".into(),
+        pki.join("ca.pem").display().to_string(),
+        format!("https://localhost:{port}{path}"),
+    ]
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A test authority and a certificate for localhost, in a directory of
+/// their own.
+fn pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    test_pki(dir.path());
+    dir
+}
+
+/// `--tls-cert` and `--tls-key` for the server certificate in `pki`.
+fn tls_args(pki: &Path) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        pki.join("server.pem").display().to_string(),
+        "--tls-key".into(),
+        pki.join("server.key").display().to_string(),
+    ]
+}
+
+/// `HTTP_HELLO` on `/hello`, `HTTP_ECHO` on `/echo`, the WAGI echo on
+/// `/wagi` and `HTTP_BODY` on `/body`.
+fn app() -> String {
+    let part = |route, id, source| Part {
+        route,
+        id,
+        source,
+        extra: "",
+    };
+    manifest(&[
+        part("/hello", "hello", HTTP_HELLO),
+        part("/echo", "echo", HTTP_ECHO),
+        part("/wagi", "wagi", P1_WAGI_ECHO),
+        part("/body", "body", HTTP_BODY),
+    ])
+}
+
+#[test]
+fn https_serves_http2_and_http1_by_alpn() {
+    let pki = pki();
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &app(), &strs(&tls_args(pki.path())));
+    assert!(
+        serve
+            .log()
+            .contains(&format!("listening on https://{}", serve.addr)),
+        "{}",
+        serve.log()
+    );
+    let port = serve.addr.port();
+
+    // curl's default over TLS, then each protocol asked for by name.
+    let hello = curl(&strs(&https(&serve, pki.path(), "/hello")), None);
+    assert_eq!(hello.exit, 0, "{hello:#?}");
+    assert_eq!(hello.body, "hello, world\n", "{hello:#?}");
+    let mut args = https(&serve, pki.path(), "/hello");
+    args.insert(0, "--http2".into());
+    assert_eq!(
+        curl(&strs(&args), None).expect("200", "2"),
+        "hello, world\n"
+    );
+    args[0] = "--http1.1".into();
+    assert_eq!(
+        curl(&strs(&args), None).expect("200", "1.1"),
+        "hello, world\n"
+    );
+
+    // A wasi-http guest sees the https scheme and the client's authority,
+    // over both protocols (HTTP/2 sends `:authority`, no Host header).
+    for protocol in ["--http2", "--http1.1"] {
+        let mut args = https(&serve, pki.path(), "/echo?url");
+        args.insert(0, protocol.into());
+        let version = if protocol == "--http2" { "2" } else { "1.1" };
+        assert_eq!(
+            curl(&strs(&args), None).expect("200", version),
+            format!("https://localhost:{port}/echo?url\n"),
+            "{protocol}"
+        );
+    }
+
+    // A WAGI program sees HTTPS=on and the protocol of the request.
+    for (protocol, version, server_protocol) in [
+        ("--http2", "2", "HTTP/2.0"),
+        ("--http1.1", "1.1", "HTTP/1.1"),
+    ] {
+        let mut args = https(&serve, pki.path(), "/wagi");
+        args.insert(0, protocol.into());
+        let got = curl(&strs(&args), None);
+        let body = got.expect("200", version);
+        for line in [
+            "env: HTTPS=on".to_string(),
+            format!("env: SERVER_PROTOCOL={server_protocol}"),
+            "env: SERVER_NAME=localhost".to_string(),
+            format!("env: SERVER_PORT={port}"),
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line:?} in {body}");
+        }
+    }
+    serve.wait_for_log("GET /hello 200");
+}
+
+#[test]
+fn plain_http_serves_http1_and_h2c_by_prior_knowledge() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &app(), &[]);
+    let url = |path: &str| format!("http://{}{path}", serve.addr);
+    assert_eq!(
+        curl(&["--http2-prior-knowledge", &url("/hello")], None).expect("200", "2"),
+        "hello, world\n"
+    );
+    assert_eq!(
+        curl(&[&url("/hello")], None).expect("200", "1.1"),
+        "hello, world\n"
+    );
+    // The guest sees http and the authority, on HTTP/2 as on HTTP/1.1.
+    for (protocol, version) in [("--http2-prior-knowledge", "2"), ("--http1.1", "1.1")] {
+        assert_eq!(
+            curl(&[protocol, &url("/echo?url")], None).expect("200", version),
+            format!("http://{}/echo?url\n", serve.addr),
+            "{protocol}"
+        );
+    }
+    let wagi = curl(&["--http2-prior-knowledge", &url("/wagi")], None);
+    let body = wagi.expect("200", "2");
+    assert!(body.contains("env: SERVER_PROTOCOL=HTTP/2.0\n"), "{body}");
+    assert!(!body.contains("env: HTTPS="), "{body}");
+    // A plain request on a TLS-less server is still plain HTTP/1.1.
+    serve.get("/hello").expect(200);
+}
+
+#[test]
+fn http2_is_held_to_the_same_limits() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &app(),
+        &["--max-header-size", "8KiB", "--max-body", "1KiB"],
+    );
+    let url = format!("http://{}/hello", serve.addr);
+    let h2 = "--http2-prior-knowledge";
+
+    // A head over --max-header-size: hyper answers 431 on HTTP/1.1, h2
+    // answers 431 on HTTP/2 (and resets the stream); a smaller head passes.
+    let big = format!("x-big: {}", "a".repeat(10_000));
+    let small = format!("x-big: {}", "a".repeat(4_000));
+    assert_eq!(
+        curl(&[h2, "-H", &big, &url], None).status,
+        "431",
+        "HTTP/2 head over the limit"
+    );
+    assert_eq!(
+        curl(&["--http1.1", "-H", &big, &url], None).status,
+        "431",
+        "HTTP/1.1 head over the limit"
+    );
+    curl(&[h2, "-H", &small, &url], None).expect("200", "2");
+
+    // A body over --max-body: 413, whether declared (content-length) or
+    // streamed without a length, which only counting it can catch.
+    let body_url = format!("http://{}/body", serve.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+    let declared = curl(
+        &[
+            h2,
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &body_url,
+        ],
+        None,
+    );
+    assert_eq!(
+        (declared.status.as_str(), declared.version.as_str()),
+        ("413", "2"),
+        "{declared:#?}"
+    );
+    let streamed = curl(&[h2, "-T", "-", &body_url], Some(vec![b'x'; 4096]));
+    assert_eq!(
+        (streamed.status.as_str(), streamed.version.as_str()),
+        ("413", "2"),
+        "{streamed:#?}"
+    );
+    // Within the limit the guest reads it all.
+    assert_eq!(
+        curl(&[h2, "-T", "-", &body_url], Some(vec![b'x'; 1000])).expect("200", "2"),
+        "read 1000 bytes"
+    );
+    serve.wait_for_log("/body 413");
+}
+
+#[test]
+fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &app(), &["--header-timeout", "500ms"]);
+    for first in [
+        // An HTTP/2 client that sends its preface and settings, then no
+        // request, and never acknowledges the server's shutdown.
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"[..],
+        // A client that has not yet said which protocol it speaks.
+        &b"PRI * HT"[..],
+        // Nothing at all.
+        &b""[..],
+    ] {
+        let started = Instant::now();
+        let mut stream = serve.connect();
+        stream.write_all(first).unwrap();
+        // The server closes; read sees the end (or a reset) well before our
+        // own patience runs out.
+        let mut rest = Vec::new();
+        let ended = stream.read_to_end(&mut rest);
+        let waited = started.elapsed();
+        let disconnected = match &ended {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        assert!(disconnected, "{first:?}: not disconnected: {ended:?}");
+        assert!(waited < PATIENCE, "{first:?}: not disconnected");
+    }
+    // Meanwhile, HTTP/2 requests are served.
+    let url = format!("http://{}/hello", serve.addr);
+    curl(&["--http2-prior-knowledge", &url], None).expect("200", "2");
+}
+
+#[test]
+fn a_tls_handshake_must_finish_within_the_header_timeout() {
+    let pki = pki();
+    let tern = Tern::new();
+    let mut args = tls_args(pki.path());
+    args.extend(["--header-timeout".into(), "500ms".into()]);
+    let serve = Serve::start(&tern, &app(), &strs(&args));
+    let started = Instant::now();
+    let mut stream = serve.connect();
+    // The start of a ClientHello, and then nothing.
+    stream.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(started.elapsed() < PATIENCE, "not disconnected");
+    // Plain HTTP to the TLS port is a failed handshake, in the log.
+    let mut plain = serve.connect();
+    plain
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+    let line = serve.wait_for_log("TLS handshake with 127.0.0.1:");
+    assert!(line.contains(" failed: "), "{line}");
+    let mut hello = https(&serve, pki.path(), "/hello");
+    hello.insert(0, "--http2".into());
+    curl(&strs(&hello), None).expect("200", "2");
+}
+
+#[test]
+fn sighup_rereads_the_certificate_and_key() {
+    let (old, new) = (pki(), pki());
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), &app());
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(old.path().join("server.pem"), &cert).unwrap();
+    std::fs::copy(old.path().join("server.key"), &key).unwrap();
+    let tern = Tern::new();
+    let args = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let serve = Serve::start_in(&tern, dir, &args);
+    let before = curl(&strs(&https(&serve, old.path(), "/hello")), None);
+    assert_eq!(before.exit, 0, "{before:#?}");
+
+    // A certificate from another authority replaces it on disk.
+    std::fs::copy(new.path().join("server.pem"), &cert).unwrap();
+    std::fs::copy(new.path().join("server.key"), &key).unwrap();
+    serve.signal(libc::SIGHUP);
+    serve.wait_for_log(&format!("TLS certificate {} re-read", cert.display()));
+    let after = curl(&strs(&https(&serve, new.path(), "/hello")), None);
+    assert_eq!(after.body, "hello, world\n", "{after:#?}");
+    // The old authority no longer vouches for what the server presents.
+    let stale = curl(&strs(&https(&serve, old.path(), "/hello")), None);
+    assert_ne!(stale.exit, 0, "{stale:#?}");
+    assert_eq!(stale.status, "000", "{stale:#?}");
+
+    // A key that does not match fails the reload; the server keeps the
+    // certificate it has.
+    std::fs::copy(old.path().join("server.key"), &key).unwrap();
+    serve.signal(libc::SIGHUP);
+    serve.wait_for_log("tern: reload failed, still serving the previous version: ");
+    let kept = curl(&strs(&https(&serve, new.path(), "/hello")), None);
+    assert_eq!(kept.body, "hello, world\n", "{kept:#?}");
+}
+
+#[test]
+fn certificate_files_that_cannot_be_used_stop_tern_naming_the_file() {
+    let pki = pki();
+    let tern = Tern::new();
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), &app());
+    let file = |name: &str| pki.path().join(name).display().to_string();
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let serve = |verb: &str, cert: &str, key: &str| {
+        let mut args = vec![verb, dir.path().to_str().unwrap()];
+        if verb == "up" {
+            args.push("--no-build");
+        }
+        args.extend([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ]);
+        tern.run_within(&args, PATIENCE)
+    };
+    let cases = [
+        (
+            missing.clone(),
+            file("server.key"),
+            format!("reading the TLS certificate {missing}: "),
+        ),
+        (
+            file("server.pem"),
+            missing.clone(),
+            format!("reading the TLS private key {missing}: "),
+        ),
+        (
+            file("server.key"),
+            file("server.key"),
+            format!(
+                "the TLS certificate file {} holds no PEM certificate",
+                file("server.key")
+            ),
+        ),
+        (
+            file("server.pem"),
+            file("server.pem"),
+            format!(
+                "the TLS key file {} holds no PEM private key",
+                file("server.pem")
+            ),
+        ),
+        (
+            file("server.pem"),
+            file("ca.key"),
+            format!(
+                "the TLS private key {} does not match the certificate {}",
+                file("ca.key"),
+                file("server.pem")
+            ),
+        ),
+    ];
+    for (cert, key, expected) in &cases {
+        for verb in ["serve", "up"] {
+            let out = serve(verb, cert.as_str(), key.as_str());
+            out.code(1).one_line_error(expected);
+            // Never a line of a key.
+            assert!(!out.stderr.contains("-----"), "{out:#?}");
+        }
+    }
+    // Both or neither.
+    let alone = tern.run_within(
+        &[
+            "serve",
+            dir.path().to_str().unwrap(),
+            "--tls-cert",
+            &file("server.pem"),
+        ],
+        PATIENCE,
+    );
+    alone.code(2).stderr_has("--tls-key");
+}

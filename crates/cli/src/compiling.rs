@@ -39,7 +39,7 @@ impl CompileLimitArgs {
 
 /// Programs at least this large take long enough to compile (Python and
 /// JavaScript components: 9 to 13 s) to be worth a line.
-const LARGE: usize = 1 << 20;
+const LARGE: usize = 4 << 20;
 
 /// How often a compile still running is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);

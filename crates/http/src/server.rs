@@ -199,18 +199,25 @@ impl Server {
             let listener = self.listener.try_clone()?;
             let shared = self.shared.clone();
             let stop = stop_rx.clone();
+            // The worker says when it is done on a channel, so this thread
+            // waits for it without blocking its own runtime (which still
+            // runs the caller's tasks, such as a second signal's handler).
+            let (done_tx, done) = tokio::sync::oneshot::channel();
             let worker = std::thread::Builder::new()
                 .name(format!("tern-worker-{n}"))
                 .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        Ok(accept_loop(shared, listener, stop).await)
-                    })
+                    let served = (|| {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            Ok(accept_loop(shared, listener, stop).await)
+                        })
+                    })();
+                    let _ = done_tx.send(served);
                 })?;
-            workers.push(worker);
+            workers.push((worker, done));
         }
         let listener = TcpListener::from_std(self.listener)?;
         let mut mine = std::pin::pin!(accept_loop(self.shared.clone(), listener, stop_rx));
@@ -222,9 +229,10 @@ impl Server {
                 mine.await
             }
         };
-        for worker in workers {
-            let joined: std::io::Result<Shutdown> = worker.join().unwrap_or(Ok(Shutdown::CutOff));
-            if joined? == Shutdown::CutOff {
+        for (worker, done) in workers {
+            let served: std::io::Result<Shutdown> = done.await.unwrap_or(Ok(Shutdown::CutOff));
+            let _ = worker.join();
+            if served? == Shutdown::CutOff {
                 outcome = Shutdown::CutOff;
             }
         }
@@ -242,12 +250,14 @@ async fn accept_loop(
     // Each connection's task holds a sender; once all are dropped, every
     // connection has ended. Nothing is ever sent.
     let (open, mut ended) = mpsc::channel::<Infallible>(1);
+    // What each connection watches; `stop` itself is borrowed by the loop.
+    let stopping = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let task = connection(shared.clone(), stream, peer, stop.clone(), open.clone());
+                    let task = connection(shared.clone(), stream, peer, stopping.clone(), open.clone());
                     tokio::spawn(task);
                 }
                 Err(err) => {

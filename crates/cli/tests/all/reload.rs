@@ -321,17 +321,18 @@ fn sigusr1_reloads_too() {
 fn padded(wasm: &str, size: usize, fill: u8) -> Vec<u8> {
     let mut bytes = std::fs::read(wasm).unwrap();
     let name = b"tern-test-padding";
-    // Section id, a 3-byte size (below 2 MiB), the name's length and name.
-    let head = 1 + 3 + 1 + name.len();
+    // Section id, a 4-byte size (below 256 MiB), the name's length and name.
+    let head = 1 + 4 + 1 + name.len();
     assert!(bytes.len() + head < size, "{wasm} is already larger");
     let pad = size - bytes.len() - head;
     let payload = 1 + name.len() + pad;
-    assert!(((1 << 14)..(1 << 21)).contains(&payload));
+    assert!(payload < (1 << 28));
     bytes.push(0);
     bytes.extend([
         (payload & 0x7f) as u8 | 0x80,
         ((payload >> 7) & 0x7f) as u8 | 0x80,
-        (payload >> 14) as u8,
+        ((payload >> 14) & 0x7f) as u8 | 0x80,
+        (payload >> 21) as u8,
     ]);
     bytes.push(name.len() as u8);
     bytes.extend_from_slice(name);
@@ -354,8 +355,8 @@ fn line_of(log: &str, needle: &str, nth: usize) -> usize {
 fn large_components_say_what_is_compiling_at_start_and_between_built_and_reloaded() {
     let tern = Tern::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("v1.wasm"), padded(HTTP_HELLO, 1_600_000, 1)).unwrap();
-    std::fs::write(dir.path().join("v2.wasm"), padded(HTTP_BODY, 1_600_000, 2)).unwrap();
+    std::fs::write(dir.path().join("v1.wasm"), padded(HTTP_HELLO, 5_000_000, 1)).unwrap();
+    std::fs::write(dir.path().join("v2.wasm"), padded(HTTP_BODY, 5_000_000, 2)).unwrap();
     std::fs::write(dir.path().join("which"), "v1.wasm").unwrap();
     std::fs::write(
         dir.path().join("tern.toml"),
@@ -376,7 +377,7 @@ build = { command = 'cp "$(cat which)" app.wasm', watch = ["which"] }
     // next start is quicker.
     let serve = Serve::spawn_verb(tern.dev_command(), "up", dir.path(), &["--watch"]);
     let log = serve.log();
-    let compiling = "tern: compiling component web (1.5MiB); later starts use the compile cache";
+    let compiling = "tern: compiling component web (4.8MiB); later starts use the compile cache";
     assert!(
         line_of(&log, "tern: built web in ", 1) < line_of(&log, compiling, 1)
             && line_of(&log, compiling, 1) < line_of(&log, "listening on", 1),
@@ -389,7 +390,7 @@ build = { command = 'cp "$(cat which)" app.wasm', watch = ["which"] }
     std::fs::write(dir.path().join("which"), "v2.wasm").unwrap();
     serve.wait_for_log("tern: reloaded in");
     let log = serve.log();
-    let loading = "tern: loading the new version (compiling component web, 1.5MiB)";
+    let loading = "tern: loading the new version (compiling component web, 4.8MiB)";
     let at = line_of(&log, loading, 1);
     assert!(
         line_of(&log, "tern: built web in ", 2) < at && at < line_of(&log, "tern: reloaded in", 1),
@@ -404,7 +405,7 @@ build = { command = 'cp "$(cat which)" app.wasm', watch = ["which"] }
     drop(serve);
     let serve = Serve::spawn(tern.command(), dir.path(), &["--no-cache"]);
     serve.wait_for_log(
-        "tern: compiling component web (1.5MiB); --no-cache: compiled on every start",
+        "tern: compiling component web (4.8MiB); --no-cache: compiled on every start",
     );
 }
 

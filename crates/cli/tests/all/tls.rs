@@ -257,26 +257,23 @@ fn http2_is_held_to_the_same_limits() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.bin");
     std::fs::write(&file, vec![b'x'; 4096]).unwrap();
-    let declared = curl(
-        &[
-            h2,
-            "--data-binary",
-            &format!("@{}", file.display()),
-            &body_url,
-        ],
-        None,
-    );
-    assert_eq!(
-        (declared.status.as_str(), declared.version.as_str()),
-        ("413", "2"),
-        "{declared:#?}"
-    );
-    let streamed = curl(&[h2, "-T", "-", &body_url], Some(vec![b'x'; 4096]));
-    assert_eq!(
-        (streamed.status.as_str(), streamed.version.as_str()),
-        ("413", "2"),
-        "{streamed:#?}"
-    );
+    // Under load curl sometimes reports the stream's reset (the server
+    // refuses a body it has not read) before the response it already got:
+    // ask again, a bounded number of times, for the 413 a client sees.
+    let refused = |args: &[&str], input: Option<Vec<u8>>| {
+        let mut tries = Vec::new();
+        for _ in 0..3 {
+            let got = curl(args, input.clone());
+            if (got.status.as_str(), got.version.as_str()) == ("413", "2") {
+                return;
+            }
+            tries.push(got);
+        }
+        panic!("never a 413 over HTTP/2: {tries:#?}");
+    };
+    let upload = format!("@{}", file.display());
+    refused(&[h2, "--data-binary", &upload, &body_url], None);
+    refused(&[h2, "-T", "-", &body_url], Some(vec![b'x'; 4096]));
     // Within the limit the guest reads it all.
     assert_eq!(
         curl(&[h2, "-T", "-", &body_url], Some(vec![b'x'; 1000])).expect("200", "2"),

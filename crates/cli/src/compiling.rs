@@ -183,6 +183,30 @@ impl Drop for Ticker {
     }
 }
 
+/// The compiling child process: `tern __compile SPEC KIND MEMORY`, wasm on
+/// stdin, wasmtime's serialized code on stdout, or one `error:` line.
+pub fn child(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use std::io::Write as _;
+    let text: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let compiled = match text[..] {
+        [spec, kind, memory] => tern_runtime::child_main(spec, kind, memory),
+        _ => Err(tern_runtime::Error::msg(
+            "usage: tern __compile SPEC KIND MEMORY",
+        )),
+    };
+    match compiled {
+        Ok(code) if std::io::stdout().lock().write_all(&code).is_ok() => {
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(_) => std::process::ExitCode::FAILURE,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": ").replace('\n', " "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,29 +233,5 @@ mod tests {
         // Nothing after the drop.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(SAID.lock().unwrap().len(), said.len());
-    }
-}
-
-/// The compiling child process: `tern __compile SPEC KIND MEMORY`, wasm on
-/// stdin, wasmtime's serialized code on stdout, or one `error:` line.
-pub fn child(args: &[std::ffi::OsString]) -> std::process::ExitCode {
-    use std::io::Write as _;
-    let text: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
-    let compiled = match text[..] {
-        [spec, kind, memory] => tern_runtime::child_main(spec, kind, memory),
-        _ => Err(tern_runtime::Error::msg(
-            "usage: tern __compile SPEC KIND MEMORY",
-        )),
-    };
-    match compiled {
-        Ok(code) if std::io::stdout().lock().write_all(&code).is_ok() => {
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(_) => std::process::ExitCode::FAILURE,
-        Err(err) => {
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            eprintln!("error: {}", chain.join(": ").replace('\n', " "));
-            std::process::ExitCode::FAILURE
-        }
     }
 }

@@ -37,7 +37,7 @@ pub(crate) enum Idle {
     /// Something is open, or was until recently: look again at this time.
     Busy(Instant),
     /// Nothing open for the whole timeout.
-    Idle,
+    Quiet,
 }
 
 impl Activity {
@@ -82,7 +82,7 @@ impl Activity {
         let quiet = self.born + Duration::from_millis(self.changed.load(Ordering::Relaxed));
         match quiet.checked_add(timeout) {
             Some(until) if until > now => Idle::Busy(until),
-            _ => Idle::Idle,
+            _ => Idle::Quiet,
         }
     }
 }

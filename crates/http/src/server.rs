@@ -395,8 +395,8 @@ where
                 Idle::Busy(until) => idle.as_mut().reset(until),
                 // Closing gracefully and still idle a head timeout later:
                 // a client that never acknowledges the shutdown.
-                Idle::Idle if closing => return Ok(()),
-                Idle::Idle => {
+                Idle::Quiet if closing => return Ok(()),
+                Idle::Quiet => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                     idle.as_mut().reset(tokio::time::Instant::now() + timeout);

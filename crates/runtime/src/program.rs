@@ -204,7 +204,7 @@ impl Loader<'_> {
         engine: &Engine,
         binary: &Binary,
         wasm: &[u8],
-    ) -> Result<(Program, Option<(ArtifactKind, Vec<u8>)>)> {
+    ) -> Result<(Program, Option<Serialized>)> {
         if let Some(on_compile) = self.on_compile {
             on_compile(wasm.len());
         }
@@ -227,6 +227,9 @@ impl Loader<'_> {
         Ok((program, None))
     }
 }
+
+/// Code as wasmtime serialized it, with what kind of program it is.
+type Serialized = (ArtifactKind, Vec<u8>);
 
 /// What a precompiled artifact for another engine configuration is told.
 const ENGINE_MISMATCH: &str = "precompiled artifact does not match this engine; recompile it with `tern compile` options matching --fuel, --timeout and --max-stack";

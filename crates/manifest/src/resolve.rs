@@ -73,15 +73,27 @@ pub(crate) fn resolve(
     let variables = resolve_variables(source, raw.variables)?;
 
     let mut boundary = Boundary::new(&dir, options.allow_outside_app_dir);
+    // Sources some component's build makes: another component may serve the
+    // same binary without a build entry of its own.
+    let built: Vec<String> = raw
+        .component
+        .values()
+        .filter(|c| c.build.is_some())
+        .map(|c| c.source.get_ref().clone())
+        .collect();
     let mut components = BTreeMap::new();
     for (id, component) in raw.component {
+        let built_elsewhere = built.contains(component.source.get_ref());
         let component = resolve_component(
             source,
             &base,
             id,
             component,
             &variables,
-            options,
+            SourceRules {
+                options,
+                built_elsewhere,
+            },
             &mut boundary,
         )?;
         components.insert(component.id.clone(), component);
@@ -185,13 +197,23 @@ fn resolve_variables(
     Ok(variables)
 }
 
+/// How a component's source may be missing: not yet built, by its own build
+/// entry or by another component's with the same source.
+struct SourceRules {
+    options: LoadOptions,
+    built_elsewhere: bool,
+}
+
 fn resolve_component(
     source: &Source,
     base: &Path,
     id: Spanned<String>,
     raw: RawComponent,
     app_variables: &BTreeMap<String, Variable>,
-    options: LoadOptions,
+    SourceRules {
+        options,
+        built_elsewhere,
+    }: SourceRules,
     boundary: &mut Boundary,
 ) -> Result<Component, ManifestError> {
     let key = format!("component.{}", id.get_ref());
@@ -212,14 +234,14 @@ fn resolve_component(
     let problem = match fs::metadata(&wasm) {
         Ok(meta) if meta.is_dir() => Some("is a directory, expected a wasm file".to_owned()),
         Ok(_) => None,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && build.is_some() => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && (build.is_some() || built_elsewhere) => {
             (!options.unbuilt).then(|| "file not found".to_owned())
         }
         Err(e) => Some(describe_io(&e)),
     };
     if let Some(problem) = problem {
         let mut message = format!("{problem}: {}", wasm.display());
-        if build.is_some() {
+        if build.is_some() || built_elsewhere {
             message.push_str(&format!(
                 "; build it with `tern build {}`",
                 source.path.display()

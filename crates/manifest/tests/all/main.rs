@@ -121,6 +121,22 @@ fn an_unbuilt_manifest_may_lack_the_sources_it_builds() {
     let error = tern_manifest::load_unbuilt(Path::new("tests/data/invalid/source_missing.toml"))
         .unwrap_err();
     assert!(error.to_string().contains("file not found"), "{error}");
+    // Unless another component's build makes it: two components serving
+    // one binary, built once.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "manifest_version = 1\n[app]\nname = \"two\"\n\
+        [[route]]\npath = \"/a\"\ncomponent = \"a\"\n\
+        [[route]]\npath = \"/b\"\ncomponent = \"b\"\n\
+        [component.a]\nsource = \"app.wasm\"\nbuild = { command = \"make\" }\n\
+        [component.b]\nsource = \"app.wasm\"\n";
+    fs::write(dir.path().join("tern.toml"), toml).unwrap();
+    let manifest = tern_manifest::load_unbuilt(dir.path()).unwrap();
+    assert!(manifest.components["b"].build.is_none());
+    let error = load(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("file not found") && error.contains("build it with `tern build"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -147,7 +147,12 @@ impl EventSink for LogSink {
                     line.push_str(part);
                 }
                 line.push(' ');
-                push_uint(&mut line, u64::from(r.status), 3);
+                // What the client saw: a status, or the connection closing.
+                if r.aborted {
+                    line.push_str("aborted");
+                } else {
+                    push_uint(&mut line, u64::from(r.status), 3);
+                }
                 line.push(' ');
                 push_millis(&mut line, r.duration);
                 line.push(' ');
@@ -163,7 +168,8 @@ impl EventSink for LogSink {
                 "id": r.id.to_string(),
                 "method": r.method,
                 "path": r.path,
-                "status": r.status,
+                "status": (!r.aborted).then_some(r.status),
+                "aborted": r.aborted,
                 "duration_ms": (r.duration.as_secs_f64() * 1e6).round() / 1000.0,
                 "component": r.component,
                 "error": r.error,

@@ -99,16 +99,33 @@ impl Body for LimitedBody {
 
 /// Set by a request's task when its guest failed, before the guest's
 /// store (and with it the body's sender) is dropped.
+/// It also tells the task when the body has ended, so the task can log a
+/// failed response as aborted if not one byte of it reached the client.
 #[derive(Clone, Default)]
-pub(crate) struct FailureFlag(Arc<AtomicBool>);
+pub(crate) struct FailureFlag(Arc<Failed>);
+
+#[derive(Default)]
+struct Failed {
+    failed: AtomicBool,
+    ended: tokio::sync::Notify,
+}
 
 impl FailureFlag {
     pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.failed.store(true, Ordering::Release);
     }
 
     fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.failed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the guest's body has ended (failed, or been dropped).
+    pub(crate) async fn ended(&self) {
+        self.0.ended.notified().await;
+    }
+
+    fn end(&self) {
+        self.0.ended.notify_one();
     }
 }
 
@@ -137,6 +154,12 @@ impl std::fmt::Display for GuestFailed {
 
 impl std::error::Error for GuestFailed {}
 
+impl<B> Drop for GuestBody<B> {
+    fn drop(&mut self) {
+        self.failed.end();
+    }
+}
+
 impl<B> Body for GuestBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -151,7 +174,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
             Some(frame) => Poll::Ready(Some(frame.map_err(Into::into))),
-            None if self.failed.is_set() => Poll::Ready(Some(Err(Box::new(GuestFailed)))),
+            None if self.failed.is_set() => {
+                self.failed.end();
+                Poll::Ready(Some(Err(Box::new(GuestFailed))))
+            }
             None => Poll::Ready(None),
         }
     }

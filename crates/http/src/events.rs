@@ -40,6 +40,9 @@ pub struct AccessRecord<'a> {
     /// The status sent, or the one that would have been sent when the
     /// connection was aborted after the head went out.
     pub status: u16,
+    /// The response failed before any byte of it reached the client: the
+    /// client saw the connection close, not `status`.
+    pub aborted: bool,
     /// From the head being read to the guest finishing.
     pub duration: Duration,
     /// The component that handled it; `None` when no route matched or the

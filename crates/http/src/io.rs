@@ -3,6 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ pub(crate) struct ClientIo<T> {
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
     lingering: bool,
+    /// Bytes written to the client so far, shared with the connection's
+    /// requests: a failed response that wrote nothing was aborted unseen.
+    written: Arc<AtomicU64>,
 }
 
 impl<T> ClientIo<T> {
@@ -41,6 +46,18 @@ impl<T> ClientIo<T> {
             timer: None,
             armed: false,
             lingering: false,
+            written: Arc::default(),
+        }
+    }
+
+    /// The count of bytes written to the client, as it goes up.
+    pub(crate) fn written(&self) -> Arc<AtomicU64> {
+        self.written.clone()
+    }
+
+    fn count(&self, poll: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = poll {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
         }
     }
 
@@ -94,6 +111,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.count(&poll);
         self.watch(cx, poll)
     }
 
@@ -103,6 +121,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.count(&poll);
         self.watch(cx, poll)
     }
 

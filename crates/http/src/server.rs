@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -288,6 +288,7 @@ async fn connection(
     _open: mpsc::Sender<Infallible>,
 ) {
     let io = ClientIo::new(stream, shared.config.write_timeout);
+    let written = io.written();
     let protocols = &shared.protocols;
     let result = match &shared.tls {
         None => {
@@ -296,7 +297,7 @@ async fn connection(
                 &protocols.either,
                 TokioIo::new(io),
                 peer,
-                false,
+                (false, written),
                 &mut stop,
             )
             .await
@@ -329,7 +330,15 @@ async fn connection(
                 Some(_) => &protocols.http1,
                 None => &protocols.either,
             };
-            serve_http(&shared, http, TokioIo::new(stream), peer, true, &mut stop).await
+            serve_http(
+                &shared,
+                http,
+                TokioIo::new(stream),
+                peer,
+                (true, written),
+                &mut stop,
+            )
+            .await
         }
     };
     // Client errors (resets, malformed heads, timeouts) end only their own
@@ -349,7 +358,7 @@ async fn serve_http<I>(
     http: &Http,
     io: I,
     peer: SocketAddr,
-    tls: bool,
+    (tls, written): (bool, Arc<AtomicU64>),
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
@@ -360,6 +369,7 @@ where
         addr: peer,
         header: HeaderValue::from_str(&peer.to_string()).ok(),
         tls,
+        written,
     };
     let service = {
         let shared = shared.clone();
@@ -442,6 +452,7 @@ fn log_connection_error(
         method: "-",
         path: "-",
         status,
+        aborted: false,
         duration: Duration::ZERO,
         component: None,
         error: Some(format!("{what} (client {peer})")),
@@ -472,6 +483,8 @@ struct Client {
     header: Option<HeaderValue>,
     /// Whether the connection is TLS.
     tls: bool,
+    /// Bytes written to the client so far ([`ClientIo`]).
+    written: Arc<AtomicU64>,
 }
 
 /// Routes one request, applies the limits checked before a guest runs,
@@ -484,6 +497,7 @@ async fn handle(
     let start = Instant::now();
     let id = shared.ids.next();
     let method = req.method().clone();
+    let version = req.version();
     // The request's own URI, shared rather than copied, for the log line.
     let uri = req.uri().clone();
     let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
@@ -492,6 +506,7 @@ async fn handle(
             method: method.as_str(),
             path: uri.path(),
             status,
+            aborted: false,
             duration: start.elapsed(),
             component,
             error,
@@ -594,6 +609,12 @@ async fn handle(
     // to back, so one write wakes the client instead of each. Inline was
     // 25% slower under load (bench/README.md).
     let component_id = served.grants.id.clone();
+    let written = (version != http::Version::HTTP_2).then(|| {
+        (
+            client.written.clone(),
+            client.written.load(Ordering::Relaxed),
+        )
+    });
     let task = {
         let shared = shared.clone();
         let (method, uri) = (method.clone(), uri.clone());
@@ -608,11 +629,21 @@ async fn handle(
                     Some(failure.describe(&served.grants.limits)),
                 ),
             };
+            // A head the guest set before it failed may never have reached
+            // the client: once its body has ended, did any byte go out? (On
+            // HTTP/1 only: HTTP/2 streams share the connection's count.)
+            let aborted = if result.is_err() && state.sent().is_some() && written.is_some() {
+                state.failed.ended().await;
+                written.is_some_and(|(count, before)| count.load(Ordering::Relaxed) == before)
+            } else {
+                false
+            };
             shared.sink.request(&AccessRecord {
                 id,
                 method: method.as_str(),
                 path: uri.path(),
                 status,
+                aborted,
                 duration: start.elapsed(),
                 component: Some(&served.grants.id),
                 error,

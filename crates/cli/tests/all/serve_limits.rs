@@ -163,6 +163,15 @@ pub fn http_partial() {
     let serve = Serve::start(&tern, &toml, &[]);
     let whole = serve.get("/partial/ok");
     assert_eq!(whole.expect(200), "partial\n");
+    // A guest that fails right after setting its head: nothing reached the
+    // client, and the log says so rather than the status it set.
+    let aborted = serve.get("/partial/head");
+    assert_eq!(aborted.status, 0, "{aborted:#?}");
+    let line = serve.wait_for_log("GET /partial/head ");
+    assert!(
+        line.contains("GET /partial/head aborted ") && line.contains("guest trapped"),
+        "{line}"
+    );
     // Once the head is out, a failing guest aborts the connection rather
     // than ending the body as if it were complete.
     let response = serve.get("/partial/spin");

@@ -1,6 +1,7 @@
 //! Sends the head and a first chunk, with no `content-length`, then fails:
 //! `/partial/trap` panics once the request body has ended (so a client can
 //! read the head and the chunk first), and `/partial/spin` loops forever.
+//! `/partial/head` sets the head and panics before writing any of the body.
 //! Any other path ends the body normally, after the one chunk.
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -10,6 +11,10 @@ struct Partial;
 impl Guest for Partial {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        if tern_http_guests::path(&path) == "/partial/head" {
+            let _kept = tern_http_guests::start_response(out, 200, &[], None);
+            panic!("guest panicked right after setting the head");
+        }
         let (body, stream) =
             tern_http_guests::start_response(out, 200, &[("content-type", "text/plain")], None);
         tern_http_guests::write_all(&stream, b"partial\n");

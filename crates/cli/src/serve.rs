@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Time a client may read nothing of a response before it is disconnected
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     write_timeout: HumanDuration,
+    /// Connections open at once; more wait until one closes [default: 10000, or fewer if the open-file limit is lower]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
@@ -169,8 +172,8 @@ fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
 /// Raises the soft limit on open files to the hard one: every connection
 /// holds a descriptor, and the usual soft limit of 1024 turns away new
 /// clients once about a thousand sit idle. Failing to raise it only leaves
-/// the old limit.
-fn raise_open_files_limit() {
+/// the old limit. Returns the soft limit in force.
+fn raise_open_files_limit() -> Option<usize> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
@@ -182,6 +185,9 @@ fn raise_open_files_limit() {
             },
         );
     }
+    getrlimit(Resource::Nofile)
+        .current
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 pub fn main(args: ServeArgs) -> Result<ExitCode> {
@@ -213,6 +219,14 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     config.max_header_size = args.max_header_size;
     config.grace = args.grace.0;
     config.write_timeout = args.write_timeout.0;
+    let open_files = raise_open_files_limit();
+    config.max_connections = match args.max_connections {
+        Some(n) => n as usize,
+        // Leave descriptors for stores, outbound connections and files.
+        None => open_files.map_or(ServeConfig::DEFAULT_MAX_CONNECTIONS, |limit| {
+            ServeConfig::DEFAULT_MAX_CONNECTIONS.min(limit.saturating_sub(256).max(64))
+        }),
+    };
 
     // Serving works without the cache, only starting is slower.
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
@@ -225,7 +239,6 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     let notes = compiling::ServeNotes::start(cache.is_some());
     let app = App::load_noting(&manifest, &config, &loader, &notes)?;
 
-    raise_open_files_limit();
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n as usize,

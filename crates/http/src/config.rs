@@ -30,6 +30,9 @@ pub struct ServeConfig {
     /// How long a client may leave a response unread before its connection
     /// is closed.
     pub write_timeout: Duration,
+    /// Connections open at once; at the cap the server accepts no more
+    /// until one ends.
+    pub max_connections: usize,
     /// Store backends and variable values chosen by the operator.
     pub runtime: RuntimeConfig,
     /// Where embedded stores keep their files; `None` for `.tern` beside
@@ -52,6 +55,8 @@ impl ServeConfig {
     pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     /// Request head size.
     pub const DEFAULT_MAX_HEADER_SIZE: ByteSize = ByteSize(32 << 10);
+    /// Connections open at once.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     /// Time a client may read nothing of a response.
     pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
     /// Shutdown grace period.
@@ -73,6 +78,7 @@ impl ServeConfig {
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             grace: Self::DEFAULT_GRACE,
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             runtime: RuntimeConfig::default(),
             state_dir: None,
         }

@@ -19,7 +19,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -56,6 +56,8 @@ struct Shared {
     /// The certificate and key presented to clients, when serving TLS.
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     protocols: Protocols,
+    /// One permit per open connection, across the worker threads.
+    connections: Arc<Semaphore>,
 }
 
 /// The HTTP settings of every connection, made once: the same limits for
@@ -140,6 +142,7 @@ impl Server {
             .as_ref()
             .map(|tls| Arc::new(ArcSwap::new(tls.server.clone())));
         let protocols = Protocols::new(&config);
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
@@ -150,6 +153,7 @@ impl Server {
                 local,
                 tls,
                 protocols,
+                connections,
             }),
         })
     }
@@ -253,11 +257,22 @@ async fn accept_loop(
     // What each connection watches; `stop` itself is borrowed by the loop.
     let stopping = stop.clone();
     loop {
+        // At `--max-connections`, accept nothing until a connection ends:
+        // new clients wait in the kernel's backlog, and idle keep-alive
+        // connections end within the head timeout.
+        let permit = tokio::select! {
+            permit = shared.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let task = connection(shared.clone(), stream, peer, stopping.clone(), open.clone());
+                    let open = (open.clone(), permit);
+                    let task = connection(shared.clone(), stream, peer, stopping.clone(), open);
                     tokio::spawn(task);
                 }
                 Err(err) => {
@@ -285,7 +300,7 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-    _open: mpsc::Sender<Infallible>,
+    _open: (mpsc::Sender<Infallible>, OwnedSemaphorePermit),
 ) {
     let io = ClientIo::new(stream, shared.config.write_timeout);
     let written = io.written();

@@ -383,3 +383,36 @@ fn a_declared_body_over_the_limit_gets_413_while_still_sending() {
     });
     serve.wait_for_log("POST /body 413");
 }
+
+#[test]
+fn connections_are_capped_and_idle_ones_make_room() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &one("/forge", P1_WAGI_FORGE, ""),
+        &[
+            "--max-connections",
+            "1",
+            "--header-timeout",
+            "1s",
+            "--threads",
+            "1",
+        ],
+    );
+    // One idle connection takes the only place...
+    let idle = serve.connect();
+    std::thread::scope(|s| {
+        // ...a second client waits in the backlog until the idle one is
+        // closed by the head timeout, and is served after that.
+        let waiting = s.spawn(|| {
+            let response = serve.get("/forge");
+            (response, std::time::Instant::now())
+        });
+        let mut rest = Vec::new();
+        let _ = (&idle).read_to_end(&mut rest);
+        let closed = std::time::Instant::now();
+        let (response, answered) = waiting.join().unwrap();
+        response.expect(200);
+        assert!(answered >= closed, "served while the only place was taken");
+    });
+}

@@ -1,7 +1,5 @@
 //! Each limit stops the guest and names itself; the host survives.
 
-use std::time::{Duration, Instant};
-
 use crate::support::Tern;
 use test_programs::*;
 
@@ -25,15 +23,12 @@ pub fn sleep() {
     // deadline thread still ends the run.
     let tern = Tern::new();
     for program in [P1_SLEEP, P2_SLEEP] {
-        let started = Instant::now();
+        // 124 and the message are the deadline's: a guest left to sleep
+        // would exit 0 after 60 s (and the harness's own deadline is 120 s).
         tern.run(&["run", "--timeout", "300ms", program, "60"])
             .code(124)
             .stdout("sleeping 60s\n")
             .one_line_error("guest exceeded its time limit of 300ms");
-        assert!(
-            started.elapsed() < Duration::from_secs(50),
-            "the sleeping guest was not stopped"
-        );
         tern.run(&["run", "--timeout", "10s", program, "0"])
             .code(0)
             .stdout("sleeping 0s\nwoke up\n");

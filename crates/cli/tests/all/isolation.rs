@@ -7,17 +7,9 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 
 use test_programs::*;
 
-use crate::serving::{Part, Serve, manifest, read_response};
+use crate::serve::one;
+use crate::serving::{Serve, read_response};
 use crate::support::Tern;
-
-fn one(route: &str, source: &str, extra: &str) -> String {
-    manifest(&[Part {
-        route,
-        id: "app",
-        source,
-        extra,
-    }])
-}
 
 /// The most resident memory the server ever had, from `/proc`.
 fn peak_rss_mib(serve: &Serve) -> u64 {

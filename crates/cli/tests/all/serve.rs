@@ -8,7 +8,8 @@ use test_programs::*;
 use crate::serving::{Part, Serve, manifest, read_response, write_app};
 use crate::support::{CANARY, Tern};
 
-fn one(route: &str, source: &str, extra: &str) -> String {
+/// A manifest with one route to one component, `app`.
+pub(crate) fn one(route: &str, source: &str, extra: &str) -> String {
     manifest(&[Part {
         route,
         id: "app",

@@ -87,27 +87,7 @@ impl Tern {
     /// Runs `tern` (stdin empty), failing the test if it has not finished
     /// within `limit`: for cases where a bug would hang rather than fail.
     pub fn run_within(&self, args: &[&str], limit: Duration) -> Output {
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting tern");
-        let deadline = Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "tern {args:?} still running after {limit:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Output::of(child.wait_with_output().unwrap())
+        run_bounded(self.command().args(args), None, limit)
     }
 
     /// Runs `tern` with `stdin` as its standard input, within [`DEADLINE`].

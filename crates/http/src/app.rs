@@ -16,6 +16,7 @@ use crate::instance::Grants;
 use crate::router::Router;
 use crate::wagi::WagiExecutor;
 use crate::wasi_http::WasiHttpExecutor;
+use crate::wasi_http3::WasiHttp3Executor;
 
 /// A loaded app. It may be replaced by a new version while serving (see
 /// [`App::reload`]); requests in flight keep the version they started on.
@@ -178,7 +179,23 @@ impl App {
             .map(|l| l.memory)
             .max()
             .unwrap_or(ServeConfig::DEFAULT_MEMORY);
-        let size = PoolSize { slots, max_memory };
+        // Each binary is read once here: what it declares decides the
+        // engine (WASI 0.3 needs concurrency) and, before compiling,
+        // whether its memory fits.
+        let binaries: Vec<Option<Vec<u8>>> = manifest
+            .components
+            .values()
+            .map(|c| std::fs::read(&c.source).ok())
+            .collect();
+        let concurrency = binaries
+            .iter()
+            .flatten()
+            .any(|bytes| tern_runtime::speaks_wasi_p3(bytes));
+        let size = PoolSize {
+            slots,
+            max_memory,
+            concurrency,
+        };
         let pool = match previous {
             Some(app) if app.pool.size == size => app.pool.clone(),
             _ => Arc::new(Pool::new(size)?),
@@ -208,9 +225,10 @@ impl App {
         let tls = crate::outbound::tls_config(config.runtime.outbound_ca_file.as_deref())
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
-        for (component, limits) in manifest.components.values().zip(limits) {
-            let executor =
-                prepare(engine, loader, notes, component, limits.memory).map_err(|message| {
+        for ((component, limits), bytes) in manifest.components.values().zip(limits).zip(binaries)
+        {
+            let executor = prepare(engine, loader, notes, component, bytes, limits.memory)
+                .map_err(|message| {
                     LoadError::Manifest(manifest.error_at(
                         component.source_location,
                         &format!("component.{}", component.id),
@@ -282,12 +300,14 @@ impl App {
 }
 
 /// Loads one component and picks its executor, checking that the binary
-/// can be run by it, and first that its memory fits `memory`, its limit.
+/// can be run by it, and first that its memory fits `memory`, its limit
+/// (`bytes` is the binary as read before, if it could be).
 fn prepare(
     engine: &Engine,
     loader: &Loader<'_>,
     notes: Option<&dyn CompileNotes>,
     component: &tern_manifest::Component,
+    bytes: Option<Vec<u8>>,
     memory: ByteSize,
 ) -> Result<Executor, String> {
     let file = component.source.file_name().map_or_else(
@@ -297,7 +317,7 @@ fn prepare(
     // Before compiling, which takes seconds for a large component: a
     // memory that cannot fit would fail every request (or, as the largest
     // limit of the app, the pool after the compile).
-    if let Ok(bytes) = std::fs::read(&component.source)
+    if let Some(bytes) = bytes
         && let Some(needed) = tern_runtime::initial_memory(&bytes)
         && needed > memory.0
     {
@@ -337,17 +357,23 @@ fn prepare(
     let loaded = loaded.map_err(|e| format!("cannot load {file}: {e:#}"))?;
     match (loaded.program, component.executor) {
         (Program::Component(c), None | Some(ExecutorName::WasiHttp)) => {
-            if !WasiHttpExecutor::exports_handler(engine, &c) {
-                return Err(format!(
-                    "{file} exports no `wasi:http/incoming-handler` (0.2), so the wasi-http executor has nothing to call"
-                ));
+            let link_error = |e: wasmtime::Error| match tern_runtime::explain_link_error(&e) {
+                Some(line) => format!("cannot link {file}: {line}"),
+                None => format!("cannot prepare {file}: {e:#}"),
+            };
+            if WasiHttpExecutor::exports_handler(engine, &c) {
+                WasiHttpExecutor::new(engine, &c)
+                    .map(Executor::WasiHttp)
+                    .map_err(link_error)
+            } else if WasiHttp3Executor::exports_handler(engine, &c) {
+                WasiHttp3Executor::new(engine, &c)
+                    .map(Executor::WasiHttp3)
+                    .map_err(link_error)
+            } else {
+                Err(format!(
+                    "{file} exports neither `wasi:http/incoming-handler` (WASI 0.2) nor `wasi:http/handler` (WASI 0.3), so the wasi-http executor has nothing to call"
+                ))
             }
-            WasiHttpExecutor::new(engine, &c)
-                .map(Executor::WasiHttp)
-                .map_err(|e| match tern_runtime::explain_link_error(&e) {
-                    Some(line) => format!("cannot link {file}: {line}"),
-                    None => format!("cannot prepare {file}: {e:#}"),
-                })
         }
         (Program::Module(m), None | Some(ExecutorName::Wagi)) => WagiExecutor::new(engine, &m)
             .map(Executor::Wagi)

@@ -26,16 +26,21 @@ pub(crate) struct PoolSize {
     pub slots: u32,
     /// The largest memory limit of any component.
     pub max_memory: ByteSize,
+    /// Whether any component speaks WASI 0.3, which needs component-model
+    /// concurrency.
+    pub concurrency: bool,
 }
 
 impl PoolSize {
     /// The serving engine's configuration as data: the pooling allocator
-    /// sized for the app, epoch interruption, no component-model
-    /// concurrency (WASI 0.2 handlers need none).
+    /// sized for the app, epoch interruption, and component-model
+    /// concurrency only when a WASI 0.3 component needs it (WASI 0.2
+    /// handlers and WAGI programs are cheaper without).
     pub(crate) fn spec(&self) -> EngineSpec {
         EngineSpec::Serve {
             slots: self.slots,
             max_memory: self.max_memory.0,
+            concurrency: self.concurrency,
         }
     }
 }

@@ -18,11 +18,14 @@ use crate::events::{EventSink, RequestId};
 use crate::instance::{Failure, Grants};
 use crate::wagi::WagiExecutor;
 use crate::wasi_http::WasiHttpExecutor;
+use crate::wasi_http3::WasiHttp3Executor;
 
 /// How a component is run.
 pub(crate) enum Executor {
-    /// A `wasi:http/incoming-handler` component.
+    /// A `wasi:http/incoming-handler` (WASI 0.2) component.
     WasiHttp(WasiHttpExecutor),
+    /// A `wasi:http/handler` (WASI 0.3) component.
+    WasiHttp3(WasiHttp3Executor),
     /// A WASI preview 1 program run CGI-style.
     Wagi(WagiExecutor),
 }
@@ -132,6 +135,7 @@ impl Executor {
     ) -> Result<(), Failure> {
         let result = match self {
             Executor::WasiHttp(exec) => exec.run(grants, exchange).await,
+            Executor::WasiHttp3(exec) => exec.run(grants, exchange).await,
             Executor::Wagi(exec) => exec.run(grants, exchange).await,
         };
         match result {
@@ -156,7 +160,7 @@ impl Executor {
     /// Which executor this is, as manifests name it.
     pub(crate) fn kind(&self) -> tern_manifest::Executor {
         match self {
-            Executor::WasiHttp(_) => tern_manifest::Executor::WasiHttp,
+            Executor::WasiHttp(_) | Executor::WasiHttp3(_) => tern_manifest::Executor::WasiHttp,
             Executor::Wagi(_) => tern_manifest::Executor::Wagi,
         }
     }

@@ -41,6 +41,7 @@ mod server;
 mod tls;
 mod wagi;
 mod wasi_http;
+mod wasi_http3;
 
 pub use app::{App, CompileNotes, LoadError, RouteInfo};
 pub use config::{RequestLimits, ServeConfig};

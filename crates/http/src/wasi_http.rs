@@ -1,6 +1,7 @@
 //! The `wasi-http` executor: a component exporting
 //! `wasi:http/incoming-handler` (WASI 0.2), one fresh instance per request.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::{HeaderName, HeaderValue};
@@ -10,11 +11,12 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Result, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::body::GuestBody;
-use crate::executor::Exchange;
+use crate::events::EventSink;
+use crate::executor::{Exchange, RequestCtx};
 use crate::instance::{Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources};
 use crate::outbound::Outbound;
 use crate::response::REQUEST_ID_HEADER;
@@ -37,7 +39,7 @@ pub(crate) struct HttpHost {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    limiter: MemoryLimiter,
+    pub(crate) limiter: MemoryLimiter,
     hooks: Outbound,
     services: Services,
 }
@@ -68,10 +70,7 @@ impl WasiHttpExecutor {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
-            services: &mut h.services,
-            table: &mut h.table,
-        })?;
+        add_services(&mut linker)?;
         let pre = linker.instantiate_pre(component)?;
         Ok(WasiHttpExecutor {
             pre: ProxyPre::new(pre)?,
@@ -93,44 +92,8 @@ impl WasiHttpExecutor {
             ctx,
             sink,
         } = exchange;
-        let (_, path_info) = ctx.split_path(request.uri().path());
-        let path_info = HeaderValue::from_str(path_info).ok();
-        let headers = request.headers_mut();
-        drop_tern_headers(headers);
-        let info = [
-            (ROUTE_HEADER, ctx.route),
-            (PATH_INFO_HEADER, path_info),
-            (CLIENT_ADDR_HEADER, ctx.client_header),
-        ];
-        headers.reserve(info.len());
-        for (name, value) in info {
-            if let Some(value) = value {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        }
-
-        let wasi = grants
-            .wasi(&sink, ctx.id)
-            .map_err(|e| Failure::Host(format!("{e:#}")))?
-            .build();
-        let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(MAX_FIELDS_SIZE);
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(max_host_resources(grants.limits.memory));
-        let host = HttpHost {
-            wasi,
-            http,
-            table,
-            limiter: MemoryLimiter::new(grants.limits.memory),
-            hooks: Outbound {
-                policy: grants.outbound.clone(),
-                sent: 0,
-                sink: sink.clone(),
-                component: grants.id.clone(),
-                request: ctx.id,
-            },
-            services: grants.services.clone(),
-        };
+        set_tern_headers(&mut request, &ctx);
+        let host = HttpHost::new(grants, &sink, &ctx)?;
         let mut store = Store::new(self.pre.engine(), host);
         limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
 
@@ -183,6 +146,68 @@ impl WasiHttpExecutor {
     }
 }
 
+/// Puts Tern's own headers on a request for a guest: the matched route,
+/// the path after it, the client's address; a client's own headers of
+/// those names are dropped first.
+pub(crate) fn set_tern_headers<B>(request: &mut http::Request<B>, ctx: &RequestCtx) {
+    let (_, path_info) = ctx.split_path(request.uri().path());
+    let path_info = HeaderValue::from_str(path_info).ok();
+    let headers = request.headers_mut();
+    drop_tern_headers(headers);
+    let info = [
+        (ROUTE_HEADER, ctx.route.clone()),
+        (PATH_INFO_HEADER, path_info),
+        (CLIENT_ADDR_HEADER, ctx.client_header.clone()),
+    ];
+    headers.reserve(info.len());
+    for (name, value) in info {
+        if let Some(value) = value {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+impl HttpHost {
+    /// The store data of one request's instance: only what the manifest
+    /// grants, bounded by the component's limits.
+    pub(crate) fn new(
+        grants: &Grants,
+        sink: &Arc<dyn EventSink>,
+        ctx: &RequestCtx,
+    ) -> Result<Self, Failure> {
+        let wasi = grants
+            .wasi(sink, ctx.id)
+            .map_err(|e| Failure::Host(format!("{e:#}")))?
+            .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_SIZE);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(max_host_resources(grants.limits.memory));
+        Ok(HttpHost {
+            wasi,
+            http,
+            table,
+            limiter: MemoryLimiter::new(grants.limits.memory),
+            hooks: Outbound {
+                policy: grants.outbound.clone(),
+                sent: 0,
+                sink: sink.clone(),
+                component: grants.id.clone(),
+                request: ctx.id,
+            },
+            services: grants.services.clone(),
+        })
+    }
+}
+
+/// Adds Tern's host services (key-value, configuration) to a linker.
+pub(crate) fn add_services(linker: &mut Linker<HttpHost>) -> Result<()> {
+    services::add_to_linker(linker, |h: &mut HttpHost| ServicesView {
+        services: &mut h.services,
+        table: &mut h.table,
+    })
+}
+
 /// Drops client headers in Tern's `tern-` namespace, so a client cannot
 /// pose as the router.
 fn drop_tern_headers(headers: &mut http::HeaderMap) {
@@ -200,7 +225,7 @@ fn drop_tern_headers(headers: &mut http::HeaderMap) {
 /// status (200 to 599), no `x-request-id` of its own (that header is
 /// Tern's, tying a response to its log line), and no `content-length` on a
 /// 204 or 304, whose bodies are empty by definition.
-fn check_head<B>(response: &mut http::Response<B>) -> Result<(), String> {
+pub(crate) fn check_head<B>(response: &mut http::Response<B>) -> Result<(), String> {
     let status = response.status();
     if !(200..=599).contains(&status.as_u16()) {
         return Err(format!(
@@ -216,6 +241,6 @@ fn check_head<B>(response: &mut http::Response<B>) -> Result<(), String> {
     Ok(())
 }
 
-fn error_code_message(code: &ErrorCode) -> String {
+pub(crate) fn error_code_message(code: &impl std::fmt::Debug) -> String {
     format!("guest answered with error code {code:?}")
 }

@@ -25,6 +25,53 @@ pub fn initial_memory(bytes: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+/// Whether a component speaks WASI 0.3: it imports or exports a `wasi:`
+/// interface of version 0.3 (`wasi:http/handler@0.3.0`,
+/// `wasi:cli/stdout@0.3.0`), so its engine needs component-model
+/// concurrency (async functions, streams, futures). `false` for a core
+/// module, and for bytes that are not a readable component (loading them
+/// says what is wrong). Only the top level is read, not nested modules.
+///
+/// ```
+/// let p3 = wat::parse_str(
+///     r#"(component (import "wasi:clocks/monotonic-clock@0.3.0" (instance)))"#,
+/// ).unwrap();
+/// assert!(tern_runtime::speaks_wasi_p3(&p3));
+/// let p2 = wat::parse_str(
+///     r#"(component (import "wasi:clocks/monotonic-clock@0.2.6" (instance)))"#,
+/// ).unwrap();
+/// assert!(!tern_runtime::speaks_wasi_p3(&p2));
+/// ```
+pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
+    use wasmparser::{Parser, Payload};
+    let is_p3 = |name: &str| name.starts_with("wasi:") && name.contains("@0.3.");
+    let mut depth = 0u32;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else { return false };
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => return false,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports.into_iter().flatten() {
+                    if is_p3(import.name.name) {
+                        return true;
+                    }
+                }
+            }
+            Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports.into_iter().flatten() {
+                    if is_p3(export.name.name) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether `text` may be WebAssembly text: after whitespace and `;;`
 /// comments it starts with `(` (a module, its fields, or a `(; ... ;)`
 /// comment). Anything else (a script, a README, an empty file) is not.

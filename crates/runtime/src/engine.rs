@@ -39,6 +39,11 @@ pub enum EngineSpec {
         slots: u32,
         /// The largest linear memory of any instance, in bytes.
         max_memory: u64,
+        /// Component-model concurrency, which WASI 0.3 components need
+        /// (async functions, streams, futures). Off for apps of WASI 0.2
+        /// and preview 1 guests: a store then skips its bookkeeping on
+        /// every instantiation and host call.
+        concurrency: bool,
     },
 }
 
@@ -73,16 +78,19 @@ impl EngineSpec {
                 config.consume_fuel(fuel);
                 set_stack(&mut config, max_stack);
             }
-            EngineSpec::Serve { slots, max_memory } => {
+            EngineSpec::Serve {
+                slots,
+                max_memory,
+                concurrency,
+            } => {
                 config.epoch_interruption(true);
-                // WASI 0.2 handlers need no component-model concurrency;
-                // without it a store skips that bookkeeping on every
-                // instantiation and host call.
-                config.concurrency_support(false);
+                config.concurrency_support(concurrency);
                 set_stack(&mut config, Limits::DEFAULT_MAX_STACK.0);
                 if pooling {
                     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(
-                        slots, max_memory,
+                        slots,
+                        max_memory,
+                        concurrency,
                     )));
                 }
             }
@@ -98,7 +106,11 @@ impl EngineSpec {
                 fuel,
                 max_stack,
             } => format!("run:{}:{}:{max_stack}", u8::from(epoch), u8::from(fuel)),
-            EngineSpec::Serve { slots, max_memory } => format!("serve:{slots}:{max_memory}"),
+            EngineSpec::Serve {
+                slots,
+                max_memory,
+                concurrency,
+            } => format!("serve:{slots}:{max_memory}:{}", u8::from(concurrency)),
         }
     }
 
@@ -116,9 +128,10 @@ impl EngineSpec {
                 fuel: flag(fuel)?,
                 max_stack: max_stack.parse().ok()?,
             }),
-            ["serve", slots, max_memory] => Some(EngineSpec::Serve {
+            ["serve", slots, max_memory, concurrency] => Some(EngineSpec::Serve {
                 slots: slots.parse().ok()?,
                 max_memory: max_memory.parse().ok()?,
+                concurrency: flag(concurrency)?,
             }),
             _ => None,
         }
@@ -133,8 +146,15 @@ fn set_stack(config: &mut Config, max_stack: u64) {
 }
 
 /// The instance pool of a serving engine.
-fn pool(slots: u32, max_memory: u64) -> PoolingAllocationConfig {
+fn pool(slots: u32, max_memory: u64, concurrency: bool) -> PoolingAllocationConfig {
     let slots = slots.max(1);
+    // With concurrency, an instance's tasks may each be suspended in a
+    // host call on a fiber of their own.
+    let stacks = if concurrency {
+        slots.saturating_mul(4)
+    } else {
+        slots
+    };
     let mut pool = PoolingAllocationConfig::new();
     // A component is several core instances (the program, adapters, shims)
     // with up to a couple of memories.
@@ -142,7 +162,7 @@ fn pool(slots: u32, max_memory: u64) -> PoolingAllocationConfig {
         .total_core_instances(slots.saturating_mul(8))
         .total_memories(slots.saturating_mul(2))
         .total_tables(slots.saturating_mul(4))
-        .total_stacks(slots)
+        .total_stacks(stacks)
         .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
         // Reset pages a request touched with memset instead of unmapping
         // them: the next request in this slot then takes no page faults.
@@ -208,6 +228,12 @@ mod spec_tests {
             EngineSpec::Serve {
                 slots: 1000,
                 max_memory: 128 << 20,
+                concurrency: false,
+            },
+            EngineSpec::Serve {
+                slots: 3,
+                max_memory: 64 << 20,
+                concurrency: true,
             },
         ] {
             assert_eq!(EngineSpec::from_arg(&spec.to_arg()), Some(spec));
@@ -220,6 +246,7 @@ mod spec_tests {
         let spec = EngineSpec::Serve {
             slots: 4,
             max_memory: 64 << 20,
+            concurrency: false,
         };
         let pooled = Engine::new(&spec.config(true)).unwrap();
         let plain = Engine::new(&spec.config(false)).unwrap();

@@ -41,7 +41,7 @@ pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;
 pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
 pub use compiler::{CHILD_COMMAND, CompileLimits, child_main};
-pub use declared::initial_memory;
+pub use declared::{initial_memory, speaks_wasi_p3};
 pub use engine::{Deadline, EngineSpec, engine_for};
 pub use imports::explain_link_error;
 pub use invoke::invoke;

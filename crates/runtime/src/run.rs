@@ -1,5 +1,5 @@
-//! Running a WASI command to completion: `_start` of a preview 1 module or
-//! `wasi:cli/run` of a WASI 0.2 component.
+//! Running a WASI command to completion: `_start` of a preview 1 module,
+//! `wasi:cli/run` of a WASI 0.2 or 0.3 component.
 //!
 //! Guests run on wasmtime's async API, driven by a current-thread tokio
 //! runtime: no helper threads, so nothing for the kernel to keep in sync
@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Instance, Module, Result, Store, bail};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -118,10 +118,10 @@ pub(crate) async fn guarded(
 pub fn run_command(engine: &Engine, program: &Program, config: RunConfig<'_>) -> Result<Outcome> {
     match program {
         Program::Module(module) => block_on(run_module(engine, module, config)),
-        Program::Component(component) => {
-            check_is_command(engine, component)?;
-            block_on(run_component(engine, component, config))
-        }
+        Program::Component(component) => match command_version(engine, component)? {
+            CommandVersion::P2 => block_on(run_component(engine, component, config)),
+            CommandVersion::P3 => block_on(run_p3_component(engine, component, config)),
+        },
     }
 }
 
@@ -147,14 +147,20 @@ async fn run_module(engine: &Engine, module: &Module, config: RunConfig<'_>) -> 
     .await
 }
 
-async fn run_component(
+/// A linker with WASI 0.2 (and 0.3 with `p3`), Tern's symlink checks and
+/// host services, and a fresh store for it.
+fn component_store(
     engine: &Engine,
-    component: &Component,
-    config: RunConfig<'_>,
-) -> Result<Outcome> {
-    let mut linker = wasmtime::component::Linker::new(engine);
+    config: &RunConfig<'_>,
+    p3: bool,
+) -> Result<(Linker<ComponentHost>, Store<ComponentHost>)> {
+    let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     symlinks::guard_component(&mut linker)?;
+    if p3 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        symlinks::guard_p3_component(&mut linker)?;
+    }
     services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
         services: &mut h.services,
         table: &mut h.table,
@@ -165,13 +171,47 @@ async fn run_component(
         limiter: MemoryLimiter::new(config.limits.max_memory),
         services: config.services.clone(),
     };
-    let mut store = config.store(engine, host, |h| &mut h.limiter)?;
+    let store = config.store(engine, host, |h| &mut h.limiter)?;
+    Ok((linker, store))
+}
+
+async fn run_component(
+    engine: &Engine,
+    component: &Component,
+    config: RunConfig<'_>,
+) -> Result<Outcome> {
+    let (linker, mut store) = component_store(engine, &config, false)?;
     let command =
         wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, component, &linker)
             .await;
     let command = instantiated(command, &store.data().limiter, &config)?;
     guarded(engine, config.limits, async {
         let result = command.wasi_cli_run().call_run(&mut store).await;
+        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
+        finish(outcome, &store.data().limiter, config.limits)
+    })
+    .await
+}
+
+/// Runs a WASI 0.3 command: `wasi:cli/run@0.3` is an async function, so
+/// it runs inside the store's event loop, which also drives every stream
+/// and future the guest awaits. The deadline drops the whole loop, so a
+/// guest stopped in a host future (a sleep, a read) stops with it.
+async fn run_p3_component(
+    engine: &Engine,
+    component: &Component,
+    config: RunConfig<'_>,
+) -> Result<Outcome> {
+    let (linker, mut store) = component_store(engine, &config, true)?;
+    let command =
+        wasmtime_wasi::p3::bindings::Command::instantiate_async(&mut store, component, &linker)
+            .await;
+    let command = instantiated(command, &store.data().limiter, &config)?;
+    guarded(engine, config.limits, async {
+        let result = store
+            .run_concurrent(async |guest| command.wasi_cli_run().call_run(guest).await)
+            .await
+            .and_then(|ran| ran);
         let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
         finish(outcome, &store.data().limiter, config.limits)
     })
@@ -240,26 +280,34 @@ fn instantiated<I>(
     })
 }
 
-fn check_is_command(engine: &Engine, component: &Component) -> Result<()> {
+/// Which `wasi:cli/run` a component exports.
+enum CommandVersion {
+    P2,
+    P3,
+}
+
+fn command_version(engine: &Engine, component: &Component) -> Result<CommandVersion> {
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
-        return Ok(());
-    }
+    // A Rust program written for 0.3 exports 0.2's `run` too (the standard
+    // library's `main`), which is not the program: 0.3 goes first.
     if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.3")) {
-        bail!(
-            "WASI 0.3 commands are not supported yet (wasmtime 48's WASI 0.3 is experimental); build for wasm32-wasip2"
-        );
+        return Ok(CommandVersion::P3);
+    }
+    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
+        return Ok(CommandVersion::P2);
     }
     let list = if exports.is_empty() {
         "it exports nothing".to_string()
     } else {
         format!("it exports {}", exports.join(", "))
     };
-    bail!("this component is not a wasi:cli command: it does not export `wasi:cli/run@0.2`, {list}")
+    bail!(
+        "this component is not a wasi:cli command: it exports neither `wasi:cli/run@0.2` nor `wasi:cli/run@0.3`; {list}"
+    )
 }
 
 pub(crate) fn list_exports(module: &Module) -> String {

@@ -17,13 +17,19 @@
 
 use std::future::Future;
 use std::path::{Component, Path};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use wasmtime::component::Resource;
+use wasmtime::component::{Accessor, Resource};
 use wasmtime::{Caller, Extern, Func, Instance, Linker, Memory, Module, Result, Store, bail};
 use wasmtime::{StoreContextMut, component};
 use wasmtime_wasi::WasiView;
-use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView as _};
+use wasmtime_wasi::filesystem::{
+    Descriptor, WasiFilesystem, WasiFilesystemCtxView, WasiFilesystemView as _,
+};
+use wasmtime_wasi::p3::bindings::filesystem::types::{
+    ErrorCode as P3ErrorCode, HostDescriptorWithStore as _,
+};
 use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, HostDescriptor};
 
 /// Whether a guest may create a symlink to `target`: a relative path with
@@ -91,6 +97,56 @@ async fn checked_symlink_at<T: WasiView + 'static>(
         Err(error) => Err(error.downcast()?),
     };
     Ok((made,))
+}
+
+/// Where wasmtime-wasi 48 links WASI 0.3's `symlink-at`.
+const P3_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.3.0";
+
+/// Puts the check in front of WASI 0.3's `descriptor.symlink-at` in a
+/// linker that already has wasmtime-wasi's WASI 0.3 (`p3::add_to_linker`).
+pub(crate) fn guard_p3_component<T: WasiView + 'static>(
+    linker: &mut component::Linker<T>,
+) -> Result<()> {
+    // As for 0.2: defining it without shadowing must fail.
+    if linker
+        .instance(P3_FILESYSTEM_TYPES)?
+        .func_wrap_concurrent(SYMLINK_AT, p3_symlink_at::<T>)
+        .is_ok()
+    {
+        bail!(
+            "wasmtime-wasi no longer links `{P3_FILESYSTEM_TYPES}` `{SYMLINK_AT}`, so Tern cannot check symlinks"
+        );
+    }
+    linker.allow_shadowing(true);
+    let defined = linker
+        .instance(P3_FILESYSTEM_TYPES)
+        .and_then(|mut types| types.func_wrap_concurrent(SYMLINK_AT, p3_symlink_at::<T>));
+    linker.allow_shadowing(false);
+    defined
+}
+
+/// The host function for WASI 0.3's `descriptor.symlink-at`.
+#[allow(clippy::type_complexity)]
+fn p3_symlink_at<T: WasiView + 'static>(
+    guest: &Accessor<T>,
+    (dir, target, link): (Resource<Descriptor>, String, String),
+) -> Pin<Box<dyn Future<Output = Result<(std::result::Result<(), P3ErrorCode>,)>> + Send + '_>> {
+    Box::pin(async move {
+        if !stays_below(&target) {
+            return Ok((Err(P3ErrorCode::NotPermitted),));
+        }
+        let fs = guest.with_getter::<WasiFilesystem>(filesystem_of::<T>);
+        let made = match WasiFilesystem::symlink_at(&fs, dir, target, link).await {
+            Ok(()) => Ok(()),
+            // A trap stays a trap; an error code goes back to the guest.
+            Err(error) => Err(error.downcast()?),
+        };
+        Ok((made,))
+    })
+}
+
+fn filesystem_of<T: WasiView>(data: &mut T) -> WasiFilesystemCtxView<'_> {
+    data.filesystem()
 }
 
 /// WASI preview 1's module and function.

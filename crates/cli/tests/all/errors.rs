@@ -58,7 +58,7 @@ pub fn oob() {
 #[test]
 pub fn not_command() {
     Tern::new().run(&["run", WAT_NOT_COMMAND]).code(1).one_line_error(
-        "this component is not a wasi:cli command: it does not export `wasi:cli/run@0.2`, it exports nothing",
+        "this component is not a wasi:cli command: it exports neither `wasi:cli/run@0.2` nor `wasi:cli/run@0.3`; it exports nothing",
     );
 }
 

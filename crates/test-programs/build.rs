@@ -4,6 +4,8 @@
 //! - `guests/`: command programs, for wasm32-wasip1 and wasm32-wasip2;
 //! - `http-guests/`: wasi:http components, one per example, for
 //!   wasm32-wasip2 only;
+//! - `p3-guests/`: WASI 0.3 components for wasm32-wasip2: commands (its
+//!   bins) and wasi:http handlers (its examples);
 //! - `wat/`: WAT programs, used as they are.
 
 use std::env;
@@ -24,10 +26,23 @@ const WAGI_PREFIX: &str = "wagi_";
 /// its constant's prefix.
 const HTTP_PREFIX: &str = "http_";
 
+/// WASI 0.3 guests are built for wasm32-wasip2 as well: there is no wasip3
+/// target yet, and the `wasip3` crate brings the 0.3 bindings.
+const P3_TARGET: &str = "wasm32-wasip2";
+
+/// Every command in `p3-guests/` (a bin) is named with this prefix, which
+/// is also its constant's prefix.
+const P3_PREFIX: &str = "p3_";
+
+/// Every wasi:http guest in `p3-guests/` (an example) is named with this
+/// prefix, which is also its constant's prefix.
+const HTTP3_PREFIX: &str = "http3_";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest_dir.join("guests");
     let http_guests = manifest_dir.join("http-guests");
+    let p3_guests = manifest_dir.join("p3-guests");
     let wat_dir = manifest_dir.join("wat");
     for path in [
         guests.join("src"),
@@ -35,6 +50,9 @@ fn main() {
         http_guests.join("src"),
         http_guests.join("examples"),
         http_guests.join("Cargo.toml"),
+        p3_guests.join("src"),
+        p3_guests.join("examples"),
+        p3_guests.join("Cargo.toml"),
         wat_dir.clone(),
         manifest_dir.join("../../wit"),
     ] {
@@ -53,6 +71,12 @@ fn main() {
         &[],
     );
     build(&http_guests, &target_dir, &[HTTP_TARGET], &["--examples"]);
+    build(
+        &p3_guests,
+        &target_dir,
+        &[P3_TARGET],
+        &["--bins", "--examples"],
+    );
 
     let mut out = String::new();
     let mut names = Vec::new();
@@ -82,26 +106,27 @@ fn main() {
             names.push(name);
         }
     }
-    let mut http_names = Vec::new();
-    for example in sorted_files(&http_guests.join("examples"), "rs") {
-        let name = stem(&example);
-        assert!(
-            name.starts_with(HTTP_PREFIX),
-            "http guest {} must be named {HTTP_PREFIX}*",
-            example.display()
-        );
-        let path = target_dir
-            .join(HTTP_TARGET)
-            .join("release/examples")
-            .join(format!("{name}.wasm"));
-        write_const(
-            &mut out,
-            &format!("`{name}`, a wasi:http component for {HTTP_TARGET}."),
-            &name.to_uppercase(),
-            &path,
-        );
-        http_names.push(name);
-    }
+    let http_names = write_prefixed(
+        &mut out,
+        &http_guests.join("examples"),
+        HTTP_PREFIX,
+        &target_dir.join(HTTP_TARGET).join("release/examples"),
+        &format!("a wasi:http component for {HTTP_TARGET}"),
+    );
+    let p3_names = write_prefixed(
+        &mut out,
+        &p3_guests.join("src/bin"),
+        P3_PREFIX,
+        &target_dir.join(P3_TARGET).join("release"),
+        &format!("a WASI 0.3 command component for {P3_TARGET}"),
+    );
+    let http3_names = write_prefixed(
+        &mut out,
+        &p3_guests.join("examples"),
+        HTTP3_PREFIX,
+        &target_dir.join(P3_TARGET).join("release/examples"),
+        &format!("a WASI 0.3 wasi:http component for {P3_TARGET}"),
+    );
     for wat in sorted_files(&wat_dir, "wat") {
         let name = stem(&wat);
         write_const(
@@ -129,6 +154,18 @@ fn main() {
         "foreach_http_guest",
         "every wasi:http guest program",
         &http_names,
+    );
+    write_foreach(
+        &mut out,
+        "foreach_p3_guest",
+        "every WASI 0.3 command (`p3-guests/src/bin/p3_*.rs`)",
+        &p3_names,
+    );
+    write_foreach(
+        &mut out,
+        "foreach_http3_guest",
+        "every WASI 0.3 wasi:http guest (`p3-guests/examples/http3_*.rs`)",
+        &http3_names,
     );
     fs::write(
         PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"),
@@ -171,6 +208,35 @@ fn build(package: &Path, target_dir: &Path, targets: &[&str], args: &[&str]) {
         package.display(),
         targets.join(" ")
     );
+}
+
+/// Writes a constant for each guest `dir/NAME.rs`, named NAME in upper case
+/// and holding the path of `built/NAME.wasm`, its doc calling it `kind`.
+/// Every NAME must start with `prefix`. Returns the names, sorted.
+fn write_prefixed(
+    out: &mut String,
+    dir: &Path,
+    prefix: &str,
+    built: &Path,
+    kind: &str,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for source in sorted_files(dir, "rs") {
+        let name = stem(&source);
+        assert!(
+            name.starts_with(prefix),
+            "guest {} must be named {prefix}*",
+            source.display()
+        );
+        write_const(
+            out,
+            &format!("`{name}`, {kind}."),
+            &name.to_uppercase(),
+            &built.join(format!("{name}.wasm")),
+        );
+        names.push(name);
+    }
+    names
 }
 
 fn write_const(out: &mut String, doc: &str, name: &str, path: &Path) {

@@ -16,6 +16,15 @@
 //!   as `HTTP_NAME` (`HTTP_HELLO` for `http_hello`). [`foreach_http_guest!`]
 //!   lists them by their full name (`http_hello`).
 //!
+//! WASI 0.3 guests live in `p3-guests/`, built for wasm32-wasip2 only:
+//!
+//! - `p3-guests/src/bin/p3_NAME.rs` are commands exporting
+//!   `wasi:cli/run@0.3.0`, exposed as `P3_NAME` (`P3_HELLO` for `p3_hello`)
+//!   and listed by [`foreach_p3_guest!`] (`p3_hello`).
+//! - `p3-guests/examples/http3_NAME.rs` are wasi:http components exporting
+//!   `wasi:http/handler@0.3.0`, exposed as `HTTP3_NAME` (`HTTP3_HELLO` for
+//!   `http3_hello`) and listed by [`foreach_http3_guest!`] (`http3_hello`).
+//!
 //! [`redis::RedisServer`] starts a real `redis-server` for the tests of the
 //! Redis key-value backend.
 

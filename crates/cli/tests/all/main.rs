@@ -42,3 +42,5 @@ macro_rules! assert_test_exists {
 test_programs::foreach_guest!(assert_test_exists);
 test_programs::foreach_http_guest!(assert_test_exists);
 test_programs::foreach_wagi_guest!(assert_test_exists);
+test_programs::foreach_p3_guest!(assert_test_exists);
+test_programs::foreach_http3_guest!(assert_test_exists);

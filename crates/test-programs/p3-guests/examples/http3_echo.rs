@@ -1,0 +1,44 @@
+//! Streams the request body back as the response body, each chunk written
+//! out as soon as it has been read, then passes the request's trailers on
+//! as the response's. The response (200) carries the request's method and
+//! path with query as `x-echo-method` and `x-echo-path`.
+use wasip3::exports::http::handler::Guest;
+use wasip3::http::types::{ErrorCode, Request, Response};
+use wasip3::wit_future;
+
+struct Echo;
+
+impl Guest for Echo {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let method = tern_p3_guests::method_name(&request.get_method()).to_owned();
+        let path = request.get_path_with_query().unwrap_or_default();
+        let headers = tern_p3_guests::fields(&[
+            ("x-echo-method", method.as_str()),
+            ("x-echo-path", path.as_str()),
+        ]);
+        let (mut body_in, trailers_in) = tern_p3_guests::consume_body(request);
+
+        let (mut body_out, body_rx) = wasip3::wit_stream::new();
+        let (trailers_out, trailers_rx) = wit_future::new(|| Ok(None));
+        let (response, _transmitted) = Response::new(headers, Some(body_rx), trailers_rx);
+
+        // The copy runs after `handle` has returned the response head.
+        wit_bindgen::spawn(async move {
+            while let Some(chunk) = tern_p3_guests::next_chunk(&mut body_in).await {
+                if !body_out.write_all(chunk).await.is_empty() {
+                    // The client went away: the response's trailers future
+                    // gets its default as `trailers_out` is dropped.
+                    return;
+                }
+            }
+            // The request's trailers are known once its body has ended; the
+            // host reads the response's once its body has ended.
+            drop(body_out);
+            let trailers = trailers_in.await;
+            let _ = trailers_out.write(trailers).await;
+        });
+        Ok(response)
+    }
+}
+
+wasip3::http::service::export!(Echo);

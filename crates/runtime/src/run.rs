@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Instance, Module, Result, Store, bail};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -39,10 +39,10 @@ pub(crate) struct ModuleHost {
     pub(crate) limiter: MemoryLimiter,
 }
 
-struct ComponentHost {
+pub(crate) struct ComponentHost {
     wasi: WasiCtx,
     table: ResourceTable,
-    limiter: MemoryLimiter,
+    pub(crate) limiter: MemoryLimiter,
     services: Services,
 }
 
@@ -152,7 +152,36 @@ async fn run_component(
     component: &Component,
     config: RunConfig<'_>,
 ) -> Result<Outcome> {
-    let mut linker = wasmtime::component::Linker::new(engine);
+    let (mut store, instance) = instantiate_component(engine, component, &config).await?;
+    let command = wasmtime_wasi::p2::bindings::Command::new(&mut store, &instance)?;
+    guarded(engine, config.limits, async {
+        let result = command.wasi_cli_run().call_run(&mut store).await;
+        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
+        finish(outcome, &store.data().limiter, config.limits)
+    })
+    .await
+}
+
+/// Instantiates a component in a fresh store (see [`component_store`]):
+/// what `tern run` runs a command in, and `--invoke` calls a function of.
+pub(crate) async fn instantiate_component(
+    engine: &Engine,
+    component: &Component,
+    config: &RunConfig<'_>,
+) -> Result<(Store<ComponentHost>, wasmtime::component::Instance)> {
+    let (linker, mut store) = component_store(engine, config)?;
+    let instance = linker.instantiate_async(&mut store, component).await;
+    let instance = instantiated(instance, &store.data().limiter, config)?;
+    Ok((store, instance))
+}
+
+/// A linker with WASI 0.2, Tern's symlink checks and host services, and a
+/// fresh store for it, with the grants and limits of `config`.
+fn component_store(
+    engine: &Engine,
+    config: &RunConfig<'_>,
+) -> Result<(Linker<ComponentHost>, Store<ComponentHost>)> {
+    let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     symlinks::guard_component(&mut linker)?;
     services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
@@ -165,17 +194,8 @@ async fn run_component(
         limiter: MemoryLimiter::new(config.limits.max_memory),
         services: config.services.clone(),
     };
-    let mut store = config.store(engine, host, |h| &mut h.limiter)?;
-    let command =
-        wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, component, &linker)
-            .await;
-    let command = instantiated(command, &store.data().limiter, &config)?;
-    guarded(engine, config.limits, async {
-        let result = command.wasi_cli_run().call_run(&mut store).await;
-        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
-        finish(outcome, &store.data().limiter, config.limits)
-    })
-    .await
+    let store = config.store(engine, host, |h| &mut h.limiter)?;
+    Ok((linker, store))
 }
 
 /// Instantiates a core module with WASI preview 1 in a fresh store.

@@ -33,6 +33,9 @@ Examples:
   tern run --dir ./data::/data --env GREETING=hi app.wasm --verbose
   tern run --timeout 2s --max-memory 64MiB untrusted.wasm
   tern run --invoke add calc.wat 1 2
+  tern run --invoke 'add(1, 2)' calc.wasm
+  tern run --invoke 'example:calc/ops#mul(6, 7)' calc.wasm
+  tern run --invoke greet calc.wasm '"world"'
   tern run --kv default=counter.sqlite counter.wasm")]
 pub struct RunArgs {
     /// Preopen a host directory, read-write: HOST::GUEST, or DIR for DIR::DIR
@@ -62,7 +65,11 @@ pub struct RunArgs {
     /// Largest wasm call stack; deeper recursion traps
     #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_STACK)]
     max_stack: ByteSize,
-    /// Call this exported function of a core module with ARGS and print its results
+    /// Call an exported function and print its results, one per line. A
+    /// core module's: NAME, with ARGS as numbers. A component's:
+    /// `NAME(ARG, ...)` in WAVE with no ARGS, or NAME with each of ARGS in
+    /// WAVE (strings quoted); NAME may be `package:ns/interface#func`, or
+    /// just `func` if one interface has it; results print in WAVE
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
     /// When the guest traps, print its backtrace (function names when the

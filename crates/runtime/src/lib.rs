@@ -1,6 +1,7 @@
 //! Tern's layer over wasmtime: the engine and its configuration, the
 //! capabilities a guest is granted, the limits it runs under, the sealed
-//! compile cache, and running a WASI program to completion.
+//! compile cache, and running a WASI program to completion (or calling one
+//! of its exported functions, for `--invoke`).
 //!
 //! This crate is one of the two that import wasmtime (the other is `http`);
 //! the CLI talks to wasmtime only through it.
@@ -36,6 +37,7 @@ pub mod services;
 mod stat_index;
 mod stores;
 mod symlinks;
+mod wave;
 
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
 pub use cache::CompileCache;

@@ -20,7 +20,9 @@ pub enum Outcome {
     /// (Those would pass for a shell's or a signal's status, Tern's own 134
     /// among them; wasmtime-wasi refuses them too.)
     InvalidExit(i32),
-    /// An `--invoke`d function returned these values.
+    /// An `--invoke`d function returned these values, as text: numbers for
+    /// a core module, WAVE for a component (strings quoted, records as
+    /// `{x: 1, y: 2}`).
     Returned(Vec<String>),
     /// The guest trapped.
     Trapped {

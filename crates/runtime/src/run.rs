@@ -39,10 +39,10 @@ pub(crate) struct ModuleHost {
     pub(crate) limiter: MemoryLimiter,
 }
 
-struct ComponentHost {
+pub(crate) struct ComponentHost {
     wasi: WasiCtx,
     table: ResourceTable,
-    limiter: MemoryLimiter,
+    pub(crate) limiter: MemoryLimiter,
     services: Services,
 }
 
@@ -147,8 +147,60 @@ async fn run_module(engine: &Engine, module: &Module, config: RunConfig<'_>) -> 
     .await
 }
 
+async fn run_component(
+    engine: &Engine,
+    component: &Component,
+    config: RunConfig<'_>,
+) -> Result<Outcome> {
+    let (mut store, instance) = instantiate_component(engine, component, &config, false).await?;
+    let command = wasmtime_wasi::p2::bindings::Command::new(&mut store, &instance)?;
+    guarded(engine, config.limits, async {
+        let result = command.wasi_cli_run().call_run(&mut store).await;
+        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
+        finish(outcome, &store.data().limiter, config.limits)
+    })
+    .await
+}
+
+/// Runs a WASI 0.3 command: `wasi:cli/run@0.3` is an async function, so
+/// it runs inside the store's event loop, which also drives every stream
+/// and future the guest awaits. The deadline drops the whole loop, so a
+/// guest stopped in a host future (a sleep, a read) stops with it.
+async fn run_p3_component(
+    engine: &Engine,
+    component: &Component,
+    config: RunConfig<'_>,
+) -> Result<Outcome> {
+    let (mut store, instance) = instantiate_component(engine, component, &config, true).await?;
+    let command = wasmtime_wasi::p3::bindings::Command::new(&mut store, &instance)?;
+    guarded(engine, config.limits, async {
+        let result = store
+            .run_concurrent(async |guest| command.wasi_cli_run().call_run(guest).await)
+            .await
+            .and_then(|ran| ran);
+        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
+        finish(outcome, &store.data().limiter, config.limits)
+    })
+    .await
+}
+
+/// Instantiates a component in a fresh store (see [`component_store`]):
+/// what `tern run` runs a command in, and `--invoke` calls a function of.
+pub(crate) async fn instantiate_component(
+    engine: &Engine,
+    component: &Component,
+    config: &RunConfig<'_>,
+    p3: bool,
+) -> Result<(Store<ComponentHost>, wasmtime::component::Instance)> {
+    let (linker, mut store) = component_store(engine, config, p3)?;
+    let instance = linker.instantiate_async(&mut store, component).await;
+    let instance = instantiated(instance, &store.data().limiter, config)?;
+    Ok((store, instance))
+}
+
 /// A linker with WASI 0.2 (and 0.3 with `p3`), Tern's symlink checks and
-/// host services, and a fresh store for it.
+/// host services, and a fresh store for it, with the grants and limits of
+/// `config`.
 fn component_store(
     engine: &Engine,
     config: &RunConfig<'_>,
@@ -173,49 +225,6 @@ fn component_store(
     };
     let store = config.store(engine, host, |h| &mut h.limiter)?;
     Ok((linker, store))
-}
-
-async fn run_component(
-    engine: &Engine,
-    component: &Component,
-    config: RunConfig<'_>,
-) -> Result<Outcome> {
-    let (linker, mut store) = component_store(engine, &config, false)?;
-    let command =
-        wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, component, &linker)
-            .await;
-    let command = instantiated(command, &store.data().limiter, &config)?;
-    guarded(engine, config.limits, async {
-        let result = command.wasi_cli_run().call_run(&mut store).await;
-        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
-        finish(outcome, &store.data().limiter, config.limits)
-    })
-    .await
-}
-
-/// Runs a WASI 0.3 command: `wasi:cli/run@0.3` is an async function, so
-/// it runs inside the store's event loop, which also drives every stream
-/// and future the guest awaits. The deadline drops the whole loop, so a
-/// guest stopped in a host future (a sleep, a read) stops with it.
-async fn run_p3_component(
-    engine: &Engine,
-    component: &Component,
-    config: RunConfig<'_>,
-) -> Result<Outcome> {
-    let (linker, mut store) = component_store(engine, &config, true)?;
-    let command =
-        wasmtime_wasi::p3::bindings::Command::instantiate_async(&mut store, component, &linker)
-            .await;
-    let command = instantiated(command, &store.data().limiter, &config)?;
-    guarded(engine, config.limits, async {
-        let result = store
-            .run_concurrent(async |guest| command.wasi_cli_run().call_run(guest).await)
-            .await
-            .and_then(|ran| ran);
-        let outcome = result.map(|r| Outcome::Exited(if r.is_ok() { 0 } else { 1 }));
-        finish(outcome, &store.data().limiter, config.limits)
-    })
-    .await
 }
 
 /// Instantiates a core module with WASI preview 1 in a fresh store.

@@ -35,7 +35,7 @@ Examples:
   tern run --invoke add calc.wat 1 2
   tern run --invoke 'add(1, 2)' calc.wasm
   tern run --invoke 'example:calc/ops#mul(6, 7)' calc.wasm
-  tern run --invoke greet calc.wasm '"world"'
+  tern run --invoke greet calc.wasm '\"world\"'
   tern run --kv default=counter.sqlite counter.wasm")]
 pub struct RunArgs {
     /// Preopen a host directory, read-write: HOST::GUEST, or DIR for DIR::DIR

@@ -225,8 +225,7 @@ impl App {
         let tls = crate::outbound::tls_config(config.runtime.outbound_ca_file.as_deref())
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
-        for ((component, limits), bytes) in manifest.components.values().zip(limits).zip(binaries)
-        {
+        for ((component, limits), bytes) in manifest.components.values().zip(limits).zip(binaries) {
             let executor = prepare(engine, loader, notes, component, bytes, limits.memory)
                 .map_err(|message| {
                     LoadError::Manifest(manifest.error_at(

@@ -22,9 +22,7 @@ use wasmtime_wasi_http::{FieldMap, p3};
 use crate::body::GuestBody;
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
-use crate::wasi_http::{
-    HttpHost, add_services, check_head, error_code_message, set_tern_headers,
-};
+use crate::wasi_http::{HttpHost, add_services, check_head, error_code_message, set_tern_headers};
 
 /// A WASI 0.3 component ready to instantiate per request.
 pub(crate) struct WasiHttp3Executor {
@@ -101,8 +99,8 @@ impl WasiHttp3Executor {
                         // request.
                         Ok(_) if body_exceeded.load(Ordering::Acquire) => drop(reply),
                         Ok(response) => {
-                            let mut response =
-                                guest.with(|mut store| response.into_http(&mut store, request_io))?;
+                            let mut response = guest
+                                .with(|mut store| response.into_http(&mut store, request_io))?;
                             match check_head(&mut response) {
                                 Ok(()) => {
                                     reply.send(response.map(|body| GuestBody::new(body, failed)))

@@ -27,10 +27,10 @@ use wasmtime_wasi::WasiView;
 use wasmtime_wasi::filesystem::{
     Descriptor, WasiFilesystem, WasiFilesystemCtxView, WasiFilesystemView as _,
 };
+use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, HostDescriptor};
 use wasmtime_wasi::p3::bindings::filesystem::types::{
     ErrorCode as P3ErrorCode, HostDescriptorWithStore as _,
 };
-use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, HostDescriptor};
 
 /// Whether a guest may create a symlink to `target`: a relative path with
 /// no `..`, naming something at or below the link's directory.

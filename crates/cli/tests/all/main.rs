@@ -20,6 +20,7 @@ mod serving;
 mod support;
 mod templates;
 mod tls;
+mod wasi_p3;
 
 // Every guest program has a test named after it.
 use errors::*;
@@ -32,6 +33,7 @@ use run::*;
 use serve::*;
 use serve_limits::*;
 use services::*;
+use wasi_p3::*;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {

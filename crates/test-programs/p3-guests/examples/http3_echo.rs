@@ -1,7 +1,9 @@
 //! Streams the request body back as the response body, each chunk written
 //! out as soon as it has been read, then passes the request's trailers on
 //! as the response's. The response (200) carries the request's method and
-//! path with query as `x-echo-method` and `x-echo-path`.
+//! path with query as `x-echo-method` and `x-echo-path`, and the request's
+//! `trailer` header (which trailers will follow; HTTP/1.1 servers send
+//! only those declared).
 use wasip3::exports::http::handler::Guest;
 use wasip3::http::types::{ErrorCode, Request, Response};
 use wasip3::wit_future;
@@ -12,10 +14,18 @@ impl Guest for Echo {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
         let method = tern_p3_guests::method_name(&request.get_method()).to_owned();
         let path = request.get_path_with_query().unwrap_or_default();
-        let headers = tern_p3_guests::fields(&[
+        let declared = request.get_headers().get("trailer");
+        let declared = declared
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let mut pairs = vec![
             ("x-echo-method", method.as_str()),
             ("x-echo-path", path.as_str()),
-        ]);
+        ];
+        if let Some(declared) = &declared {
+            pairs.push(("trailer", declared));
+        }
+        let headers = tern_p3_guests::fields(&pairs);
         let (mut body_in, trailers_in) = tern_p3_guests::consume_body(request);
 
         let (mut body_out, body_rx) = wasip3::wit_stream::new();

@@ -15,6 +15,7 @@ use crate::executor::Executor;
 use crate::instance::Grants;
 use crate::router::Router;
 use crate::wagi::WagiExecutor;
+use crate::warm::WarmExecutor;
 use crate::wasi_http::WasiHttpExecutor;
 use crate::wasi_http3::WasiHttp3Executor;
 
@@ -52,7 +53,7 @@ impl Pool {
 
 /// One component as served.
 pub(crate) struct Served {
-    pub(crate) grants: Grants,
+    pub(crate) grants: Arc<Grants>,
     pub(crate) executor: Executor,
     pub(crate) permits: Arc<Semaphore>,
 }
@@ -169,9 +170,15 @@ impl App {
             .values()
             .map(|c| config.limits_for(&c.limits))
             .collect();
+        // A warm component's idle instances hold pool slots too: as many
+        // as its requests at once, at most.
         let slots = limits
             .iter()
-            .map(|l| l.max_concurrent)
+            .zip(manifest.components.values())
+            .map(|(l, c)| match c.instances {
+                Some(_) => l.max_concurrent.saturating_mul(2),
+                None => l.max_concurrent,
+            })
             .fold(0u32, u32::saturating_add)
             .min(MAX_POOL_SLOTS);
         let max_memory = limits
@@ -187,10 +194,13 @@ impl App {
             .values()
             .map(|c| std::fs::read(&c.source).ok())
             .collect();
-        let concurrency = binaries
-            .iter()
-            .flatten()
-            .any(|bytes| tern_runtime::speaks_wasi_p3(bytes));
+        // Warm instances are run by wasmtime-wasi-http's handler, which
+        // drives every instance's event loop.
+        let concurrency = manifest.components.values().any(|c| c.instances.is_some())
+            || binaries
+                .iter()
+                .flatten()
+                .any(|bytes| tern_runtime::speaks_wasi_p3(bytes));
         let size = PoolSize {
             slots,
             max_memory,
@@ -247,7 +257,7 @@ impl App {
                     |old| old.permits.clone(),
                 );
             components.push(Served {
-                grants: Grants::new(component, limits, services, tls.clone()),
+                grants: Arc::new(Grants::new(component, limits, services, tls.clone())),
                 executor,
                 permits,
             });
@@ -360,19 +370,36 @@ fn prepare(
                 Some(line) => format!("cannot link {file}: {line}"),
                 None => format!("cannot prepare {file}: {e:#}"),
             };
-            if WasiHttpExecutor::exports_handler(engine, &c) {
-                WasiHttpExecutor::new(engine, &c)
-                    .map(Executor::WasiHttp)
-                    .map_err(link_error)
+            let p3 = if WasiHttpExecutor::exports_handler(engine, &c) {
+                false
             } else if WasiHttp3Executor::exports_handler(engine, &c) {
-                WasiHttp3Executor::new(engine, &c)
-                    .map(Executor::WasiHttp3)
-                    .map_err(link_error)
+                true
             } else {
-                Err(format!(
+                return Err(format!(
                     "{file} exports neither `wasi:http/incoming-handler` (WASI 0.2) nor `wasi:http/handler` (WASI 0.3), so the wasi-http executor has nothing to call"
-                ))
+                ));
+            };
+            match (component.instances, p3) {
+                (Some(instances), false) if instances.concurrent > 1 => Err(format!(
+                    "instances.concurrent = {}: {file} is a WASI 0.2 handler, which takes one request at a time; use concurrent = 1, or a WASI 0.3 handler",
+                    instances.concurrent
+                )),
+                (Some(instances), p3) => WarmExecutor::new(engine, &c, p3, instances)
+                    .map(Executor::Warm)
+                    .map_err(link_error),
+                (None, false) => WasiHttpExecutor::new(engine, &c)
+                    .map(Executor::WasiHttp)
+                    .map_err(link_error),
+                (None, true) => WasiHttp3Executor::new(engine, &c)
+                    .map(Executor::WasiHttp3)
+                    .map_err(link_error),
             }
+        }
+        (Program::Module(_), None | Some(ExecutorName::Wagi)) if component.instances.is_some() => {
+            Err(format!(
+                "[component.{}.instances] keeps wasi-http components warm; {file} is a WAGI program, which runs once per request",
+                component.id
+            ))
         }
         (Program::Module(m), None | Some(ExecutorName::Wagi)) => WagiExecutor::new(engine, &m)
             .map(Executor::Wagi)

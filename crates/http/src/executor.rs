@@ -17,6 +17,7 @@ use crate::body::{BoxError, FailureFlag, LimitedBody, ResponseBody};
 use crate::events::{EventSink, RequestId};
 use crate::instance::{Failure, Grants};
 use crate::wagi::WagiExecutor;
+use crate::warm::WarmExecutor;
 use crate::wasi_http::WasiHttpExecutor;
 use crate::wasi_http3::WasiHttp3Executor;
 
@@ -26,6 +27,8 @@ pub(crate) enum Executor {
     WasiHttp(WasiHttpExecutor),
     /// A `wasi:http/handler` (WASI 0.3) component.
     WasiHttp3(WasiHttp3Executor),
+    /// A wasi-http component (either version) with warm instances.
+    Warm(WarmExecutor),
     /// A WASI preview 1 program run CGI-style.
     Wagi(WagiExecutor),
 }
@@ -129,11 +132,12 @@ impl Executor {
     /// returns how it went. The head, if any, went out through the reply.
     pub(crate) async fn run(
         &self,
-        grants: &Grants,
+        grants: &Arc<Grants>,
         exchange: Exchange,
         state: &ReplyState,
     ) -> Result<(), Failure> {
         let result = match self {
+            Executor::Warm(exec) => exec.run(grants, exchange).await,
             Executor::WasiHttp(exec) => exec.run(grants, exchange).await,
             Executor::WasiHttp3(exec) => exec.run(grants, exchange).await,
             Executor::Wagi(exec) => exec.run(grants, exchange).await,
@@ -160,7 +164,9 @@ impl Executor {
     /// Which executor this is, as manifests name it.
     pub(crate) fn kind(&self) -> tern_manifest::Executor {
         match self {
-            Executor::WasiHttp(_) | Executor::WasiHttp3(_) => tern_manifest::Executor::WasiHttp,
+            Executor::WasiHttp(_) | Executor::WasiHttp3(_) | Executor::Warm(_) => {
+                tern_manifest::Executor::WasiHttp
+            }
             Executor::Wagi(_) => tern_manifest::Executor::Wagi,
         }
     }

@@ -3,8 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -20,15 +20,42 @@ const MAX_LINE: usize = 16 << 10;
 /// printing in a loop must not flood the log (or slow the server down).
 pub(crate) const OUTPUT_BUDGET: usize = 64 << 10;
 
-/// Where one stream of one request goes.
+/// What an instance's output streams share: the request they are logged
+/// under (a warm instance serves several in turn) and the bytes that
+/// request may still log.
+pub(crate) struct OutputState {
+    request: Mutex<RequestId>,
+    budget: AtomicUsize,
+}
+
+impl OutputState {
+    pub(crate) fn new(request: RequestId) -> Arc<Self> {
+        Arc::new(OutputState {
+            request: Mutex::new(request),
+            budget: AtomicUsize::new(OUTPUT_BUDGET),
+        })
+    }
+
+    /// The instance starts on `request`, with a full budget.
+    pub(crate) fn start(&self, request: RequestId) {
+        *self.request.lock().unwrap_or_else(|e| e.into_inner()) = request;
+        self.budget.store(OUTPUT_BUDGET, Ordering::Relaxed);
+    }
+
+    /// The request output is logged under now.
+    pub(crate) fn request(&self) -> RequestId {
+        *self.request.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where one stream of one instance goes.
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) component: Arc<str>,
-    pub(crate) request: RequestId,
     pub(crate) stream: &'static str,
-    /// Bytes this request may still log, shared by its streams.
-    pub(crate) budget: Arc<AtomicUsize>,
+    /// Shared by the instance's streams.
+    pub(crate) state: Arc<OutputState>,
 }
 
 impl GuestOutput {
@@ -77,15 +104,14 @@ impl LineWriter {
 
     fn emit(&mut self) {
         let cost = self.pending.len() + 1;
-        let left = self.target.budget.load(Ordering::Relaxed);
+        let budget = &self.target.state.budget;
+        let left = budget.load(Ordering::Relaxed);
         if left == 0 {
             self.pending.clear();
             return;
         }
         let over = cost > left;
-        self.target
-            .budget
-            .store(if over { 0 } else { left - cost }, Ordering::Relaxed);
+        budget.store(if over { 0 } else { left - cost }, Ordering::Relaxed);
         if over {
             self.pending.clear();
             self.pending
@@ -95,7 +121,7 @@ impl LineWriter {
         let line = line.strip_suffix('\r').unwrap_or(&line);
         self.target.sink.guest_output(&GuestLine {
             component: &self.target.component,
-            request: self.target.request,
+            request: self.target.state.request(),
             stream: self.target.stream,
             text: line,
         });
@@ -176,9 +202,8 @@ mod tests {
         let output = GuestOutput {
             sink: sink.clone(),
             component: "app".into(),
-            request: RequestIds::new().next(),
             stream: "stderr",
-            budget: Arc::new(AtomicUsize::new(OUTPUT_BUDGET)),
+            state: OutputState::new(RequestIds::new().next()),
         };
         let mut writer = output.writer();
         writer.push(b"one\ntw");

@@ -3,7 +3,6 @@
 //! described.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use tern_manifest::ByteSize;
@@ -13,8 +12,8 @@ use wasmtime::{Result, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::config::RequestLimits;
-use crate::events::{EventSink, RequestId};
-use crate::guest_output::{GuestOutput, OUTPUT_BUDGET};
+use crate::events::EventSink;
+use crate::guest_output::{GuestOutput, OutputState};
 use crate::outbound::OutboundPolicy;
 
 /// A component's grants and limits, resolved once at start.
@@ -69,21 +68,19 @@ impl Grants {
     }
 
     /// A WASI context granting only what the manifest grants, with the
-    /// guest's stdout and stderr going to the log.
+    /// guest's stdout and stderr going to the log, under `output`'s request.
     pub(crate) fn wasi(
         &self,
         sink: &Arc<dyn EventSink>,
-        request: RequestId,
+        output: &Arc<OutputState>,
     ) -> Result<WasiCtxBuilder> {
         let mut wasi = WasiCtxBuilder::new();
         self.capabilities.apply(&mut wasi)?;
-        let budget = Arc::new(AtomicUsize::new(OUTPUT_BUDGET));
         let output = |stream| GuestOutput {
             sink: sink.clone(),
             component: self.id.clone(),
-            request,
             stream,
-            budget: budget.clone(),
+            state: output.clone(),
         };
         wasi.stdout(output("stdout")).stderr(output("stderr"));
         Ok(wasi)
@@ -167,14 +164,19 @@ impl Failure {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => match err.downcast_ref::<I32Exit>() {
                 Some(I32Exit(0)) => Ok(()),
-                _ => Err(Failure::from_error(err, limiter, limits)),
+                _ => Err(Failure::from_error(err, Some(limiter), limits)),
             },
             Err(_elapsed) => Err(Failure::Deadline),
         }
     }
 
-    /// Describes a wasmtime error from running the guest.
-    fn from_error(err: wasmtime::Error, limiter: &MemoryLimiter, limits: &RequestLimits) -> Self {
+    /// Describes a wasmtime error from running the guest; the limiter of
+    /// its store, when at hand, tells a refused memory.
+    pub(crate) fn from_error(
+        err: wasmtime::Error,
+        limiter: Option<&MemoryLimiter>,
+        limits: &RequestLimits,
+    ) -> Self {
         if let Some(exit) = err.downcast_ref::<I32Exit>() {
             return Failure::Exit(exit.0);
         }
@@ -197,7 +199,7 @@ impl Failure {
             .strip_prefix("wasm trap: ")
             .unwrap_or(&message)
             .to_string();
-        if let Some(asked) = limiter.refused() {
+        if let Some(asked) = limiter.and_then(MemoryLimiter::refused) {
             message.push_str(&format!(
                 " (the guest asked for {asked} of memory, above its limit of {})",
                 limits.memory

@@ -40,6 +40,7 @@ mod router;
 mod server;
 mod tls;
 mod wagi;
+mod warm;
 mod wasi_http;
 mod wasi_http3;
 

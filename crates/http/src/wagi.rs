@@ -11,6 +11,7 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 use crate::cgi::{CgiRequest, parse_response};
 use crate::executor::Exchange;
+use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants, limit_store};
 
 /// Room for a CGI program's header block on top of its body.
@@ -87,7 +88,7 @@ impl WagiExecutor {
         let capacity = max_body.saturating_add(MAX_CGI_HEAD + 1);
         let stdout = MemoryOutputPipe::new(capacity);
         let mut wasi = grants
-            .wasi(&sink, ctx.id)
+            .wasi(&sink, &OutputState::new(ctx.id))
             .map_err(|e| Failure::Host(format!("{e:#}")))?;
         wasi.args(&[grants.id.as_ref()])
             .envs(&cgi.variables())

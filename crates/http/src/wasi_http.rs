@@ -7,16 +7,17 @@ use std::sync::atomic::Ordering;
 use http::{HeaderName, HeaderValue};
 use tern_runtime::services::{self, ServicesView};
 use tern_runtime::{MemoryLimiter, Services};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Engine, Result, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::body::GuestBody;
+use crate::body::{FailureFlag, GuestBody};
 use crate::events::EventSink;
 use crate::executor::{Exchange, RequestCtx};
+use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources};
 use crate::outbound::Outbound;
 use crate::response::REQUEST_ID_HEADER;
@@ -40,8 +41,12 @@ pub(crate) struct HttpHost {
     http: WasiHttpCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    hooks: Outbound,
+    pub(crate) hooks: Outbound,
     services: Services,
+    /// The request the guest's output is logged under.
+    pub(crate) output: Arc<OutputState>,
+    /// A warm instance's requests, each told if the instance fails.
+    pub(crate) in_flight: Vec<FailureFlag>,
 }
 
 impl WasiView for HttpHost {
@@ -67,13 +72,8 @@ impl WasiHttpExecutor {
     /// Links and pre-instantiates `component`; fails when it does not
     /// export `wasi:http/incoming-handler` or imports what Tern lacks.
     pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self> {
-        let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        add_services(&mut linker)?;
-        let pre = linker.instantiate_pre(component)?;
         Ok(WasiHttpExecutor {
-            pre: ProxyPre::new(pre)?,
+            pre: ProxyPre::new(link(engine, component, false)?)?,
         })
     }
 
@@ -175,8 +175,18 @@ impl HttpHost {
         sink: &Arc<dyn EventSink>,
         ctx: &RequestCtx,
     ) -> Result<Self, Failure> {
+        HttpHost::for_instance(grants, sink, OutputState::new(ctx.id))
+    }
+
+    /// The store data of an instance whose output is logged under
+    /// `output`'s request (a warm instance changes it per request).
+    pub(crate) fn for_instance(
+        grants: &Grants,
+        sink: &Arc<dyn EventSink>,
+        output: Arc<OutputState>,
+    ) -> Result<Self, Failure> {
         let wasi = grants
-            .wasi(sink, ctx.id)
+            .wasi(sink, &output)
             .map_err(|e| Failure::Host(format!("{e:#}")))?
             .build();
         let mut http = WasiHttpCtx::new();
@@ -193,19 +203,35 @@ impl HttpHost {
                 sent: 0,
                 sink: sink.clone(),
                 component: grants.id.clone(),
-                request: ctx.id,
+                request: output.request(),
             },
             services: grants.services.clone(),
+            output,
+            in_flight: Vec::new(),
         })
     }
 }
 
-/// Adds Tern's host services (key-value, configuration) to a linker.
-pub(crate) fn add_services(linker: &mut Linker<HttpHost>) -> Result<()> {
-    services::add_to_linker(linker, |h: &mut HttpHost| ServicesView {
+/// Links and pre-instantiates a wasi-http component: WASI 0.2 and
+/// wasi:http 0.2, with `p3` WASI 0.3 and wasi:http 0.3 as well (a Rust 0.3
+/// guest's standard library speaks 0.2), and Tern's host services.
+pub(crate) fn link(
+    engine: &Engine,
+    component: &Component,
+    p3: bool,
+) -> Result<InstancePre<HttpHost>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    if p3 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
+    services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
         services: &mut h.services,
         table: &mut h.table,
-    })
+    })?;
+    linker.instantiate_pre(component)
 }
 
 /// Drops client headers in Tern's `tern-` namespace, so a client cannot

@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 
 use http::uri::{Authority, Scheme};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Result, Store};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
@@ -22,7 +22,7 @@ use wasmtime_wasi_http::{FieldMap, p3};
 use crate::body::GuestBody;
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
-use crate::wasi_http::{HttpHost, add_services, check_head, error_code_message, set_tern_headers};
+use crate::wasi_http::{HttpHost, check_head, error_code_message, link, set_tern_headers};
 
 /// A WASI 0.3 component ready to instantiate per request.
 pub(crate) struct WasiHttp3Executor {
@@ -31,18 +31,10 @@ pub(crate) struct WasiHttp3Executor {
 
 impl WasiHttp3Executor {
     /// Links and pre-instantiates `component`; fails when it does not
-    /// export `wasi:http/handler@0.3` or imports what Tern lacks. WASI 0.2
-    /// is linked too: a Rust guest's standard library speaks it.
+    /// export `wasi:http/handler@0.3` or imports what Tern lacks.
     pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self> {
-        let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        add_services(&mut linker)?;
-        let pre = linker.instantiate_pre(component)?;
         Ok(WasiHttp3Executor {
-            pre: ServicePre::new(pre)?,
+            pre: ServicePre::new(link(engine, component, true)?)?,
         })
     }
 

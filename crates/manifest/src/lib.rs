@@ -119,6 +119,9 @@ pub struct Component {
     pub files: Vec<FileMount>,
     /// Per-component limits; `None` fields take the runtime's defaults.
     pub limits: LimitsConfig,
+    /// Warm instances, from `[component.ID.instances]`; `None` (the
+    /// default) is a fresh instance per request.
+    pub instances: Option<InstancesConfig>,
     /// Key-value stores the guest may open, by name.
     pub key_value_stores: Vec<String>,
     /// Where the guest may send HTTP requests.
@@ -173,6 +176,29 @@ pub struct FileMount {
     pub source: PathBuf,
     /// Where the guest sees it; starts with `/`.
     pub destination: String,
+}
+
+/// A component's `[component.ID.instances]` table: instances kept warm and
+/// given several requests, instead of a fresh instance per request. State
+/// may then survive from one request to the next of the same component.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InstancesConfig {
+    /// Requests one instance serves before it is dropped; at least 1.
+    pub reuse: u32,
+    /// Requests in one instance at a time; at least 1, at most `reuse`.
+    pub concurrent: u32,
+    /// How long an idle instance is kept.
+    pub idle: HumanDuration,
+}
+
+impl InstancesConfig {
+    /// `reuse` when the table leaves it out.
+    pub const DEFAULT_REUSE: u32 = 128;
+    /// `concurrent` when the table leaves it out: one at a time, which
+    /// every handler supports.
+    pub const DEFAULT_CONCURRENT: u32 = 1;
+    /// `idle` when the table leaves it out.
+    pub const DEFAULT_IDLE: HumanDuration = HumanDuration(std::time::Duration::from_secs(1));
 }
 
 /// A component's `[component.ID.limits]` table; every key is optional.

@@ -68,6 +68,7 @@ pub(crate) struct RawComponent {
     pub(crate) files: Vec<RawFileMount>,
     #[serde(default)]
     pub(crate) limits: RawLimits,
+    pub(crate) instances: Option<RawInstances>,
     #[serde(default)]
     pub(crate) key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
@@ -97,6 +98,17 @@ pub(crate) struct RawBuild {
 pub(crate) struct RawFileMount {
     pub(crate) source: Spanned<String>,
     pub(crate) destination: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ reuse = 128, concurrent = 16, idle = \"1s\" }`"
+)]
+pub(crate) struct RawInstances {
+    pub(crate) reuse: Option<Spanned<u32>>,
+    pub(crate) concurrent: Option<Spanned<u32>>,
+    pub(crate) idle: Option<HumanDuration>,
 }
 
 #[derive(Default, Deserialize)]

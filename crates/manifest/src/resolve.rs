@@ -11,13 +11,14 @@ use toml::Spanned;
 
 use crate::error::Source;
 use crate::raw::{
-    RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable, RawVersion,
+    RawBuild, RawComponent, RawFileMount, RawInstances, RawLimits, RawManifest, RawRoute,
+    RawVariable, RawVersion,
 };
 use crate::variables::is_valid_name;
 use crate::{
-    App, Build, ByteSize, Component, FileMount, LimitsConfig, LoadOptions, Location, Manifest,
-    ManifestError, OutboundHost, OutsideAppDir, OutsideGrant, Route, RoutePattern, Template,
-    Variable,
+    App, Build, ByteSize, Component, FileMount, InstancesConfig, LimitsConfig, LoadOptions,
+    Location, Manifest, ManifestError, OutboundHost, OutsideAppDir, OutsideGrant, Route,
+    RoutePattern, Template, Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -337,6 +338,10 @@ fn resolve_component(
 
     Ok(Component {
         limits: resolve_limits(source, &key, raw.limits)?,
+        instances: raw
+            .instances
+            .map(|raw| resolve_instances(source, &key, raw))
+            .transpose()?,
         key_value_stores,
         allowed_outbound_hosts,
         variables,
@@ -469,6 +474,44 @@ fn resolve_limits(
         outbound_connect_timeout: raw.outbound_connect_timeout,
         outbound_timeout: raw.outbound_timeout,
         max_outbound_requests: raw.max_outbound_requests,
+    })
+}
+
+fn resolve_instances(
+    source: &Source,
+    key: &str,
+    raw: RawInstances,
+) -> Result<InstancesConfig, ManifestError> {
+    let at_least_one = |value: &Option<Spanned<u32>>, name: &str| match value {
+        Some(v) if *v.get_ref() == 0 => Err(source.invalid(
+            Some(source.key_at(&v.span())),
+            format!("{key}.instances.{name}"),
+            "must be at least 1",
+        )),
+        _ => Ok(()),
+    };
+    at_least_one(&raw.reuse, "reuse")?;
+    at_least_one(&raw.concurrent, "concurrent")?;
+    let reuse = raw
+        .reuse
+        .map_or(InstancesConfig::DEFAULT_REUSE, Spanned::into_inner);
+    if let Some(concurrent) = &raw.concurrent
+        && *concurrent.get_ref() > reuse
+    {
+        return Err(source.invalid(
+            Some(source.key_at(&concurrent.span())),
+            format!("{key}.instances.concurrent"),
+            format!(
+                "must be at most `reuse` ({reuse}): an instance serves no more than `reuse` requests in all"
+            ),
+        ));
+    }
+    Ok(InstancesConfig {
+        reuse,
+        concurrent: raw
+            .concurrent
+            .map_or(InstancesConfig::DEFAULT_CONCURRENT, Spanned::into_inner),
+        idle: raw.idle.unwrap_or(InstancesConfig::DEFAULT_IDLE),
     })
 }
 

@@ -61,7 +61,7 @@ fn manifest_errors_stop_before_listening() {
         // A command component has no incoming-handler to call.
         (
             hello("").replace(HTTP_HELLO, P2_HELLO),
-            "component.hello: hello.wasm exports no `wasi:http/incoming-handler`",
+            "component.hello: hello.wasm exports neither `wasi:http/incoming-handler` (WASI 0.2) nor `wasi:http/handler` (WASI 0.3)",
         ),
         (
             hello("executor = \"wasi-http\"").replace(HTTP_HELLO, P1_WAGI_ECHO),

@@ -427,6 +427,135 @@ pub fn http3_counter() {
     }
 }
 
+/// An app of one component with `[component.app.instances]` set to `warm`.
+fn warm_app(source: &str, warm: &str, limits: &str) -> String {
+    one(
+        "/app",
+        source,
+        &format!("[component.app.instances]\n{warm}\n[component.app.limits]\n{limits}"),
+    )
+}
+
+#[test]
+fn warm_instances_serve_several_requests_then_are_dropped() {
+    let tern = Tern::new();
+    let warm = "reuse = 4\nconcurrent = 4\nidle = \"60s\"";
+    let serve = Serve::start(&tern, &warm_app(HTTP3_COUNTER, warm, ""), &[]);
+    // One instance counts on for `reuse` requests; the next starts afresh.
+    let counts: Vec<String> = (0..5)
+        .map(|_| serve.get("/app").expect(200).to_string())
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            "count 1\n",
+            "count 2\n",
+            "count 3\n",
+            "count 4\n",
+            "count 1\n"
+        ]
+    );
+
+    // Requests overlap in one instance: the first waits in the host while
+    // the second is answered by the same instance.
+    let addr = serve.addr;
+    let slow = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream
+            .write_all(
+                b"GET /app?wait_ms=3000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        raw
+    });
+    serve.wait_for_log("count 2 waiting");
+    let started = Instant::now();
+    assert_eq!(serve.get("/app").expect(200), "count 3\n");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(slow.join().unwrap().ends_with("count 2\n"));
+}
+
+#[test]
+fn warm_instances_that_fail_take_only_their_requests_down() {
+    let tern = Tern::new();
+    let toml = manifest(&[
+        Part {
+            route: "/trap",
+            id: "trap",
+            source: HTTP3_TRAP,
+            extra: "[component.trap.instances]\nreuse = 100",
+        },
+        Part {
+            route: "/loop",
+            id: "spin",
+            source: HTTP3_LOOP,
+            extra: "[component.spin.instances]\nconcurrent = 4\n[component.spin.limits]\ntimeout = \"500ms\"",
+        },
+        Part {
+            route: "/count",
+            id: "count",
+            source: HTTP3_COUNTER,
+            extra: "[component.count.instances]\nconcurrent = 4",
+        },
+    ]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    assert_eq!(serve.get("/count").expect(200), "count 1\n");
+    let response = serve.get("/trap");
+    response.expect(500);
+    let line = serve.wait_for_log("warm instance dropped: guest trapped: wasm `unreachable`");
+    assert!(!line.contains("backtrace"), "{line}");
+    // A guest spinning in wasm code stops at its deadline, instance and all.
+    serve.get("/loop").expect(504);
+    serve.wait_for_log("warm instance dropped: deadline of 500ms exceeded");
+    // The other component's instance lives on.
+    assert_eq!(serve.get("/count").expect(200), "count 2\n");
+}
+
+#[test]
+fn warm_instances_left_idle_are_dropped() {
+    let tern = Tern::new();
+    let warm = "idle = \"100ms\"";
+    let serve = Serve::start(&tern, &warm_app(HTTP3_COUNTER, warm, ""), &[]);
+    assert_eq!(serve.get("/app").expect(200), "count 1\n");
+    // Asked less often than `idle`, the component starts afresh each time
+    // its instance has been dropped; within PATIENCE it must have been.
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        if serve.get("/app").expect(200) == "count 1\n" {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the idle instance was kept");
+    }
+}
+
+#[test]
+fn warm_wasi_p2_handlers_are_reused_one_request_at_a_time() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &warm_app(HTTP_HELLO, "reuse = 10", ""), &[]);
+    for _ in 0..12 {
+        assert_eq!(serve.get("/app").expect(200), "hello, world\n");
+    }
+    // More than one at a time is what a 0.2 handler cannot do.
+    let dir = tempfile::tempdir().unwrap();
+    crate::serving::write_app(dir.path(), &warm_app(HTTP_HELLO, "concurrent = 2", ""));
+    tern.run(&["serve", "--listen", "127.0.0.1:0", dir.path().to_str().unwrap()])
+        .code(1)
+        .stderr_has("instances.concurrent = 2: http_hello.wasm is a WASI 0.2 handler, which takes one request at a time");
+    // WAGI programs run once per request.
+    crate::serving::write_app(dir.path(), &warm_app(P1_WAGI_ECHO, "reuse = 2", ""));
+    tern.run(&["serve", "--listen", "127.0.0.1:0", dir.path().to_str().unwrap()])
+        .code(1)
+        .stderr_has("[component.app.instances] keeps wasi-http components warm; wagi_echo.wasm is a WAGI program");
+}
+
 #[test]
 pub fn http3_outbound() {
     let (listener, addr) = listener();

@@ -174,7 +174,7 @@ fn errors_found_later_point_into_the_manifest() {
     );
     assert_eq!(
         error.to_string(),
-        "tests/data/valid/full.toml:32:1: component.api.source: not a component"
+        "tests/data/valid/full.toml:37:1: component.api.source: not a component"
     );
 }
 
@@ -326,6 +326,14 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
             show(limits.max_concurrent.map(|v| v.to_string()))
         )
         .unwrap();
+        if let Some(instances) = &component.instances {
+            writeln!(
+                w,
+                "  instances: reuse {}, concurrent {}, idle {}",
+                instances.reuse, instances.concurrent, instances.idle
+            )
+            .unwrap();
+        }
     }
     out
 }

@@ -3,7 +3,8 @@
 //! the instance, so a reused instance counts on and a fresh one starts at 1.
 //! With `?wait_ms=M` it waits M milliseconds in the host after counting and
 //! before answering, so that requests can overlap in one instance (each
-//! still answers the count it got on arrival).
+//! still answers the count it got on arrival); it first prints
+//! `count N waiting` on stderr, so a test can tell it is waiting.
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasip3::exports::http::handler::Guest;
@@ -23,6 +24,7 @@ impl Guest for Counter {
             Err(why) => return tern_p3_guests::respond_text(400, &why),
         };
         if wait_ms > 0 {
+            eprintln!("count {n} waiting");
             tern_p3_guests::sleep_ms(wait_ms).await;
         }
         tern_p3_guests::respond_text(200, &format!("count {n}\n"))

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use tern_manifest::RuntimeConfig;
 use tern_manifest::runtime_config::{StoreBackend, StoreConfig};
+use tern_manifest::{OutboundHost, RuntimeConfig};
 use tern_runtime::{
     ByteSize, Capabilities, CodeSource, DirGrant, EnvGrant, HumanDuration, Limits, Loader,
     NetGrant, Outcome, Result, RunConfig, Services,
@@ -50,6 +51,11 @@ pub struct RunArgs {
     /// Allow TCP/UDP to matching addresses and name lookup; `*` matches any host or port
     #[arg(long = "allow-net", value_name = "HOST:PORT")]
     net: Vec<NetGrant>,
+    /// Allow outbound HTTP (a component's wasi:http client) to URLs like
+    /// this: `https://api.example.com`, `http://127.0.0.1:8080`,
+    /// `https://*.example.com`; without it every request is refused
+    #[arg(long = "allow-http", value_name = "URL")]
+    http: Vec<OutboundHost>,
     /// Give a component the key-value store NAME (wasi:keyvalue), kept in an SQLite file
     #[arg(long = "kv", value_name = "NAME=FILE.sqlite", value_parser = parse_kv)]
     kv: Vec<(String, PathBuf)>,
@@ -150,11 +156,20 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         .chain(args.args.iter().cloned())
         .collect();
     let services = kv_services(&args.kv)?;
+    let outbound = match args.http {
+        http if http.is_empty() => None,
+        http => Some(
+            tern_http::run_outbound(http, Arc::new(RunNotes)).map_err(tern_runtime::Error::msg)?,
+        ),
+    };
     let config = RunConfig {
         argv: &argv,
         capabilities: &capabilities,
         limits: &limits,
         services: &services,
+        outbound: outbound
+            .as_ref()
+            .map(|make| make as &(dyn Fn() -> tern_runtime::HttpHooks + Sync)),
     };
     let outcome = match &args.invoke {
         Some(func) => tern_runtime::invoke(&engine, &loaded.program, func, &args.args, config),
@@ -162,6 +177,22 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     }?;
     trace.note("guest finished");
     Ok(report(outcome, args.backtrace))
+}
+
+/// What Tern says on a running program's behalf (a refused outbound
+/// request), on stderr.
+struct RunNotes;
+
+impl tern_http::EventSink for RunNotes {
+    fn request(&self, _: &tern_http::AccessRecord<'_>) {}
+
+    fn guest_output(&self, _: &tern_http::GuestLine<'_>) {}
+
+    fn server_error(&self, _: &str) {}
+
+    fn note(&self, _: &str, _: tern_http::RequestId, message: &str) {
+        crate::log::say(&format!("tern: {message}"));
+    }
 }
 
 fn report(outcome: Outcome, show_backtrace: bool) -> ExitCode {

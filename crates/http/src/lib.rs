@@ -47,6 +47,7 @@ mod wasi_http3;
 pub use app::{App, CompileNotes, LoadError, RouteInfo};
 pub use config::{RequestLimits, ServeConfig};
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
+pub use outbound::run_outbound;
 pub use response::REQUEST_ID_HEADER;
 pub use server::{AppSlot, Server, Shutdown};
 pub use tls::{TlsConfig, TlsError, TlsSlot};

@@ -53,6 +53,34 @@ pub(crate) struct Outbound {
     pub(crate) request: RequestId,
 }
 
+/// Outbound HTTP for a program `tern run` runs: requests to `allowed`
+/// only (`allowed_outbound_hosts` syntax), with every check `tern serve`
+/// makes (addresses, user info, redirects handed back, the web PKI roots),
+/// the serving defaults' timeouts, and no count limit. A refusal is told
+/// to `sink` as a note.
+pub fn run_outbound(
+    allowed: Vec<OutboundHost>,
+    sink: Arc<dyn EventSink>,
+) -> Result<impl Fn() -> tern_runtime::HttpHooks + Sync, String> {
+    let policy = Arc::new(OutboundPolicy {
+        allowed,
+        connect_timeout: crate::ServeConfig::DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
+        first_byte_timeout: crate::ServeConfig::DEFAULT_OUTBOUND_TIMEOUT,
+        max_requests: u32::MAX,
+        tls: tls_config(None)?,
+    });
+    let request = crate::events::RequestIds::new().next();
+    Ok(move || {
+        Box::new(Outbound {
+            policy: policy.clone(),
+            sent: 0,
+            sink: sink.clone(),
+            component: "run".into(),
+            request,
+        }) as tern_runtime::HttpHooks
+    })
+}
+
 /// A request that passed the allowlist, before its addresses are checked.
 struct Target {
     scheme: &'static str,

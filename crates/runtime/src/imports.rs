@@ -50,7 +50,7 @@ pub fn explain_link_error(error: &Error) -> Option<String> {
         )
     } else if missing {
         format!(
-            "it imports `{interface}`, which Tern does not provide here{function}; `tern serve` provides wasi:http 0.2, `tern run` wasi:cli 0.2, and both the WASI 0.2 packages, wasi:keyvalue, wasi:config and tern:keyvalue of Tern's `wit/`"
+            "it imports `{interface}`, which Tern does not provide here{function}; Tern provides the WASI 0.2 interfaces, WASI 0.3.0's to components that speak 0.3, and wasi:keyvalue, wasi:config and tern:keyvalue of Tern's `wit/`"
         )
     } else {
         let detail: Vec<String> = chain[1..]

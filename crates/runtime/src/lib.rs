@@ -13,7 +13,7 @@
 //! let loaded = tern_runtime::Loader::default().load(&engine, "hello.wasm".as_ref())?;
 //! let argv = vec!["hello.wasm".to_string()];
 //! let services = tern_runtime::Services::default();
-//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits, services: &services };
+//! let config = RunConfig { argv: &argv, capabilities: &Capabilities::default(), limits: &limits, services: &services, outbound: None };
 //! let outcome = tern_runtime::run_command(&engine, &loaded.program, config)?;
 //! assert_eq!(outcome, Outcome::Exited(0));
 //! # Ok::<(), tern_runtime::Error>(())
@@ -51,7 +51,7 @@ pub use limits::{Limits, MemoryLimiter};
 pub use outcome::Outcome;
 pub use private::{Refusal, Refused, write_private};
 pub use program::{CodeSource, Loaded, Loader, Program, precompile};
-pub use run::{RunConfig, run_command};
+pub use run::{HttpHooks, RunConfig, run_command};
 pub use services::Services;
 pub use stores::{Stores, open_store, open_stores};
 pub use tern_manifest::units::{ByteSize, HumanDuration};

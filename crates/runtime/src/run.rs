@@ -13,6 +13,10 @@ use wasmtime::error::Context as _;
 use wasmtime::{Engine, Instance, Module, Result, Store, bail};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
 
 use crate::capabilities::Capabilities;
 use crate::engine::Deadline;
@@ -32,6 +36,32 @@ pub struct RunConfig<'a> {
     pub limits: &'a Limits,
     /// Key-value stores (components only).
     pub services: &'a Services,
+    /// Makes what sends a component's outbound HTTP requests (`wasi:http`
+    /// client, 0.2 and 0.3); `None` refuses every request
+    /// (`HttpRequestDenied`).
+    pub outbound: Option<&'a (dyn Fn() -> HttpHooks + Sync)>,
+}
+
+/// What sends (or refuses) a component's outbound HTTP requests.
+pub type HttpHooks = Box<dyn WasiHttpHooks + Send>;
+
+/// Refuses every outbound request: what a program gets with no grant.
+struct NoOutbound;
+
+type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+);
+
+impl WasiHttpHooks for NoOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = Result<Sent, HttpError>> + Send> {
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
 }
 
 pub(crate) struct ModuleHost {
@@ -44,6 +74,18 @@ pub(crate) struct ComponentHost {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     services: Services,
+    http: WasiHttpCtx,
+    outbound: HttpHooks,
+}
+
+impl WasiHttpView for ComponentHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut *self.outbound,
+        }
+    }
 }
 
 impl WasiView for ComponentHost {
@@ -198,9 +240,9 @@ pub(crate) async fn instantiate_component(
     Ok((store, instance))
 }
 
-/// A linker with WASI 0.2 (and 0.3 with `p3`), Tern's symlink checks and
-/// host services, and a fresh store for it, with the grants and limits of
-/// `config`.
+/// A linker with WASI 0.2 and its HTTP client (and 0.3's with `p3`),
+/// Tern's symlink checks and host services, and a fresh store for it, with
+/// the grants and limits of `config`.
 fn component_store(
     engine: &Engine,
     config: &RunConfig<'_>,
@@ -208,9 +250,11 @@ fn component_store(
 ) -> Result<(Linker<ComponentHost>, Store<ComponentHost>)> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     symlinks::guard_component(&mut linker)?;
     if p3 {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         symlinks::guard_p3_component(&mut linker)?;
     }
     services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
@@ -222,6 +266,10 @@ fn component_store(
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(config.limits.max_memory),
         services: config.services.clone(),
+        http: WasiHttpCtx::new(),
+        outbound: config
+            .outbound
+            .map_or_else(|| Box::new(NoOutbound) as HttpHooks, |make| make()),
     };
     let store = config.store(engine, host, |h| &mut h.limiter)?;
     Ok((linker, store))

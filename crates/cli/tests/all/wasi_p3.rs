@@ -242,11 +242,37 @@ pub fn p3_net() {
 #[test]
 pub fn p3_http_get() {
     let tern = Tern::new();
-    // `tern run` has no outbound HTTP yet (for 0.2 neither): a program
-    // importing the 0.3 HTTP client is refused at link time, naming it.
-    tern.run(&["run", P3_HTTP_GET, "http://127.0.0.1:1/"])
-        .code(1)
-        .one_line_error("it imports `wasi:http/types@0.3.0`, which Tern does not provide here");
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let url = format!("http://{addr}/x");
+    // Without a grant every request is refused, before any connection.
+    tern.run(&["run", P3_HTTP_GET, &url])
+        .code(4)
+        .stdout("error: ErrorCode::HttpRequestDenied\n");
+    upstream.set_nonblocking(true).unwrap();
+    assert!(upstream.accept().is_err(), "a denied request connected");
+    upstream.set_nonblocking(false).unwrap();
+    // A grant for another host is no grant for this one.
+    tern.run(&["run", "--allow-http", "http://example.com", P3_HTTP_GET, &url])
+        .code(4)
+        .stderr_has("tern: outbound request denied");
+    std::thread::spawn(move || {
+        for stream in upstream.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nfrom u",
+            );
+        }
+    });
+    let grant = format!("http://{addr}");
+    tern.run(&["run", "--allow-http", &grant, P3_HTTP_GET, &url])
+        .code(0)
+        .stdout("200\nfrom u");
 }
 
 /// An app of every WASI 0.3 service guest, plus a 0.2 one.

@@ -50,7 +50,7 @@ const CARGO: (&str, &str) = (
 const TEMPLATES: &[Template] = &[
     Template {
         name: "http-rust",
-        summary: "HTTP component in Rust (wasi:http 0.2, wasm32-wasip2)",
+        summary: "HTTP component in Rust, an async WASI 0.3 handler (wasip3 crate, wasm32-wasip2)",
         tools: &[CARGO],
         wit: false,
     },

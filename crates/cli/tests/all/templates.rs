@@ -1,7 +1,9 @@
 //! Every template, as a new user meets it: `tern new`, `tern build` with
 //! the language's real toolchain, `tern serve`, a request. Each test prints
 //! how long the cold `new` + `build` took, and each has its app send a body
-//! of 10 KB: one `blocking-write-and-flush` carries at most 4096 bytes.
+//! of 10 KB: in WASI 0.2 one `blocking-write-and-flush` carries at most 4096
+//! bytes, and `http-rust` (WASI 0.3) writes its body to a stream in a task
+//! that outlives `handle`.
 
 use std::time::Instant;
 

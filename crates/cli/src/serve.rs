@@ -314,7 +314,7 @@ pub(crate) fn print_app(app: &App, out: &mut String) {
     for route in routes {
         out.push_str(&format!(
             "  {:width$}  -> {} ({})\n",
-            route.pattern, route.component, route.executor
+            route.pattern, route.component, route.kind
         ));
     }
     for (name, kind) in app.stores() {

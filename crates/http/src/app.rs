@@ -67,6 +67,9 @@ pub struct RouteInfo {
     pub component: String,
     /// How the component is run (prints as `wasi-http` or `wagi`).
     pub executor: ExecutorName,
+    /// How it is run, for people: `wasi-http`, `wasi-http 0.3`, `wagi`,
+    /// with `, warm` for warm instances.
+    pub kind: String,
 }
 
 /// Why an app could not be loaded.
@@ -282,6 +285,13 @@ impl App {
         self.components.iter().find(|c| &*c.grants.id == id)
     }
 
+    /// Whether the app's engine has component-model concurrency: only when
+    /// a WASI 0.3 component or warm instances need it, since it costs
+    /// every instantiation and host call of the others.
+    pub fn concurrency(&self) -> bool {
+        self.pool.size.concurrency
+    }
+
     /// The app's name from its manifest.
     pub fn name(&self) -> &str {
         &self.name
@@ -303,6 +313,7 @@ impl App {
                 pattern: pattern.to_string(),
                 component: self.components[c].grants.id.to_string(),
                 executor: self.components[c].executor.kind(),
+                kind: self.components[c].executor.describe(),
             })
             .collect()
     }

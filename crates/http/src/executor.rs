@@ -161,6 +161,19 @@ impl Executor {
         matches!(self, Executor::Wagi(_))
     }
 
+    /// Which executor this is, for the route listing: as manifests name
+    /// it, with the WASI version when it is 0.3 and `warm` for warm
+    /// instances.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Executor::WasiHttp(_) => "wasi-http".into(),
+            Executor::WasiHttp3(_) => "wasi-http 0.3".into(),
+            Executor::Warm(warm) if warm.p3() => "wasi-http 0.3, warm".into(),
+            Executor::Warm(_) => "wasi-http, warm".into(),
+            Executor::Wagi(_) => "wagi".into(),
+        }
+    }
+
     /// Which executor this is, as manifests name it.
     pub(crate) fn kind(&self) -> tern_manifest::Executor {
         match self {

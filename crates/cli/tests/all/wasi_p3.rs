@@ -253,9 +253,15 @@ pub fn p3_http_get() {
     assert!(upstream.accept().is_err(), "a denied request connected");
     upstream.set_nonblocking(false).unwrap();
     // A grant for another host is no grant for this one.
-    tern.run(&["run", "--allow-http", "http://example.com", P3_HTTP_GET, &url])
-        .code(4)
-        .stderr_has("tern: outbound request denied");
+    tern.run(&[
+        "run",
+        "--allow-http",
+        "http://example.com",
+        P3_HTTP_GET,
+        &url,
+    ])
+    .code(4)
+    .stderr_has("tern: outbound request denied");
     std::thread::spawn(move || {
         for stream in upstream.incoming() {
             let Ok(mut stream) = stream else { break };
@@ -316,7 +322,8 @@ pub fn http3_hello() {
     assert_eq!(response.header("content-type"), Some("text/plain"));
     // 0.2 and 0.3 components side by side, each inferred as wasi-http.
     assert_eq!(serve.get("/p2").expect(200), "hello, world\n");
-    serve.wait_for_log("/hello   -> hello (wasi-http)");
+    serve.wait_for_log("/hello   -> hello (wasi-http 0.3)");
+    serve.wait_for_log("/p2      -> p2 (wasi-http)");
     serve.wait_for_log("GET /hello 200");
 }
 
@@ -467,6 +474,7 @@ fn warm_instances_serve_several_requests_then_are_dropped() {
     let tern = Tern::new();
     let warm = "reuse = 4\nconcurrent = 4\nidle = \"60s\"";
     let serve = Serve::start(&tern, &warm_app(HTTP3_COUNTER, warm, ""), &[]);
+    serve.wait_for_log("/app  -> app (wasi-http 0.3, warm)");
     // One instance counts on for `reuse` requests; the next starts afresh.
     let counts: Vec<String> = (0..5)
         .map(|_| serve.get("/app").expect(200).to_string())
@@ -566,6 +574,7 @@ fn warm_instances_left_idle_are_dropped() {
 fn warm_wasi_p2_handlers_are_reused_one_request_at_a_time() {
     let tern = Tern::new();
     let serve = Serve::start(&tern, &warm_app(HTTP_HELLO, "reuse = 10", ""), &[]);
+    serve.wait_for_log("/app  -> app (wasi-http, warm)");
     for _ in 0..12 {
         assert_eq!(serve.get("/app").expect(200), "hello, world\n");
     }

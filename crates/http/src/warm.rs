@@ -71,6 +71,11 @@ impl WarmExecutor {
         })
     }
 
+    /// Whether the component is a WASI 0.3 handler.
+    pub(crate) fn p3(&self) -> bool {
+        matches!(*self.pre, ProxyPre::P3(_))
+    }
+
     pub(crate) async fn run(
         &self,
         grants: &Arc<Grants>,

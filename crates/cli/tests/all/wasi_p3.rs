@@ -226,6 +226,22 @@ pub fn p3_net() {
         "{found}"
     );
 
+    // A connect that never completes (a listener whose queue is full drops
+    // the SYN) is no way around --timeout.
+    let (black_hole, _queued) = black_hole();
+    tern.run(&[
+        "run",
+        "--allow-net",
+        &black_hole,
+        "--timeout",
+        "500ms",
+        P3_NET,
+        "connect",
+        &black_hole,
+    ])
+    .code(124)
+    .stderr_has("time limit of 500ms");
+
     // UDP: refused without a grant, delivered with one.
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -237,6 +253,39 @@ pub fn p3_net() {
     let mut buf = [0u8; 64];
     let n = socket.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"datagram");
+}
+
+/// A listening address whose accept queue is full, so that a new
+/// connection's SYN is dropped and its connect hangs; with the listener
+/// and the queued connections, which must stay open meanwhile.
+fn black_hole() -> (String, (TcpListener, Vec<std::net::TcpStream>)) {
+    use std::os::fd::AsRawFd as _;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: a valid socket of ours; listen(2) only changes its backlog.
+    #[allow(unsafe_code)]
+    let listened = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(listened, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    // The queue holds backlog + 1; a connect past it times out.
+    while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        queued.push(stream);
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    (addr.to_string(), (listener, queued))
+}
+
+#[test]
+pub fn p3_limits() {
+    let tern = Tern::new();
+    tern.run(&["run", "--fuel", "1000", P3_HELLO])
+        .code(134)
+        .stderr("error: guest ran out of fuel (limit 1000; raise it with --fuel)\n");
+    tern.run(&["run", "--max-memory", "64KiB", P3_HELLO])
+        .code(1)
+        .one_line_error(
+            "of linear memory to start, above the limit of 64KiB (raise it with --max-memory)",
+        );
 }
 
 #[test]
@@ -295,6 +344,7 @@ fn p3_app(limits: &str) -> String {
         ("/none", "none", HTTP3_NO_RESPONSE),
         ("/count", "count", HTTP3_COUNTER),
         ("/p2", "p2", HTTP_HELLO),
+        ("/wagi", "wagi", P1_WAGI_ECHO),
     ];
     let extras: Vec<String> = parts
         .iter()
@@ -322,6 +372,7 @@ pub fn http3_hello() {
     assert_eq!(response.header("content-type"), Some("text/plain"));
     // 0.2 and 0.3 components side by side, each inferred as wasi-http.
     assert_eq!(serve.get("/p2").expect(200), "hello, world\n");
+    serve.get("/wagi").expect(200);
     serve.wait_for_log("/hello   -> hello (wasi-http 0.3)");
     serve.wait_for_log("/p2      -> p2 (wasi-http)");
     serve.wait_for_log("GET /hello 200");

@@ -108,6 +108,7 @@ pub(crate) struct FailureFlag(Arc<Failed>);
 struct Failed {
     failed: AtomicBool,
     ended: tokio::sync::Notify,
+    over: AtomicBool,
 }
 
 impl FailureFlag {
@@ -124,7 +125,13 @@ impl FailureFlag {
         self.0.ended.notified().await;
     }
 
+    /// Whether the body has ended (or was dropped).
+    pub(crate) fn is_over(&self) -> bool {
+        self.0.over.load(Ordering::Acquire)
+    }
+
     fn end(&self) {
+        self.0.over.store(true, Ordering::Release);
         self.0.ended.notify_one();
     }
 }

@@ -19,6 +19,7 @@
 //! request that started last.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -105,23 +106,38 @@ impl WarmExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = ctx.id;
         let state = reply.state();
+        let retire = Arc::new(OnceLock::new());
         let started = RequestStart {
             id: ctx.id,
             deadline: ctx.deadline,
             failed: state.failed.clone(),
+            retire: retire.clone(),
+        };
+        // A guest that failed a request without trapping (no response, an
+        // error code) may be in a state that fails the next one too (a
+        // JavaScript engine's `FetchEvent` that cannot be reused, say): its
+        // instance takes no more requests.
+        let retire_instance = || {
+            if let Some(flag) = retire.get() {
+                flag.store(true, Ordering::Release);
+            }
         };
         let request = request.map(|body| body.boxed_unsync());
         let handled =
             tokio::time::timeout_at(ctx.deadline.into(), handler.handle(started, request));
         let mut response = match handled.await {
             Err(_elapsed) => return Err(Failure::Deadline),
-            Ok(Err(err)) => return Err(failure(err, grants)),
+            Ok(Err(err)) => {
+                retire_instance();
+                return Err(failure(err, grants));
+            }
             Ok(Ok(response)) => response,
         };
-        if ctx.body_exceeded.load(std::sync::atomic::Ordering::Acquire) {
+        if ctx.body_exceeded.load(Ordering::Acquire) {
             return Err(Failure::BodyTooLarge);
         }
         if let Err(why) = check_head(&mut response) {
+            retire_instance();
             reply.refuse(why);
             return Ok(());
         }
@@ -158,6 +174,9 @@ struct RequestStart {
     deadline: Instant,
     /// Set if the instance fails while the response streams.
     failed: FailureFlag,
+    /// Filled in by the instance that takes the request: its retirement
+    /// flag, for the request to set when the guest failed it.
+    retire: Arc<OnceLock<Arc<AtomicBool>>>,
 }
 
 /// How the instances of one component are made and kept.
@@ -206,6 +225,7 @@ impl HandlerState for Warm {
                 timer: Box::pin(tokio::time::sleep(timeout)),
             },
             state: Worker {
+                retired: Arc::new(AtomicBool::new(false)),
                 grants: self.grants.clone(),
                 reuse: self.config.reuse as usize,
                 concurrent: self.config.concurrent as usize,
@@ -247,6 +267,8 @@ impl WorkerExpiration for Expiry {
 
 /// One instance's bounds, and whom to tell when it fails.
 struct Worker {
+    /// Set when a request this instance took failed: it takes no more.
+    retired: Arc<AtomicBool>,
     grants: Arc<Grants>,
     reuse: usize,
     concurrent: usize,
@@ -259,7 +281,7 @@ impl WorkerState for Worker {
     type RequestData = RequestStart;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.reuse {
+        if total >= self.reuse || self.retired.load(Ordering::Acquire) {
             ShouldAccept::Never
         } else if concurrent >= self.concurrent {
             ShouldAccept::No
@@ -278,8 +300,11 @@ impl WorkerState for Worker {
         host.output.start(request.id);
         host.hooks.request = request.id;
         host.hooks.sent = 0;
+        // Only responses still streaming need telling if the instance
+        // fails.
+        host.in_flight.retain(|failed| !failed.is_over());
         host.in_flight.push(request.failed);
-        // At most `reuse` requests ever, so this stays small.
+        let _ = request.retire.set(self.retired.clone());
         Box::pin(tokio::time::sleep_until(request.deadline.into()))
     }
 

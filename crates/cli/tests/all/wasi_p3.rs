@@ -228,7 +228,7 @@ pub fn p3_net() {
 
     // A connect that never completes (a listener whose queue is full drops
     // the SYN) is no way around --timeout.
-    let (black_hole, _queued) = black_hole();
+    let (_listener, _queued, black_hole) = crate::outbound::unanswered();
     tern.run(&[
         "run",
         "--allow-net",
@@ -253,26 +253,6 @@ pub fn p3_net() {
     let mut buf = [0u8; 64];
     let n = socket.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"datagram");
-}
-
-/// A listening address whose accept queue is full, so that a new
-/// connection's SYN is dropped and its connect hangs; with the listener
-/// and the queued connections, which must stay open meanwhile.
-fn black_hole() -> (String, (TcpListener, Vec<std::net::TcpStream>)) {
-    use std::os::fd::AsRawFd as _;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: a valid socket of ours; listen(2) only changes its backlog.
-    #[allow(unsafe_code)]
-    let listened = unsafe { libc::listen(listener.as_raw_fd(), 0) };
-    assert_eq!(listened, 0);
-    let addr = listener.local_addr().unwrap();
-    let mut queued = Vec::new();
-    // The queue holds backlog + 1; a connect past it times out.
-    while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-        queued.push(stream);
-        assert!(queued.len() < 64, "the accept queue never filled");
-    }
-    (addr.to_string(), (listener, queued))
 }
 
 #[test]
@@ -601,6 +581,10 @@ fn warm_instances_that_fail_take_only_their_requests_down() {
     serve.wait_for_log("warm instance dropped: deadline of 500ms exceeded");
     // The other component's instance lives on.
     assert_eq!(serve.get("/count").expect(200), "count 2\n");
+    // A request the guest fails without trapping retires its instance
+    // too: the next one starts afresh.
+    serve.get("/count?fail").expect(500);
+    assert_eq!(serve.get("/count").expect(200), "count 1\n");
 }
 
 #[test]

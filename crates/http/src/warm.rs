@@ -39,7 +39,7 @@ use crate::events::{EventSink, RequestId};
 use crate::executor::Exchange;
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants};
-use crate::wasi_http::{HttpHost, check_head, link, set_tern_headers};
+use crate::wasi_http::{HttpHost, check_head, guest_request, link};
 
 /// A component served by warm instances.
 pub(crate) struct WarmExecutor {
@@ -82,14 +82,7 @@ impl WarmExecutor {
         grants: &Arc<Grants>,
         exchange: Exchange,
     ) -> Result<(), Failure> {
-        let Exchange {
-            mut request,
-            buffered: _,
-            reply,
-            ctx,
-            sink,
-        } = exchange;
-        set_tern_headers(&mut request, &ctx);
+        let (request, reply, ctx, sink) = guest_request(exchange);
         let handler = self.handler.get_or_init(|| {
             ProxyHandler::new(Warm {
                 engine: self.engine.clone(),
@@ -230,7 +223,6 @@ impl HandlerState for Warm {
                 reuse: self.config.reuse as usize,
                 concurrent: self.config.concurrent as usize,
                 sink: self.sink.clone(),
-                component: self.grants.id.clone(),
             },
         })
     }
@@ -273,7 +265,6 @@ struct Worker {
     reuse: usize,
     concurrent: usize,
     sink: Arc<dyn EventSink>,
-    component: Arc<str>,
 }
 
 impl WorkerState for Worker {
@@ -325,6 +316,6 @@ impl WorkerState for Worker {
             why.describe(&self.grants.limits)
         );
         self.sink
-            .note(&self.component, host.output.request(), &message);
+            .note(&self.grants.id, host.output.request(), &message);
     }
 }

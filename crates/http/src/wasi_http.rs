@@ -14,9 +14,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::body::{FailureFlag, GuestBody};
+use crate::body::{FailureFlag, GuestBody, LimitedBody};
 use crate::events::EventSink;
-use crate::executor::{Exchange, RequestCtx};
+use crate::executor::{Exchange, Reply, RequestCtx};
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources};
 use crate::outbound::Outbound;
@@ -79,20 +79,11 @@ impl WasiHttpExecutor {
 
     /// Whether `component` exports the handler this executor calls.
     pub(crate) fn exports_handler(engine: &Engine, component: &Component) -> bool {
-        let ty = component.component_type();
-        ty.exports(engine)
-            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"))
+        exports(engine, component, "wasi:http/incoming-handler@0.2")
     }
 
     pub(crate) async fn run(&self, grants: &Grants, exchange: Exchange) -> Result<(), Failure> {
-        let Exchange {
-            mut request,
-            buffered: _,
-            reply,
-            ctx,
-            sink,
-        } = exchange;
-        set_tern_headers(&mut request, &ctx);
+        let (request, reply, ctx, sink) = guest_request(exchange);
         let host = HttpHost::new(grants, &sink, &ctx)?;
         let mut store = Store::new(self.pre.engine(), host);
         limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
@@ -146,10 +137,39 @@ impl WasiHttpExecutor {
     }
 }
 
+/// Whether `component` exports an interface whose name starts with
+/// `prefix` (an interface and its version's leading part).
+pub(crate) fn exports(engine: &Engine, component: &Component, prefix: &str) -> bool {
+    let ty = component.component_type();
+    ty.exports(engine).any(|(name, _)| name.starts_with(prefix))
+}
+
+/// What a wasi-http executor takes from an exchange: the request with
+/// Tern's headers on it (see [`set_tern_headers`]), the way back, what the
+/// router learned, where the guest's output goes.
+pub(crate) fn guest_request(
+    exchange: Exchange,
+) -> (
+    http::Request<LimitedBody>,
+    Reply,
+    RequestCtx,
+    Arc<dyn EventSink>,
+) {
+    let Exchange {
+        mut request,
+        buffered: _,
+        reply,
+        ctx,
+        sink,
+    } = exchange;
+    set_tern_headers(&mut request, &ctx);
+    (request, reply, ctx, sink)
+}
+
 /// Puts Tern's own headers on a request for a guest: the matched route,
 /// the path after it, the client's address; a client's own headers of
 /// those names are dropped first.
-pub(crate) fn set_tern_headers<B>(request: &mut http::Request<B>, ctx: &RequestCtx) {
+fn set_tern_headers<B>(request: &mut http::Request<B>, ctx: &RequestCtx) {
     let (_, path_info) = ctx.split_path(request.uri().path());
     let path_info = HeaderValue::from_str(path_info).ok();
     let headers = request.headers_mut();

@@ -22,7 +22,7 @@ use wasmtime_wasi_http::{FieldMap, p3};
 use crate::body::GuestBody;
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
-use crate::wasi_http::{HttpHost, check_head, error_code_message, link, set_tern_headers};
+use crate::wasi_http::{HttpHost, check_head, error_code_message, exports, guest_request, link};
 
 /// A WASI 0.3 component ready to instantiate per request.
 pub(crate) struct WasiHttp3Executor {
@@ -40,20 +40,11 @@ impl WasiHttp3Executor {
 
     /// Whether `component` exports the handler this executor calls.
     pub(crate) fn exports_handler(engine: &Engine, component: &Component) -> bool {
-        let ty = component.component_type();
-        ty.exports(engine)
-            .any(|(name, _)| name.starts_with("wasi:http/handler@0.3"))
+        exports(engine, component, "wasi:http/handler@0.3")
     }
 
     pub(crate) async fn run(&self, grants: &Grants, exchange: Exchange) -> Result<(), Failure> {
-        let Exchange {
-            mut request,
-            buffered: _,
-            reply,
-            ctx,
-            sink,
-        } = exchange;
-        set_tern_headers(&mut request, &ctx);
+        let (request, reply, ctx, sink) = guest_request(exchange);
         let mut store = Store::new(self.pre.engine(), HttpHost::new(grants, &sink, &ctx)?);
         limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
 

@@ -110,6 +110,12 @@ impl WasiHttpHooks for Outbound {
         crate::instance::OUTGOING_BODY_CHUNK
     }
 
+    /// The same for WASI 0.3: what a guest's body stream hands the host at
+    /// once (an outgoing request's or its response's), 1 MiB in wasmtime.
+    fn p3_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::instance::OUTGOING_BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

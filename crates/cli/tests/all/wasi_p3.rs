@@ -366,6 +366,9 @@ pub fn http3_echo() {
     assert_eq!(response.expect(200), "some body");
     assert_eq!(response.header("x-echo-method"), Some("PUT"));
     assert_eq!(response.header("x-echo-path"), Some("/echo?x=1"));
+    // A body of many chunks each way, byte for byte.
+    let big = "0123456789abcdef".repeat(1 << 16);
+    assert_eq!(serve.post("/echo", &big).expect(200), big);
 
     // Trailers pass through, both ways.
     let mut stream = serve.connect();

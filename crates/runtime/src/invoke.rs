@@ -155,6 +155,18 @@ impl ExportedFunc {
             })
     }
 
+    /// The version of the interface the function is in, as numbers
+    /// (`wasi:cli/run@0.3.0` is `[0, 3, 0]`); empty for none.
+    fn version(&self) -> Vec<u64> {
+        let Some((_, version)) = self.path[0].split_once('@') else {
+            return Vec::new();
+        };
+        version
+            .split(['.', '-'])
+            .map_while(|part| part.parse().ok())
+            .collect()
+    }
+
     /// The function's place in `component`, to find it in an instance.
     fn index(&self, component: &Component) -> Option<ComponentExportIndex> {
         let mut index = None;
@@ -198,7 +210,14 @@ fn collect_funcs(
 /// The function `name` asks for: one named in full, or else the one
 /// exported interface function with that bare name.
 fn find<'a>(funcs: &'a [ExportedFunc], name: &str) -> Result<&'a ExportedFunc> {
-    if let Some(func) = funcs.iter().find(|f| f.is_named(name)) {
+    // A name without a version may match several versions of one
+    // interface (a Rust WASI 0.3 program exports 0.2's `wasi:cli/run`
+    // too): the newest is the one meant.
+    let newest = funcs
+        .iter()
+        .filter(|f| f.is_named(name))
+        .max_by_key(|f| f.version());
+    if let Some(func) = newest {
         return Ok(func);
     }
     let in_interfaces: Vec<&ExportedFunc> = funcs

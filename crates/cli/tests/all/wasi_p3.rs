@@ -20,6 +20,13 @@ pub fn p3_hello() {
     tern.run(&["run", P3_HELLO])
         .code(0)
         .stdout("hello from wasi 0.3\n");
+    // --invoke calls a 0.3 async function too; without a version, the
+    // newest `run` the program exports (it exports 0.2's as well).
+    for name in ["wasi:cli/run#run()", "wasi:cli/run@0.3.0#run()"] {
+        tern.run(&["run", "--invoke", name, P3_HELLO])
+            .code(0)
+            .stdout("hello from wasi 0.3\nok\n");
+    }
 }
 
 #[test]

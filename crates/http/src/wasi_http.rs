@@ -2,7 +2,7 @@
 //! `wasi:http/incoming-handler` (WASI 0.2), one fresh instance per request.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderName, HeaderValue};
 use tern_runtime::services::{self, ServicesView};
@@ -14,9 +14,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::body::{FailureFlag, GuestBody, LimitedBody};
+use crate::body::{BoxError, FailureFlag, GuestBody, LimitedBody};
 use crate::events::EventSink;
-use crate::executor::{Exchange, Reply, RequestCtx};
+use crate::executor::{Exchange, Reply, ReplyState, RequestCtx};
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources};
 use crate::outbound::Outbound;
@@ -88,7 +88,6 @@ impl WasiHttpExecutor {
         let mut store = Store::new(self.pre.engine(), host);
         limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
 
-        let body_exceeded = ctx.body_exceeded.clone();
         let state = reply.state();
         let (request, outparam) = {
             let mut http = store.data_mut().http();
@@ -96,18 +95,11 @@ impl WasiHttpExecutor {
             let request = http
                 .new_incoming_request(scheme, request)
                 .map_err(|e| Failure::Host(format!("{e:#}")))?;
-            let failed = reply.state().failed.clone();
-            let exceeded = body_exceeded.clone();
+            let exceeded = ctx.body_exceeded.clone();
             let outparam = http
-                .new_response_outparam_from_callback(move |result| match result {
-                    // The guest answers a body it read only part of: the
-                    // client gets 413, not a reply to a truncated request.
-                    Ok(_) if exceeded.load(Ordering::Acquire) => drop(reply),
-                    Ok(mut response) => match check_head(&mut response) {
-                        Ok(()) => reply.send(response.map(|body| GuestBody::new(body, failed))),
-                        Err(why) => reply.refuse(why),
-                    },
-                    Err(code) => reply.refuse(error_code_message(&code)),
+                .new_response_outparam_from_callback(move |result| {
+                    let result = result.map_err(|code| error_code_message(&code));
+                    answer(reply, result, &exceeded);
                 })
                 .map_err(|e| Failure::Host(format!("{e:#}")))?;
             (request, outparam)
@@ -121,20 +113,59 @@ impl WasiHttpExecutor {
                 .await
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
-        // A body over the limit fails the request however the guest took
-        // the error (some treat any read error as the end of the body).
-        let result = match Failure::settle(run, &store.data().limiter, &grants.limits) {
-            _ if body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
-            other => other,
-        };
-        if result.is_err() {
-            state.failed.set();
-        }
-        // Dropping the store ends the response body; the flag above tells
-        // the body whether that end is a clean one.
+        let result = conclude(run, &store.data().limiter, grants, &ctx, &state);
+        // Dropping the store ends the response body; `conclude` told the
+        // body whether that end is a clean one.
         drop(store);
         result
     }
+}
+
+/// Hands a guest's answer to the client: the head held to [`check_head`],
+/// with a body that aborts if the guest fails midway, or the error the
+/// guest gave instead. A head for a request whose body went past its limit
+/// is dropped: the client gets 413, not a reply to a truncated request.
+pub(crate) fn answer<B>(
+    reply: Reply,
+    answer: Result<http::Response<B>, String>,
+    exceeded: &AtomicBool,
+) where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match answer {
+        Ok(_) if exceeded.load(Ordering::Acquire) => drop(reply),
+        Ok(mut response) => match check_head(&mut response) {
+            Ok(()) => {
+                let failed = reply.state().failed.clone();
+                reply.send(response.map(|body| GuestBody::new(body, failed)));
+            }
+            Err(why) => reply.refuse(why),
+        },
+        Err(why) => reply.refuse(why),
+    }
+}
+
+/// How a fresh instance's request ended once its guest has run (`run`,
+/// bounded by the deadline). A body over the limit fails the request
+/// however the guest took the error (some treat any read error as the end
+/// of the body); a failure marks the response body failed, to be done
+/// before the store (and with it the body's sender) is dropped.
+pub(crate) fn conclude(
+    run: Result<Result<()>, tokio::time::error::Elapsed>,
+    limiter: &MemoryLimiter,
+    grants: &Grants,
+    ctx: &RequestCtx,
+    state: &ReplyState,
+) -> Result<(), Failure> {
+    let result = match Failure::settle(run, limiter, &grants.limits) {
+        _ if ctx.body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
+        other => other,
+    };
+    if result.is_err() {
+        state.failed.set();
+    }
+    result
 }
 
 /// Whether `component` exports an interface whose name starts with

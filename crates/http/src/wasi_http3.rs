@@ -10,7 +10,6 @@
 //! way, as the client sends it, never buffered whole.
 
 use std::future::poll_fn;
-use std::sync::atomic::Ordering;
 
 use http::uri::{Authority, Scheme};
 use wasmtime::component::Component;
@@ -19,10 +18,11 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{FieldMap, p3};
 
-use crate::body::GuestBody;
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
-use crate::wasi_http::{HttpHost, check_head, error_code_message, exports, guest_request, link};
+use crate::wasi_http::{
+    HttpHost, answer, conclude, error_code_message, exports, guest_request, link,
+};
 
 /// A WASI 0.3 component ready to instantiate per request.
 pub(crate) struct WasiHttp3Executor {
@@ -48,9 +48,7 @@ impl WasiHttp3Executor {
         let mut store = Store::new(self.pre.engine(), HttpHost::new(grants, &sink, &ctx)?);
         limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
 
-        let body_exceeded = ctx.body_exceeded.clone();
         let state = reply.state();
-        let failed = state.failed.clone();
         let (parts, body) = request.into_parts();
         let scheme = if ctx.tls { Scheme::HTTPS } else { Scheme::HTTP };
         // The authority is the Host header (or HTTP/2's `:authority`),
@@ -76,23 +74,13 @@ impl WasiHttp3Executor {
             let service = self.pre.instantiate_async(&mut store).await?;
             store
                 .run_concurrent(async |guest| {
-                    match service.handle(guest, request).await? {
-                        // The guest answers a body it read only part of:
-                        // the client gets 413, not a reply to a truncated
-                        // request.
-                        Ok(_) if body_exceeded.load(Ordering::Acquire) => drop(reply),
-                        Ok(response) => {
-                            let mut response = guest
-                                .with(|mut store| response.into_http(&mut store, request_io))?;
-                            match check_head(&mut response) {
-                                Ok(()) => {
-                                    reply.send(response.map(|body| GuestBody::new(body, failed)))
-                                }
-                                Err(why) => reply.refuse(why),
-                            }
-                        }
-                        Err(code) => reply.refuse(error_code_message(&code)),
-                    }
+                    let result =
+                        match service.handle(guest, request).await? {
+                            Ok(response) => Ok(guest
+                                .with(|mut store| response.into_http(&mut store, request_io))?),
+                            Err(code) => Err(error_code_message(&code)),
+                        };
+                    answer(reply, result, &ctx.body_exceeded);
                     // The body is written by the guest after its head, by
                     // this task or tasks it spawned: run them to the end.
                     poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
@@ -101,15 +89,9 @@ impl WasiHttp3Executor {
                 .await?
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
-        let result = match Failure::settle(run, &store.data().limiter, &grants.limits) {
-            _ if ctx.body_exceeded.load(Ordering::Acquire) => Err(Failure::BodyTooLarge),
-            other => other,
-        };
-        if result.is_err() {
-            state.failed.set();
-        }
-        // Dropping the store ends the response body; the flag above tells
-        // the body whether that end is a clean one.
+        let result = conclude(run, &store.data().limiter, grants, &ctx, &state);
+        // Dropping the store ends the response body; `conclude` told the
+        // body whether that end is a clean one.
         drop(store);
         result
     }

@@ -52,22 +52,29 @@ const SYMLINK_AT: &str = "[method]descriptor.symlink-at";
 pub(crate) fn guard_component<T: WasiView + 'static>(
     linker: &mut component::Linker<T>,
 ) -> Result<()> {
-    // Defining the function again without shadowing must fail: that shows
-    // wasmtime-wasi defined it under this name, so the definition below
-    // replaces it rather than sitting beside it unused.
-    if linker
-        .instance(FILESYSTEM_TYPES)?
-        .func_wrap_async(SYMLINK_AT, symlink_at::<T>)
-        .is_ok()
-    {
+    replace(linker, FILESYSTEM_TYPES, |types| {
+        types.func_wrap_async(SYMLINK_AT, symlink_at::<T>)
+    })
+}
+
+/// Defines `symlink-at` in `interface` with `define`, in place of
+/// wasmtime-wasi's definition. Defining it without shadowing first must
+/// fail: that shows wasmtime-wasi defined it under this name, so the new
+/// definition replaces it rather than sitting beside it unused.
+fn replace<T: 'static>(
+    linker: &mut component::Linker<T>,
+    interface: &str,
+    define: impl Fn(&mut component::LinkerInstance<'_, T>) -> Result<()>,
+) -> Result<()> {
+    if define(&mut linker.instance(interface)?).is_ok() {
         bail!(
-            "wasmtime-wasi no longer links `{FILESYSTEM_TYPES}` `{SYMLINK_AT}`, so Tern cannot check symlinks"
+            "wasmtime-wasi no longer links `{interface}` `{SYMLINK_AT}`, so Tern cannot check symlinks"
         );
     }
     linker.allow_shadowing(true);
     let defined = linker
-        .instance(FILESYSTEM_TYPES)
-        .and_then(|mut types| types.func_wrap_async(SYMLINK_AT, symlink_at::<T>));
+        .instance(interface)
+        .and_then(|mut instance| define(&mut instance));
     linker.allow_shadowing(false);
     defined
 }
@@ -107,22 +114,9 @@ const P3_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.3.0";
 pub(crate) fn guard_p3_component<T: WasiView + 'static>(
     linker: &mut component::Linker<T>,
 ) -> Result<()> {
-    // As for 0.2: defining it without shadowing must fail.
-    if linker
-        .instance(P3_FILESYSTEM_TYPES)?
-        .func_wrap_concurrent(SYMLINK_AT, p3_symlink_at::<T>)
-        .is_ok()
-    {
-        bail!(
-            "wasmtime-wasi no longer links `{P3_FILESYSTEM_TYPES}` `{SYMLINK_AT}`, so Tern cannot check symlinks"
-        );
-    }
-    linker.allow_shadowing(true);
-    let defined = linker
-        .instance(P3_FILESYSTEM_TYPES)
-        .and_then(|mut types| types.func_wrap_concurrent(SYMLINK_AT, p3_symlink_at::<T>));
-    linker.allow_shadowing(false);
-    defined
+    replace(linker, P3_FILESYSTEM_TYPES, |types| {
+        types.func_wrap_concurrent(SYMLINK_AT, p3_symlink_at::<T>)
+    })
 }
 
 /// The host function for WASI 0.3's `descriptor.symlink-at`.

@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use crate::body::{BoxError, ResponseBody};
+use crate::h2::StreamCell;
 
 /// What one connection's requests are doing. Updated and read on the
 /// connection's worker thread only (HTTP/2 streams are tasks on the same
@@ -97,16 +98,30 @@ impl Drop for StreamGuard {
     }
 }
 
-/// An HTTP/2 response body, counted open until it is dropped.
+/// The most of a response body handed to h2 at once: the stream's progress
+/// (for the write timeout, [`crate::h2`]) is seen a piece at a time.
+const PIECE: usize = 64 * 1024;
+
+/// An HTTP/2 response body, counted open until it is dropped, handed over
+/// in pieces whose progress its stream's cell records.
 pub(crate) struct Tracked {
     body: ResponseBody,
+    /// What is left of a chunk larger than [`PIECE`].
+    rest: Bytes,
+    cell: Option<Arc<StreamCell>>,
     _stream: StreamGuard,
 }
 
 impl Tracked {
-    pub(crate) fn new(body: ResponseBody, stream: StreamGuard) -> Self {
+    pub(crate) fn new(
+        body: ResponseBody,
+        stream: StreamGuard,
+        cell: Option<Arc<StreamCell>>,
+    ) -> Self {
         Tracked {
             body,
+            rest: Bytes::new(),
+            cell,
             _stream: stream,
         }
     }
@@ -120,14 +135,42 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        if let Some(cell) = &this.cell {
+            cell.asked();
+        }
+        let mut data = if this.rest.is_empty() {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        } else {
+            std::mem::take(&mut this.rest)
+        };
+        if data.len() > PIECE {
+            this.rest = data.split_off(PIECE);
+        }
+        if let Some(cell) = &this.cell {
+            cell.handed(data.len());
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let rest = self.rest.len() as u64;
+        let body = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(body.lower() + rest);
+        if let Some(upper) = body.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }

@@ -31,6 +31,7 @@ mod engine;
 mod events;
 mod executor;
 mod guest_output;
+mod h2;
 mod idle;
 mod instance;
 mod io;

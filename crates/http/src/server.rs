@@ -16,7 +16,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -28,6 +28,7 @@ use crate::body::{BoxError, LimitedBody, ResponseBody};
 use crate::config::ServeConfig;
 use crate::events::{AccessRecord, EventSink, RequestIds};
 use crate::executor::{Exchange, Reply, RequestCtx};
+use crate::h2::{Refusals, StreamCell, StreamExec};
 use crate::idle::{Activity, Idle, Tracked};
 use crate::io::ClientIo;
 use crate::response;
@@ -37,8 +38,8 @@ use crate::tls::TlsSlot;
 /// (`REFUSED_STREAM`) until some finish.
 const MAX_STREAMS: u32 = 100;
 
-/// How connections speak HTTP.
-type Http = auto::Builder<TokioExecutor>;
+/// How connections speak HTTP; HTTP/2 streams run [`StreamExec`]'s way.
+type Http = auto::Builder<StreamExec>;
 
 /// A bound server, not yet accepting.
 pub struct Server {
@@ -74,7 +75,9 @@ struct Protocols {
 
 impl Protocols {
     fn new(config: &ServeConfig) -> Self {
-        let mut either = Http::new(TokioExecutor::new());
+        let mut either = Http::new(StreamExec {
+            write_timeout: config.write_timeout,
+        });
         either
             .http1()
             .timer(TokioTimer::new())
@@ -310,7 +313,7 @@ async fn connection(
             serve_http(
                 &shared,
                 &protocols.either,
-                TokioIo::new(io),
+                TokioIo::new(refusals(&shared, io, peer)),
                 peer,
                 (false, written),
                 &mut stop,
@@ -348,7 +351,7 @@ async fn connection(
             serve_http(
                 &shared,
                 http,
-                TokioIo::new(stream),
+                TokioIo::new(refusals(&shared, stream, peer)),
                 peer,
                 (true, written),
                 &mut stop,
@@ -395,10 +398,14 @@ where
             // HTTP/2 only: HTTP/1.1 requests pay nothing for it.
             let stream = activity.request(req.version());
             async move {
-                let response = handle(shared, req, client).await;
+                // Polled first inside the stream's task, where its cell is.
+                let cell = stream.as_ref().and_then(|_| crate::h2::current());
+                let response = handle(shared, req, client, cell.clone()).await;
                 Ok::<_, Infallible>(match stream {
                     None => response,
-                    Some(stream) => response.map(|body| Tracked::new(body, stream).boxed_unsync()),
+                    Some(stream) => {
+                        response.map(|body| Tracked::new(body, stream, cell).boxed_unsync())
+                    }
                 })
             }
         })
@@ -431,6 +438,21 @@ where
     }
 }
 
+/// The connection's socket as hyper gets it, watched for the 431s h2 sends
+/// itself, which get their access-log line here.
+fn refusals<T>(shared: &Arc<Shared>, io: T, peer: SocketAddr) -> Refusals<T> {
+    let shared = shared.clone();
+    Refusals::new(io, move || {
+        let limit = shared.config.max_header_size;
+        log_refusal(
+            &shared,
+            431,
+            format!("request head larger than {limit}"),
+            peer,
+        );
+    })
+}
+
 /// Resolves once the server is told to stop.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which happens only on the way out.
@@ -441,7 +463,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// HTTP/1 head too large, 431, or malformed, 400), and connections closed on
 /// a client that stopped reading. A head not sent in time gets no response
 /// and no line: idle keep-alive connections end the same way. (h2 answers
-/// an HTTP/2 head too large with 431 itself, unseen by hyper.)
+/// an HTTP/2 head too large with 431 itself, unseen by hyper: [`refusals`]
+/// logs those.)
 fn log_connection_error(
     shared: &Shared,
     err: &(dyn std::error::Error + 'static),
@@ -462,6 +485,11 @@ fn log_connection_error(
             return;
         }
     };
+    log_refusal(shared, status, what, peer);
+}
+
+/// The access-log line of a request refused before it was read whole.
+fn log_refusal(shared: &Shared, status: u16, what: String, peer: SocketAddr) {
     shared.sink.request(&AccessRecord {
         id: shared.ids.next(),
         method: "-",
@@ -508,11 +536,11 @@ async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     client: Client,
+    stream: Option<Arc<StreamCell>>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let id = shared.ids.next();
     let method = req.method().clone();
-    let version = req.version();
     // The request's own URI, shared rather than copied, for the log line.
     let uri = req.uri().clone();
     let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
@@ -624,12 +652,23 @@ async fn handle(
     // to back, so one write wakes the client instead of each. Inline was
     // 25% slower under load (bench/README.md).
     let component_id = served.grants.id.clone();
-    let written = (version != http::Version::HTTP_2).then(|| {
-        (
-            client.written.clone(),
-            client.written.load(Ordering::Relaxed),
-        )
-    });
+    let delivery = match stream {
+        Some(stream) => {
+            let (sink, peer) = (shared.sink.clone(), client.addr);
+            stream.on_stall(move |timeout| {
+                let message = format!(
+                    "reset an HTTP/2 stream from {peer} (request {id}): \
+                     the client read nothing for {timeout:?}"
+                );
+                sink.server_error(&message);
+            });
+            Delivery::Stream(stream)
+        }
+        None => Delivery::Connection {
+            before: client.written.load(Ordering::Relaxed),
+            written: client.written,
+        },
+    };
     let task = {
         let shared = shared.clone();
         let (method, uri) = (method.clone(), uri.clone());
@@ -645,11 +684,10 @@ async fn handle(
                 ),
             };
             // A head the guest set before it failed may never have reached
-            // the client: once its body has ended, did any byte go out? (On
-            // HTTP/1 only: HTTP/2 streams share the connection's count.)
-            let aborted = if result.is_err() && state.sent().is_some() && written.is_some() {
+            // the client: once its body has ended, did any of it go out?
+            let aborted = if result.is_err() && state.sent().is_some() {
                 state.failed.ended().await;
-                written.is_some_and(|(count, before)| count.load(Ordering::Relaxed) == before)
+                !delivery.sent_any()
             } else {
                 false
             };
@@ -681,6 +719,28 @@ async fn handle(
                     Some("the request's task panicked (a bug in Tern)".into()),
                 ),
             }
+        }
+    }
+}
+
+/// How much of a response reached the client.
+enum Delivery {
+    /// HTTP/1.1: the connection's byte count, and what it was before.
+    Connection {
+        written: Arc<AtomicU64>,
+        before: u64,
+    },
+    /// HTTP/2: the body bytes the stream handed to the connection. (Its
+    /// head may have gone out before a reset; a client sees that stream
+    /// fail, and never a byte of the body.)
+    Stream(Arc<StreamCell>),
+}
+
+impl Delivery {
+    fn sent_any(&self) -> bool {
+        match self {
+            Delivery::Connection { written, before } => written.load(Ordering::Relaxed) != *before,
+            Delivery::Stream(stream) => stream.sent_any(),
         }
     }
 }

@@ -239,11 +239,35 @@ fn http2_is_held_to_the_same_limits() {
     // answers 431 on HTTP/2 (and resets the stream); a smaller head passes.
     let big = format!("x-big: {}", "a".repeat(10_000));
     let small = format!("x-big: {}", "a".repeat(4_000));
+    // h2 writes those 431s itself (on a connection's first, its status as
+    // a literal; after that, from its header table), and each gets its log
+    // line all the same.
     assert_eq!(
         curl(&[h2, "-H", &big, &url], None).status,
         "431",
         "HTTP/2 head over the limit"
     );
+    let mut twice = H2::open(serve.addr);
+    let heads: Vec<Vec<u8>> = [1, 3]
+        .into_iter()
+        .map(|stream| {
+            twice.request(stream, "GET", "/hello", None, &[("x-big", &big[7..])]);
+            loop {
+                match twice.next() {
+                    (1, _, id, head) if id == stream => break head,
+                    (kind @ (3 | 7), _, id, payload) => panic!("frame {kind} on {id}: {payload:?}"),
+                    _ => {}
+                }
+            }
+        })
+        .collect();
+    assert_eq!(h2_status(&heads[0]), "431");
+    // The entry the first one added to the connection's header table.
+    assert_eq!(heads[1], [0x80 | 62]);
+    let line = serve.wait_for_nth_log(" - - 431 ", 3);
+    assert!(line.contains("request head larger than 8KiB"), "{line}");
+    let line = serve.wait_for_nth_log(" - - 431 ", 2);
+    assert!(line.contains("request head larger than 8KiB"), "{line}");
     assert_eq!(
         curl(&["--http1.1", "-H", &big, &url], None).status,
         "431",
@@ -271,6 +295,87 @@ fn http2_is_held_to_the_same_limits() {
         "read 1000 bytes"
     );
     serve.wait_for_log("/body 413");
+}
+
+#[test]
+fn an_http2_stream_left_unread_is_reset_on_its_own() {
+    let tern = Tern::new();
+    let toml = manifest(&[
+        Part {
+            route: "/forge",
+            id: "forge",
+            source: P1_WAGI_FORGE,
+            extra: "",
+        },
+        Part {
+            route: "/hello",
+            id: "hello",
+            source: HTTP_HELLO,
+            extra: "",
+        },
+    ]);
+    let serve = Serve::start(&tern, &toml, &["--write-timeout", "1s"]);
+    let mut h2 = H2::open(serve.addr);
+    // Room on the connection for all of it, but each stream has only the
+    // first 64KiB: the client never reads more of stream 1. Stream 3 on the
+    // same connection is served meanwhile.
+    h2.send(8, 0, 0, &(16u32 << 20).to_be_bytes());
+    h2.request(1, "GET", "/forge?big=4000000", None, &[]);
+    h2.request(3, "GET", "/hello", None, &[]);
+    let (mut unread, mut reset, mut served) = (0, false, false);
+    while !(reset && served) {
+        match h2.next() {
+            (0, _, 1, data) => unread += data.len(),
+            // RST_STREAM, CANCEL.
+            (3, _, 1, code) => reset = code == 8u32.to_be_bytes(),
+            (0, flags, 3, _) => served = flags & 1 == 1,
+            (kind @ (3 | 7), _, id, payload) => panic!("frame {kind} on {id}: {payload:?}"),
+            _ => {}
+        }
+    }
+    assert!(unread <= 65_535, "{unread} bytes past the window");
+    let line = serve.wait_for_log("reset an HTTP/2 stream from");
+    assert!(line.contains("the client read nothing for 1s"), "{line}");
+    // The connection carries on.
+    h2.request(5, "GET", "/hello", None, &[]);
+    loop {
+        match h2.next() {
+            (1, _, 5, head) => break assert_eq!(h2_status(&head), "200"),
+            (kind @ (3 | 7), _, id, payload) => panic!("frame {kind} on {id}: {payload:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_failed_http2_response_is_logged_aborted_when_none_of_its_body_went_out() {
+    let tern = Tern::new();
+    let toml = manifest(&[Part {
+        route: "/partial/...",
+        id: "partial",
+        source: HTTP_PARTIAL,
+        extra: "[component.partial.limits]\ntimeout = \"1s\"",
+    }]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    let url = |path| format!("http://{}{path}", serve.addr);
+    let h2 = "--http2-prior-knowledge";
+    // The guest sets its head, then traps: the stream is reset before any
+    // of the body, and the log says aborted rather than the status set.
+    let head = curl(&[h2, &url("/partial/head")], None);
+    assert_ne!(head.exit, 0, "{head:#?}");
+    assert_eq!(head.body, "", "{head:#?}");
+    let line = serve.wait_for_log("GET /partial/head ");
+    assert!(
+        line.contains("GET /partial/head aborted ") && line.contains("guest trapped"),
+        "{line}"
+    );
+    // Once some of the body went out, the status stands, and the stream
+    // still fails rather than ending as if complete.
+    let spin = curl(&[h2, &url("/partial/spin")], None);
+    assert_ne!(spin.exit, 0, "{spin:#?}");
+    assert_eq!(spin.body, "partial\n", "{spin:#?}");
+    let line = serve.wait_for_log("GET /partial/spin ");
+    assert!(line.contains("GET /partial/spin 200 "), "{line}");
 }
 
 #[test]
@@ -495,56 +600,115 @@ fn h2_status(block: &[u8]) -> String {
 /// plain TCP by prior knowledge: the frames written by hand, the response's
 /// `:status` read from its HEADERS frame (which h2 sends as a literal).
 fn h2_post_status(addr: std::net::SocketAddr, path: &str, len: usize) -> String {
-    use std::io::{Read as _, Write as _};
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend([kind, flags]);
-        f.extend(stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
-    let literal = |index: u8, value: &[u8]| {
-        let mut field = if index < 15 {
-            vec![index]
-        } else {
-            vec![15, index - 15]
-        };
-        field.push(value.len() as u8);
-        field.extend_from_slice(value);
-        field
-    };
-    // :method POST, :scheme http (static table), then :path, :authority
-    // and content-length as literals with indexed names.
-    let mut head = vec![0x83, 0x86];
-    head.extend(literal(4, path.as_bytes()));
-    head.extend(literal(1, b"localhost"));
-    head.extend(literal(28, len.to_string().as_bytes()));
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend(frame(4, 0, 0, &[]));
-    out.extend(frame(1, 0x4, 1, &head));
-    out.extend(frame(0, 0x1, 1, &vec![b'x'; len]));
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(crate::serving::PATIENCE))
-        .unwrap();
-    stream.write_all(&out).unwrap();
+    let mut h2 = H2::open(addr);
+    h2.request(1, "POST", path, Some(len), &[]);
+    h2.send(0, 0x1, 1, &vec![b'x'; len]);
     loop {
-        let mut header = [0u8; 9];
+        match h2.next() {
+            (1, _, 1, payload) => return h2_status(&payload),
+            (3, _, 1, payload) => return format!("stream reset ({payload:?})"),
+            (7, _, _, payload) => return format!("GOAWAY ({payload:?})"),
+            _ => {}
+        }
+    }
+}
+
+/// An HTTP/2 connection by prior knowledge, its frames written and read by
+/// hand.
+struct H2(std::net::TcpStream);
+
+impl H2 {
+    /// Connects and sends the preface and empty settings.
+    fn open(addr: std::net::SocketAddr) -> H2 {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
         stream
+            .set_read_timeout(Some(crate::serving::PATIENCE))
+            .unwrap();
+        let mut h2 = H2(stream);
+        (&h2.0)
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .unwrap();
+        h2.send(4, 0, 0, &[]);
+        h2
+    }
+
+    fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend([kind, flags]);
+        frame.extend(stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        (&self.0).write_all(&frame).unwrap();
+    }
+
+    /// Opens `stream` with a request; without a body length, the request
+    /// ends with its head.
+    fn request(
+        &mut self,
+        stream: u32,
+        method: &str,
+        path: &str,
+        body: Option<usize>,
+        fields: &[(&str, &str)],
+    ) {
+        // A string: its length as an integer with a 7-bit prefix, then its
+        // bytes (not Huffman-coded).
+        let string = |field: &mut Vec<u8>, value: &[u8]| {
+            let mut len = value.len();
+            if len < 127 {
+                field.push(len as u8);
+            } else {
+                field.push(127);
+                len -= 127;
+                while len >= 128 {
+                    field.push(len as u8 | 0x80);
+                    len >>= 7;
+                }
+                field.push(len as u8);
+            }
+            field.extend_from_slice(value);
+        };
+        let literal = |index: u8, value: &[u8]| {
+            let mut field = if index < 15 {
+                vec![index]
+            } else {
+                vec![15, index - 15]
+            };
+            string(&mut field, value);
+            field
+        };
+        // :method and :scheme from the static table, then :path,
+        // :authority and content-length as literals with indexed names.
+        let mut head = vec![if method == "POST" { 0x83 } else { 0x82 }, 0x86];
+        head.extend(literal(4, path.as_bytes()));
+        head.extend(literal(1, b"localhost"));
+        if let Some(len) = body {
+            head.extend(literal(28, len.to_string().as_bytes()));
+        }
+        for (name, value) in fields {
+            // A literal with a new name, not indexed.
+            head.push(0);
+            string(&mut head, name.as_bytes());
+            string(&mut head, value.as_bytes());
+        }
+        let end_stream = if body.is_some() { 0 } else { 0x1 };
+        self.send(1, 0x4 | end_stream, stream, &head);
+    }
+
+    /// The next frame the server sends, as (type, flags, stream, payload);
+    /// its settings are acknowledged on the way.
+    fn next(&mut self) -> (u8, u8, u32, Vec<u8>) {
+        let mut header = [0u8; 9];
+        (&self.0)
             .read_exact(&mut header)
-            .expect("the server closed before answering");
+            .expect("the server closed the connection");
         let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
         let (kind, flags) = (header[3], header[4]);
         let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
         let mut payload = vec![0u8; length];
-        stream.read_exact(&mut payload).unwrap();
-        match kind {
-            // The server's settings: acknowledge them.
-            4 if flags & 1 == 0 => stream.write_all(&frame(4, 1, 0, &[])).unwrap(),
-            1 if id == 1 => return h2_status(&payload),
-            3 if id == 1 => return format!("stream reset ({payload:?})"),
-            7 => return format!("GOAWAY ({payload:?})"),
-            _ => {}
+        (&self.0).read_exact(&mut payload).unwrap();
+        if kind == 4 && flags & 1 == 0 {
+            self.send(4, 1, 0, &[]);
         }
+        (kind, flags, id, payload)
     }
 }

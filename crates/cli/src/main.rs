@@ -2,11 +2,15 @@
 //! `tern-runtime` and `tern-http`, prints results and errors, and picks the exit code. This
 //! is the only crate that prints.
 
+mod admin_client;
+mod apps;
 mod build;
 mod compile;
 mod compiling;
 mod compose;
+mod deploy;
 mod exit;
+mod host;
 mod kv;
 mod log;
 mod new;
@@ -52,6 +56,12 @@ enum Command {
     Compose(compose::ComposeArgs),
     /// Read and write an app's key-value stores
     Kv(kv::KvArgs),
+    /// Serve many apps in one process, deployed through an admin API
+    Host(host::HostArgs),
+    /// Build an app and upload it to a `tern host`, replacing its running version
+    Deploy(deploy::DeployArgs),
+    /// List, show, delete and roll back the apps of a `tern host`
+    Apps(apps::AppsArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +84,9 @@ fn main() -> ExitCode {
         Command::Up(args) => up::main(args),
         Command::Compose(args) => compose::main(args),
         Command::Kv(args) => kv::main(args),
+        Command::Host(args) => host::main(args),
+        Command::Deploy(args) => deploy::main(args),
+        Command::Apps(args) => apps::main(args),
     };
     result.unwrap_or_else(|err| {
         exit::print_error(&err);

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use tern_http::{App, ServeConfig, Server, Shutdown, TlsConfig};
+use tern_http::{App, AppSlot, ServeConfig, Server, Shutdown, TlsConfig};
 use tern_manifest::{LimitsConfig, LoadOptions, Manifest, OutsideGrant, RuntimeConfig};
 use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
 use tokio::signal::unix::{self, SignalKind, signal};
@@ -155,7 +155,7 @@ pub(crate) fn print_unused(runtime: &RuntimeConfig, manifest: &Manifest, out: &m
 
 /// `--listen`: an IP address and port, or `localhost:PORT` and `:PORT`
 /// for the loopback address.
-fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
+pub(crate) fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
@@ -173,7 +173,7 @@ fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String> {
 /// holds a descriptor, and the usual soft limit of 1024 turns away new
 /// clients once about a thousand sit idle. Failing to raise it only leaves
 /// the old limit. Returns the soft limit in force.
-fn raise_open_files_limit() -> Option<usize> {
+pub(crate) fn raise_open_files_limit() -> Option<usize> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
@@ -247,7 +247,8 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     let log = sink.clone();
     let grace = config.grace;
     let listen = args.listen;
-    let server = Server::bind(app, config.clone(), sink)
+    let slot = AppSlot::new(app);
+    let server = Server::bind_slot(slot.clone(), config.clone(), sink)
         .map_err(|e| tern_runtime::Error::from(e).context(format!("cannot listen on {listen}")))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -255,13 +256,13 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     // Handlers go in before the `listening` line: from then on a SIGTERM
     // must mean a graceful shutdown, never the default instant death.
     let mut signals = runtime.block_on(async { Signals::install() })?;
-    print_routes(&manifest, &server);
+    print_routes(&manifest, &server, &slot.current());
     let reloader = Reloader {
         manifest: manifest.path.clone(),
         config,
         no_cache: args.no_cache,
         compile_limits,
-        slot: server.app_slot(),
+        slot,
         tls: server.tls_slot(),
     };
     let reloads = runtime.block_on(async { reload::start(reloader, watch) })?;
@@ -295,7 +296,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_routes(manifest: &Manifest, server: &Server) {
+fn print_routes(manifest: &Manifest, server: &Server, app: &App) {
     let mut out = String::new();
     print_outside(manifest, &mut out);
     let scheme = if server.is_tls() { "https" } else { "http" };
@@ -303,7 +304,7 @@ fn print_routes(manifest: &Manifest, server: &Server) {
         "listening on {scheme}://{}\n",
         server.local_addr()
     ));
-    print_app(&server.app(), &mut out);
+    print_app(app, &mut out);
     crate::log::say(&out);
 }
 
@@ -324,7 +325,7 @@ pub(crate) fn print_app(app: &App, out: &mut String) {
 
 /// What a signal asks of the server.
 #[derive(PartialEq, Eq)]
-enum Signal {
+pub(crate) enum Signal {
     /// SIGINT or SIGTERM: shut down gracefully.
     Stop,
     /// SIGHUP (when not on a terminal) or SIGUSR1: load the app again and
@@ -334,7 +335,7 @@ enum Signal {
 
 /// SIGINT, SIGTERM, SIGHUP and SIGUSR1, listened for from the moment they
 /// are installed.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: unix::Signal,
     terminate: unix::Signal,
     hangup: unix::Signal,
@@ -345,7 +346,7 @@ struct Signals {
 
 impl Signals {
     /// Must run within the runtime that will poll them.
-    fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
@@ -355,7 +356,7 @@ impl Signals {
         })
     }
 
-    async fn next(&mut self) -> Signal {
+    pub(crate) async fn next(&mut self) -> Signal {
         tokio::select! {
             _ = self.interrupt.recv() => Signal::Stop,
             _ = self.terminate.recv() => Signal::Stop,

@@ -2,7 +2,7 @@
 //! pre-instantiated once, its grants and limits resolved, its routes sorted.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tern_manifest::{ByteSize, Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
 use tern_runtime::{Loader, Program, Services};
@@ -14,6 +14,7 @@ use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize};
 use crate::executor::Executor;
 use crate::instance::Grants;
 use crate::router::Router;
+use crate::stats::AppStats;
 use crate::wagi::WagiExecutor;
 use crate::warm::WarmExecutor;
 use crate::wasi_http::WasiHttpExecutor;
@@ -26,6 +27,7 @@ pub struct App {
     pub(crate) components: Vec<Served>,
     pub(crate) router: Router,
     pub(crate) pool: Arc<Pool>,
+    pub(crate) stats: Arc<AppStats>,
     stores: tern_runtime::Stores,
 }
 
@@ -41,14 +43,77 @@ pub(crate) struct Pool {
 
 impl Pool {
     fn new(size: PoolSize) -> Result<Pool, LoadError> {
+        Pool::with_slots(size, Arc::new(Semaphore::new(size.slots as usize)))
+    }
+
+    fn with_slots(size: PoolSize, slots: Arc<Semaphore>) -> Result<Pool, LoadError> {
         let engine = size.spec().engine().map_err(LoadError::Engine)?;
         Ok(Pool {
             _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
-            slots: Arc::new(Semaphore::new(size.slots as usize)),
+            slots,
             engine,
             size,
         })
     }
+}
+
+/// Engines and instance slots shared by many apps (`tern host`): `slots`
+/// instances alive at once across every app, each of at most `max_memory`,
+/// whatever the apps ask for. The engine with component-model concurrency
+/// (for WASI 0.3 and warm instances) is made when the first app needs it;
+/// the two engines draw on one count of slots.
+pub struct Pools {
+    slots: u32,
+    max_memory: ByteSize,
+    count: Arc<Semaphore>,
+    /// Without and with concurrency.
+    engines: Mutex<[Option<Arc<Pool>>; 2]>,
+}
+
+impl Pools {
+    /// Room for `slots` instances of up to `max_memory` each.
+    pub fn new(slots: u32, max_memory: ByteSize) -> Pools {
+        let slots = slots.clamp(1, MAX_POOL_SLOTS);
+        Pools {
+            slots,
+            max_memory,
+            count: Arc::new(Semaphore::new(slots as usize)),
+            engines: Mutex::new([None, None]),
+        }
+    }
+
+    /// Instances alive now.
+    pub fn slots_in_use(&self) -> u32 {
+        let free = u32::try_from(self.count.available_permits()).unwrap_or(u32::MAX);
+        self.slots.saturating_sub(free)
+    }
+
+    /// The pool for apps that need concurrency, or do not.
+    fn pool(&self, concurrency: bool) -> Result<Arc<Pool>, LoadError> {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = &mut engines[usize::from(concurrency)];
+        if let Some(pool) = engine {
+            return Ok(pool.clone());
+        }
+        let size = PoolSize {
+            slots: self.slots,
+            max_memory: self.max_memory,
+            concurrency,
+        };
+        let pool = Arc::new(Pool::with_slots(size, self.count.clone())?);
+        *engine = Some(pool.clone());
+        Ok(pool)
+    }
+}
+
+/// Where an app gets its engine and keeps its figures: its own, or a
+/// host's shared by many apps.
+#[derive(Clone, Copy)]
+pub struct Sharing<'a> {
+    /// The host's engines and slots.
+    pub pools: &'a Pools,
+    /// The app's figures, kept across its versions and loads.
+    pub stats: &'a Arc<AppStats>,
 }
 
 /// One component as served.
@@ -124,6 +189,18 @@ impl App {
         App::load_after(None, manifest, config, loader, None)
     }
 
+    /// Like [`App::load`], on a host's shared engines and slots, counting
+    /// into `sharing.stats`. A component whose limits exceed
+    /// `config.caps` (or the pools' memory) is refused.
+    pub fn load_shared(
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+        sharing: Sharing<'_>,
+    ) -> Result<App, LoadError> {
+        App::load_in(None, manifest, config, loader, None, Some(sharing))
+    }
+
     /// Like [`App::load`], telling `notes` about each component it
     /// compiles (the `loader`'s own `on_compile` is not called).
     pub fn load_noting(
@@ -168,11 +245,37 @@ impl App {
         loader: &Loader<'_>,
         notes: Option<&dyn CompileNotes>,
     ) -> Result<App, LoadError> {
+        App::load_in(previous, manifest, config, loader, notes, None)
+    }
+
+    fn load_in(
+        previous: Option<&App>,
+        manifest: &Manifest,
+        config: &ServeConfig,
+        loader: &Loader<'_>,
+        notes: Option<&dyn CompileNotes>,
+        sharing: Option<Sharing<'_>>,
+    ) -> Result<App, LoadError> {
         let limits: Vec<_> = manifest
             .components
             .values()
             .map(|c| config.limits_for(&c.limits))
             .collect();
+        let mut caps = config.caps;
+        if let Some(sharing) = sharing {
+            caps.memory = Some(caps.memory.map_or(sharing.pools.max_memory, |cap| {
+                cap.min(sharing.pools.max_memory)
+            }));
+        }
+        for (component, limits) in manifest.components.values().zip(&limits) {
+            if let Some((key, why)) = limits.over(&caps) {
+                return Err(LoadError::Manifest(manifest.error_at(
+                    component.source_location,
+                    &format!("component.{}.limits.{key}", component.id),
+                    why,
+                )));
+            }
+        }
         // A warm component's idle instances hold pool slots too: as many
         // as its requests at once, at most.
         let slots = limits
@@ -209,14 +312,16 @@ impl App {
             max_memory,
             concurrency,
         };
-        let pool = match previous {
-            Some(app) if app.pool.size == size => app.pool.clone(),
-            _ => Arc::new(Pool::new(size)?),
+        let pool = match (sharing, previous) {
+            (Some(sharing), _) => sharing.pools.pool(concurrency)?,
+            (None, Some(app)) if app.pool.size == size => app.pool.clone(),
+            (None, _) => Arc::new(Pool::new(size)?),
         };
         let engine = &pool.engine;
-        // A compiling child process builds its engine from this spec.
+        // A compiling child process builds its engine from this spec (a
+        // host's, when the pool is shared).
         let loader = &Loader {
-            spec: Some(size.spec()),
+            spec: Some(pool.size.spec()),
             ..*loader
         };
 
@@ -272,11 +377,17 @@ impl App {
                 .iter()
                 .filter_map(|r| Some((r.pattern.clone(), index(&r.component)?))),
         );
+        let stats = match (sharing, previous) {
+            (Some(sharing), _) => sharing.stats.clone(),
+            (None, Some(app)) => app.stats.clone(),
+            (None, None) => Arc::default(),
+        };
         Ok(App {
             name: manifest.app.name.clone(),
             components,
             router,
             pool,
+            stats,
             stores,
         })
     }
@@ -295,6 +406,11 @@ impl App {
     /// The app's name from its manifest.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the app has served, across its versions.
+    pub fn stats(&self) -> &Arc<AppStats> {
+        &self.stats
     }
 
     /// The key-value stores the app declares, with their backend kind.

@@ -38,6 +38,9 @@ pub struct ServeConfig {
     /// Where embedded stores keep their files; `None` for `.tern` beside
     /// the manifest.
     pub state_dir: Option<PathBuf>,
+    /// The most any component may ask for in its own limits (`tern host`'s
+    /// operator caps); an app asking for more does not load.
+    pub caps: LimitsConfig,
 }
 
 impl ServeConfig {
@@ -81,6 +84,7 @@ impl ServeConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             runtime: RuntimeConfig::default(),
             state_dir: None,
+            caps: LimitsConfig::default(),
         }
     }
 
@@ -117,6 +121,34 @@ impl ServeConfig {
                 .or(self.limits.max_outbound_requests)
                 .unwrap_or(Self::DEFAULT_MAX_OUTBOUND_REQUESTS),
         }
+    }
+}
+
+impl RequestLimits {
+    /// The first of these limits above `caps`, as the manifest key and a
+    /// sentence naming both values.
+    pub fn over(&self, caps: &LimitsConfig) -> Option<(&'static str, String)> {
+        let over = |key, asked: String, cap: String| {
+            Some((key, format!("{asked} is above the host's limit of {cap}")))
+        };
+        if let Some(cap) = caps.memory.filter(|cap| self.memory > *cap) {
+            return over("memory", self.memory.to_string(), cap.to_string());
+        }
+        if let Some(cap) = caps.timeout.filter(|cap| self.timeout > cap.0) {
+            let asked = tern_manifest::HumanDuration(self.timeout);
+            return over("timeout", asked.to_string(), cap.to_string());
+        }
+        if let Some(cap) = caps.max_body.filter(|cap| self.max_body > *cap) {
+            return over("max_body", self.max_body.to_string(), cap.to_string());
+        }
+        if let Some(cap) = caps.max_concurrent.filter(|cap| self.max_concurrent > *cap) {
+            return over(
+                "max_concurrent",
+                self.max_concurrent.to_string(),
+                cap.to_string(),
+            );
+        }
+        None
     }
 }
 

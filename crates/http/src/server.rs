@@ -3,9 +3,11 @@
 //! (head size and time, body size, concurrency), handing each request to its
 //! component, and shutting down gracefully.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,9 +49,36 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
+/// Which app answers a request, when one server serves many (`tern
+/// host`): the layer above each app's own routes.
+pub trait Sites: Send + Sync + 'static {
+    /// The app serving requests for `host` (the request's host name,
+    /// lowercase, without its port), loaded first if it is not.
+    fn app_for<'a>(&'a self, host: &'a str) -> Pin<Box<dyn Future<Output = Found> + Send + 'a>>;
+}
+
+/// What [`Sites::app_for`] found.
+pub enum Found {
+    /// The app, ready.
+    App(Arc<App>),
+    /// No app claims the name: 404.
+    Unknown,
+    /// The app's name is known but it could not be loaded: 503, and the
+    /// reason in the log.
+    Failed(String),
+}
+
+/// What the server serves.
+enum Target {
+    /// One app (`tern serve`), which a reload may replace.
+    One(Arc<ArcSwap<App>>),
+    /// An app per host name.
+    Many(Arc<dyn Sites>),
+}
+
 /// What every connection task reads.
 struct Shared {
-    app: Arc<ArcSwap<App>>,
+    target: Target,
     config: ServeConfig,
     sink: Arc<dyn EventSink>,
     ids: RequestIds,
@@ -109,6 +138,11 @@ impl Protocols {
 pub struct AppSlot(Arc<ArcSwap<App>>);
 
 impl AppSlot {
+    /// A slot holding `app`.
+    pub fn new(app: App) -> AppSlot {
+        AppSlot(Arc::new(ArcSwap::from_pointee(app)))
+    }
+
     /// The app being served now.
     pub fn current(&self) -> Arc<App> {
         self.0.load_full()
@@ -131,9 +165,37 @@ pub enum Shutdown {
 }
 
 impl Server {
-    /// Binds the listening socket.
+    /// Binds the listening socket, to serve `app`.
     pub fn bind(
         app: App,
+        config: ServeConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> std::io::Result<Server> {
+        Server::bind_slot(AppSlot::new(app), config, sink)
+    }
+
+    /// Binds the listening socket, to serve the app in `slot`, which may be
+    /// replaced while serving.
+    pub fn bind_slot(
+        slot: AppSlot,
+        config: ServeConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> std::io::Result<Server> {
+        Server::bind_target(Target::One(slot.0), config, sink)
+    }
+
+    /// Binds the listening socket, to serve the app `sites` finds for each
+    /// request's host name.
+    pub fn bind_sites(
+        sites: Arc<dyn Sites>,
+        config: ServeConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> std::io::Result<Server> {
+        Server::bind_target(Target::Many(sites), config, sink)
+    }
+
+    fn bind_target(
+        target: Target,
         config: ServeConfig,
         sink: Arc<dyn EventSink>,
     ) -> std::io::Result<Server> {
@@ -149,7 +211,7 @@ impl Server {
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
-                app: Arc::new(ArcSwap::from_pointee(app)),
+                target,
                 config,
                 sink,
                 ids: RequestIds::new(),
@@ -177,14 +239,12 @@ impl Server {
         self.shared.local
     }
 
-    /// The app being served now.
-    pub fn app(&self) -> Arc<App> {
-        self.shared.app.load_full()
-    }
-
-    /// A handle that replaces the app while the server runs.
-    pub fn app_slot(&self) -> AppSlot {
-        AppSlot(self.shared.app.clone())
+    /// The app being served now; `None` when serving [`Sites`].
+    pub fn app(&self) -> Option<Arc<App>> {
+        match &self.shared.target {
+            Target::One(app) => Some(app.load_full()),
+            Target::Many(_) => None,
+        }
     }
 
     /// Serves on `threads` threads until `shutdown` resolves, then stops
@@ -568,7 +628,20 @@ async fn handle(
     }
     // This request stays on this version of the app, even if a new one is
     // swapped in while it runs.
-    let app = shared.app.load_full();
+    let app = match &shared.target {
+        Target::One(app) => app.load_full(),
+        Target::Many(sites) => match sites.app_for(&host_name(&req)).await {
+            Found::App(app) => app,
+            Found::Unknown => return refuse(404, None, None),
+            Found::Failed(why) => return refuse(503, None, Some(why)),
+        },
+    };
+    let in_flight = app.stats.begin();
+    let stats = app.stats.clone();
+    let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
+        stats.finish(status, start.elapsed());
+        refuse(status, component, error)
+    };
     let Some(matched) = app.router.route(req.uri().path()) else {
         return refuse(404, None, None);
     };
@@ -675,7 +748,7 @@ async fn handle(
         tokio::spawn(async move {
             let served = &app.components[index];
             let result = served.executor.run(&served.grants, exchange, &state).await;
-            drop((permit, slot));
+            drop((permit, slot, in_flight));
             let (status, error) = match &result {
                 Ok(()) => (state.sent().unwrap_or(200), None),
                 Err(failure) => (
@@ -691,13 +764,15 @@ async fn handle(
             } else {
                 false
             };
+            let duration = start.elapsed();
+            app.stats.finish(status, duration);
             shared.sink.request(&AccessRecord {
                 id,
                 method: method.as_str(),
                 path: uri.path(),
                 status,
                 aborted,
-                duration: start.elapsed(),
+                duration,
                 component: Some(&served.grants.id),
                 error,
             });
@@ -766,6 +841,27 @@ fn check_host(req: &mut Request<Incoming>) -> Result<(), &'static str> {
         Some(host) if !is_authority(host.as_bytes()) => Err("Host is not a valid authority"),
         None if req.version() == http::Version::HTTP_11 => Err("no Host header"),
         _ => Ok(()),
+    }
+}
+
+/// The host a request is for, lowercase and without its port: from `Host`,
+/// which [`check_host`] has made the URI's authority when there is one.
+fn host_name(req: &Request<Incoming>) -> Cow<'_, str> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rfind(':') {
+        // Not inside an IPv6 literal's brackets.
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
     }
 }
 

@@ -13,7 +13,7 @@
 //! let error = tern_manifest::parse(text, Path::new("shop/tern.toml")).unwrap_err();
 //! assert_eq!(
 //!     error.to_string(),
-//!     "shop/tern.toml:4:1: unknown key `colour`, expected `name` or `description`"
+//!     "shop/tern.toml:4:1: unknown key `colour`, expected one of `name`, `description`, `hosts`"
 //! );
 //! ```
 //!
@@ -100,6 +100,10 @@ pub struct App {
     pub name: String,
     /// What the app is for.
     pub description: Option<String>,
+    /// Host names the app claims under `tern host`, lowercase: exact
+    /// (`shop.example.com`) or a wildcard over subdomains
+    /// (`*.shop.example.com`).
+    pub hosts: Vec<String>,
 }
 
 /// A `[component.ID]` table: a wasm binary and what it may see.

@@ -48,6 +48,7 @@ pub(crate) struct RawVariable {
 pub(crate) struct RawApp {
     pub(crate) name: Spanned<String>,
     pub(crate) description: Option<String>,
+    pub(crate) hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

@@ -65,9 +65,23 @@ pub(crate) fn resolve(
         let location = source.key_at(&app.name.span());
         return Err(source.invalid(Some(location), "app.name", "must not be empty"));
     }
+    let mut hosts = Vec::new();
+    for host in app.hosts.map(Spanned::into_inner).unwrap_or_default() {
+        let name = host.get_ref().to_ascii_lowercase();
+        if !is_host_pattern(&name) {
+            let location = source.key_at(&host.span());
+            let message = format!(
+                "`{}` is not a host name (such as `shop.example.com`, or `*.shop.example.com` for its subdomains)",
+                host.get_ref()
+            );
+            return Err(source.invalid(Some(location), "app.hosts", &message));
+        }
+        hosts.push(name);
+    }
     let app = App {
         name: app.name.into_inner(),
         description: app.description,
+        hosts,
     };
 
     let routes = resolve_routes(source, raw.route, &raw.component)?;
@@ -610,6 +624,21 @@ fn is_valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Whether `name` is a host name of DNS labels (letters, digits, inner
+/// hyphens; lowercase), or `*.` and one.
+fn is_host_pattern(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// An io error's description without the `(os error N)` suffix.

@@ -6,6 +6,7 @@ mod cache;
 mod errors;
 mod examples;
 mod grants;
+mod host;
 mod invoke;
 mod isolation;
 mod limits;

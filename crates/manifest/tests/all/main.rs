@@ -235,6 +235,9 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     writeln!(w, "dir: {}", relative(&manifest.dir)).unwrap();
     writeln!(w, "app.name: {:?}", manifest.app.name).unwrap();
     writeln!(w, "app.description: {:?}", manifest.app.description).unwrap();
+    if !manifest.app.hosts.is_empty() {
+        writeln!(w, "app.hosts: {:?}", manifest.app.hosts).unwrap();
+    }
     for (name, variable) in &manifest.variables {
         writeln!(w, "variable {name}: {variable:?}").unwrap();
     }

@@ -1,0 +1,890 @@
+//! `tern host`: many apps in one process, deployed as bundles through the
+//! admin API, reached by host name, unloaded when idle, and kept on disk
+//! across restarts; hostile bundles change nothing; and `tern deploy`.
+
+use std::io::{BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tar::EntryType::{Link, Regular, Symlink};
+use test_programs::*;
+
+use crate::serving::{PATIENCE, Part, Response, Serve, manifest, read_response, write_app};
+use crate::support::Tern;
+
+/// The admin token the tests give `tern host`, in a file with the newline
+/// `echo TOKEN > FILE` leaves.
+const TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+const HELLO: &str = "hello, world\n";
+
+/// What `HTTP_WAIT` logs once it is running.
+const WAITING: &str = "stderr: waiting for the body";
+
+/// A running `tern host`, killed when dropped.
+struct Host {
+    serve: Serve,
+    admin: SocketAddr,
+    state: PathBuf,
+    token: String,
+}
+
+impl Host {
+    /// Starts `tern host` on `top/state` with [`TOKEN`] in `top/token`.
+    fn start(tern: &Tern, top: &Path, args: &[&str]) -> Host {
+        let file = top.join("token");
+        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+        let mut all = vec!["--admin-token-file", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut host = Self::spawn(tern, top, &all);
+        host.token = TOKEN.to_owned();
+        host
+    }
+
+    /// Starts `tern host` on `top/state` with `args` and no token of the
+    /// test's, waiting for its admin and listening lines.
+    fn spawn(tern: &Tern, top: &Path, args: &[&str]) -> Host {
+        let state = top.join("state");
+        // `spawn_verb` puts an app path after the verb, which `tern host`
+        // does not take: the state directory goes there, as an option.
+        let state_arg = format!("--state-dir={}", state.display());
+        let mut all = vec!["--admin", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let serve = Serve::spawn_verb(tern.command(), "host", Path::new(&state_arg), &all);
+        let line = serve.wait_for_log("admin API on http://");
+        let admin = line
+            .split("admin API on http://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        Host {
+            serve,
+            admin,
+            state,
+            token: String::new(),
+        }
+    }
+
+    /// Sends a request with `body` to the app server for host name `host`.
+    fn send(&self, host: &str, method: &str, path: &str, body: &str) -> Response {
+        self.serve.send(&format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    fn get(&self, host: &str, path: &str) -> Response {
+        self.send(host, "GET", path, "")
+    }
+
+    /// Calls the admin API with `token` (none: no Authorization header).
+    /// The body goes out even if the host answers early, and what arrived
+    /// before a reset counts.
+    fn call(&self, token: Option<&str>, method: &str, path: &str, body: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(self.admin).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.admin,
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        read_response(&mut &raw[..])
+    }
+
+    /// Calls the admin API with the right token; the status and JSON body.
+    fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let response = self.call(Some(&self.token), method, path, body);
+        let value = serde_json::from_str(&response.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {response:#?}"));
+        (response.status, value)
+    }
+
+    fn deploy(&self, name: &str, bundle: &[u8]) -> (u16, Value) {
+        self.admin("PUT", &format!("/v1/apps/{name}"), bundle)
+    }
+
+    /// `GET /v1/apps/NAME`, which must answer 200.
+    fn summary(&self, name: &str) -> Value {
+        let (status, summary) = self.admin("GET", &format!("/v1/apps/{name}"), b"");
+        assert_eq!(status, 200, "{summary}");
+        summary
+    }
+
+    /// Polls the summary of `name` until its state is `state`.
+    fn wait_for_state(&self, name: &str, state: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let summary = self.summary(name);
+            if summary["state"] == state {
+                return summary;
+            }
+            assert!(Instant::now() < deadline, "never {state}: {summary}");
+            // Polling, not pacing: the loop ends as soon as the state does.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let response = self.call(Some(&self.token), "GET", "/metrics", b"");
+        let kind = response.header("content-type").unwrap_or_default();
+        assert!(
+            kind.starts_with("text/plain") && kind.contains("version=0.0.4"),
+            "{response:#?}"
+        );
+        response.expect(200).to_owned()
+    }
+
+    /// Starts a POST to `path` on an `HTTP_WAIT` route of the app at
+    /// `host`, its body held open; returns once the guest runs.
+    fn hold(&self, host: &str, path: &str) -> TcpStream {
+        let before = self
+            .serve
+            .log()
+            .lines()
+            .filter(|l| l.contains(WAITING))
+            .count();
+        let stream = self.serve.connect();
+        (&stream)
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        self.serve.wait_for_nth_log(WAITING, before + 1);
+        stream
+    }
+
+    /// The error of a refused call: one line, naming no path of the host's.
+    #[track_caller]
+    fn refusal(&self, answer: &Value) -> String {
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(!error.contains('\n'), "{error}");
+        let real = std::fs::canonicalize(&self.state).unwrap_or_else(|_| self.state.clone());
+        for state in [&self.state, &real] {
+            assert!(!error.contains(state.to_str().unwrap()), "{error}");
+        }
+        error.to_owned()
+    }
+}
+
+/// Ends a held request's body with `body` and reads the response.
+fn finish(stream: TcpStream, body: &str) -> Response {
+    let mut end = String::new();
+    if !body.is_empty() {
+        end.push_str(&format!("{:x}\r\n{body}\r\n", body.len()));
+    }
+    end.push_str("0\r\n\r\n");
+    (&stream).write_all(end.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(stream))
+}
+
+/// An app directory for the app `name`, claiming `hosts`, with a component
+/// per `(route, source)` named after the route's first segment (`/kv/...`:
+/// `kv`), `extra` in each.
+fn app_dir(name: &str, routes: &[(&str, &str)], hosts: &[&str], extra: &str) -> tempfile::TempDir {
+    let parts: Vec<Part<'_>> = routes
+        .iter()
+        .map(|&(route, source)| Part {
+            route,
+            id: route.split('/').nth(1).unwrap(),
+            source,
+            extra,
+        })
+        .collect();
+    let mut toml = manifest(&parts).replace("name = \"test\"\n", &format!("name = \"{name}\"\n"));
+    if !hosts.is_empty() {
+        let line = format!("name = \"{name}\"\n");
+        toml = toml.replacen(&line, &format!("{line}hosts = {hosts:?}\n"), 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), &toml);
+    dir
+}
+
+/// A bundle of the app `name` (see [`app_dir`]).
+fn bundle(name: &str, routes: &[(&str, &str)], hosts: &[&str]) -> Vec<u8> {
+    tar_of(app_dir(name, routes, hosts, "").path(), |_| {})
+}
+
+/// The app `name` answering `hello, world` on `/hello`.
+fn hello(name: &str) -> Vec<u8> {
+    bundle(name, &[("/hello", HTTP_HELLO)], &[])
+}
+
+/// The app `name` driving its `default` key-value store on `/kv/...`.
+fn kv(name: &str) -> Vec<u8> {
+    let extra = "key_value_stores = [\"default\"]";
+    tar_of(
+        app_dir(name, &[("/kv/...", HTTP_KV)], &[], extra).path(),
+        |_| {},
+    )
+}
+
+/// A tar of every file and directory under `dir` (paths relative to it),
+/// then whatever `more` appends.
+fn tar_of(dir: &Path, more: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for path in tree(dir) {
+        let full = dir.join(&path);
+        if full.is_dir() {
+            archive.append_dir(&path, &full).unwrap();
+        } else {
+            archive.append_path_with_name(&full, &path).unwrap();
+        }
+    }
+    more(&mut archive);
+    archive.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Appends an entry the `tar` crate would refuse to write: `name` and
+/// `link` go into the header as they are.
+fn raw_entry(archive: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, link: &str) {
+    let data = b"written by a hostile bundle";
+    let mut header = tar::Header::new_gnu();
+    let old = header.as_old_mut();
+    old.name[..name.len()].copy_from_slice(name.as_bytes());
+    old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    let size = if kind == Regular { data.len() } else { 0 };
+    header.set_size(size as u64);
+    header.set_cksum();
+    archive.append(&header, &data[..size]).unwrap();
+}
+
+/// Every path under `dir`, relative to it, sorted; symlinks not followed.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(dir.join(&relative)) else {
+            continue;
+        };
+        // The host may add or remove files meanwhile: what vanished is skipped.
+        for entry in entries.flatten() {
+            let path = relative.join(entry.file_name());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The `default` SQLite stores under the state directory.
+fn sqlite_files(host: &Host) -> Vec<PathBuf> {
+    tree(&host.state)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "default.sqlite"))
+        .collect()
+}
+
+fn has_component(path: &Path, name: &str) -> bool {
+    path.components().any(|c| c.as_os_str() == name)
+}
+
+/// The sum of the samples of `name` whose labels include all of `labels`
+/// (`app="shop"`), in Prometheus text format.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, set) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let set: Vec<&str> = set.split(',').collect();
+            if metric != name || !labels.iter().all(|l| set.contains(l)) {
+                return None;
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn deploy_and_route_by_host_name() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let hosts = ["shop.example.com", "*.shop.example.com"];
+    let shop = bundle("shop", &[("/hello", HTTP_HELLO)], &hosts);
+
+    let (status, answer) = host.deploy("shop", &shop);
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["name"], "shop", "{answer}");
+    assert_eq!(answer["version"], 1, "{answer}");
+    for name in ["shop.localhost", "shop.example.com", "*.shop.example.com"] {
+        let claimed = answer["hosts"].as_array().map(|h| h.contains(&json!(name)));
+        assert_eq!(claimed, Some(true), "{name}: {answer}");
+    }
+    assert_eq!(
+        answer["routes"],
+        json!([{"route": "/hello", "component": "hello", "kind": "wasi-http"}])
+    );
+
+    // By its name under --domain, with or without the port a browser adds,
+    // and by every name it claims.
+    let port = host.serve.addr.port();
+    for name in [
+        "shop.localhost".to_owned(),
+        format!("shop.localhost:{port}"),
+        "shop.example.com".to_owned(),
+        "api.shop.example.com".to_owned(),
+        "a.b.shop.example.com".to_owned(),
+    ] {
+        assert_eq!(host.get(&name, "/hello").expect(200), HELLO, "{name}");
+    }
+    host.serve.wait_for_log("GET /hello 200");
+    assert_eq!(host.get("shop.localhost", "/nowhere").status, 404);
+    for name in [
+        "nobody.localhost",
+        "localhost",
+        "example.com",
+        "shop.example.org",
+    ] {
+        assert_eq!(host.get(name, "/hello").status, 404, "{name}");
+    }
+
+    let (status, list) = host.admin("GET", "/v1/apps", b"");
+    assert_eq!(status, 200, "{list}");
+    let apps = list["apps"].as_array().unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(apps.len(), 1, "{list}");
+    assert_eq!(apps[0]["name"], "shop", "{list}");
+    assert_eq!(apps[0]["version"], 1, "{list}");
+    assert_eq!(apps[0]["in_flight"], 0, "{list}");
+    assert!(
+        apps[0]["requests"].as_u64().unwrap_or_default() >= 5,
+        "{list}"
+    );
+    let last = apps[0]["last_request"].as_str().unwrap_or_default();
+    assert!(last.starts_with("20") && last.ends_with('Z'), "{list}");
+    // With the default --idle-unload of minutes, it is still loaded.
+    assert_eq!(apps[0]["state"], "loaded", "{list}");
+}
+
+#[test]
+fn redeploy_swaps_versions_and_rollback_returns() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let v1 = bundle("shop", &[("/hello", HTTP_HELLO), ("/wait", HTTP_WAIT)], &[]);
+    assert_eq!(host.deploy("shop", &v1).0, 201);
+    let held = host.hold("shop.localhost", "/wait");
+
+    // Version 2, packed as a tar.gz, swaps in while a request runs on 1.
+    let v2 = gzip(&bundle("shop", &[("/hello", HTTP_ECHO)], &[]));
+    let (status, answer) = host.deploy("shop", &v2);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 2, "{answer}");
+    let body = host.get("shop.localhost", "/hello").expect(200).to_owned();
+    assert!(
+        body.contains("method: GET"),
+        "new requests get version 2: {body}"
+    );
+    assert_eq!(host.get("shop.localhost", "/wait").status, 404);
+    assert_eq!(
+        finish(held, "abc").expect(200),
+        "read 3 bytes",
+        "the request in flight finishes on version 1"
+    );
+
+    let (status, answer) = host.admin("POST", "/v1/apps/shop/rollback", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 1, "{answer}");
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    let summary = host.summary("shop");
+    assert_eq!(summary["version"], 1, "{summary}");
+    assert_eq!(summary["versions"], json!([1, 2]), "{summary}");
+
+    // Nothing before version 1; no app to roll back.
+    let (status, answer) = host.admin("POST", "/v1/apps/shop/rollback", b"");
+    assert_eq!(status, 409, "{answer}");
+    host.refusal(&answer);
+    assert_eq!(host.admin("POST", "/v1/apps/nobody/rollback", b"").0, 404);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+}
+
+#[test]
+fn the_admin_api_needs_the_token() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let shop = hello("shop");
+    let none: &[u8] = b"";
+    let short = &TOKEN[..TOKEN.len() - 1];
+    let long = format!("{TOKEN}x");
+    for token in [
+        None,
+        Some("wrong"),
+        Some(short),
+        Some(long.as_str()),
+        Some(""),
+    ] {
+        for (method, path, body) in [
+            ("PUT", "/v1/apps/shop", &shop[..]),
+            ("GET", "/v1/apps", none),
+            ("GET", "/v1/apps/shop", none),
+            ("DELETE", "/v1/apps/shop?purge=true", none),
+            ("POST", "/v1/apps/shop/rollback", none),
+            ("GET", "/metrics", none),
+        ] {
+            let response = host.call(token, method, path, body);
+            assert_eq!(
+                response.status, 401,
+                "{token:?} {method} {path}: {response:#?}"
+            );
+            host.refusal(&serde_json::from_str(&response.body).unwrap());
+        }
+    }
+    let (status, list) = host.admin("GET", "/v1/apps", b"");
+    assert_eq!((status, &list["apps"]), (200, &json!([])), "{list}");
+    assert_eq!(host.get("shop.localhost", "/hello").status, 404);
+
+    // Without --admin-token-file, the host makes a token only its user
+    // can read, says where, and keeps it across restarts.
+    let top = tempfile::tempdir().unwrap();
+    let mut host = Host::spawn(&tern, top.path(), &[]);
+    let file = host.state.join("admin-token");
+    host.serve
+        .wait_for_log(&format!("(token in {})", file.display()));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    host.token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(host.token.len() >= 32, "a short token: {:?}", host.token);
+    assert_eq!(host.admin("GET", "/v1/apps", b"").0, 200);
+    let token = host.token.clone();
+    drop(host);
+    let mut host = Host::spawn(&tern, top.path(), &[]);
+    host.token = token;
+    assert_eq!(host.admin("GET", "/v1/apps", b"").0, 200);
+}
+
+#[test]
+fn hostile_bundles_are_refused_and_change_nothing() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let root = top.path().to_str().unwrap();
+    let outside = top.path().join("outside.txt");
+    std::fs::write(&outside, "original").unwrap();
+    let app = app_dir("shop", &[("/hello", HTTP_HELLO)], &[], "");
+    let good = tar_of(app.path(), |_| {});
+    // A cap just above the good bundle: the guests are megabytes.
+    let cap = format!("{}KiB", good.len() / 1024 + 64);
+    let host = Host::start(&tern, top.path(), &["--max-bundle-size", cap.as_str()]);
+    assert_eq!(host.deploy("shop", &good).0, 201);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    let before = tree(&host.state);
+
+    // Each hostile entry comes after a whole valid app, so a host that
+    // unpacks first and checks later has already written something.
+    let hostile = |more: &dyn Fn(&mut tar::Builder<Vec<u8>>)| tar_of(app.path(), more);
+    let absolute = format!("{root}/escaped-absolute");
+    let outside_path = outside.to_str().unwrap();
+    let oversize = tar_of(app.path(), |archive| {
+        let filler = vec![b'x'; 128 << 10];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(filler.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, "filler.bin", &filler[..])
+            .unwrap();
+    });
+    let mut gzip_garbage = vec![0x1f, 0x8b, 8, 0];
+    gzip_garbage.extend([0xff; 600]);
+    // Enough `..` to reach `/` from wherever the host unpacks: a file that
+    // exists, so that the refusal is about where it is.
+    let passwd = format!("{}etc/passwd", "../".repeat(16));
+    let outside_source = bundle("shop", &[("/hello", passwd.as_str())], &[]);
+    let broken = {
+        let dir = app_dir("shop", &[("/hello", HTTP_HELLO)], &[], "");
+        let toml = std::fs::read_to_string(dir.path().join("tern.toml")).unwrap();
+        let toml = toml.replace("name = \"shop\"\n", "name = \"shop\"\ncolour = \"blue\"\n");
+        std::fs::write(dir.path().join("tern.toml"), toml).unwrap();
+        tar_of(dir.path(), |_| {})
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a `..` entry",
+            hostile(&|archive| raw_entry(archive, Regular, "../escaped-dotdot", "")),
+            400,
+            "\"../escaped-dotdot\"",
+        ),
+        (
+            "an absolute entry",
+            hostile(&|archive| raw_entry(archive, Regular, &absolute, "")),
+            400,
+            "escaped-absolute",
+        ),
+        (
+            "a symlink, then a file through it",
+            hostile(&|archive| {
+                raw_entry(archive, Symlink, "guests/link", root);
+                raw_entry(archive, Regular, "guests/link/escaped-symlink", "");
+            }),
+            400,
+            "guests/link",
+        ),
+        (
+            "a hard link to a file outside, then a write to it",
+            hostile(&|archive| {
+                raw_entry(archive, Link, "guests/hard", outside_path);
+                raw_entry(archive, Regular, "guests/hard", "");
+            }),
+            400,
+            "guests/hard",
+        ),
+        (
+            "garbage",
+            b"this is not a bundle\n".repeat(100),
+            400,
+            "not a tar or tar.gz archive",
+        ),
+        ("a gzip header, then garbage", gzip_garbage, 400, ""),
+        ("a bundle over --max-bundle-size", oversize, 413, ""),
+        (
+            "a source outside the app",
+            outside_source,
+            422,
+            "outside the app directory",
+        ),
+        ("a broken manifest", broken, 422, "tern.toml:5:"),
+    ];
+    for (what, bytes, expected, needle) in cases {
+        let (status, answer) = host.deploy("shop", &bytes);
+        assert_eq!(status, expected, "{what}: {answer}");
+        let error = host.refusal(&answer);
+        assert!(error.contains(needle), "{what}: {error}");
+        // The running version keeps serving.
+        assert_eq!(
+            host.get("shop.localhost", "/hello").expect(200),
+            HELLO,
+            "{what}"
+        );
+    }
+    let summary = host.summary("shop");
+    assert_eq!(summary["versions"], json!([1]), "{summary}");
+    assert_eq!(
+        tree(&host.state),
+        before,
+        "a refused bundle left files behind"
+    );
+    let escaped: Vec<_> = tree(top.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("escaped"))
+        .collect();
+    assert!(escaped.is_empty(), "written outside the app: {escaped:?}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "original");
+}
+
+#[test]
+fn two_apps_cannot_claim_one_host_name() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let a = bundle("a", &[("/hello", HTTP_HELLO)], &["x.example.com"]);
+    assert_eq!(host.deploy("a", &a).0, 201);
+    // Another app's own name under --domain is taken as well.
+    for claim in ["x.example.com", "a.localhost"] {
+        let b = bundle("b", &[("/hello", HTTP_ECHO)], &[claim]);
+        let (status, answer) = host.deploy("b", &b);
+        assert_eq!(status, 409, "{claim}: {answer}");
+        let error = host.refusal(&answer);
+        assert!(error.contains(&format!("`{claim}`")), "{error}");
+        assert!(error.contains("claimed by app `a`"), "{error}");
+    }
+    assert_eq!(host.admin("GET", "/v1/apps/b", b"").0, 404);
+    assert_eq!(host.get("x.example.com", "/hello").expect(200), HELLO);
+    assert_eq!(host.get("a.localhost", "/hello").expect(200), HELLO);
+}
+
+#[test]
+fn apps_have_their_own_stores() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    for name in ["alpha", "beta"] {
+        assert_eq!(host.deploy(name, &kv(name)).0, 201);
+    }
+    host.send(
+        "alpha.localhost",
+        "PUT",
+        "/kv/default/greeting",
+        "from alpha",
+    )
+    .expect(204);
+    assert_eq!(
+        host.get("beta.localhost", "/kv/default/greeting")
+            .expect(404),
+        "absent"
+    );
+    host.send("beta.localhost", "PUT", "/kv/default/greeting", "from beta")
+        .expect(204);
+    assert_eq!(
+        host.get("alpha.localhost", "/kv/default/greeting")
+            .expect(200),
+        "from alpha"
+    );
+    let files = sqlite_files(&host);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let alpha = files.iter().filter(|f| has_component(f, "alpha")).count();
+    let beta = files.iter().filter(|f| has_component(f, "beta")).count();
+    assert_eq!((alpha, beta), (1, 1), "{files:?}");
+}
+
+#[test]
+fn an_operator_cap_refuses_a_manifest() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &["--max-memory", "64MiB"]);
+    let asking = |memory: &str| {
+        let extra = format!("[component.hello.limits]\nmemory = \"{memory}\"");
+        tar_of(
+            app_dir("shop", &[("/hello", HTTP_HELLO)], &[], &extra).path(),
+            |_| {},
+        )
+    };
+    let (status, answer) = host.deploy("shop", &asking("256MiB"));
+    assert_eq!(status, 422, "{answer}");
+    let error = host.refusal(&answer);
+    for needle in ["component.hello", "memory", "64MiB"] {
+        assert!(error.contains(needle), "{needle}: {error}");
+    }
+    assert_eq!(host.admin("GET", "/v1/apps/shop", b"").0, 404);
+    // Up to the cap is the app's call.
+    assert_eq!(host.deploy("shop", &asking("64MiB")).0, 201);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+}
+
+#[test]
+fn idle_apps_unload_and_come_back() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &["--idle-unload", "1s"]);
+    let shop = bundle("shop", &[("/hello", HTTP_HELLO), ("/wait", HTTP_WAIT)], &[]);
+    assert_eq!(host.deploy("shop", &shop).0, 201);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    host.wait_for_state("shop", "idle");
+
+    // A request loads it again; while it runs, the app stays loaded.
+    let held = host.hold("shop.localhost", "/wait");
+    let summary = host.summary("shop");
+    assert_eq!(summary["state"], "loaded", "{summary}");
+    assert_eq!(summary["in_flight"], 1, "{summary}");
+    assert_eq!(finish(held, "").expect(200), "read 0 bytes");
+    host.serve.wait_for_log("POST /wait 200");
+
+    let text = host.metrics();
+    let shop = ["app=\"shop\""];
+    for (name, least) in [
+        ("tern_app_unloads_total", 1.0),
+        // The deploy loaded it, so only the request after the unload
+        // found it cold.
+        ("tern_app_cold_starts_total", 1.0),
+        ("tern_app_loads_total", 2.0),
+    ] {
+        assert!(metric(&text, name, &shop) >= least, "{name}: {text}");
+    }
+    // The two requests, each counted once.
+    let ok = ["app=\"shop\"", "status=\"200\""];
+    assert_eq!(metric(&text, "tern_app_requests_total", &ok), 2.0, "{text}");
+    let count = "tern_app_request_duration_seconds_count";
+    assert_eq!(metric(&text, count, &shop), 2.0, "{text}");
+    assert_eq!(metric(&text, "tern_host_apps", &[]), 1.0, "{text}");
+    assert!(
+        text.contains("# TYPE tern_app_request_duration_seconds histogram"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deployed_apps_survive_a_restart() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    assert_eq!(host.deploy("shop", &hello("shop")).0, 201);
+    let echo = bundle("shop", &[("/hello", HTTP_ECHO)], &[]);
+    assert_eq!(host.deploy("shop", &echo).0, 200);
+    assert_eq!(host.admin("POST", "/v1/apps/shop/rollback", b"").0, 200);
+    let blog = bundle("blog", &[("/echo", HTTP_ECHO)], &[]);
+    assert_eq!(host.deploy("blog", &blog).0, 201);
+
+    host.serve.terminate();
+    let (code, log) = host.serve.wait();
+    assert_eq!(code, 0, "{log}");
+
+    let host = Host::start(&tern, top.path(), &[]);
+    host.serve.wait_for_log("tern host: 2 apps in");
+    // The version rolled back to is the one that comes back.
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    let summary = host.summary("shop");
+    assert_eq!(
+        (&summary["version"], &summary["versions"]),
+        (&json!(1), &json!([1, 2])),
+        "{summary}"
+    );
+    let body = host.get("blog.localhost", "/echo").expect(200).to_owned();
+    assert!(body.contains("method: GET"), "{body}");
+}
+
+#[test]
+fn delete_keeps_data_unless_purged() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let shop = kv("shop");
+    assert_eq!(host.deploy("shop", &shop).0, 201);
+    host.send("shop.localhost", "PUT", "/kv/default/k", "kept")
+        .expect(204);
+
+    let (status, answer) = host.admin("DELETE", "/v1/apps/shop", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"name": "shop", "deleted": true, "purged": false})
+    );
+    assert_eq!(host.get("shop.localhost", "/kv/default/k").status, 404);
+    assert_eq!(host.admin("GET", "/v1/apps/shop", b"").0, 404);
+    assert_eq!(host.admin("DELETE", "/v1/apps/shop", b"").0, 404);
+    let files = sqlite_files(&host);
+    assert!(files.iter().any(|f| has_component(f, "shop")), "{files:?}");
+
+    // Deployed again, it finds its data.
+    assert_eq!(host.deploy("shop", &shop).0, 201);
+    assert_eq!(
+        host.get("shop.localhost", "/kv/default/k").expect(200),
+        "kept"
+    );
+
+    let (status, answer) = host.admin("DELETE", "/v1/apps/shop?purge=true", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"name": "shop", "deleted": true, "purged": true})
+    );
+    let left: Vec<_> = tree(&host.state)
+        .into_iter()
+        .filter(|p| has_component(p, "shop"))
+        .collect();
+    assert!(left.is_empty(), "purged, yet still there: {left:?}");
+    assert_eq!(host.get("shop.localhost", "/kv/default/k").status, 404);
+}
+
+#[test]
+fn kill_during_deploy_serves_the_previous_version() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    assert_eq!(host.deploy("shop", &hello("shop")).0, 201);
+
+    // Half of version 2 (megabytes of component) is on its way when the
+    // host is killed.
+    let v2 = bundle("shop", &[("/hello", HTTP_ECHO)], &[]);
+    let upload = TcpStream::connect(host.admin).unwrap();
+    upload.set_write_timeout(Some(PATIENCE)).unwrap();
+    let head = format!(
+        "PUT /v1/apps/shop HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {}\r\n\r\n",
+        host.admin,
+        v2.len()
+    );
+    (&upload).write_all(head.as_bytes()).unwrap();
+    (&upload).write_all(&v2[..v2.len() / 2]).unwrap();
+    // The host is busy with the upload, and still serves version 1.
+    assert_eq!(host.summary("shop")["version"], 1);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    drop(host); // SIGKILL
+    drop(upload);
+
+    let host = Host::start(&tern, top.path(), &[]);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    let summary = host.summary("shop");
+    assert_eq!(summary["version"], 1, "{summary}");
+    assert_eq!(summary["versions"], json!([1]), "{summary}");
+    // Nothing the killed upload left blocks the next deploy.
+    let (status, answer) = host.deploy("shop", &v2);
+    assert_eq!((status, &answer["version"]), (200, &json!(2)), "{answer}");
+}
+
+#[test]
+fn tern_deploy_packs_an_app_and_prints_what_the_host_made_of_it() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let app = app_dir("shop", &[("/hello", HTTP_HELLO)], &[], "");
+    // Something the manifest does not name stays home.
+    std::fs::write(app.path().join("notes.txt"), "not for the host").unwrap();
+    let to = format!("http://{}", host.admin);
+    let dir = app.path().to_str().unwrap();
+    let token = top.path().join("token");
+    let deploy = |token: &Path| {
+        let token = token.to_str().unwrap();
+        let to = to.as_str();
+        tern.run(&[
+            "deploy",
+            dir,
+            "--to",
+            to,
+            "--token-file",
+            token,
+            "--no-build",
+        ])
+    };
+
+    let out = deploy(&token);
+    out.code(0);
+    let printed = format!("{}{}", out.stdout, out.stderr);
+    for needle in [
+        "deployed shop version 1 (",
+        "http://shop.localhost",
+        "/hello -> hello (wasi-http)",
+    ] {
+        assert!(printed.contains(needle), "{needle}: {out:#?}");
+    }
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    let unpacked = tree(&host.state);
+    let has = |name: &str| unpacked.iter().any(|p| p.ends_with(name));
+    assert!(has("tern.toml") && !has("notes.txt"), "{unpacked:?}");
+
+    let wrong = top.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token\n").unwrap();
+    let out = deploy(&wrong);
+    assert_ne!(out.code, 0, "{out:#?}");
+    // Progress lines, then the error alone on the last.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: the host refused the deploy (401): "),
+        "{out:#?}"
+    );
+    assert_eq!(host.summary("shop")["versions"], json!([1]));
+}

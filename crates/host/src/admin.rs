@@ -1,0 +1,231 @@
+//! The admin API: JSON over HTTP/1.1 on its own address, every call
+//! behind the bearer token (compared in constant time). A call without it
+//! gets 401 and changes nothing.
+
+use std::convert::Infallible;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::{Deployed, Host, Refusal, Summary, metrics};
+
+type Answer = Response<Full<Bytes>>;
+
+/// Serves the admin API on `listener` until the task is dropped.
+pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
+    let token: std::sync::Arc<str> = token.into();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (host, token) = (host.clone(), token.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (host, token) = (host.clone(), token.clone());
+                async move { Ok::<_, Infallible>(answer(&host, &token, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(host: &Host, token: &str, req: Request<Incoming>) -> Answer {
+    if !authorized(&req, token) {
+        let mut answer = refusal(
+            401,
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        );
+        answer.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return answer;
+    }
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["metrics"]) => Response::builder()
+            .header(header::CONTENT_TYPE, metrics::CONTENT_TYPE)
+            .body(Full::from(metrics::render(host)))
+            .unwrap_or_default(),
+        (&Method::GET, ["v1", "apps"]) => {
+            let apps: Vec<Value> = host.list().iter().map(summary).collect();
+            json_answer(200, json!({ "apps": apps }))
+        }
+        (&Method::GET, ["v1", "apps", name]) => match host.show(name) {
+            Some(app) => json_answer(200, summary(&app)),
+            None => refusal(404, format!("no app named `{name}`")),
+        },
+        (&Method::PUT, ["v1", "apps", name]) => {
+            let name = name.to_string();
+            match read_bundle(host, req).await {
+                Ok(bundle) => deployed(host.deploy(&name, bundle).await),
+                Err(refused) => refused,
+            }
+        }
+        (&Method::DELETE, ["v1", "apps", name]) => {
+            let purge = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "purge=true" || p == "purge=1"));
+            match host.delete(name, purge).await {
+                Ok(()) => json_answer(
+                    200,
+                    json!({ "name": name, "deleted": true, "purged": purge }),
+                ),
+                Err(refused) => refusal(refused.status, refused.message),
+            }
+        }
+        (&Method::POST, ["v1", "apps", name, "rollback"]) => deployed(host.rollback(name).await),
+        (_, ["metrics"] | ["v1", "apps"] | ["v1", "apps", _] | ["v1", "apps", _, "rollback"]) => {
+            refusal(405, format!("{method} is not allowed on {path}"))
+        }
+        _ => refusal(404, format!("no such endpoint: {path}")),
+    }
+}
+
+/// Whether the request carries the token; the comparison takes the same
+/// time wherever the first difference is.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let expected = token.as_bytes();
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// The request body, at most `--max-bundle-size` of it.
+async fn read_bundle(host: &Host, req: Request<Incoming>) -> Result<Bytes, Answer> {
+    let max = host.inner.config.max_bundle_size;
+    let too_large = || {
+        refusal(
+            413,
+            format!("the bundle is larger than the host's limit of {max}"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max.0) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max.0).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(refusal(400, format!("reading the bundle: {e}"))),
+    }
+}
+
+fn deployed(result: Result<Deployed, Refusal>) -> Answer {
+    match result {
+        Ok(done) => {
+            let routes: Vec<Value> = done.routes.iter().map(route).collect();
+            let status = if done.created { 201 } else { 200 };
+            json_answer(
+                status,
+                json!({
+                    "name": done.name,
+                    "version": done.version,
+                    "hosts": done.hosts,
+                    "routes": routes,
+                }),
+            )
+        }
+        Err(refused) => refusal(refused.status, refused.message),
+    }
+}
+
+fn summary(app: &Summary) -> Value {
+    let last = app.last_request.map(|t| {
+        let seconds = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        rfc3339(seconds)
+    });
+    let mut value = json!({
+        "name": app.name,
+        "version": app.version,
+        "versions": app.versions,
+        "hosts": app.hosts,
+        "state": if app.loaded { "loaded" } else { "idle" },
+        "requests": app.requests,
+        "last_request": last,
+        "in_flight": app.in_flight,
+    });
+    if let Some(routes) = &app.routes {
+        value["routes"] = routes.iter().map(route).collect();
+    }
+    value
+}
+
+fn route((pattern, component, kind): &(String, String, String)) -> Value {
+    json!({ "route": pattern, "component": component, "kind": kind })
+}
+
+fn refusal(status: u16, message: impl Into<String>) -> Answer {
+    json_answer(status, json!({ "error": message.into() }))
+}
+
+fn json_answer(status: u16, value: Value) -> Answer {
+    let mut body = serde_json::to_vec(&value).unwrap_or_default();
+    body.push(b'\n');
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::from(body))
+        .unwrap_or_default()
+}
+
+/// `seconds` after the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(seconds: u64) -> String {
+    let days = seconds / 86_400;
+    let rest = seconds % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn dates_read_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_000_000), "2026-11-30T00:53:20Z");
+    }
+}

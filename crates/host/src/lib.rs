@@ -1,0 +1,600 @@
+//! Many apps in one process (`tern host`): the registry of deployed apps,
+//! their bundles and records on disk, the admin API that deploys them, and
+//! loading each app on its first request and unloading it when idle.
+//!
+//! A [`Host`] is the [`Sites`] of one `tern_http::Server`: the server finds
+//! the app by the request's host name, then routes within it exactly as
+//! `tern serve` does. Every app shares the host's engines and instance
+//! slots ([`Pools`]); an app not loaded holds none of them, only its record.
+//!
+//! ```no_run
+//! # async fn example(config: tern_host::HostConfig, sink: std::sync::Arc<dyn tern_http::EventSink>) -> Result<(), Box<dyn std::error::Error>> {
+//! let serve = config.serve.clone();
+//! let host = tern_host::Host::open(config)?;
+//! let server = tern_http::Server::bind_sites(host.sites(), serve, sink)?;
+//! let admin = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
+//! tokio::spawn(tern_host::serve_admin(host.clone(), admin, "token".into()));
+//! tokio::spawn(host.clone().unload_idle());
+//! server.run(2, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod bundle;
+
+mod admin;
+mod metrics;
+mod names;
+mod state;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use tern_http::{App, AppStats, Found, LoadError, Pools, ServeConfig, Sharing, Sites};
+use tern_manifest::{ByteSize, LoadOptions, Manifest};
+use tern_runtime::{CompileCache, CompileLimits, Loader};
+
+pub use admin::serve_admin;
+
+use crate::bundle::BundleLimits;
+use crate::names::Names;
+use crate::state::{Layout, Record};
+
+/// How a host runs.
+pub struct HostConfig {
+    /// Where deployed apps and their data live.
+    pub state_dir: PathBuf,
+    /// Apps answer at `NAME.DOMAIN`.
+    pub domain: String,
+    /// An app with no request for this long is unloaded.
+    pub idle_unload: Duration,
+    /// The largest bundle a deploy may upload.
+    pub max_bundle_size: ByteSize,
+    /// What a bundle may unpack to.
+    pub bundle_limits: BundleLimits,
+    /// The settings every app is served with: its limits are the defaults
+    /// of components that set none, its caps the most any may ask for.
+    pub serve: ServeConfig,
+    /// Instances alive at once across every app.
+    pub pool_slots: u32,
+    /// Linear memory of one instance, at most.
+    pub max_memory: ByteSize,
+    /// Bounds on compiling a component.
+    pub compile_limits: CompileLimits,
+    /// Where compiled code is sealed and mapped from; `None` compiles on
+    /// every load.
+    pub cache: Option<CompileCache>,
+}
+
+/// The apps of one host. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: HostConfig,
+    layout: Layout,
+    pools: Pools,
+    apps: RwLock<BTreeMap<String, Arc<Entry>>>,
+    names: RwLock<Names>,
+    /// One change (deploy, rollback, delete) at a time.
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// A deployed app.
+struct Entry {
+    name: String,
+    record: Mutex<Record>,
+    /// Loaded, or `None` (scaled to zero).
+    current: ArcSwapOption<App>,
+    /// Held while loading, so that concurrent first requests load once.
+    loading: tokio::sync::Mutex<()>,
+    /// Milliseconds since the epoch of the last load.
+    loaded_at: AtomicU64,
+    stats: Arc<AppStats>,
+    loads: AtomicU64,
+    unloads: AtomicU64,
+    cold_starts: AtomicU64,
+}
+
+impl Entry {
+    fn new(name: &str, record: Record, stats: Arc<AppStats>) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            record: Mutex::new(record),
+            current: ArcSwapOption::empty(),
+            loading: tokio::sync::Mutex::new(()),
+            loaded_at: AtomicU64::new(0),
+            stats,
+            loads: AtomicU64::new(0),
+            unloads: AtomicU64::new(0),
+            cold_starts: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self) -> Record {
+        lock(&self.record).clone()
+    }
+
+    /// Serves `app` from now on; requests in flight finish on the old one.
+    fn install(&self, app: Arc<App>) {
+        self.loaded_at.store(now_millis(), Ordering::Relaxed);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.current.store(Some(app));
+    }
+}
+
+/// Why the admin API refused a change: the status and one line.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The HTTP status to answer with.
+    pub status: u16,
+    /// What was wrong, for the client.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A version made current by a deploy or a rollback.
+pub struct Deployed {
+    /// The app's name.
+    pub name: String,
+    /// The version now served.
+    pub version: u32,
+    /// Whether this deploy made the app (not a new version of it).
+    pub created: bool,
+    /// Every host name it answers to.
+    pub hosts: Vec<String>,
+    /// Its routes: pattern, component, how it runs.
+    pub routes: Vec<(String, String, String)>,
+}
+
+/// What `GET /v1/apps` says of an app.
+pub struct Summary {
+    /// The app's name.
+    pub name: String,
+    /// The version served.
+    pub version: u32,
+    /// The versions kept for rollback, oldest first.
+    pub versions: Vec<u32>,
+    /// Every host name it answers to.
+    pub hosts: Vec<String>,
+    /// Whether it is loaded now.
+    pub loaded: bool,
+    /// Requests answered.
+    pub requests: u64,
+    /// When the last request arrived.
+    pub last_request: Option<SystemTime>,
+    /// Requests being served now.
+    pub in_flight: u64,
+    /// Its routes, when loaded: pattern, component, how it runs.
+    pub routes: Option<Vec<(String, String, String)>>,
+}
+
+impl Host {
+    /// Opens the host's state directory and reads every deployed app's
+    /// record; loads none of them.
+    pub fn open(config: HostConfig) -> std::io::Result<Host> {
+        let layout = Layout::new(config.state_dir.clone());
+        let records = layout.open()?;
+        let pools = Pools::new(config.pool_slots, config.max_memory);
+        let host = Host {
+            inner: Arc::new(Inner {
+                layout,
+                pools,
+                apps: RwLock::default(),
+                names: RwLock::default(),
+                changing: tokio::sync::Mutex::new(()),
+                config,
+            }),
+        };
+        for (name, record) in records {
+            let names = host.names_of(&name, &record.hosts);
+            write(&host.inner.names).claim(&name, &names);
+            let entry = Entry::new(&name, record, Arc::default());
+            write(&host.inner.apps).insert(name, Arc::new(entry));
+        }
+        Ok(host)
+    }
+
+    /// The host as the server's [`Sites`].
+    pub fn sites(&self) -> Arc<dyn Sites> {
+        Arc::new(self.clone())
+    }
+
+    /// How many apps are deployed.
+    pub fn len(&self) -> usize {
+        read(&self.inner.apps).len()
+    }
+
+    /// Whether no app is deployed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// The admin token: read from `file`, or from (or made in, mode 0600)
+    /// the state directory's `admin-token`. Returns it and its file.
+    pub fn admin_token(&self, file: Option<&Path>) -> std::io::Result<(String, PathBuf)> {
+        state::admin_token(self.state_dir(), file)
+    }
+
+    /// Unloads apps idle for the configured time, until dropped.
+    pub async fn unload_idle(self) {
+        let idle = self.inner.config.idle_unload;
+        let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let idle_millis = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = now_millis();
+            let entries: Vec<_> = read(&self.inner.apps).values().cloned().collect();
+            for entry in entries {
+                if entry.current.load().is_none() || entry.stats.in_flight() > 0 {
+                    continue;
+                }
+                let last = entry
+                    .stats
+                    .last_request()
+                    .map_or(0, millis)
+                    .max(entry.loaded_at.load(Ordering::Relaxed));
+                if now.saturating_sub(last) >= idle_millis && entry.current.swap(None).is_some() {
+                    entry.unloads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// `NAME.DOMAIN`, then what the manifest claims.
+    fn names_of(&self, name: &str, claimed: &[String]) -> Vec<String> {
+        let mut names = vec![format!("{name}.{}", self.inner.config.domain)];
+        names.extend(claimed.iter().cloned());
+        names
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        read(&self.inner.apps).get(name).cloned()
+    }
+
+    /// The app's settings: the host's, with its stores in its own
+    /// directory.
+    fn app_config(&self, name: &str) -> ServeConfig {
+        let mut config = self.inner.config.serve.clone();
+        config.state_dir = Some(self.inner.layout.data(name));
+        config
+    }
+
+    /// Reads version `version` of `name`'s manifest.
+    fn manifest(&self, name: &str, version: u32) -> Result<Manifest, String> {
+        let dir = self.inner.layout.version(name, version);
+        let options = LoadOptions {
+            unbuilt: false,
+            allow_outside_app_dir: false,
+        };
+        tern_manifest::load_with(&dir.join("tern.toml"), options)
+            .map_err(|e| without_dir(&e.to_string(), &dir))
+    }
+
+    /// Loads version `version` of `name` on the host's engines.
+    fn load(&self, entry: &Entry, version: u32, manifest: &Manifest) -> Result<App, String> {
+        let config = self.app_config(&entry.name);
+        let inner = &self.inner;
+        let loader = Loader {
+            cache: inner.config.cache.as_ref(),
+            limits: Some(&inner.config.compile_limits),
+            ..Loader::default()
+        };
+        let sharing = Sharing {
+            pools: &inner.pools,
+            stats: &entry.stats,
+        };
+        App::load_shared(manifest, &config, &loader, sharing).map_err(|e| {
+            let dir = inner.layout.version(&entry.name, version);
+            match e {
+                LoadError::Manifest(e) => without_dir(&e.to_string(), &dir),
+                e => without_dir(&e.to_string(), &dir),
+            }
+        })
+    }
+
+    /// Deploys `bundle` as the next version of `name`: unpacked, checked,
+    /// compiled and loaded before anything changes; then recorded and
+    /// swapped in.
+    pub async fn deploy(&self, name: &str, bundle: bytes::Bytes) -> Result<Deployed, Refusal> {
+        check_name(name)?;
+        let _one = self.inner.changing.lock().await;
+        let host = self.clone();
+        let name = name.to_owned();
+        blocking(move || host.deploy_now(&name, &bundle)).await
+    }
+
+    fn deploy_now(&self, name: &str, bundle: &[u8]) -> Result<Deployed, Refusal> {
+        let layout = &self.inner.layout;
+        let existing = self.entry(name);
+        let mut record = existing.as_ref().map(|e| e.record()).unwrap_or_default();
+        let version = record.next_version();
+        let dir = layout.version(name, version);
+        std::fs::create_dir_all(layout.app(name)).map_err(internal)?;
+        // Left over from a deploy cut short, unrecorded: not ours to keep.
+        layout
+            .remove_versions_except(name, &record.versions)
+            .map_err(internal)?;
+        std::fs::create_dir(&dir).map_err(internal)?;
+        let entry = existing
+            .unwrap_or_else(|| Arc::new(Entry::new(name, Record::default(), Arc::default())));
+        let loaded = self.check_and_load(&entry, version, |dir| {
+            bundle::unpack(bundle, dir, &self.inner.config.bundle_limits)
+                .map(drop)
+                .map_err(|e| Refusal::new(400, e.to_string()))
+        });
+        let (app, hosts) = match loaded {
+            Ok(loaded) => loaded,
+            Err(refusal) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                if record.versions.is_empty() {
+                    let _ = layout.delete(name, false);
+                }
+                return Err(refusal);
+            }
+        };
+        record.version = version;
+        record.versions.push(version);
+        record.hosts = hosts;
+        layout.prune(name, &mut record).map_err(internal)?;
+        let created = record.versions.len() == 1;
+        self.commit(&entry, record, app, created)
+    }
+
+    /// Goes back to the version before the one served.
+    pub async fn rollback(&self, name: &str) -> Result<Deployed, Refusal> {
+        let _one = self.inner.changing.lock().await;
+        let host = self.clone();
+        let name = name.to_owned();
+        blocking(move || {
+            let entry = host.entry(&name).ok_or_else(|| unknown(&name))?;
+            let mut record = entry.record();
+            let Some(version) = record.previous() else {
+                return Err(Refusal::new(
+                    409,
+                    format!(
+                        "app `{name}` has no version before {} to go back to",
+                        record.version
+                    ),
+                ));
+            };
+            let (app, hosts) = host.check_and_load(&entry, version, |_| Ok(()))?;
+            record.version = version;
+            record.hosts = hosts;
+            host.commit(&entry, record, app, false)
+        })
+        .await
+    }
+
+    /// Prepares version `version` of `entry` (after `prepare` fills its
+    /// directory): reads its manifest, checks its host names, loads it.
+    fn check_and_load(
+        &self,
+        entry: &Entry,
+        version: u32,
+        prepare: impl FnOnce(&Path) -> Result<(), Refusal>,
+    ) -> Result<(Arc<App>, Vec<String>), Refusal> {
+        prepare(&self.inner.layout.version(&entry.name, version))?;
+        let manifest = self
+            .manifest(&entry.name, version)
+            .map_err(|e| Refusal::new(422, e))?;
+        let hosts = manifest.app.hosts.clone();
+        let names = self.names_of(&entry.name, &hosts);
+        if let Some((name, holder)) = read(&self.inner.names).conflict(&entry.name, &names) {
+            return Err(Refusal::new(
+                409,
+                format!("host name `{name}` is claimed by app `{holder}`"),
+            ));
+        }
+        let app = self
+            .load(entry, version, &manifest)
+            .map_err(|e| Refusal::new(422, e))?;
+        Ok((Arc::new(app), hosts))
+    }
+
+    /// Records `record` (the point after which the change survives a
+    /// crash), then serves `app` under its names.
+    fn commit(
+        &self,
+        entry: &Arc<Entry>,
+        record: Record,
+        app: Arc<App>,
+        created: bool,
+    ) -> Result<Deployed, Refusal> {
+        let name = &entry.name;
+        self.inner.layout.write(name, &record).map_err(internal)?;
+        let names = self.names_of(name, &record.hosts);
+        {
+            let mut index = write(&self.inner.names);
+            index.release(name);
+            index.claim(name, &names);
+        }
+        let routes = routes(&app);
+        let version = record.version;
+        *lock(&entry.record) = record;
+        entry.install(app);
+        write(&self.inner.apps).insert(name.clone(), entry.clone());
+        Ok(Deployed {
+            name: name.clone(),
+            version,
+            created,
+            hosts: names,
+            routes,
+        })
+    }
+
+    /// Removes `name`: requests in flight finish; its data stays unless
+    /// `purge`.
+    pub async fn delete(&self, name: &str, purge: bool) -> Result<(), Refusal> {
+        let _one = self.inner.changing.lock().await;
+        let entry = write(&self.inner.apps)
+            .remove(name)
+            .ok_or_else(|| unknown(name))?;
+        write(&self.inner.names).release(name);
+        entry.current.store(None);
+        let host = self.clone();
+        let name = name.to_owned();
+        blocking(move || host.inner.layout.delete(&name, purge).map_err(internal)).await
+    }
+
+    /// What is known of every app, by name.
+    pub fn list(&self) -> Vec<Summary> {
+        let entries: Vec<_> = read(&self.inner.apps).values().cloned().collect();
+        entries.iter().map(|e| self.summary(e)).collect()
+    }
+
+    /// What is known of `name`.
+    pub fn show(&self, name: &str) -> Option<Summary> {
+        self.entry(name).map(|e| self.summary(&e))
+    }
+
+    fn summary(&self, entry: &Entry) -> Summary {
+        let record = entry.record();
+        let current = entry.current.load_full();
+        Summary {
+            name: entry.name.clone(),
+            version: record.version,
+            hosts: self.names_of(&entry.name, &record.hosts),
+            versions: record.versions,
+            loaded: current.is_some(),
+            requests: entry.stats.requests(),
+            last_request: entry.stats.last_request(),
+            in_flight: entry.stats.in_flight(),
+            routes: current.as_deref().map(routes),
+        }
+    }
+}
+
+impl Sites for Host {
+    fn app_for<'a>(&'a self, host: &'a str) -> Pin<Box<dyn Future<Output = Found> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(entry) = read(&self.inner.names)
+                .find(host)
+                .and_then(|name| read(&self.inner.apps).get(name).cloned())
+            else {
+                return Found::Unknown;
+            };
+            if let Some(app) = entry.current.load_full() {
+                return Found::App(app);
+            }
+            // Concurrent first requests wait here for one load.
+            let _loading = entry.loading.lock().await;
+            if let Some(app) = entry.current.load_full() {
+                return Found::App(app);
+            }
+            let version = entry.record().version;
+            let loaded = self
+                .manifest(&entry.name, version)
+                .and_then(|manifest| self.load(&entry, version, &manifest));
+            match loaded {
+                Ok(app) => {
+                    let app = Arc::new(app);
+                    entry.cold_starts.fetch_add(1, Ordering::Relaxed);
+                    entry.install(app.clone());
+                    Found::App(app)
+                }
+                Err(why) => Found::Failed(format!("loading app `{}`: {why}", entry.name)),
+            }
+        })
+    }
+}
+
+/// An app name is a DNS label, so that `NAME.DOMAIN` is a host name.
+fn check_name(name: &str) -> Result<(), Refusal> {
+    let label = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if label {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            400,
+            format!(
+                "`{}` is not an app name: use 1 to 63 lowercase letters, digits and inner hyphens",
+                name.escape_debug()
+            ),
+        ))
+    }
+}
+
+fn unknown(name: &str) -> Refusal {
+    Refusal::new(404, format!("no app named `{name}`"))
+}
+
+/// A failure of the host's own (disk, a task): 500, without detail for the
+/// client beyond the operation.
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(500, format!("the host could not record the change: {e}"))
+}
+
+/// Runs blocking work (unpacking, compiling, fsync) off the server's
+/// threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(internal(format!("the task failed: {e}"))))
+}
+
+/// An error text with the app version's directory taken out, so that
+/// paths read as the bundle's own (`tern.toml:3:1: ...`).
+fn without_dir(text: &str, dir: &Path) -> String {
+    let mut text = text.to_owned();
+    let canonical = std::fs::canonicalize(dir).ok();
+    for dir in [Some(dir.to_owned()), canonical].into_iter().flatten() {
+        text = text.replace(&format!("{}/", dir.display()), "");
+        text = text.replace(&dir.display().to_string(), "the app directory");
+    }
+    text
+}
+
+fn routes(app: &App) -> Vec<(String, String, String)> {
+    app.routes()
+        .into_iter()
+        .map(|r| (r.pattern, r.component, r.kind))
+        .collect()
+}
+
+fn now_millis() -> u64 {
+    millis(SystemTime::now())
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}

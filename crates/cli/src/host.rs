@@ -62,6 +62,10 @@ pub struct HostArgs {
     /// Requests in flight per component, and the most a component may ask for
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent: u32,
+    /// Time one request may spend running guest code (waiting on I/O does
+    /// not count), and the most a component may ask for; past it, 503
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    cpu_time: HumanDuration,
     /// Instances alive at once across every app
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=2000))]
     pool_slots: u32,
@@ -99,6 +103,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         timeout: Some(args.timeout),
         max_body: Some(args.max_body),
         max_concurrent: Some(args.max_concurrent),
+        cpu_time: Some(args.cpu_time),
         ..LimitsConfig::default()
     };
     serve.limits = limits;

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Requests in flight per component; more get 503 [default: 1000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent: Option<u32>,
+    /// Time one request may spend running guest code (waiting on I/O does
+    /// not count); past it the client gets 503 [default: only --timeout]
+    #[arg(long, value_name = "DURATION")]
+    cpu_time: Option<HumanDuration>,
     /// Time a client has to send a request head before it is disconnected
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     header_timeout: HumanDuration,
@@ -211,6 +215,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         timeout: args.timeout,
         max_body: args.max_body,
         max_concurrent: args.max_concurrent,
+        cpu_time: args.cpu_time,
         ..LimitsConfig::default()
     };
     config.runtime = settings;

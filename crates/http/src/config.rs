@@ -120,6 +120,7 @@ impl ServeConfig {
                 .max_outbound_requests
                 .or(self.limits.max_outbound_requests)
                 .unwrap_or(Self::DEFAULT_MAX_OUTBOUND_REQUESTS),
+            cpu_time: own.cpu_time.or(self.limits.cpu_time).map(|d| d.0),
         }
     }
 }
@@ -140,6 +141,15 @@ impl RequestLimits {
         }
         if let Some(cap) = caps.max_body.filter(|cap| self.max_body > *cap) {
             return over("max_body", self.max_body.to_string(), cap.to_string());
+        }
+        if let Some(cap) = caps
+            .cpu_time
+            .filter(|cap| self.cpu_time.is_none_or(|asked| asked > cap.0))
+        {
+            let asked = self.cpu_time.map_or("no limit".into(), |d| {
+                tern_manifest::HumanDuration(d).to_string()
+            });
+            return over("cpu_time", asked, cap.to_string());
         }
         if let Some(cap) = caps.max_concurrent.filter(|cap| self.max_concurrent > *cap) {
             return over(
@@ -169,4 +179,6 @@ pub struct RequestLimits {
     pub outbound_timeout: Duration,
     /// Outbound requests per incoming request.
     pub max_outbound_requests: u32,
+    /// Time one request may run guest code; `None`: only the deadline.
+    pub cpu_time: Option<Duration>,
 }

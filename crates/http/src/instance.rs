@@ -3,7 +3,8 @@
 //! described.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tern_manifest::ByteSize;
 use tern_runtime::{Capabilities, DirGrant, EnvGrant, MemoryLimiter, Services};
@@ -114,24 +115,63 @@ pub(crate) fn max_host_resources(memory: ByteSize) -> usize {
     usize::try_from((memory.0 / MAX_ENTRY_BYTES).clamp(256, 16_384)).unwrap_or(16_384)
 }
 
+/// The most one epoch check charges against a CPU-time budget: the time
+/// since the guest last resumed is its own running time, unless it waited
+/// on I/O meanwhile, which is not its to pay for beyond this.
+const MAX_CHARGE: Duration = Duration::from_millis(2);
+
+/// A guest stopped for running longer than its CPU-time budget.
+#[derive(Debug)]
+pub(crate) struct CpuTimeExceeded(pub(crate) Duration);
+
+impl std::fmt::Display for CpuTimeExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CPU time budget of {:?} exceeded", self.0)
+    }
+}
+
+impl std::error::Error for CpuTimeExceeded {}
+
 /// Bounds a fresh store: memory through the limiter, time through epoch
-/// checks that yield to other requests each tick and interrupt the guest
-/// once its deadline has passed.
+/// checks that yield to other requests each tick, stop the guest once it
+/// has run its `cpu_time` budget, and interrupt it once its deadline has
+/// passed.
 pub(crate) fn limit_store<T: Send + 'static>(
     store: &mut Store<T>,
     deadline: Instant,
+    cpu_time: Option<Duration>,
     limiter: fn(&mut T) -> &mut MemoryLimiter,
 ) {
     store.limiter(move |data| limiter(data));
     store.set_epoch_deadline(1);
+    let start = Instant::now();
+    // When the guest last resumed, in nanoseconds after `start`.
+    let resumed = Arc::new(AtomicU64::new(0));
+    let mut used = Duration::ZERO;
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            // tokio's yield resumes the guest only after the runtime has
-            // polled for I/O, so requests waiting on sockets get their turn.
-            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-        })
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        if let Some(budget) = cpu_time {
+            let ran =
+                now.duration_since(start) - Duration::from_nanos(resumed.load(Ordering::Relaxed));
+            used += ran.min(MAX_CHARGE);
+            if used > budget {
+                return Err(CpuTimeExceeded(budget).into());
+            }
+        }
+        // tokio's yield resumes the guest only after the runtime has
+        // polled for I/O, so requests waiting on sockets get their turn.
+        let resumed = resumed.clone();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                resumed.store(nanos, Ordering::Relaxed);
+            }),
+        ))
     });
 }
 
@@ -150,6 +190,8 @@ pub(crate) enum Failure {
     NoResponse,
     /// The request body was larger than allowed.
     BodyTooLarge,
+    /// The guest ran longer than its CPU-time budget.
+    CpuTime,
 }
 
 impl Failure {
@@ -179,6 +221,9 @@ impl Failure {
     ) -> Self {
         if let Some(exit) = err.downcast_ref::<I32Exit>() {
             return Failure::Exit(exit.0);
+        }
+        if err.downcast_ref::<CpuTimeExceeded>().is_some() {
+            return Failure::CpuTime;
         }
         if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
             return Failure::Trap(format!(
@@ -213,6 +258,9 @@ impl Failure {
         match self {
             Failure::Deadline => 504,
             Failure::BodyTooLarge => 413,
+            // As a guest over its share is answered by the peers that
+            // bound CPU time (Cloudflare's 1102).
+            Failure::CpuTime => 503,
             _ => 500,
         }
     }
@@ -226,6 +274,10 @@ impl Failure {
             Failure::Host(message) => message.clone(),
             Failure::NoResponse => "guest returned without setting a response".into(),
             Failure::BodyTooLarge => format!("request body larger than {}", limits.max_body),
+            Failure::CpuTime => format!(
+                "CPU time budget of {:?} exceeded",
+                limits.cpu_time.unwrap_or_default()
+            ),
         }
     }
 }

@@ -99,7 +99,9 @@ impl WagiExecutor {
             limiter: MemoryLimiter::new(limits.memory),
         };
         let mut store = Store::new(self.pre.module().engine(), host);
-        limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
+        limit_store(&mut store, ctx.deadline, limits.cpu_time, |h| {
+            &mut h.limiter
+        });
 
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;

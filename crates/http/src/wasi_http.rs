@@ -86,7 +86,9 @@ impl WasiHttpExecutor {
         let (request, reply, ctx, sink) = guest_request(exchange);
         let host = HttpHost::new(grants, &sink, &ctx)?;
         let mut store = Store::new(self.pre.engine(), host);
-        limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
+        limit_store(&mut store, ctx.deadline, grants.limits.cpu_time, |h| {
+            &mut h.limiter
+        });
 
         let state = reply.state();
         let (request, outparam) = {

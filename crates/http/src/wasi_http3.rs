@@ -46,7 +46,9 @@ impl WasiHttp3Executor {
     pub(crate) async fn run(&self, grants: &Grants, exchange: Exchange) -> Result<(), Failure> {
         let (request, reply, ctx, sink) = guest_request(exchange);
         let mut store = Store::new(self.pre.engine(), HttpHost::new(grants, &sink, &ctx)?);
-        limit_store(&mut store, ctx.deadline, |h| &mut h.limiter);
+        limit_store(&mut store, ctx.deadline, grants.limits.cpu_time, |h| {
+            &mut h.limiter
+        });
 
         let state = reply.state();
         let (parts, body) = request.into_parts();

@@ -222,6 +222,9 @@ pub struct LimitsConfig {
     pub outbound_timeout: Option<HumanDuration>,
     /// Outbound requests one incoming request may make.
     pub max_outbound_requests: Option<u32>,
+    /// Time one request may spend running the guest's code (not waiting
+    /// on I/O); past it the guest is stopped.
+    pub cpu_time: Option<HumanDuration>,
 }
 
 /// Reads and checks the manifest at `path`, or `path/tern.toml` when `path`

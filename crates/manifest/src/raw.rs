@@ -125,4 +125,5 @@ pub(crate) struct RawLimits {
     pub(crate) outbound_connect_timeout: Option<HumanDuration>,
     pub(crate) outbound_timeout: Option<HumanDuration>,
     pub(crate) max_outbound_requests: Option<u32>,
+    pub(crate) cpu_time: Option<HumanDuration>,
 }

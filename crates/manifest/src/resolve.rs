@@ -488,6 +488,7 @@ fn resolve_limits(
         outbound_connect_timeout: raw.outbound_connect_timeout,
         outbound_timeout: raw.outbound_timeout,
         max_outbound_requests: raw.max_outbound_requests,
+        cpu_time: raw.cpu_time,
     })
 }
 

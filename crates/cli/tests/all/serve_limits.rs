@@ -138,6 +138,39 @@ pub fn http_spin() {
 }
 
 #[test]
+fn a_cpu_time_budget_stops_a_spinning_guest_but_not_a_sleeping_one() {
+    let tern = Tern::new();
+    let toml = manifest(&[
+        Part {
+            route: "/spin",
+            id: "spin",
+            source: HTTP_SPIN,
+            extra: "",
+        },
+        Part {
+            route: "/slow",
+            id: "slow",
+            source: HTTP_SLOW,
+            extra: "",
+        },
+        Part {
+            route: "/wagi-spin",
+            id: "wagi",
+            source: P1_SPIN,
+            extra: "[component.wagi.limits]\ncpu_time = \"20ms\"",
+        },
+    ]);
+    // The deadline is far; the budget ends the spinning guest first.
+    let serve = Serve::start(&tern, &toml, &["--cpu-time", "50ms", "--timeout", "60s"]);
+    let line = generic_error(&serve, "/spin", 503, "Service Unavailable");
+    assert!(line.contains("CPU time budget of 50ms exceeded"), "{line}");
+    let line = generic_error(&serve, "/wagi-spin", 503, "Service Unavailable");
+    assert!(line.contains("CPU time budget of 20ms exceeded"), "{line}");
+    // Sleeping four times the budget is waiting, not running.
+    assert_eq!(serve.get("/slow?ms=200").expect(200), "done");
+}
+
+#[test]
 fn wagi_spin_times_out() {
     let tern = Tern::new();
     let toml = manifest(&[Part {

@@ -1,0 +1,266 @@
+"""Prints bench/density's results as one Markdown table (figure, tern, peer,
+target, met?), then notes on what the figures mean.
+
+    python3 bench/density_report.py [RESULTS_DIR]
+
+RESULTS_DIR (default bench/results/density) holds what bench/density wrote:
+figures.txt (`KEY VALUE` lines), cold.txt (`APP STATUS SECONDS`, one line
+per cold request), warm-one.txt and warm-rr.txt (wrk's output) and peer.txt
+(`PID RSS_KIB PSS_KIB`, one line per `wasmtime serve` process)."""
+
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+TARGET_N = 10_000
+
+
+def read_figures(out):
+    figures = {}
+    path = out / "figures.txt"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            figures[key] = value
+    return figures
+
+
+def number(figures, key):
+    try:
+        return float(figures[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def read_cold(out):
+    """The cold requests' times in ms, and how many did not answer 200."""
+    path = out / "cold.txt"
+    if not path.exists():
+        return [], 0
+    times, failed = [], 0
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        if parts[1] == "200":
+            times.append(float(parts[2]) * 1e3)
+        else:
+            failed += 1
+    return sorted(times), failed
+
+
+def percentile(sorted_values, p):
+    """The nearest-rank percentile."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def read_wrk(path):
+    """wrk's output as {rps, p50, p99 (ms), errors}, or None."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not rps:
+        return None
+    pct = {}
+    for p, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", text, re.M):
+        pct[p] = float(value) * UNITS[unit]
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if socket:
+        errors += sum(int(n) for n in socket.groups())
+    return {"rps": float(rps.group(1)), "p50": pct.get("50"), "p99": pct.get("99"), "errors": errors}
+
+
+def read_peer(out):
+    """[(rss_kib, pss_kib)] per `wasmtime serve` process."""
+    path = out / "peer.txt"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows.append((int(parts[1]), int(parts[2])))
+    return rows
+
+
+def ms(value):
+    return "?" if value is None else f"{value:.2f} ms"
+
+
+def mib(kib):
+    return f"{kib / 1024:,.1f} MiB"
+
+
+def kib(value):
+    return f"{value:,.0f} KiB" if value >= 10 else f"{value:.2f} KiB"
+
+
+def met(ok):
+    if ok is None:
+        return "no data"
+    return "yes" if ok else "**no**"
+
+
+def main(out):
+    out = Path(out)
+    f = read_figures(out)
+    if not f:
+        print(f"no results in {out} (run bench/density)")
+        return 1
+    n = int(number(f, "n") or 0)
+    distinct = int(number(f, "distinct") or 0)
+    apps_loaded = int(number(f, "apps_loaded") or 0)
+    rss_empty = number(f, "rss_empty_kib")
+    rss_deployed = number(f, "rss_deployed_kib")
+    rss_idle = number(f, "rss_idle_kib")
+    rss_loaded = number(f, "rss_loaded_kib")
+    cold, cold_failed = read_cold(out)
+    one = read_wrk(out / "warm-one.txt")
+    rr = read_wrk(out / "warm-rr.txt")
+    peer = read_peer(out)
+    peer_rss = statistics.mean(r for r, _ in peer) if peer else None
+    peer_pss = statistics.mean(p for _, p in peer) if peer else None
+
+    print(
+        f"bench/density, {f.get('date', '?')}: N={n:,} apps ({distinct:,} distinct binaries), "
+        f"{apps_loaded:,} loaded by a cold request, {len(peer)} `wasmtime serve` processes, "
+        f"wrk {f.get('duration', '?')} at 16 connections; tern is {f.get('tern', '?')}\n"
+    )
+    rows = []
+
+    def row(figure, tern, peer_text="", target="", ok=""):
+        rows.append((figure, tern, peer_text, target, ok))
+
+    peer_each = f"{kib(peer_rss)} RSS, {kib(peer_pss)} PSS per process" if peer else "no data"
+    at_target_n = n == TARGET_N
+    if rss_idle is not None:
+        ok = rss_idle < 256 * 1024
+        row(
+            f"host RSS, {n:,} apps idle (app0 loaded)",
+            mib(rss_idle),
+            f"{mib(peer_pss * n)} to {mib(peer_rss * n)} ({n:,} processes: PSS to RSS, extrapolated)" if peer else "",
+            "< 256 MiB at N=10,000",
+            met(ok) if at_target_n else f"n/a (N={n:,})",
+        )
+    if rss_idle is not None and rss_empty is not None:
+        row("RSS per idle app, (idle - empty host) / N", kib((rss_idle - rss_empty) / n), peer_each)
+    if rss_loaded is not None and rss_idle is not None and apps_loaded:
+        per = (rss_loaded - rss_idle) / apps_loaded
+        row(
+            f"RSS per loaded app, (after - before {apps_loaded:,} cold requests) / {apps_loaded:,}",
+            kib(per),
+            peer_each,
+            "≤ 200 KiB",
+            met(per <= 200),
+        )
+    p50, p99 = percentile(cold, 50), percentile(cold, 99)
+    no_idle = "none: a process per app, started ahead"
+    row(
+        f"first request to an idle app, p50 ({len(cold):,} apps)",
+        ms(p50) if p50 is not None else "no data",
+        no_idle,
+        "≤ 1 ms",
+        met(None if p50 is None else p50 <= 1),
+    )
+    row(
+        "first request to an idle app, p99",
+        ms(p99) if p99 is not None else "no data",
+        no_idle,
+        "≤ 5 ms",
+        met(None if p99 is None else p99 <= 5),
+    )
+    if one:
+        row("warm req/s, all to app0", f"{one['rps']:,.0f} (p50 {ms(one['p50'])}, p99 {ms(one['p99'])})")
+    if rr:
+        ratio = rr["rps"] / one["rps"] if one and one["rps"] else None
+        row(
+            f"warm req/s, round-robin over {apps_loaded:,} apps",
+            f"{rr['rps']:,.0f} (p50 {ms(rr['p50'])}, p99 {ms(rr['p99'])})"
+            + (f", {ratio:.0%} of one app" if ratio is not None else ""),
+            "",
+            "≥ 70% of one app",
+            met(None if ratio is None else ratio >= 0.7),
+        )
+    answer = number(f, "restart_answer_seconds")
+    if answer is not None:
+        row(
+            f"restart with {n:,} apps until app0 answers",
+            f"{answer:.3f} s",
+            "",
+            "< 2 s",
+            met(answer < 2),
+        )
+    listening = number(f, "restart_listening_seconds")
+    if listening is not None:
+        row("restart until the `listening on` line", f"{listening:.3f} s")
+    cold_s = number(f, "deploy_cold_seconds")
+    if cold_s:
+        row(f"deploys/s, distinct binaries (compile, cache cold), {distinct:,}", f"{distinct / cold_s:,.1f}", "", "reported", "")
+    shared_s = number(f, "deploy_shared_seconds")
+    if shared_s:
+        row(f"deploys/s, binary already compiled, {n - distinct:,}", f"{(n - distinct) / shared_s:,.1f}", "", "reported", "")
+    if rss_deployed is not None:
+        row(f"host RSS right after the deploys (each app unloaded 2 s after its deploy)", mib(rss_deployed))
+    if rss_empty is not None:
+        row("host RSS, no app deployed", mib(rss_empty))
+
+    print("| figure | tern | peer (`wasmtime serve`) | target | met? |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+    print()
+    notes = []
+    if not at_target_n:
+        notes.append(f"N is {n:,}, not 10,000: the idle-RSS target is not judged.")
+    binaries = {0} | {i % distinct for i in range(1, apps_loaded + 1)} if distinct else set()
+    shared = apps_loaded + 1 - len(binaries)
+    if n > distinct:
+        notes.append(
+            f"app i runs binary i % {distinct:,}: apps past the first {distinct:,} share a binary with one of them. "
+            "An idle app holds no code, so sharing does not change the idle RSS"
+            + (
+                f"; {shared:,} of the {apps_loaded:,} cold apps {'shares' if shared == 1 else 'share'} "
+                "a binary with another loaded app."
+                if shared
+                else "."
+            )
+        )
+    listed = number(f, "apps_loaded_listed")
+    if listed is not None and int(listed) != apps_loaded + 1:
+        notes.append(f"the host listed {int(listed):,} apps loaded after the cold requests, not {apps_loaded + 1:,}.")
+    if cold_failed:
+        notes.append(f"{cold_failed} cold requests did not answer 200.")
+    for name, result in (("one app", one), ("round-robin", rr)):
+        if result and result["errors"]:
+            notes.append(f"wrk counted {result['errors']} errors in the {name} run: that figure is not fair.")
+    if "wasm_bytes" in f:
+        notes.append(
+            f"each binary is the wasi:http 0.2 hello without its DWARF, {int(f['wasm_bytes']):,} bytes; "
+            f"a bundle (.tar.gz) is {int(f.get('bundle_bytes', 0)):,} bytes on average."
+        )
+    notes.append(
+        "a cold request's time is curl's time_total: a new TCP connection plus loading the app "
+        "(its compiled code read from the compile cache) and the request."
+    )
+    if peer:
+        notes.append(
+            "a `wasmtime serve` process's RSS counts the pages of its binary and libraries that the "
+            "processes share; PSS divides those among them, so the true cost per process is between the two."
+        )
+    for note in notes:
+        print(f"- {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/density"))

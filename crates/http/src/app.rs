@@ -17,7 +17,7 @@ use crate::router::Router;
 use crate::stats::AppStats;
 use crate::wagi::WagiExecutor;
 use crate::warm::WarmExecutor;
-use crate::wasi_http::WasiHttpExecutor;
+use crate::wasi_http::{HttpLinkers, WasiHttpExecutor};
 use crate::wasi_http3::WasiHttp3Executor;
 
 /// A loaded app. It may be replaced by a new version while serving (see
@@ -35,6 +35,7 @@ pub struct App {
 /// while the pool's size stays the same. Dropping it stops the ticker.
 pub(crate) struct Pool {
     engine: Engine,
+    linkers: HttpLinkers,
     size: PoolSize,
     /// Instances alive at once across every version of the app.
     pub(crate) slots: Arc<Semaphore>,
@@ -51,6 +52,7 @@ impl Pool {
         Ok(Pool {
             _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
             slots,
+            linkers: HttpLinkers::new(&engine),
             engine,
             size,
         })
@@ -317,7 +319,6 @@ impl App {
             (None, Some(app)) if app.pool.size == size => app.pool.clone(),
             (None, _) => Arc::new(Pool::new(size)?),
         };
-        let engine = &pool.engine;
         // A compiling child process builds its engine from this spec (a
         // host's, when the pool is shared).
         let loader = &Loader {
@@ -344,14 +345,15 @@ impl App {
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
         for ((component, limits), bytes) in manifest.components.values().zip(limits).zip(binaries) {
-            let executor = prepare(engine, loader, notes, component, bytes, limits.memory)
-                .map_err(|message| {
+            let executor = prepare(&pool, loader, notes, component, bytes, limits.memory).map_err(
+                |message| {
                     LoadError::Manifest(manifest.error_at(
                         component.source_location,
                         &format!("component.{}", component.id),
                         message,
                     ))
-                })?;
+                },
+            )?;
             let services = Services::new(
                 stores.clone(),
                 &component.key_value_stores,
@@ -439,7 +441,7 @@ impl App {
 /// can be run by it, and first that its memory fits `memory`, its limit
 /// (`bytes` is the binary as read before, if it could be).
 fn prepare(
-    engine: &Engine,
+    pool: &Pool,
     loader: &Loader<'_>,
     notes: Option<&dyn CompileNotes>,
     component: &tern_manifest::Component,
@@ -484,6 +486,7 @@ fn prepare(
         },
         None => *loader,
     };
+    let engine = &pool.engine;
     let loaded = loader.load(engine, &component.source);
     if compiling.get()
         && let Some(notes) = notes
@@ -511,13 +514,13 @@ fn prepare(
                     "instances.concurrent = {}: {file} is a WASI 0.2 handler, which takes one request at a time; use concurrent = 1, or a WASI 0.3 handler",
                     instances.concurrent
                 )),
-                (Some(instances), p3) => WarmExecutor::new(engine, &c, p3, instances)
+                (Some(instances), p3) => WarmExecutor::new(&pool.linkers, &c, p3, instances)
                     .map(Executor::Warm)
                     .map_err(link_error),
-                (None, false) => WasiHttpExecutor::new(engine, &c)
+                (None, false) => WasiHttpExecutor::new(&pool.linkers, &c)
                     .map(Executor::WasiHttp)
                     .map_err(link_error),
-                (None, true) => WasiHttp3Executor::new(engine, &c)
+                (None, true) => WasiHttp3Executor::new(&pool.linkers, &c)
                     .map(Executor::WasiHttp3)
                     .map_err(link_error),
             }

@@ -39,7 +39,7 @@ use crate::events::{EventSink, RequestId};
 use crate::executor::Exchange;
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants};
-use crate::wasi_http::{HttpHost, check_head, guest_request, link};
+use crate::wasi_http::{HttpHost, HttpLinkers, check_head, guest_request};
 
 /// A component served by warm instances.
 pub(crate) struct WarmExecutor {
@@ -53,19 +53,19 @@ pub(crate) struct WarmExecutor {
 impl WarmExecutor {
     /// Links and pre-instantiates `component` (`p3`: a WASI 0.3 handler).
     pub(crate) fn new(
-        engine: &Engine,
+        linkers: &HttpLinkers,
         component: &Component,
         p3: bool,
         config: InstancesConfig,
     ) -> Result<Self> {
-        let pre = link(engine, component, p3)?;
+        let pre = linkers.link(component, p3)?;
         let pre = if p3 {
             ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?)
         } else {
             ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)?)
         };
         Ok(WarmExecutor {
-            engine: engine.clone(),
+            engine: linkers.engine().clone(),
             pre: Arc::new(pre),
             config,
             handler: OnceLock::new(),

@@ -1,8 +1,8 @@
 //! The `wasi-http` executor: a component exporting
 //! `wasi:http/incoming-handler` (WASI 0.2), one fresh instance per request.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue};
 use tern_runtime::services::{self, ServicesView};
@@ -71,9 +71,9 @@ impl WasiHttpView for HttpHost {
 impl WasiHttpExecutor {
     /// Links and pre-instantiates `component`; fails when it does not
     /// export `wasi:http/incoming-handler` or imports what Tern lacks.
-    pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self> {
+    pub(crate) fn new(linkers: &HttpLinkers, component: &Component) -> Result<Self> {
         Ok(WasiHttpExecutor {
-            pre: ProxyPre::new(link(engine, component, false)?)?,
+            pre: ProxyPre::new(linkers.link(component, false)?)?,
         })
     }
 
@@ -268,23 +268,57 @@ impl HttpHost {
 /// Links and pre-instantiates a wasi-http component: WASI 0.2 and
 /// wasi:http 0.2, with `p3` WASI 0.3 and wasi:http 0.3 as well (a Rust 0.3
 /// guest's standard library speaks 0.2), and Tern's host services.
-pub(crate) fn link(
-    engine: &Engine,
-    component: &Component,
-    p3: bool,
-) -> Result<InstancePre<HttpHost>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    if p3 {
-        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+/// The linkers of one engine's wasi-http components (WASI 0.2, and 0.2
+/// with 0.3), each made the first time a component needs it: making one
+/// costs more than pre-instantiating a component with it, which matters
+/// when apps load on their first request (`tern host`).
+pub(crate) struct HttpLinkers {
+    engine: Engine,
+    p2: OnceLock<Linker<HttpHost>>,
+    p3: OnceLock<Linker<HttpHost>>,
+}
+
+impl HttpLinkers {
+    pub(crate) fn new(engine: &Engine) -> Self {
+        HttpLinkers {
+            engine: engine.clone(),
+            p2: OnceLock::new(),
+            p3: OnceLock::new(),
+        }
     }
-    services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
-        services: &mut h.services,
-        table: &mut h.table,
-    })?;
-    linker.instantiate_pre(component)
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Links `component` with every host interface a wasi-http guest may
+    /// import (WASI 0.3's too, with `p3`).
+    pub(crate) fn link(&self, component: &Component, p3: bool) -> Result<InstancePre<HttpHost>> {
+        let cell = if p3 { &self.p3 } else { &self.p2 };
+        let linker = match cell.get() {
+            Some(linker) => linker,
+            None => {
+                let linker = self.make(p3)?;
+                cell.get_or_init(|| linker)
+            }
+        };
+        linker.instantiate_pre(component)
+    }
+
+    fn make(&self, p3: bool) -> Result<Linker<HttpHost>> {
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        if p3 {
+            wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        }
+        services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
+            services: &mut h.services,
+            table: &mut h.table,
+        })?;
+        Ok(linker)
+    }
 }
 
 /// Drops client headers in Tern's `tern-` namespace, so a client cannot

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{FieldMap, p3};
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
 use crate::wasi_http::{
-    HttpHost, answer, conclude, error_code_message, exports, guest_request, link,
+    HttpHost, HttpLinkers, answer, conclude, error_code_message, exports, guest_request,
 };
 
 /// A WASI 0.3 component ready to instantiate per request.
@@ -32,9 +32,9 @@ pub(crate) struct WasiHttp3Executor {
 impl WasiHttp3Executor {
     /// Links and pre-instantiates `component`; fails when it does not
     /// export `wasi:http/handler@0.3` or imports what Tern lacks.
-    pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self> {
+    pub(crate) fn new(linkers: &HttpLinkers, component: &Component) -> Result<Self> {
         Ok(WasiHttp3Executor {
-            pre: ServicePre::new(link(engine, component, true)?)?,
+            pre: ServicePre::new(linkers.link(component, true)?)?,
         })
     }
 

@@ -124,7 +124,9 @@ impl CompileCache {
             Err(Unusable::Missing) => return Lookup::Miss,
             Err(why) => return Lookup::Rejected(why.to_string()),
         };
-        let mut bytes = Vec::new();
+        // Sized up front: growing by doubling copies a large entry twice.
+        let size = file.metadata().map_or(0, |m| m.len());
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         if let Err(e) = file.read_to_end(&mut bytes) {
             return Lookup::Rejected(e.to_string());
         }

@@ -5,8 +5,12 @@ target, met?), then notes on what the figures mean.
 
 RESULTS_DIR (default bench/results/density) holds what bench/density wrote:
 figures.txt (`KEY VALUE` lines), cold.txt (`APP STATUS SECONDS`, one line
-per cold request), warm-one.txt and warm-rr.txt (wrk's output) and peer.txt
-(`PID RSS_KIB PSS_KIB`, one line per `wasmtime serve` process)."""
+per cold request), warm-one.txt and warm-rr.txt (wrk's output), the
+fairness step's fair-quiet.txt, fair-under.txt and fair-flood.txt (wrk's
+output with `status CODE COUNT` lines), fair-curl.txt (one flood response,
+headers and body) and fair-ended.txt (`budget|deadline MILLISECONDS`, one
+line per flood request the host ended), and peer.txt (`PID RSS_KIB PSS_KIB`,
+one line per `wasmtime serve` process)."""
 
 import math
 import re
@@ -61,7 +65,9 @@ def percentile(sorted_values, p):
 
 
 def read_wrk(path):
-    """wrk's output as {rps, p50, p99 (ms), errors}, or None."""
+    """wrk's output as {rps, p50, p99 (ms), errors, socket}, or None:
+    errors counts statuses of 400 and up and socket errors, socket only the
+    latter."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -74,9 +80,38 @@ def read_wrk(path):
         pct[p] = float(value) * UNITS[unit]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if socket:
-        errors += sum(int(n) for n in socket.groups())
-    return {"rps": float(rps.group(1)), "p50": pct.get("50"), "p99": pct.get("99"), "errors": errors}
+    socket = sum(int(n) for n in socket.groups()) if socket else 0
+    return {
+        "rps": float(rps.group(1)),
+        "p50": pct.get("50"),
+        "p99": pct.get("99"),
+        "errors": errors + socket,
+        "socket": socket,
+    }
+
+
+def read_statuses(path):
+    """The `status CODE COUNT` lines of a wrk run with bench/density's Lua
+    script, as {code: count}, or None."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    counts = {code: int(n) for code, n in re.findall(r"^status (\S+) (\d+)$", text, re.M)}
+    return counts or None
+
+
+def read_ended(out):
+    """{"budget": [ms, ...], "deadline": [ms, ...]}: the flood requests the
+    host ended, by why, with their wall time, sorted."""
+    ended = {"budget": [], "deadline": []}
+    path = out / "fair-ended.txt"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ended:
+                ended[parts[0]].append(float(parts[1]))
+    return {k: sorted(v) for k, v in ended.items()}
 
 
 def read_peer(out):
@@ -126,6 +161,11 @@ def main(out):
     cold, cold_failed = read_cold(out)
     one = read_wrk(out / "warm-one.txt")
     rr = read_wrk(out / "warm-rr.txt")
+    quiet = read_wrk(out / "fair-quiet.txt")
+    under = read_wrk(out / "fair-under.txt")
+    under_statuses = read_statuses(out / "fair-under.txt")
+    flood_statuses = read_statuses(out / "fair-flood.txt")
+    ended = read_ended(out)
     peer = read_peer(out)
     peer_rss = statistics.mean(r for r, _ in peer) if peer else None
     peer_pss = statistics.mean(p for _, p in peer) if peer else None
@@ -133,7 +173,8 @@ def main(out):
     print(
         f"bench/density, {f.get('date', '?')}: N={n:,} apps ({distinct:,} distinct binaries), "
         f"{apps_loaded:,} loaded by a cold request, {len(peer)} `wasmtime serve` processes, "
-        f"wrk {f.get('duration', '?')} at 16 connections; tern is {f.get('tern', '?')}\n"
+        f"wrk {f.get('duration', '?')} at 16 connections (fairness: 4, beside a flood of 64); "
+        f"tern is {f.get('tern', '?')}\n"
     )
     rows = []
 
@@ -190,6 +231,57 @@ def main(out):
             "≥ 70% of one app",
             met(None if ratio is None else ratio >= 0.7),
         )
+    if quiet or under:
+        row(
+            "second app's hello p99, quiet / under a flood of another app",
+            f"{ms(quiet and quiet['p99'])} / {ms(under and under['p99'])} "
+            f"(p50 {ms(quiet and quiet['p50'])} / {ms(under and under['p50'])})",
+            "",
+            "reported",
+            "",
+        )
+        ratio = under["rps"] / quiet["rps"] if quiet and under and quiet["rps"] else None
+        row(
+            "second app's req/s, quiet / under flood (4 connections)",
+            f"{quiet['rps']:,.0f} / {under['rps']:,.0f} ({ratio:.0%})" if ratio is not None else "no data",
+            "",
+            "reported",
+            "",
+        )
+    if flood_statuses:
+        curl_status = f.get("fair_curl_status") or "no answer"
+        retry = f.get("fair_curl_retry_after", "none")
+        turned_away = flood_statuses.get("503", 0) > 0 and curl_status == "503" and retry != "none"
+        budget = ended["budget"]
+        row(
+            f"flood: responses by status (64 connections, max_concurrent "
+            f"{f.get('fair_max_concurrent', '?')})",
+            ", ".join(f"{code}: {flood_statuses.get(code, 0):,}" for code in ("200", "503", "504", "other"))
+            + f"; one probe: {curl_status}, Retry-After: {retry}",
+            "",
+            "excess requests get 503 + Retry-After",
+            met(turned_away),
+        )
+        if budget or ended["deadline"]:
+            row(
+                "flood request ended by its CPU budget (1 s of CPU; deadline 30 s), wall time",
+                f"p50 {percentile(budget, 50) / 1e3:.1f} s, max {budget[-1] / 1e3:.1f} s "
+                f"({len(budget):,} requests)" if budget else "none",
+                "",
+                "reported",
+                "",
+            )
+    if under_statuses:
+        bad = sum(n for code, n in under_statuses.items() if code != "200")
+        socket = under["socket"] if under else 0
+        row(
+            "second app's non-2xx under flood (must be 0)",
+            f"{bad:,} of {sum(under_statuses.values()):,}"
+            + (f", and {socket:,} socket errors" if socket > 0 else ""),
+            "",
+            "0",
+            met(bad == 0 and socket == 0),
+        )
     answer = number(f, "restart_answer_seconds")
     if answer is not None:
         row(
@@ -240,9 +332,23 @@ def main(out):
         notes.append(f"the host listed {int(listed):,} apps loaded after the cold requests, not {apps_loaded + 1:,}.")
     if cold_failed:
         notes.append(f"{cold_failed} cold requests did not answer 200.")
-    for name, result in (("one app", one), ("round-robin", rr)):
+    for name, result in (("one app", one), ("round-robin", rr), ("quiet app alone", quiet)):
         if result and result["errors"]:
             notes.append(f"wrk counted {result['errors']} errors in the {name} run: that figure is not fair.")
+    if flood_statuses:
+        turned = number(f, "fair_log_concurrency")
+        notes.append(
+            "the flood's counts are wrk's, until it was stopped once the first 8 flood requests had ended; "
+            "in the host's access log over the whole flood, "
+            + (f"{int(turned):,} flood requests were turned away at once (503, max_concurrent), " if turned is not None else "")
+            + f"{len(ended['budget']):,} ended by the CPU budget (503) and {len(ended['deadline']):,} "
+            "by the deadline (504). Both 503s carry Retry-After: 1."
+        )
+        notes.append(
+            "both wrk clients of the fairness step run on CPU 1: the flood's client, answered 503 at once on "
+            "56 of its connections, takes CPU from the quiet app's client, so the quiet app's req/s under "
+            "flood is bounded by the client as well as by the host."
+        )
     if "wasm_bytes" in f:
         notes.append(
             f"each binary is the wasi:http 0.2 hello without its DWARF, {int(f['wasm_bytes']):,} bytes; "

@@ -24,9 +24,9 @@ use crate::serve::{Signal, Signals, parse_listen, raise_open_files_limit};
 needs no DNS set-up) and at the names their manifest claims in `[app] hosts`. Deploy with \
 `tern deploy --to http://ADMIN`, or PUT a .tar or .tar.gz of the app directory to \
 /v1/apps/NAME with `Authorization: Bearer TOKEN`. An app is loaded on its first request and \
-unloaded after --idle-unload without one. --max-memory, --timeout, --max-body and \
---max-concurrent are the defaults of components that set none, and the most any may ask for: \
-a deploy asking for more is refused."
+unloaded after --idle-unload without one. --max-memory, --timeout, --max-body, \
+--max-concurrent and --cpu-time are the defaults of components that set none, and the most any \
+may ask for: a deploy asking for more is refused."
 )]
 pub struct HostArgs {
     /// Address apps are served on (IP:PORT, localhost:PORT or :PORT)
@@ -151,8 +151,11 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         })?;
     let mut signals = runtime.block_on(async { Signals::install() })?;
     crate::log::say(&format!(
-        "tern host: {} apps in {}\nadmin API on http://{} (token in {})\nlistening on http://{} (apps at NAME.{})",
-        host.len(),
+        "tern host: {} in {}\nadmin API on http://{} (token in {})\nlistening on http://{} (apps at NAME.{})",
+        match host.len() {
+            1 => "1 app".to_string(),
+            n => format!("{n} apps"),
+        },
         state_dir.display(),
         admin.local_addr()?,
         token_file.display(),

@@ -65,7 +65,8 @@ pub struct HostConfig {
     pub max_memory: ByteSize,
     /// Bounds on compiling a component.
     pub compile_limits: CompileLimits,
-    /// Where compiled code is sealed and mapped from; `None` compiles on
+    /// Where compiled code is sealed, and read back (verified, then
+    /// copied into the engine's memory) on each load; `None` compiles on
     /// every load.
     pub cache: Option<CompileCache>,
 }
@@ -347,17 +348,26 @@ impl Host {
             Err(refusal) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 if record.versions.is_empty() {
-                    let _ = layout.delete(name, false);
+                    // A first deploy refused: nothing of it stays (an empty
+                    // directory only; data kept from a deleted app stays).
+                    let _ = std::fs::remove_dir(layout.app(name));
                 }
                 return Err(refusal);
             }
         };
+        Layout::sync_tree(&dir).map_err(internal)?;
         record.version = version;
         record.versions.push(version);
         record.hosts = hosts;
-        layout.prune(name, &mut record).map_err(internal)?;
+        let dropped = Layout::prune(&mut record);
         let created = record.versions.len() == 1;
-        self.commit(&entry, record, app, created)
+        let kept = record.versions.clone();
+        let deployed = self.commit(&entry, record, app, created)?;
+        if !dropped.is_empty() {
+            // Only now that the record no longer names them.
+            let _ = layout.remove_versions_except(name, &kept);
+        }
+        Ok(deployed)
     }
 
     /// Goes back to the version before the one served.

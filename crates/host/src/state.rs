@@ -140,18 +140,31 @@ impl Layout {
         fs::File::open(&dir)?.sync_all()
     }
 
-    /// Keeps at most [`KEEP`] versions of `record`, removing the oldest
-    /// (never the one served).
-    pub(crate) fn prune(&self, name: &str, record: &mut Record) -> io::Result<()> {
-        while record.versions.len() > KEEP {
-            let oldest = record.versions[0];
-            if oldest == record.version {
-                break;
-            }
-            record.versions.remove(0);
-            remove(&self.version(name, oldest))?;
+    /// Keeps at most [`KEEP`] versions in `record`, dropping the oldest
+    /// (never the one it serves); returns those dropped, whose directories
+    /// go only once the record no longer names them
+    /// ([`Layout::remove_versions_except`]).
+    pub(crate) fn prune(record: &mut Record) -> Vec<u32> {
+        let mut dropped = Vec::new();
+        while record.versions.len() > KEEP && record.versions[0] != record.version {
+            dropped.push(record.versions.remove(0));
         }
-        Ok(())
+        dropped
+    }
+
+    /// Makes what was unpacked into `dir` durable before a record names
+    /// it: every file and directory synced.
+    pub(crate) fn sync_tree(dir: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                Layout::sync_tree(&entry.path())?;
+            } else if kind.is_file() {
+                fs::File::open(entry.path())?.sync_all()?;
+            }
+        }
+        fs::File::open(dir)?.sync_all()
     }
 
     /// Forgets the app: its record and versions go; its data stays unless

@@ -169,6 +169,11 @@ fn pool(slots: u32, max_memory: u64, concurrency: bool) -> PoolingAllocationConf
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(128 << 10)
+        // Every slot may stay warm for the component it last held: with
+        // many components taking turns (`tern host`), a slot that must be
+        // remapped for another component's memory image costs more than
+        // the request.
+        .max_unused_warm_slots(slots.saturating_mul(2))
         .pagemap_scan(Enabled::Auto);
     pool
 }

@@ -18,7 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+# wrk's output is read as bench/serve reads it (this directory is on the path).
+from serve_report import parse as parse_wrk
+
 TARGET_N = 10_000
 
 
@@ -68,25 +70,15 @@ def read_wrk(path):
     """wrk's output as {rps, p50, p99 (ms), errors, socket}, or None:
     errors counts statuses of 400 and up and socket errors, socket only the
     latter."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    result = parse_wrk(path)
+    if result is None:
         return None
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if not rps:
-        return None
-    pct = {}
-    for p, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", text, re.M):
-        pct[p] = float(value) * UNITS[unit]
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    socket = sum(int(n) for n in socket.groups()) if socket else 0
     return {
-        "rps": float(rps.group(1)),
-        "p50": pct.get("50"),
-        "p99": pct.get("99"),
-        "errors": errors + socket,
-        "socket": socket,
+        "rps": result["rps"],
+        "p50": result["pct"].get("50"),
+        "p99": result["pct"].get("99"),
+        "errors": result["errors"],
+        "socket": result["socket"],
     }
 
 

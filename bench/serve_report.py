@@ -55,9 +55,14 @@ def parse(path):
         pct[p] = float(value) * UNITS[unit]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if socket:
-        errors += sum(int(n) for n in socket.groups())
-    return {"rps": float(rps.group(1)), "pct": pct, "errors": errors, "mtime": path.stat().st_mtime}
+    socket = sum(int(n) for n in socket.groups()) if socket else 0
+    return {
+        "rps": float(rps.group(1)),
+        "pct": pct,
+        "errors": errors + socket,
+        "socket": socket,
+        "mtime": path.stat().st_mtime,
+    }
 
 
 def load(out, case):

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use clap::Args;
 use tern_host::{Host, HostConfig, bundle::BundleLimits};
-use tern_http::{ServeConfig, Server, Shutdown};
+use tern_http::{ServeConfig, Server};
 use tern_manifest::LimitsConfig;
 use tern_runtime::{ByteSize, HumanDuration, Result};
 
 use crate::compiling;
 use crate::log::{LogFormat, LogSink};
-use crate::serve::{Signal, Signals, parse_listen, raise_open_files_limit};
+use crate::serve::{Serving, Signals, parse_listen, raise_open_files_limit};
 
 /// Arguments of `tern host`.
 #[derive(Args)]
@@ -135,6 +135,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         |n| n as usize,
     );
     let sink = Arc::new(LogSink::new(args.log_format));
+    host.report_to(sink.clone());
     let log = sink.clone();
     let grace = serve.grace;
     let listen = args.listen;
@@ -149,7 +150,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         .map_err(|e| {
             tern_runtime::Error::from(e).context(format!("cannot listen on {admin_addr}"))
         })?;
-    let mut signals = runtime.block_on(async { Signals::install() })?;
+    let signals = runtime.block_on(async { Signals::install() })?;
     crate::log::say(&format!(
         "tern host: {} in {}\nadmin API on http://{} (token in {})\nlistening on http://{} (apps at NAME.{})",
         match host.len() {
@@ -164,25 +165,12 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
     ));
     runtime.spawn(tern_host::serve_admin(host.clone(), admin, token));
     runtime.spawn(host.clone().unload_idle());
-    let last_words = log.clone();
-    let stop = async move {
-        while signals.next().await != Signal::Stop {}
-        last_words.flush();
-        crate::log::say(&format!(
-            "tern: shutting down; in-flight requests get {}",
-            HumanDuration(grace)
-        ));
-        tokio::spawn(async move {
-            while signals.next().await == Signal::Reload {}
-            last_words.flush();
-            std::process::exit(130);
-        });
+    let serving = Serving {
+        runtime,
+        signals,
+        log,
+        grace,
     };
-    let shutdown = runtime.block_on(server.run(threads, stop));
-    runtime.shutdown_background();
-    log.flush();
-    if shutdown? == Shutdown::CutOff {
-        crate::log::say("tern: grace period over; closed the connections still open");
-    }
-    Ok(ExitCode::SUCCESS)
+    // Apps change only through the admin API: a reload signal does nothing.
+    serving.run(server, threads, || {})
 }

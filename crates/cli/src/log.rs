@@ -199,6 +199,22 @@ impl EventSink for LogSink {
         self.write(line);
     }
 
+    fn event(&self, message: &str) {
+        let line = match self.format {
+            LogFormat::Text => {
+                let mut line = format!("{} ", timestamp(SystemTime::now()));
+                push_escaped(&mut line, message);
+                line
+            }
+            LogFormat::Json => json!({
+                "time": timestamp(SystemTime::now()),
+                "event": message,
+            })
+            .to_string(),
+        };
+        self.write(line);
+    }
+
     fn server_error(&self, message: &str) {
         let line = match self.format {
             LogFormat::Text => {

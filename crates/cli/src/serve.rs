@@ -260,7 +260,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         .build()?;
     // Handlers go in before the `listening` line: from then on a SIGTERM
     // must mean a graceful shutdown, never the default instant death.
-    let mut signals = runtime.block_on(async { Signals::install() })?;
+    let signals = runtime.block_on(async { Signals::install() })?;
     print_routes(&manifest, &server, &slot.current());
     let reloader = Reloader {
         manifest: manifest.path.clone(),
@@ -271,34 +271,69 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         tls: server.tls_slot(),
     };
     let reloads = runtime.block_on(async { reload::start(reloader, watch) })?;
-    let last_words = log.clone();
-    let stop = async move {
-        loop {
-            match signals.next().await {
-                Signal::Stop => break,
-                Signal::Reload => reloads.request(Vec::new()),
-            }
-        }
-        last_words.flush();
-        crate::log::say(&format!(
-            "tern: shutting down; in-flight requests get {}",
-            HumanDuration(grace)
-        ));
-        // A second signal stops at once.
-        tokio::spawn(async move {
-            while signals.next().await == Signal::Reload {}
-            last_words.flush();
-            std::process::exit(130);
-        });
+    let serving = Serving {
+        runtime,
+        signals,
+        log,
+        grace,
     };
-    let shutdown = runtime.block_on(server.run(threads, stop));
-    // A reload or build still running must not hold the exit up.
-    runtime.shutdown_background();
-    log.flush();
-    if shutdown? == Shutdown::CutOff {
-        crate::log::say("tern: grace period over; closed the connections still open");
+    serving.run(server, threads, move || reloads.request(Vec::new()))
+}
+
+/// A bound server and what stopping it takes: its runtime, the signals
+/// installed before it said it was listening, and its log.
+pub(crate) struct Serving {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) signals: Signals,
+    pub(crate) log: Arc<LogSink>,
+    pub(crate) grace: std::time::Duration,
+}
+
+impl Serving {
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish
+    /// within the grace period; a second signal exits at once (130).
+    /// SIGHUP and SIGUSR1 call `reload`.
+    pub(crate) fn run(
+        self,
+        server: Server,
+        threads: usize,
+        mut reload: impl FnMut() + 'static,
+    ) -> Result<ExitCode> {
+        let Serving {
+            runtime,
+            mut signals,
+            log,
+            grace,
+        } = self;
+        let last_words = log.clone();
+        let stop = async move {
+            loop {
+                match signals.next().await {
+                    Signal::Stop => break,
+                    Signal::Reload => reload(),
+                }
+            }
+            last_words.flush();
+            crate::log::say(&format!(
+                "tern: shutting down; in-flight requests get {}",
+                HumanDuration(grace)
+            ));
+            // A second signal stops at once.
+            tokio::spawn(async move {
+                while signals.next().await == Signal::Reload {}
+                last_words.flush();
+                std::process::exit(130);
+            });
+        };
+        let shutdown = runtime.block_on(server.run(threads, stop));
+        // A reload or build still running must not hold the exit up.
+        runtime.shutdown_background();
+        log.flush();
+        if shutdown? == Shutdown::CutOff {
+            crate::log::say("tern: grace period over; closed the connections still open");
+        }
+        Ok(ExitCode::SUCCESS)
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn print_routes(manifest: &Manifest, server: &Server, app: &App) {

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tern_http::{App, AppStats, Found, LoadError, Pools, ServeConfig, Sharing, Sites};
+use tern_http::{App, AppStats, EventSink, Found, LoadError, Pools, ServeConfig, Sharing, Sites};
 use tern_manifest::{ByteSize, LoadOptions, Manifest};
 use tern_runtime::{CompileCache, CompileLimits, Loader};
 
@@ -85,6 +85,8 @@ struct Inner {
     names: RwLock<Names>,
     /// One change (deploy, rollback, delete) at a time.
     changing: tokio::sync::Mutex<()>,
+    /// Where loads and unloads are reported.
+    events: std::sync::OnceLock<Arc<dyn EventSink>>,
 }
 
 /// A deployed app.
@@ -198,6 +200,7 @@ impl Host {
                 apps: RwLock::default(),
                 names: RwLock::default(),
                 changing: tokio::sync::Mutex::new(()),
+                events: std::sync::OnceLock::new(),
                 config,
             }),
         };
@@ -208,6 +211,17 @@ impl Host {
             write(&host.inner.apps).insert(name, Arc::new(entry));
         }
         Ok(host)
+    }
+
+    /// Reports loads and unloads to `sink` from now on.
+    pub fn report_to(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.inner.events.set(sink);
+    }
+
+    fn event(&self, message: &str) {
+        if let Some(sink) = self.inner.events.get() {
+            sink.event(message);
+        }
     }
 
     /// The host as the server's [`Sites`].
@@ -256,6 +270,11 @@ impl Host {
                     .max(entry.loaded_at.load(Ordering::Relaxed));
                 if now.saturating_sub(last) >= idle_millis && entry.current.swap(None).is_some() {
                     entry.unloads.fetch_add(1, Ordering::Relaxed);
+                    let idle = tern_runtime::HumanDuration(idle);
+                    self.event(&format!(
+                        "unloaded app `{}`: no request for {idle}",
+                        entry.name
+                    ));
                 }
             }
         }
@@ -512,6 +531,7 @@ impl Sites for Host {
                 return Found::App(app);
             }
             let version = entry.record().version;
+            let started = std::time::Instant::now();
             let loaded = self
                 .manifest(&entry.name, version)
                 .and_then(|manifest| self.load(&entry, version, &manifest));
@@ -520,6 +540,11 @@ impl Sites for Host {
                     let app = Arc::new(app);
                     entry.cold_starts.fetch_add(1, Ordering::Relaxed);
                     entry.install(app.clone());
+                    self.event(&format!(
+                        "loaded app `{}` version {version} in {:.2}ms",
+                        entry.name,
+                        started.elapsed().as_secs_f64() * 1e3
+                    ));
                     Found::App(app)
                 }
                 Err(why) => Found::Failed(format!("loading app `{}`: {why}", entry.name)),

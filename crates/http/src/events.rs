@@ -15,6 +15,11 @@ pub trait EventSink: Send + Sync + 'static {
     fn guest_output(&self, line: &GuestLine<'_>);
     /// Something went wrong outside any one request (accept failures).
     fn server_error(&self, message: &str);
+    /// Something the server did outside any one request that an operator
+    /// may want to see, such as `tern host` loading or unloading an app.
+    fn event(&self, message: &str) {
+        let _ = message;
+    }
     /// Something Tern did on a request's behalf that the operator should
     /// see, such as refusing an outbound request. Logged like guest output,
     /// on the stream `tern`.

@@ -6,7 +6,6 @@ use std::io::{BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tar::EntryType::{Link, Regular, Symlink};
@@ -123,20 +122,6 @@ impl Host {
         let (status, summary) = self.admin("GET", &format!("/v1/apps/{name}"), b"");
         assert_eq!(status, 200, "{summary}");
         summary
-    }
-
-    /// Polls the summary of `name` until its state is `state`.
-    fn wait_for_state(&self, name: &str, state: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let summary = self.summary(name);
-            if summary["state"] == state {
-                return summary;
-            }
-            assert!(Instant::now() < deadline, "never {state}: {summary}");
-            // Polling, not pacing: the loop ends as soon as the state does.
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn metrics(&self) -> String {
@@ -693,10 +678,13 @@ fn idle_apps_unload_and_come_back() {
     let shop = bundle("shop", &[("/hello", HTTP_HELLO), ("/wait", HTTP_WAIT)], &[]);
     assert_eq!(host.deploy("shop", &shop).0, 201);
     assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
-    host.wait_for_state("shop", "idle");
+    let line = host.serve.wait_for_log("unloaded app `shop`");
+    assert!(line.ends_with("no request for 1s"), "{line}");
+    assert_eq!(host.summary("shop")["state"], "idle");
 
     // A request loads it again; while it runs, the app stays loaded.
     let held = host.hold("shop.localhost", "/wait");
+    host.serve.wait_for_log("loaded app `shop` version 1 in ");
     let summary = host.summary("shop");
     assert_eq!(summary["state"], "loaded", "{summary}");
     assert_eq!(summary["in_flight"], 1, "{summary}");

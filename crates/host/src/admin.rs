@@ -11,13 +11,16 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::{Deployed, Host, Refusal, Summary, metrics};
 
 type Answer = Response<Full<Bytes>>;
+
+/// How long an admin client has to send a request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
@@ -32,7 +35,11 @@ pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
                 let (host, token) = (host.clone(), token.clone());
                 async move { Ok::<_, Infallible>(answer(&host, &token, req).await) }
             });
+            // A client that never finishes its head is cut off, as on the
+            // app listener: the token is checked only once the head is in.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

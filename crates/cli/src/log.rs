@@ -108,6 +108,24 @@ impl LogSink {
     }
 
     /// Writes every buffered line now.
+    /// A line of the server's own: `TIME PREFIX MESSAGE` as text, or
+    /// `{"time", KEY: MESSAGE}` as JSON.
+    fn server_line(&self, prefix: &str, key: &str, message: &str) {
+        let line = match self.format {
+            LogFormat::Text => {
+                let mut line = format!("{} {prefix}", timestamp(SystemTime::now()));
+                push_escaped(&mut line, message);
+                line
+            }
+            LogFormat::Json => json!({
+                "time": timestamp(SystemTime::now()),
+                key: message,
+            })
+            .to_string(),
+        };
+        self.write(line);
+    }
+
     pub fn flush(&self) {
         Pending::flush(&mut self.pending.lock());
     }
@@ -200,35 +218,11 @@ impl EventSink for LogSink {
     }
 
     fn event(&self, message: &str) {
-        let line = match self.format {
-            LogFormat::Text => {
-                let mut line = format!("{} ", timestamp(SystemTime::now()));
-                push_escaped(&mut line, message);
-                line
-            }
-            LogFormat::Json => json!({
-                "time": timestamp(SystemTime::now()),
-                "event": message,
-            })
-            .to_string(),
-        };
-        self.write(line);
+        self.server_line("", "event", message);
     }
 
     fn server_error(&self, message: &str) {
-        let line = match self.format {
-            LogFormat::Text => {
-                let mut line = format!("{} error: ", timestamp(SystemTime::now()));
-                push_escaped(&mut line, message);
-                line
-            }
-            LogFormat::Json => json!({
-                "time": timestamp(SystemTime::now()),
-                "error": message,
-            })
-            .to_string(),
-        };
-        self.write(line);
+        self.server_line("error: ", "error", message);
     }
 }
 

@@ -250,12 +250,21 @@ pub fn http_residue() {
         &[],
     );
     let rev = |s: &str| s.chars().rev().collect::<String>();
+    // Each request waits for the one before to be logged, which happens
+    // once its task has given the one slot back: a client that sends the
+    // next request as soon as a body ends can otherwise find it still held.
+    let answered = std::cell::Cell::new(0);
+    let get = |path: String| {
+        let response = serve.get(&path);
+        answered.set(answered.get() + 1);
+        serve.wait_for_nth_log(" GET /", answered.get());
+        response
+    };
 
     // The positive control: within one request, the scan finds a secret on
     // both sides of the keep-resident size.
     let control = "tern-control-0123456789";
-    let answer = serve
-        .get(&format!("/control?reversed={}", rev(control)))
+    let answer = get(format!("/control?reversed={}", rev(control)))
         .expect(200)
         .to_string();
     let stored = offsets(&answer, "stored at ");
@@ -271,8 +280,7 @@ pub fn http_residue() {
     assert!(below_and_above(&found), "control: {answer}");
 
     let secret = "tern-secret-0123456789";
-    let answer = serve
-        .get(&format!("/write?secret={secret}"))
+    let answer = get(format!("/write?secret={secret}"))
         .expect(200)
         .to_string();
     let stored = offsets(&answer, "stored at ");
@@ -282,7 +290,7 @@ pub fn http_residue() {
     for _ in 0..3 {
         for reversed in [rev(secret), rev(control)] {
             assert_eq!(
-                serve.get(&format!("/scan?reversed={reversed}")).expect(200),
+                get(format!("/scan?reversed={reversed}")).expect(200),
                 "clean"
             );
         }

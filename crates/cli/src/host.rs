@@ -15,7 +15,7 @@ use tern_runtime::{ByteSize, HumanDuration, Result};
 
 use crate::compiling;
 use crate::log::{LogFormat, LogSink};
-use crate::serve::{Serving, Signals, parse_listen, raise_open_files_limit};
+use crate::serve::{Serving, Signals, default_max_connections, parse_listen};
 
 /// Arguments of `tern host`.
 #[derive(Args)]
@@ -108,10 +108,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
     };
     serve.limits = limits;
     serve.caps = limits;
-    let open_files = raise_open_files_limit();
-    serve.max_connections = open_files.map_or(ServeConfig::DEFAULT_MAX_CONNECTIONS, |limit| {
-        ServeConfig::DEFAULT_MAX_CONNECTIONS.min(limit.saturating_sub(256).max(64))
-    });
+    serve.max_connections = default_max_connections();
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
     let host = Host::open(HostConfig {
         state_dir: state_dir.clone(),

@@ -173,11 +173,20 @@ pub(crate) fn parse_listen(text: &str) -> std::result::Result<SocketAddr, String
         })
 }
 
+/// Raises the open-file limit ([`raise_open_files_limit`]), then the
+/// connections to allow by default: [`ServeConfig::DEFAULT_MAX_CONNECTIONS`],
+/// or fewer to leave descriptors for stores, outbound connections and files.
+pub(crate) fn default_max_connections() -> usize {
+    raise_open_files_limit().map_or(ServeConfig::DEFAULT_MAX_CONNECTIONS, |limit| {
+        ServeConfig::DEFAULT_MAX_CONNECTIONS.min(limit.saturating_sub(256).max(64))
+    })
+}
+
 /// Raises the soft limit on open files to the hard one: every connection
 /// holds a descriptor, and the usual soft limit of 1024 turns away new
 /// clients once about a thousand sit idle. Failing to raise it only leaves
 /// the old limit. Returns the soft limit in force.
-pub(crate) fn raise_open_files_limit() -> Option<usize> {
+fn raise_open_files_limit() -> Option<usize> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
@@ -224,14 +233,8 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     config.max_header_size = args.max_header_size;
     config.grace = args.grace.0;
     config.write_timeout = args.write_timeout.0;
-    let open_files = raise_open_files_limit();
-    config.max_connections = match args.max_connections {
-        Some(n) => n as usize,
-        // Leave descriptors for stores, outbound connections and files.
-        None => open_files.map_or(ServeConfig::DEFAULT_MAX_CONNECTIONS, |limit| {
-            ServeConfig::DEFAULT_MAX_CONNECTIONS.min(limit.saturating_sub(256).max(64))
-        }),
-    };
+    let connections = default_max_connections();
+    config.max_connections = args.max_connections.map_or(connections, |n| n as usize);
 
     // Serving works without the cache, only starting is slower.
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tern_http::{App, AppStats, EventSink, Found, LoadError, Pools, ServeConfig, Sharing, Sites};
+use tern_http::{App, AppStats, EventSink, Found, Pools, ServeConfig, Sharing, Sites};
 use tern_manifest::{ByteSize, LoadOptions, Manifest};
 use tern_runtime::{CompileCache, CompileLimits, Loader};
 
@@ -323,13 +323,8 @@ impl Host {
             pools: &inner.pools,
             stats: &entry.stats,
         };
-        App::load_shared(manifest, &config, &loader, sharing).map_err(|e| {
-            let dir = inner.layout.version(&entry.name, version);
-            match e {
-                LoadError::Manifest(e) => without_dir(&e.to_string(), &dir),
-                e => without_dir(&e.to_string(), &dir),
-            }
-        })
+        App::load_shared(manifest, &config, &loader, sharing)
+            .map_err(|e| without_dir(&e.to_string(), &inner.layout.version(&entry.name, version)))
     }
 
     /// Deploys `bundle` as the next version of `name`: unpacked, checked,

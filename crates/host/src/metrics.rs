@@ -2,11 +2,11 @@
 //! (version 0.0.4).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tern_http::LATENCY_BUCKETS;
 
-use crate::{Host, read};
+use crate::{Entry, Host, read};
 
 /// The content type of [`render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -99,32 +99,35 @@ pub(crate) fn render(host: &Host) -> String {
             entry.stats.in_flight()
         );
     }
-    for (name, help, count) in [
+    let counters: [(&str, &str, Counter); 3] = [
         (
             "tern_app_cold_starts_total",
             "First requests that loaded the app.",
-            0,
+            |e| &e.cold_starts,
         ),
         (
             "tern_app_loads_total",
             "Times the app was loaded (deploys included).",
-            1,
+            |e| &e.loads,
         ),
         (
             "tern_app_unloads_total",
             "Times the app was unloaded when idle.",
-            2,
+            |e| &e.unloads,
         ),
-    ] {
+    ];
+    for (name, help, counter) in counters {
         family(&mut out, name, "counter", help);
         for (app, entry) in apps() {
-            let value =
-                [&entry.cold_starts, &entry.loads, &entry.unloads][count].load(Ordering::Relaxed);
+            let value = counter(entry).load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{app=\"{app}\"}} {value}");
         }
     }
     out
 }
+
+/// One of an app's counters.
+type Counter = fn(&Entry) -> &AtomicU64;
 
 /// The `HELP` and `TYPE` lines that open a metric family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

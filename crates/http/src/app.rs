@@ -188,7 +188,7 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
-        App::load_after(None, manifest, config, loader, None)
+        App::load_after(None, manifest, config, loader, None, None)
     }
 
     /// Like [`App::load`], on a host's shared engines and slots, counting
@@ -200,7 +200,7 @@ impl App {
         loader: &Loader<'_>,
         sharing: Sharing<'_>,
     ) -> Result<App, LoadError> {
-        App::load_in(None, manifest, config, loader, None, Some(sharing))
+        App::load_after(None, manifest, config, loader, None, Some(sharing))
     }
 
     /// Like [`App::load`], telling `notes` about each component it
@@ -211,7 +211,7 @@ impl App {
         loader: &Loader<'_>,
         notes: &dyn CompileNotes,
     ) -> Result<App, LoadError> {
-        App::load_after(None, manifest, config, loader, Some(notes))
+        App::load_after(None, manifest, config, loader, Some(notes), None)
     }
 
     /// Loads a new version of this app, to replace it while serving. The
@@ -225,7 +225,7 @@ impl App {
         config: &ServeConfig,
         loader: &Loader<'_>,
     ) -> Result<App, LoadError> {
-        App::load_after(Some(self), manifest, config, loader, None)
+        App::load_after(Some(self), manifest, config, loader, None, None)
     }
 
     /// Like [`App::reload`], telling `notes` about each component it
@@ -237,20 +237,10 @@ impl App {
         loader: &Loader<'_>,
         notes: &dyn CompileNotes,
     ) -> Result<App, LoadError> {
-        App::load_after(Some(self), manifest, config, loader, Some(notes))
+        App::load_after(Some(self), manifest, config, loader, Some(notes), None)
     }
 
     fn load_after(
-        previous: Option<&App>,
-        manifest: &Manifest,
-        config: &ServeConfig,
-        loader: &Loader<'_>,
-        notes: Option<&dyn CompileNotes>,
-    ) -> Result<App, LoadError> {
-        App::load_in(previous, manifest, config, loader, notes, None)
-    }
-
-    fn load_in(
         previous: Option<&App>,
         manifest: &Manifest,
         config: &ServeConfig,

@@ -239,14 +239,6 @@ impl Server {
         self.shared.local
     }
 
-    /// The app being served now; `None` when serving [`Sites`].
-    pub fn app(&self) -> Option<Arc<App>> {
-        match &self.shared.target {
-            Target::One(app) => Some(app.load_full()),
-            Target::Many(_) => None,
-        }
-    }
-
     /// Serves on `threads` threads until `shutdown` resolves, then stops
     /// accepting and lets in-flight requests finish within the grace
     /// period. Must be called from within a current-thread tokio runtime,

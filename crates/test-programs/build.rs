@@ -6,6 +6,8 @@
 //!   wasm32-wasip2 only;
 //! - `p3-guests/`: WASI 0.3 components for wasm32-wasip2: commands (its
 //!   bins) and wasi:http handlers (its examples);
+//! - `spin-apps/`: Spin apps written against the published Spin Rust SDK,
+//!   one per example, for wasm32-wasip2 (SDK 7 builds WASI 0.3 components);
 //! - `wat/`: WAT programs, used as they are.
 
 use std::env;
@@ -38,11 +40,16 @@ const P3_PREFIX: &str = "p3_";
 /// prefix, which is also its constant's prefix.
 const HTTP3_PREFIX: &str = "http3_";
 
+/// Every Spin app in `spin-apps/` (an example) is named with this prefix,
+/// which is also its constant's prefix.
+const SPIN_PREFIX: &str = "spin_";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest_dir.join("guests");
     let http_guests = manifest_dir.join("http-guests");
     let p3_guests = manifest_dir.join("p3-guests");
+    let spin_apps = manifest_dir.join("spin-apps");
     let wat_dir = manifest_dir.join("wat");
     for path in [
         guests.join("src"),
@@ -53,6 +60,8 @@ fn main() {
         p3_guests.join("src"),
         p3_guests.join("examples"),
         p3_guests.join("Cargo.toml"),
+        spin_apps.join("examples"),
+        spin_apps.join("Cargo.toml"),
         wat_dir.clone(),
         manifest_dir.join("../../wit"),
     ] {
@@ -77,6 +86,7 @@ fn main() {
         &[P3_TARGET],
         &["--bins", "--examples"],
     );
+    build(&spin_apps, &target_dir, &[P3_TARGET], &["--examples"]);
 
     let mut out = String::new();
     let mut names = Vec::new();
@@ -127,6 +137,13 @@ fn main() {
         &target_dir.join(P3_TARGET).join("release/examples"),
         &format!("a WASI 0.3 wasi:http component for {P3_TARGET}"),
     );
+    let spin_names = write_prefixed(
+        &mut out,
+        &spin_apps.join("examples"),
+        SPIN_PREFIX,
+        &target_dir.join(P3_TARGET).join("release/examples"),
+        "a Spin app built with the Spin Rust SDK 7 (a WASI 0.3 component)",
+    );
     for wat in sorted_files(&wat_dir, "wat") {
         let name = stem(&wat);
         write_const(
@@ -166,6 +183,12 @@ fn main() {
         "foreach_http3_guest",
         "every WASI 0.3 wasi:http guest (`p3-guests/examples/http3_*.rs`)",
         &http3_names,
+    );
+    write_foreach(
+        &mut out,
+        "foreach_spin_app",
+        "every Spin app (`spin-apps/examples/spin_*.rs`)",
+        &spin_names,
     );
     fs::write(
         PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"),

@@ -29,6 +29,7 @@ pub struct App {
     pub(crate) pool: Arc<Pool>,
     pub(crate) stats: Arc<AppStats>,
     stores: tern_runtime::Stores,
+    databases: tern_runtime::Databases,
 }
 
 /// The engine and its instance pool, shared by an app and its reloads
@@ -330,6 +331,12 @@ impl App {
             previous.map(|app| &app.stores),
         )
         .map_err(LoadError::Store)?;
+        let databases = tern_runtime::open_databases(
+            manifest.sqlite_databases(),
+            &state_dir,
+            previous.map(|app| &app.databases),
+        )
+        .map_err(LoadError::Store)?;
 
         let tls = crate::outbound::tls_config(config.runtime.outbound_ca_file.as_deref())
             .map_err(LoadError::Tls)?;
@@ -348,6 +355,11 @@ impl App {
                 stores.clone(),
                 &component.key_value_stores,
                 variables.remove(&component.id).unwrap_or_default(),
+            )
+            .with_databases(
+                databases.clone(),
+                &component.sqlite_databases,
+                limits.timeout,
             );
             let permits = previous
                 .and_then(|app| app.component(&component.id))
@@ -381,6 +393,7 @@ impl App {
             pool,
             stats,
             stores,
+            databases,
         })
     }
 

@@ -313,10 +313,14 @@ impl HttpLinkers {
             wasmtime_wasi::p3::add_to_linker(&mut linker)?;
             wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         }
-        services::add_to_linker(&mut linker, |h: &mut HttpHost| ServicesView {
+        let view: fn(&mut HttpHost) -> ServicesView<'_> = |h| ServicesView {
             services: &mut h.services,
             table: &mut h.table,
-        })?;
+        };
+        services::add_to_linker(&mut linker, view)?;
+        if p3 {
+            tern_runtime::spin::add_to_linker(&mut linker, view)?;
+        }
         Ok(linker)
     }
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 pub use error::Error;
 pub use memory::MemoryStore;
 pub use redis::{RedisConfig, RedisStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, create_private};
 
 /// How many keys one `list_keys` page holds (Redis takes it as a hint and
 /// may return somewhat more).

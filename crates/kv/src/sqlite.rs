@@ -439,10 +439,10 @@ fn write(c: &Connection, key: &str, value: &[u8], expires: Option<i64>) -> rusql
     .map(drop)
 }
 
-/// Creates the store's file with mode 0600 if it does not exist yet, before
+/// Creates an SQLite file with mode 0600 if it does not exist yet, before
 /// SQLite opens it: SQLite creates its `-wal` and `-shm` files with the
 /// database file's mode, so all three stay private to this user.
-fn create_private(path: &Path) -> std::io::Result<()> {
+pub fn create_private(path: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

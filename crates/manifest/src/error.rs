@@ -63,10 +63,11 @@ pub enum ManifestError {
         /// Why reading failed.
         error: io::Error,
     },
-    /// A directory given as the app holds no manifest.
+    /// A directory given as the app holds no manifest: neither a `tern.toml`
+    /// nor a `spin.toml`.
     #[error(
-        "no tern.toml in {}: make an app there with `tern new http-rust {}`, or serve a \
-         component as it is with `tern serve app.wasm`",
+        "no tern.toml or spin.toml in {}: make an app there with `tern new http-rust {}`, \
+         or serve a component as it is with `tern serve app.wasm`",
         dir.display(),
         dir.display()
     )]

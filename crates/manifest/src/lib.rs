@@ -1,5 +1,11 @@
 //! Tern's app manifest (`tern.toml`) and the units its limits are written in.
 //!
+//! A Spin manifest (`spin.toml`, `spin_manifest_version = 2`) is read too,
+//! wherever a `tern.toml` is: it is told apart by its content and made into
+//! the same [`Manifest`]. What Tern does not support yet in it (Redis
+//! triggers, downloaded sources, `:name` route segments...) is an error
+//! naming the Spin key, never silently ignored.
+//!
 //! [`load`] reads a manifest and checks everything that can be checked
 //! without compiling wasm: the TOML's shape (unknown keys are errors), the
 //! version, route paths, component ids, that sources and mounted directories
@@ -27,6 +33,7 @@ mod raw;
 mod resolve;
 mod route;
 pub mod runtime_config;
+mod spin;
 pub mod units;
 mod variables;
 
@@ -49,6 +56,10 @@ use error::Source;
 /// The file [`load`] reads when given a directory.
 pub const MANIFEST_FILE_NAME: &str = "tern.toml";
 
+/// The file [`load`] reads when given a directory without a
+/// [`MANIFEST_FILE_NAME`]: a Spin manifest.
+pub const SPIN_MANIFEST_FILE_NAME: &str = "spin.toml";
+
 /// A checked manifest: every route names a defined component and every
 /// source path exists.
 #[derive(Clone, Debug)]
@@ -66,6 +77,9 @@ pub struct Manifest {
     pub components: BTreeMap<String, Component>,
     /// The `[variables]` table: app variables, by name.
     pub variables: BTreeMap<String, Variable>,
+    /// Whether this is a Spin manifest (`spin.toml`): its apps also get
+    /// Spin's request headers and read variables from `SPIN_VARIABLE_*`.
+    pub spin: bool,
     /// The `source` and `files` entries that lead outside the app
     /// directory, in component order; empty unless
     /// [`LoadOptions::allow_outside_app_dir`] let them through.
@@ -104,6 +118,9 @@ pub struct App {
     /// (`shop.example.com`) or a wildcard over subdomains
     /// (`*.shop.example.com`).
     pub hosts: Vec<String>,
+    /// The app's version as written, from a Spin manifest's
+    /// `application.version`; `None` for a `tern.toml`.
+    pub version: Option<String>,
 }
 
 /// A `[component.ID]` table: a wasm binary and what it may see.
@@ -128,6 +145,8 @@ pub struct Component {
     pub instances: Option<InstancesConfig>,
     /// Key-value stores the guest may open, by name.
     pub key_value_stores: Vec<String>,
+    /// SQLite databases the guest may open, by name.
+    pub sqlite_databases: Vec<String>,
     /// Where the guest may send HTTP requests.
     pub allowed_outbound_hosts: Vec<OutboundHost>,
     /// What the guest reads through `wasi:config/store`: key to template.
@@ -227,9 +246,9 @@ pub struct LimitsConfig {
     pub cpu_time: Option<HumanDuration>,
 }
 
-/// Reads and checks the manifest at `path`, or `path/tern.toml` when `path`
-/// is a directory. Relative paths in it are resolved against its directory,
-/// and must exist and stay inside it.
+/// Reads and checks the manifest at `path`, or `path/tern.toml` (else
+/// `path/spin.toml`) when `path` is a directory. Relative paths in it are
+/// resolved against its directory, and must exist and stay inside it.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     load_with(path, LoadOptions::default())
 }
@@ -318,17 +337,25 @@ fn for_component(wasm: &Path, options: LoadOptions) -> Result<Manifest, Manifest
     Ok(manifest)
 }
 
-/// The manifest file `path` names: `path/tern.toml` for a directory.
+/// The manifest file `path` names: for a directory, `path/tern.toml`, or
+/// `path/spin.toml` when only that exists.
 pub fn manifest_path(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join(MANIFEST_FILE_NAME)
+    if !path.is_dir() {
+        return path.to_owned();
+    }
+    let tern = path.join(MANIFEST_FILE_NAME);
+    let spin = path.join(SPIN_MANIFEST_FILE_NAME);
+    if !tern.exists() && spin.exists() {
+        spin
     } else {
-        path.to_owned()
+        tern
     }
 }
 
 /// Checks manifest `text` read from the file `path`. Relative paths in it
 /// are resolved against `path`'s directory, and must exist and stay inside it.
+/// A text with `spin_manifest_version` and no `manifest_version` is read as a
+/// Spin manifest, whatever the file's name.
 ///
 /// ```
 /// # use std::path::Path;
@@ -351,7 +378,11 @@ pub fn parse_with(
 ) -> Result<Manifest, ManifestError> {
     let source = Source { path, text };
     let from_toml = |error| ManifestError::from_toml(path, text, &error);
-    resolve::check_version(&source, toml::from_str(text).map_err(from_toml)?)?;
+    let version: raw::RawVersion = toml::from_str(text).map_err(from_toml)?;
+    if version.manifest_version.is_none() && version.spin_manifest_version.is_some() {
+        return spin::parse(&source, options);
+    }
+    resolve::check_version(&source, version)?;
     resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?, options)
 }
 
@@ -366,6 +397,18 @@ impl Manifest {
             }
         }
         stores
+    }
+
+    /// The SQLite databases the components declare, each once, in the
+    /// order first declared.
+    pub fn sqlite_databases(&self) -> Vec<&str> {
+        let mut databases: Vec<&str> = Vec::new();
+        for name in self.components.values().flat_map(|c| &c.sqlite_databases) {
+            if !databases.contains(&name.as_str()) {
+                databases.push(name);
+            }
+        }
+        databases
     }
 
     /// Where the app's state (its embedded stores) lives unless the

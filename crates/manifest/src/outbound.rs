@@ -1,9 +1,12 @@
-//! `allowed_outbound_hosts`: where a component may send HTTP requests.
+//! `allowed_outbound_hosts`: where a component may send requests.
 //!
-//! An entry is `SCHEME://HOST[:PORT]`: the scheme is `http` or `https`; the
-//! host is a DNS name, an IP literal (`127.0.0.1`, `[::1]`), `*.SUFFIX` for
-//! any subdomain of SUFFIX, or `*` for any host; the port is a number or `*`,
-//! and when left out is the scheme's default (80 or 443).
+//! An entry is `SCHEME://HOST[:PORT]`. The scheme is `http`, `https`,
+//! `redis`, `rediss`, `postgres`, `mysql`, `mqtt`, `mqtts`, or `*` for any
+//! scheme. The host is a DNS name, an IP literal (`127.0.0.1`, `[::1]`),
+//! `*.SUFFIX` for any subdomain of SUFFIX, or `*` for any host. The port is
+//! a number or `*`, and when left out is the scheme's default (see
+//! [`default_port`]); a `*` scheme has no default, so it needs a port
+//! (`*://localhost:*`).
 //!
 //! ```
 //! use tern_manifest::{OutboundHost, RequestHost};
@@ -12,15 +15,26 @@
 //! assert!(rule.allows("https", &host, 8443));
 //! assert!(!rule.allows("http", &host, 8443));
 //! assert!(!rule.allows("https", &RequestHost::parse("example.com").unwrap(), 8443));
+//!
+//! let local: OutboundHost = "*://localhost:*".parse().unwrap();
+//! let localhost = RequestHost::parse("localhost").unwrap();
+//! assert!(local.allows("redis", &localhost, 6379));
+//! assert!(local.allows("http", &localhost, 3000));
 //! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+/// The schemes an `allowed_outbound_hosts` entry may name; `*` is any scheme.
+const SCHEMES: &[&str] = &[
+    "http", "https", "redis", "rediss", "postgres", "mysql", "mqtt", "mqtts", "*",
+];
+
 /// One entry of `allowed_outbound_hosts`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundHost {
+    /// One of [`SCHEMES`].
     scheme: &'static str,
     host: HostPattern,
     port: PortPattern,
@@ -108,7 +122,8 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 impl OutboundHost {
-    /// Whether a request to `scheme://host:port` matches this entry.
+    /// Whether a request to `scheme://host:port` matches this entry. An
+    /// entry with the scheme `*` matches every scheme.
     pub fn allows(&self, scheme: &str, host: &RequestHost, port: u16) -> bool {
         let port_ok = match self.port {
             PortPattern::Any => true,
@@ -122,7 +137,7 @@ impl OutboundHost {
             (HostPattern::Ip(a), RequestHost::Ip(b)) => a == b,
             _ => false,
         };
-        self.scheme == scheme && port_ok && host_ok
+        (self.scheme == "*" || self.scheme == scheme) && port_ok && host_ok
     }
 
     /// Whether this entry names one host (a name or an address) rather than
@@ -133,9 +148,25 @@ impl OutboundHost {
     }
 }
 
-/// The port a scheme implies.
+/// The port a scheme implies: 80 for `http`, 443 for `https`, 6379 for
+/// `redis` and `rediss`, 5432 for `postgres`, 3306 for `mysql`, 1883 for
+/// `mqtt`, 8883 for `mqtts`; 80 for any other scheme.
+///
+/// ```
+/// # use tern_manifest::default_port;
+/// assert_eq!(default_port("https"), 443);
+/// assert_eq!(default_port("postgres"), 5432);
+/// ```
 pub fn default_port(scheme: &str) -> u16 {
-    if scheme == "https" { 443 } else { 80 }
+    match scheme {
+        "https" => 443,
+        "redis" | "rediss" => 6379,
+        "postgres" => 5432,
+        "mysql" => 3306,
+        "mqtt" => 1883,
+        "mqtts" => 8883,
+        _ => 80,
+    }
 }
 
 impl fmt::Display for OutboundHost {
@@ -153,10 +184,10 @@ impl FromStr for OutboundHost {
                 "\"{text}\" needs a scheme, such as \"https://{text}\""
             ));
         };
-        let scheme = match scheme {
-            "http" => "http",
-            "https" => "https",
-            other => return Err(format!("unsupported scheme \"{other}\"; use http or https")),
+        let Some(&scheme) = SCHEMES.iter().find(|known| **known == scheme) else {
+            return Err(format!(
+                "unsupported scheme \"{scheme}\"; use http, https, redis, rediss, postgres, mysql, mqtt, mqtts or *"
+            ));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#', '@']) {
@@ -173,6 +204,9 @@ impl FromStr for OutboundHost {
                 _ => return Err(format!("invalid port \"{p}\"; use 1-65535 or *")),
             },
         };
+        if scheme == "*" && port == PortPattern::Default {
+            return Err("`*://` needs a port, such as `*://localhost:*`".to_owned());
+        }
         let host = if host == "*" {
             HostPattern::Any
         } else if let Some(suffix) = host.strip_prefix("*.") {
@@ -290,6 +324,29 @@ mod tests {
             ("http://[::1]:*", "http", "[::1]", 1, true),
             ("http://*:*", "http", "anything.test", 9, true),
             ("http://*", "http", "10.0.0.1", 80, true),
+            ("redis://localhost", "redis", "localhost", 6379, true),
+            ("redis://localhost", "redis", "localhost", 6380, false),
+            ("redis://localhost", "rediss", "localhost", 6379, false),
+            (
+                "rediss://cache.example.com",
+                "rediss",
+                "cache.example.com",
+                6379,
+                true,
+            ),
+            ("postgres://db:5432", "postgres", "db", 5432, true),
+            ("postgres://db", "postgres", "db", 5432, true),
+            ("postgres://db", "mysql", "db", 5432, false),
+            ("mysql://db", "mysql", "db", 3306, true),
+            ("mqtt://broker", "mqtt", "broker", 1883, true),
+            ("mqtts://broker", "mqtts", "broker", 8883, true),
+            ("mqtts://broker", "mqtt", "broker", 8883, false),
+            ("*://localhost:*", "http", "localhost", 8080, true),
+            ("*://localhost:*", "redis", "localhost", 6379, true),
+            ("*://localhost:*", "https", "example.com", 443, false),
+            ("*://localhost:5432", "postgres", "localhost", 5432, true),
+            ("*://localhost:5432", "postgres", "localhost", 5433, false),
+            ("*://*:*", "mqtt", "broker.example.com", 1883, true),
         ];
         for &(rule, scheme, h, port, expected) in cases {
             let parsed: OutboundHost = rule.parse().unwrap();
@@ -314,9 +371,39 @@ mod tests {
             "http://0x7f.0.0.1",
             "https://[::1",
             "https://*.com",
+            "postgresql://db",
+            "*://localhost",
+            "*://*",
         ] {
             assert!(bad.parse::<OutboundHost>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn schemes_imply_their_ports() {
+        for (scheme, port) in [
+            ("http", 80),
+            ("https", 443),
+            ("redis", 6379),
+            ("rediss", 6379),
+            ("postgres", 5432),
+            ("mysql", 3306),
+            ("mqtt", 1883),
+            ("mqtts", 8883),
+        ] {
+            assert_eq!(default_port(scheme), port, "{scheme}");
+        }
+        assert_eq!(
+            "*://localhost".parse::<OutboundHost>(),
+            Err("`*://` needs a port, such as `*://localhost:*`".to_owned())
+        );
+        assert_eq!(
+            "ftp://x.com".parse::<OutboundHost>(),
+            Err(
+                "unsupported scheme \"ftp\"; use http, https, redis, rediss, postgres, mysql, mqtt, mqtts or *"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

@@ -10,10 +10,13 @@ use toml::Spanned;
 use crate::{ByteSize, Executor, HumanDuration};
 
 /// Read first, on its own, so that a manifest from a newer Tern is refused
-/// for its version rather than for keys this Tern does not know.
+/// for its version rather than for keys this Tern does not know, and so
+/// that a Spin manifest (`spin_manifest_version`, no `manifest_version`) is
+/// told apart from Tern's own.
 #[derive(Deserialize)]
 pub(crate) struct RawVersion {
     pub(crate) manifest_version: Option<Spanned<toml::Value>>,
+    pub(crate) spin_manifest_version: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +31,25 @@ pub(crate) struct RawManifest {
     pub(crate) component: BTreeMap<Spanned<String>, RawComponent>,
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+}
+
+impl RawManifest {
+    /// A manifest read from another format (a Spin manifest), for
+    /// `resolve::resolve` to check as it checks a `tern.toml`.
+    pub(crate) fn new(
+        app: RawApp,
+        route: Vec<RawRoute>,
+        component: BTreeMap<Spanned<String>, RawComponent>,
+        variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+    ) -> Self {
+        RawManifest {
+            _manifest_version: IgnoredAny,
+            app: Some(app),
+            route,
+            component,
+            variables,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -72,6 +94,8 @@ pub(crate) struct RawComponent {
     pub(crate) instances: Option<RawInstances>,
     #[serde(default)]
     pub(crate) key_value_stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) sqlite_databases: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]

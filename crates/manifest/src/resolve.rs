@@ -82,6 +82,7 @@ pub(crate) fn resolve(
         name: app.name.into_inner(),
         description: app.description,
         hosts,
+        version: None,
     };
 
     let routes = resolve_routes(source, raw.route, &raw.component)?;
@@ -122,6 +123,7 @@ pub(crate) fn resolve(
         components,
         variables,
         outside_app_dir: boundary.outside,
+        spin: false,
     })
 }
 
@@ -300,23 +302,16 @@ fn resolve_component(
         })
         .collect::<Result<_, _>>()?;
 
-    let mut key_value_stores: Vec<String> = Vec::new();
-    for store in raw.key_value_stores {
-        let location = Some(source.key_at(&store.span()));
-        let name = store.into_inner();
-        let problem = if !is_valid_store_name(&name) {
-            "invalid store name; use lowercase letters, digits, `-` and `_`, starting with a letter"
-        } else if key_value_stores.contains(&name) {
-            "listed twice"
-        } else {
-            ""
-        };
-        if !problem.is_empty() {
-            let message = format!("\"{}\": {problem}", name.escape_debug());
-            return Err(source.invalid(location, format!("{key}.key_value_stores"), message));
-        }
-        key_value_stores.push(name);
-    }
+    let key_value_stores = resolve_store_names(
+        source,
+        &format!("{key}.key_value_stores"),
+        raw.key_value_stores,
+    )?;
+    let sqlite_databases = resolve_store_names(
+        source,
+        &format!("{key}.sqlite_databases"),
+        raw.sqlite_databases,
+    )?;
 
     let allowed_outbound_hosts = raw
         .allowed_outbound_hosts
@@ -357,6 +352,7 @@ fn resolve_component(
             .map(|raw| resolve_instances(source, &key, raw))
             .transpose()?,
         key_value_stores,
+        sqlite_databases,
         allowed_outbound_hosts,
         variables,
         id: id.into_inner(),
@@ -367,6 +363,33 @@ fn resolve_component(
         build,
         source_location,
     })
+}
+
+/// A component's `key_value_stores` or `sqlite_databases` (named by `key`):
+/// each a valid store name, listed once.
+fn resolve_store_names(
+    source: &Source,
+    key: &str,
+    raw: Vec<Spanned<String>>,
+) -> Result<Vec<String>, ManifestError> {
+    let mut names: Vec<String> = Vec::with_capacity(raw.len());
+    for store in raw {
+        let location = Some(source.key_at(&store.span()));
+        let name = store.into_inner();
+        let problem = if !is_valid_store_name(&name) {
+            "invalid store name; use lowercase letters, digits, `-` and `_`, starting with a letter"
+        } else if names.contains(&name) {
+            "listed twice"
+        } else {
+            ""
+        };
+        if !problem.is_empty() {
+            let message = format!("\"{}\": {problem}", name.escape_debug());
+            return Err(source.invalid(location, key, message));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn resolve_build(

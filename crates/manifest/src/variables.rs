@@ -125,9 +125,10 @@ impl std::error::Error for MissingVariable {}
 pub type ComponentVariables = BTreeMap<String, BTreeMap<String, String>>;
 
 impl Manifest {
-    /// Finds every app variable's value: from `env` (`TERN_VARIABLE_NAME`),
-    /// else from `provided` (the runtime config's `[variables]`), else its
-    /// default. Then renders each component's templates.
+    /// Finds every app variable's value: from `env` (`TERN_VARIABLE_NAME`,
+    /// or for a Spin manifest `SPIN_VARIABLE_NAME` after it), else from
+    /// `provided` (the runtime config's `[variables]`), else its default.
+    /// Then renders each component's templates.
     pub fn resolve_variables(
         &self,
         provided: &BTreeMap<String, String>,
@@ -136,6 +137,11 @@ impl Manifest {
         let mut values = BTreeMap::new();
         for (name, variable) in &self.variables {
             let value = env(&env_name(name))
+                .or_else(|| {
+                    self.spin
+                        .then(|| env(&format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())))
+                        .flatten()
+                })
                 .or_else(|| provided.get(name).cloned())
                 .or_else(|| variable.default.clone());
             match value {

@@ -257,10 +257,14 @@ fn component_store(
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         symlinks::guard_p3_component(&mut linker)?;
     }
-    services::add_to_linker(&mut linker, |h: &mut ComponentHost| ServicesView {
+    let view: fn(&mut ComponentHost) -> ServicesView<'_> = |h| ServicesView {
         services: &mut h.services,
         table: &mut h.table,
-    })?;
+    };
+    services::add_to_linker(&mut linker, view)?;
+    if p3 {
+        crate::spin::add_to_linker(&mut linker, view)?;
+    }
     let host = ComponentHost {
         wasi: config.wasi()?.build(),
         table: ResourceTable::new(),

@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_kv::Store;
+
+use crate::databases::Databases;
 use wasmtime::Result;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -54,7 +56,7 @@ use bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// An open store, as the guest's `bucket` resource.
 pub struct Bucket {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
 }
 
 /// What one component may use: the app's stores with the names it was
@@ -62,11 +64,19 @@ pub struct Bucket {
 /// and a list of names), so each instance gets its own.
 #[derive(Clone, Default)]
 pub struct Services {
-    stores: Arc<BTreeMap<String, Arc<Store>>>,
-    granted: Arc<[String]>,
-    variables: Arc<BTreeMap<String, String>>,
+    pub(crate) stores: Arc<BTreeMap<String, Arc<Store>>>,
+    pub(crate) granted: Arc<[String]>,
+    pub(crate) variables: Arc<BTreeMap<String, String>>,
     /// Buckets this instance holds open, against [`MAX_OPEN_BUCKETS`].
-    open_buckets: u32,
+    pub(crate) open_buckets: u32,
+    /// The app's SQL databases, and the names of those granted.
+    pub(crate) databases: Databases,
+    pub(crate) granted_databases: Arc<[String]>,
+    /// How long one SQL statement may run.
+    pub(crate) statement_budget: Duration,
+    /// SQL connections this instance holds open, against
+    /// [`crate::spin::MAX_OPEN_CONNECTIONS`].
+    pub(crate) open_connections: u32,
 }
 
 /// Buckets one instance may hold open at once: a guest opening them in a
@@ -84,8 +94,22 @@ impl Services {
             stores,
             granted: granted.into(),
             variables: Arc::new(variables),
-            open_buckets: 0,
+            ..Services::default()
         }
+    }
+
+    /// Adds the app's SQL `databases`, of which the component may open those
+    /// `granted`, each statement running for at most `statement_budget`.
+    pub fn with_databases(
+        mut self,
+        databases: Databases,
+        granted: &[String],
+        statement_budget: Duration,
+    ) -> Self {
+        self.databases = databases;
+        self.granted_databases = granted.into();
+        self.statement_budget = statement_budget;
+        self
     }
 }
 

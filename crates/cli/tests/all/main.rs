@@ -18,6 +18,7 @@ mod serve_errors;
 mod serve_limits;
 mod services;
 mod serving;
+mod spin;
 mod support;
 mod templates;
 mod tls;
@@ -34,6 +35,7 @@ use run::*;
 use serve::*;
 use serve_limits::*;
 use services::*;
+use spin::*;
 use wasi_p3::*;
 
 macro_rules! assert_test_exists {
@@ -47,3 +49,4 @@ test_programs::foreach_http_guest!(assert_test_exists);
 test_programs::foreach_wagi_guest!(assert_test_exists);
 test_programs::foreach_p3_guest!(assert_test_exists);
 test_programs::foreach_http3_guest!(assert_test_exists);
+test_programs::foreach_spin_app!(assert_test_exists);

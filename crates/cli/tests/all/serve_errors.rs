@@ -87,7 +87,7 @@ fn directory_without_manifest() {
     let path = dir.path().to_str().unwrap();
     let out = tern.run(&["serve", path]);
     out.code(1).one_line_error(&format!(
-        "no tern.toml in {path}: make an app there with `tern new http-rust {path}`"
+        "no tern.toml or spin.toml in {path}: make an app there with `tern new http-rust {path}`"
     ));
     // A file that is neither a manifest nor wasm says so.
     let binary = dir.path().join("data.bin");

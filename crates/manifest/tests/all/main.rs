@@ -235,6 +235,9 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     writeln!(w, "dir: {}", relative(&manifest.dir)).unwrap();
     writeln!(w, "app.name: {:?}", manifest.app.name).unwrap();
     writeln!(w, "app.description: {:?}", manifest.app.description).unwrap();
+    if let Some(version) = &manifest.app.version {
+        writeln!(w, "app.version: {version:?}").unwrap();
+    }
     if !manifest.app.hosts.is_empty() {
         writeln!(w, "app.hosts: {:?}", manifest.app.hosts).unwrap();
     }
@@ -272,6 +275,9 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
         }
         if !component.key_value_stores.is_empty() {
             writeln!(w, "  key_value_stores: {:?}", component.key_value_stores).unwrap();
+        }
+        if !component.sqlite_databases.is_empty() {
+            writeln!(w, "  sqlite_databases: {:?}", component.sqlite_databases).unwrap();
         }
         for host in &component.allowed_outbound_hosts {
             writeln!(w, "  allowed_outbound_host: {host}").unwrap();
@@ -346,8 +352,61 @@ fn a_directory_without_a_manifest_says_how_to_make_one() {
     let error = load(Path::new("tests/data")).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "no tern.toml in tests/data: make an app there with `tern new http-rust tests/data`, \
+        "no tern.toml or spin.toml in tests/data: make an app there with `tern new http-rust tests/data`, \
          or serve a component as it is with `tern serve app.wasm`"
+    );
+}
+
+#[test]
+fn a_directory_with_only_a_spin_toml_is_a_spin_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = "spin_manifest_version = 2\n[application]\nname = \"s\"\n\
+        [[trigger.http]]\nroute = \"/...\"\ncomponent = \"s\"\n\
+        [component.s]\nsource = \"app.wasm\"\n";
+    fs::write(dir.path().join("spin.toml"), spin).unwrap();
+    fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+    assert_eq!(
+        tern_manifest::manifest_path(dir.path()),
+        dir.path().join("spin.toml")
+    );
+    let manifest = load(dir.path()).unwrap();
+    assert_eq!(manifest.app.name, "s");
+    assert_eq!(manifest.path, dir.path().join("spin.toml"));
+    assert_eq!(manifest.routes[0].pattern.to_string(), "/...");
+
+    // Beside a tern.toml, the tern.toml is the app's.
+    let tern = "manifest_version = 1\n[app]\nname = \"t\"\n\
+        [[route]]\npath = \"/\"\ncomponent = \"t\"\n\
+        [component.t]\nsource = \"app.wasm\"\n";
+    fs::write(dir.path().join("tern.toml"), tern).unwrap();
+    assert_eq!(
+        tern_manifest::manifest_path(dir.path()),
+        dir.path().join("tern.toml")
+    );
+    assert_eq!(load(dir.path()).unwrap().app.name, "t");
+}
+
+#[test]
+fn a_spin_manifest_keeps_its_version_and_lists_its_stores() {
+    let manifest = load(Path::new("tests/data/valid/spin_full.toml")).unwrap();
+    assert_eq!(manifest.app.version.as_deref(), Some("1.2.0"));
+    assert_eq!(manifest.key_value_stores(), ["default", "cache"]);
+    assert_eq!(manifest.sqlite_databases(), ["default"]);
+    // A tern.toml has no version.
+    let manifest = load(Path::new("tests/data/valid/full.toml")).unwrap();
+    assert_eq!(manifest.app.version, None);
+    assert_eq!(manifest.sqlite_databases(), ["default"]);
+}
+
+#[test]
+fn errors_in_an_inline_component_name_its_trigger() {
+    let text = "spin_manifest_version = 2\n[application]\nname = \"a\"\n\
+        [[trigger.http]]\nroute = \"/\"\ncomponent = { source = \"missing.wasm\" }\n";
+    let error = tern_manifest::parse(text, Path::new("tests/data/dir/spin.toml")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tests/data/dir/spin.toml:6:15: trigger.http[1].component.source: \
+         file not found: tests/data/dir/missing.wasm"
     );
 }
 

@@ -1,0 +1,195 @@
+//! Spin apps served unchanged: a `spin.toml` (Spin manifest version 2)
+//! beside components built from source against the published Spin Rust
+//! SDK (`test-programs/spin-apps`), asserting what a client and the stores
+//! see.
+
+use std::path::Path;
+
+use test_programs::*;
+
+use crate::serving::Serve;
+use crate::support::Tern;
+
+/// A directory holding `spin.toml` (`manifest`, whose sources are file
+/// names) and each binary of `wasm` copied in under its file name.
+fn spin_dir(manifest: &str, wasm: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for path in wasm {
+        let name = Path::new(path).file_name().unwrap();
+        std::fs::copy(path, dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("spin.toml"), manifest).unwrap();
+    dir
+}
+
+/// A Spin manifest with one component `app` of `source` on `route`, its
+/// component table extended by `extra`, and `tail` after everything.
+fn one_app(route: &str, source: &str, extra: &str, tail: &str) -> String {
+    let file = Path::new(source).file_name().unwrap().to_str().unwrap();
+    format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"spin-test\"\nversion = \"0.1.0\"\n\
+         authors = [\"Somebody <somebody@example.com>\"]\n\n[[trigger.http]]\nroute = \"{route}\"\n\
+         component = \"app\"\n\n[component.app]\nsource = \"{file}\"\n{extra}\n{tail}"
+    )
+}
+
+#[test]
+pub fn spin_hello() {
+    let tern = Tern::new();
+    let dir = spin_dir(&one_app("/...", SPIN_HELLO, "", ""), &[SPIN_HELLO]);
+    // The directory holds `spin.toml` and no `tern.toml`: found the same way.
+    let serve = Serve::start_in(&tern, dir, &[]);
+    let response = serve.get("/greet/me");
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin! You asked for /greet/me\n"
+    );
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    serve.wait_for_log("GET /greet/me 200");
+}
+
+#[test]
+fn the_application_base_prefixes_every_route() {
+    let tern = Tern::new();
+    let manifest = one_app(
+        "/hello/...",
+        SPIN_HELLO,
+        "",
+        "[application.trigger.http]\nbase = \"/api\"\n",
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_HELLO]), &[]);
+    assert_eq!(
+        serve.get("/api/hello/x").expect(200),
+        "Hello, Spin! You asked for /api/hello/x\n"
+    );
+    serve.get("/hello/x").expect(404);
+}
+
+#[test]
+pub fn spin_kv() {
+    let tern = Tern::new();
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/other\"\ncomponent = \"other\"\n\n\
+         [component.other]\nsource = \"spin_hello.wasm\"\nkey_value_stores = [\"elsewhere\"]\n",
+        one_app("/...", SPIN_KV, "key_value_stores = [\"default\"]", "")
+    );
+    let dir = spin_dir(&manifest, &[SPIN_KV, SPIN_HELLO]);
+    let app = dir.path();
+    let serve = Serve::spawn(tern.command(), app, &[]);
+
+    assert_eq!(
+        serve.request("PUT", "/fruit", &[], "apple").expect(201),
+        "stored\n"
+    );
+    assert_eq!(
+        serve.request("PUT", "/veg", &[], "leek").expect(201),
+        "stored\n"
+    );
+    assert_eq!(serve.get("/fruit").expect(200), "apple");
+    assert_eq!(serve.get("/").expect(200), "fruit\nveg\n");
+    assert_eq!(
+        serve.request("DELETE", "/veg", &[], "").expect(200),
+        "deleted\n"
+    );
+    assert_eq!(
+        serve.request("DELETE", "/veg", &[], "").expect(200),
+        "absent\n"
+    );
+    assert_eq!(serve.get("/veg").expect(404), "no such key\n");
+
+    // Declared by another component: the SDK's access-denied. Declared by
+    // nobody: no-such-store.
+    let denied = serve.request("GET", "/fruit", &[("x-store", "elsewhere")], "");
+    assert_eq!(denied.expect(403), "access denied\n");
+    let unknown = serve.request("GET", "/fruit", &[("x-store", "nowhere")], "");
+    assert_eq!(unknown.expect(404), "no such store\n");
+
+    // The store is a real SQLite file under the state directory: the value
+    // outlives the server.
+    drop(serve);
+    let serve = Serve::spawn(tern.command(), app, &[]);
+    assert_eq!(serve.get("/fruit").expect(200), "apple");
+}
+
+#[test]
+pub fn spin_sqlite() {
+    let tern = Tern::new();
+    let manifest = one_app("/...", SPIN_SQLITE, "sqlite_databases = [\"default\"]", "");
+    let dir = spin_dir(&manifest, &[SPIN_SQLITE]);
+    let app = dir.path();
+    let serve = Serve::spawn(tern.command(), app, &[]);
+
+    assert_eq!(
+        serve.post("/?name=bolt&qty=4", "").expect(201),
+        "id=1 changes=1"
+    );
+    assert_eq!(
+        serve.post("/?name=nut&qty=10", "").expect(201),
+        "id=2 changes=1"
+    );
+    // A parameter is bound, never spliced into the SQL.
+    assert_eq!(
+        serve
+            .post("/?name=x');DROP%20TABLE%20items;--&qty=1", "")
+            .expect(201),
+        "id=3 changes=1"
+    );
+    assert_eq!(
+        serve.get("/?min=4").expect(200),
+        "id,name,qty,note,price,NULL\n1 bolt 4 [1, 2, 3] 2 true\n2 nut 10 [1, 2, 3] 5 true\n"
+    );
+    assert_eq!(
+        serve.post("/bad", "").expect(400),
+        "error: Error::Io(\"no such table: nowhere\")"
+    );
+
+    // The database is a real SQLite file under the state directory.
+    let file = app.join(".tern/sqlite/default.db");
+    assert!(file.is_file(), "{} missing", file.display());
+    drop(serve);
+    let serve = Serve::spawn(tern.command(), app, &[]);
+    assert!(
+        serve
+            .get("/?min=10")
+            .expect(200)
+            .ends_with("2 nut 10 [1, 2, 3] 5 true\n")
+    );
+}
+
+#[test]
+fn a_database_not_granted_is_access_denied() {
+    let tern = Tern::new();
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/other\"\ncomponent = \"other\"\n\n\
+         [component.other]\nsource = \"spin_hello.wasm\"\nsqlite_databases = [\"default\"]\n",
+        one_app("/...", SPIN_SQLITE, "", "")
+    );
+    let dir = spin_dir(&manifest, &[SPIN_SQLITE, SPIN_HELLO]);
+    let serve = Serve::start_in(&tern, dir, &[]);
+    assert_eq!(
+        serve.get("/").expect(403),
+        "cannot open: Error::AccessDenied"
+    );
+}
+
+#[test]
+pub fn spin_variables() {
+    let tern = Tern::new();
+    let manifest = one_app(
+        "/...",
+        SPIN_VARIABLES,
+        "[component.app.variables]\ngreeting = \"Hello, {{ who }}!\"\ntoken = \"{{ api_token }}\"\n",
+        "[variables]\nwho = { default = \"world\" }\napi_token = { required = true, secret = true }\n",
+    );
+    let dir = spin_dir(&manifest, &[SPIN_VARIABLES]);
+    let mut command = tern.command();
+    // Spin reads a variable's value from SPIN_VARIABLE_<NAME>.
+    command.env("SPIN_VARIABLE_API_TOKEN", "s3cret");
+    let serve = Serve::spawn(command, dir.path(), &[]);
+    assert_eq!(serve.get("/greeting").expect(200), "Hello, world!");
+    assert_eq!(serve.get("/token").expect(200), "s3cret");
+    let missing = serve.get("/who").expect(404).to_owned();
+    assert!(missing.contains("who"), "{missing}");
+    let invalid = serve.get("/NOPE").expect(404).to_owned();
+    assert!(invalid.contains("NOPE"), "{invalid}");
+}

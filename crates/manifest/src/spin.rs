@@ -1,0 +1,1015 @@
+//! Spin manifests (`spin.toml` with `spin_manifest_version = 2`), read into
+//! the same [`Manifest`] as a `tern.toml`.
+//!
+//! What only Spin has (triggers, a base path, inline components, source
+//! tables, `files` globs, keys Tern has no use for yet) is checked here, so
+//! that errors name Spin's keys. The manifest is then made into Tern's raw
+//! manifest and checked by `resolve` as a `tern.toml` is: sources, mounts,
+//! stores, outbound hosts, variables and builds follow one set of rules,
+//! and spans still point into the `spin.toml` text. What Tern does not
+//! support yet is an error naming its key, never silently ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use toml::Spanned;
+
+use crate::error::Source;
+use crate::raw::{
+    RawApp, RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable,
+    RawVersion,
+};
+use crate::{Executor, LoadOptions, Location, Manifest, ManifestError, RoutePattern, resolve};
+
+/// The only `spin_manifest_version` Tern reads.
+const SPIN_MANIFEST_VERSION: i64 = 2;
+
+/// Why a Spin 1 manifest is refused.
+const VERSION_1: &str = "Spin manifest version 1 is not supported; convert it with `spin doctor` or by hand to version 2";
+
+/// Why a route with a `:name` segment is refused.
+const ROUTE_PARAMETER: &str = "route segments like `:id` are not supported yet; use `/users/...` and read the rest of the path";
+
+/// Why a `files` string other than `DIR/**/*` or `DIR/**` is refused.
+const FILES_GLOB: &str = "only `DIR/**/*` globs are supported in `files` yet; or use { source = \"DIR\", destination = \"/DIR\" }";
+
+/// Reads the Spin manifest `source`, checks it, and makes it a [`Manifest`]
+/// as [`crate::parse_with`] makes a `tern.toml` one.
+pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, ManifestError> {
+    let from_toml =
+        |error: toml::de::Error| ManifestError::from_toml(source.path, source.text, &error);
+    let version: RawVersion = toml::from_str(source.text).map_err(from_toml)?;
+    check_version(source, version.spin_manifest_version)?;
+    let raw: RawSpinManifest = toml::from_str(source.text).map_err(from_toml)?;
+
+    let Some(application) = raw.application else {
+        let message = "missing; add an [application] table with a name";
+        return Err(source.invalid(None, "application", message));
+    };
+    if application.name.get_ref().trim().is_empty() {
+        let location = Some(source.key_at(&application.name.span()));
+        return Err(source.invalid(location, "application.name", "must not be empty"));
+    }
+    refuse_other_triggers(source, &application.trigger, &raw.trigger)?;
+    let base = base_path(source, application.trigger.http)?;
+
+    let defined: Vec<String> = raw
+        .component
+        .keys()
+        .map(|id| id.get_ref().clone())
+        .collect();
+    let http = translate_triggers(
+        source,
+        &base,
+        raw.trigger.http.unwrap_or_default(),
+        &defined,
+    )?;
+
+    let executor = |id: &str| http.executors.get(id).and_then(|choice| choice.explicit);
+    let mut components = BTreeMap::new();
+    for (id, component) in raw.component {
+        let key = format!("component.{}", id.get_ref());
+        let mut component = translate_component(source, &key, component)?;
+        component.executor = executor(id.get_ref());
+        components.insert(id, component);
+    }
+    // Errors `resolve` finds in an inline component name where it is written.
+    let mut inline_keys: Vec<(String, String)> = Vec::with_capacity(http.inline.len());
+    for inline in http.inline {
+        let mut component = inline.component;
+        component.executor = executor(inline.id.get_ref());
+        inline_keys.push((inline.id.get_ref().clone(), inline.key));
+        components.insert(inline.id, component);
+    }
+
+    let app = RawApp {
+        name: application.name,
+        description: application.description,
+        hosts: None,
+    };
+    let raw = RawManifest::new(app, http.routes, components, raw.variables);
+    let mut manifest =
+        resolve::resolve(source, raw, options).map_err(|error| spin_keys(error, &inline_keys))?;
+    manifest.app.version = application.version;
+    manifest.spin = true;
+    Ok(manifest)
+}
+
+/// Accepts `spin_manifest_version = 2` only; Spin 1 manifests are told how
+/// to convert.
+fn check_version(
+    source: &Source,
+    version: Option<Spanned<toml::Value>>,
+) -> Result<(), ManifestError> {
+    let key = "spin_manifest_version";
+    let Some(version) = version else {
+        let message =
+            format!("missing; add `spin_manifest_version = {SPIN_MANIFEST_VERSION}` at the top");
+        return Err(source.invalid(None, key, message));
+    };
+    let message = match version.get_ref() {
+        toml::Value::Integer(SPIN_MANIFEST_VERSION) => return Ok(()),
+        // Spin 1 wrote its version as a string.
+        toml::Value::Integer(1) => VERSION_1.to_owned(),
+        toml::Value::String(text) if text == "1" => VERSION_1.to_owned(),
+        toml::Value::Integer(n) => format!(
+            "unsupported version {n}; Tern reads Spin manifest version {SPIN_MANIFEST_VERSION}"
+        ),
+        other => format!(
+            "unsupported version {other}; Tern reads Spin manifest version {SPIN_MANIFEST_VERSION}"
+        ),
+    };
+    Err(source.invalid(Some(source.key_at(&version.span())), key, message))
+}
+
+/// Refuses trigger types other than `http`: an unknown one first, then
+/// Redis, each at its first appearance in the file.
+fn refuse_other_triggers(
+    source: &Source,
+    application: &AppTriggers,
+    triggers: &Triggers,
+) -> Result<(), ManifestError> {
+    let unknown = application
+        .unknown
+        .iter()
+        .map(|kind| ("application.trigger", kind))
+        .chain(triggers.unknown.iter().map(|kind| ("trigger", kind)))
+        .min_by_key(|(_, kind)| kind.span().start);
+    if let Some((table, kind)) = unknown {
+        let name = kind.get_ref();
+        let message = format!("unknown trigger type `{name}`; Tern serves `http` triggers");
+        return Err(source.invalid(
+            Some(source.at(&kind.span())),
+            format!("{table}.{name}"),
+            message,
+        ));
+    }
+
+    let redis = application
+        .redis
+        .iter()
+        .map(|table| ("application.trigger.redis", table.span()))
+        .chain(
+            triggers
+                .redis
+                .iter()
+                .flatten()
+                .map(|trigger| ("trigger.redis", trigger.span())),
+        )
+        .min_by_key(|(_, span)| span.start);
+    if let Some((key, span)) = redis {
+        let location = Some(source.key_at(&span));
+        return Err(source.invalid(location, key, "Redis triggers are not supported yet"));
+    }
+    Ok(())
+}
+
+/// `application.trigger.http.base` as a prefix for every route: `""` for
+/// none (or `/`), else a path starting with `/` and not ending with one.
+fn base_path(source: &Source, http: Option<RawAppHttp>) -> Result<String, ManifestError> {
+    let Some(base) = http.and_then(|http| http.base) else {
+        return Ok(String::new());
+    };
+    let key = "application.trigger.http.base";
+    let location = Some(source.key_at(&base.span()));
+    let written = base.get_ref();
+    if !written.starts_with('/') {
+        let message = format!(
+            "\"{written}\" must start with `/`, such as \"/{}\"",
+            written.trim_start_matches("./")
+        );
+        return Err(source.invalid(location, key, message));
+    }
+    let trimmed = written.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    match RoutePattern::parse(trimmed) {
+        Ok(RoutePattern::Exact(_)) if !has_parameter(trimmed) => Ok(trimmed.to_owned()),
+        Ok(_) => {
+            let message =
+                format!("\"{written}\" must be a plain path, without `...` or `:name` segments");
+            Err(source.invalid(location, key, message))
+        }
+        Err(message) => Err(source.invalid(location, key, message)),
+    }
+}
+
+/// What the `[[trigger.http]]` entries give Tern's manifest.
+struct HttpTriggers {
+    /// The routes, `base` prefixed, in file order; private routes left out.
+    routes: Vec<RawRoute>,
+    /// The components given inline, in file order.
+    inline: Vec<InlineComponent>,
+    /// How each component is run, by id.
+    executors: BTreeMap<String, ExecutorChoice>,
+}
+
+/// A component given inline in a trigger, `component = { ... }`.
+struct InlineComponent {
+    /// The trigger's `id`, or `inline-component-N` for the Nth trigger.
+    id: Spanned<String>,
+    /// Where it is written, such as `trigger.http[2].component`.
+    key: String,
+    /// The component, its executor not yet set.
+    component: RawComponent,
+}
+
+/// How a component's triggers run it. Tern runs a component one way, so
+/// every trigger of it must agree.
+struct ExecutorChoice {
+    /// The executor; a trigger without `executor` runs it as `http`.
+    kind: Executor,
+    /// The executor some trigger named; `None` lets Tern infer it.
+    explicit: Option<Executor>,
+    /// The first trigger of the component, such as `trigger.http[1]`.
+    trigger: String,
+}
+
+/// Checks the `[[trigger.http]]` entries and makes them routes; `defined`
+/// are the `[component.ID]` ids.
+fn translate_triggers(
+    source: &Source,
+    base: &str,
+    triggers: Vec<Spanned<RawHttpTrigger>>,
+    defined: &[String],
+) -> Result<HttpTriggers, ManifestError> {
+    let mut out = HttpTriggers {
+        routes: Vec::with_capacity(triggers.len()),
+        inline: Vec::new(),
+        executors: BTreeMap::new(),
+    };
+    let mut seen: Vec<(RoutePattern, Location)> = Vec::with_capacity(triggers.len());
+    for (index, trigger) in triggers.into_iter().enumerate() {
+        // 1-based, like the line numbers beside it.
+        let key = format!("trigger.http[{}]", index + 1);
+        let trigger_span = trigger.span();
+        let trigger = trigger.into_inner();
+
+        if let Some(response) = &trigger.static_response {
+            return Err(source.invalid(
+                Some(source.key_at(&response.span())),
+                format!("{key}.static_response"),
+                "static responses are not supported yet; serve the body from a component",
+            ));
+        }
+
+        let route = translate_route(source, &key, base, trigger.route, &mut seen)?;
+
+        let component_key = format!("{key}.component");
+        let Some(component) = trigger.component else {
+            let message = "missing; name a component defined under [component], or give one inline";
+            return Err(source.invalid(Some(source.at(&trigger_span)), component_key, message));
+        };
+        let component_span = component.span();
+        let id = match component.into_inner() {
+            StringOr::String(id) => {
+                if !defined.contains(&id) {
+                    let message = if defined.is_empty() {
+                        format!("no component named \"{id}\"; the manifest defines no components")
+                    } else {
+                        format!(
+                            "no component named \"{id}\"; defined: {}",
+                            defined.join(", ")
+                        )
+                    };
+                    let location = Some(source.key_at(&component_span));
+                    return Err(source.invalid(location, component_key, message));
+                }
+                Spanned::new(component_span.clone(), id)
+            }
+            StringOr::Table(component) => {
+                let (id, id_key) = match trigger.id {
+                    Some(id) => (id, format!("{key}.id")),
+                    None => (
+                        Spanned::new(
+                            component_span.clone(),
+                            format!("inline-component-{}", index + 1),
+                        ),
+                        component_key.clone(),
+                    ),
+                };
+                let name = id.get_ref();
+                let taken = if defined.contains(name) {
+                    Some(format!(
+                        "the inline component's id \"{name}\" is also a [component.{name}] table; give the trigger another `id`"
+                    ))
+                } else if out.inline.iter().any(|other| other.id.get_ref() == name) {
+                    Some(format!(
+                        "another trigger's inline component has the id \"{name}\"; give each trigger its own `id`"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = taken {
+                    return Err(source.invalid(Some(source.key_at(&id.span())), id_key, message));
+                }
+                let component = translate_component(source, &component_key, *component)?;
+                out.inline.push(InlineComponent {
+                    id: id.clone(),
+                    key: component_key.clone(),
+                    component,
+                });
+                id
+            }
+        };
+
+        let (explicit, executor_span) = match trigger.executor {
+            None => (None, None),
+            Some(executor) => {
+                let span = executor.span();
+                let executor = executor.into_inner();
+                if let Some(argv) = &executor.argv {
+                    return Err(source.invalid(
+                        Some(source.key_at(&argv.span())),
+                        format!("{key}.executor.argv"),
+                        "`argv` is not supported yet; Tern passes the program name and the query as WAGI does",
+                    ));
+                }
+                if let Some(entrypoint) = &executor.entrypoint {
+                    return Err(source.invalid(
+                        Some(source.key_at(&entrypoint.span())),
+                        format!("{key}.executor.entrypoint"),
+                        "`entrypoint` is not supported yet; the module's `_start` runs",
+                    ));
+                }
+                let executor = match executor.kind {
+                    SpinExecutor::Http => Executor::WasiHttp,
+                    SpinExecutor::Wagi => Executor::Wagi,
+                };
+                (Some(executor), Some(span))
+            }
+        };
+        let kind = explicit.unwrap_or(Executor::WasiHttp);
+        match out.executors.get_mut(id.get_ref()) {
+            Some(choice) if choice.kind != kind => {
+                let span = executor_span.unwrap_or(component_span);
+                let message = format!(
+                    "component \"{}\" runs as `{}` for {}, and as `{}` here; Tern runs a component one way for all its triggers",
+                    id.get_ref(),
+                    spin_executor_name(choice.kind),
+                    choice.trigger,
+                    spin_executor_name(kind)
+                );
+                let location = Some(source.key_at(&span));
+                return Err(source.invalid(location, format!("{key}.executor"), message));
+            }
+            Some(choice) => choice.explicit = choice.explicit.or(explicit),
+            None => {
+                let choice = ExecutorChoice {
+                    kind,
+                    explicit,
+                    trigger: key.clone(),
+                };
+                out.executors.insert(id.get_ref().clone(), choice);
+            }
+        }
+
+        if let Some(path) = route {
+            out.routes.push(RawRoute {
+                path,
+                component: id,
+            });
+        }
+    }
+    if out.routes.is_empty() {
+        let message = "the manifest declares no routes";
+        return Err(source.invalid(None, "trigger.http", message));
+    }
+    Ok(out)
+}
+
+/// A trigger's `route` (under `key`, the trigger's) with `base` prefixed
+/// and checked against the routes `seen` before; `None` for a private route.
+fn translate_route(
+    source: &Source,
+    key: &str,
+    base: &str,
+    route: Spanned<StringOr<RawPrivateRoute>>,
+    seen: &mut Vec<(RoutePattern, Location)>,
+) -> Result<Option<Spanned<String>>, ManifestError> {
+    let key = format!("{key}.route");
+    let span = route.span();
+    let location = source.key_at(&span);
+    let path = match route.into_inner() {
+        StringOr::String(path) => path,
+        StringOr::Table(private) if *private.private.get_ref() => return Ok(None),
+        StringOr::Table(private) => {
+            let location = Some(source.key_at(&private.private.span()));
+            let message = "`private = false` is not a route; give a path such as \"/hello\", or `{ private = true }` to serve the component to nobody";
+            return Err(source.invalid(location, key, message));
+        }
+    };
+    if has_parameter(&path) {
+        return Err(source.invalid(Some(location), key, ROUTE_PARAMETER));
+    }
+    let invalid = |message: String| source.invalid(Some(location), &key, message);
+    RoutePattern::parse(&path).map_err(invalid)?;
+    // Spin serves `/` under a base at the base itself.
+    let full = if path == "/" && !base.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}{path}")
+    };
+    let pattern = RoutePattern::parse(&full).map_err(invalid)?;
+    if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == pattern) {
+        let message = format!(
+            "duplicate route \"{pattern}\"; first declared on line {}",
+            first.line
+        );
+        return Err(source.invalid(Some(location), key, message));
+    }
+    seen.push((pattern, location));
+    Ok(Some(Spanned::new(span, full)))
+}
+
+/// Whether `path` has a Spin `:name` segment.
+fn has_parameter(path: &str) -> bool {
+    path.split('/').any(|segment| segment.starts_with(':'))
+}
+
+/// The name Spin gives an executor in `executor = { type = "..." }`.
+fn spin_executor_name(executor: Executor) -> &'static str {
+    match executor {
+        Executor::WasiHttp => "http",
+        Executor::Wagi => "wagi",
+    }
+}
+
+/// A Spin component (a `[component.ID]` table, or one given inline, under
+/// `key`) made into Tern's, what only Spin has checked here. Its executor
+/// is left for the triggers to set.
+fn translate_component(
+    source: &Source,
+    key: &str,
+    raw: RawSpinComponent,
+) -> Result<RawComponent, ManifestError> {
+    let refuse = |span: &Range<usize>, name: &str, message: &str| {
+        source.invalid(Some(source.key_at(span)), format!("{key}.{name}"), message)
+    };
+
+    let source_span = raw.source.span();
+    let path = match raw.source.into_inner() {
+        StringOr::String(path) => path,
+        StringOr::Table(table) => {
+            let message = if table.url.is_some() {
+                "downloading sources is not supported yet; download the file and give its path"
+            } else if table.registry.is_some() || table.package.is_some() {
+                "registry sources are not supported: Tern does not speak OCI registries yet; give the file's path"
+            } else {
+                "a source table needs `url` or `package`; or give the wasm file's path"
+            };
+            return Err(refuse(&source_span, "source", message));
+        }
+    };
+    if let Some(hosts) = &raw.allowed_http_hosts {
+        let message = "Spin 1's `allowed_http_hosts` is gone in manifest version 2; use `allowed_outbound_hosts`";
+        return Err(refuse(&hosts.span(), "allowed_http_hosts", message));
+    }
+    if let Some(excluded) = &raw.exclude_files
+        && !excluded.get_ref().is_empty()
+    {
+        let message = "`exclude_files` is not supported yet";
+        return Err(refuse(&excluded.span(), "exclude_files", message));
+    }
+    if let Some(models) = &raw.ai_models
+        && !models.get_ref().is_empty()
+    {
+        let message = "`ai_models` is not supported yet; see WASI-NN";
+        return Err(refuse(&models.span(), "ai_models", message));
+    }
+    if let Some(dependencies) = &raw.dependencies
+        && !dependencies.get_ref().is_empty()
+    {
+        let message =
+            "component dependencies are not supported yet; compose them first with `tern compose`";
+        return Err(refuse(&dependencies.span(), "dependencies", message));
+    }
+    for host in &raw.allowed_outbound_hosts {
+        if let Some(problem) = unsupported_outbound_host(host.get_ref()) {
+            let message = format!("\"{}\": {problem}", host.get_ref());
+            return Err(refuse(
+                &host.span(),
+                "allowed_outbound_hosts",
+                message.as_str(),
+            ));
+        }
+    }
+
+    let files = raw
+        .files
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let key = format!("{key}.files[{}]", index + 1);
+            translate_files(source, &key, entry)
+        })
+        .collect::<Result<_, _>>()?;
+    let build = raw
+        .build
+        .map(|build| translate_build(source, key, build))
+        .transpose()?;
+
+    Ok(RawComponent {
+        source: Spanned::new(source_span, path),
+        executor: None,
+        environment: raw.environment,
+        files,
+        limits: RawLimits::default(),
+        instances: None,
+        key_value_stores: raw.key_value_stores,
+        sqlite_databases: raw.sqlite_databases,
+        allowed_outbound_hosts: raw.allowed_outbound_hosts,
+        variables: raw.variables,
+        build,
+    })
+}
+
+/// Why an `allowed_outbound_hosts` entry Spin accepts is refused here, if
+/// it is: Tern reads hosts as written (no `{{ variable }}`), and has no
+/// `self` for the app itself.
+fn unsupported_outbound_host(entry: &str) -> Option<&'static str> {
+    let rest = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+    let host = rest.split([':', '/']).next().unwrap_or_default();
+    if entry.contains("{{") {
+        Some("variables in `allowed_outbound_hosts` are not supported yet; write the host itself")
+    } else if host == "self" || host == "self.alt" {
+        Some(
+            "`self` (the app itself) is not supported yet; name the host and port the app is served on",
+        )
+    } else {
+        None
+    }
+}
+
+/// One `files` entry (under `key`): a mount as Tern writes it, or a
+/// `DIR/**/*` glob, which mounts DIR at `/DIR` as Spin places its files.
+fn translate_files(
+    source: &Source,
+    key: &str,
+    entry: Spanned<StringOr<RawFileMount>>,
+) -> Result<RawFileMount, ManifestError> {
+    let span = entry.span();
+    match entry.into_inner() {
+        StringOr::Table(mount) => Ok(*mount),
+        StringOr::String(glob) => match glob_directory(&glob) {
+            Some(dir) => Ok(RawFileMount {
+                destination: Spanned::new(span.clone(), format!("/{dir}")),
+                source: Spanned::new(span, dir),
+            }),
+            None => Err(source.invalid(Some(source.key_at(&span)), key, FILES_GLOB)),
+        },
+    }
+}
+
+/// The directory a `files` glob names when it is `DIR/**/*` or `DIR/**`,
+/// DIR relative, without glob characters or `..`; `.` segments dropped.
+fn glob_directory(glob: &str) -> Option<String> {
+    let dir = glob
+        .strip_suffix("/**/*")
+        .or_else(|| glob.strip_suffix("/**"))?;
+    if dir.starts_with('/') {
+        return None;
+    }
+    let parts: Vec<&str> = dir
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    let plain = |part: &&str| *part != ".." && !part.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    (!parts.is_empty() && parts.iter().all(plain)).then(|| parts.join("/"))
+}
+
+/// A component's `build` table (the component under `key`): one command.
+fn translate_build(
+    source: &Source,
+    key: &str,
+    raw: RawSpinBuild,
+) -> Result<RawBuild, ManifestError> {
+    let span = raw.command.span();
+    let problem = match raw.command.into_inner() {
+        toml::Value::String(command) => {
+            return Ok(RawBuild {
+                command: Spanned::new(span, command),
+                workdir: raw.workdir,
+                watch: raw.watch,
+            });
+        }
+        toml::Value::Array(_) => {
+            "a list of commands is not supported yet; join them with `&&`".to_owned()
+        }
+        other => format!("must be a string, found {}", other.type_str()),
+    };
+    let location = Some(source.key_at(&span));
+    Err(source.invalid(location, format!("{key}.build.command"), problem))
+}
+
+/// `error`, its key renamed when it is under an inline component's id
+/// (`component.ID...`) to where that component is written
+/// (`trigger.http[N].component...`); `inline` pairs ids with those keys.
+fn spin_keys(error: ManifestError, inline: &[(String, String)]) -> ManifestError {
+    match error {
+        ManifestError::Invalid {
+            path,
+            location,
+            key,
+            message,
+        } => {
+            let renamed = inline.iter().find_map(|(id, spin_key)| {
+                let rest = key.strip_prefix("component.")?.strip_prefix(id.as_str())?;
+                (rest.is_empty() || rest.starts_with('.')).then(|| format!("{spin_key}{rest}"))
+            });
+            ManifestError::Invalid {
+                path,
+                location,
+                key: renamed.unwrap_or(key),
+                message,
+            }
+        }
+        other => other,
+    }
+}
+
+/// A `spin.toml` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawSpinManifest {
+    /// Checked on its own first, by [`check_version`].
+    #[serde(rename = "spin_manifest_version")]
+    _version: IgnoredAny,
+    application: Option<RawApplication>,
+    #[serde(default)]
+    variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+    #[serde(default)]
+    trigger: Triggers,
+    #[serde(default)]
+    component: BTreeMap<Spanned<String>, RawSpinComponent>,
+}
+
+/// The `[[trigger.TYPE]]` entries, by type.
+type Triggers = ByTriggerType<Vec<Spanned<RawHttpTrigger>>, Vec<Spanned<RawRedisTrigger>>>;
+
+/// The `[application.trigger.TYPE]` tables, by type.
+type AppTriggers = ByTriggerType<RawAppHttp, Spanned<RawAppRedis>>;
+
+/// The `[application]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table with `name = \"...\"`")]
+struct RawApplication {
+    name: Spanned<String>,
+    version: Option<String>,
+    description: Option<String>,
+    /// Accepted, not used.
+    #[serde(default, rename = "authors")]
+    _authors: Vec<String>,
+    #[serde(default)]
+    trigger: AppTriggers,
+}
+
+/// `[application.trigger.http]`: settings for every HTTP trigger.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as `{ base = \"/\" }`")]
+struct RawAppHttp {
+    /// Prefixed to every route.
+    base: Option<Spanned<String>>,
+}
+
+/// `[application.trigger.redis]`: settings for every Redis trigger. Parsed
+/// so that Redis triggers are refused for what they are.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ address = \"redis://localhost:6379\" }`"
+)]
+#[allow(dead_code, reason = "read once Redis triggers are served")]
+struct RawAppRedis {
+    /// The Redis server every Redis trigger subscribes on, by default.
+    address: Option<Spanned<String>>,
+}
+
+/// A table of trigger types, `[[trigger.TYPE]]` or `[application.trigger.TYPE]`:
+/// `http` read as `H`, `redis` as `R`, any other type only named, for its
+/// error.
+struct ByTriggerType<H, R> {
+    http: Option<H>,
+    redis: Option<R>,
+    /// The other types, as written.
+    unknown: Vec<Spanned<String>>,
+}
+
+impl<H, R> Default for ByTriggerType<H, R> {
+    fn default() -> Self {
+        ByTriggerType {
+            http: None,
+            redis: None,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+impl<'de, H: Deserialize<'de>, R: Deserialize<'de>> Deserialize<'de> for ByTriggerType<H, R> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Reads each type's value as that type's Rust type.
+        struct ByTypeVisitor<H, R>(PhantomData<(H, R)>);
+
+        impl<'de, H: Deserialize<'de>, R: Deserialize<'de>> Visitor<'de> for ByTypeVisitor<H, R> {
+            type Value = ByTriggerType<H, R>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a table of trigger types, such as `http`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut triggers = ByTriggerType::default();
+                while let Some(kind) = map.next_key::<Spanned<String>>()? {
+                    match kind.get_ref().as_str() {
+                        "http" => triggers.http = Some(map.next_value()?),
+                        "redis" => triggers.redis = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            triggers.unknown.push(kind);
+                        }
+                    }
+                }
+                Ok(triggers)
+            }
+        }
+
+        deserializer.deserialize_map(ByTypeVisitor(PhantomData))
+    }
+}
+
+/// A `[[trigger.http]]` entry.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with `route` and `component`"
+)]
+struct RawHttpTrigger {
+    /// Names the trigger, and its inline component.
+    id: Option<Spanned<String>>,
+    route: Spanned<StringOr<RawPrivateRoute>>,
+    /// Optional in Spin when `static_response` is given.
+    component: Option<Spanned<StringOr<RawSpinComponent>>>,
+    executor: Option<Spanned<RawExecutor>>,
+    static_response: Option<Spanned<IgnoredAny>>,
+}
+
+/// A `[[trigger.redis]]` entry. Parsed so that Redis triggers are refused
+/// for what they are.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with `channel` and `component`"
+)]
+#[allow(dead_code, reason = "read once Redis triggers are served")]
+struct RawRedisTrigger {
+    /// Names the trigger, and its inline component.
+    id: Option<Spanned<String>>,
+    /// The channel whose messages go to the component.
+    channel: Spanned<String>,
+    component: Spanned<StringOr<RawSpinComponent>>,
+    /// The Redis server, when not `[application.trigger.redis]`'s.
+    address: Option<Spanned<String>>,
+}
+
+/// `route = { private = true }`: the component is served to nobody.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ private = true }`"
+)]
+struct RawPrivateRoute {
+    private: Spanned<bool>,
+}
+
+/// A trigger's `executor` table.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ type = \"http\" }` or `{ type = \"wagi\" }`"
+)]
+struct RawExecutor {
+    #[serde(rename = "type")]
+    kind: SpinExecutor,
+    argv: Option<Spanned<String>>,
+    entrypoint: Option<Spanned<String>>,
+}
+
+/// An executor `type`.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`http` or `wagi`")]
+enum SpinExecutor {
+    /// A component handling HTTP requests.
+    Http,
+    /// A WASI command module speaking CGI over stdio.
+    Wagi,
+}
+
+/// A `[component.ID]` table, or a component given inline in a trigger.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table with `source = \"...\"`")]
+struct RawSpinComponent {
+    /// Accepted, not used.
+    #[serde(rename = "description")]
+    _description: Option<String>,
+    source: Spanned<StringOr<RawSourceTable>>,
+    #[serde(default)]
+    files: Vec<Spanned<StringOr<RawFileMount>>>,
+    exclude_files: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<Spanned<String>>,
+    /// Spin 1's; refused.
+    allowed_http_hosts: Option<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    key_value_stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    sqlite_databases: Vec<Spanned<String>>,
+    ai_models: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    environment: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    variables: BTreeMap<Spanned<String>, Spanned<String>>,
+    build: Option<RawSpinBuild>,
+    /// Tool-specific metadata (`[component.ID.tool.NAME]`): accepted, not read.
+    #[serde(rename = "tool")]
+    _tool: Option<IgnoredAny>,
+    dependencies: Option<Spanned<toml::Table>>,
+    /// Accepted, not used: there are no dependencies to pass it to.
+    #[serde(rename = "dependencies_inherit_configuration")]
+    _dependencies_inherit_configuration: Option<bool>,
+}
+
+/// A `source` given as a table: a download or a registry package, both
+/// refused.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ url = \"...\", digest = \"...\" }`"
+)]
+struct RawSourceTable {
+    url: Option<String>,
+    #[serde(rename = "digest")]
+    _digest: Option<String>,
+    registry: Option<String>,
+    package: Option<String>,
+    #[serde(rename = "version")]
+    _version: Option<String>,
+}
+
+/// A component's `build` table.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ command = \"...\" }`"
+)]
+struct RawSpinBuild {
+    /// A string, or (refused) a list of strings.
+    command: Spanned<toml::Value>,
+    workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    watch: Vec<Spanned<String>>,
+}
+
+/// A value written either as a string or as a table, such as `route =
+/// "/hello"` or `route = { private = true }`.
+enum StringOr<T> {
+    /// As written.
+    String(String),
+    /// Boxed: some tables are large.
+    Table(Box<T>),
+}
+
+/// What a [`StringOr`] of a table expects, for serde's messages.
+trait Expecting {
+    /// Such as "a route such as \"/hello\", or `{ private = true }`".
+    const EXPECTING: &'static str;
+}
+
+impl Expecting for RawPrivateRoute {
+    const EXPECTING: &'static str = "a route such as \"/hello\", or `{ private = true }`";
+}
+
+impl Expecting for RawSpinComponent {
+    const EXPECTING: &'static str = "a component id such as \"hello\", or a component table such as `{ source = \"hello.wasm\" }`";
+}
+
+impl Expecting for RawSourceTable {
+    const EXPECTING: &'static str = "a path such as \"hello.wasm\"";
+}
+
+impl Expecting for RawFileMount {
+    const EXPECTING: &'static str = "a glob such as \"static/**/*\", or a table such as `{ source = \"...\", destination = \"/...\" }`";
+}
+
+impl<'de, T: Deserialize<'de> + Expecting> Deserialize<'de> for StringOr<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Takes a string as it is and a table as a `T`.
+        struct StringOrVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de> + Expecting> Visitor<'de> for StringOrVisitor<T> {
+            type Value = StringOr<T>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(T::EXPECTING)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(StringOr::String(value.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Self::Value, E> {
+                Ok(StringOr::String(value))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let table = T::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(StringOr::Table(Box::new(table)))
+            }
+        }
+
+        deserializer.deserialize_any(StringOrVisitor(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_directory_globs_become_mounts() {
+        for (glob, dir) in [
+            ("static/**/*", Some("static")),
+            ("static/**", Some("static")),
+            ("./static/**/*", Some("static")),
+            ("assets/img/**/*", Some("assets/img")),
+            ("assets//img/./**", Some("assets/img")),
+            ("static", None),
+            ("static/*", None),
+            ("static/*.html", None),
+            ("**/*", None),
+            ("./**/*", None),
+            ("/srv/**/*", None),
+            ("../shared/**/*", None),
+            ("a/../b/**/*", None),
+            ("st*tic/**/*", None),
+            ("{a,b}/**/*", None),
+            ("static/**/*.html", None),
+        ] {
+            assert_eq!(glob_directory(glob).as_deref(), dir, "{glob}");
+        }
+    }
+
+    #[test]
+    fn route_parameters_are_found() {
+        assert!(has_parameter("/users/:id"));
+        assert!(has_parameter("/:tenant/..."));
+        assert!(!has_parameter("/users/..."));
+        assert!(!has_parameter("/a:b"));
+    }
+
+    #[test]
+    fn outbound_hosts_spin_has_and_tern_not() {
+        assert!(unsupported_outbound_host("https://{{ api_host }}").is_some());
+        assert!(unsupported_outbound_host("http://self").is_some());
+        assert!(unsupported_outbound_host("http://self.alt:*").is_some());
+        assert!(unsupported_outbound_host("https://selfie.example.com").is_none());
+        assert!(unsupported_outbound_host("*://localhost:*").is_none());
+    }
+
+    #[test]
+    fn inline_component_errors_name_the_trigger() {
+        let error = |key: &str| ManifestError::Invalid {
+            path: "spin.toml".into(),
+            location: None,
+            key: key.to_owned(),
+            message: "m".to_owned(),
+        };
+        let inline = [(
+            "inline-component-2".to_owned(),
+            "trigger.http[2].component".to_owned(),
+        )];
+        for (key, renamed) in [
+            (
+                "component.inline-component-2.source",
+                "trigger.http[2].component.source",
+            ),
+            ("component.inline-component-2", "trigger.http[2].component"),
+            (
+                "component.inline-component-20.source",
+                "component.inline-component-20.source",
+            ),
+            ("component.hello.source", "component.hello.source"),
+            ("variables.token", "variables.token"),
+        ] {
+            match spin_keys(error(key), &inline) {
+                ManifestError::Invalid { key, .. } => assert_eq!(key, renamed),
+                other => panic!("{other}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! SQL databases for components (`sqlite_databases` in the manifest): real
+//! SQLite files under the app's state directory, one per database name,
+//! shared by every instance and kept open for the life of the app.
+//!
+//! A statement runs on tokio's blocking pool, so a long query holds no
+//! worker thread that other requests need. It is bounded twice: by the
+//! caller's budget (the request's timeout), after which SQLite's progress
+//! handler interrupts it, and by dropping the call (the request's deadline
+//! dropped the guest), which interrupts it the same way. A result is read
+//! into memory up to [`MAX_RESULT_BYTES`]; a bigger one is an error that
+//! asks for a `LIMIT`, so a guest cannot make the host hold a table.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::{Value as Raw, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+/// The most bytes of rows one statement may return.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// How long a statement waits for another process's lock on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// SQLite virtual machine steps between two checks of a statement's budget.
+const STEPS_PER_CHECK: i32 = 10_000;
+
+/// The app's databases by name.
+pub type Databases = Arc<BTreeMap<String, Arc<Database>>>;
+
+/// One SQL value, as the Spin SDK's interfaces carry it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlValue {
+    /// A 64-bit integer.
+    Integer(i64),
+    /// A 64-bit float.
+    Real(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// SQL `NULL`.
+    Null,
+}
+
+/// What a statement gave back.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// The result's column names, in order.
+    pub columns: Vec<String>,
+    /// Each row's values, one per column.
+    pub rows: Vec<Vec<SqlValue>>,
+    /// The connection's last inserted row id after the statement.
+    pub last_insert_rowid: i64,
+    /// Rows the statement changed (0 for a query).
+    pub changes: u64,
+}
+
+/// Why a statement failed.
+#[derive(Debug, PartialEq)]
+pub enum SqlError {
+    /// The disk or the database's size limit is full.
+    Full,
+    /// Anything else, in SQLite's words or Tern's.
+    Io(String),
+}
+
+/// An open database file.
+pub struct Database {
+    name: String,
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// Where database `name` lives under `state_dir`.
+pub fn database_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("sqlite").join(format!("{name}.db"))
+}
+
+/// Opens each database in `names` under `state_dir`, reusing those of
+/// `already` (a previous version of the app) by name. A new file and its
+/// directory are created, readable by the owner only.
+pub fn open_databases<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    state_dir: &Path,
+    already: Option<&Databases>,
+) -> Result<Databases, String> {
+    let mut open = BTreeMap::new();
+    for name in names {
+        if open.contains_key(name) {
+            continue;
+        }
+        let database = match already.and_then(|dbs| dbs.get(name)) {
+            Some(db) => db.clone(),
+            None => Arc::new(Database::open(name, &database_path(state_dir, name))?),
+        };
+        open.insert(name.to_owned(), database);
+    }
+    Ok(Arc::new(open))
+}
+
+impl Database {
+    /// Opens (creating) the SQLite file at `path` as database `name`.
+    pub fn open(name: &str, path: &Path) -> Result<Database, String> {
+        let fail = |e: &dyn std::fmt::Display| {
+            format!("sqlite database `{name}` ({}): {e}", path.display())
+        };
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| fail(&e))?;
+        }
+        tern_kv::create_private(path).map_err(|e| fail(&e))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(&e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| fail(&e))?;
+        Ok(Database {
+            name: name.to_owned(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The database's name in the manifest.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the first statement of `statement` with `params` bound to its
+    /// `?` placeholders, for at most `budget`, and reads its rows.
+    /// Dropping the returned future stops the statement.
+    pub async fn execute(
+        &self,
+        statement: String,
+        params: Vec<SqlValue>,
+        budget: Duration,
+    ) -> Result<Rows, SqlError> {
+        let conn = self.conn.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stop.clone());
+        let deadline = Instant::now() + budget;
+        let task = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let interrupted = stop.clone();
+            conn.progress_handler(
+                STEPS_PER_CHECK,
+                Some(move || interrupted.load(Ordering::Relaxed) || Instant::now() > deadline),
+            )
+            .map_err(sql_error)?;
+            let result = run(&conn, &statement, &params);
+            // Only the next statement's handler matters; it replaces this one.
+            let _ = conn.progress_handler(STEPS_PER_CHECK, None::<fn() -> bool>);
+            match result {
+                Err(SqlError::Io(message)) if message.contains("interrupted") => {
+                    Err(SqlError::Io(format!(
+                        "statement stopped: it ran longer than {}ms",
+                        budget.as_millis()
+                    )))
+                }
+                other => other,
+            }
+        });
+        task.await
+            .unwrap_or_else(|_| Err(SqlError::Io("statement failed".into())))
+    }
+}
+
+/// Sets the stop flag when the awaiting future is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn run(conn: &Connection, statement: &str, params: &[SqlValue]) -> Result<Rows, SqlError> {
+    let mut stmt = conn.prepare(statement).map_err(sql_error)?;
+    let expected = stmt.parameter_count();
+    if expected != params.len() {
+        return Err(SqlError::Io(format!(
+            "the statement has {expected} parameters, and {} were given",
+            params.len()
+        )));
+    }
+    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
+    let bound: Vec<Raw> = params.iter().map(to_raw).collect();
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    let mut cursor = stmt
+        .query(rusqlite::params_from_iter(bound))
+        .map_err(sql_error)?;
+    while let Some(row) = cursor.next().map_err(sql_error)? {
+        let mut values = Vec::with_capacity(columns.len());
+        for index in 0..columns.len() {
+            let value = from_ref(row.get_ref(index).map_err(sql_error)?);
+            bytes += size_of::<SqlValue>()
+                + match &value {
+                    SqlValue::Text(s) => s.len(),
+                    SqlValue::Blob(b) => b.len(),
+                    _ => 0,
+                };
+            if bytes > MAX_RESULT_BYTES {
+                return Err(SqlError::Io(format!(
+                    "the result is larger than {}MiB; ask for fewer rows with LIMIT",
+                    MAX_RESULT_BYTES >> 20
+                )));
+            }
+            values.push(value);
+        }
+        rows.push(values);
+    }
+    drop(cursor);
+    drop(stmt);
+    Ok(Rows {
+        columns,
+        rows,
+        last_insert_rowid: conn.last_insert_rowid(),
+        changes: conn.changes(),
+    })
+}
+
+fn to_raw(value: &SqlValue) -> Raw {
+    match value {
+        SqlValue::Integer(i) => Raw::Integer(*i),
+        SqlValue::Real(f) => Raw::Real(*f),
+        SqlValue::Text(s) => Raw::Text(s.clone()),
+        SqlValue::Blob(b) => Raw::Blob(b.clone()),
+        SqlValue::Null => Raw::Null,
+    }
+}
+
+fn from_ref(value: ValueRef<'_>) -> SqlValue {
+    match value {
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(f) => SqlValue::Real(f),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+        ValueRef::Null => SqlValue::Null,
+    }
+}
+
+fn sql_error(error: rusqlite::Error) -> SqlError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => SqlError::Full,
+        Some(ErrorCode::OperationInterrupted) => SqlError::Io("interrupted".into()),
+        _ => SqlError::Io(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open("default", &database_path(dir.path(), "default")).unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn parameters_bind_and_every_type_comes_back() {
+        let (_dir, db) = db();
+        let second = Duration::from_secs(1);
+        db.execute(
+            "CREATE TABLE t (i INTEGER, r REAL, s TEXT, b BLOB, n)".into(),
+            vec![],
+            second,
+        )
+        .await
+        .unwrap();
+        let values = vec![
+            SqlValue::Integer(-7),
+            SqlValue::Real(2.5),
+            SqlValue::Text("héllo".into()),
+            SqlValue::Blob(vec![0, 255]),
+            SqlValue::Null,
+        ];
+        let insert = db
+            .execute(
+                "INSERT INTO t VALUES (?, ?, ?, ?, ?)".into(),
+                values.clone(),
+                second,
+            )
+            .await
+            .unwrap();
+        assert_eq!((insert.last_insert_rowid, insert.changes), (1, 1));
+        let rows = db
+            .execute(
+                "SELECT * FROM t WHERE i = ?".into(),
+                vec![SqlValue::Integer(-7)],
+                second,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["i", "r", "s", "b", "n"]);
+        assert_eq!(rows.rows, [values]);
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_problem() {
+        let (_dir, db) = db();
+        let second = Duration::from_secs(1);
+        let missing = db
+            .execute("SELECT * FROM nowhere".into(), vec![], second)
+            .await;
+        assert_eq!(
+            missing.unwrap_err(),
+            SqlError::Io("no such table: nowhere".into())
+        );
+        let count = db.execute("SELECT ?".into(), vec![], second).await;
+        assert_eq!(
+            count.unwrap_err(),
+            SqlError::Io("the statement has 1 parameters, and 0 were given".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_statement_past_its_budget_is_stopped() {
+        let (_dir, db) = db();
+        let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+        let started = Instant::now();
+        let result = db
+            .execute(endless.into(), vec![], Duration::from_millis(100))
+            .await;
+        assert_eq!(
+            result.unwrap_err(),
+            SqlError::Io("statement stopped: it ran longer than 100ms".into())
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The connection is usable afterwards.
+        let one = db
+            .execute("SELECT 1".into(), vec![], Duration::from_secs(1))
+            .await;
+        assert_eq!(one.unwrap().rows, [[SqlValue::Integer(1)]]);
+    }
+
+    #[tokio::test]
+    async fn a_huge_result_is_refused() {
+        let (_dir, db) = db();
+        let big = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100000) SELECT x, zeroblob(1000) FROM c";
+        let result = db
+            .execute(big.into(), vec![], Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            result.unwrap_err(),
+            SqlError::Io("the result is larger than 16MiB; ask for fewer rows with LIMIT".into())
+        );
+    }
+}

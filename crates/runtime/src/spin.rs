@@ -1,0 +1,402 @@
+//! The Spin SDK's host interfaces (`spin:key-value@3.0.0`,
+//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`), so that components built
+//! with the Spin SDK run unchanged. They sit on the same grants as Tern's own
+//! services: the key-value stores and variables of
+//! [`Services`](crate::Services), and the
+//! app's SQL databases. The WIT is in `crates/runtime/wit/spin`.
+//!
+//! These interfaces use WASI 0.3's async functions, so they are linked only
+//! where the engine has component-model concurrency (`p3` linkers).
+
+use std::time::Duration;
+
+use wasmtime::Result;
+use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
+
+use crate::databases::{SqlError, SqlValue};
+use crate::services::{Bucket, MAX_OPEN_BUCKETS, ServicesView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/spin",
+        world: "tern:spin-host/spin-services",
+        imports: { default: async | trappable },
+        with: {
+            "spin:key-value/key-value.store": crate::services::Bucket,
+            "spin:sqlite/sqlite.connection": super::SqlConnection,
+        },
+    });
+}
+
+use bindings::spin::key_value::key_value as kv;
+use bindings::spin::sqlite::sqlite;
+use bindings::spin::variables::variables;
+
+/// Connections one instance may hold open at once.
+pub const MAX_OPEN_CONNECTIONS: u32 = 64;
+
+/// A guest's open connection to one of the app's databases. The row id and
+/// change count are the connection's own, taken right after each of its
+/// statements, since the file's SQLite connection is shared.
+pub struct SqlConnection {
+    database: std::sync::Arc<crate::databases::Database>,
+    last_insert_rowid: i64,
+    changes: u64,
+}
+
+struct HasSpin;
+
+impl HasData for HasSpin {
+    type Data<'a> = ServicesView<'a>;
+}
+
+/// Adds the Spin interfaces to `linker`, whose engine has component-model
+/// concurrency.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ServicesView<'_>,
+) -> Result<()> {
+    kv::add_to_linker::<T, HasSpin>(linker, get)?;
+    variables::add_to_linker::<T, HasSpin>(linker, get)?;
+    sqlite::add_to_linker::<T, HasSpin>(linker, get)?;
+    Ok(())
+}
+
+fn kv_error(error: tern_kv::Error) -> kv::Error {
+    kv::Error::Other(error.to_string())
+}
+
+/// The store behind `store`, taken out of the instance's table.
+fn bucket<T>(
+    accessor: &Accessor<T, HasSpin>,
+    store: &Resource<Bucket>,
+) -> Result<std::sync::Arc<tern_kv::Store>> {
+    accessor.with(|mut access| Ok(access.get().table.get(store)?.store.clone()))
+}
+
+impl kv::Host for ServicesView<'_> {}
+
+impl kv::HostStore for ServicesView<'_> {
+    async fn drop(&mut self, store: Resource<Bucket>) -> Result<()> {
+        self.table.delete(store)?;
+        self.services.open_buckets -= 1;
+        Ok(())
+    }
+}
+
+impl<T> kv::HostStoreWithStore<T> for HasSpin {
+    async fn open(
+        accessor: &Accessor<T, Self>,
+        label: String,
+    ) -> Result<Result<Resource<Bucket>, kv::Error>> {
+        accessor.with(|mut access| {
+            let view = access.get();
+            let services = &mut *view.services;
+            let Some(store) = services.stores.get(&label).cloned() else {
+                return Ok(Err(kv::Error::NoSuchStore));
+            };
+            if !services.granted.contains(&label) {
+                return Ok(Err(kv::Error::AccessDenied));
+            }
+            if services.open_buckets >= MAX_OPEN_BUCKETS {
+                let message = format!("more than {MAX_OPEN_BUCKETS} stores open at once");
+                return Ok(Err(kv::Error::Other(message)));
+            }
+            services.open_buckets += 1;
+            Ok(Ok(view.table.push(Bucket { store })?))
+        })
+    }
+
+    async fn get(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Bucket>,
+        key: String,
+    ) -> Result<Result<Option<Vec<u8>>, kv::Error>> {
+        let store = bucket(accessor, &store)?;
+        Ok(store.get(&key).await.map_err(kv_error))
+    }
+
+    async fn set(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<Result<(), kv::Error>> {
+        let store = bucket(accessor, &store)?;
+        Ok(store.set(&key, &value, None).await.map_err(|e| match e {
+            tern_kv::Error::StoreFull { .. } => kv::Error::StoreTableFull,
+            e => kv_error(e),
+        }))
+    }
+
+    async fn delete(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Bucket>,
+        key: String,
+    ) -> Result<Result<(), kv::Error>> {
+        let store = bucket(accessor, &store)?;
+        Ok(store.delete(&key).await.map_err(kv_error))
+    }
+
+    async fn exists(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Bucket>,
+        key: String,
+    ) -> Result<Result<bool, kv::Error>> {
+        let store = bucket(accessor, &store)?;
+        Ok(store.exists(&key).await.map_err(kv_error))
+    }
+
+    async fn get_keys(
+        accessor: &Accessor<T, Self>,
+        store: Resource<Bucket>,
+    ) -> Result<(StreamReader<String>, FutureReader<Result<(), kv::Error>>)> {
+        let store = bucket(accessor, &store)?;
+        // Page by page, as the store lists them: every key in the end, the
+        // store's own limits bounding each page.
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        let outcome = loop {
+            match store.list_keys(cursor).await {
+                Ok(page) => {
+                    keys.extend(page.keys);
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break Ok(()),
+                    }
+                }
+                Err(e) => break Err(kv_error(e)),
+            }
+        };
+        accessor.with(|mut access| {
+            let stream = StreamReader::new(&mut access, keys)?;
+            let done = FutureReader::new(
+                &mut access,
+                async move { Ok::<_, wasmtime::Error>(outcome) },
+            )?;
+            Ok((stream, done))
+        })
+    }
+}
+
+impl variables::Host for ServicesView<'_> {}
+
+impl<T> variables::HostWithStore<T> for HasSpin {
+    async fn get(
+        accessor: &Accessor<T, Self>,
+        name: String,
+    ) -> Result<Result<String, variables::Error>> {
+        accessor.with(|mut access| {
+            let services = &*access.get().services;
+            if !is_variable_name(&name) {
+                return Ok(Err(variables::Error::InvalidName(name)));
+            }
+            Ok(match services.variables.get(&name) {
+                Some(value) => Ok(value.clone()),
+                None => Err(variables::Error::Undefined(format!(
+                    "no variable named `{name}`"
+                ))),
+            })
+        })
+    }
+}
+
+/// Spin's rule for a variable name: lowercase ASCII letters, digits and
+/// `_`, starting with a letter.
+fn is_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl sqlite::Host for ServicesView<'_> {}
+
+impl ServicesView<'_> {
+    fn open_connection(
+        &mut self,
+        database: &str,
+    ) -> Result<Result<Resource<SqlConnection>, sqlite::Error>> {
+        let services = &mut *self.services;
+        let Some(db) = services.databases.get(database).cloned() else {
+            return Ok(Err(sqlite::Error::NoSuchDatabase));
+        };
+        if !services.granted_databases.iter().any(|g| g == database) {
+            return Ok(Err(sqlite::Error::AccessDenied));
+        }
+        if services.open_connections >= MAX_OPEN_CONNECTIONS {
+            let message = format!("more than {MAX_OPEN_CONNECTIONS} connections open at once");
+            return Ok(Err(sqlite::Error::Io(message)));
+        }
+        services.open_connections += 1;
+        Ok(Ok(self.table.push(SqlConnection {
+            database: db,
+            last_insert_rowid: 0,
+            changes: 0,
+        })?))
+    }
+
+    fn statement_budget(&self) -> Duration {
+        self.services.statement_budget
+    }
+}
+
+fn to_sql(value: sqlite::Value) -> SqlValue {
+    match value {
+        sqlite::Value::Integer(i) => SqlValue::Integer(i),
+        sqlite::Value::Real(f) => SqlValue::Real(f),
+        sqlite::Value::Text(s) => SqlValue::Text(s),
+        sqlite::Value::Blob(b) => SqlValue::Blob(b),
+        sqlite::Value::Null => SqlValue::Null,
+    }
+}
+
+fn from_sql(value: SqlValue) -> sqlite::Value {
+    match value {
+        SqlValue::Integer(i) => sqlite::Value::Integer(i),
+        SqlValue::Real(f) => sqlite::Value::Real(f),
+        SqlValue::Text(s) => sqlite::Value::Text(s),
+        SqlValue::Blob(b) => sqlite::Value::Blob(b),
+        SqlValue::Null => sqlite::Value::Null,
+    }
+}
+
+fn sql_error(error: SqlError) -> sqlite::Error {
+    match error {
+        SqlError::Full => sqlite::Error::DatabaseFull,
+        SqlError::Io(message) => sqlite::Error::Io(message),
+    }
+}
+
+/// Runs `statement` on `connection`'s database and notes its row id and
+/// change count on the connection.
+async fn execute(
+    connection: &mut SqlConnection,
+    budget: Duration,
+    statement: String,
+    parameters: Vec<sqlite::Value>,
+) -> Result<crate::databases::Rows, sqlite::Error> {
+    let params = parameters.into_iter().map(to_sql).collect();
+    let rows = connection
+        .database
+        .execute(statement, params, budget)
+        .await
+        .map_err(sql_error)?;
+    connection.last_insert_rowid = rows.last_insert_rowid;
+    connection.changes = rows.changes;
+    Ok(rows)
+}
+
+fn rows_of(rows: Vec<Vec<SqlValue>>) -> Vec<sqlite::RowResult> {
+    rows.into_iter()
+        .map(|values| sqlite::RowResult {
+            values: values.into_iter().map(from_sql).collect(),
+        })
+        .collect()
+}
+
+impl sqlite::HostConnection for ServicesView<'_> {
+    async fn open(
+        &mut self,
+        database: String,
+    ) -> Result<Result<Resource<SqlConnection>, sqlite::Error>> {
+        self.open_connection(&database)
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<SqlConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>,
+    ) -> Result<Result<sqlite::QueryResult, sqlite::Error>> {
+        let budget = self.statement_budget();
+        let connection = self.table.get_mut(&connection)?;
+        Ok(execute(connection, budget, statement, parameters)
+            .await
+            .map(|rows| sqlite::QueryResult {
+                columns: rows.columns,
+                rows: rows_of(rows.rows),
+            }))
+    }
+
+    async fn last_insert_rowid(&mut self, connection: Resource<SqlConnection>) -> Result<i64> {
+        Ok(self.table.get(&connection)?.last_insert_rowid)
+    }
+
+    async fn changes(&mut self, connection: Resource<SqlConnection>) -> Result<u64> {
+        Ok(self.table.get(&connection)?.changes)
+    }
+
+    async fn drop(&mut self, connection: Resource<SqlConnection>) -> Result<()> {
+        self.table.delete(connection)?;
+        self.services.open_connections -= 1;
+        Ok(())
+    }
+}
+
+impl<T> sqlite::HostConnectionWithStore<T> for HasSpin {
+    async fn open_async(
+        accessor: &Accessor<T, Self>,
+        database: String,
+    ) -> Result<Result<Resource<SqlConnection>, sqlite::Error>> {
+        accessor.with(|mut access| access.get().open_connection(&database))
+    }
+
+    async fn execute_async(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<SqlConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>,
+    ) -> Result<
+        Result<
+            (
+                Vec<String>,
+                StreamReader<sqlite::RowResult>,
+                FutureReader<Result<(), sqlite::Error>>,
+            ),
+            sqlite::Error,
+        >,
+    > {
+        // The statement runs on a copy of the connection's state, which is
+        // written back afterwards: the table cannot be held across an await.
+        let (budget, mut copy) = accessor.with(|mut access| {
+            let view = access.get();
+            let budget = view.statement_budget();
+            let connection = view.table.get(&connection)?;
+            Ok::<_, wasmtime::Error>((
+                budget,
+                SqlConnection {
+                    database: connection.database.clone(),
+                    last_insert_rowid: connection.last_insert_rowid,
+                    changes: connection.changes,
+                },
+            ))
+        })?;
+        let rows = match execute(&mut copy, budget, statement, parameters).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(e)),
+        };
+        accessor.with(|mut access| {
+            let connection = access.get().table.get_mut(&connection)?;
+            connection.last_insert_rowid = copy.last_insert_rowid;
+            connection.changes = copy.changes;
+            let stream = StreamReader::new(&mut access, rows_of(rows.rows))?;
+            let done = FutureReader::new(&mut access, async { Ok::<_, wasmtime::Error>(Ok(())) })?;
+            Ok(Ok((rows.columns, stream, done)))
+        })
+    }
+
+    async fn last_insert_rowid_async(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<SqlConnection>,
+    ) -> Result<i64> {
+        accessor.with(|mut access| Ok(access.get().table.get(&connection)?.last_insert_rowid))
+    }
+
+    async fn changes_async(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<SqlConnection>,
+    ) -> Result<u64> {
+        accessor.with(|mut access| Ok(access.get().table.get(&connection)?.changes))
+    }
+}

@@ -28,6 +28,8 @@ pub struct App {
     pub(crate) router: Router,
     pub(crate) pool: Arc<Pool>,
     pub(crate) stats: Arc<AppStats>,
+    /// Served from a Spin manifest: guests get Spin's request headers too.
+    pub(crate) spin: bool,
     stores: tern_runtime::Stores,
     databases: tern_runtime::Databases,
 }
@@ -392,6 +394,7 @@ impl App {
             router,
             pool,
             stats,
+            spin: manifest.spin,
             stores,
             databases,
         })

@@ -46,6 +46,8 @@ pub(crate) struct RequestCtx {
     pub(crate) client_header: Option<HeaderValue>,
     /// Whether the request came over TLS (`https`).
     pub(crate) tls: bool,
+    /// Whether the app is a Spin app, whose guests also get Spin's headers.
+    pub(crate) spin: bool,
     pub(crate) local: SocketAddr,
     pub(crate) deadline: Instant,
     /// Set when the client's body went past the size limit.

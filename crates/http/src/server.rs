@@ -692,6 +692,7 @@ async fn handle(
         client: client.addr,
         client_header: client.header,
         tls: client.tls,
+        spin: app.spin,
         local: shared.local,
         deadline,
         body_exceeded,

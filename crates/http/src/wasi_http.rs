@@ -201,23 +201,54 @@ pub(crate) fn guest_request(
 
 /// Puts Tern's own headers on a request for a guest: the matched route,
 /// the path after it, the client's address; a client's own headers of
-/// those names are dropped first.
+/// those names are dropped first. A Spin app's guests also get Spin's
+/// names for them, and the full URL, as Spin sets them.
 fn set_tern_headers<B>(request: &mut http::Request<B>, ctx: &RequestCtx) {
     let (_, path_info) = ctx.split_path(request.uri().path());
     let path_info = HeaderValue::from_str(path_info).ok();
+    let spin = ctx.spin.then(|| spin_headers(request, ctx, path_info.clone()));
     let headers = request.headers_mut();
-    drop_tern_headers(headers);
+    drop_tern_headers(headers, ctx.spin);
     let info = [
         (ROUTE_HEADER, ctx.route.clone()),
         (PATH_INFO_HEADER, path_info),
         (CLIENT_ADDR_HEADER, ctx.client_header.clone()),
     ];
     headers.reserve(info.len());
-    for (name, value) in info {
+    for (name, value) in info.into_iter().chain(spin.into_iter().flatten()) {
         if let Some(value) = value {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
+}
+
+/// Spin's request headers for a guest of a Spin app.
+fn spin_headers<B>(
+    request: &http::Request<B>,
+    ctx: &RequestCtx,
+    path_info: Option<HeaderValue>,
+) -> [(&'static str, Option<HeaderValue>); 5] {
+    let scheme = if ctx.tls { "https" } else { "http" };
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let full_url = HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
+    let component_route = ctx.route.as_ref().and_then(|route| {
+        let route = route.to_str().ok()?;
+        let fixed = route.strip_suffix("/...").unwrap_or(route);
+        HeaderValue::from_str(fixed).ok()
+    });
+    [
+        ("spin-full-url", full_url),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", ctx.route.clone()),
+        ("spin-component-route", component_route),
+        ("spin-client-addr", ctx.client_header.clone()),
+    ]
 }
 
 impl HttpHost {
@@ -325,12 +356,14 @@ impl HttpLinkers {
     }
 }
 
-/// Drops client headers in Tern's `tern-` namespace, so a client cannot
-/// pose as the router.
-fn drop_tern_headers(headers: &mut http::HeaderMap) {
+/// Drops client headers in Tern's `tern-` namespace (and for a Spin app,
+/// Spin's `spin-`), so a client cannot pose as the router.
+fn drop_tern_headers(headers: &mut http::HeaderMap, spin: bool) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("tern-"))
+        .filter(|name| {
+            name.as_str().starts_with("tern-") || (spin && name.as_str().starts_with("spin-"))
+        })
         .cloned()
         .collect();
     for name in spoofed {

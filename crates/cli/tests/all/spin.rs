@@ -58,10 +58,16 @@ fn the_application_base_prefixes_every_route() {
         "[application.trigger.http]\nbase = \"/api\"\n",
     );
     let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_HELLO]), &[]);
-    assert_eq!(
-        serve.get("/api/hello/x").expect(200),
-        "Hello, Spin! You asked for /api/hello/x\n"
-    );
+    // A client's own `spin-*` headers never reach the guest.
+    let response = serve.request("GET", "/api/hello/x?q=1", &[("spin-path-info", "/forged")], "");
+    assert_eq!(response.expect(200), "Hello, Spin! You asked for /api/hello/x\n");
+    // Spin's request headers, as the guest saw them.
+    let header = |name| response.header(name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(header("x-spin-path-info"), "/x");
+    assert_eq!(header("x-spin-full-url"), "http://localhost/api/hello/x?q=1");
+    assert_eq!(header("x-spin-matched-route"), "/api/hello/...");
+    assert_eq!(header("x-spin-component-route"), "/api/hello");
+    assert!(header("x-spin-client-addr").starts_with("127.0.0.1:"));
     serve.get("/hello/x").expect(404);
 }
 

@@ -1,14 +1,27 @@
 //! The Spin Rust SDK's hello world: answers every request with a greeting
-//! and the path it was asked for.
+//! and the path it was asked for, and hands back the `spin-*` request
+//! headers Spin sets (as `x-spin-*` response headers) for the tests to see.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_service;
 
 #[http_service]
 async fn hello_world(req: Request) -> impl IntoResponse {
-    Response::builder()
+    let mut response = Response::builder()
         .status(200)
-        .header("content-type", "text/plain")
+        .header("content-type", "text/plain");
+    for name in [
+        "spin-full-url",
+        "spin-path-info",
+        "spin-matched-route",
+        "spin-component-route",
+        "spin-client-addr",
+    ] {
+        if let Some(value) = req.headers().get(name) {
+            response = response.header(format!("x-{name}"), value);
+        }
+    }
+    response
         .body(format!("Hello, Spin! You asked for {}\n", req.uri().path()))
         .unwrap()
 }

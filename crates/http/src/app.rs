@@ -362,7 +362,12 @@ impl App {
                 databases.clone(),
                 &component.sqlite_databases,
                 limits.timeout,
-            );
+            )
+            .with_outbound(tern_runtime::services::Outbound {
+                allowed: component.allowed_outbound_hosts.clone(),
+                connect_timeout: limits.outbound_connect_timeout,
+                response_timeout: limits.outbound_timeout,
+            });
             let permits = previous
                 .and_then(|app| app.component(&component.id))
                 .filter(|old| old.grants.limits.max_concurrent == limits.max_concurrent)

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::{Location, ManifestError};
-pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port};
+pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
 pub use route::{Route, RoutePattern};
 pub use runtime_config::RuntimeConfig;
 pub use units::{ByteSize, HumanDuration};

@@ -121,6 +121,51 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `ip` is on the public internet: not loopback, private,
+/// link-local, shared (CGNAT), unspecified, multicast, broadcast or reserved.
+pub fn is_public(ip: IpAddr) -> bool {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let o = v6.octets();
+            let embedded = |at: usize| IpAddr::from([o[at], o[at + 1], o[at + 2], o[at + 3]]);
+            // Forms that carry an IPv4 address are judged by that address:
+            // NAT64 (64:ff9b::/96), IPv4-compatible (::a.b.c.d), 6to4 (2002::/16).
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[..6] == [0; 6] && s[6] != 0) {
+                return is_public(embedded(12));
+            }
+            if s[0] == 0x2002 {
+                return is_public(embedded(2));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
+                || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to any IPv4 address
+                || s[..6] == [0, 0, 0, 0, 0xffff, 0] // IPv4-translated (SIIT)
+                || s[..4] == [0x100, 0, 0, 0]) // discard
+        }
+    }
+}
+
 impl OutboundHost {
     /// Whether a request to `scheme://host:port` matches this entry. An
     /// entry with the scheme `*` matches every scheme.

@@ -77,6 +77,24 @@ pub struct Services {
     /// SQL connections this instance holds open, against
     /// [`crate::spin::MAX_OPEN_CONNECTIONS`].
     pub(crate) open_connections: u32,
+    /// Where the component's Spin outbound connections (Redis) may go.
+    pub(crate) outbound: Arc<Outbound>,
+    /// The component's Redis connections, shared by its instances.
+    pub(crate) redis: crate::spin::RedisConnections,
+    /// Redis connections this instance holds open.
+    pub(crate) open_redis: u32,
+}
+
+/// Where a component's outbound connections other than HTTP may go, and
+/// how long they may take.
+#[derive(Clone, Debug, Default)]
+pub struct Outbound {
+    /// The component's `allowed_outbound_hosts`.
+    pub allowed: Vec<tern_manifest::OutboundHost>,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// How long one command may wait for its answer.
+    pub response_timeout: Duration,
 }
 
 /// Buckets one instance may hold open at once: a guest opening them in a
@@ -109,6 +127,13 @@ impl Services {
         self.databases = databases;
         self.granted_databases = granted.into();
         self.statement_budget = statement_budget;
+        self
+    }
+
+    /// Lets the component's Spin outbound connections go where `outbound`
+    /// allows.
+    pub fn with_outbound(mut self, outbound: Outbound) -> Self {
+        self.outbound = Arc::new(outbound);
         self
     }
 }

@@ -199,3 +199,88 @@ pub fn spin_variables() {
     let invalid = serve.get("/NOPE").expect(404).to_owned();
     assert!(invalid.contains("NOPE"), "{invalid}");
 }
+
+/// A Spin app whose `app` component talks to the Redis at `address`,
+/// allowed to reach `allowed`.
+fn redis_app(address: &str, allowed: &str) -> tempfile::TempDir {
+    let manifest = one_app(
+        "/...",
+        SPIN_REDIS,
+        &format!(
+            "allowed_outbound_hosts = [\"{allowed}\"]\n\n[component.app.variables]\nredis_address = \"{{{{ redis_address }}}}\"\n"
+        ),
+        &format!("[variables]\nredis_address = {{ default = \"{address}\" }}\n"),
+    );
+    spin_dir(&manifest, &[SPIN_REDIS])
+}
+
+#[test]
+pub fn spin_redis() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let allowed = format!("redis://127.0.0.1:{}", redis.port());
+    let dir = redis_app(&redis.url(), &allowed);
+    let serve = Serve::start_in(&tern, dir, &[]);
+
+    assert_eq!(serve.request("PUT", "/colour", &[], "teal").expect(200), "set");
+    assert_eq!(serve.get("/colour").expect(200), "teal");
+    assert_eq!(serve.post("/append/colour", "-ish").expect(200), "length 8");
+    assert_eq!(serve.post("/incr/hits", "").expect(200), "1");
+    assert_eq!(serve.post("/incr/hits", "").expect(200), "2");
+    assert_eq!(serve.post("/sadd/tags?red,green,blue", "").expect(200), "added 3");
+    assert_eq!(serve.post("/srem/tags?green", "").expect(200), "removed 1");
+    assert_eq!(serve.get("/smembers/tags").expect(200), "blue,red");
+    assert_eq!(serve.request("DELETE", "/colour", &[], "").expect(200), "deleted 1");
+    assert_eq!(serve.get("/colour").expect(404), "nil");
+
+    // What the server holds, asked with redis-cli.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["GET", "hits"]), "2\n");
+
+    // A publish reaches a subscriber.
+    let mut subscriber = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "SUBSCRIBE", "news"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        subscriber.stdout.take().unwrap(),
+    ));
+    // redis-cli prints `subscribe`, `news`, `1` once subscribed.
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    assert_eq!(serve.post("/publish/news", "extra!").expect(200), "published");
+    let got: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert_eq!(got, ["message", "news", "extra!"]);
+    subscriber.kill().unwrap();
+    let _ = subscriber.wait();
+}
+
+#[test]
+fn redis_outside_the_allowlist_is_refused_before_connecting() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    // Allowed: another port. The guest sees the SDK's error; Redis sees
+    // no connection.
+    let dir = redis_app(&redis.url(), "redis://127.0.0.1:1");
+    let serve = Serve::start_in(&tern, dir, &[]);
+    let refused = serve.get("/colour").expect(502).to_owned();
+    assert!(
+        refused.contains("is not in allowed_outbound_hosts"),
+        "{refused}"
+    );
+    let clients = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "CLIENT", "LIST"])
+        .output()
+        .unwrap();
+    let clients = String::from_utf8(clients.stdout).unwrap();
+    assert_eq!(clients.lines().count(), 1, "{clients}");
+}

@@ -1,5 +1,5 @@
 //! The Spin SDK's host interfaces (`spin:key-value@3.0.0`,
-//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`), so that components built
+//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`, `spin:redis@3.0.0`), so that components built
 //! with the Spin SDK run unchanged. They sit on the same grants as Tern's own
 //! services: the key-value stores and variables of
 //! [`Services`](crate::Services), and the
@@ -16,6 +16,10 @@ use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, Str
 use crate::databases::{SqlError, SqlValue};
 use crate::services::{Bucket, MAX_OPEN_BUCKETS, ServicesView};
 
+mod redis;
+
+pub use redis::RedisConnections;
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/spin",
@@ -24,6 +28,7 @@ mod bindings {
         with: {
             "spin:key-value/key-value.store": crate::services::Bucket,
             "spin:sqlite/sqlite.connection": super::SqlConnection,
+            "spin:redis/redis.connection": super::redis::RedisConnection,
         },
     });
 }
@@ -59,6 +64,7 @@ pub fn add_to_linker<T: Send + 'static>(
     kv::add_to_linker::<T, HasSpin>(linker, get)?;
     variables::add_to_linker::<T, HasSpin>(linker, get)?;
     sqlite::add_to_linker::<T, HasSpin>(linker, get)?;
+    bindings::spin::redis::redis::add_to_linker::<T, HasSpin>(linker, get)?;
     Ok(())
 }
 

@@ -1,0 +1,66 @@
+//! Redis outbound as Spin's documentation shows it, the address from the
+//! `redis_address` variable: `PUT /KEY` sets the body, `GET /KEY` gets,
+//! `POST /incr/KEY` increments, `DELETE /KEY` deletes, `POST /publish/CH`
+//! publishes the body, `POST /sadd/KEY?a,b`, `GET /smembers/KEY`,
+//! `POST /srem/KEY?a`, `POST /append/KEY` runs `APPEND` through `execute`.
+
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+use spin_sdk::{http_service, variables};
+
+#[http_service]
+async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    let address = variables::get("redis_address").await?;
+    let conn = match Connection::open(&address).await {
+        Ok(conn) => conn,
+        Err(e) => return Ok(text(502, format!("cannot open: {e}"))),
+    };
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let values: Vec<&str> = query.split(',').filter(|v| !v.is_empty()).collect();
+    let method = req.method().clone();
+    let body = req.into_body().bytes().await?;
+    let (op, key) = match path.trim_start_matches('/').split_once('/') {
+        Some((op, key)) => (op.to_string(), key.to_string()),
+        None => (String::new(), path.trim_start_matches('/').to_string()),
+    };
+    Ok(match (method, op.as_str()) {
+        (Method::PUT, "") => {
+            conn.set(&key, &body).await?;
+            text(200, "set".into())
+        }
+        (Method::GET, "") => match conn.get(&key).await? {
+            Some(value) => text(200, String::from_utf8_lossy(&value).into_owned()),
+            None => text(404, "nil".into()),
+        },
+        (Method::DELETE, "") => text(200, format!("deleted {}", conn.del([&key]).await?)),
+        (Method::POST, "incr") => text(200, format!("{}", conn.incr(&key).await?)),
+        (Method::POST, "publish") => {
+            conn.publish(&key, &body).await?;
+            text(200, "published".into())
+        }
+        (Method::POST, "sadd") => text(200, format!("added {}", conn.sadd(&key, values).await?)),
+        (Method::POST, "srem") => text(200, format!("removed {}", conn.srem(&key, values).await?)),
+        (Method::GET, "smembers") => {
+            let mut members = conn.smembers(&key).await?;
+            members.sort();
+            text(200, members.join(","))
+        }
+        (Method::POST, "append") => {
+            let args = [
+                RedisParameter::Binary(key.into_bytes()),
+                RedisParameter::Binary(body.to_vec()),
+            ];
+            match conn.execute("APPEND", args).await?.as_slice() {
+                [RedisResult::Int64(length)] => text(200, format!("length {length}")),
+                other => text(500, format!("unexpected {other:?}")),
+            }
+        }
+        _ => text(405, "method not allowed".into()),
+    })
+}
+
+fn text(status: u16, body: String) -> Response<String> {
+    Response::builder().status(status).body(body).unwrap()
+}

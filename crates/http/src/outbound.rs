@@ -322,7 +322,6 @@ async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<TcpStrea
     Err(last)
 }
 
-
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 

@@ -206,7 +206,9 @@ pub(crate) fn guest_request(
 fn set_tern_headers<B>(request: &mut http::Request<B>, ctx: &RequestCtx) {
     let (_, path_info) = ctx.split_path(request.uri().path());
     let path_info = HeaderValue::from_str(path_info).ok();
-    let spin = ctx.spin.then(|| spin_headers(request, ctx, path_info.clone()));
+    let spin = ctx
+        .spin
+        .then(|| spin_headers(request, ctx, path_info.clone()));
     let headers = request.headers_mut();
     drop_tern_headers(headers, ctx.spin);
     let info = [

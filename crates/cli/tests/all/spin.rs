@@ -59,12 +59,23 @@ fn the_application_base_prefixes_every_route() {
     );
     let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_HELLO]), &[]);
     // A client's own `spin-*` headers never reach the guest.
-    let response = serve.request("GET", "/api/hello/x?q=1", &[("spin-path-info", "/forged")], "");
-    assert_eq!(response.expect(200), "Hello, Spin! You asked for /api/hello/x\n");
+    let response = serve.request(
+        "GET",
+        "/api/hello/x?q=1",
+        &[("spin-path-info", "/forged")],
+        "",
+    );
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin! You asked for /api/hello/x\n"
+    );
     // Spin's request headers, as the guest saw them.
     let header = |name| response.header(name).unwrap_or_else(|| panic!("no {name}"));
     assert_eq!(header("x-spin-path-info"), "/x");
-    assert_eq!(header("x-spin-full-url"), "http://localhost/api/hello/x?q=1");
+    assert_eq!(
+        header("x-spin-full-url"),
+        "http://localhost/api/hello/x?q=1"
+    );
     assert_eq!(header("x-spin-matched-route"), "/api/hello/...");
     assert_eq!(header("x-spin-component-route"), "/api/hello");
     assert!(header("x-spin-client-addr").starts_with("127.0.0.1:"));
@@ -222,15 +233,24 @@ pub fn spin_redis() {
     let dir = redis_app(&redis.url(), &allowed);
     let serve = Serve::start_in(&tern, dir, &[]);
 
-    assert_eq!(serve.request("PUT", "/colour", &[], "teal").expect(200), "set");
+    assert_eq!(
+        serve.request("PUT", "/colour", &[], "teal").expect(200),
+        "set"
+    );
     assert_eq!(serve.get("/colour").expect(200), "teal");
     assert_eq!(serve.post("/append/colour", "-ish").expect(200), "length 8");
     assert_eq!(serve.post("/incr/hits", "").expect(200), "1");
     assert_eq!(serve.post("/incr/hits", "").expect(200), "2");
-    assert_eq!(serve.post("/sadd/tags?red,green,blue", "").expect(200), "added 3");
+    assert_eq!(
+        serve.post("/sadd/tags?red,green,blue", "").expect(200),
+        "added 3"
+    );
     assert_eq!(serve.post("/srem/tags?green", "").expect(200), "removed 1");
     assert_eq!(serve.get("/smembers/tags").expect(200), "blue,red");
-    assert_eq!(serve.request("DELETE", "/colour", &[], "").expect(200), "deleted 1");
+    assert_eq!(
+        serve.request("DELETE", "/colour", &[], "").expect(200),
+        "deleted 1"
+    );
     assert_eq!(serve.get("/colour").expect(404), "nil");
 
     // What the server holds, asked with redis-cli.
@@ -250,14 +270,16 @@ pub fn spin_redis() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-        subscriber.stdout.take().unwrap(),
-    ));
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(subscriber.stdout.take().unwrap()));
     // redis-cli prints `subscribe`, `news`, `1` once subscribed.
     for _ in 0..3 {
         lines.next().unwrap().unwrap();
     }
-    assert_eq!(serve.post("/publish/news", "extra!").expect(200), "published");
+    assert_eq!(
+        serve.post("/publish/news", "extra!").expect(200),
+        "published"
+    );
     let got: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
     assert_eq!(got, ["message", "news", "extra!"]);
     subscriber.kill().unwrap();

@@ -45,7 +45,10 @@ impl RedisConnections {
     }
 
     fn forget(&self, address: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(address);
     }
 }
 
@@ -115,7 +118,10 @@ async fn connect(
             .clone()
             .set_addr(ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()));
         let client = Client::open(info).map_err(|_| api::Error::InvalidAddress)?;
-        match client.get_multiplexed_async_connection_with_config(&config).await {
+        match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(conn) => {
                 pool.put(address, conn.clone());
                 return Ok(conn);
@@ -123,7 +129,9 @@ async fn connect(
             Err(e) => last = e.to_string(),
         }
     }
-    Err(api::Error::Other(format!("cannot connect to Redis: {last}")))
+    Err(api::Error::Other(format!(
+        "cannot connect to Redis: {last}"
+    )))
 }
 
 /// The connection behind `connection`.
@@ -169,7 +177,10 @@ impl api::HostConnection for ServicesView<'_> {
 type Answer<T> = Result<Result<T, api::Error>>;
 
 impl<T> api::HostConnectionWithStore<T> for HasSpin {
-    async fn open(accessor: &Accessor<T, Self>, address: String) -> Answer<Resource<RedisConnection>> {
+    async fn open(
+        accessor: &Accessor<T, Self>,
+        address: String,
+    ) -> Answer<Resource<RedisConnection>> {
         let (outbound, pool, open) = accessor.with(|mut access| {
             let services = &*access.get().services;
             (
@@ -204,7 +215,10 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
     ) -> Answer<()> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
-        Ok(connection(accessor, &this)?.query::<i64>(cmd).await.map(|_| ()))
+        Ok(connection(accessor, &this)?
+            .query::<i64>(cmd)
+            .await
+            .map(|_| ()))
     }
 
     async fn get(

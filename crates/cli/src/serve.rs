@@ -256,11 +256,17 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     let grace = config.grace;
     let listen = args.listen;
     let slot = AppSlot::new(app);
+    let triggers = (slot.clone(), sink.clone());
     let server = Server::bind_slot(slot.clone(), config.clone(), sink)
         .map_err(|e| tern_runtime::Error::from(e).context(format!("cannot listen on {listen}")))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if !manifest.redis_triggers.is_empty() {
+        // Messages are handled on the runtime that drives the server's
+        // first worker; they stop with it.
+        runtime.spawn(tern_http::run_redis_triggers(triggers.0, triggers.1));
+    }
     // Handlers go in before the `listening` line: from then on a SIGTERM
     // must mean a graceful shutdown, never the default instant death.
     let signals = runtime.block_on(async { Signals::install() })?;
@@ -348,6 +354,14 @@ fn print_routes(manifest: &Manifest, server: &Server, app: &App) {
         server.local_addr()
     ));
     print_app(app, &mut out);
+    for trigger in &manifest.redis_triggers {
+        out.push_str(&format!(
+            "  redis `{}` on {}  -> {}\n",
+            trigger.channel,
+            trigger.host(),
+            trigger.component
+        ));
+    }
     crate::log::say(&out);
 }
 

@@ -13,6 +13,7 @@ use crate::config::ServeConfig;
 use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize};
 use crate::executor::Executor;
 use crate::instance::Grants;
+use crate::redis_trigger::RedisExecutor;
 use crate::router::Router;
 use crate::stats::AppStats;
 use crate::wagi::WagiExecutor;
@@ -30,8 +31,17 @@ pub struct App {
     pub(crate) stats: Arc<AppStats>,
     /// Served from a Spin manifest: guests get Spin's request headers too.
     pub(crate) spin: bool,
+    /// The Redis triggers, each with its component's index.
+    pub(crate) redis: Vec<RedisRoute>,
     stores: tern_runtime::Stores,
     databases: tern_runtime::Databases,
+}
+
+/// A Redis trigger of the app: messages on `channel` at `address` go to
+/// `components[component]`.
+pub(crate) struct RedisRoute {
+    pub(crate) trigger: tern_manifest::RedisTrigger,
+    pub(crate) component: usize,
 }
 
 /// The engine and its instance pool, shared by an app and its reloads
@@ -388,6 +398,27 @@ impl App {
                 .iter()
                 .filter_map(|r| Some((r.pattern.clone(), index(&r.component)?))),
         );
+        let mut redis = Vec::with_capacity(manifest.redis_triggers.len());
+        for trigger in &manifest.redis_triggers {
+            let Some(component) = index(&trigger.component) else {
+                continue;
+            };
+            if !matches!(components[component].executor, Executor::Redis(_)) {
+                let declared = &manifest.components[&trigger.component];
+                return Err(LoadError::Manifest(manifest.error_at(
+                    declared.source_location,
+                    &format!("component.{}", trigger.component),
+                    format!(
+                        "handles Redis messages on `{}`, but exports no `spin:redis/inbound-redis@3.0.0` handler (or is also an HTTP handler, which Tern serves as that)",
+                        trigger.channel
+                    ),
+                )));
+            }
+            redis.push(RedisRoute {
+                trigger: trigger.clone(),
+                component,
+            });
+        }
         let stats = match (sharing, previous) {
             (Some(sharing), _) => sharing.stats.clone(),
             (None, Some(app)) => app.stats.clone(),
@@ -400,6 +431,7 @@ impl App {
             pool,
             stats,
             spin: manifest.spin,
+            redis,
             stores,
             databases,
         })
@@ -515,6 +547,10 @@ fn prepare(
                 false
             } else if WasiHttp3Executor::exports_handler(engine, &c) {
                 true
+            } else if RedisExecutor::exports_handler(engine, &c) {
+                return RedisExecutor::new(&pool.linkers, &c)
+                    .map(Executor::Redis)
+                    .map_err(link_error);
             } else {
                 return Err(format!(
                     "{file} exports neither `wasi:http/incoming-handler` (WASI 0.2) nor `wasi:http/handler` (WASI 0.3), so the wasi-http executor has nothing to call"

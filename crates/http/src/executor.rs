@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::body::{BoxError, FailureFlag, LimitedBody, ResponseBody};
 use crate::events::{EventSink, RequestId};
 use crate::instance::{Failure, Grants};
+use crate::redis_trigger::RedisExecutor;
 use crate::wagi::WagiExecutor;
 use crate::warm::WarmExecutor;
 use crate::wasi_http::WasiHttpExecutor;
@@ -31,6 +32,9 @@ pub(crate) enum Executor {
     Warm(WarmExecutor),
     /// A WASI preview 1 program run CGI-style.
     Wagi(WagiExecutor),
+    /// A component handling Redis messages (`spin:redis/inbound-redis`);
+    /// it has no route, so no request reaches it.
+    Redis(RedisExecutor),
 }
 
 /// What the router learned about a request.
@@ -143,6 +147,9 @@ impl Executor {
             Executor::WasiHttp(exec) => exec.run(grants, exchange).await,
             Executor::WasiHttp3(exec) => exec.run(grants, exchange).await,
             Executor::Wagi(exec) => exec.run(grants, exchange).await,
+            Executor::Redis(_) => Err(Failure::Host(
+                "the component handles Redis messages, not HTTP requests".into(),
+            )),
         };
         match result {
             Ok(()) if state.sent().is_none() => {
@@ -173,15 +180,17 @@ impl Executor {
             Executor::Warm(warm) if warm.p3() => "wasi-http 0.3, warm".into(),
             Executor::Warm(_) => "wasi-http, warm".into(),
             Executor::Wagi(_) => "wagi".into(),
+            Executor::Redis(_) => "redis".into(),
         }
     }
 
     /// Which executor this is, as manifests name it.
     pub(crate) fn kind(&self) -> tern_manifest::Executor {
         match self {
-            Executor::WasiHttp(_) | Executor::WasiHttp3(_) | Executor::Warm(_) => {
-                tern_manifest::Executor::WasiHttp
-            }
+            Executor::WasiHttp(_)
+            | Executor::WasiHttp3(_)
+            | Executor::Warm(_)
+            | Executor::Redis(_) => tern_manifest::Executor::WasiHttp,
             Executor::Wagi(_) => tern_manifest::Executor::Wagi,
         }
     }

@@ -77,6 +77,9 @@ pub struct Manifest {
     pub components: BTreeMap<String, Component>,
     /// The `[variables]` table: app variables, by name.
     pub variables: BTreeMap<String, Variable>,
+    /// The Redis triggers of a Spin manifest (`[[trigger.redis]]`), in file
+    /// order; a component named here has no route unless one names it too.
+    pub redis_triggers: Vec<RedisTrigger>,
     /// Whether this is a Spin manifest (`spin.toml`): its apps also get
     /// Spin's request headers and read variables from `SPIN_VARIABLE_*`.
     pub spin: bool,
@@ -105,6 +108,38 @@ pub enum OutsideGrant {
     Source,
     /// One of its `files`: a directory it reads.
     Files,
+}
+
+/// A `[[trigger.redis]]` of a Spin manifest: every message published on
+/// `channel` at the Redis server `address` is handed to `component`'s
+/// `spin:redis/inbound-redis` handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisTrigger {
+    /// The server, `redis://HOST:PORT[/DB]`.
+    pub address: String,
+    /// The channel subscribed to.
+    pub channel: String,
+    /// The id of the component that handles each message.
+    pub component: String,
+}
+
+impl RedisTrigger {
+    /// The server as logs may show it: `HOST:PORT[/DB]`, without the
+    /// password the address may carry.
+    ///
+    /// ```
+    /// # use tern_manifest::RedisTrigger;
+    /// let trigger = RedisTrigger {
+    ///     address: "redis://user:s3cret@db.internal:6379/2".into(),
+    ///     channel: "jobs".into(),
+    ///     component: "worker".into(),
+    /// };
+    /// assert_eq!(trigger.host(), "db.internal:6379/2");
+    /// ```
+    pub fn host(&self) -> &str {
+        let rest = self.address.trim_start_matches("redis://");
+        rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+    }
 }
 
 /// The `[app]` table.

@@ -31,6 +31,9 @@ pub(crate) struct RawManifest {
     pub(crate) component: BTreeMap<Spanned<String>, RawComponent>,
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+    /// Whether a manifest without routes is fine (not read from the file).
+    #[serde(skip)]
+    pub(crate) routes_optional: bool,
 }
 
 impl RawManifest {
@@ -48,6 +51,9 @@ impl RawManifest {
             route,
             component,
             variables,
+            // A Spin app may have Redis triggers only; Spin's own front end
+            // checks that it has something to serve.
+            routes_optional: true,
         }
     }
 }

@@ -85,7 +85,7 @@ pub(crate) fn resolve(
         version: None,
     };
 
-    let routes = resolve_routes(source, raw.route, &raw.component)?;
+    let routes = resolve_routes(source, raw.route, raw.routes_optional, &raw.component)?;
     let variables = resolve_variables(source, raw.variables)?;
 
     let mut boundary = Boundary::new(&dir, options.allow_outside_app_dir);
@@ -123,6 +123,7 @@ pub(crate) fn resolve(
         components,
         variables,
         outside_app_dir: boundary.outside,
+        redis_triggers: Vec::new(),
         spin: false,
     })
 }
@@ -130,9 +131,10 @@ pub(crate) fn resolve(
 fn resolve_routes(
     source: &Source,
     raw: Vec<RawRoute>,
+    routes_optional: bool,
     components: &BTreeMap<Spanned<String>, RawComponent>,
 ) -> Result<Vec<Route>, ManifestError> {
-    if raw.is_empty() {
+    if raw.is_empty() && !routes_optional {
         return Err(source.invalid(None, "route", "the manifest declares no routes"));
     }
     let mut routes = Vec::with_capacity(raw.len());

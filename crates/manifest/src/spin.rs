@@ -24,7 +24,9 @@ use crate::raw::{
     RawApp, RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable,
     RawVersion,
 };
-use crate::{Executor, LoadOptions, Location, Manifest, ManifestError, RoutePattern, resolve};
+use crate::{
+    Executor, LoadOptions, Location, Manifest, ManifestError, RedisTrigger, RoutePattern, resolve,
+};
 
 /// The only `spin_manifest_version` Tern reads.
 const SPIN_MANIFEST_VERSION: i64 = 2;
@@ -69,6 +71,17 @@ pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, M
         raw.trigger.http.unwrap_or_default(),
         &defined,
     )?;
+    let default_address = application.trigger.redis.map(|r| r.into_inner().address);
+    let redis_triggers = translate_redis_triggers(
+        source,
+        default_address.flatten(),
+        raw.trigger.redis.unwrap_or_default(),
+        &defined,
+    )?;
+    if http.routes.is_empty() && redis_triggers.is_empty() {
+        let message = "the manifest declares no routes and no Redis triggers";
+        return Err(source.invalid(None, "trigger.http", message));
+    }
 
     let executor = |id: &str| http.executors.get(id).and_then(|choice| choice.explicit);
     let mut components = BTreeMap::new();
@@ -97,6 +110,7 @@ pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, M
         resolve::resolve(source, raw, options).map_err(|error| spin_keys(error, &inline_keys))?;
     manifest.app.version = application.version;
     manifest.spin = true;
+    manifest.redis_triggers = redis_triggers;
     Ok(manifest)
 }
 
@@ -127,8 +141,8 @@ fn check_version(
     Err(source.invalid(Some(source.key_at(&version.span())), key, message))
 }
 
-/// Refuses trigger types other than `http`: an unknown one first, then
-/// Redis, each at its first appearance in the file.
+/// Refuses trigger types other than `http` and `redis`, at the first
+/// one's appearance in the file.
 fn refuse_other_triggers(
     source: &Source,
     application: &AppTriggers,
@@ -142,7 +156,8 @@ fn refuse_other_triggers(
         .min_by_key(|(_, kind)| kind.span().start);
     if let Some((table, kind)) = unknown {
         let name = kind.get_ref();
-        let message = format!("unknown trigger type `{name}`; Tern serves `http` triggers");
+        let message =
+            format!("unknown trigger type `{name}`; Tern serves `http` and `redis` triggers");
         return Err(source.invalid(
             Some(source.at(&kind.span())),
             format!("{table}.{name}"),
@@ -150,22 +165,6 @@ fn refuse_other_triggers(
         ));
     }
 
-    let redis = application
-        .redis
-        .iter()
-        .map(|table| ("application.trigger.redis", table.span()))
-        .chain(
-            triggers
-                .redis
-                .iter()
-                .flatten()
-                .map(|trigger| ("trigger.redis", trigger.span())),
-        )
-        .min_by_key(|(_, span)| span.start);
-    if let Some((key, span)) = redis {
-        let location = Some(source.key_at(&span));
-        return Err(source.invalid(location, key, "Redis triggers are not supported yet"));
-    }
     Ok(())
 }
 
@@ -377,9 +376,89 @@ fn translate_triggers(
             });
         }
     }
-    if out.routes.is_empty() {
-        let message = "the manifest declares no routes";
-        return Err(source.invalid(None, "trigger.http", message));
+    Ok(out)
+}
+
+/// Checks the `[[trigger.redis]]` entries: each names a channel, a
+/// component defined under `[component]`, and a `redis://` address, its
+/// own or `[application.trigger.redis]`'s (`default_address`).
+fn translate_redis_triggers(
+    source: &Source,
+    default_address: Option<Spanned<String>>,
+    triggers: Vec<Spanned<RawRedisTrigger>>,
+    defined: &[String],
+) -> Result<Vec<RedisTrigger>, ManifestError> {
+    let mut out = Vec::with_capacity(triggers.len());
+    for (index, trigger) in triggers.into_iter().enumerate() {
+        let key = format!("trigger.redis[{}]", index + 1);
+        let trigger_span = trigger.span();
+        let trigger = trigger.into_inner();
+        let at = |span: &std::ops::Range<usize>| Some(source.key_at(span));
+
+        if trigger.channel.get_ref().is_empty() {
+            let message = "must not be empty";
+            return Err(source.invalid(
+                at(&trigger.channel.span()),
+                format!("{key}.channel"),
+                message,
+            ));
+        }
+        let component_span = trigger.component.span();
+        let component = match trigger.component.into_inner() {
+            StringOr::String(id) if defined.contains(&id) => id,
+            StringOr::String(id) => {
+                let message = format!(
+                    "no component named \"{id}\"; defined: {}",
+                    defined.join(", ")
+                );
+                return Err(source.invalid(
+                    at(&component_span),
+                    format!("{key}.component"),
+                    message,
+                ));
+            }
+            StringOr::Table(_) => {
+                let message = "an inline component is not supported on a Redis trigger yet; define it under [component.ID] and name it here";
+                return Err(source.invalid(
+                    at(&component_span),
+                    format!("{key}.component"),
+                    message,
+                ));
+            }
+        };
+        let (address, address_key) = match (trigger.address, &default_address) {
+            (Some(address), _) => (address, format!("{key}.address")),
+            (None, Some(address)) => (
+                address.clone(),
+                "application.trigger.redis.address".to_owned(),
+            ),
+            (None, None) => {
+                let message = "missing; give `address = \"redis://HOST:PORT\"` here or under [application.trigger.redis]";
+                return Err(source.invalid(
+                    Some(source.at(&trigger_span)),
+                    format!("{key}.address"),
+                    message,
+                ));
+            }
+        };
+        let written = address.get_ref();
+        let problem = if written.contains("{{") {
+            Some("variables in a Redis address are not supported yet; write the address")
+        } else if written.starts_with("rediss://") {
+            Some("Redis over TLS (`rediss://`) is not supported yet")
+        } else if !written.starts_with("redis://") {
+            Some("must be a `redis://HOST:PORT` address")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(source.invalid(at(&address.span()), address_key, problem));
+        }
+        out.push(RedisTrigger {
+            address: address.into_inner(),
+            channel: trigger.channel.into_inner(),
+            component,
+        });
     }
     Ok(out)
 }
@@ -678,14 +757,12 @@ struct RawAppHttp {
     base: Option<Spanned<String>>,
 }
 
-/// `[application.trigger.redis]`: settings for every Redis trigger. Parsed
-/// so that Redis triggers are refused for what they are.
+/// `[application.trigger.redis]`: settings for every Redis trigger.
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a table such as `{ address = \"redis://localhost:6379\" }`"
 )]
-#[allow(dead_code, reason = "read once Redis triggers are served")]
 struct RawAppRedis {
     /// The Redis server every Redis trigger subscribes on, by default.
     address: Option<Spanned<String>>,
@@ -759,16 +836,15 @@ struct RawHttpTrigger {
     static_response: Option<Spanned<IgnoredAny>>,
 }
 
-/// A `[[trigger.redis]]` entry. Parsed so that Redis triggers are refused
-/// for what they are.
+/// A `[[trigger.redis]]` entry.
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a table with `channel` and `component`"
 )]
-#[allow(dead_code, reason = "read once Redis triggers are served")]
 struct RawRedisTrigger {
-    /// Names the trigger, and its inline component.
+    /// Names the trigger.
+    #[allow(dead_code, reason = "accepted; Tern names a trigger by its channel")]
     id: Option<Spanned<String>>,
     /// The channel whose messages go to the component.
     channel: Spanned<String>,

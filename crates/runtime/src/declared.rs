@@ -27,7 +27,8 @@ pub fn initial_memory(bytes: &[u8]) -> Option<u64> {
 
 /// Whether a component speaks WASI 0.3: it imports or exports a `wasi:`
 /// interface of version 0.3 (`wasi:http/handler@0.3.0`,
-/// `wasi:cli/stdout@0.3.0`), so its engine needs component-model
+/// `wasi:cli/stdout@0.3.0`) or one of the Spin SDK 7's `spin:` interfaces
+/// of version 3 (async functions too), so its engine needs component-model
 /// concurrency (async functions, streams, futures). `false` for a core
 /// module, and for bytes that are not a readable component (loading them
 /// says what is wrong). Only the top level is read, not nested modules.
@@ -44,7 +45,12 @@ pub fn initial_memory(bytes: &[u8]) -> Option<u64> {
 /// ```
 pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
     use wasmparser::{Parser, Payload};
-    let is_p3 = |name: &str| name.starts_with("wasi:") && name.contains("@0.3.");
+    // The Spin SDK 7's `spin:*@3` interfaces are WASI 0.3 async functions
+    // too; a Redis-triggered component may use nothing else.
+    let is_p3 = |name: &str| {
+        (name.starts_with("wasi:") && name.contains("@0.3."))
+            || (name.starts_with("spin:") && name.contains("@3."))
+    };
     let mut depth = 0u32;
     for payload in Parser::new(0).parse_all(bytes) {
         let Ok(payload) = payload else { return false };

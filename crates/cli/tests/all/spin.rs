@@ -306,3 +306,66 @@ fn redis_outside_the_allowlist_is_refused_before_connecting() {
     let clients = String::from_utf8(clients.stdout).unwrap();
     assert_eq!(clients.lines().count(), 1, "{clients}");
 }
+
+/// `redis-cli -p PORT ARGS...`'s output.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+pub fn spin_redis_trigger() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let port = redis.port();
+    let file = Path::new(SPIN_REDIS_TRIGGER)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let manifest = format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"chat\"\n\n\
+         [application.trigger.redis]\naddress = \"{url}\"\n\n\
+         [variables]\nredis_address = {{ default = \"{url}\" }}\n\n\
+         [[trigger.redis]]\nchannel = \"messages\"\ncomponent = \"listener\"\n\n\
+         [component.listener]\nsource = \"{file}\"\nallowed_outbound_hosts = [\"redis://127.0.0.1:{port}\"]\n\n\
+         [component.listener.variables]\nredis_address = \"{{{{ redis_address }}}}\"\n",
+        url = redis.url()
+    );
+    let dir = spin_dir(&manifest, &[SPIN_REDIS_TRIGGER]);
+    let serve = Serve::start_in(&tern, dir, &[]);
+    serve.wait_for_log("subscribed to `messages` on redis 127.0.0.1:");
+    serve.wait_for_log(&format!("redis `messages` on 127.0.0.1:{port}/0  -> listener"));
+
+    // Messages published with redis-cli reach the handler in order; one
+    // that traps and one whose handler fails are logged, and the next
+    // message is handled.
+    for (n, message) in ["hello", "trap", "fail", "world"].iter().enumerate() {
+        assert_eq!(redis_cli(port, &["PUBLISH", "messages", message]), "1\n");
+        serve.wait_for_nth_log("redis message on `messages`", n + 1);
+    }
+    assert_eq!(
+        redis_cli(port, &["LRANGE", "received", "0", "-1"]),
+        "hello\nworld\n"
+    );
+    let log = serve.log();
+    assert!(
+        log.contains("redis message on `messages` (5 bytes) -> listener: handled in"),
+        "{log}"
+    );
+    assert!(
+        log.contains("redis message on `messages` (4 bytes) -> listener: failed after")
+            && log.contains("guest trapped"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "the handler returned an error: other: asked to fail; the next message is handled"
+        ),
+        "{log}"
+    );
+}

@@ -235,6 +235,14 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     writeln!(w, "dir: {}", relative(&manifest.dir)).unwrap();
     writeln!(w, "app.name: {:?}", manifest.app.name).unwrap();
     writeln!(w, "app.description: {:?}", manifest.app.description).unwrap();
+    for trigger in &manifest.redis_triggers {
+        writeln!(
+            w,
+            "redis trigger {} on {} -> {}",
+            trigger.channel, trigger.address, trigger.component
+        )
+        .unwrap();
+    }
     if let Some(version) = &manifest.app.version {
         writeln!(w, "app.version: {version:?}").unwrap();
     }

@@ -1,0 +1,252 @@
+//! Spin's Redis trigger (`[[trigger.redis]]`): Tern subscribes to each
+//! channel and hands every message to its component's
+//! `spin:redis/inbound-redis@3.0.0` handler, in a fresh instance with the
+//! same grants and limits as an HTTP request of that component (memory,
+//! deadline, CPU time, instance slots).
+//!
+//! One subscription per Redis address, its messages handled one at a time
+//! in the order they arrive. A handler that traps, runs out of time or
+//! returns an error is logged with the message's request id, and the next
+//! message is handled. A lost connection is logged and made again, after a
+//! pause that doubles up to 30 s; Redis does not keep messages published
+//! meanwhile (that is pub/sub). The subscriptions follow the app as it was
+//! first loaded; a reload that changes them needs a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Val};
+use wasmtime::{Engine, Result, Store};
+
+use crate::events::{EventSink, RequestIds};
+use crate::executor::Executor;
+use crate::guest_output::OutputState;
+use crate::instance::{Failure, Grants, limit_store};
+use crate::server::AppSlot;
+use crate::wasi_http::{HttpHost, HttpLinkers, exports};
+
+/// The interface a Redis-triggered component exports.
+const INBOUND_REDIS: &str = "spin:redis/inbound-redis@3.0.0";
+
+/// The longest pause before connecting again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A component exporting `spin:redis/inbound-redis`, ready to instantiate
+/// per message.
+pub(crate) struct RedisExecutor {
+    pre: InstancePre<HttpHost>,
+    handle: ComponentExportIndex,
+}
+
+impl RedisExecutor {
+    /// Links and pre-instantiates `component`.
+    pub(crate) fn new(linkers: &HttpLinkers, component: &Component) -> Result<Self> {
+        let handle = component
+            .get_export_index(None, INBOUND_REDIS)
+            .and_then(|iface| component.get_export_index(Some(&iface), "handle-message"))
+            .ok_or_else(|| wasmtime::format_err!("no `{INBOUND_REDIS}#handle-message` export"))?;
+        Ok(RedisExecutor {
+            pre: linkers.link(component, true)?,
+            handle,
+        })
+    }
+
+    /// Whether `component` exports the handler this executor calls.
+    pub(crate) fn exports_handler(engine: &Engine, component: &Component) -> bool {
+        exports(engine, component, "spin:redis/inbound-redis@3")
+    }
+
+    /// Runs the handler on one message, in a fresh instance under the
+    /// component's limits. `Ok(Err(..))` is the handler's own error.
+    async fn handle(
+        &self,
+        grants: &Grants,
+        sink: &Arc<dyn EventSink>,
+        output: Arc<OutputState>,
+        message: Vec<u8>,
+    ) -> Result<Result<(), String>, Failure> {
+        let deadline = Instant::now() + grants.limits.timeout;
+        let mut store = Store::new(
+            self.pre.engine(),
+            HttpHost::for_instance(grants, sink, output)?,
+        );
+        limit_store(&mut store, deadline, grants.limits.cpu_time, |h| {
+            &mut h.limiter
+        });
+        let mut answer = Ok(());
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let func = instance
+                .get_func(&mut store, self.handle)
+                .ok_or_else(|| wasmtime::format_err!("`handle-message` is not a function"))?;
+            let params = [Val::List(message.into_iter().map(Val::U8).collect())];
+            let mut results = [Val::Bool(false)];
+            store
+                .run_concurrent(async |guest| {
+                    func.call_concurrent(guest, &params, &mut results).await
+                })
+                .await??;
+            if let Val::Result(Err(error)) = &results[0] {
+                answer = Err(match error.as_deref() {
+                    Some(Val::Variant(case, Some(detail))) => match &**detail {
+                        Val::String(text) => format!("{case}: {text}"),
+                        other => format!("{case}: {other:?}"),
+                    },
+                    Some(Val::Variant(case, None)) => case.clone(),
+                    other => format!("{other:?}"),
+                });
+            }
+            wasmtime::error::Ok(())
+        };
+        let run = tokio::time::timeout_at(deadline.into(), run).await;
+        let limiter = &store.data().limiter;
+        Failure::settle(run, limiter, &grants.limits).map(|()| answer)
+    }
+}
+
+/// Subscribes to the channels of the app's Redis triggers and handles
+/// their messages until the runtime stops. Returns at once for an app
+/// without Redis triggers.
+pub async fn run_redis_triggers(slot: AppSlot, sink: Arc<dyn EventSink>) {
+    let app = slot.current();
+    let mut by_address: BTreeMap<&str, (String, Vec<String>)> = BTreeMap::new();
+    for route in &app.redis {
+        let trigger = &route.trigger;
+        let (_, channels) = by_address
+            .entry(&trigger.address)
+            .or_insert_with(|| (trigger.host().to_owned(), Vec::new()));
+        if !channels.contains(&trigger.channel) {
+            channels.push(trigger.channel.clone());
+        }
+    }
+    let by_address: Vec<(String, String, Vec<String>)> = by_address
+        .into_iter()
+        .map(|(address, (shown, channels))| (address.to_owned(), shown, channels))
+        .collect();
+    drop(app);
+    let ids = Arc::new(RequestIds::new());
+    let subscriptions = by_address.into_iter().map(|(address, shown, channels)| {
+        subscribe(
+            address,
+            shown,
+            channels,
+            slot.clone(),
+            sink.clone(),
+            ids.clone(),
+        )
+    });
+    futures::future::join_all(subscriptions).await;
+}
+
+/// One address's subscription, made again whenever it is lost.
+/// Log lines name the server as `shown`: the address may carry a password.
+async fn subscribe(
+    address: String,
+    shown: String,
+    channels: Vec<String>,
+    slot: AppSlot,
+    sink: Arc<dyn EventSink>,
+    ids: Arc<RequestIds>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let connected = async {
+            let client = redis::Client::open(address.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            for channel in &channels {
+                pubsub.subscribe(channel).await?;
+            }
+            redis::RedisResult::Ok(pubsub)
+        };
+        match connected.await {
+            Ok(pubsub) => {
+                backoff = Duration::from_secs(1);
+                sink.event(&format!(
+                    "subscribed to {} on redis {shown}",
+                    channels
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let channel = message.get_channel_name().to_owned();
+                    let payload = message.get_payload_bytes().to_vec();
+                    deliver(&slot, &sink, &ids, &address, &channel, payload).await;
+                }
+                sink.server_error(&format!(
+                    "lost the connection to redis {shown}; connecting again in {}s",
+                    backoff.as_secs()
+                ));
+            }
+            Err(e) => sink.server_error(&format!(
+                "cannot subscribe on redis {shown}: {e}; trying again in {}s",
+                backoff.as_secs()
+            )),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Hands one message to each trigger of `channel` at `address`, logging
+/// how each went.
+async fn deliver(
+    slot: &AppSlot,
+    sink: &Arc<dyn EventSink>,
+    ids: &RequestIds,
+    address: &str,
+    channel: &str,
+    payload: Vec<u8>,
+) {
+    let app = slot.current();
+    for route in app
+        .redis
+        .iter()
+        .filter(|r| r.trigger.address == address && r.trigger.channel == channel)
+    {
+        let Some(served) = app.components.get(route.component) else {
+            continue;
+        };
+        let Executor::Redis(executor) = &served.executor else {
+            continue;
+        };
+        let grants = &served.grants;
+        let id = ids.next();
+        let started = Instant::now();
+        let size = payload.len() as u64;
+        let outcome = if size > grants.limits.max_body.0 {
+            Err(format!("message larger than {}", grants.limits.max_body))
+        } else {
+            // An instance slot, as an HTTP request takes one.
+            match app.pool.slots.clone().acquire_owned().await {
+                Ok(_slot) => match executor
+                    .handle(grants, sink, OutputState::new(id), payload.clone())
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(format!("the handler returned an error: {error}")),
+                    Err(failure) => Err(failure.describe(&grants.limits)),
+                },
+                Err(_) => Err("the server is stopping".to_owned()),
+            }
+        };
+        let took = started.elapsed();
+        let line = match outcome {
+            Ok(()) => format!(
+                "redis message on `{channel}` ({size} bytes) -> {}: handled in {:.1}ms ({id})",
+                grants.id,
+                took.as_secs_f64() * 1000.0
+            ),
+            Err(why) => format!(
+                "redis message on `{channel}` ({size} bytes) -> {}: failed after {:.1}ms ({id}): {why}; the next message is handled",
+                grants.id,
+                took.as_secs_f64() * 1000.0
+            ),
+        };
+        sink.event(&line);
+    }
+}

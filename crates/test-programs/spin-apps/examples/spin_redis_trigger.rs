@@ -1,0 +1,24 @@
+//! A Redis-triggered component as Spin's documentation shows it: each
+//! message published on its channel is pushed onto the `received` list of
+//! the Redis at `redis_address`. A message `trap` makes the handler panic,
+//! `fail` makes it return an error.
+
+use spin_sdk::redis::{Connection, RedisParameter};
+use spin_sdk::{redis_subscriber, variables};
+
+#[redis_subscriber]
+async fn on_message(message: Vec<u8>) -> anyhow::Result<()> {
+    match message.as_slice() {
+        b"trap" => panic!("asked to trap"),
+        b"fail" => anyhow::bail!("asked to fail"),
+        _ => {}
+    }
+    let address = variables::get("redis_address").await?;
+    let conn = Connection::open(&address).await?;
+    let args = [
+        RedisParameter::Binary(b"received".to_vec()),
+        RedisParameter::Binary(message),
+    ];
+    conn.execute("RPUSH", args).await?;
+    Ok(())
+}

@@ -83,6 +83,8 @@ pub struct Services {
     pub(crate) redis: crate::spin::RedisConnections,
     /// Redis connections this instance holds open.
     pub(crate) open_redis: u32,
+    /// MQTT connections this instance holds open.
+    pub(crate) open_mqtt: u32,
 }
 
 /// Where a component's outbound connections other than HTTP may go, and

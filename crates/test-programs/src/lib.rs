@@ -26,8 +26,10 @@
 //!   `http3_hello`) and listed by [`foreach_http3_guest!`] (`http3_hello`).
 //!
 //! [`redis::RedisServer`] starts a real `redis-server` for the tests of the
-//! Redis key-value backend.
+//! Redis key-value backend; [`mqtt::Broker`] a real `mosquitto` for those
+//! of MQTT publishing.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+pub mod mqtt;
 pub mod redis;

@@ -339,7 +339,9 @@ pub fn spin_redis_trigger() {
     let dir = spin_dir(&manifest, &[SPIN_REDIS_TRIGGER]);
     let serve = Serve::start_in(&tern, dir, &[]);
     serve.wait_for_log("subscribed to `messages` on redis 127.0.0.1:");
-    serve.wait_for_log(&format!("redis `messages` on 127.0.0.1:{port}/0  -> listener"));
+    serve.wait_for_log(&format!(
+        "redis `messages` on 127.0.0.1:{port}/0  -> listener"
+    ));
 
     // Messages published with redis-cli reach the handler in order; one
     // that traps and one whose handler fails are logged, and the next
@@ -367,5 +369,75 @@ pub fn spin_redis_trigger() {
             "the handler returned an error: other: asked to fail; the next message is handled"
         ),
         "{log}"
+    );
+}
+
+#[test]
+pub fn spin_mqtt() {
+    let tern = Tern::new();
+    let broker = test_programs::mqtt::Broker::start();
+    let port = broker.port().to_string();
+    let file = Path::new(SPIN_MQTT).file_name().unwrap().to_str().unwrap();
+    let manifest = format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"news\"\n\n\
+         [variables]\nmqtt_address = {{ default = \"{url}?client_id=tern-test\" }}\n\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"app\"\n\n\
+         [component.app]\nsource = \"{file}\"\nallowed_outbound_hosts = [\"mqtt://127.0.0.1:{port}\"]\n\n\
+         [component.app.variables]\nmqtt_address = \"{{{{ mqtt_address }}}}\"\n\
+         mqtt_username = \"\"\nmqtt_password = \"\"\n",
+        url = broker.url()
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_MQTT]), &[]);
+
+    // A subscriber, as a user would run one, waiting (60 s at most) for
+    // three messages; line-buffered, since its output is a pipe.
+    let mut subscriber = std::process::Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port])
+        .args(["-t", "news/#", "-C", "3", "-W", "60", "-v", "-d"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `-d` prints the SUBACK once subscribed; wait for it rather than guess.
+    let mut out = std::io::BufReader::new(subscriber.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("SUBACK") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "no SUBACK"
+        );
+    }
+    for (qos, body) in [(0, "zero"), (1, "one"), (2, "two")] {
+        let published = serve.post(&format!("/news/q{qos}?qos={qos}"), body);
+        assert_eq!(published.expect(200), "published", "qos {qos}");
+    }
+    let mut got = Vec::new();
+    for line in std::io::BufRead::lines(out) {
+        let line = line.unwrap();
+        if !line.starts_with("Client ") && !line.starts_with("Subscribed ") {
+            got.push(line);
+        }
+    }
+    assert_eq!(got, ["news/q0 zero", "news/q1 one", "news/q2 two"]);
+    assert!(subscriber.wait().unwrap().success());
+}
+
+#[test]
+fn mqtt_outside_the_allowlist_is_refused() {
+    let tern = Tern::new();
+    let broker = test_programs::mqtt::Broker::start();
+    let file = Path::new(SPIN_MQTT).file_name().unwrap().to_str().unwrap();
+    let manifest = format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"news\"\n\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"app\"\n\n\
+         [component.app]\nsource = \"{file}\"\nallowed_outbound_hosts = [\"mqtt://127.0.0.1:1\"]\n\n\
+         [component.app.variables]\nmqtt_address = \"{}\"\nmqtt_username = \"\"\nmqtt_password = \"\"\n",
+        broker.url()
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_MQTT]), &[]);
+    let refused = serve.post("/news", "x").expect(502).to_owned();
+    assert!(
+        refused.contains("is not in allowed_outbound_hosts"),
+        "{refused}"
     );
 }

@@ -1,5 +1,5 @@
 //! The Spin SDK's host interfaces (`spin:key-value@3.0.0`,
-//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`, `spin:redis@3.0.0`), so that components built
+//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`, `spin:redis@3.0.0`, `spin:mqtt@3.0.0`), so that components built
 //! with the Spin SDK run unchanged. They sit on the same grants as Tern's own
 //! services: the key-value stores and variables of
 //! [`Services`](crate::Services), and the
@@ -16,6 +16,7 @@ use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, Str
 use crate::databases::{SqlError, SqlValue};
 use crate::services::{Bucket, MAX_OPEN_BUCKETS, ServicesView};
 
+mod mqtt;
 mod redis;
 
 pub use redis::RedisConnections;
@@ -29,6 +30,7 @@ mod bindings {
             "spin:key-value/key-value.store": crate::services::Bucket,
             "spin:sqlite/sqlite.connection": super::SqlConnection,
             "spin:redis/redis.connection": super::redis::RedisConnection,
+            "spin:mqtt/mqtt.connection": super::mqtt::MqttConnection,
         },
     });
 }
@@ -36,6 +38,54 @@ mod bindings {
 use bindings::spin::key_value::key_value as kv;
 use bindings::spin::sqlite::sqlite;
 use bindings::spin::variables::variables;
+
+/// Where a connection to `host:port` for `scheme` may go: checked against
+/// the component's `allowed_outbound_hosts`, then every address the host
+/// resolves to, a non-public one refused unless the matching entry names
+/// the host itself (as outbound HTTP does). The error says why, for the
+/// guest.
+pub(crate) async fn checked_addresses(
+    outbound: &crate::services::Outbound,
+    scheme: &str,
+    host: &str,
+    port: u16,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::SocketAddr;
+    use tern_manifest::{RequestHost, canonical_ip, is_public};
+    let host = RequestHost::parse(host.trim_start_matches('[').trim_end_matches(']'))?;
+    let matching: Vec<_> = outbound
+        .allowed
+        .iter()
+        .filter(|rule| rule.allows(scheme, &host, port))
+        .collect();
+    if matching.is_empty() {
+        return Err(format!(
+            "{scheme}://{host}:{port} is not in allowed_outbound_hosts"
+        ));
+    }
+    let explicit = matching.iter().any(|rule| rule.names_host_explicitly());
+    let found: Vec<SocketAddr> = match &host {
+        RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        RequestHost::Name(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), port));
+            match tokio::time::timeout(outbound.connect_timeout, lookup).await {
+                Ok(Ok(found)) => found.collect(),
+                _ => return Err(format!("cannot resolve {name}")),
+            }
+        }
+    };
+    let checked: Vec<SocketAddr> = found
+        .into_iter()
+        .map(|a| SocketAddr::new(canonical_ip(a.ip()), a.port()))
+        .filter(|a| explicit || is_public(a.ip()))
+        .collect();
+    if checked.is_empty() {
+        return Err(
+            "the host resolves to a non-public address and the allowlist does not name it".into(),
+        );
+    }
+    Ok(checked)
+}
 
 /// Connections one instance may hold open at once.
 pub const MAX_OPEN_CONNECTIONS: u32 = 64;
@@ -65,6 +115,7 @@ pub fn add_to_linker<T: Send + 'static>(
     variables::add_to_linker::<T, HasSpin>(linker, get)?;
     sqlite::add_to_linker::<T, HasSpin>(linker, get)?;
     bindings::spin::redis::redis::add_to_linker::<T, HasSpin>(linker, get)?;
+    bindings::spin::mqtt::mqtt::add_to_linker::<T, HasSpin>(linker, get)?;
     Ok(())
 }
 

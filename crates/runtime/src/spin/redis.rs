@@ -1,21 +1,17 @@
 //! `spin:redis/redis@3.0.0`: a guest's commands to a Redis server, through
 //! the component's `allowed_outbound_hosts` (`redis://HOST:PORT`).
 //!
-//! Checked before any connection: the address against the allowlist, then
-//! every address the host resolves to, non-public ones refused unless the
-//! entry names the host itself (as outbound HTTP does). Tern connects to an
-//! address it checked. A connection is made once per address and shared by
+//! Checked before any connection (see [`super::checked_addresses`]); Tern
+//! connects to an address it checked. A connection is made once per address and shared by
 //! the component's instances (Redis connections are multiplexed), and made
 //! again after it fails. Each command waits at most the component's
 //! `outbound_timeout`; connecting, its `outbound_connect_timeout`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, Value};
-use tern_manifest::{RequestHost, canonical_ip, is_public};
 use wasmtime::Result;
 use wasmtime::component::{Accessor, Resource};
 
@@ -69,46 +65,17 @@ async fn connect(
     if let Some(conn) = pool.get(address) {
         return Ok(conn);
     }
-    let denied = |why: String| api::Error::Other(format!("outbound connection denied: {why}"));
     let info = address
         .into_connection_info()
         .map_err(|_| api::Error::InvalidAddress)?;
     let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-        return Err(denied("only redis:// addresses are supported".into()));
-    };
-    let host = RequestHost::parse(host.trim_start_matches('[').trim_end_matches(']'))
-        .map_err(|_| api::Error::InvalidAddress)?;
-    let matching: Vec<_> = outbound
-        .allowed
-        .iter()
-        .filter(|rule| rule.allows("redis", &host, port))
-        .collect();
-    if matching.is_empty() {
-        return Err(denied(format!(
-            "redis://{host}:{port} is not in allowed_outbound_hosts"
-        )));
-    }
-    let explicit = matching.iter().any(|rule| rule.names_host_explicitly());
-    let found: Vec<SocketAddr> = match &host {
-        RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-        RequestHost::Name(name) => {
-            let lookup = tokio::net::lookup_host((name.as_str(), port));
-            match tokio::time::timeout(outbound.connect_timeout, lookup).await {
-                Ok(Ok(found)) => found.collect(),
-                _ => return Err(api::Error::Other(format!("cannot resolve {name}"))),
-            }
-        }
-    };
-    let checked: Vec<SocketAddr> = found
-        .into_iter()
-        .map(|a| SocketAddr::new(canonical_ip(a.ip()), a.port()))
-        .filter(|a| explicit || is_public(a.ip()))
-        .collect();
-    if checked.is_empty() {
-        return Err(denied(
-            "the host resolves to a non-public address and the allowlist does not name it".into(),
+        return Err(api::Error::Other(
+            "outbound connection denied: only redis:// addresses are supported".into(),
         ));
-    }
+    };
+    let checked = super::checked_addresses(outbound, "redis", &host, port)
+        .await
+        .map_err(|why| api::Error::Other(format!("outbound connection denied: {why}")))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(outbound.connect_timeout))
         .set_response_timeout(Some(outbound.response_timeout));

@@ -296,9 +296,7 @@ fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
                 (name.clone(), StoreConfig::new(backend))
             })
             .collect(),
-        variables: Default::default(),
-        allow_outside_app_dir: false,
-        outbound_ca_file: None,
+        ..RuntimeConfig::default()
     };
     let names: Vec<String> = runtime.stores.keys().cloned().collect();
     let stores = tern_runtime::open_stores(

@@ -82,9 +82,22 @@ pub struct ServeArgs {
     no_cache: bool,
     #[command(flatten)]
     pub(crate) compile_limits: crate::compiling::CompileLimitArgs,
-    /// Operator settings: key-value store backends and variable values (TOML)
-    #[arg(long, value_name = "FILE")]
+    /// Operator settings: key-value store backends and variable values (TOML);
+    /// Spin's `--runtime-config-file` spelling is accepted
+    #[arg(long, value_name = "FILE", alias = "runtime-config-file")]
     runtime_config: Option<PathBuf>,
+    /// Set an environment variable for every component, over its own
+    /// `environment` (repeatable; as `spin up -e`)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    env: Vec<(String, String)>,
+    /// Set a key in the `default` key-value store at start (repeatable; as
+    /// `spin up --key-value`)
+    #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    key_values: Vec<(String, String)>,
+    /// Run SQL on the `default` database at start: a statement, or
+    /// `@FILE` for a file of them (repeatable, in order; as `spin up --sqlite`)
+    #[arg(long = "sqlite", value_name = "SQL")]
+    sqlite: Vec<String>,
     /// Where embedded (SQLite) stores live [default: .tern beside the manifest]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -109,7 +122,44 @@ impl ServeArgs {
             None => RuntimeConfig::default(),
         };
         runtime.allow_outside_app_dir |= self.allow_outside_app_dir;
+        runtime.environment.extend(self.env.iter().cloned());
         Ok(runtime)
+    }
+
+    /// Seeds the app's `default` store and database as `--key-value` and
+    /// `--sqlite` ask, before it serves.
+    fn seed(&self, app: &App, runtime: &tokio::runtime::Runtime) -> Result<()> {
+        if !self.key_values.is_empty() {
+            let store = app.store("default").ok_or_else(|| {
+                tern_runtime::Error::msg(
+                    "--key-value sets keys in the `default` store, which no component declares (key_value_stores = [\"default\"])",
+                )
+            })?;
+            for (key, value) in &self.key_values {
+                runtime
+                    .block_on(store.set(key, value.as_bytes(), None))
+                    .map_err(|e| tern_runtime::Error::msg(format!("--key-value {key}: {e}")))?;
+            }
+        }
+        if !self.sqlite.is_empty() {
+            let database = app.database("default").ok_or_else(|| {
+                tern_runtime::Error::msg(
+                    "--sqlite runs on the `default` database, which no component declares (sqlite_databases = [\"default\"])",
+                )
+            })?;
+            for sql in &self.sqlite {
+                let text = match sql.strip_prefix('@') {
+                    Some(file) => std::fs::read_to_string(file).map_err(|e| {
+                        tern_runtime::Error::msg(format!("--sqlite @{file}: cannot read it: {e}"))
+                    })?,
+                    None => sql.clone(),
+                };
+                database
+                    .execute_batch(&text)
+                    .map_err(|e| tern_runtime::Error::msg(format!("--sqlite {sql}: {e:?}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// The certificate and key of `--tls-cert` and `--tls-key`, read and
@@ -203,6 +253,14 @@ fn raise_open_files_limit() -> Option<usize> {
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+/// A `KEY=VALUE` argument.
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, found `{text}`")),
+    }
+}
+
 pub fn main(args: ServeArgs) -> Result<ExitCode> {
     serve(args, None)
 }
@@ -262,6 +320,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    args.seed(&slot.current(), &runtime)?;
     if !manifest.redis_triggers.is_empty() {
         // Messages are handled on the runtime that drives the server's
         // first worker; they stop with it.

@@ -346,6 +346,7 @@ impl App {
         let databases = tern_runtime::open_databases(
             manifest.sqlite_databases(),
             &state_dir,
+            &config.runtime.databases,
             previous.map(|app| &app.databases),
         )
         .map_err(LoadError::Store)?;
@@ -385,6 +386,18 @@ impl App {
                     || Arc::new(Semaphore::new(limits.max_concurrent as usize)),
                     |old| old.permits.clone(),
                 );
+            // The operator's `-e KEY=VALUE` goes over the component's own.
+            let with_env;
+            let component = if config.runtime.environment.is_empty() {
+                component
+            } else {
+                let mut overlaid = component.clone();
+                overlaid
+                    .environment
+                    .extend(config.runtime.environment.clone());
+                with_env = overlaid;
+                &with_env
+            };
             components.push(Served {
                 grants: Arc::new(Grants::new(component, limits, services, tls.clone())),
                 executor,
@@ -464,6 +477,16 @@ impl App {
             .iter()
             .map(|(name, store)| (name.clone(), store.kind()))
             .collect()
+    }
+
+    /// The key-value store `name`, if the app declares it.
+    pub fn store(&self, name: &str) -> Option<Arc<tern_kv::Store>> {
+        self.stores.get(name).cloned()
+    }
+
+    /// The SQL database `name`, if the app declares it.
+    pub fn database(&self, name: &str) -> Option<Arc<tern_runtime::databases::Database>> {
+        self.databases.get(name).cloned()
     }
 
     /// The routes in the order they are matched.

@@ -57,6 +57,12 @@ pub struct RuntimeConfig {
     /// HTTPS trusts besides the web PKI roots (an internal CA, say), joined
     /// to the runtime config's directory.
     pub outbound_ca_file: Option<PathBuf>,
+    /// Environment variables every component gets, over its own
+    /// `environment` (`tern serve -e KEY=VALUE`; not read from the file).
+    pub environment: BTreeMap<String, String>,
+    /// `[sqlite_database.NAME]` tables (Spin's runtime config): where each
+    /// SQL database's file is, relative to the state directory.
+    pub databases: BTreeMap<String, PathBuf>,
 }
 
 /// One `[key_value_store.NAME]` table.
@@ -234,6 +240,20 @@ struct RawRuntimeConfig {
     variables: BTreeMap<String, String>,
     #[serde(default)]
     outbound: RawOutbound,
+    #[serde(default)]
+    sqlite_database: BTreeMap<Spanned<String>, RawDatabase>,
+}
+
+/// A `[sqlite_database.NAME]` table, as Spin's runtime config writes it.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ type = \"spin\", path = \"data/app.db\" }`"
+)]
+struct RawDatabase {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -316,7 +336,8 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
             )
         };
         let backend = match store.kind.get_ref().as_str() {
-            "sqlite" => {
+            // Spin's name for its default, SQLite-backed store.
+            "sqlite" | "spin" => {
                 if store.url.is_some() {
                     return Err(misplaced("url", "sqlite"));
                 }
@@ -361,7 +382,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
             }
             other => {
                 let message = format!(
-                    "unknown store type \"{}\"; use \"sqlite\", \"redis\" or \"memory\"",
+                    "unknown store type \"{}\"; use \"sqlite\" (Spin's \"spin\"), \"redis\" or \"memory\"",
                     other.escape_debug()
                 );
                 return Err(source.invalid(at, format!("{key}.type"), message));
@@ -401,11 +422,32 @@ pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig, ManifestError> {
         }
         None => None,
     };
+    let mut databases = BTreeMap::new();
+    for (name, database) in raw.sqlite_database {
+        let key = format!("sqlite_database.{}", name.get_ref());
+        if !is_valid_store_name(name.get_ref()) {
+            let message = "invalid database name; use lowercase letters, digits, `-` and `_`, starting with a letter";
+            return Err(source.invalid(Some(source.at(&name.span())), key, message));
+        }
+        if database.kind.get_ref() != "spin" {
+            let at = Some(source.key_at(&database.kind.span()));
+            let message = format!(
+                "unknown database type \"{}\"; Tern's SQL databases are SQLite files: use \"spin\"",
+                database.kind.get_ref().escape_debug()
+            );
+            return Err(source.invalid(at, format!("{key}.type"), message));
+        }
+        if let Some(path) = database.path {
+            databases.insert(name.into_inner(), PathBuf::from(path));
+        }
+    }
     Ok(RuntimeConfig {
         stores,
         variables: raw.variables,
         allow_outside_app_dir: raw.allow_outside_app_dir,
         outbound_ca_file,
+        environment: BTreeMap::new(),
+        databases,
     })
 }
 
@@ -552,6 +594,24 @@ mod tests {
                 "the runtime config sets variables.api_token, which the app does not declare; the app declares no variables",
                 "the runtime config sets variables.api_tokne, which the app does not declare; the app declares no variables",
             ]
+        );
+    }
+
+    #[test]
+    fn spin_runtime_config_types_are_read() {
+        let text = "[key_value_store.default]\ntype = \"spin\"\n\
+                    [sqlite_database.default]\ntype = \"spin\"\npath = \"db/app.db\"\n";
+        let rc = parse(text, Path::new("rc.toml")).unwrap();
+        assert_eq!(
+            rc.stores["default"].backend,
+            StoreBackend::Sqlite { path: None }
+        );
+        assert_eq!(rc.databases["default"], PathBuf::from("db/app.db"));
+        let text = "[sqlite_database.default]\ntype = \"libsql\"\n";
+        let error = parse(text, Path::new("rc.toml")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "rc.toml:2:1: sqlite_database.default.type: unknown database type \"libsql\"; Tern's SQL databases are SQLite files: use \"spin\""
         );
     }
 

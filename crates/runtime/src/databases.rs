@@ -81,12 +81,14 @@ pub fn database_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("sqlite").join(format!("{name}.db"))
 }
 
-/// Opens each database in `names` under `state_dir`, reusing those of
-/// `already` (a previous version of the app) by name. A new file and its
-/// directory are created, readable by the owner only.
+/// Opens each database in `names` under `state_dir` (at the path
+/// `configured` gives it, relative to `state_dir`, or the default one),
+/// reusing those of `already` (a previous version of the app) by name. A
+/// new file and its directory are created, readable by the owner only.
 pub fn open_databases<'a>(
     names: impl IntoIterator<Item = &'a str>,
     state_dir: &Path,
+    configured: &BTreeMap<String, PathBuf>,
     already: Option<&Databases>,
 ) -> Result<Databases, String> {
     let mut open = BTreeMap::new();
@@ -96,7 +98,13 @@ pub fn open_databases<'a>(
         }
         let database = match already.and_then(|dbs| dbs.get(name)) {
             Some(db) => db.clone(),
-            None => Arc::new(Database::open(name, &database_path(state_dir, name))?),
+            None => {
+                let path = match configured.get(name) {
+                    Some(path) => state_dir.join(path),
+                    None => database_path(state_dir, name),
+                };
+                Arc::new(Database::open(name, &path)?)
+            }
         };
         open.insert(name.to_owned(), database);
     }
@@ -133,6 +141,13 @@ impl Database {
     /// The database's name in the manifest.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Runs every statement of `sql` (the operator's, at start: `tern serve
+    /// --sqlite`), with no parameters and no budget.
+    pub fn execute_batch(&self, sql: &str) -> Result<(), SqlError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute_batch(sql).map_err(sql_error)
     }
 
     /// Runs the first statement of `statement` with `params` bound to its

@@ -441,3 +441,93 @@ fn mqtt_outside_the_allowlist_is_refused() {
         "{refused}"
     );
 }
+
+#[test]
+fn spin_up_flags_seed_the_stores_and_set_the_environment() {
+    let tern = Tern::new();
+    let echo = Path::new(HTTP_ECHO).file_name().unwrap().to_str().unwrap();
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/sql/...\"\ncomponent = \"sql\"\n\n\
+         [[trigger.http]]\nroute = \"/echo\"\ncomponent = \"echo\"\n\n\
+         [component.sql]\nsource = \"spin_sqlite.wasm\"\nsqlite_databases = [\"default\"]\n\n\
+         [component.echo]\nsource = \"{echo}\"\nenvironment = {{ MODE = \"manifest\", KEPT = \"yes\" }}\n",
+        one_app("/...", SPIN_KV, "key_value_stores = [\"default\"]", "")
+    );
+    let dir = spin_dir(&manifest, &[SPIN_KV, SPIN_SQLITE, HTTP_ECHO]);
+    // Spin's runtime config file: both types are "spin", the database at a
+    // path of its own under the state directory.
+    std::fs::write(
+        dir.path().join("runtime-config.toml"),
+        "[key_value_store.default]\ntype = \"spin\"\n\n\
+         [sqlite_database.default]\ntype = \"spin\"\npath = \"custom/shop.db\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seed.sql"),
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL, note BLOB, price REAL);\n\
+         INSERT INTO items (name, qty, note, price) VALUES ('seeded', 7, x'09', 1.5);\n",
+    )
+    .unwrap();
+    let config = dir.path().join("runtime-config.toml");
+    let seed = format!("@{}", dir.path().join("seed.sql").display());
+    let serve = Serve::spawn(
+        tern.command(),
+        dir.path(),
+        &[
+            "--runtime-config-file",
+            config.to_str().unwrap(),
+            "--key-value",
+            "fruit=apple",
+            "--key-value",
+            "veg=leek=green",
+            "--sqlite",
+            &seed,
+            "--sqlite",
+            "INSERT INTO items (name, qty, note, price) VALUES ('again', 9, x'', 0.5)",
+            "-e",
+            "MODE=flag",
+        ],
+    );
+    assert_eq!(serve.get("/fruit").expect(200), "apple");
+    assert_eq!(serve.get("/veg").expect(200), "leek=green");
+    assert_eq!(
+        serve.get("/sql/?min=0").expect(200),
+        "id,name,qty,note,price,NULL\n1 seeded 7 [9] 1.5 true\n2 again 9 [] 0.5 true\n"
+    );
+    assert!(dir.path().join(".tern/custom/shop.db").is_file());
+    let env = serve.get("/echo").expect(200).to_owned();
+    assert!(
+        env.contains("env: MODE=flag\n") && env.contains("env: KEPT=yes\n"),
+        "{env}"
+    );
+}
+
+#[test]
+fn seeding_a_store_nobody_declares_is_refused() {
+    let tern = Tern::new();
+    let dir = spin_dir(&one_app("/...", SPIN_HELLO, "", ""), &[SPIN_HELLO]);
+    let path = dir.path().to_str().unwrap();
+    tern.run(&[
+        "serve",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--key-value",
+        "a=b",
+    ])
+    .code(1)
+    .one_line_error("--key-value sets keys in the `default` store, which no component declares");
+    tern.run(&[
+        "serve",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--sqlite",
+        "SELECT 1",
+    ])
+    .code(1)
+    .one_line_error("--sqlite runs on the `default` database, which no component declares");
+    tern.run(&["serve", path, "--key-value", "novalue"])
+        .code(2)
+        .stderr_has("expected KEY=VALUE, found `novalue`");
+}

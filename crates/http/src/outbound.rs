@@ -23,7 +23,8 @@ use http::header::HOST;
 use http::{HeaderValue, Uri};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use tern_manifest::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
+use tern_manifest::{OutboundHost, RequestHost, default_port};
+use tern_runtime::outbound::{Unreachable, allowed_by, resolve_checked};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
@@ -172,11 +173,6 @@ fn bounded(asked: Option<Duration>, limit: Duration) -> Duration {
 impl OutboundPolicy {
     fn check(&self, uri: &Uri) -> Result<Target, (Error, String)> {
         let denied = |why: String| (Error::HttpRequestDenied, why);
-        if self.allowed.is_empty() {
-            return Err(denied(
-                "the component has no allowed_outbound_hosts".to_owned(),
-            ));
-        }
         let scheme = match uri.scheme_str() {
             Some("http") => "http",
             Some("https") => "https",
@@ -190,19 +186,10 @@ impl OutboundPolicy {
         }
         let host = RequestHost::parse(authority.host()).map_err(denied)?;
         let port = authority.port_u16().unwrap_or(default_port(scheme));
-        let matching: Vec<&OutboundHost> = self
-            .allowed
-            .iter()
-            .filter(|rule| rule.allows(scheme, &host, port))
-            .collect();
-        if matching.is_empty() {
-            return Err(denied(format!(
-                "{scheme}://{host}:{port} is not in allowed_outbound_hosts"
-            )));
-        }
+        let explicit = allowed_by(&self.allowed, scheme, &host, port).map_err(denied)?;
         Ok(Target {
             scheme,
-            explicit: matching.iter().any(|rule| rule.names_host_explicitly()),
+            explicit,
             authority: authority.as_str().to_owned(),
             host,
             port,
@@ -276,32 +263,18 @@ async fn send(
     Ok((response, Box::new(io)))
 }
 
-/// The addresses to try: the literal, or what the name resolves to, minus
-/// non-public addresses unless the host was named explicitly.
+/// The addresses to try (see [`resolve_checked`]), as wasi-http's errors.
 async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
-    let found: Vec<SocketAddr> = match &target.host {
-        RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
-        RequestHost::Name(name) => {
-            let lookup = tokio::net::lookup_host((name.as_str(), target.port));
-            tokio::time::timeout(timeout, lookup)
-                .await
-                .map_err(|_| Error::DnsTimeout)?
-                .map_err(|_| Error::DnsError {
-                    rcode: None,
-                    info_code: None,
-                })?
-                .collect()
-        }
-    };
-    let allowed: Vec<SocketAddr> = found
-        .into_iter()
-        .map(|addr| SocketAddr::new(canonical_ip(addr.ip()), addr.port()))
-        .filter(|addr| target.explicit || is_public(addr.ip()))
-        .collect();
-    if allowed.is_empty() {
-        return Err(Error::DestinationIpProhibited);
-    }
-    Ok(allowed)
+    resolve_checked(&target.host, target.port, target.explicit, timeout)
+        .await
+        .map_err(|unreachable| match unreachable {
+            Unreachable::DnsTimeout => Error::DnsTimeout,
+            Unreachable::DnsFailed => Error::DnsError {
+                rcode: None,
+                info_code: None,
+            },
+            Unreachable::Prohibited => Error::DestinationIpProhibited,
+        })
 }
 
 async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<TcpStream, Error> {
@@ -364,50 +337,4 @@ fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     Arc::new(config)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_and_not() {
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "fc00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "64:ff9b::7f00:1",
-            "::127.0.0.1",
-            "::10.0.0.1",
-            "2002:7f00:1::",
-            "2002:a9fe:a9fe::1",
-            "fec0::1",
-            "64:ff9b:1::1",
-            "2001:db8::1",
-            "100::1",
-            "192.0.0.8",
-            "198.18.0.1",
-            "::ffff:0:7f00:1",
-            "::ffff:0:5db8:d822",
-            "2001::1",
-            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-    }
 }

@@ -111,23 +111,20 @@ impl RedisExecutor {
 /// without Redis triggers.
 pub async fn run_redis_triggers(slot: AppSlot, sink: Arc<dyn EventSink>) {
     let app = slot.current();
-    let mut by_address: BTreeMap<&str, (String, Vec<String>)> = BTreeMap::new();
+    // Each address once, with the host to show and its channels.
+    let mut by_address: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for route in &app.redis {
         let trigger = &route.trigger;
         let (_, channels) = by_address
-            .entry(&trigger.address)
+            .entry(trigger.address.clone())
             .or_insert_with(|| (trigger.host().to_owned(), Vec::new()));
         if !channels.contains(&trigger.channel) {
             channels.push(trigger.channel.clone());
         }
     }
-    let by_address: Vec<(String, String, Vec<String>)> = by_address
-        .into_iter()
-        .map(|(address, (shown, channels))| (address.to_owned(), shown, channels))
-        .collect();
     drop(app);
     let ids = Arc::new(RequestIds::new());
-    let subscriptions = by_address.into_iter().map(|(address, shown, channels)| {
+    let subscriptions = by_address.into_iter().map(|(address, (shown, channels))| {
         subscribe(
             address,
             shown,

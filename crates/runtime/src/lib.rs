@@ -30,6 +30,7 @@ mod engine;
 mod imports;
 mod invoke;
 mod limits;
+pub mod outbound;
 mod outcome;
 mod private;
 mod program;

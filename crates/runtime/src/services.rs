@@ -181,23 +181,56 @@ impl ServicesView<'_> {
     }
 }
 
-impl store::Host for ServicesView<'_> {
-    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        let Some(store) = self.services.stores.get(&identifier) else {
-            return Ok(Err(store::Error::NoSuchStore));
+/// Why a guest may not open a store.
+pub(crate) enum Refused {
+    /// No component of the app declares it.
+    Unknown,
+    /// Declared, but not granted to this component.
+    Denied,
+    /// The instance already holds [`MAX_OPEN_BUCKETS`] open.
+    TooMany,
+}
+
+impl ServicesView<'_> {
+    /// Opens store `name` for the guest, if it was granted and the
+    /// instance holds fewer than [`MAX_OPEN_BUCKETS`]. Shared by
+    /// `wasi:keyvalue` and Spin's key-value interface.
+    pub(crate) fn open_bucket(&mut self, name: &str) -> Result<Result<Resource<Bucket>, Refused>> {
+        let Some(store) = self.services.stores.get(name) else {
+            return Ok(Err(Refused::Unknown));
         };
-        if !self.services.granted.contains(&identifier) {
-            return Ok(Err(store::Error::AccessDenied));
+        if !self.services.granted.iter().any(|g| g == name) {
+            return Ok(Err(Refused::Denied));
         }
         if self.services.open_buckets >= MAX_OPEN_BUCKETS {
-            let message = format!("more than {MAX_OPEN_BUCKETS} buckets open at once");
-            return Ok(Err(store::Error::Other(message)));
+            return Ok(Err(Refused::TooMany));
         }
         self.services.open_buckets += 1;
         let bucket = Bucket {
             store: store.clone(),
         };
         Ok(Ok(self.table.push(bucket)?))
+    }
+
+    /// Closes a store [`ServicesView::open_bucket`] opened.
+    pub(crate) fn close_bucket(&mut self, bucket: Resource<Bucket>) -> Result<()> {
+        self.table.delete(bucket)?;
+        self.services.open_buckets -= 1;
+        Ok(())
+    }
+}
+
+impl store::Host for ServicesView<'_> {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        Ok(self
+            .open_bucket(&identifier)?
+            .map_err(|refused| match refused {
+                Refused::Unknown => store::Error::NoSuchStore,
+                Refused::Denied => store::Error::AccessDenied,
+                Refused::TooMany => store::Error::Other(format!(
+                    "more than {MAX_OPEN_BUCKETS} buckets open at once"
+                )),
+            }))
     }
 }
 
@@ -234,9 +267,7 @@ impl store::HostBucket for ServicesView<'_> {
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> Result<()> {
-        self.table.delete(bucket)?;
-        self.services.open_buckets -= 1;
-        Ok(())
+        self.close_bucket(bucket)
     }
 }
 

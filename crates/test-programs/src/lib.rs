@@ -33,3 +33,18 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 pub mod mqtt;
 pub mod redis;
+
+/// Runs `attempt` (start `what` on a port it probed free) until it
+/// succeeds: another process may take the port between the probe and the
+/// server's bind, and a few attempts make that race harmless. Panics with
+/// the last attempt's log after five.
+fn start_on_free_port<T>(what: &str, attempt: impl Fn() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match attempt() {
+            Ok(started) => return started,
+            Err(log) => last = log,
+        }
+    }
+    panic!("{what} did not start:\n{last}");
+}

@@ -17,16 +17,7 @@ impl Broker {
     /// a hint when `mosquitto` is not installed (`scripts/test` installs
     /// it).
     pub fn start() -> Broker {
-        // Another process may take the free port between our probe and the
-        // broker's bind; a few attempts make that race harmless.
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::try_start() {
-                Ok(broker) => return broker,
-                Err(log) => last = log,
-            }
-        }
-        panic!("mosquitto did not start:\n{last}");
+        crate::start_on_free_port("mosquitto", Self::try_start)
     }
 
     fn try_start() -> Result<Broker, String> {

@@ -16,16 +16,7 @@ impl RedisServer {
     /// with a hint when `redis-server` is not installed (`scripts/test`
     /// installs it).
     pub fn start() -> RedisServer {
-        // Another process may take the free port between our probe and the
-        // server's bind; a few attempts make that race harmless.
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::try_start() {
-                Ok(server) => return server,
-                Err(log) => last = log,
-            }
-        }
-        panic!("redis-server did not start:\n{last}");
+        crate::start_on_free_port("redis-server", Self::try_start)
     }
 
     fn try_start() -> Result<RedisServer, String> {

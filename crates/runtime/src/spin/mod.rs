@@ -8,13 +8,14 @@
 //! These interfaces use WASI 0.3's async functions, so they are linked only
 //! where the engine has component-model concurrency (`p3` linkers).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::Result;
 use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
-use crate::databases::{SqlError, SqlValue};
-use crate::services::{Bucket, MAX_OPEN_BUCKETS, ServicesView};
+use crate::databases::{Database, Rows, SqlError, SqlValue};
+use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 
 mod mqtt;
 mod redis;
@@ -39,52 +40,27 @@ use bindings::spin::key_value::key_value as kv;
 use bindings::spin::sqlite::sqlite;
 use bindings::spin::variables::variables;
 
-/// Where a connection to `host:port` for `scheme` may go: checked against
-/// the component's `allowed_outbound_hosts`, then every address the host
-/// resolves to, a non-public one refused unless the matching entry names
-/// the host itself (as outbound HTTP does). The error says why, for the
-/// guest.
+/// Where a connection to `host:port` for `scheme` may go, as
+/// [`crate::outbound`] checks it; the error says why, for the guest.
 pub(crate) async fn checked_addresses(
     outbound: &crate::services::Outbound,
     scheme: &str,
     host: &str,
     port: u16,
 ) -> Result<Vec<std::net::SocketAddr>, String> {
-    use std::net::SocketAddr;
-    use tern_manifest::{RequestHost, canonical_ip, is_public};
-    let host = RequestHost::parse(host.trim_start_matches('[').trim_end_matches(']'))?;
-    let matching: Vec<_> = outbound
-        .allowed
-        .iter()
-        .filter(|rule| rule.allows(scheme, &host, port))
-        .collect();
-    if matching.is_empty() {
-        return Err(format!(
-            "{scheme}://{host}:{port} is not in allowed_outbound_hosts"
-        ));
-    }
-    let explicit = matching.iter().any(|rule| rule.names_host_explicitly());
-    let found: Vec<SocketAddr> = match &host {
-        RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-        RequestHost::Name(name) => {
-            let lookup = tokio::net::lookup_host((name.as_str(), port));
-            match tokio::time::timeout(outbound.connect_timeout, lookup).await {
-                Ok(Ok(found)) => found.collect(),
-                _ => return Err(format!("cannot resolve {name}")),
+    use crate::outbound::{Unreachable, allowed_by, resolve_checked};
+    let host =
+        tern_manifest::RequestHost::parse(host.trim_start_matches('[').trim_end_matches(']'))?;
+    let explicit = allowed_by(&outbound.allowed, scheme, &host, port)?;
+    resolve_checked(&host, port, explicit, outbound.connect_timeout)
+        .await
+        .map_err(|unreachable| match unreachable {
+            Unreachable::DnsTimeout | Unreachable::DnsFailed => format!("cannot resolve {host}"),
+            Unreachable::Prohibited => {
+                "the host resolves to a non-public address and the allowlist does not name it"
+                    .to_owned()
             }
-        }
-    };
-    let checked: Vec<SocketAddr> = found
-        .into_iter()
-        .map(|a| SocketAddr::new(canonical_ip(a.ip()), a.port()))
-        .filter(|a| explicit || is_public(a.ip()))
-        .collect();
-    if checked.is_empty() {
-        return Err(
-            "the host resolves to a non-public address and the allowlist does not name it".into(),
-        );
-    }
-    Ok(checked)
+        })
 }
 
 /// Connections one instance may hold open at once.
@@ -94,7 +70,7 @@ pub const MAX_OPEN_CONNECTIONS: u32 = 64;
 /// change count are the connection's own, taken right after each of its
 /// statements, since the file's SQLite connection is shared.
 pub struct SqlConnection {
-    database: std::sync::Arc<crate::databases::Database>,
+    database: Arc<Database>,
     last_insert_rowid: i64,
     changes: u64,
 }
@@ -127,7 +103,7 @@ fn kv_error(error: tern_kv::Error) -> kv::Error {
 fn bucket<T>(
     accessor: &Accessor<T, HasSpin>,
     store: &Resource<Bucket>,
-) -> Result<std::sync::Arc<tern_kv::Store>> {
+) -> Result<Arc<tern_kv::Store>> {
     accessor.with(|mut access| Ok(access.get().table.get(store)?.store.clone()))
 }
 
@@ -135,9 +111,7 @@ impl kv::Host for ServicesView<'_> {}
 
 impl kv::HostStore for ServicesView<'_> {
     async fn drop(&mut self, store: Resource<Bucket>) -> Result<()> {
-        self.table.delete(store)?;
-        self.services.open_buckets -= 1;
-        Ok(())
+        self.close_bucket(store)
     }
 }
 
@@ -146,22 +120,14 @@ impl<T> kv::HostStoreWithStore<T> for HasSpin {
         accessor: &Accessor<T, Self>,
         label: String,
     ) -> Result<Result<Resource<Bucket>, kv::Error>> {
-        accessor.with(|mut access| {
-            let view = access.get();
-            let services = &mut *view.services;
-            let Some(store) = services.stores.get(&label).cloned() else {
-                return Ok(Err(kv::Error::NoSuchStore));
-            };
-            if !services.granted.contains(&label) {
-                return Ok(Err(kv::Error::AccessDenied));
+        let opened = accessor.with(|mut access| access.get().open_bucket(&label))?;
+        Ok(opened.map_err(|refused| match refused {
+            Refused::Unknown => kv::Error::NoSuchStore,
+            Refused::Denied => kv::Error::AccessDenied,
+            Refused::TooMany => {
+                kv::Error::Other(format!("more than {MAX_OPEN_BUCKETS} stores open at once"))
             }
-            if services.open_buckets >= MAX_OPEN_BUCKETS {
-                let message = format!("more than {MAX_OPEN_BUCKETS} stores open at once");
-                return Ok(Err(kv::Error::Other(message)));
-            }
-            services.open_buckets += 1;
-            Ok(Ok(view.table.push(Bucket { store })?))
-        })
+        }))
     }
 
     async fn get(
@@ -292,10 +258,6 @@ impl ServicesView<'_> {
             changes: 0,
         })?))
     }
-
-    fn statement_budget(&self) -> Duration {
-        self.services.statement_budget
-    }
 }
 
 fn to_sql(value: sqlite::Value) -> SqlValue {
@@ -325,23 +287,27 @@ fn sql_error(error: SqlError) -> sqlite::Error {
     }
 }
 
-/// Runs `statement` on `connection`'s database and notes its row id and
-/// change count on the connection.
-async fn execute(
-    connection: &mut SqlConnection,
+/// Runs `statement` on `database` with `parameters` bound.
+async fn run(
+    database: Arc<Database>,
     budget: Duration,
     statement: String,
     parameters: Vec<sqlite::Value>,
-) -> Result<crate::databases::Rows, sqlite::Error> {
+) -> Result<Rows, sqlite::Error> {
     let params = parameters.into_iter().map(to_sql).collect();
-    let rows = connection
-        .database
+    database
         .execute(statement, params, budget)
         .await
-        .map_err(sql_error)?;
-    connection.last_insert_rowid = rows.last_insert_rowid;
-    connection.changes = rows.changes;
-    Ok(rows)
+        .map_err(sql_error)
+}
+
+impl SqlConnection {
+    /// Keeps what a statement of this connection left: its row id and
+    /// change count.
+    fn note(&mut self, rows: &Rows) {
+        self.last_insert_rowid = rows.last_insert_rowid;
+        self.changes = rows.changes;
+    }
 }
 
 fn rows_of(rows: Vec<Vec<SqlValue>>) -> Vec<sqlite::RowResult> {
@@ -366,14 +332,17 @@ impl sqlite::HostConnection for ServicesView<'_> {
         statement: String,
         parameters: Vec<sqlite::Value>,
     ) -> Result<Result<sqlite::QueryResult, sqlite::Error>> {
-        let budget = self.statement_budget();
-        let connection = self.table.get_mut(&connection)?;
-        Ok(execute(connection, budget, statement, parameters)
-            .await
-            .map(|rows| sqlite::QueryResult {
-                columns: rows.columns,
-                rows: rows_of(rows.rows),
-            }))
+        let database = self.table.get(&connection)?.database.clone();
+        let budget = self.services.statement_budget;
+        let rows = match run(database, budget, statement, parameters).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.table.get_mut(&connection)?.note(&rows);
+        Ok(Ok(sqlite::QueryResult {
+            columns: rows.columns,
+            rows: rows_of(rows.rows),
+        }))
     }
 
     async fn last_insert_rowid(&mut self, connection: Resource<SqlConnection>) -> Result<i64> {
@@ -414,29 +383,19 @@ impl<T> sqlite::HostConnectionWithStore<T> for HasSpin {
             sqlite::Error,
         >,
     > {
-        // The statement runs on a copy of the connection's state, which is
-        // written back afterwards: the table cannot be held across an await.
-        let (budget, mut copy) = accessor.with(|mut access| {
+        // The table cannot be held across the statement's await: its
+        // database goes out, and what the statement left comes back in.
+        let (database, budget) = accessor.with(|mut access| {
             let view = access.get();
-            let budget = view.statement_budget();
-            let connection = view.table.get(&connection)?;
-            Ok::<_, wasmtime::Error>((
-                budget,
-                SqlConnection {
-                    database: connection.database.clone(),
-                    last_insert_rowid: connection.last_insert_rowid,
-                    changes: connection.changes,
-                },
-            ))
+            let database = view.table.get(&connection)?.database.clone();
+            Ok::<_, wasmtime::Error>((database, view.services.statement_budget))
         })?;
-        let rows = match execute(&mut copy, budget, statement, parameters).await {
+        let rows = match run(database, budget, statement, parameters).await {
             Ok(rows) => rows,
             Err(e) => return Ok(Err(e)),
         };
         accessor.with(|mut access| {
-            let connection = access.get().table.get_mut(&connection)?;
-            connection.last_insert_rowid = copy.last_insert_rowid;
-            connection.changes = copy.changes;
+            access.get().table.get_mut(&connection)?.note(&rows);
             let stream = StreamReader::new(&mut access, rows_of(rows.rows))?;
             let done = FutureReader::new(&mut access, async { Ok::<_, wasmtime::Error>(Ok(())) })?;
             Ok(Ok((rows.columns, stream, done)))

@@ -48,7 +48,9 @@ impl RedisConnections {
     }
 }
 
-/// A guest's open connection.
+/// A guest's open connection: handles to the shared connection, cheap to
+/// clone.
+#[derive(Clone)]
 pub struct RedisConnection {
     address: String,
     conn: MultiplexedConnection,
@@ -106,14 +108,7 @@ fn connection<T>(
     accessor: &Accessor<T, HasSpin>,
     connection: &Resource<RedisConnection>,
 ) -> Result<RedisConnection> {
-    accessor.with(|mut access| {
-        let open = access.get().table.get(connection)?;
-        Ok(RedisConnection {
-            address: open.address.clone(),
-            conn: open.conn.clone(),
-            pool: open.pool.clone(),
-        })
-    })
+    accessor.with(|mut access| Ok(access.get().table.get(connection)?.clone()))
 }
 
 impl RedisConnection {

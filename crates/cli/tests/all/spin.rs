@@ -174,6 +174,21 @@ pub fn spin_sqlite() {
 }
 
 #[test]
+fn a_query_that_never_ends_is_stopped_at_the_deadline() {
+    let tern = Tern::new();
+    let manifest = one_app("/...", SPIN_SQLITE, "sqlite_databases = [\"default\"]", "");
+    let dir = spin_dir(&manifest, &[SPIN_SQLITE]);
+    let serve = Serve::start_in(&tern, dir, &["--timeout", "1s"]);
+    serve.get("/endless").expect(504);
+    // The statement was interrupted: the database (one connection, shared)
+    // answers the next request at once.
+    assert_eq!(
+        serve.post("/?name=after&qty=1", "").expect(201),
+        "id=1 changes=1"
+    );
+}
+
+#[test]
 fn a_database_not_granted_is_access_denied() {
     let tern = Tern::new();
     let manifest = format!(

@@ -1,6 +1,7 @@
 //! SQLite as Spin's documentation shows it: `POST /?name=N&qty=Q` inserts a
 //! row with parameters, `GET /?min=Q` lists the rows with at least Q as
-//! `id name qty`, `POST /bad` runs a statement SQLite refuses.
+//! `id name qty`, `POST /bad` runs a statement SQLite refuses, `GET /endless`
+//! runs a query that never ends (a hostile guest).
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_service;
@@ -25,6 +26,11 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
     };
+    if req.uri().path() == "/endless" {
+        let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+        conn.execute(endless, []).await?;
+        return Ok(text(200, "it ended".into()));
+    }
     if req.uri().path() == "/bad" {
         return Ok(match conn.execute("SELECT * FROM nowhere", []).await {
             Ok(_) => text(200, "no error".into()),

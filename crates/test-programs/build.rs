@@ -8,6 +8,9 @@
 //!   bins) and wasi:http handlers (its examples);
 //! - `spin-apps/`: Spin apps written against the published Spin Rust SDK,
 //!   one per example, for wasm32-wasip2 (SDK 7 builds WASI 0.3 components);
+//! - `spin5-apps/`: Spin apps written against the Spin Rust SDK 5, one per
+//!   example, for wasm32-wasip1 (SDK 5 builds core modules carrying their
+//!   component type, which the host turns into components);
 //! - `wat/`: WAT programs, used as they are.
 
 use std::env;
@@ -44,12 +47,21 @@ const HTTP3_PREFIX: &str = "http3_";
 /// which is also its constant's prefix.
 const SPIN_PREFIX: &str = "spin_";
 
+/// The Spin SDK 5 builds for WASI preview 1: a core module whose
+/// `component-type` custom sections hold its world.
+const SPIN5_TARGET: &str = "wasm32-wasip1";
+
+/// Every Spin SDK 5 app in `spin5-apps/` (an example) is named with this
+/// prefix, which is also its constant's prefix.
+const SPIN5_PREFIX: &str = "spin5_";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest_dir.join("guests");
     let http_guests = manifest_dir.join("http-guests");
     let p3_guests = manifest_dir.join("p3-guests");
     let spin_apps = manifest_dir.join("spin-apps");
+    let spin5_apps = manifest_dir.join("spin5-apps");
     let wat_dir = manifest_dir.join("wat");
     for path in [
         guests.join("src"),
@@ -62,6 +74,8 @@ fn main() {
         p3_guests.join("Cargo.toml"),
         spin_apps.join("examples"),
         spin_apps.join("Cargo.toml"),
+        spin5_apps.join("examples"),
+        spin5_apps.join("Cargo.toml"),
         wat_dir.clone(),
         manifest_dir.join("../../wit"),
     ] {
@@ -87,6 +101,7 @@ fn main() {
         &["--bins", "--examples"],
     );
     build(&spin_apps, &target_dir, &[P3_TARGET], &["--examples"]);
+    build(&spin5_apps, &target_dir, &[SPIN5_TARGET], &["--examples"]);
 
     let mut out = String::new();
     let mut names = Vec::new();
@@ -144,6 +159,13 @@ fn main() {
         &target_dir.join(P3_TARGET).join("release/examples"),
         "a Spin app built with the Spin Rust SDK 7 (a WASI 0.3 component)",
     );
+    let spin5_names = write_prefixed(
+        &mut out,
+        &spin5_apps.join("examples"),
+        SPIN5_PREFIX,
+        &target_dir.join(SPIN5_TARGET).join("release/examples"),
+        "a Spin SDK 5 app: a wasm32-wasip1 core module carrying its component type",
+    );
     for wat in sorted_files(&wat_dir, "wat") {
         let name = stem(&wat);
         write_const(
@@ -189,6 +211,12 @@ fn main() {
         "foreach_spin_app",
         "every Spin app (`spin-apps/examples/spin_*.rs`)",
         &spin_names,
+    );
+    write_foreach(
+        &mut out,
+        "foreach_spin5_app",
+        "every Spin SDK 5 app (`spin5-apps/examples/spin5_*.rs`)",
+        &spin5_names,
     );
     fs::write(
         PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("guests.rs"),

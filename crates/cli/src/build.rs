@@ -44,7 +44,12 @@ pub(crate) const UNBUILT: LoadOptions = LoadOptions {
 };
 
 pub fn main(args: BuildArgs) -> Result<ExitCode> {
-    let manifest = tern_manifest::load_with(&args.path, UNBUILT)?;
+    let mut manifest = tern_manifest::load_with(&args.path, UNBUILT)?;
+    // Components downloaded from a URL have nothing to build; fetched now,
+    // the app serves without the network.
+    if args.components.is_empty() {
+        crate::serve::fetch_sources(&mut manifest)?;
+    }
     let chosen = choose(&manifest, &args.components)?;
     if chosen.is_empty() {
         crate::log::say("tern: no component of this app has a `build` entry; nothing to build");
@@ -97,7 +102,8 @@ pub fn choose<'m>(manifest: &'m Manifest, only: &[String]) -> Result<Vec<Job<'m>
             Some(Job {
                 id: &c.id,
                 build: c.build.as_ref()?,
-                source: &c.source,
+                // A download has no build entry; a built component, a file.
+                source: c.source.file()?,
                 stamp: stamps.join(format!("{}.stamp", c.id)),
             })
         })

@@ -97,12 +97,20 @@ fn load(path: &Path, no_build: bool) -> Result<Manifest> {
 /// none inside another.
 fn bundle_files(manifest: &Manifest) -> Result<Vec<PathBuf>> {
     let dir = &manifest.dir;
-    let wanted = manifest
-        .components
-        .values()
-        .flat_map(|c| std::iter::once(&c.source).chain(c.files.iter().map(|f| &f.source)));
+    let mut wanted: Vec<&Path> = vec![manifest.path.as_path()];
+    for component in manifest.components.values() {
+        let Some(source) = component.source.file() else {
+            return Err(Error::msg(format!(
+                "cannot deploy {}: component `{}` is downloaded from a URL, and a bundle holds files; give the file's path as its `source`",
+                manifest.path.display(),
+                component.id
+            )));
+        };
+        wanted.push(source);
+        wanted.extend(component.files.iter().map(|f| f.source.as_path()));
+    }
     let mut paths = BTreeSet::new();
-    for path in std::iter::once(&manifest.path).chain(wanted) {
+    for path in wanted {
         let relative = within(dir, path).ok_or_else(|| {
             Error::msg(format!(
                 "cannot deploy {}: it is outside the app directory {}",

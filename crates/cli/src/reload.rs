@@ -115,8 +115,9 @@ impl Reloader {
             .as_ref()
             .map(TlsConfig::reload)
             .transpose()?;
-        let manifest =
+        let mut manifest =
             tern_manifest::load_with(&self.manifest, serve::serving(&self.config.runtime))?;
+        serve::fetch_sources(&mut manifest)?;
         let (cache, _disabled) = compiling::open_cache(self.no_cache)?;
         let loader = Loader {
             cache: cache.as_ref(),

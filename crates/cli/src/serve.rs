@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use tern_http::{App, AppSlot, ServeConfig, Server, Shutdown, TlsConfig};
+use tern_http::{App, AppSlot, DownloadCache, ServeConfig, Server, Shutdown, TlsConfig};
 use tern_manifest::{LimitsConfig, LoadOptions, Manifest, OutsideGrant, RuntimeConfig};
 use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
 use tokio::signal::unix::{self, SignalKind, signal};
@@ -182,6 +182,29 @@ pub(crate) fn serving(runtime: &RuntimeConfig) -> LoadOptions {
     }
 }
 
+/// Makes every component that comes from a URL a file: the one in the
+/// download cache whose digest is the manifest's, downloaded first when it
+/// is not there (with a line saying so; a cached one is used silently,
+/// without the network).
+pub(crate) fn fetch_sources(manifest: &mut Manifest) -> Result<()> {
+    if manifest
+        .components
+        .values()
+        .all(|c| c.source.file().is_some())
+    {
+        return Ok(());
+    }
+    let cache = DownloadCache::open_default().ok_or_else(|| {
+        tern_runtime::Error::msg(
+            "no cache directory to download components into: set HOME or XDG_CACHE_HOME",
+        )
+    })?;
+    tern_http::fetch_sources(manifest, &cache, &mut |id: &str, url: &str| {
+        crate::log::say(&format!("tern: downloading component `{id}` from {url}"));
+    })?;
+    Ok(())
+}
+
 /// One line for each grant the operator let outside the app directory.
 pub(crate) fn print_outside(manifest: &Manifest, out: &mut String) {
     for entry in &manifest.outside_app_dir {
@@ -271,7 +294,8 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     crate::log::set_format(args.log_format);
     let settings = args.runtime_config()?;
     let tls = args.tls()?;
-    let manifest = tern_manifest::load_with(&args.path, serving(&settings))?;
+    let mut manifest = tern_manifest::load_with(&args.path, serving(&settings))?;
+    fetch_sources(&mut manifest)?;
     let mut warnings = String::new();
     print_unused(&settings, &manifest, &mut warnings);
     crate::log::say(&warnings);
@@ -429,10 +453,14 @@ pub(crate) fn print_app(app: &App, out: &mut String) {
     let routes = app.routes();
     let width = routes.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
     for route in routes {
-        out.push_str(&format!(
-            "  {:width$}  -> {} ({})\n",
-            route.pattern, route.component, route.kind
-        ));
+        match &route.component {
+            Some(component) => out.push_str(&format!(
+                "  {:width$}  -> {component} ({})\n",
+                route.pattern, route.kind
+            )),
+            // A static response: `-> static response 200`.
+            None => out.push_str(&format!("  {:width$}  -> {}\n", route.pattern, route.kind)),
+        }
     }
     for (name, kind) in app.stores() {
         out.push_str(&format!("  key-value store `{name}`: {kind}\n"));

@@ -51,7 +51,10 @@ impl Targets {
                 let workdir = absolute(&build.workdir)?;
                 built.push((component.id.clone(), build.clone(), workdir, globs));
             }
-            binaries.push((component.id.clone(), absolute(&component.source)?));
+            // A downloaded binary changes only with the manifest.
+            if let Some(source) = component.source.file() {
+                binaries.push((component.id.clone(), absolute(source)?));
+            }
         }
         Ok(Targets {
             manifest: absolute(&manifest.path)?,
@@ -239,7 +242,7 @@ fn follow(watcher: &mut impl Watcher, old: Targets) -> (Targets, Vec<String>) {
             let missing = manifest
                 .components
                 .get(id)
-                .is_some_and(|c| !c.source.exists());
+                .is_some_and(|c| c.source.file().is_some_and(|path| !path.exists()));
             missing || was.is_none_or(|(_, old_build, ..)| old_build != build)
         })
         .map(|(id, ..)| id.clone())

@@ -604,7 +604,7 @@ fn without_dir(text: &str, dir: &Path) -> String {
 fn routes(app: &App) -> Vec<(String, String, String)> {
     app.routes()
         .into_iter()
-        .map(|r| (r.pattern, r.component, r.kind))
+        .map(|r| (r.pattern, r.component.unwrap_or_default(), r.kind))
         .collect()
 }
 

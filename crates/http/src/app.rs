@@ -4,7 +4,10 @@
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
-use tern_manifest::{ByteSize, Executor as ExecutorName, Manifest, ManifestError, MissingVariable};
+use tern_manifest::{
+    ByteSize, ComponentSource, Executor as ExecutorName, Manifest, ManifestError, MissingVariable,
+    RouteTarget,
+};
 use tern_runtime::{Loader, Program, Services};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -14,7 +17,8 @@ use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize};
 use crate::executor::Executor;
 use crate::instance::Grants;
 use crate::redis_trigger::RedisExecutor;
-use crate::router::Router;
+use crate::router::{Router, Target};
+use crate::static_response::StaticReply;
 use crate::stats::AppStats;
 use crate::wagi::WagiExecutor;
 use crate::warm::WarmExecutor;
@@ -143,12 +147,13 @@ pub(crate) struct Served {
 pub struct RouteInfo {
     /// The route as written in the manifest.
     pub pattern: String,
-    /// The component serving it.
-    pub component: String,
-    /// How the component is run (prints as `wasi-http` or `wagi`).
-    pub executor: ExecutorName,
-    /// How it is run, for people: `wasi-http`, `wasi-http 0.3`, `wagi`,
-    /// with `, warm` for warm instances.
+    /// The component serving it; `None` for a static response.
+    pub component: Option<String>,
+    /// How the component is run (prints as `wasi-http` or `wagi`); `None`
+    /// for a static response.
+    pub executor: Option<ExecutorName>,
+    /// How it is answered, for people: `wasi-http`, `wasi-http 0.3`,
+    /// `wagi`, with `, warm` for warm instances; `static response 200`.
     pub kind: String,
 }
 
@@ -303,7 +308,7 @@ impl App {
         let binaries: Vec<Option<Vec<u8>>> = manifest
             .components
             .values()
-            .map(|c| std::fs::read(&c.source).ok())
+            .map(|c| c.source.file().and_then(|path| std::fs::read(path).ok()))
             .collect();
         // Warm instances are run by wasmtime-wasi-http's handler, which
         // drives every instance's event loop.
@@ -405,12 +410,13 @@ impl App {
             });
         }
         let index = |id: &str| manifest.components.keys().position(|k| k == id);
-        let router = Router::new(
-            manifest
-                .routes
-                .iter()
-                .filter_map(|r| Some((r.pattern.clone(), index(&r.component)?))),
-        );
+        let router = Router::new(manifest.routes.iter().filter_map(|r| {
+            let target = match &r.target {
+                RouteTarget::Component(id) => Target::Component(index(id)?),
+                RouteTarget::Static(response) => Target::Static(StaticReply::new(response)),
+            };
+            Some((r.pattern.clone(), target))
+        }));
         let mut redis = Vec::with_capacity(manifest.redis_triggers.len());
         for trigger in &manifest.redis_triggers {
             let Some(component) = index(&trigger.component) else {
@@ -493,11 +499,19 @@ impl App {
     pub fn routes(&self) -> Vec<RouteInfo> {
         self.router
             .routes()
-            .map(|(pattern, c)| RouteInfo {
-                pattern: pattern.to_string(),
-                component: self.components[c].grants.id.to_string(),
-                executor: self.components[c].executor.kind(),
-                kind: self.components[c].executor.describe(),
+            .map(|(pattern, target)| match target {
+                Target::Component(c) => RouteInfo {
+                    pattern: pattern.to_string(),
+                    component: Some(self.components[*c].grants.id.to_string()),
+                    executor: Some(self.components[*c].executor.kind()),
+                    kind: self.components[*c].executor.describe(),
+                },
+                Target::Static(reply) => RouteInfo {
+                    pattern: pattern.to_string(),
+                    component: None,
+                    executor: None,
+                    kind: reply.describe(),
+                },
             })
             .collect()
     }
@@ -514,8 +528,18 @@ fn prepare(
     bytes: Option<Vec<u8>>,
     memory: ByteSize,
 ) -> Result<Executor, String> {
-    let file = component.source.file_name().map_or_else(
-        || component.source.display().to_string(),
+    let path = match &component.source {
+        ComponentSource::File(path) => path,
+        // `fetch_sources` makes every download a file first.
+        ComponentSource::Download(download) => {
+            return Err(format!(
+                "{} has not been downloaded: `tern serve` and `tern up` fetch a component's `url`, `tern host` does not yet; give the file's path",
+                download.display_url()
+            ));
+        }
+    };
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
     // Before compiling, which takes seconds for a large component: a
@@ -553,7 +577,7 @@ fn prepare(
         None => *loader,
     };
     let engine = &pool.engine;
-    let loaded = loader.load(engine, &component.source);
+    let loaded = loader.load(engine, path);
     if compiling.get()
         && let Some(notes) = notes
     {

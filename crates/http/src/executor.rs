@@ -17,6 +17,7 @@ use crate::body::{BoxError, FailureFlag, LimitedBody, ResponseBody};
 use crate::events::{EventSink, RequestId};
 use crate::instance::{Failure, Grants};
 use crate::redis_trigger::RedisExecutor;
+use crate::router::PathParam;
 use crate::wagi::WagiExecutor;
 use crate::warm::WarmExecutor;
 use crate::wasi_http::WasiHttpExecutor;
@@ -45,6 +46,9 @@ pub(crate) struct RequestCtx {
     /// Where the path splits: before, the route's fixed part (the whole path
     /// for an exact route); after, the rest of the path.
     pub(crate) split: usize,
+    /// The route's `:name` segments (Spin's), whose values are in the path;
+    /// `None` for a route without.
+    pub(crate) params: Option<Arc<[PathParam]>>,
     pub(crate) client: SocketAddr,
     /// The client's address as a header value, made once per connection.
     pub(crate) client_header: Option<HeaderValue>,
@@ -63,6 +67,18 @@ impl RequestCtx {
     /// the rest (CGI's `SCRIPT_NAME` and `PATH_INFO`).
     pub(crate) fn split_path<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
         path.split_at_checked(self.split).unwrap_or((path, ""))
+    }
+
+    /// The route's `:name` segments with their values in `path`, the
+    /// request's path.
+    pub(crate) fn path_matches<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> impl Iterator<Item = (&'a PathParam, &'a str)> {
+        self.params
+            .iter()
+            .flat_map(|params| params.iter())
+            .map(move |param| (param, param.value(path)))
     }
 }
 

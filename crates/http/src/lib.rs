@@ -27,6 +27,7 @@ mod app;
 mod body;
 mod cgi;
 mod config;
+mod download;
 mod engine;
 mod events;
 mod executor;
@@ -40,6 +41,7 @@ mod redis_trigger;
 mod response;
 mod router;
 mod server;
+mod static_response;
 mod stats;
 mod tls;
 mod wagi;
@@ -49,6 +51,10 @@ mod wasi_http3;
 
 pub use app::{App, CompileNotes, LoadError, Pools, RouteInfo, Sharing};
 pub use config::{RequestLimits, ServeConfig};
+pub use download::{
+    DOWNLOAD_CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT, DownloadCache, MAX_DOWNLOAD_SIZE, MAX_REDIRECTS,
+    fetch_sources,
+};
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
 pub use outbound::run_outbound;
 pub use redis_trigger::run_redis_triggers;

@@ -295,7 +295,8 @@ async fn connect(addresses: &[SocketAddr], timeout: Duration) -> Result<TcpStrea
     Err(last)
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+/// A connection, in the clear or over TLS.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// Whom outbound HTTPS trusts: the web PKI roots, and the certificate

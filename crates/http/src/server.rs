@@ -34,6 +34,7 @@ use crate::h2::{Refusals, StreamCell, StreamExec};
 use crate::idle::{Activity, Idle, Tracked};
 use crate::io::ClientIo;
 use crate::response;
+use crate::router::Target as RouteTarget;
 use crate::tls::TlsSlot;
 
 /// Requests one HTTP/2 connection may have open at once; more are refused
@@ -637,7 +638,31 @@ async fn handle(
     let Some(matched) = app.router.route(req.uri().path()) else {
         return refuse(404, None, None);
     };
-    let (index, split, route) = (matched.component, matched.split, matched.header.cloned());
+    let index = match matched.target {
+        RouteTarget::Component(index) => *index,
+        // Written in the manifest: sent at once, no guest, no permit.
+        RouteTarget::Static(reply) => {
+            let status = reply.status();
+            let duration = start.elapsed();
+            stats.finish(status, duration);
+            shared.sink.request(&AccessRecord {
+                id,
+                method: method.as_str(),
+                path: uri.path(),
+                status,
+                aborted: false,
+                duration,
+                component: None,
+                error: None,
+            });
+            return reply.response();
+        }
+    };
+    let (split, route, params) = (
+        matched.split,
+        matched.header.cloned(),
+        matched.params.cloned(),
+    );
     let served = &app.components[index];
     let component = Some(&*served.grants.id);
     let limits = served.grants.limits;
@@ -689,6 +714,7 @@ async fn handle(
         id,
         route,
         split,
+        params,
         client: client.addr,
         client_header: client.header,
         tls: client.tls,

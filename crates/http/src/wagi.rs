@@ -90,8 +90,14 @@ impl WagiExecutor {
         let mut wasi = grants
             .wasi(&sink, &OutputState::new(ctx.id))
             .map_err(|e| Failure::Host(format!("{e:#}")))?;
+        let mut variables = cgi.variables();
+        // Spin's `X_PATH_MATCH_NAME`, one per `:name` segment of the route.
+        variables.extend(
+            ctx.path_matches(parts.uri.path())
+                .map(|(param, value)| (param.variable.clone(), value.to_owned())),
+        );
         wasi.args(&[grants.id.as_ref()])
-            .envs(&cgi.variables())
+            .envs(&variables)
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone());
         let host = WagiHost {

@@ -222,6 +222,17 @@ fn set_tern_headers<B>(request: &mut http::Request<B>, ctx: &RequestCtx) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
+    // Spin's `spin-path-match-NAME`, one per `:name` segment of the route
+    // (only a Spin manifest has them), after the client's `spin-*` are gone.
+    if ctx.params.is_some() {
+        let uri = request.uri().clone();
+        let headers = request.headers_mut();
+        for (param, value) in ctx.path_matches(uri.path()) {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(param.header.clone(), value);
+            }
+        }
+    }
 }
 
 /// Spin's request headers for a guest of a Spin app.

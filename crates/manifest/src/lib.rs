@@ -2,9 +2,9 @@
 //!
 //! A Spin manifest (`spin.toml`, `spin_manifest_version = 2`) is read too,
 //! wherever a `tern.toml` is: it is told apart by its content and made into
-//! the same [`Manifest`]. What Tern does not support yet in it (Redis
-//! triggers, downloaded sources, `:name` route segments...) is an error
-//! naming the Spin key, never silently ignored.
+//! the same [`Manifest`]. What Tern does not support yet in it (registry
+//! sources, `ai_models`...) is an error naming the Spin key,
+//! never silently ignored.
 //!
 //! [`load`] reads a manifest and checks everything that can be checked
 //! without compiling wasm: the TOML's shape (unknown keys are errors), the
@@ -27,6 +27,7 @@
 //! What the engine finds later (a source that is not a component, say) can
 //! still point at the manifest with [`Manifest::error_at`].
 
+mod download;
 mod error;
 mod outbound;
 mod raw;
@@ -44,9 +45,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use download::{ComponentSource, Download};
 pub use error::{Location, ManifestError};
 pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
-pub use route::{Route, RoutePattern};
+pub use route::{
+    Route, RoutePattern, RouteSegment, RouteTarget, RouteTemplate, Specificity, StaticResponse,
+};
 pub use runtime_config::RuntimeConfig;
 pub use units::{ByteSize, HumanDuration};
 pub use variables::{ComponentVariables, MissingVariable, Template, Variable, env_name};
@@ -60,8 +64,9 @@ pub const MANIFEST_FILE_NAME: &str = "tern.toml";
 /// [`MANIFEST_FILE_NAME`]: a Spin manifest.
 pub const SPIN_MANIFEST_FILE_NAME: &str = "spin.toml";
 
-/// A checked manifest: every route names a defined component and every
-/// source path exists.
+/// A checked manifest: every route names a defined component (or, in a
+/// Spin manifest, answers with a static response) and every source path
+/// exists.
 #[derive(Clone, Debug)]
 pub struct Manifest {
     /// The manifest file as given, for messages.
@@ -71,7 +76,8 @@ pub struct Manifest {
     pub dir: PathBuf,
     /// The `[app]` table.
     pub app: App,
-    /// The `[[route]]` entries, in file order.
+    /// The `[[route]]` entries (a Spin manifest's HTTP triggers), in file
+    /// order.
     pub routes: Vec<Route>,
     /// The `[component.ID]` tables, by id; some may be used by no route.
     pub components: BTreeMap<String, Component>,
@@ -163,10 +169,11 @@ pub struct App {
 pub struct Component {
     /// The id: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
     pub id: String,
-    /// The wasm binary: the manifest's directory joined with `source` as
-    /// written. Exists and is not a directory; inside the app directory
-    /// unless the operator allowed otherwise.
-    pub source: PathBuf,
+    /// The wasm binary: a file (the manifest's directory joined with
+    /// `source` as written; exists and is not a directory; inside the app
+    /// directory unless the operator allowed otherwise), or a download
+    /// (Spin's `{ url, digest }`), fetched before the app is loaded.
+    pub source: ComponentSource,
     /// How requests reach the guest; `None` to infer it from the binary.
     pub executor: Option<Executor>,
     /// Environment variables the guest sees.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
 
-use crate::{ByteSize, Executor, HumanDuration};
+use crate::{ByteSize, Download, Executor, HumanDuration, Route};
 
 /// Read first, on its own, so that a manifest from a newer Tern is refused
 /// for its version rather than for keys this Tern does not know, and so
@@ -31,29 +31,31 @@ pub(crate) struct RawManifest {
     pub(crate) component: BTreeMap<Spanned<String>, RawComponent>,
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
-    /// Whether a manifest without routes is fine (not read from the file).
+    /// Routes another front end has already checked and resolved, used
+    /// instead of `route` (not read from the file).
     #[serde(skip)]
-    pub(crate) routes_optional: bool,
+    pub(crate) resolved_routes: Option<Vec<Route>>,
 }
 
 impl RawManifest {
     /// A manifest read from another format (a Spin manifest), for
-    /// `resolve::resolve` to check as it checks a `tern.toml`.
+    /// `resolve::resolve` to check as it checks a `tern.toml`. Its routes
+    /// are resolved already: Spin's have `:name` segments and static
+    /// responses, and its front end checks that the app has something to
+    /// serve (a Spin app may have Redis triggers only).
     pub(crate) fn new(
         app: RawApp,
-        route: Vec<RawRoute>,
+        routes: Vec<Route>,
         component: BTreeMap<Spanned<String>, RawComponent>,
         variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
     ) -> Self {
         RawManifest {
             _manifest_version: IgnoredAny,
             app: Some(app),
-            route,
+            route: Vec::new(),
             component,
             variables,
-            // A Spin app may have Redis triggers only; Spin's own front end
-            // checks that it has something to serve.
-            routes_optional: true,
+            resolved_routes: Some(routes),
         }
     }
 }
@@ -89,7 +91,12 @@ pub(crate) struct RawRoute {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table with `source = \"...\"`")]
 pub(crate) struct RawComponent {
+    /// A path; for a download, the URL, spanning the source table.
     pub(crate) source: Spanned<String>,
+    /// What a Spin manifest's `source = { url, digest }` asks for, checked
+    /// (never read from a `tern.toml`).
+    #[serde(skip)]
+    pub(crate) download: Option<Download>,
     pub(crate) executor: Option<Executor>,
     #[serde(default)]
     pub(crate) environment: BTreeMap<Spanned<String>, Spanned<String>>,

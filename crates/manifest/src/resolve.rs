@@ -16,9 +16,9 @@ use crate::raw::{
 };
 use crate::variables::is_valid_name;
 use crate::{
-    App, Build, ByteSize, Component, FileMount, InstancesConfig, LimitsConfig, LoadOptions,
-    Location, Manifest, ManifestError, OutboundHost, OutsideAppDir, OutsideGrant, Route,
-    RoutePattern, Template, Variable,
+    App, Build, ByteSize, Component, ComponentSource, FileMount, InstancesConfig, LimitsConfig,
+    LoadOptions, Location, Manifest, ManifestError, OutboundHost, OutsideAppDir, OutsideGrant,
+    Route, RoutePattern, RouteTarget, Template, Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -85,7 +85,10 @@ pub(crate) fn resolve(
         version: None,
     };
 
-    let routes = resolve_routes(source, raw.route, raw.routes_optional, &raw.component)?;
+    let routes = match raw.resolved_routes {
+        Some(routes) => routes,
+        None => resolve_routes(source, raw.route, &raw.component)?,
+    };
     let variables = resolve_variables(source, raw.variables)?;
 
     let mut boundary = Boundary::new(&dir, options.allow_outside_app_dir);
@@ -131,10 +134,9 @@ pub(crate) fn resolve(
 fn resolve_routes(
     source: &Source,
     raw: Vec<RawRoute>,
-    routes_optional: bool,
     components: &BTreeMap<Spanned<String>, RawComponent>,
 ) -> Result<Vec<Route>, ManifestError> {
-    if raw.is_empty() && !routes_optional {
+    if raw.is_empty() {
         return Err(source.invalid(None, "route", "the manifest declares no routes"));
     }
     let mut routes = Vec::with_capacity(raw.len());
@@ -173,7 +175,7 @@ fn resolve_routes(
 
         routes.push(Route {
             pattern,
-            component: route.component.into_inner(),
+            target: RouteTarget::Component(route.component.into_inner()),
         });
     }
     Ok(routes)
@@ -249,33 +251,46 @@ fn resolve_component(
         .map(|build| resolve_build(source, base, &key, build))
         .transpose()?;
     let source_location = source.key_at(&raw.source.span());
-    let wasm = base.join(raw.source.get_ref());
-    let problem = match fs::metadata(&wasm) {
-        Ok(meta) if meta.is_dir() => Some("is a directory, expected a wasm file".to_owned()),
-        Ok(_) => None,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && (build.is_some() || built_elsewhere) => {
-            (!options.unbuilt).then(|| "file not found".to_owned())
+    // A download is fetched when the app is loaded; nothing to check on disk.
+    let wasm = match raw.download {
+        Some(download) => ComponentSource::Download(download),
+        None => {
+            let wasm = base.join(raw.source.get_ref());
+            let problem = match fs::metadata(&wasm) {
+                Ok(meta) if meta.is_dir() => {
+                    Some("is a directory, expected a wasm file".to_owned())
+                }
+                Ok(_) => None,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && (build.is_some() || built_elsewhere) =>
+                {
+                    (!options.unbuilt).then(|| "file not found".to_owned())
+                }
+                Err(e) => Some(describe_io(&e)),
+            };
+            if let Some(problem) = problem {
+                let mut message = format!("{problem}: {}", wasm.display());
+                if build.is_some() || built_elsewhere {
+                    message.push_str(&format!(
+                        "; build it with `tern build {}`",
+                        source.path.display()
+                    ));
+                }
+                let key = format!("{key}.source");
+                return Err(source.invalid(Some(source_location), key, message));
+            }
+            boundary.check(
+                source,
+                source_location,
+                &format!("{key}.source"),
+                raw.source.get_ref(),
+                &wasm,
+                (id.get_ref(), OutsideGrant::Source),
+            )?;
+            ComponentSource::File(wasm)
         }
-        Err(e) => Some(describe_io(&e)),
     };
-    if let Some(problem) = problem {
-        let mut message = format!("{problem}: {}", wasm.display());
-        if build.is_some() || built_elsewhere {
-            message.push_str(&format!(
-                "; build it with `tern build {}`",
-                source.path.display()
-            ));
-        }
-        return Err(source.invalid(Some(source_location), format!("{key}.source"), message));
-    }
-    boundary.check(
-        source,
-        source_location,
-        &format!("{key}.source"),
-        raw.source.get_ref(),
-        &wasm,
-        (id.get_ref(), OutsideGrant::Source),
-    )?;
 
     let mut environment = BTreeMap::new();
     for (name, value) in raw.environment {

@@ -19,13 +19,14 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use toml::Spanned;
 
+use crate::download::{parse_digest, url_problem};
 use crate::error::Source;
 use crate::raw::{
-    RawApp, RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawRoute, RawVariable,
-    RawVersion,
+    RawApp, RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawVariable, RawVersion,
 };
 use crate::{
-    Executor, LoadOptions, Location, Manifest, ManifestError, RedisTrigger, RoutePattern, resolve,
+    Download, Executor, LoadOptions, Location, Manifest, ManifestError, RedisTrigger, Route,
+    RoutePattern, RouteTarget, StaticResponse, resolve,
 };
 
 /// The only `spin_manifest_version` Tern reads.
@@ -33,9 +34,6 @@ const SPIN_MANIFEST_VERSION: i64 = 2;
 
 /// Why a Spin 1 manifest is refused.
 const VERSION_1: &str = "Spin manifest version 1 is not supported; convert it with `spin doctor` or by hand to version 2";
-
-/// Why a route with a `:name` segment is refused.
-const ROUTE_PARAMETER: &str = "route segments like `:id` are not supported yet; use `/users/...` and read the rest of the path";
 
 /// Why a `files` string other than `DIR/**/*` or `DIR/**` is refused.
 const FILES_GLOB: &str = "only `DIR/**/*` globs are supported in `files` yet; or use { source = \"DIR\", destination = \"/DIR\" }";
@@ -202,7 +200,7 @@ fn base_path(source: &Source, http: Option<RawAppHttp>) -> Result<String, Manife
 /// What the `[[trigger.http]]` entries give Tern's manifest.
 struct HttpTriggers {
     /// The routes, `base` prefixed, in file order; private routes left out.
-    routes: Vec<RawRoute>,
+    routes: Vec<Route>,
     /// The components given inline, in file order.
     inline: Vec<InlineComponent>,
     /// How each component is run, by id.
@@ -243,26 +241,40 @@ fn translate_triggers(
         inline: Vec::new(),
         executors: BTreeMap::new(),
     };
-    let mut seen: Vec<(RoutePattern, Location)> = Vec::with_capacity(triggers.len());
+    let mut seen: Vec<SeenRoute> = Vec::with_capacity(triggers.len());
     for (index, trigger) in triggers.into_iter().enumerate() {
         // 1-based, like the line numbers beside it.
         let key = format!("trigger.http[{}]", index + 1);
         let trigger_span = trigger.span();
         let trigger = trigger.into_inner();
 
-        if let Some(response) = &trigger.static_response {
-            return Err(source.invalid(
-                Some(source.key_at(&response.span())),
-                format!("{key}.static_response"),
-                "static responses are not supported yet; serve the body from a component",
-            ));
-        }
-
         let route = translate_route(source, &key, base, trigger.route, &mut seen)?;
 
         let component_key = format!("{key}.component");
+        if let Some(response) = trigger.static_response {
+            let refused = if let Some(component) = &trigger.component {
+                let message = "a trigger answers with a component or a `static_response`, not both";
+                Some((component.span(), component_key, message))
+            } else if let Some(executor) = &trigger.executor {
+                let message = "a static response runs no component; leave `executor` out";
+                Some((executor.span(), format!("{key}.executor"), message))
+            } else {
+                None
+            };
+            if let Some((span, key, message)) = refused {
+                return Err(source.invalid(Some(source.key_at(&span)), key, message));
+            }
+            let response = translate_static_response(source, &key, response)?;
+            if let Some(pattern) = route {
+                out.routes.push(Route {
+                    pattern,
+                    target: RouteTarget::Static(response),
+                });
+            }
+            continue;
+        }
         let Some(component) = trigger.component else {
-            let message = "missing; name a component defined under [component], or give one inline";
+            let message = "missing; name a component defined under [component], give one inline, or give a `static_response`";
             return Err(source.invalid(Some(source.at(&trigger_span)), component_key, message));
         };
         let component_span = component.span();
@@ -369,10 +381,10 @@ fn translate_triggers(
             }
         }
 
-        if let Some(path) = route {
-            out.routes.push(RawRoute {
-                path,
-                component: id,
+        if let Some(pattern) = route {
+            out.routes.push(Route {
+                pattern,
+                target: RouteTarget::Component(id.into_inner()),
             });
         }
     }
@@ -463,15 +475,21 @@ fn translate_redis_triggers(
     Ok(out)
 }
 
-/// A trigger's `route` (under `key`, the trigger's) with `base` prefixed
-/// and checked against the routes `seen` before; `None` for a private route.
+/// A route already declared, for finding duplicates: the pattern, where it
+/// is written and its trigger (`trigger.http[N]`).
+type SeenRoute = (RoutePattern, Location, String);
+
+/// A trigger's `route` (under `key`, the trigger's) with `base` prefixed,
+/// `:name` segments read, and checked against the routes `seen` before;
+/// `None` for a private route.
 fn translate_route(
     source: &Source,
     key: &str,
     base: &str,
     route: Spanned<StringOr<RawPrivateRoute>>,
-    seen: &mut Vec<(RoutePattern, Location)>,
-) -> Result<Option<Spanned<String>>, ManifestError> {
+    seen: &mut Vec<SeenRoute>,
+) -> Result<Option<RoutePattern>, ManifestError> {
+    let trigger = key;
     let key = format!("{key}.route");
     let span = route.span();
     let location = source.key_at(&span);
@@ -484,32 +502,132 @@ fn translate_route(
             return Err(source.invalid(location, key, message));
         }
     };
-    if has_parameter(&path) {
-        return Err(source.invalid(Some(location), key, ROUTE_PARAMETER));
-    }
     let invalid = |message: String| source.invalid(Some(location), &key, message);
-    RoutePattern::parse(&path).map_err(invalid)?;
+    RoutePattern::parse_with_params(&path).map_err(invalid)?;
     // Spin serves `/` under a base at the base itself.
     let full = if path == "/" && !base.is_empty() {
         base.to_owned()
     } else {
         format!("{base}{path}")
     };
-    let pattern = RoutePattern::parse(&full).map_err(invalid)?;
-    if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == pattern) {
-        let message = format!(
-            "duplicate route \"{pattern}\"; first declared on line {}",
-            first.line
-        );
+    let pattern = RoutePattern::parse_with_params(&full).map_err(invalid)?;
+    let first = seen
+        .iter()
+        .find(|(seen, _, _)| seen.matches_same_paths(&pattern));
+    if let Some((first, at, by)) = first {
+        let message = if *first == pattern {
+            format!(
+                "duplicate route \"{pattern}\"; first declared by {by} on line {}",
+                at.line
+            )
+        } else {
+            format!(
+                "duplicate route \"{pattern}\": {by} declares \"{first}\" on line {}, which matches the same paths",
+                at.line
+            )
+        };
         return Err(source.invalid(Some(location), key, message));
     }
-    seen.push((pattern, location));
-    Ok(Some(Spanned::new(span, full)))
+    seen.push((pattern.clone(), location, trigger.to_owned()));
+    Ok(Some(pattern))
 }
 
 /// Whether `path` has a Spin `:name` segment.
 fn has_parameter(path: &str) -> bool {
     path.split('/').any(|segment| segment.starts_with(':'))
+}
+
+/// Header fields that frame a response or its connection: the server sets
+/// them, so a static response may not.
+const FRAMING_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A trigger's `static_response` (the trigger under `key`) checked: a
+/// final status (200 by default), header fields HTTP can carry, and no
+/// body where the status allows none.
+fn translate_static_response(
+    source: &Source,
+    key: &str,
+    raw: RawStaticResponse,
+) -> Result<StaticResponse, ManifestError> {
+    let key = format!("{key}.static_response");
+    let status = match &raw.status_code {
+        None => 200,
+        Some(code) => match u16::try_from(*code.get_ref()) {
+            Ok(status @ 200..=599) => status,
+            _ => {
+                let message = format!(
+                    "{} is not a final HTTP status; give one from 200 to 599",
+                    code.get_ref()
+                );
+                let location = Some(source.key_at(&code.span()));
+                return Err(source.invalid(location, format!("{key}.status_code"), message));
+            }
+        },
+    };
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (name, value) in raw.headers {
+        let header_key = format!("{key}.headers.{}", name.get_ref());
+        let written = name.get_ref();
+        let lowercase = written.to_ascii_lowercase();
+        let problem = if written.is_empty() || !written.bytes().all(is_token_byte) {
+            Some(format!(
+                "\"{}\" is not a header name; use letters, digits and `-`",
+                written.escape_debug()
+            ))
+        } else if FRAMING_HEADERS.contains(&lowercase.as_str()) {
+            Some(format!(
+                "`{lowercase}` is the server's to set: it frames the response itself; leave it out"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(source.invalid(Some(source.at(&name.span())), header_key, problem));
+        }
+        if let Some(bad) = value
+            .get_ref()
+            .chars()
+            .find(|c| c.is_control() && *c != '\t')
+        {
+            let message = format!(
+                "the value holds the control character {}; a header value is one line of text",
+                bad.escape_unicode()
+            );
+            let location = Some(source.key_at(&value.span()));
+            return Err(source.invalid(location, header_key, message));
+        }
+        headers.push((name.into_inner(), value.into_inner()));
+    }
+    let body = match raw.body {
+        Some(body) if matches!(status, 204 | 304) && !body.get_ref().is_empty() => {
+            let message = format!(
+                "a {status} response has no body; remove `body`, or give another `status_code`"
+            );
+            let location = Some(source.key_at(&body.span()));
+            return Err(source.invalid(location, format!("{key}.body"), message));
+        }
+        Some(body) => body.into_inner(),
+        None => String::new(),
+    };
+    Ok(StaticResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Whether `byte` may be part of a header name (an RFC 9110 token).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// The name Spin gives an executor in `executor = { type = "..." }`.
@@ -533,17 +651,15 @@ fn translate_component(
     };
 
     let source_span = raw.source.span();
-    let path = match raw.source.into_inner() {
-        StringOr::String(path) => path,
+    let (path, download) = match raw.source.into_inner() {
+        StringOr::String(path) => (path, None),
         StringOr::Table(table) => {
-            let message = if table.url.is_some() {
-                "downloading sources is not supported yet; download the file and give its path"
-            } else if table.registry.is_some() || table.package.is_some() {
-                "registry sources are not supported: Tern does not speak OCI registries yet; give the file's path"
-            } else {
-                "a source table needs `url` or `package`; or give the wasm file's path"
-            };
-            return Err(refuse(&source_span, "source", message));
+            let download = translate_download(source, key, &source_span, *table)?;
+            if let Some(build) = &raw.build {
+                let message = "a component downloaded from `url` has nothing to build; remove `build`, or give the path of the file it makes as `source`";
+                return Err(refuse(&build.command.span(), "build", message));
+            }
+            (download.url.clone(), Some(download))
         }
     };
     if let Some(hosts) = &raw.allowed_http_hosts {
@@ -596,6 +712,7 @@ fn translate_component(
 
     Ok(RawComponent {
         source: Spanned::new(source_span, path),
+        download,
         executor: None,
         environment: raw.environment,
         files,
@@ -606,6 +723,39 @@ fn translate_component(
         allowed_outbound_hosts: raw.allowed_outbound_hosts,
         variables: raw.variables,
         build,
+    })
+}
+
+/// A `source` table (of the component under `key`, at `span`): a download,
+/// its URL and digest checked. Registry packages are refused.
+fn translate_download(
+    source: &Source,
+    key: &str,
+    span: &Range<usize>,
+    table: RawSourceTable,
+) -> Result<Download, ManifestError> {
+    let key = format!("{key}.source");
+    let at = |span: &Range<usize>| Some(source.key_at(span));
+    if table.registry.is_some() || table.package.is_some() {
+        let message = "registry sources are not supported: Tern does not speak OCI registries yet; give the file's path, or its `url` and `digest`";
+        return Err(source.invalid(at(span), key, message));
+    }
+    let Some(url) = table.url else {
+        let message = "a source table needs `url` and `digest`; or give the wasm file's path";
+        return Err(source.invalid(at(span), key, message));
+    };
+    if let Some(problem) = url_problem(url.get_ref()) {
+        return Err(source.invalid(at(&url.span()), format!("{key}.url"), problem));
+    }
+    let Some(digest) = table.digest else {
+        let message = "missing; a download is checked against its digest: add `digest = \"sha256:...\"` (`sha256sum FILE` prints it)";
+        return Err(source.invalid(at(span), format!("{key}.digest"), message));
+    };
+    let sha256 = parse_digest(digest.get_ref())
+        .map_err(|problem| source.invalid(at(&digest.span()), format!("{key}.digest"), problem))?;
+    Ok(Download {
+        url: url.into_inner(),
+        sha256,
     })
 }
 
@@ -833,7 +983,22 @@ struct RawHttpTrigger {
     /// Optional in Spin when `static_response` is given.
     component: Option<Spanned<StringOr<RawSpinComponent>>>,
     executor: Option<Spanned<RawExecutor>>,
-    static_response: Option<Spanned<IgnoredAny>>,
+    /// A response to answer with instead of a component.
+    static_response: Option<RawStaticResponse>,
+}
+
+/// A trigger's `static_response` table; every key is optional.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ status_code = 200, body = \"ok\" }`"
+)]
+struct RawStaticResponse {
+    /// Read wide, so that a status out of range gets Tern's message.
+    status_code: Option<Spanned<i64>>,
+    #[serde(default)]
+    headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    body: Option<Spanned<String>>,
 }
 
 /// A `[[trigger.redis]]` entry.
@@ -920,17 +1085,16 @@ struct RawSpinComponent {
     _dependencies_inherit_configuration: Option<bool>,
 }
 
-/// A `source` given as a table: a download or a registry package, both
-/// refused.
+/// A `source` given as a table: a download, or a registry package
+/// (refused).
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table such as `{ url = \"...\", digest = \"...\" }`"
+    expecting = "a table such as `{ url = \"...\", digest = \"sha256:...\" }`"
 )]
 struct RawSourceTable {
-    url: Option<String>,
-    #[serde(rename = "digest")]
-    _digest: Option<String>,
+    url: Option<Spanned<String>>,
+    digest: Option<Spanned<String>>,
     registry: Option<String>,
     package: Option<String>,
     #[serde(rename = "version")]
@@ -975,7 +1139,7 @@ impl Expecting for RawSpinComponent {
 }
 
 impl Expecting for RawSourceTable {
-    const EXPECTING: &'static str = "a path such as \"hello.wasm\"";
+    const EXPECTING: &'static str = "a path such as \"hello.wasm\", or a table such as `{ url = \"...\", digest = \"sha256:...\" }`";
 }
 
 impl Expecting for RawFileMount {

@@ -23,6 +23,7 @@ mod artifact;
 mod cache;
 mod capabilities;
 mod compiler;
+mod componentize;
 pub mod databases;
 mod declared;
 pub mod dirs;

@@ -1,6 +1,8 @@
 //! Turning a file into something runnable: detect what it is (core module,
 //! component, WAT text, sealed artifact), then compile it or take it from the
-//! compile cache.
+//! compile cache. A core module that carries its component type is made a
+//! component first ([`crate::componentize`]), under its own hash in the
+//! cache.
 
 use std::fs::File;
 use std::io::Read as _;
@@ -208,6 +210,14 @@ impl Loader<'_> {
         if let Some(on_compile) = self.on_compile {
             on_compile(wasm.len());
         }
+        let componentized;
+        let (binary, wasm) = match binary {
+            Binary::Module if crate::componentize::carries_component_type(wasm) => {
+                componentized = crate::componentize::componentize(wasm)?;
+                (&Binary::Component, &componentized[..])
+            }
+            _ => (binary, wasm),
+        };
         if let (Some(limits), Some(spec)) = (self.limits, self.spec)
             && let Some(child) = &limits.child
         {

@@ -77,7 +77,8 @@ pub struct Services {
     /// SQL connections this instance holds open, against
     /// [`crate::spin::MAX_OPEN_CONNECTIONS`].
     pub(crate) open_connections: u32,
-    /// Where the component's Spin outbound connections (Redis) may go.
+    /// Where the component's Spin outbound connections (Redis, MQTT,
+    /// PostgreSQL) may go.
     pub(crate) outbound: Arc<Outbound>,
     /// The component's Redis connections, shared by its instances.
     pub(crate) redis: crate::spin::RedisConnections,
@@ -85,6 +86,10 @@ pub struct Services {
     pub(crate) open_redis: u32,
     /// MQTT connections this instance holds open.
     pub(crate) open_mqtt: u32,
+    /// The component's idle PostgreSQL connections, shared by its instances.
+    pub(crate) postgres: crate::spin::PostgresConnections,
+    /// PostgreSQL connections this instance holds open.
+    pub(crate) open_postgres: u32,
 }
 
 /// Where a component's outbound connections other than HTTP may go, and

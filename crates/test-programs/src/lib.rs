@@ -25,6 +25,17 @@
 //!   `wasi:http/handler@0.3.0`, exposed as `HTTP3_NAME` (`HTTP3_HELLO` for
 //!   `http3_hello`) and listed by [`foreach_http3_guest!`] (`http3_hello`).
 //!
+//! Spin apps are written against the published Spin Rust SDKs, one per
+//! example:
+//!
+//! - `spin-apps/examples/spin_NAME.rs` use SDK 7 and are WASI 0.3
+//!   components for wasm32-wasip2, exposed as `SPIN_NAME` and listed by
+//!   [`foreach_spin_app!`] (`spin_hello`).
+//! - `spin5-apps/examples/spin5_NAME.rs` use SDK 5 and are wasm32-wasip1
+//!   core modules carrying their component type (the host adapts them into
+//!   components, as Spin does), exposed as `SPIN5_NAME` and listed by
+//!   [`foreach_spin5_app!`] (`spin5_hello`).
+//!
 //! [`redis::RedisServer`] starts a real `redis-server` for the tests of the
 //! Redis key-value backend; [`mqtt::Broker`] a real `mosquitto` for those
 //! of MQTT publishing.
@@ -32,6 +43,7 @@
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 pub mod mqtt;
+pub mod postgres;
 pub mod redis;
 
 /// Runs `attempt` (start `what` on a port it probed free) until it

@@ -83,6 +83,131 @@ fn the_application_base_prefixes_every_route() {
 }
 
 #[test]
+fn route_parameters_reach_the_guest_as_spin_gives_them() {
+    let tern = Tern::new();
+    let wagi = Path::new(P1_WAGI_ECHO)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let manifest = format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"users\"\n\n\
+         [[trigger.http]]\nroute = \"/users/:id\"\ncomponent = \"hello\"\n\n\
+         [[trigger.http]]\nroute = \"/users/:user_id/posts/...\"\ncomponent = \"hello\"\n\n\
+         [[trigger.http]]\nroute = \"/users/admin\"\ncomponent = \"hello\"\n\n\
+         [[trigger.http]]\nroute = \"/users/...\"\ncomponent = \"hello\"\n\n\
+         [[trigger.http]]\nroute = \"/files/:name/...\"\ncomponent = \"cgi\"\n\
+         executor = {{ type = \"wagi\" }}\n\n\
+         [component.hello]\nsource = \"spin_hello.wasm\"\n\n\
+         [component.cgi]\nsource = \"{wagi}\"\n"
+    );
+    let dir = spin_dir(&manifest, &[SPIN_HELLO, P1_WAGI_ECHO]);
+    let serve = Serve::start_in(&tern, dir, &[]);
+
+    // A client's own `spin-path-match-*` never reaches the guest.
+    let response = serve.request("GET", "/users/42", &[("spin-path-match-id", "forged")], "");
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin! You asked for /users/42\nid = 42\n"
+    );
+    assert_eq!(response.header("x-spin-path-match-id"), Some("42"));
+    assert_eq!(response.header("x-spin-matched-route"), Some("/users/:id"));
+    assert_eq!(
+        response.header("x-spin-component-route"),
+        Some("/users/:id")
+    );
+    serve.wait_for_log("GET /users/42 200");
+
+    // `_` in a name is `-` in the header; `/...` after a parameter.
+    let response = serve.get("/users/7/posts/2024/hello");
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin! You asked for /users/7/posts/2024/hello\nuser-id = 7\n"
+    );
+    assert_eq!(response.header("x-spin-path-match-user-id"), Some("7"));
+    assert_eq!(response.header("x-spin-path-info"), Some("/2024/hello"));
+    assert_eq!(
+        response.header("x-spin-matched-route"),
+        Some("/users/:user_id/posts/...")
+    );
+    assert_eq!(
+        response.header("x-spin-component-route"),
+        Some("/users/:user_id/posts")
+    );
+
+    // An exact route beats a parameter, a parameter beats a wildcard, and
+    // a parameter takes one non-empty segment, no trailing slash.
+    let response = serve.get("/users/admin");
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin! You asked for /users/admin\n"
+    );
+    assert_eq!(
+        response.header("x-spin-matched-route"),
+        Some("/users/admin")
+    );
+    for path in ["/users/42/", "/users//posts/x", "/users"] {
+        let response = serve.get(path);
+        assert_eq!(
+            response.expect(200),
+            format!("Hello, Spin! You asked for {path}\n"),
+            "{path}"
+        );
+        assert_eq!(
+            response.header("x-spin-matched-route"),
+            Some("/users/..."),
+            "{path}"
+        );
+    }
+
+    // A WAGI program gets the value as Spin's `X_PATH_MATCH_NAME`.
+    let cgi = serve.get("/files/report/2024").expect(200).to_owned();
+    for line in [
+        "env: X_PATH_MATCH_NAME=report\n",
+        "env: SCRIPT_NAME=/files/report\n",
+        "env: PATH_INFO=/2024\n",
+    ] {
+        assert!(cgi.contains(line), "{line:?} missing:\n{cgi}");
+    }
+}
+
+#[test]
+fn a_static_response_is_served_without_a_guest() {
+    let tern = Tern::new();
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/health\"\n\
+         static_response = {{ headers = {{ content-type = \"text/plain\", x-served-by = \"tern\" }}, body = \"ok\\n\" }}\n\n\
+         [[trigger.http]]\nid = \"moved\"\nroute = \"/old/...\"\n\
+         static_response = {{ status_code = 308, headers = {{ location = \"/new\" }} }}\n",
+        one_app("/...", SPIN_HELLO, "", "")
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_HELLO]), &[]);
+    // Listed with the other routes, in matching order.
+    let health = serve.wait_for_log("-> static response 200");
+    assert!(health.trim_start().starts_with("/health "), "{health}");
+    let moved = serve.wait_for_log("-> static response 308");
+    assert!(moved.trim_start().starts_with("/old/... "), "{moved}");
+
+    let response = serve.get("/health");
+    assert_eq!(response.expect(200), "ok\n");
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    assert_eq!(response.header("x-served-by"), Some("tern"));
+    assert_eq!(response.header("content-length"), Some("3"));
+    let response = serve.get("/old/page?x=1");
+    assert_eq!(response.expect(308), "");
+    assert_eq!(response.header("location"), Some("/new"));
+    // Each gets its access-log line, with no component.
+    let line = serve.wait_for_log("GET /health 200");
+    assert!(line.ends_with(" -"), "{line}");
+    serve.wait_for_log("GET /old/page 308");
+    // Every other path still reaches the component.
+    assert_eq!(
+        serve.get("/healthz").expect(200),
+        "Hello, Spin! You asked for /healthz\n"
+    );
+}
+
+#[test]
 pub fn spin_kv() {
     let tern = Tern::new();
     let manifest = format!(
@@ -457,6 +582,113 @@ fn mqtt_outside_the_allowlist_is_refused() {
     );
 }
 
+/// A Spin app whose `app` component talks to the PostgreSQL at
+/// `address`, allowed to reach `allowed`.
+fn postgres_app(address: &str, allowed: &str) -> tempfile::TempDir {
+    let manifest = one_app(
+        "/...",
+        SPIN_PG,
+        &format!(
+            "allowed_outbound_hosts = [\"{allowed}\"]\n\n[component.app.variables]\npg_address = \"{{{{ pg_address }}}}\"\n"
+        ),
+        &format!("[variables]\npg_address = {{ default = \"{address}\" }}\n"),
+    );
+    spin_dir(&manifest, &[SPIN_PG])
+}
+
+/// The server's client connections other than the asking one.
+fn postgres_clients(pg: &test_programs::postgres::PostgresServer) -> usize {
+    pg.psql(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+pub fn spin_pg() {
+    let tern = Tern::new();
+    let pg = test_programs::postgres::PostgresServer::start();
+    let allowed = format!("postgres://127.0.0.1:{}", pg.port());
+    let serve = Serve::start_in(&tern, postgres_app(&pg.address(), &allowed), &[]);
+
+    assert_eq!(
+        serve.post("/?title=wasm&stars=5", "").expect(201),
+        "changed=1"
+    );
+    assert_eq!(
+        serve.post("/?title=cheap&stars=1", "").expect(201),
+        "changed=1"
+    );
+    assert_eq!(
+        serve.get("/?min=3").expect(200),
+        "id,title,stars,published,score,cover,day,at,ref,meta,price,tags,note\n\
+         wasm 5 true 1.25 [1, 2, 255] 2026-11-29 2026-11-29T12:30:05.250000000 \
+         67e55044-10b1-426f-9247-bb680e5fe0c8 {\"draft\": false} 12.50 [Some(1), None, Some(3)] null\n"
+    );
+    // What the server holds, asked with psql.
+    assert_eq!(
+        pg.psql("SELECT title, stars, price, tags FROM articles ORDER BY id"),
+        "wasm|5|12.50|{1,NULL,3}\ncheap|1|12.50|{1,NULL,3}\n"
+    );
+    // PostgreSQL's own error reaches the guest.
+    let refused = serve.get("/bad").expect(400).to_owned();
+    assert!(
+        refused.contains("ERROR: relation \\\"nowhere\\\" does not exist")
+            && refused.contains("code: \"42P01\""),
+        "{refused}"
+    );
+
+    // Connections are reused across requests rather than made for each.
+    let pids: std::collections::BTreeSet<String> = (0..5)
+        .map(|_| serve.get("/pid").expect(200).to_owned())
+        .collect();
+    assert!(
+        pids.len() < 5,
+        "a new connection for every request: {pids:?}"
+    );
+    assert!(postgres_clients(&pg) >= 1, "no connection kept open");
+}
+
+#[test]
+fn a_postgres_statement_still_running_at_the_deadline_is_cancelled_on_the_server() {
+    let tern = Tern::new();
+    let pg = test_programs::postgres::PostgresServer::start();
+    let allowed = format!("postgres://127.0.0.1:{}", pg.port());
+    let dir = postgres_app(&pg.address(), &allowed);
+    let serve = Serve::start_in(&tern, dir, &["--timeout", "1s"]);
+    serve.get("/sleep?s=3600").expect(504);
+    // The server stops the statement: polled, since the cancel request
+    // travels on a connection of its own.
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active' AND pid <> pg_backend_pid()";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pg.psql(sleeping).trim() != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement still runs on the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // And the app goes on.
+    assert_eq!(serve.get("/sleep?s=0").expect(200), "slept");
+}
+
+#[test]
+fn postgres_outside_the_allowlist_is_refused_before_connecting() {
+    let tern = Tern::new();
+    let pg = test_programs::postgres::PostgresServer::start();
+    let dir = postgres_app(&pg.address(), "postgres://127.0.0.1:1");
+    let serve = Serve::start_in(&tern, dir, &[]);
+    let refused = serve.get("/").expect(502).to_owned();
+    assert!(
+        refused.contains("is not in allowed_outbound_hosts"),
+        "{refused}"
+    );
+    assert_eq!(postgres_clients(&pg), 0);
+}
+
 #[test]
 fn spin_up_flags_seed_the_stores_and_set_the_environment() {
     let tern = Tern::new();
@@ -545,4 +777,230 @@ fn seeding_a_store_nobody_declares_is_refused() {
     tern.run(&["serve", path, "--key-value", "novalue"])
         .code(2)
         .stderr_has("expected KEY=VALUE, found `novalue`");
+}
+
+/// A server on 127.0.0.1 answering every request (one per connection)
+/// with `status` and `body`; its address, and the head of each request it
+/// got, in order.
+fn file_server(
+    status: &'static str,
+    body: Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.set_read_timeout(Some(crate::serving::PATIENCE));
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                head.push_str(&line);
+                line.clear();
+            }
+            seen.lock().unwrap().push(head);
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (addr, heads)
+}
+
+/// `bytes`' digest as a Spin manifest writes it: `sha256:` and 64 hex digits.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let hash = sha2::Sha256::digest(bytes);
+    hash.iter().fold(String::from("sha256:"), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
+}
+
+/// A Spin manifest whose one component `app`, on every path, is downloaded
+/// from `url` and checked against `digest`.
+fn downloaded_app(url: &str, digest: &str) -> String {
+    format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"downloaded\"\n\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"app\"\n\n\
+         [component.app]\nsource = {{ url = \"{url}\", digest = \"{digest}\" }}\n"
+    )
+}
+
+#[test]
+fn a_component_is_downloaded_once_then_served_from_the_cache() {
+    let tern = Tern::new();
+    let wasm = std::fs::read(SPIN_HELLO).unwrap();
+    let digest = digest(&wasm);
+    let (addr, requests) = file_server("200 OK", wasm);
+    let url = format!("http://{addr}/spin_hello.wasm");
+    let dir = spin_dir(&downloaded_app(&url, &digest), &[]);
+
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    serve.wait_for_log(&format!("tern: downloading component `app` from {url}"));
+    assert_eq!(
+        serve.get("/greet/me").expect(200),
+        "Hello, Spin! You asked for /greet/me\n"
+    );
+    assert_eq!(requests.lock().unwrap().len(), 1);
+    // Kept by content in Tern's cache directory.
+    let cached = tern
+        .cache_dir()
+        .join("downloads")
+        .join(format!("{}.wasm", digest.replace(':', "-")));
+    assert!(cached.is_file(), "{} missing", cached.display());
+    drop(serve);
+
+    // `tern up` (and `tern serve`) find it there: no request, no line.
+    let serve = Serve::spawn_verb(tern.command(), "up", dir.path(), &[]);
+    assert_eq!(
+        serve.get("/again").expect(200),
+        "Hello, Spin! You asked for /again\n"
+    );
+    assert!(!serve.log().contains("downloading"), "{}", serve.log());
+    assert_eq!(requests.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_download_with_another_digest_is_refused_and_not_kept() {
+    let tern = Tern::new();
+    let wasm = std::fs::read(SPIN_HELLO).unwrap();
+    let actual = digest(&wasm);
+    let expected = digest(b"another file");
+    let (addr, requests) = file_server("200 OK", wasm);
+    let url = format!("http://{addr}/spin_hello.wasm");
+    let dir = spin_dir(&downloaded_app(&url, &expected), &[]);
+    let path = dir.path().to_str().unwrap();
+    for attempt in 1..=2 {
+        let out = tern.run(&["serve", path, "--listen", "127.0.0.1:0"]);
+        out.code(1)
+            .stderr_has(&format!(
+                "tern: downloading component `app` from {url}\nerror: "
+            ))
+            .stderr_has(&format!(
+                "component.app.source: {url} has the digest {actual}, not {expected} as the manifest says; nothing was kept\n"
+            ));
+        assert_eq!(out.stderr.lines().count(), 2, "{out:#?}");
+        // Nothing is kept, not even half a file: the next start downloads
+        // again.
+        let kept: Vec<_> = std::fs::read_dir(tern.cache_dir().join("downloads"))
+            .unwrap()
+            .collect();
+        assert!(kept.is_empty(), "{kept:?}");
+        assert_eq!(requests.lock().unwrap().len(), attempt);
+    }
+}
+
+#[test]
+fn a_failed_download_says_why_in_one_line_naming_the_url() {
+    let tern = Tern::new();
+    let (addr, requests) = file_server("404 Not Found", b"no such file\n".to_vec());
+    // User info and a query may hold secrets: sent, never shown.
+    let url = format!("http://user:s3cret@{addr}/spin_hello.wasm?token=s3cret");
+    let shown = format!("http://{addr}/spin_hello.wasm");
+    let dir = spin_dir(&downloaded_app(&url, &digest(b"x")), &[]);
+    let out = tern.run(&[
+        "serve",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    out.code(1)
+        .stderr_has(&format!(
+            "tern: downloading component `app` from {shown}\nerror: "
+        ))
+        .stderr_has(&format!(
+            "component.app.source: downloading {shown}: the server answered 404 Not Found\n"
+        ));
+    assert_eq!(out.stderr.lines().count(), 2, "{out:#?}");
+    assert!(!out.stderr.contains("s3cret"), "{out:#?}");
+    let heads = requests.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with("GET /spin_hello.wasm?token=s3cret HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        heads[0]
+            .lines()
+            .any(|line| line.eq_ignore_ascii_case("authorization: Basic dXNlcjpzM2NyZXQ=")),
+        "{heads:?}"
+    );
+
+    // Nothing listening there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}/spin_hello.wasm");
+    let dir = spin_dir(&downloaded_app(&url, &digest(b"x")), &[]);
+    tern.run(&[
+        "serve",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .code(1)
+    .stderr_has(&format!(
+        "component.app.source: downloading {url}: cannot connect to {closed}: Connection refused"
+    ));
+}
+
+#[test]
+fn an_https_download_checks_the_certificate() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    // A certificate for 127.0.0.1 from a CA of the test's own, which the
+    // web PKI roots do not include.
+    let pki = tempfile::tempdir().unwrap();
+    crate::support::test_pki(pki.path());
+    let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
+    let certs = CertificateDer::pem_slice_iter(&read("server.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.set_read_timeout(Some(crate::serving::PATIENCE));
+            if let Ok(mut tls) = rustls::ServerConnection::new(config.clone()) {
+                // The client refuses the certificate, ending the handshake.
+                let _ = tls.complete_io(&mut stream);
+            }
+        }
+    });
+
+    let tern = Tern::new();
+    let url = format!("https://{addr}/spin_hello.wasm");
+    let dir = spin_dir(&downloaded_app(&url, &digest(b"x")), &[]);
+    tern.run(&[
+        "serve",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .code(1)
+    .stderr_has(&format!(
+        "component.app.source: downloading {url}: TLS with {addr}: invalid peer certificate"
+    ));
 }

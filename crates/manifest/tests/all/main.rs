@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tern_manifest::{LoadOptions, Manifest, ManifestError, OutsideAppDir, OutsideGrant, load};
+use tern_manifest::{
+    ComponentSource, Download, LoadOptions, Manifest, ManifestError, OutsideAppDir, OutsideGrant,
+    RouteTarget, load,
+};
 
 const VALID: &str = "tests/data/valid";
 const INVALID: &str = "tests/data/invalid";
@@ -37,8 +40,8 @@ fn load_reads_tern_toml_from_a_directory() {
     assert_eq!(manifest.path, Path::new("tests/data/dir/tern.toml"));
     assert_eq!(manifest.dir, Path::new("tests/data/dir"));
     assert_eq!(
-        manifest.components["dir"].source,
-        Path::new("tests/data/dir/hello.wasm")
+        manifest.components["dir"].source.file(),
+        Some(Path::new("tests/data/dir/hello.wasm"))
     );
 }
 
@@ -52,8 +55,8 @@ fn only_the_operator_lets_sources_and_files_out_of_the_app_directory() {
     assert!(load(path).is_err());
     let manifest = tern_manifest::load_with(path, allow).unwrap();
     assert_eq!(
-        manifest.components["hello"].source,
-        Path::new("tests/data/invalid/../valid/hello.wasm")
+        manifest.components["hello"].source.file(),
+        Some(Path::new("tests/data/invalid/../valid/hello.wasm"))
     );
     assert_eq!(
         manifest.outside_app_dir,
@@ -156,7 +159,10 @@ fn a_bare_file_name_resolves_against_the_current_directory() {
     let text = "manifest_version = 1\n[app]\nname = \"a\"\n[[route]]\npath = \"/\"\ncomponent = \"a\"\n[component.a]\nsource = \"Cargo.toml\"\n";
     let manifest = tern_manifest::parse(text, Path::new("tern.toml")).unwrap();
     assert_eq!(manifest.dir, Path::new("."));
-    assert_eq!(manifest.components["a"].source, Path::new("Cargo.toml"));
+    assert_eq!(
+        manifest.components["a"].source.file(),
+        Some(Path::new("Cargo.toml"))
+    );
     let built = format!("{text}build = {{ command = \"make\" }}\n");
     let manifest = tern_manifest::parse(&built, Path::new("tern.toml")).unwrap();
     let build = manifest.components["a"].build.as_ref().unwrap();
@@ -253,17 +259,36 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
         writeln!(w, "variable {name}: {variable:?}").unwrap();
     }
     for route in &manifest.routes {
-        writeln!(
-            w,
-            "route {} -> {} ({:?})",
-            route.pattern, route.component, route.pattern
-        )
-        .unwrap();
+        match &route.target {
+            RouteTarget::Component(component) => writeln!(
+                w,
+                "route {} -> {} ({:?})",
+                route.pattern, component, route.pattern
+            )
+            .unwrap(),
+            RouteTarget::Static(response) => {
+                writeln!(
+                    w,
+                    "route {} -> static response {} ({:?})",
+                    route.pattern, response.status, route.pattern
+                )
+                .unwrap();
+                for (name, value) in &response.headers {
+                    writeln!(w, "  header {name}: {value:?}").unwrap();
+                }
+                writeln!(w, "  body: {:?}", response.body).unwrap();
+            }
+        }
     }
     for (id, component) in &manifest.components {
         writeln!(w, "component {id}").unwrap();
         assert_eq!(&component.id, id);
-        writeln!(w, "  source: {}", relative(&component.source)).unwrap();
+        match &component.source {
+            ComponentSource::File(path) => writeln!(w, "  source: {}", relative(path)).unwrap(),
+            ComponentSource::Download(download) => {
+                writeln!(w, "  source: {} (sha256 {})", download.url, download.sha256).unwrap()
+            }
+        }
         writeln!(w, "  source_location: {}", component.source_location).unwrap();
         match component.executor {
             Some(executor) => writeln!(w, "  executor: {executor}").unwrap(),
@@ -424,8 +449,49 @@ fn a_wasm_file_is_an_app_of_one_component_on_every_path() {
     assert_eq!(manifest.app.name, "hello");
     assert_eq!(manifest.path, Path::new("tests/data/invalid/hello.wasm"));
     let component = &manifest.components["hello"];
-    assert_eq!(component.source, Path::new("tests/data/invalid/hello.wasm"));
+    assert_eq!(
+        component.source.file(),
+        Some(Path::new("tests/data/invalid/hello.wasm"))
+    );
     assert!(component.files.is_empty() && component.environment.is_empty());
     assert_eq!(manifest.routes.len(), 1);
     assert_eq!(manifest.routes[0].pattern.to_string(), "/...");
+}
+
+#[test]
+fn a_spin_download_is_checked_here_and_fetched_later() {
+    let digest = "0a".repeat(32);
+    let url = "https://me:s3cret@example.com/app.wasm?sig=abc";
+    let text = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"a\"\n\
+         [[trigger.http]]\nroute = \"/...\"\n\
+         component = {{ source = {{ url = \"{url}\", digest = \"sha256:{digest}\" }} }}\n"
+    );
+    let path = Path::new("tests/data/dir/spin.toml");
+    let manifest = tern_manifest::parse(&text, path).unwrap();
+    let component = &manifest.components["inline-component-1"];
+    assert_eq!(
+        component.source,
+        ComponentSource::Download(Download {
+            url: url.to_owned(),
+            sha256: digest.clone(),
+        })
+    );
+    assert_eq!(component.source.file(), None);
+
+    // Errors name the inline component's trigger, and never show the
+    // URL's user info or query.
+    let error = tern_manifest::parse(&text.replace("https://", "ftp://"), path).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tests/data/dir/spin.toml:6:26: trigger.http[1].component.source.url: \
+         `ftp://` URLs cannot be downloaded; use `https://` or `http://`"
+    );
+    let error = tern_manifest::parse(&text.replace("example.com", ""), path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.ends_with("source.url: https:///app.wasm names no host"),
+        "{error}"
+    );
 }

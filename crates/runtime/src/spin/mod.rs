@@ -1,5 +1,6 @@
 //! The Spin SDK's host interfaces (`spin:key-value@3.0.0`,
-//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`, `spin:redis@3.0.0`, `spin:mqtt@3.0.0`), so that components built
+//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`, `spin:redis@3.0.0`, `spin:mqtt@3.0.0`,
+//! `spin:postgres@4.2.0`), so that components built
 //! with the Spin SDK run unchanged. They sit on the same grants as Tern's own
 //! services: the key-value stores and variables of
 //! [`Services`](crate::Services), and the
@@ -18,8 +19,10 @@ use crate::databases::{Database, Rows, SqlError, SqlValue};
 use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 
 mod mqtt;
+mod postgres;
 mod redis;
 
+pub use postgres::PostgresConnections;
 pub use redis::RedisConnections;
 
 mod bindings {
@@ -32,6 +35,8 @@ mod bindings {
             "spin:sqlite/sqlite.connection": super::SqlConnection,
             "spin:redis/redis.connection": super::redis::RedisConnection,
             "spin:mqtt/mqtt.connection": super::mqtt::MqttConnection,
+            "spin:postgres/postgres.connection": super::postgres::PostgresConnection,
+            "spin:postgres/postgres.connection-builder": super::postgres::PostgresBuilder,
         },
     });
 }
@@ -92,6 +97,7 @@ pub fn add_to_linker<T: Send + 'static>(
     sqlite::add_to_linker::<T, HasSpin>(linker, get)?;
     bindings::spin::redis::redis::add_to_linker::<T, HasSpin>(linker, get)?;
     bindings::spin::mqtt::mqtt::add_to_linker::<T, HasSpin>(linker, get)?;
+    bindings::spin::postgres::postgres::add_to_linker::<T, HasSpin>(linker, get)?;
     Ok(())
 }
 

@@ -1,0 +1,1 @@
+//! Nothing here: every app is an example.

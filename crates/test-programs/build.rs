@@ -47,6 +47,11 @@ const HTTP3_PREFIX: &str = "http3_";
 /// which is also its constant's prefix.
 const SPIN_PREFIX: &str = "spin_";
 
+/// The virtual environment holding the Spin Python SDK and its
+/// componentize-py, under the target directory's `python/`; the version is
+/// `scripts/setup`'s.
+const SPIN_PYTHON_VENV: &str = "spin-python-sdk-3.4.1";
+
 /// The Spin SDK 5 builds for WASI preview 1: a core module whose
 /// `component-type` custom sections hold its world.
 const SPIN5_TARGET: &str = "wasm32-wasip1";
@@ -74,6 +79,7 @@ fn main() {
         p3_guests.join("Cargo.toml"),
         spin_apps.join("examples"),
         spin_apps.join("Cargo.toml"),
+        manifest_dir.join("spin-python"),
         spin5_apps.join("examples"),
         spin5_apps.join("Cargo.toml"),
         wat_dir.clone(),
@@ -166,6 +172,26 @@ fn main() {
         &target_dir.join(SPIN5_TARGET).join("release/examples"),
         "a Spin SDK 5 app: a wasm32-wasip1 core module carrying its component type",
     );
+    // Built by the test itself (`tern build` runs componentize-py), in the
+    // virtual environment `scripts/setup` makes, as Spin's docs show.
+    writeln!(
+        out,
+        "/// The Spin Python SDK's virtual environment (`scripts/setup` makes it)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const SPIN_PYTHON_VENV: &str = {:?};",
+        target_dir.join("../python").join(SPIN_PYTHON_VENV)
+    )
+    .unwrap();
+    writeln!(out, "/// The Spin Python app's source directory.").unwrap();
+    writeln!(
+        out,
+        "pub const SPIN_PYTHON_APP: &str = {:?};",
+        manifest_dir.join("spin-python")
+    )
+    .unwrap();
     for wat in sorted_files(&wat_dir, "wat") {
         let name = stem(&wat);
         write_const(

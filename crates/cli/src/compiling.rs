@@ -132,6 +132,22 @@ impl tern_http::CompileNotes for ServeNotes {
         *self.ticker.lock().unwrap_or_else(PoisonError::into_inner) = Some(ticker);
     }
 
+    fn unprovided(&self, component: &str, interfaces: &[String]) {
+        let (shown, more) = interfaces.split_at(interfaces.len().min(3));
+        let more = match more.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        crate::log::say(&format!(
+            "tern: component {component} imports {}{more}, which Tern does not provide; a call to one traps (Spin's SDKs import interfaces an app may never call)",
+            shown
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
     fn compiled(&self, _component: &str) {
         // Dropping the ticker stops it.
         let ticker = self

@@ -22,7 +22,7 @@ use crate::static_response::StaticReply;
 use crate::stats::AppStats;
 use crate::wagi::WagiExecutor;
 use crate::warm::WarmExecutor;
-use crate::wasi_http::{HttpLinkers, WasiHttpExecutor};
+use crate::wasi_http::{HttpLinkers, Imports, WasiHttpExecutor};
 use crate::wasi_http3::WasiHttp3Executor;
 
 /// A loaded app. It may be replaced by a new version while serving (see
@@ -187,7 +187,8 @@ impl std::fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// Told when loading an app compiles a component, so that the CLI can say
-/// so (the server never prints): a large component takes seconds. An app
+/// so (the server never prints): a large component takes seconds. Also
+/// told of a Spin app's imports that Tern does not provide. An app
 /// loads one component at a time, so each `compiling` is followed by its
 /// `compiled` before the next.
 pub trait CompileNotes {
@@ -196,6 +197,11 @@ pub trait CompileNotes {
     fn compiling(&self, component: &str, size: usize);
     /// The compile `compiling` announced is over, done or failed.
     fn compiled(&self, component: &str);
+    /// `component` (of a Spin app) imports `interfaces`, which Tern does
+    /// not provide; it is served, and a call to one of them traps.
+    fn unprovided(&self, component: &str, interfaces: &[String]) {
+        let _ = (component, interfaces);
+    }
 }
 
 impl App {
@@ -360,15 +366,22 @@ impl App {
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
         for ((component, limits), bytes) in manifest.components.values().zip(limits).zip(binaries) {
-            let executor = prepare(&pool, loader, notes, component, bytes, limits.memory).map_err(
-                |message| {
-                    LoadError::Manifest(manifest.error_at(
-                        component.source_location,
-                        &format!("component.{}", component.id),
-                        message,
-                    ))
-                },
-            )?;
+            let executor = prepare(
+                &pool,
+                loader,
+                notes,
+                component,
+                bytes,
+                limits.memory,
+                manifest.spin,
+            )
+            .map_err(|message| {
+                LoadError::Manifest(manifest.error_at(
+                    component.source_location,
+                    &format!("component.{}", component.id),
+                    message,
+                ))
+            })?;
             let services = Services::new(
                 stores.clone(),
                 &component.key_value_stores,
@@ -527,6 +540,7 @@ fn prepare(
     component: &tern_manifest::Component,
     bytes: Option<Vec<u8>>,
     memory: ByteSize,
+    spin: bool,
 ) -> Result<Executor, String> {
     let path = match &component.source {
         ComponentSource::File(path) => path,
@@ -590,12 +604,20 @@ fn prepare(
                 Some(line) => format!("cannot link {file}: {line}"),
                 None => format!("cannot prepare {file}: {e:#}"),
             };
+            // Spin's SDKs import their whole platform world, used or not:
+            // for a Spin app, what Tern lacks traps when called, and the
+            // operator is told before anything is served.
+            let imports = if spin {
+                Imports::TrapUnprovided
+            } else {
+                Imports::Strict
+            };
             let p3 = if WasiHttpExecutor::exports_handler(engine, &c) {
                 false
             } else if WasiHttp3Executor::exports_handler(engine, &c) {
                 true
             } else if RedisExecutor::exports_handler(engine, &c) {
-                return RedisExecutor::new(&pool.linkers, &c)
+                return RedisExecutor::new(&pool.linkers, &c, imports)
                     .map(Executor::Redis)
                     .map_err(link_error);
             } else {
@@ -603,18 +625,26 @@ fn prepare(
                     "{file} exports neither `wasi:http/incoming-handler` (WASI 0.2) nor `wasi:http/handler` (WASI 0.3), so the wasi-http executor has nothing to call"
                 ));
             };
+            if let (Imports::TrapUnprovided, Some(notes)) = (imports, notes) {
+                let unprovided = pool.linkers.unprovided(&c, p3);
+                if !unprovided.is_empty() {
+                    notes.unprovided(&component.id, &unprovided);
+                }
+            }
             match (component.instances, p3) {
                 (Some(instances), false) if instances.concurrent > 1 => Err(format!(
                     "instances.concurrent = {}: {file} is a WASI 0.2 handler, which takes one request at a time; use concurrent = 1, or a WASI 0.3 handler",
                     instances.concurrent
                 )),
-                (Some(instances), p3) => WarmExecutor::new(&pool.linkers, &c, p3, instances)
-                    .map(Executor::Warm)
-                    .map_err(link_error),
-                (None, false) => WasiHttpExecutor::new(&pool.linkers, &c)
+                (Some(instances), p3) => {
+                    { WarmExecutor::new(&pool.linkers, &c, p3, instances, imports) }
+                        .map(Executor::Warm)
+                        .map_err(link_error)
+                }
+                (None, false) => WasiHttpExecutor::new(&pool.linkers, &c, imports)
                     .map(Executor::WasiHttp)
                     .map_err(link_error),
-                (None, true) => WasiHttp3Executor::new(&pool.linkers, &c)
+                (None, true) => WasiHttp3Executor::new(&pool.linkers, &c, imports)
                     .map(Executor::WasiHttp3)
                     .map_err(link_error),
             }

@@ -42,13 +42,17 @@ pub(crate) struct RedisExecutor {
 
 impl RedisExecutor {
     /// Links and pre-instantiates `component`.
-    pub(crate) fn new(linkers: &HttpLinkers, component: &Component) -> Result<Self> {
+    pub(crate) fn new(
+        linkers: &HttpLinkers,
+        component: &Component,
+        imports: crate::wasi_http::Imports,
+    ) -> Result<Self> {
         let handle = component
             .get_export_index(None, INBOUND_REDIS)
             .and_then(|iface| component.get_export_index(Some(&iface), "handle-message"))
             .ok_or_else(|| wasmtime::format_err!("no `{INBOUND_REDIS}#handle-message` export"))?;
         Ok(RedisExecutor {
-            pre: linkers.link(component, true)?,
+            pre: linkers.link(component, true, imports)?,
             handle,
         })
     }

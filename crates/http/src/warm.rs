@@ -57,8 +57,9 @@ impl WarmExecutor {
         component: &Component,
         p3: bool,
         config: InstancesConfig,
+        imports: crate::wasi_http::Imports,
     ) -> Result<Self> {
-        let pre = linkers.link(component, p3)?;
+        let pre = linkers.link(component, p3, imports)?;
         let pre = if p3 {
             ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?)
         } else {

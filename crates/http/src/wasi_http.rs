@@ -71,9 +71,13 @@ impl WasiHttpView for HttpHost {
 impl WasiHttpExecutor {
     /// Links and pre-instantiates `component`; fails when it does not
     /// export `wasi:http/incoming-handler` or imports what Tern lacks.
-    pub(crate) fn new(linkers: &HttpLinkers, component: &Component) -> Result<Self> {
+    pub(crate) fn new(
+        linkers: &HttpLinkers,
+        component: &Component,
+        imports: Imports,
+    ) -> Result<Self> {
         Ok(WasiHttpExecutor {
-            pre: ProxyPre::new(linkers.link(component, false)?)?,
+            pre: ProxyPre::new(linkers.link(component, false, imports)?)?,
         })
     }
 
@@ -309,6 +313,15 @@ impl HttpHost {
     }
 }
 
+/// What linking does with an import Tern does not provide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Imports {
+    /// Refuse the component.
+    Strict,
+    /// Link a function that traps when called (Spin apps).
+    TrapUnprovided,
+}
+
 /// Links and pre-instantiates a wasi-http component: WASI 0.2 and
 /// wasi:http 0.2, with `p3` WASI 0.3 and wasi:http 0.3 as well (a Rust 0.3
 /// guest's standard library speaks 0.2), and Tern's host services.
@@ -337,16 +350,45 @@ impl HttpLinkers {
 
     /// Links `component` with every host interface a wasi-http guest may
     /// import (WASI 0.3's too, with `p3`).
-    pub(crate) fn link(&self, component: &Component, p3: bool) -> Result<InstancePre<HttpHost>> {
+    ///
+    /// With `Imports::TrapUnprovided` (a Spin app: Spin's SDKs import their
+    /// whole platform world, used or not), what Tern does not provide is
+    /// linked to functions that trap when called, the trap naming the
+    /// import.
+    pub(crate) fn link(
+        &self,
+        component: &Component,
+        p3: bool,
+        imports: Imports,
+    ) -> Result<InstancePre<HttpHost>> {
+        let linker = self.linker(p3)?;
+        match linker.instantiate_pre(component) {
+            Err(_) if imports == Imports::TrapUnprovided => {
+                let mut lenient = linker.clone();
+                tern_runtime::trap_unprovided_imports(&mut lenient, component)?;
+                lenient.instantiate_pre(component)
+            }
+            linked => linked,
+        }
+    }
+
+    /// The interfaces `component` imports that Tern lacks altogether.
+    pub(crate) fn unprovided(&self, component: &Component, p3: bool) -> Vec<String> {
+        let Ok(linker) = self.linker(p3) else {
+            return Vec::new();
+        };
+        tern_runtime::trap_unprovided_imports(&mut linker.clone(), component).unwrap_or_default()
+    }
+
+    fn linker(&self, p3: bool) -> Result<&Linker<HttpHost>> {
         let cell = if p3 { &self.p3 } else { &self.p2 };
-        let linker = match cell.get() {
+        Ok(match cell.get() {
             Some(linker) => linker,
             None => {
                 let linker = self.make(p3)?;
                 cell.get_or_init(|| linker)
             }
-        };
-        linker.instantiate_pre(component)
+        })
     }
 
     fn make(&self, p3: bool) -> Result<Linker<HttpHost>> {
@@ -362,6 +404,7 @@ impl HttpLinkers {
             table: &mut h.table,
         };
         services::add_to_linker(&mut linker, view)?;
+        tern_runtime::spin::add_v2_to_linker(&mut linker, view)?;
         if p3 {
             tern_runtime::spin::add_to_linker(&mut linker, view)?;
         }

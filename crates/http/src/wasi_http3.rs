@@ -32,9 +32,13 @@ pub(crate) struct WasiHttp3Executor {
 impl WasiHttp3Executor {
     /// Links and pre-instantiates `component`; fails when it does not
     /// export `wasi:http/handler@0.3` or imports what Tern lacks.
-    pub(crate) fn new(linkers: &HttpLinkers, component: &Component) -> Result<Self> {
+    pub(crate) fn new(
+        linkers: &HttpLinkers,
+        component: &Component,
+        imports: crate::wasi_http::Imports,
+    ) -> Result<Self> {
         Ok(WasiHttp3Executor {
-            pre: ServicePre::new(linkers.link(component, true)?)?,
+            pre: ServicePre::new(linkers.link(component, true, imports)?)?,
         })
     }
 

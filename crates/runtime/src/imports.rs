@@ -87,3 +87,75 @@ fn in_user_terms(line: &str) -> String {
 fn between<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
     line.strip_prefix(prefix)?.split('`').next()
 }
+
+/// Links every interface `component` imports that `linker` cannot satisfy
+/// to functions that trap when called, the trap naming the function, and
+/// returns those interfaces' names. The stub is defined under the import's
+/// exact name, which wasmtime looks up before a semver-compatible one; of
+/// an interface the linker defines under that very name, what it defines
+/// stays, and a function it defines with other types is still an error.
+///
+/// For hosts of apps whose SDKs import interfaces they may never call
+/// (Spin's import their whole platform world).
+pub fn trap_unprovided_imports<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    component: &wasmtime::component::Component,
+) -> wasmtime::Result<Vec<String>> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+
+    /// The resource type of stubbed resources: no host value ever has it.
+    struct Unprovided;
+
+    let engine = component.engine().clone();
+    let ty = component.component_type();
+    let mut stubbed = Vec::new();
+    loop {
+        let Err(error) = linker.instantiate_pre(component) else {
+            return Ok(stubbed);
+        };
+        let name = error.chain().next().and_then(|line| {
+            between(&line.to_string(), "component imports instance `").map(str::to_owned)
+        });
+        let Some(name) = name else {
+            return Err(error);
+        };
+        if stubbed.contains(&name) {
+            return Err(error);
+        }
+        let Some(ComponentItem::ComponentInstance(instance)) =
+            ty.get_import(&engine, &name).map(|import| import.ty)
+        else {
+            return Err(error);
+        };
+        let mut stub = linker.instance(&name)?;
+        for (export, item) in instance.exports(&engine) {
+            let qualified = format!("{name}#{export}");
+            match item.ty {
+                // What the linker already defines under this very name
+                // stays (defining it again fails, and is let fail).
+                ComponentItem::ComponentFunc(func) if func.async_() => {
+                    let _ = stub.func_new_concurrent(export, move |_, _, _, _| {
+                        let qualified = qualified.clone();
+                        Box::pin(
+                            async move { wasmtime::bail!("`{qualified}` is not provided by Tern") },
+                        )
+                    });
+                }
+                ComponentItem::ComponentFunc(_) => {
+                    let _ = stub.func_new(export, move |_, _, _, _| {
+                        wasmtime::bail!("`{qualified}` is not provided by Tern")
+                    });
+                }
+                ComponentItem::Resource(_) => {
+                    let _ =
+                        stub.resource(export, ResourceType::host::<Unprovided>(), |_, _| Ok(()));
+                }
+                // Types need no definition.
+                ComponentItem::Type(_) => {}
+                _ => return Err(error),
+            }
+        }
+        stubbed.push(name);
+    }
+}

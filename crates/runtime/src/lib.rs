@@ -50,7 +50,7 @@ pub use compiler::{CHILD_COMMAND, CompileLimits, child_main};
 pub use databases::{Databases, open_databases};
 pub use declared::{initial_memory, speaks_wasi_p3};
 pub use engine::{Deadline, EngineSpec, engine_for};
-pub use imports::explain_link_error;
+pub use imports::{explain_link_error, trap_unprovided_imports};
 pub use invoke::invoke;
 pub use limits::{Limits, MemoryLimiter};
 pub use outcome::Outcome;

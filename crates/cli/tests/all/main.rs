@@ -50,3 +50,4 @@ test_programs::foreach_wagi_guest!(assert_test_exists);
 test_programs::foreach_p3_guest!(assert_test_exists);
 test_programs::foreach_http3_guest!(assert_test_exists);
 test_programs::foreach_spin_app!(assert_test_exists);
+test_programs::foreach_spin5_app!(assert_test_exists);

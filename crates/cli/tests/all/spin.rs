@@ -690,6 +690,160 @@ fn postgres_outside_the_allowlist_is_refused_before_connecting() {
 }
 
 #[test]
+pub fn spin5_hello() {
+    let tern = Tern::new();
+    // A wasm32-wasip1 core module carrying its component type, with no
+    // executor named: made a component once, then served as wasi-http.
+    let dir = spin_dir(&one_app("/...", SPIN5_HELLO, "", ""), &[SPIN5_HELLO]);
+    let serve = Serve::start_in(&tern, dir, &[]);
+    let response = serve.get("/greet/me");
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin 5! You asked for /greet/me\n"
+    );
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    serve.wait_for_log("GET /greet/me 200");
+}
+
+#[test]
+pub fn spin5_kv() {
+    let tern = Tern::new();
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/other/...\"\ncomponent = \"other\"\n\n\
+         [component.other]\nsource = \"spin5_hello.wasm\"\nkey_value_stores = [\"private\"]\n",
+        one_app("/...", SPIN5_KV, "key_value_stores = [\"default\"]", "")
+    );
+    let dir = spin_dir(&manifest, &[SPIN5_KV, SPIN5_HELLO]);
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    assert_eq!(serve.get("/colour").expect(404), "no such key\n");
+    assert_eq!(
+        serve.request("PUT", "/colour", &[], "teal").expect(201),
+        "stored\n"
+    );
+    assert_eq!(
+        serve.request("PUT", "/size", &[], "xl").expect(201),
+        "stored\n"
+    );
+    assert_eq!(serve.get("/colour").expect(200), "teal");
+    assert_eq!(serve.get("/").expect(200), "colour\nsize\n");
+    assert_eq!(
+        serve.request("DELETE", "/colour", &[], "").expect(200),
+        "deleted\n"
+    );
+    assert_eq!(serve.get("/").expect(200), "size\n");
+    // Another component's store, and one nobody declares.
+    let denied = serve.request("GET", "/x", &[("x-store", "private")], "");
+    assert_eq!(denied.expect(403), "access denied\n");
+    let unknown = serve.request("GET", "/x", &[("x-store", "nowhere")], "");
+    assert_eq!(unknown.expect(404), "no such store\n");
+    drop(serve);
+    // The same store `tern kv` reads.
+    let app = dir.path().to_str().unwrap();
+    tern.run(&["kv", "get", "--app", app, "size"])
+        .code(0)
+        .stdout("xl");
+}
+
+#[test]
+pub fn spin5_sqlite() {
+    let tern = Tern::new();
+    let manifest = one_app("/...", SPIN5_SQLITE, "sqlite_databases = [\"default\"]", "");
+    let dir = spin_dir(&manifest, &[SPIN5_SQLITE]);
+    let serve = Serve::start_in(&tern, dir, &[]);
+    assert_eq!(
+        serve.post("/?name=bolt&qty=4", "").expect(201),
+        "id=1 changes=1"
+    );
+    assert_eq!(
+        serve.post("/?name=nut&qty=10", "").expect(201),
+        "id=2 changes=1"
+    );
+    assert_eq!(
+        serve.get("/?min=5").expect(200),
+        "id,name,qty,note,price,NULL\n2 nut 10 [1, 2, 3] 5 true\n"
+    );
+    let refused = serve.get("/bad").expect(400).to_owned();
+    assert!(refused.contains("no such table: nowhere"), "{refused}");
+}
+
+#[test]
+pub fn spin5_variables() {
+    let tern = Tern::new();
+    let manifest = one_app(
+        "/...",
+        SPIN5_VARIABLES,
+        "[component.app.variables]\ngreeting = \"Hello, {{ who }}!\"\n",
+        "[variables]\nwho = { default = \"world\" }\n",
+    );
+    let dir = spin_dir(&manifest, &[SPIN5_VARIABLES]);
+    let mut command = tern.command();
+    command.env("SPIN_VARIABLE_WHO", "Spin 5");
+    let serve = Serve::spawn(command, dir.path(), &[]);
+    assert_eq!(serve.get("/greeting").expect(200), "Hello, Spin 5!");
+    let missing = serve.get("/who").expect(404).to_owned();
+    assert!(missing.contains("who"), "{missing}");
+}
+
+#[test]
+fn spin_python() {
+    let tern = Tern::new();
+    let venv = Path::new(SPIN_PYTHON_VENV);
+    assert!(
+        venv.join("bin/componentize-py").exists(),
+        "no {}: scripts/setup makes it",
+        venv.display()
+    );
+    let dir = spin_dir(
+        "spin_manifest_version = 2\n\n[application]\nname = \"hello-python\"\nversion = \"0.1.0\"\n\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\n\
+         [component.hello]\nsource = \"app.wasm\"\nkey_value_stores = [\"default\"]\n\n\
+         [component.hello.variables]\ngreeting = \"Hello, {{ who }}!\"\n\n\
+         [component.hello.build]\ncommand = \"componentize-py -w spin-http componentize app -o app.wasm\"\n\n\
+         [variables]\nwho = { default = \"Python\" }\n",
+        &[],
+    );
+    std::fs::copy(
+        Path::new(SPIN_PYTHON_APP).join("app.py"),
+        dir.path().join("app.py"),
+    )
+    .unwrap();
+    // As with the virtual environment activated: its `bin` first.
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let app = dir.path().to_str().unwrap();
+    let mut build = tern.command();
+    build.args(["build", app]).env("PATH", &path);
+    let built = build.output().unwrap();
+    assert!(built.status.success(), "tern build: {built:?}");
+
+    let mut command = tern.command();
+    command.env("PATH", &path);
+    let serve = Serve::spawn(command, dir.path(), &[]);
+    let response = serve.get("/hello?x=1");
+    assert_eq!(
+        response.expect(200),
+        "Hello from Python! You asked for /hello?x=1"
+    );
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    assert_eq!(serve.get("/kv/colour").expect(404), "no such key");
+    assert_eq!(
+        serve.request("PUT", "/kv/colour", &[], "teal").expect(201),
+        "stored"
+    );
+    assert_eq!(serve.get("/kv/colour").expect(200), "teal");
+    assert_eq!(serve.get("/greeting").expect(200), "Hello, Python!");
+    // The SDK imports Spin's whole platform; what Tern lacks is named.
+    let log = serve.log();
+    assert!(
+        log.contains("which Tern does not provide; a call to one traps"),
+        "{log}"
+    );
+}
+
+#[test]
 fn spin_up_flags_seed_the_stores_and_set_the_environment() {
     let tern = Tern::new();
     let echo = Path::new(HTTP_ECHO).file_name().unwrap().to_str().unwrap();

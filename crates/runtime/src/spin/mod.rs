@@ -21,9 +21,11 @@ use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 mod mqtt;
 mod postgres;
 mod redis;
+mod v2;
 
 pub use postgres::PostgresConnections;
 pub use redis::RedisConnections;
+pub use v2::add_to_linker as add_v2_to_linker;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -215,18 +217,20 @@ impl<T> variables::HostWithStore<T> for HasSpin {
         accessor: &Accessor<T, Self>,
         name: String,
     ) -> Result<Result<String, variables::Error>> {
-        accessor.with(|mut access| {
-            let services = &*access.get().services;
-            if !is_variable_name(&name) {
-                return Ok(Err(variables::Error::InvalidName(name)));
-            }
-            Ok(match services.variables.get(&name) {
-                Some(value) => Ok(value.clone()),
-                None => Err(variables::Error::Undefined(format!(
-                    "no variable named `{name}`"
-                ))),
-            })
-        })
+        Ok(accessor.with(|mut access| variable(access.get().services, name)))
+    }
+}
+
+/// The component's variable `name`, as Spin's `variables.get` answers it.
+fn variable(services: &crate::Services, name: String) -> Result<String, variables::Error> {
+    if !is_variable_name(&name) {
+        return Err(variables::Error::InvalidName(name));
+    }
+    match services.variables.get(&name) {
+        Some(value) => Ok(value.clone()),
+        None => Err(variables::Error::Undefined(format!(
+            "no variable named `{name}`"
+        ))),
     }
 }
 

@@ -1,0 +1,194 @@
+//! The `fermyon:spin@2.0.0` interfaces the Spin Rust SDK 5 (and Spin 2 and
+//! 3's other SDKs) import: key-value, SQLite and variables, the same
+//! services as their `spin:*@3` successors in [`super`], through the same
+//! grants. Their functions are synchronous, so they are linked for WASI
+//! 0.2 components too (an SDK 5 app is one, once made a component).
+
+use wasmtime::Result;
+use wasmtime::component::{Linker, Resource};
+
+use super::{SqlConnection, sqlite as v3_sqlite};
+use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/spin",
+        world: "tern:spin-host/spin-v2-services",
+        imports: { default: async | trappable },
+        with: {
+            "fermyon:spin/key-value.store": crate::services::Bucket,
+            "fermyon:spin/sqlite.connection": crate::spin::SqlConnection,
+        },
+    });
+}
+
+use bindings::fermyon::spin::key_value as kv;
+use bindings::fermyon::spin::sqlite;
+use bindings::fermyon::spin::variables;
+
+/// Adds the `fermyon:spin@2.0.0` interfaces to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ServicesView<'_>,
+) -> Result<()> {
+    kv::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    sqlite::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    variables::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    Ok(())
+}
+
+type Answer<T, E> = Result<Result<T, E>>;
+
+fn kv_error(error: tern_kv::Error) -> kv::Error {
+    match error {
+        tern_kv::Error::StoreFull { .. } => kv::Error::StoreTableFull,
+        e => kv::Error::Other(e.to_string()),
+    }
+}
+
+impl ServicesView<'_> {
+    /// The store behind `store`.
+    fn store_of(&self, store: &Resource<Bucket>) -> Result<std::sync::Arc<tern_kv::Store>> {
+        Ok(self.table.get(store)?.store.clone())
+    }
+}
+
+impl kv::Host for ServicesView<'_> {}
+
+impl kv::HostStore for ServicesView<'_> {
+    async fn open(&mut self, label: String) -> Answer<Resource<Bucket>, kv::Error> {
+        Ok(self.open_bucket(&label)?.map_err(|refused| match refused {
+            Refused::Unknown => kv::Error::NoSuchStore,
+            Refused::Denied => kv::Error::AccessDenied,
+            Refused::TooMany => {
+                kv::Error::Other(format!("more than {MAX_OPEN_BUCKETS} stores open at once"))
+            }
+        }))
+    }
+
+    async fn get(
+        &mut self,
+        store: Resource<Bucket>,
+        key: String,
+    ) -> Answer<Option<Vec<u8>>, kv::Error> {
+        Ok(self.store_of(&store)?.get(&key).await.map_err(kv_error))
+    }
+
+    async fn set(
+        &mut self,
+        store: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Answer<(), kv::Error> {
+        let store = self.store_of(&store)?;
+        Ok(store.set(&key, &value, None).await.map_err(kv_error))
+    }
+
+    async fn delete(&mut self, store: Resource<Bucket>, key: String) -> Answer<(), kv::Error> {
+        Ok(self.store_of(&store)?.delete(&key).await.map_err(kv_error))
+    }
+
+    async fn exists(&mut self, store: Resource<Bucket>, key: String) -> Answer<bool, kv::Error> {
+        Ok(self.store_of(&store)?.exists(&key).await.map_err(kv_error))
+    }
+
+    async fn get_keys(&mut self, store: Resource<Bucket>) -> Answer<Vec<String>, kv::Error> {
+        let store = self.store_of(&store)?;
+        // Page by page, as the store lists them: every key in the end.
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            match store.list_keys(cursor).await {
+                Ok(page) => {
+                    keys.extend(page.keys);
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(Ok(keys)),
+                    }
+                }
+                Err(e) => return Ok(Err(kv_error(e))),
+            }
+        }
+    }
+
+    async fn drop(&mut self, store: Resource<Bucket>) -> Result<()> {
+        self.close_bucket(store)
+    }
+}
+
+impl variables::Host for ServicesView<'_> {
+    async fn get(&mut self, name: String) -> Answer<String, variables::Error> {
+        Ok(super::variable(self.services, name).map_err(|e| match e {
+            super::variables::Error::InvalidName(n) => variables::Error::InvalidName(n),
+            super::variables::Error::Undefined(n) => variables::Error::Undefined(n),
+            super::variables::Error::Provider(n) => variables::Error::Provider(n),
+            super::variables::Error::Other(n) => variables::Error::Other(n),
+        }))
+    }
+}
+
+/// SQLite through the `spin:sqlite@3` host, whose types these mirror.
+fn sqlite_error(error: v3_sqlite::Error) -> sqlite::Error {
+    match error {
+        v3_sqlite::Error::NoSuchDatabase => sqlite::Error::NoSuchDatabase,
+        v3_sqlite::Error::AccessDenied => sqlite::Error::AccessDenied,
+        v3_sqlite::Error::InvalidConnection => sqlite::Error::InvalidConnection,
+        v3_sqlite::Error::DatabaseFull => sqlite::Error::DatabaseFull,
+        v3_sqlite::Error::Io(message) => sqlite::Error::Io(message),
+    }
+}
+
+fn to_v3(value: sqlite::Value) -> v3_sqlite::Value {
+    match value {
+        sqlite::Value::Integer(i) => v3_sqlite::Value::Integer(i),
+        sqlite::Value::Real(f) => v3_sqlite::Value::Real(f),
+        sqlite::Value::Text(s) => v3_sqlite::Value::Text(s),
+        sqlite::Value::Blob(b) => v3_sqlite::Value::Blob(b),
+        sqlite::Value::Null => v3_sqlite::Value::Null,
+    }
+}
+
+fn from_v3(value: v3_sqlite::Value) -> sqlite::Value {
+    match value {
+        v3_sqlite::Value::Integer(i) => sqlite::Value::Integer(i),
+        v3_sqlite::Value::Real(f) => sqlite::Value::Real(f),
+        v3_sqlite::Value::Text(s) => sqlite::Value::Text(s),
+        v3_sqlite::Value::Blob(b) => sqlite::Value::Blob(b),
+        v3_sqlite::Value::Null => sqlite::Value::Null,
+    }
+}
+
+impl sqlite::Host for ServicesView<'_> {}
+
+impl sqlite::HostConnection for ServicesView<'_> {
+    async fn open(&mut self, database: String) -> Answer<Resource<SqlConnection>, sqlite::Error> {
+        Ok(self.open_connection(&database)?.map_err(sqlite_error))
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<SqlConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>,
+    ) -> Answer<sqlite::QueryResult, sqlite::Error> {
+        let parameters = parameters.into_iter().map(to_v3).collect();
+        let result =
+            v3_sqlite::HostConnection::execute(self, connection, statement, parameters).await?;
+        Ok(result
+            .map(|result| sqlite::QueryResult {
+                columns: result.columns,
+                rows: result
+                    .rows
+                    .into_iter()
+                    .map(|row| sqlite::RowResult {
+                        values: row.values.into_iter().map(from_v3).collect(),
+                    })
+                    .collect(),
+            })
+            .map_err(sqlite_error))
+    }
+
+    async fn drop(&mut self, connection: Resource<SqlConnection>) -> Result<()> {
+        v3_sqlite::HostConnection::drop(self, connection).await
+    }
+}

@@ -80,6 +80,7 @@ fn main() {
         spin_apps.join("examples"),
         spin_apps.join("Cargo.toml"),
         manifest_dir.join("spin-python"),
+        manifest_dir.join("spin-js"),
         spin5_apps.join("examples"),
         spin5_apps.join("Cargo.toml"),
         wat_dir.clone(),
@@ -183,6 +184,28 @@ fn main() {
         out,
         "pub const SPIN_PYTHON_VENV: &str = {:?};",
         target_dir.join("../python").join(SPIN_PYTHON_VENV)
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// The Spin JavaScript app's source directory (its `npm install` and `j2w` build run in the test)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const SPIN_JS_APP: &str = {:?};",
+        manifest_dir.join("spin-js")
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// npm's download cache for the tests, under the target directory."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const NPM_CACHE: &str = {:?};",
+        target_dir.join("../npm-cache")
     )
     .unwrap();
     writeln!(out, "/// The Spin Python app's source directory.").unwrap();

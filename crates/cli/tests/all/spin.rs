@@ -844,6 +844,42 @@ fn spin_python() {
 }
 
 #[test]
+fn spin_javascript() {
+    let tern = Tern::new();
+    let dir = spin_dir(
+        "spin_manifest_version = 2\n\n[application]\nname = \"hello-js\"\nversion = \"0.1.0\"\n\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\n\
+         [component.hello]\nsource = \"app.wasm\"\n\n\
+         [component.hello.build]\n\
+         command = \"npm install --no-audit --no-fund --silent && npx j2w -i index.js -o app.wasm\"\n",
+        &[],
+    );
+    for file in ["index.js", "package.json", "package-lock.json"] {
+        std::fs::copy(Path::new(SPIN_JS_APP).join(file), dir.path().join(file)).unwrap();
+    }
+    let app = dir.path().to_str().unwrap();
+    let mut build = tern.command();
+    build
+        .args(["build", app])
+        .env("npm_config_cache", NPM_CACHE);
+    let built = build.output().unwrap();
+    assert!(built.status.success(), "tern build: {built:?}");
+
+    let serve = Serve::start_in(&tern, dir, &[]);
+    let response = serve.get("/hello");
+    assert_eq!(
+        response.expect(200),
+        "Hello from JavaScript! You asked for /hello"
+    );
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        serve.post("/echo", "quiet please").expect(201),
+        "QUIET PLEASE"
+    );
+    serve.wait_for_log("POST /echo 201");
+}
+
+#[test]
 fn spin_up_flags_seed_the_stores_and_set_the_environment() {
     let tern = Tern::new();
     let echo = Path::new(HTTP_ECHO).file_name().unwrap().to_str().unwrap();

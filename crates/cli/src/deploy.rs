@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::Value;
-use tern_manifest::{LoadOptions, MANIFEST_FILE_NAME, Manifest};
+use tern_manifest::{LoadOptions, MANIFEST_FILE_NAME, Manifest, SPIN_MANIFEST_FILE_NAME};
 use tern_runtime::{Error, Result};
 
 use crate::admin_client::{self, AdminArgs, field, items};
@@ -68,13 +68,16 @@ pub fn main(args: DeployArgs) -> Result<ExitCode> {
 }
 
 /// The manifest at `path`, its app built first unless `no_build`. It must
-/// be a `tern.toml`, the file a host reads, whose sources and files stay in
-/// the app directory, all that a bundle holds.
+/// be a `tern.toml` or a `spin.toml`, the files a host reads, whose sources
+/// and files stay in the app directory, all that a bundle holds.
 fn load(path: &Path, no_build: bool) -> Result<Manifest> {
     let file = tern_manifest::manifest_path(path);
-    if file.file_name() != Some(OsStr::new(MANIFEST_FILE_NAME)) {
+    let name = file.file_name();
+    if name != Some(OsStr::new(MANIFEST_FILE_NAME))
+        && name != Some(OsStr::new(SPIN_MANIFEST_FILE_NAME))
+    {
         return Err(Error::msg(format!(
-            "cannot deploy {}: a host runs an app described by a `{MANIFEST_FILE_NAME}`",
+            "cannot deploy {}: a host runs an app described by a `{MANIFEST_FILE_NAME}` or a `{SPIN_MANIFEST_FILE_NAME}`",
             file.display()
         )));
     }

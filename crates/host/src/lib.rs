@@ -306,8 +306,16 @@ impl Host {
             unbuilt: false,
             allow_outside_app_dir: false,
         };
-        tern_manifest::load_with(&dir.join("tern.toml"), options)
-            .map_err(|e| without_dir(&e.to_string(), &dir))
+        // The bundle's `tern.toml`, or its `spin.toml` when it has none.
+        let manifest = tern_manifest::load_with(&tern_manifest::manifest_path(&dir), options)
+            .map_err(|e| without_dir(&e.to_string(), &dir))?;
+        if let Some(trigger) = manifest.redis_triggers.first() {
+            return Err(format!(
+                "the app has Redis triggers (channel `{}`), which a host does not run yet; serve it with `tern serve`",
+                trigger.channel
+            ));
+        }
+        Ok(manifest)
     }
 
     /// Loads version `version` of `name` on the host's engines.

@@ -2,6 +2,7 @@
 //! given, and the response it prints.
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tern_manifest::FRAMING_HEADERS;
 
 /// The request facts CGI meta-variables are made from.
 pub(crate) struct CgiRequest<'a> {
@@ -85,23 +86,8 @@ pub(crate) struct CgiResponse {
     pub(crate) body: bytes::Bytes,
 }
 
-/// Header fields that frame the response or the connection. The body's
-/// length and the connection are Tern's: a program that set them could end
-/// the response early and forge a second one on a kept-alive connection, or
-/// make the client wait for bytes that never come. They are dropped.
-const FRAMING: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
 /// Parses what a CGI program printed: header lines, a blank line, the body.
-/// Framing fields ([`FRAMING`]) are dropped; a 1xx or unknown status is
+/// Framing fields ([`FRAMING_HEADERS`]) are dropped; a 1xx or unknown status is
 /// refused, since a CGI program cannot switch protocols or send an interim
 /// response.
 pub(crate) fn parse_response(output: bytes::Bytes) -> Result<CgiResponse, String> {
@@ -129,7 +115,7 @@ pub(crate) fn parse_response(output: bytes::Bytes) -> Result<CgiResponse, String
         }
         let name = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("malformed CGI response: bad header name {name:?}"))?;
-        if FRAMING.contains(&name.as_str()) {
+        if FRAMING_HEADERS.contains(&name.as_str()) {
             continue;
         }
         let value = HeaderValue::from_str(value)

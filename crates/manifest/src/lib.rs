@@ -45,6 +45,21 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Header fields that frame a response or its connection, which only the
+/// server sets: a guest or a manifest that set them could end a response
+/// early and forge a second one on a kept-alive connection, or make the
+/// client wait for bytes that never come.
+pub const FRAMING_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 pub use download::{ComponentSource, Download};
 pub use error::{Location, ManifestError};
 pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};

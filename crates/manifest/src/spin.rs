@@ -537,19 +537,6 @@ fn has_parameter(path: &str) -> bool {
     path.split('/').any(|segment| segment.starts_with(':'))
 }
 
-/// Header fields that frame a response or its connection: the server sets
-/// them, so a static response may not.
-const FRAMING_HEADERS: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
 /// A trigger's `static_response` (the trigger under `key`) checked: a
 /// final status (200 by default), header fields HTTP can carry, and no
 /// body where the status allows none.
@@ -583,7 +570,7 @@ fn translate_static_response(
                 "\"{}\" is not a header name; use letters, digits and `-`",
                 written.escape_debug()
             ))
-        } else if FRAMING_HEADERS.contains(&lowercase.as_str()) {
+        } else if crate::FRAMING_HEADERS.contains(&lowercase.as_str()) {
             Some(format!(
                 "`{lowercase}` is the server's to set: it frames the response itself; leave it out"
             ))

@@ -50,6 +50,31 @@ pub mod redis;
 /// succeeds: another process may take the port between the probe and the
 /// server's bind, and a few attempts make that race harmless. Panics with
 /// the last attempt's log after five.
+/// Reads `child`'s lines from `output` until one holds `ready`, then keeps
+/// draining them on a thread so the server never blocks on a full pipe.
+/// Kills `child` and returns what it said if it ends first.
+fn wait_for_line(
+    child: &mut std::process::Child,
+    output: impl std::io::Read + Send + 'static,
+    ready: &str,
+) -> Result<(), String> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(output).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(ready) {
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(log)
+}
+
 fn start_on_free_port<T>(what: &str, attempt: impl Fn() -> Result<T, String>) -> T {
     let mut last = String::new();
     for _ in 0..5 {

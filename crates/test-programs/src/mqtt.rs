@@ -1,7 +1,6 @@
 //! A real MQTT broker (`mosquitto`) for tests: started on a free loopback
 //! port with anonymous access, stopped when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
@@ -48,26 +47,13 @@ impl Broker {
                 panic!("cannot start mosquitto ({e}); install it (scripts/test does)")
             });
         let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains(" running") {
-                // Every listener is open; keep draining so the broker never
-                // blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Ok(Broker {
-                    child,
-                    port,
-                    _config: config,
-                });
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(log)
+        // Every listener is open once it says it is running.
+        crate::wait_for_line(&mut child, stderr, " running")?;
+        Ok(Broker {
+            child,
+            port,
+            _config: config,
+        })
     }
 
     /// The broker's address, as a Spin app gives it.

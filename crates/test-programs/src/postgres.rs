@@ -4,7 +4,6 @@
 //! dropped. PostgreSQL refuses to run as root, so under root it runs as the
 //! `postgres` user the Debian package creates.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -127,21 +126,8 @@ impl PostgresServer {
             .spawn()
             .map_err(|e| format!("cannot start postgres: {e}"))?;
         let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("ready to accept connections") {
-                // Keep draining so the server never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Ok((child, port));
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(log)
+        crate::wait_for_line(&mut child, stderr, "ready to accept connections")?;
+        Ok((child, port))
     }
 
     /// The server's port.

@@ -1,7 +1,6 @@
 //! A real `redis-server` for tests: started on a free loopback port with
 //! persistence off, stopped when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
@@ -35,21 +34,8 @@ impl RedisServer {
                 panic!("cannot start redis-server ({e}); install it (scripts/test does)")
             });
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("Ready to accept connections") {
-                // Keep draining so the server never blocks on a full pipe.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Ok(RedisServer { child, port });
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(log)
+        crate::wait_for_line(&mut child, stdout, "Ready to accept connections")?;
+        Ok(RedisServer { child, port })
     }
 
     /// The server's URL, database 0.

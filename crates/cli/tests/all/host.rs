@@ -875,3 +875,57 @@ fn tern_deploy_packs_an_app_and_prints_what_the_host_made_of_it() {
     );
     assert_eq!(host.summary("shop")["versions"], json!([1]));
 }
+
+#[test]
+fn a_spin_app_deploys_and_serves_from_its_spin_toml() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let app = tempfile::tempdir().unwrap();
+    std::fs::copy(SPIN_HELLO, app.path().join("spin_hello.wasm")).unwrap();
+    std::fs::write(
+        app.path().join("spin.toml"),
+        "spin_manifest_version = 2\n\n[application]\nname = \"greeter\"\n\n\
+         [[trigger.http]]\nroute = \"/users/:id\"\ncomponent = \"hello\"\n\n\
+         [component.hello]\nsource = \"spin_hello.wasm\"\n",
+    )
+    .unwrap();
+    let token = top.path().join("token");
+    let out = tern.run(&[
+        "deploy",
+        app.path().to_str().unwrap(),
+        "--to",
+        &format!("http://{}", host.admin),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--no-build",
+    ]);
+    out.code(0);
+    let response = host.get("greeter.localhost", "/users/42");
+    assert_eq!(
+        response.expect(200),
+        "Hello, Spin! You asked for /users/42\nid = 42\n"
+    );
+    assert_eq!(response.header("x-spin-path-match-id"), Some("42"));
+
+    // Redis triggers are not run by a host: refused, not ignored.
+    std::fs::write(
+        app.path().join("spin.toml"),
+        "spin_manifest_version = 2\n\n[application]\nname = \"greeter\"\n\n\
+         [[trigger.redis]]\naddress = \"redis://127.0.0.1:6379\"\nchannel = \"news\"\ncomponent = \"hello\"\n\n\
+         [component.hello]\nsource = \"spin_hello.wasm\"\n",
+    )
+    .unwrap();
+    let (status, answer) = host.deploy("greeter", &tar_of(app.path(), |_| {}));
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("Redis triggers (channel `news`)"),
+        "{answer}"
+    );
+    assert_eq!(
+        host.get("greeter.localhost", "/users/7").expect(200),
+        "Hello, Spin! You asked for /users/7\nid = 7\n"
+    );
+}

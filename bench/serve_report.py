@@ -37,8 +37,9 @@ WRK_CASES = {
     ),
     "p3": ("the wasi:http 0.3 hello (http3_hello)", FRESH_WARM_PEER),
     "spin": (
-        "the Spin SDK 7 hello (spin_hello) from a spin.toml, and its SQLite read route",
-        FRESH_WARM_PEER + [("tern-sqlite", "tern, sqlite read")],
+        "the Spin SDK 7 hello (spin_hello) from a spin.toml, its SQLite read route, and the Spin SDK 5 hello",
+        FRESH_WARM_PEER
+        + [("tern-sqlite", "tern, sqlite read"), ("tern-sdk5", "tern, Spin SDK 5 hello")],
     ),
     "python": ("the http-python template's hello (componentize-py)", FRESH_WARM_PEER),
     "js": ("the http-js template's hello (jco componentize)", FRESH_WARM_PEER),
@@ -176,6 +177,12 @@ def print_targets(case, results, p2, p2_this_run):
         row = results.get(("tern-sqlite", 16))
         if row:
             print(f"   SQLite read route (10 rows, 6 returned) at 16 connections: {row['rps']:.0f} req/s")
+        ratio = rps_ratio(results.get(("tern-sdk5", 16)), results.get(("wasmtime", 16)))
+        print_target(
+            "tern, Spin SDK 5 hello (fresh, WASI 0.2) req/s at 16 connections >= 5x Spin, i.e. >= 3.15x wasmtime serve",
+            ratio and f"{ratio:.2f}x wasmtime serve's SDK 7 hello = {ratio / 0.63:.1f}x Spin",
+            ratio is not None and ratio >= 3.15,
+        )
     else:
         for conns in CONNS:
             ratio = rps_ratio(results.get(("tern-warm", conns)), results.get(("tern", conns)))

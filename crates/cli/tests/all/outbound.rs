@@ -45,7 +45,7 @@ fn fetch(serve: &Serve, url: &str, count: usize) -> crate::serving::Response {
 }
 
 /// A server answering every request with `response`, counting connections.
-fn upstream(response: &'static str) -> (String, Arc<AtomicUsize>) {
+pub(crate) fn upstream(response: &'static str) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let count = Arc::new(AtomicUsize::new(0));
@@ -65,7 +65,7 @@ fn upstream(response: &'static str) -> (String, Arc<AtomicUsize>) {
     (addr, count)
 }
 
-const HELLO: &str =
+pub(crate) const HELLO: &str =
     "HTTP/1.1 200 OK\r\ncontent-length: 14\r\nconnection: close\r\n\r\nfrom upstream\n";
 
 #[test]

@@ -880,6 +880,67 @@ fn spin_javascript() {
 }
 
 #[test]
+pub fn spin_outbound() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use crate::outbound::{HELLO, upstream};
+
+    let (addr, count) = upstream(HELLO);
+    let (other, other_count) = upstream(HELLO);
+    let tern = Tern::new();
+    let manifest = one_app(
+        "/...",
+        SPIN_OUTBOUND,
+        &format!("allowed_outbound_hosts = [\"http://{addr}\"]"),
+        "",
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN_OUTBOUND]), &[]);
+    assert_eq!(
+        serve.get(&format!("/?url=http://{addr}/x")).expect(200),
+        "200 from upstream\n"
+    );
+    assert_eq!(count.load(SeqCst), 1);
+    // Another port of the same host is not in `allowed_outbound_hosts`: the
+    // SDK's error, and no connection.
+    let refused = serve
+        .get(&format!("/?url=http://{other}/x"))
+        .expect(502)
+        .to_owned();
+    assert!(refused.starts_with("refused: "), "{refused}");
+    assert_eq!(other_count.load(SeqCst), 0);
+}
+
+#[test]
+pub fn spin5_redis() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let manifest = one_app(
+        "/...",
+        SPIN5_REDIS,
+        &format!(
+            "allowed_outbound_hosts = [\"redis://127.0.0.1:{}\"]\n\n[component.app.variables]\nredis_address = \"{}\"\n",
+            redis.port(),
+            redis.url()
+        ),
+        "",
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN5_REDIS]), &[]);
+    assert_eq!(serve.get("/colour").expect(404), "nil");
+    assert_eq!(
+        serve.request("PUT", "/colour", &[], "teal").expect(200),
+        "set"
+    );
+    assert_eq!(serve.get("/colour").expect(200), "teal");
+    assert_eq!(serve.post("/incr/hits", "").expect(200), "1");
+    assert_eq!(serve.post("/incr/hits", "").expect(200), "2");
+    assert_eq!(redis_cli(redis.port(), &["GET", "hits"]), "2\n");
+    assert_eq!(
+        serve.post("/publish/news", "extra!").expect(200),
+        "published"
+    );
+}
+
+#[test]
 fn spin_up_flags_seed_the_stores_and_set_the_environment() {
     let tern = Tern::new();
     let echo = Path::new(HTTP_ECHO).file_name().unwrap().to_str().unwrap();

@@ -20,7 +20,7 @@ use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 
 mod mqtt;
 mod postgres;
-mod redis;
+pub(crate) mod redis;
 mod v2;
 
 pub use postgres::PostgresConnections;

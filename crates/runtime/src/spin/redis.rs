@@ -16,7 +16,7 @@ use wasmtime::Result;
 use wasmtime::component::{Accessor, Resource};
 
 use super::HasSpin;
-use super::bindings::spin::redis::redis as api;
+pub(super) use super::bindings::spin::redis::redis as api;
 use crate::services::{Outbound, ServicesView};
 
 /// Connections one instance may hold open at once.
@@ -138,34 +138,115 @@ impl api::HostConnection for ServicesView<'_> {
 
 type Answer<T> = Result<Result<T, api::Error>>;
 
+/// What opening a connection needs of the instance: where it may connect,
+/// the component's shared connections, and how many it holds open.
+pub(super) fn opening(
+    services: &crate::Services,
+) -> (std::sync::Arc<Outbound>, RedisConnections, u32) {
+    (
+        services.outbound.clone(),
+        services.redis.clone(),
+        services.open_redis,
+    )
+}
+
+/// Opens a connection to `address` for an instance holding `open`.
+pub(super) async fn open(
+    (outbound, pool, open): (std::sync::Arc<Outbound>, RedisConnections, u32),
+    address: String,
+) -> Result<RedisConnection, api::Error> {
+    if open >= MAX_OPEN_REDIS {
+        return Err(api::Error::TooManyConnections);
+    }
+    let conn = connect(&outbound, &pool, &address).await?;
+    Ok(RedisConnection {
+        address,
+        conn,
+        pool,
+    })
+}
+
+/// The commands of the interface, on a handle to the shared connection.
+impl RedisConnection {
+    pub(super) async fn publish(self, channel: String, payload: Vec<u8>) -> Result<(), api::Error> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.query::<i64>(cmd).await.map(|_| ())
+    }
+
+    pub(super) async fn get(self, key: String) -> Result<Option<Vec<u8>>, api::Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.query(cmd).await
+    }
+
+    pub(super) async fn set(self, key: String, value: Vec<u8>) -> Result<(), api::Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        self.query::<()>(cmd).await
+    }
+
+    pub(super) async fn incr(self, key: String) -> Result<i64, api::Error> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(key);
+        self.query(cmd).await
+    }
+
+    pub(super) async fn del(self, keys: Vec<String>) -> Result<u32, api::Error> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(keys);
+        self.query(cmd).await
+    }
+
+    pub(super) async fn sadd(self, key: String, values: Vec<String>) -> Result<u32, api::Error> {
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(key).arg(values);
+        self.query(cmd).await
+    }
+
+    pub(super) async fn smembers(self, key: String) -> Result<Vec<String>, api::Error> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(key);
+        self.query(cmd).await
+    }
+
+    pub(super) async fn srem(self, key: String, values: Vec<String>) -> Result<u32, api::Error> {
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(key).arg(values);
+        self.query(cmd).await
+    }
+
+    pub(super) async fn execute(
+        self,
+        command: String,
+        arguments: Vec<api::RedisParameter>,
+    ) -> Result<Vec<api::RedisResult>, api::Error> {
+        let mut cmd = redis::cmd(&command);
+        for argument in arguments {
+            match argument {
+                api::RedisParameter::Int64(i) => cmd.arg(i),
+                api::RedisParameter::Binary(b) => cmd.arg(b),
+            };
+        }
+        let value: Value = self.query(cmd).await?;
+        results(value)
+    }
+}
+
 impl<T> api::HostConnectionWithStore<T> for HasSpin {
     async fn open(
         accessor: &Accessor<T, Self>,
         address: String,
     ) -> Answer<Resource<RedisConnection>> {
-        let (outbound, pool, open) = accessor.with(|mut access| {
-            let services = &*access.get().services;
-            (
-                services.outbound.clone(),
-                services.redis.clone(),
-                services.open_redis,
-            )
-        });
-        if open >= MAX_OPEN_REDIS {
-            return Ok(Err(api::Error::TooManyConnections));
-        }
-        let conn = match connect(&outbound, &pool, &address).await {
+        let opening = accessor.with(|mut access| opening(access.get().services));
+        let conn = match open(opening, address).await {
             Ok(conn) => conn,
             Err(e) => return Ok(Err(e)),
         };
         accessor.with(|mut access| {
             let view = access.get();
             view.services.open_redis += 1;
-            Ok(Ok(view.table.push(RedisConnection {
-                address,
-                conn,
-                pool,
-            })?))
+            Ok(Ok(view.table.push(conn)?))
         })
     }
 
@@ -175,12 +256,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         channel: String,
         payload: Vec<u8>,
     ) -> Answer<()> {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(payload);
-        Ok(connection(accessor, &this)?
-            .query::<i64>(cmd)
-            .await
-            .map(|_| ()))
+        Ok(connection(accessor, &this)?.publish(channel, payload).await)
     }
 
     async fn get(
@@ -188,9 +264,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         this: Resource<RedisConnection>,
         key: String,
     ) -> Answer<Option<Vec<u8>>> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key);
-        Ok(connection(accessor, &this)?.query(cmd).await)
+        Ok(connection(accessor, &this)?.get(key).await)
     }
 
     async fn set(
@@ -199,9 +273,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         key: String,
         value: Vec<u8>,
     ) -> Answer<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        Ok(connection(accessor, &this)?.query::<()>(cmd).await)
+        Ok(connection(accessor, &this)?.set(key, value).await)
     }
 
     async fn incr(
@@ -209,9 +281,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         this: Resource<RedisConnection>,
         key: String,
     ) -> Answer<i64> {
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(key);
-        Ok(connection(accessor, &this)?.query(cmd).await)
+        Ok(connection(accessor, &this)?.incr(key).await)
     }
 
     async fn del(
@@ -219,9 +289,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         this: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> Answer<u32> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(keys);
-        Ok(connection(accessor, &this)?.query(cmd).await)
+        Ok(connection(accessor, &this)?.del(keys).await)
     }
 
     async fn sadd(
@@ -230,9 +298,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         key: String,
         values: Vec<String>,
     ) -> Answer<u32> {
-        let mut cmd = redis::cmd("SADD");
-        cmd.arg(key).arg(values);
-        Ok(connection(accessor, &this)?.query(cmd).await)
+        Ok(connection(accessor, &this)?.sadd(key, values).await)
     }
 
     async fn smembers(
@@ -240,9 +306,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         this: Resource<RedisConnection>,
         key: String,
     ) -> Answer<Vec<String>> {
-        let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(key);
-        Ok(connection(accessor, &this)?.query(cmd).await)
+        Ok(connection(accessor, &this)?.smembers(key).await)
     }
 
     async fn srem(
@@ -251,9 +315,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         key: String,
         values: Vec<String>,
     ) -> Answer<u32> {
-        let mut cmd = redis::cmd("SREM");
-        cmd.arg(key).arg(values);
-        Ok(connection(accessor, &this)?.query(cmd).await)
+        Ok(connection(accessor, &this)?.srem(key, values).await)
     }
 
     async fn execute(
@@ -262,15 +324,9 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         command: String,
         arguments: Vec<api::RedisParameter>,
     ) -> Answer<Vec<api::RedisResult>> {
-        let mut cmd = redis::cmd(&command);
-        for argument in arguments {
-            match argument {
-                api::RedisParameter::Int64(i) => cmd.arg(i),
-                api::RedisParameter::Binary(b) => cmd.arg(b),
-            };
-        }
-        let value: Result<Value, _> = connection(accessor, &this)?.query(cmd).await;
-        Ok(value.and_then(results))
+        Ok(connection(accessor, &this)?
+            .execute(command, arguments)
+            .await)
     }
 }
 

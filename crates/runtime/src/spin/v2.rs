@@ -1,12 +1,14 @@
 //! The `fermyon:spin@2.0.0` interfaces the Spin Rust SDK 5 (and Spin 2 and
-//! 3's other SDKs) import: key-value, SQLite and variables, the same
+//! 3's other SDKs) import: key-value, SQLite, variables and Redis, the same
 //! services as their `spin:*@3` successors in [`super`], through the same
-//! grants. Their functions are synchronous, so they are linked for WASI
+//! grants; and `wasi:config/store@0.2.0-draft-2024-09-27`, Tern's
+//! `wasi:config` under the version Spin's SDKs import. Their functions are synchronous, so they are linked for WASI
 //! 0.2 components too (an SDK 5 app is one, once made a component).
 
 use wasmtime::Result;
 use wasmtime::component::{Linker, Resource};
 
+use super::redis::{RedisConnection, api as v3_redis};
 use super::{SqlConnection, sqlite as v3_sqlite};
 use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 
@@ -18,13 +20,16 @@ mod bindings {
         with: {
             "fermyon:spin/key-value.store": crate::services::Bucket,
             "fermyon:spin/sqlite.connection": crate::spin::SqlConnection,
+            "fermyon:spin/redis.connection": crate::spin::redis::RedisConnection,
         },
     });
 }
 
 use bindings::fermyon::spin::key_value as kv;
+use bindings::fermyon::spin::redis;
 use bindings::fermyon::spin::sqlite;
 use bindings::fermyon::spin::variables;
+use bindings::wasi::config::store as config;
 
 /// Adds the `fermyon:spin@2.0.0` interfaces to `linker`.
 pub fn add_to_linker<T: Send + 'static>(
@@ -34,6 +39,8 @@ pub fn add_to_linker<T: Send + 'static>(
     kv::add_to_linker::<T, super::HasSpin>(linker, get)?;
     sqlite::add_to_linker::<T, super::HasSpin>(linker, get)?;
     variables::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    redis::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    config::add_to_linker::<T, super::HasSpin>(linker, get)?;
     Ok(())
 }
 
@@ -190,5 +197,165 @@ impl sqlite::HostConnection for ServicesView<'_> {
 
     async fn drop(&mut self, connection: Resource<SqlConnection>) -> Result<()> {
         v3_sqlite::HostConnection::drop(self, connection).await
+    }
+}
+
+fn redis_error(error: v3_redis::Error) -> redis::Error {
+    match error {
+        v3_redis::Error::InvalidAddress => redis::Error::InvalidAddress,
+        v3_redis::Error::TooManyConnections => redis::Error::TooManyConnections,
+        v3_redis::Error::TypeError => redis::Error::TypeError,
+        v3_redis::Error::Other(message) => redis::Error::Other(message),
+    }
+}
+
+impl ServicesView<'_> {
+    /// A handle to the shared Redis connection behind `connection`.
+    fn redis_of(&self, connection: &Resource<RedisConnection>) -> Result<RedisConnection> {
+        Ok(self.table.get(connection)?.clone())
+    }
+}
+
+impl redis::Host for ServicesView<'_> {}
+
+impl redis::HostConnection for ServicesView<'_> {
+    async fn open(&mut self, address: String) -> Answer<Resource<RedisConnection>, redis::Error> {
+        let opening = super::redis::opening(self.services);
+        match super::redis::open(opening, address).await {
+            Ok(conn) => {
+                self.services.open_redis += 1;
+                Ok(Ok(self.table.push(conn)?))
+            }
+            Err(e) => Ok(Err(redis_error(e))),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        this: Resource<RedisConnection>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Answer<(), redis::Error> {
+        let conn = self.redis_of(&this)?;
+        Ok(conn.publish(channel, payload).await.map_err(redis_error))
+    }
+
+    async fn get(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> Answer<Option<Vec<u8>>, redis::Error> {
+        Ok(self.redis_of(&this)?.get(key).await.map_err(redis_error))
+    }
+
+    async fn set(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Answer<(), redis::Error> {
+        Ok(self
+            .redis_of(&this)?
+            .set(key, value)
+            .await
+            .map_err(redis_error))
+    }
+
+    async fn incr(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> Answer<i64, redis::Error> {
+        Ok(self.redis_of(&this)?.incr(key).await.map_err(redis_error))
+    }
+
+    async fn del(
+        &mut self,
+        this: Resource<RedisConnection>,
+        keys: Vec<String>,
+    ) -> Answer<u32, redis::Error> {
+        Ok(self.redis_of(&this)?.del(keys).await.map_err(redis_error))
+    }
+
+    async fn sadd(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Answer<u32, redis::Error> {
+        Ok(self
+            .redis_of(&this)?
+            .sadd(key, values)
+            .await
+            .map_err(redis_error))
+    }
+
+    async fn smembers(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> Answer<Vec<String>, redis::Error> {
+        Ok(self
+            .redis_of(&this)?
+            .smembers(key)
+            .await
+            .map_err(redis_error))
+    }
+
+    async fn srem(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Answer<u32, redis::Error> {
+        Ok(self
+            .redis_of(&this)?
+            .srem(key, values)
+            .await
+            .map_err(redis_error))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<RedisConnection>,
+        command: String,
+        arguments: Vec<redis::RedisParameter>,
+    ) -> Answer<Vec<redis::RedisResult>, redis::Error> {
+        let arguments = arguments
+            .into_iter()
+            .map(|argument| match argument {
+                redis::RedisParameter::Int64(i) => v3_redis::RedisParameter::Int64(i),
+                redis::RedisParameter::Binary(b) => v3_redis::RedisParameter::Binary(b),
+            })
+            .collect();
+        let results = self.redis_of(&this)?.execute(command, arguments).await;
+        Ok(results.map_err(redis_error).map(|results| {
+            results
+                .into_iter()
+                .map(|result| match result {
+                    v3_redis::RedisResult::Nil => redis::RedisResult::Nil,
+                    v3_redis::RedisResult::Status(s) => redis::RedisResult::Status(s),
+                    v3_redis::RedisResult::Int64(i) => redis::RedisResult::Int64(i),
+                    v3_redis::RedisResult::Binary(b) => redis::RedisResult::Binary(b),
+                })
+                .collect()
+        }))
+    }
+
+    async fn drop(&mut self, connection: Resource<RedisConnection>) -> Result<()> {
+        self.table.delete(connection)?;
+        self.services.open_redis -= 1;
+        Ok(())
+    }
+}
+
+impl config::Host for ServicesView<'_> {
+    async fn get(&mut self, key: String) -> Answer<Option<String>, config::Error> {
+        Ok(Ok(self.services.variables.get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> Answer<Vec<(String, String)>, config::Error> {
+        let all = self.services.variables.iter();
+        Ok(Ok(all.map(|(k, v)| (k.clone(), v.clone())).collect()))
     }
 }

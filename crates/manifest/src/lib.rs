@@ -67,7 +67,7 @@ pub use route::{
     Route, RoutePattern, RouteSegment, RouteTarget, RouteTemplate, Specificity, StaticResponse,
 };
 pub use runtime_config::RuntimeConfig;
-pub use units::{ByteSize, HumanDuration};
+pub use units::{ByteSize, HumanDuration, civil_from_days};
 pub use variables::{ComponentVariables, MissingVariable, Template, Variable, env_name};
 
 use error::Source;

@@ -605,16 +605,9 @@ impl ToSql for Param {
 
 /// (year, month, day) of `days` after 2000-01-01.
 fn date_of(days: i32) -> (i32, u8, u8) {
-    let z = i64::from(days) + i64::from(PG_EPOCH_DAYS) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month, day)
+    let (year, month, day) =
+        tern_manifest::civil_from_days(i64::from(days) + i64::from(PG_EPOCH_DAYS));
+    (year as i32, month as u8, day as u8)
 }
 
 /// Days from 1970-01-01 to (year, month, day).

@@ -60,6 +60,14 @@ const SPIN5_TARGET: &str = "wasm32-wasip1";
 /// prefix, which is also its constant's prefix.
 const SPIN5_PREFIX: &str = "spin5_";
 
+/// `nn-guests/`: WasmEdge-style WASI-NN programs (`wasi_ephemeral_nn`),
+/// core modules only.
+const NN_TARGET: &str = "wasm32-wasip1";
+
+/// Every program in `nn-guests/` (a bin) is named with this prefix, which
+/// is also its constant's prefix.
+const NN_PREFIX: &str = "nn_";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest_dir.join("guests");
@@ -68,7 +76,11 @@ fn main() {
     let spin_apps = manifest_dir.join("spin-apps");
     let spin5_apps = manifest_dir.join("spin5-apps");
     let wat_dir = manifest_dir.join("wat");
+    let nn_guests = manifest_dir.join("nn-guests");
     for path in [
+        nn_guests.join("src"),
+        nn_guests.join("Cargo.toml"),
+        p3_guests.join("wit"),
         guests.join("src"),
         guests.join("Cargo.toml"),
         http_guests.join("src"),
@@ -109,6 +121,7 @@ fn main() {
     );
     build(&spin_apps, &target_dir, &[P3_TARGET], &["--examples"]);
     build(&spin5_apps, &target_dir, &[SPIN5_TARGET], &["--examples"]);
+    build(&nn_guests, &target_dir, &[NN_TARGET], &["--bins"]);
 
     let mut out = String::new();
     let mut names = Vec::new();
@@ -173,6 +186,24 @@ fn main() {
         &target_dir.join(SPIN5_TARGET).join("release/examples"),
         "a Spin SDK 5 app: a wasm32-wasip1 core module carrying its component type",
     );
+    write_prefixed(
+        &mut out,
+        &nn_guests.join("src/bin"),
+        NN_PREFIX,
+        &target_dir.join(NN_TARGET).join("release"),
+        "a WasmEdge-style WASI-NN program (`wasi_ephemeral_nn`), a wasm32-wasip1 core module",
+    );
+    writeln!(
+        out,
+        "/// The test models `scripts/setup` takes from their PyPI wheels."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const MODELS_DIR: &str = {:?};",
+        target_dir.join("../models")
+    )
+    .unwrap();
     // Built by the test itself (`tern build` runs componentize-py), in the
     // virtual environment `scripts/setup` makes, as Spin's docs show.
     writeln!(

@@ -132,6 +132,10 @@ impl tern_http::CompileNotes for ServeNotes {
         *self.ticker.lock().unwrap_or_else(PoisonError::into_inner) = Some(ticker);
     }
 
+    fn loading_model(&self, name: &str, size: u64) {
+        crate::log::say(&format!("tern: loading model {name} ({})", ByteSize(size)));
+    }
+
     fn unprovided(&self, component: &str, interfaces: &[String]) {
         let (shown, more) = interfaces.split_at(interfaces.len().min(3));
         let more = match more.len() {

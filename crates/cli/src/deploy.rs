@@ -112,6 +112,7 @@ fn bundle_files(manifest: &Manifest) -> Result<Vec<PathBuf>> {
         wanted.push(source);
         wanted.extend(component.files.iter().map(|f| f.source.as_path()));
     }
+    wanted.extend(manifest.nn_models.values().map(|m| m.path.as_path()));
     let mut paths = BTreeSet::new();
     for path in wanted {
         let relative = within(dir, path).ok_or_else(|| {

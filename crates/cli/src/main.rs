@@ -14,6 +14,7 @@ mod host;
 mod kv;
 mod log;
 mod new;
+mod nn;
 mod reload;
 mod run;
 mod serve;

@@ -37,7 +37,9 @@ Examples:
   tern run --invoke 'add(1, 2)' calc.wasm
   tern run --invoke 'example:calc/ops#mul(6, 7)' calc.wasm
   tern run --invoke greet calc.wasm '\"world\"'
-  tern run --kv default=counter.sqlite counter.wasm")]
+  tern run --kv default=counter.sqlite counter.wasm
+  tern run --nn-preload default:GGML:AUTO:model.gguf llama-chat.wasm --prompt hi
+  tern run --nn-graph onnx::./models/iris classify.wasm")]
 pub struct RunArgs {
     /// Preopen a host directory, read-write: HOST::GUEST, or DIR for DIR::DIR
     #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = |s: &str| DirGrant::parse(s, false))]
@@ -59,6 +61,17 @@ pub struct RunArgs {
     /// Give a component the key-value store NAME (wasi:keyvalue), kept in an SQLite file
     #[arg(long = "kv", value_name = "NAME=FILE.sqlite", value_parser = parse_kv)]
     kv: Vec<(String, PathBuf)>,
+    /// Give the guest a model for WASI-NN, loaded before it starts:
+    /// NAME:ENCODING:TARGET:PATH as WasmEdge spells it (e.g.
+    /// `default:GGML:AUTO:llama.gguf`); ENCODING is ggml or onnx, TARGET
+    /// AUTO or CPU; the guest loads it by NAME
+    #[arg(long = "nn-preload", value_name = "NAME:ENCODING:TARGET:PATH", value_parser = parse_nn_preload)]
+    nn_preload: Vec<crate::nn::Preload>,
+    /// Give the guest a model as wasmtime spells it: ENCODING::DIR (a
+    /// directory holding `model.onnx` or one `.gguf` file, or the file
+    /// itself); the guest loads it by the name DIR
+    #[arg(long = "nn-graph", value_name = "ENCODING::DIR", value_parser = parse_nn_graph)]
+    nn_graph: Vec<crate::nn::Preload>,
     /// Largest linear memory the guest may hold
     #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_MEMORY)]
     max_memory: ByteSize,
@@ -155,7 +168,12 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let argv: Vec<String> = std::iter::once(name)
         .chain(args.args.iter().cloned())
         .collect();
-    let services = kv_services(&args.kv)?;
+    let preloads: Vec<_> = args.nn_preload.iter().chain(&args.nn_graph).collect();
+    let nn = crate::nn::load_preloads(&preloads, limits.max_memory.0)?;
+    if !preloads.is_empty() {
+        trace.note("models loaded");
+    }
+    let services = kv_services(&args.kv)?.with_nn(nn);
     let outbound = match args.http {
         http if http.is_empty() => None,
         http => Some(
@@ -274,6 +292,14 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// `NAME=FILE.sqlite` for `--kv`.
+fn parse_nn_preload(text: &str) -> std::result::Result<crate::nn::Preload, String> {
+    crate::nn::Preload::parse_wasmedge(text)
+}
+
+fn parse_nn_graph(text: &str) -> std::result::Result<crate::nn::Preload, String> {
+    crate::nn::Preload::parse_wasmtime(text)
+}
+
 fn parse_kv(text: &str) -> std::result::Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((name, file)) if !name.is_empty() && !file.is_empty() => {

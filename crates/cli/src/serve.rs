@@ -211,6 +211,14 @@ pub(crate) fn print_outside(manifest: &Manifest, out: &mut String) {
         let verb = match entry.grant {
             OutsideGrant::Source => "runs",
             OutsideGrant::Files => "reads",
+            OutsideGrant::NnModel => {
+                out.push_str(&format!(
+                    "tern: model {} loads {} from outside the app directory\n",
+                    entry.component,
+                    entry.path.display()
+                ));
+                continue;
+            }
         };
         out.push_str(&format!(
             "tern: component {} {verb} {} from outside the app directory\n",

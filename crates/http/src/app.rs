@@ -39,6 +39,7 @@ pub struct App {
     pub(crate) redis: Vec<RedisRoute>,
     stores: tern_runtime::Stores,
     databases: tern_runtime::Databases,
+    models: crate::models::AppModels,
 }
 
 /// A Redis trigger of the app: messages on `channel` at `address` go to
@@ -140,6 +141,8 @@ pub(crate) struct Served {
     pub(crate) grants: Arc<Grants>,
     pub(crate) executor: Executor,
     pub(crate) permits: Arc<Semaphore>,
+    /// One permit of each granted model is taken per request.
+    pub(crate) model_permits: Vec<(String, Arc<Semaphore>)>,
 }
 
 /// A route, for the startup listing.
@@ -201,6 +204,15 @@ pub trait CompileNotes {
     /// not provide; it is served, and a call to one of them traps.
     fn unprovided(&self, component: &str, interfaces: &[String]) {
         let _ = (component, interfaces);
+    }
+    /// The app's model `name`, `size` bytes, is about to be loaded (it
+    /// takes a moment for a language model).
+    fn loading_model(&self, name: &str, size: u64) {
+        let _ = (name, size);
+    }
+    /// The load `loading_model` announced is over, done or failed.
+    fn loaded_model(&self, name: &str) {
+        let _ = name;
     }
 }
 
@@ -361,6 +373,8 @@ impl App {
             previous.map(|app| &app.databases),
         )
         .map_err(LoadError::Store)?;
+        let models =
+            crate::models::AppModels::load(manifest, previous.map(|app| &app.models), notes)?;
 
         let tls = crate::outbound::tls_config(config.runtime.outbound_ca_file.as_deref())
             .map_err(LoadError::Tls)?;
@@ -396,7 +410,13 @@ impl App {
                 allowed: component.allowed_outbound_hosts.clone(),
                 connect_timeout: limits.outbound_connect_timeout,
                 response_timeout: limits.outbound_timeout,
-            });
+            })
+            .with_nn(tern_runtime::Nn::new(
+                models.loaded.clone(),
+                &component.nn_models,
+                limits.memory.0,
+            ));
+            let model_permits = models.permits_for(&component.nn_models);
             let permits = previous
                 .and_then(|app| app.component(&component.id))
                 .filter(|old| old.grants.limits.max_concurrent == limits.max_concurrent)
@@ -420,6 +440,7 @@ impl App {
                 grants: Arc::new(Grants::new(component, limits, services, tls.clone())),
                 executor,
                 permits,
+                model_permits,
             });
         }
         let index = |id: &str| manifest.components.keys().position(|k| k == id);
@@ -466,6 +487,7 @@ impl App {
             redis,
             stores,
             databases,
+            models,
         })
     }
 

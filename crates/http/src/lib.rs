@@ -36,6 +36,7 @@ mod h2;
 mod idle;
 mod instance;
 mod io;
+mod models;
 mod outbound;
 mod redis_trigger;
 mod response;

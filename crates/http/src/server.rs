@@ -709,6 +709,17 @@ async fn handle(
         let error = format!("{} requests already in flight", limits.max_concurrent);
         return refuse(503, component, Some(error));
     };
+    let mut model_permits = Vec::with_capacity(served.model_permits.len());
+    for (name, permits) in &served.model_permits {
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => model_permits.push(permit),
+            Err(_) => {
+                let error =
+                    format!("model `{name}` is busy: every inference it allows at once is running");
+                return refuse(503, component, Some(error));
+            }
+        }
+    }
 
     let ctx = RequestCtx {
         id,
@@ -767,7 +778,7 @@ async fn handle(
         tokio::spawn(async move {
             let served = &app.components[index];
             let result = served.executor.run(&served.grants, exchange, &state).await;
-            drop((permit, slot, in_flight));
+            drop((permit, slot, in_flight, model_permits));
             let (status, error) = match &result {
                 Ok(()) => (state.sent().unwrap_or(200), None),
                 Err(failure) => (

@@ -8,9 +8,10 @@
 //!
 //! [`load`] reads a manifest and checks everything that can be checked
 //! without compiling wasm: the TOML's shape (unknown keys are errors), the
-//! version, route paths, component ids, that sources and mounted directories
-//! exist and stay inside the app directory (unless the operator allows
-//! otherwise, see [`LoadOptions`]), and limits. Every error is one line
+//! version, route paths, component ids, that sources, mounted directories
+//! and model files exist and stay inside the app directory (unless the
+//! operator allows otherwise, see [`LoadOptions`]), limits, and that a
+//! component is granted only models the app declares. Every error is one line
 //! naming the file, line and key:
 //!
 //! ```
@@ -29,6 +30,7 @@
 
 mod download;
 mod error;
+mod nn;
 mod outbound;
 mod raw;
 mod resolve;
@@ -62,6 +64,7 @@ pub const FRAMING_HEADERS: [&str; 8] = [
 
 pub use download::{ComponentSource, Download};
 pub use error::{Location, ManifestError};
+pub use nn::{NnEncoding, NnModel, NnTarget};
 pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
 pub use route::{
     Route, RoutePattern, RouteSegment, RouteTarget, RouteTemplate, Specificity, StaticResponse,
@@ -80,8 +83,8 @@ pub const MANIFEST_FILE_NAME: &str = "tern.toml";
 pub const SPIN_MANIFEST_FILE_NAME: &str = "spin.toml";
 
 /// A checked manifest: every route names a defined component (or, in a
-/// Spin manifest, answers with a static response) and every source path
-/// exists.
+/// Spin manifest, answers with a static response), every source path and
+/// model file exists, and every model a component is granted is declared.
 #[derive(Clone, Debug)]
 pub struct Manifest {
     /// The manifest file as given, for messages.
@@ -98,23 +101,30 @@ pub struct Manifest {
     pub components: BTreeMap<String, Component>,
     /// The `[variables]` table: app variables, by name.
     pub variables: BTreeMap<String, Variable>,
+    /// The `[nn.models.NAME]` tables: models for WASI-NN, by name; a
+    /// component uses those its `nn_models` names. Empty for a Spin
+    /// manifest, whose `ai_models` are refused.
+    pub nn_models: BTreeMap<String, NnModel>,
     /// The Redis triggers of a Spin manifest (`[[trigger.redis]]`), in file
     /// order; a component named here has no route unless one names it too.
     pub redis_triggers: Vec<RedisTrigger>,
     /// Whether this is a Spin manifest (`spin.toml`): its apps also get
     /// Spin's request headers and read variables from `SPIN_VARIABLE_*`.
     pub spin: bool,
-    /// The `source` and `files` entries that lead outside the app
-    /// directory, in component order; empty unless
-    /// [`LoadOptions::allow_outside_app_dir`] let them through.
+    /// The `source` and `files` entries, and the model `path`s, that lead
+    /// outside the app directory: models first, by name, then components
+    /// in order; empty unless [`LoadOptions::allow_outside_app_dir`] let
+    /// them through.
     pub outside_app_dir: Vec<OutsideAppDir>,
 }
 
-/// A `source` or `files` entry leading outside the app directory (the
-/// manifest's directory), which only the operator can allow.
+/// A `source` or `files` entry, or a model's `path`, leading outside the
+/// app directory (the manifest's directory), which only the operator can
+/// allow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutsideAppDir {
-    /// The component whose entry it is.
+    /// The component whose entry it is; for [`OutsideGrant::NnModel`], the
+    /// model's name.
     pub component: String,
     /// What the entry gives the component.
     pub grant: OutsideGrant,
@@ -129,6 +139,9 @@ pub enum OutsideGrant {
     Source,
     /// One of its `files`: a directory it reads.
     Files,
+    /// A `[nn.models.NAME]` table's `path`: a model file the host reads
+    /// for the components granted it.
+    NnModel,
 }
 
 /// A `[[trigger.redis]]` of a Spin manifest: every message published on
@@ -204,6 +217,9 @@ pub struct Component {
     pub key_value_stores: Vec<String>,
     /// SQLite databases the guest may open, by name.
     pub sqlite_databases: Vec<String>,
+    /// Models the guest may load through WASI-NN, by name; each is a key
+    /// of [`Manifest::nn_models`].
+    pub nn_models: Vec<String>,
     /// Where the guest may send HTTP requests.
     pub allowed_outbound_hosts: Vec<OutboundHost>,
     /// What the guest reads through `wasi:config/store`: key to template.
@@ -330,9 +346,10 @@ pub struct LoadOptions {
     /// `build` entry need not exist yet (where it will be is still checked
     /// against the app directory).
     pub unbuilt: bool,
-    /// The operator allows a component's `source` and `files` to lead
-    /// outside the app directory (the manifest's directory, symlinks
-    /// followed). They are listed in [`Manifest::outside_app_dir`].
+    /// The operator allows a component's `source` and `files`, and a
+    /// model's `path`, to lead outside the app directory (the manifest's
+    /// directory, symlinks followed). They are listed in
+    /// [`Manifest::outside_app_dir`].
     /// Otherwise such an entry is an error: a `files` entry of `/` would
     /// show the guest every file the server can read, `/proc/self/environ`
     /// and its secrets among them.

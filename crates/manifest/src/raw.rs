@@ -31,6 +31,8 @@ pub(crate) struct RawManifest {
     pub(crate) component: BTreeMap<Spanned<String>, RawComponent>,
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
+    #[serde(default)]
+    pub(crate) nn: RawNn,
     /// Routes another front end has already checked and resolved, used
     /// instead of `route` (not read from the file).
     #[serde(skip)]
@@ -55,9 +57,34 @@ impl RawManifest {
             route: Vec::new(),
             component,
             variables,
+            nn: RawNn::default(),
             resolved_routes: Some(routes),
         }
     }
+}
+
+/// The `[nn]` table.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as `[nn.models.NAME]`")]
+pub(crate) struct RawNn {
+    #[serde(default)]
+    pub(crate) models: BTreeMap<Spanned<String>, RawNnModel>,
+}
+
+/// A `[nn.models.NAME]` table. Its values are read as any TOML value and
+/// checked in `nn.rs`, so that a wrong type is reported naming the key.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ encoding = \"ggml\", path = \"models/model.gguf\" }`"
+)]
+pub(crate) struct RawNnModel {
+    pub(crate) encoding: Spanned<toml::Value>,
+    pub(crate) path: Spanned<toml::Value>,
+    pub(crate) target: Option<Spanned<toml::Value>>,
+    pub(crate) max_concurrency: Option<Spanned<toml::Value>>,
+    pub(crate) max_tokens: Option<Spanned<toml::Value>>,
+    pub(crate) context_length: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +136,8 @@ pub(crate) struct RawComponent {
     pub(crate) key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) sqlite_databases: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) nn_models: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]

@@ -10,6 +10,7 @@ use std::path::{Component as PathPart, Path, PathBuf};
 use toml::Spanned;
 
 use crate::error::Source;
+use crate::nn::resolve_models;
 use crate::raw::{
     RawBuild, RawComponent, RawFileMount, RawInstances, RawLimits, RawManifest, RawRoute,
     RawVariable, RawVersion,
@@ -17,8 +18,8 @@ use crate::raw::{
 use crate::variables::is_valid_name;
 use crate::{
     App, Build, ByteSize, Component, ComponentSource, FileMount, InstancesConfig, LimitsConfig,
-    LoadOptions, Location, Manifest, ManifestError, OutboundHost, OutsideAppDir, OutsideGrant,
-    Route, RoutePattern, RouteTarget, Template, Variable,
+    LoadOptions, Location, Manifest, ManifestError, NnModel, OutboundHost, OutsideAppDir,
+    OutsideGrant, Route, RoutePattern, RouteTarget, Template, Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -92,6 +93,11 @@ pub(crate) fn resolve(
     let variables = resolve_variables(source, raw.variables)?;
 
     let mut boundary = Boundary::new(&dir, options.allow_outside_app_dir);
+    let nn_models = resolve_models(source, &base, raw.nn.models, &mut boundary)?;
+    let declared = Declared {
+        variables: &variables,
+        nn_models: &nn_models,
+    };
     // Sources some component's build makes: another component may serve the
     // same binary without a build entry of its own.
     let built: Vec<String> = raw
@@ -108,7 +114,7 @@ pub(crate) fn resolve(
             &base,
             id,
             component,
-            &variables,
+            &declared,
             SourceRules {
                 options,
                 built_elsewhere,
@@ -125,6 +131,7 @@ pub(crate) fn resolve(
         routes,
         components,
         variables,
+        nn_models,
         outside_app_dir: boundary.outside,
         redis_triggers: Vec::new(),
         spin: false,
@@ -218,6 +225,14 @@ fn resolve_variables(
     Ok(variables)
 }
 
+/// What the app declares, which a component's entries may name.
+struct Declared<'a> {
+    /// The `[variables]` table.
+    variables: &'a BTreeMap<String, Variable>,
+    /// The `[nn.models]` tables.
+    nn_models: &'a BTreeMap<String, NnModel>,
+}
+
 /// How a component's source may be missing: not yet built, by its own build
 /// entry or by another component's with the same source.
 struct SourceRules {
@@ -230,7 +245,7 @@ fn resolve_component(
     base: &Path,
     id: Spanned<String>,
     raw: RawComponent,
-    app_variables: &BTreeMap<String, Variable>,
+    declared: &Declared<'_>,
     SourceRules {
         options,
         built_elsewhere,
@@ -319,15 +334,36 @@ fn resolve_component(
         })
         .collect::<Result<_, _>>()?;
 
-    let key_value_stores = resolve_store_names(
+    let key_value_stores = resolve_names(
         source,
         &format!("{key}.key_value_stores"),
+        "store",
         raw.key_value_stores,
+        |_| Ok(()),
     )?;
-    let sqlite_databases = resolve_store_names(
+    let sqlite_databases = resolve_names(
         source,
         &format!("{key}.sqlite_databases"),
+        "store",
         raw.sqlite_databases,
+        |_| Ok(()),
+    )?;
+    let nn_models = resolve_names(
+        source,
+        &format!("{key}.nn_models"),
+        "model",
+        raw.nn_models,
+        |name| {
+            if declared.nn_models.contains_key(name) {
+                return Ok(());
+            }
+            let mut message = format!("no model named \"{name}\" is declared under [nn.models]");
+            if !declared.nn_models.is_empty() {
+                let names: Vec<&str> = declared.nn_models.keys().map(String::as_str).collect();
+                message.push_str(&format!("; declared: {}", names.join(", ")));
+            }
+            Err(message)
+        },
     )?;
 
     let allowed_outbound_hosts = raw
@@ -354,7 +390,7 @@ fn resolve_component(
             .map_err(|message| source.invalid(location, &var_key, message))?;
         if let Some(unknown) = parsed
             .references()
-            .find(|r| !app_variables.contains_key(*r))
+            .find(|r| !declared.variables.contains_key(*r))
         {
             let message = format!("`{unknown}` is not declared under [variables]");
             return Err(source.invalid(location, var_key, message));
@@ -370,6 +406,7 @@ fn resolve_component(
             .transpose()?,
         key_value_stores,
         sqlite_databases,
+        nn_models,
         allowed_outbound_hosts,
         variables,
         id: id.into_inner(),
@@ -382,26 +419,31 @@ fn resolve_component(
     })
 }
 
-/// A component's `key_value_stores` or `sqlite_databases` (named by `key`):
-/// each a valid store name, listed once.
-fn resolve_store_names(
+/// A component's `key_value_stores`, `sqlite_databases` or `nn_models`
+/// (named by `key`): each a valid name of a `what` (`store`, `model`),
+/// listed once, and accepted by `declared`, whose error is the message.
+fn resolve_names(
     source: &Source,
     key: &str,
+    what: &str,
     raw: Vec<Spanned<String>>,
+    declared: impl Fn(&str) -> Result<(), String>,
 ) -> Result<Vec<String>, ManifestError> {
     let mut names: Vec<String> = Vec::with_capacity(raw.len());
-    for store in raw {
-        let location = Some(source.key_at(&store.span()));
-        let name = store.into_inner();
-        let problem = if !is_valid_store_name(&name) {
-            "invalid store name; use lowercase letters, digits, `-` and `_`, starting with a letter"
+    for entry in raw {
+        let location = Some(source.key_at(&entry.span()));
+        let name = entry.into_inner();
+        let shown = name.escape_debug();
+        let message = if !is_valid_store_name(&name) {
+            Some(format!(
+                "\"{shown}\": invalid {what} name; use lowercase letters, digits, `-` and `_`, starting with a letter"
+            ))
         } else if names.contains(&name) {
-            "listed twice"
+            Some(format!("\"{shown}\": listed twice"))
         } else {
-            ""
+            declared(name.as_str()).err()
         };
-        if !problem.is_empty() {
-            let message = format!("\"{}\": {problem}", name.escape_debug());
+        if let Some(message) = message {
             return Err(source.invalid(location, key, message));
         }
         names.push(name);
@@ -570,9 +612,10 @@ fn resolve_instances(
     })
 }
 
-/// The app directory, which a component's `source` and `files` must stay
-/// inside unless the operator allows otherwise, and the entries allowed out.
-struct Boundary {
+/// The app directory, which a component's `source` and `files`, and a
+/// model's `path`, must stay inside unless the operator allows otherwise,
+/// and the entries allowed out.
+pub(crate) struct Boundary {
     /// The manifest's directory, symlinks followed.
     dir: PathBuf,
     allow: bool,
@@ -593,8 +636,8 @@ impl Boundary {
 
     /// Checks that `path`, written as `written` under `key`, leads inside
     /// the app directory. When it does not and the operator allows it, it
-    /// is recorded as a grant of `component`.
-    fn check(
+    /// is recorded as a grant of `component` (or of the model so named).
+    pub(crate) fn check(
         &mut self,
         source: &Source,
         location: Location,
@@ -683,7 +726,7 @@ fn is_host_pattern(name: &str) -> bool {
 }
 
 /// An io error's description without the `(os error N)` suffix.
-fn describe_io(error: &io::Error) -> String {
+pub(crate) fn describe_io(error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::NotFound => "file not found".to_owned(),
         io::ErrorKind::PermissionDenied => "permission denied".to_owned(),

@@ -707,6 +707,9 @@ fn translate_component(
         instances: None,
         key_value_stores: raw.key_value_stores,
         sqlite_databases: raw.sqlite_databases,
+        // Spin's `ai_models` name its LLM interface, not WASI-NN: a list
+        // that is not empty is refused above.
+        nn_models: Vec::new(),
         allowed_outbound_hosts: raw.allowed_outbound_hosts,
         variables: raw.variables,
         build,

@@ -67,6 +67,7 @@ impl WasiHttpHooks for NoOutbound {
 pub(crate) struct ModuleHost {
     wasi: WasiP1Ctx,
     pub(crate) limiter: MemoryLimiter,
+    nn: crate::nn::p1::NnP1,
 }
 
 pub(crate) struct ComponentHost {
@@ -288,9 +289,11 @@ pub(crate) async fn instantiate_module(
 ) -> Result<(Store<ModuleHost>, Instance)> {
     let mut linker = wasmtime::Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
+    crate::nn::p1::add_to_linker(&mut linker, |h: &mut ModuleHost| &mut h.nn)?;
     let host = ModuleHost {
         wasi: config.wasi()?.build_p1(),
         limiter: MemoryLimiter::new(config.limits.max_memory),
+        nn: crate::nn::p1::NnP1::new(config.services.nn.clone()),
     };
     let mut store = config.store(engine, host, |h| &mut h.limiter)?;
     symlinks::guard_module(&mut linker, &mut store)?;

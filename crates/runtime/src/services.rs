@@ -90,6 +90,8 @@ pub struct Services {
     pub(crate) postgres: crate::spin::PostgresConnections,
     /// PostgreSQL connections this instance holds open.
     pub(crate) open_postgres: u32,
+    /// The app's AI models and those granted (`wasi:nn`).
+    pub(crate) nn: crate::nn::Nn,
 }
 
 /// Where a component's outbound connections other than HTTP may go, and
@@ -137,6 +139,17 @@ impl Services {
         self
     }
 
+    /// Gives the component the models `nn` grants.
+    pub fn with_nn(mut self, nn: crate::nn::Nn) -> Self {
+        self.nn = nn;
+        self
+    }
+
+    /// What the component may use of the app's AI models.
+    pub fn nn(&self) -> &crate::nn::Nn {
+        &self.nn
+    }
+
     /// Lets the component's Spin outbound connections go where `outbound`
     /// allows.
     pub fn with_outbound(mut self, outbound: Outbound) -> Self {
@@ -171,6 +184,7 @@ pub fn add_to_linker<T: Send + 'static>(
     expiry::add_to_linker::<T, HasServices>(linker, get)?;
     cas::add_to_linker::<T, HasServices>(linker, get)?;
     config::add_to_linker::<T, HasServices>(linker, get)?;
+    crate::nn::add_to_linker(linker, get)?;
     Ok(())
 }
 

@@ -108,6 +108,32 @@ fn composed_rust_app_calling_a_javascript_library() {
 }
 
 #[test]
+fn chat_streams_an_answer_from_the_model_it_declares() {
+    let tern = Tern::new();
+    let app = repo().join("examples/chat");
+    // The model the README has the user download first, from the test models.
+    let model = Path::new(test_programs::MODELS_DIR).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let linked = app.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::create_dir_all(linked.parent().unwrap()).unwrap();
+    if !linked.is_file() && std::fs::hard_link(&model, &linked).is_err() {
+        std::fs::copy(&model, &linked).unwrap();
+    }
+    build_example(&tern, "chat");
+    let serve = Serve::spawn(tern.command(), &app, &[]);
+    let response = serve.post("/chat?max_tokens=12", "What is the capital of France?");
+    let body = response.expect(200);
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let text: String = body
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<String>(data).expect(data))
+        .collect();
+    assert!(text.contains("Paris"), "{body}");
+    assert!(body.contains("event: done\ndata: {"), "{body}");
+    assert_eq!(serve.post("/chat", "").status, 400);
+}
+
+#[test]
 fn examples_readme_lists_every_example_with_its_command() {
     let readme = std::fs::read_to_string(repo().join("examples/README.md")).unwrap();
     let mut missing = Vec::new();

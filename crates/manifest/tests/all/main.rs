@@ -184,6 +184,43 @@ fn errors_found_later_point_into_the_manifest() {
     );
 }
 
+#[test]
+fn models_are_found_where_the_manifest_says_and_errors_point_back_at_them() {
+    let manifest = load(Path::new("tests/data/valid/nn_models.toml")).unwrap();
+    let chat = &manifest.nn_models["chat"];
+    assert_eq!(
+        chat.path,
+        std::path::absolute("tests/data/valid/models/chat.gguf").unwrap()
+    );
+    // What the backend finds wrong with the file points at its `path`.
+    let error = manifest.error_at(chat.path_location, "nn.models.chat.path", "file is corrupt");
+    assert_eq!(
+        error.to_string(),
+        "tests/data/valid/nn_models.toml:24:1: nn.models.chat.path: file is corrupt"
+    );
+
+    // Outside the app directory only if the operator allows it, and then listed.
+    let path = Path::new("tests/data/invalid/nn_model_outside.toml");
+    let allow = LoadOptions {
+        allow_outside_app_dir: true,
+        ..LoadOptions::default()
+    };
+    let manifest = tern_manifest::load_with(path, allow).unwrap();
+    assert_eq!(
+        manifest.outside_app_dir,
+        [OutsideAppDir {
+            component: "chat".to_owned(),
+            grant: OutsideGrant::NnModel,
+            path: fs::canonicalize("tests/data/valid/models/chat.gguf").unwrap(),
+        }]
+    );
+
+    // A Spin manifest declares none.
+    let manifest = load(Path::new("tests/data/valid/spin_full.toml")).unwrap();
+    assert!(manifest.nn_models.is_empty());
+    assert!(manifest.components.values().all(|c| c.nn_models.is_empty()));
+}
+
 /// Runs `run` on every `.toml` in `dir` and compares its output with the
 /// `.expected` file beside it, reporting every mismatch at once.
 fn check_each(dir: &str, run: impl Fn(&Path) -> String) {
@@ -258,6 +295,19 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     for (name, variable) in &manifest.variables {
         writeln!(w, "variable {name}: {variable:?}").unwrap();
     }
+    // Model paths are absolute: shown relative to the data directory's.
+    let absolute_data_dir = std::path::absolute(data_dir).unwrap();
+    for (name, model) in &manifest.nn_models {
+        let path = model.path.strip_prefix(&absolute_data_dir).unwrap();
+        writeln!(w, "nn model {name}: {} {}", model.encoding, path.display()).unwrap();
+        writeln!(w, "  path_location: {}", model.path_location).unwrap();
+        writeln!(
+            w,
+            "  target {}, max_concurrency {}, max_tokens {}, context_length {}",
+            model.target, model.max_concurrency, model.max_tokens, model.context_length
+        )
+        .unwrap();
+    }
     for route in &manifest.routes {
         match &route.target {
             RouteTarget::Component(component) => writeln!(
@@ -311,6 +361,9 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
         }
         if !component.sqlite_databases.is_empty() {
             writeln!(w, "  sqlite_databases: {:?}", component.sqlite_databases).unwrap();
+        }
+        if !component.nn_models.is_empty() {
+            writeln!(w, "  nn_models: {:?}", component.nn_models).unwrap();
         }
         for host in &component.allowed_outbound_hosts {
             writeln!(w, "  allowed_outbound_host: {host}").unwrap();

@@ -1,6 +1,7 @@
 //! What the WASI 0.3 guests share: printing through `wasi:cli` streams,
 //! reading byte streams, building `wasi:http` responses, picking apart a
-//! query string, one outgoing `GET`, and bindings for Tern's services.
+//! query string, one outgoing `GET`, and bindings for Tern's services and
+//! for wasi-nn.
 //!
 //! Every guest talks to the host through WASI 0.3 (the `wasip3` crate), not
 //! through Rust's `std::io` or `std::env`, which the wasm32-wasip2 standard
@@ -27,6 +28,33 @@ pub mod services {
         world: "tern:keyvalue/services",
         generate_all,
     });
+}
+
+/// Bindings for `wasi:nn@0.2.0-rc-2024-10-28` (`wit/wasi-nn.wit`, as
+/// wasmtime-wasi-nn 48 ships it): graphs, tensors, inference and errors.
+/// Its functions are synchronous: a `compute` blocks the guest until the
+/// host has an answer.
+pub mod nn {
+    wit_bindgen::generate!({
+        path: "wit/wasi-nn.wit",
+        world: "ml",
+    });
+
+    pub use wasi::nn::errors::{Error, ErrorCode};
+    pub use wasi::nn::graph::{self, Graph};
+    pub use wasi::nn::inference::GraphExecutionContext;
+    pub use wasi::nn::tensor::{Tensor, TensorType};
+
+    /// `error`'s code and the host's message, as `CODE: MESSAGE` (e.g.
+    /// `NotFound: no graph named "x"`).
+    pub fn describe(error: &Error) -> String {
+        format!("{:?}: {}", error.code(), error.data())
+    }
+
+    /// A `u8` tensor of dimensions `[len]` holding `bytes`.
+    pub fn bytes_tensor(bytes: &[u8]) -> Tensor {
+        Tensor::new(&[bytes.len() as u32], TensorType::U8, bytes)
+    }
 }
 
 /// How many bytes to ask for per read of a byte stream.

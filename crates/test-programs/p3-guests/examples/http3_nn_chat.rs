@@ -1,0 +1,267 @@
+//! A chat endpoint: answers a prompt with the language model the host
+//! provides as the wasi-nn graph `chat`, streaming the answer as
+//! server-sent events while it is generated.
+//!
+//! `POST` (any path) with the prompt as the body. The prompt goes into
+//! SmolLM2-Instruct's ChatML template; the query's `max_tokens` (64 unless
+//! given) and `temperature` (0, greedy, unless given) into the options,
+//! with `"stream": true`. The answer is `200`, `text/event-stream`: one
+//! event `data: JSON-STRING` per piece of text, as it comes, then
+//! `event: done` with the host's metadata (`{"input_tokens", "output_tokens",
+//! "finish_reason"}`) as its data. A wasi-nn error before the first piece
+//! answers `500` `inference failed: CODE: MESSAGE`; one after it ends the
+//! stream with `event: error` and that text as a JSON string. An empty
+//! prompt or a bad query answers `400`, another method `405`.
+//!
+//! The same code is `examples/chat`, the app a user runs.
+
+use tern_p3_guests::nn::{self, Graph, GraphExecutionContext, Tensor};
+use wasip3::exports::http::handler::Guest;
+use wasip3::http::types::{ErrorCode, Method, Request, Response};
+use wit_bindgen::StreamWriter;
+
+/// The graph the host provides, granted to this component by name.
+const MODEL: &str = "chat";
+
+/// A plain system prompt: with SmolLM2's own ("You are a helpful AI
+/// assistant named SmolLM, ..."), the 135M model answers in French.
+const SYSTEM: &str = "You are a helpful assistant.";
+
+const DEFAULT_MAX_TOKENS: u64 = 64;
+
+struct Chat;
+
+impl Guest for Chat {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        if !matches!(request.get_method(), Method::Post) {
+            return tern_p3_guests::respond(
+                405,
+                &[("allow", "POST"), ("content-type", "text/plain")],
+                "POST a prompt\n",
+            );
+        }
+        let path = request.get_path_with_query().unwrap_or_default();
+        let max_tokens = match tern_p3_guests::query_number(&path, "max_tokens", DEFAULT_MAX_TOKENS)
+        {
+            Ok(n) => n,
+            Err(why) => return tern_p3_guests::respond_text(400, &why),
+        };
+        let temperature = match temperature(&path) {
+            Ok(t) => t,
+            Err(why) => return tern_p3_guests::respond_text(400, &why),
+        };
+        let body = tern_p3_guests::read_body(request).await?;
+        let Ok(prompt) = String::from_utf8(body) else {
+            return tern_p3_guests::respond_text(400, "the prompt is not UTF-8");
+        };
+        if prompt.trim().is_empty() {
+            return tern_p3_guests::respond_text(400, "empty prompt: POST the prompt as the body");
+        }
+
+        let options = format!(r#"{{"stream":true,"n-predict":{max_tokens},"temp":{temperature}}}"#);
+        // The first piece comes before the head, so that a failure to start
+        // is still a 500.
+        let (session, first) = match start(&chatml(SYSTEM, &prompt), &options) {
+            Ok(started) => started,
+            Err(why) => {
+                return tern_p3_guests::respond_text(500, &format!("inference failed: {why}"));
+            }
+        };
+        let (response, body) = tern_p3_guests::streaming_response(
+            200,
+            &[
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+            ],
+        );
+        // Runs once `handle` has returned the head. At most one piece per
+        // token, plus the one that says generation is over.
+        let max_steps = max_tokens.saturating_add(2);
+        wit_bindgen::spawn(stream(session, first, max_steps, body));
+        Ok(response)
+    }
+}
+
+/// What one `compute` gave: the next piece of text (possibly part of a
+/// character) and the metadata JSON.
+struct Step {
+    text: Vec<u8>,
+    metadata: String,
+}
+
+/// A loaded graph and the context generating the answer. The graph is
+/// kept until the answer is over: the context comes from it.
+struct Session {
+    _graph: Graph,
+    context: GraphExecutionContext,
+}
+
+/// Loads the model, and computes the prompt and the first token.
+fn start(prompt: &str, options: &str) -> Result<(Session, Step), String> {
+    let graph = nn::graph::load_by_name(MODEL).map_err(|e| nn::describe(&e))?;
+    let context = graph
+        .init_execution_context()
+        .map_err(|e| nn::describe(&e))?;
+    let inputs = vec![
+        ("prompt".to_owned(), nn::bytes_tensor(prompt.as_bytes())),
+        ("options".to_owned(), nn::bytes_tensor(options.as_bytes())),
+    ];
+    let first = compute(&context, inputs)?;
+    Ok((
+        Session {
+            _graph: graph,
+            context,
+        },
+        first,
+    ))
+}
+
+/// One `compute`: with the inputs at the start, with none for each next
+/// piece.
+fn compute(context: &GraphExecutionContext, inputs: Vec<(String, Tensor)>) -> Result<Step, String> {
+    let outputs = context.compute(inputs).map_err(|e| nn::describe(&e))?;
+    let output = |name: &str| {
+        outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, tensor)| tensor.data())
+            .ok_or_else(|| format!("no output {name:?}"))
+    };
+    Ok(Step {
+        text: output("text")?,
+        metadata: String::from_utf8_lossy(&output("metadata")?).into_owned(),
+    })
+}
+
+/// Writes `step` and the pieces after it as events, until the metadata
+/// has a `finish_reason`, then the `done` event; at most `max_steps`
+/// pieces. Stops early, which drops the context, if the client goes away.
+async fn stream(session: Session, mut step: Step, max_steps: u64, mut body: StreamWriter<u8>) {
+    let mut text = Utf8Pieces::default();
+    for _ in 0..max_steps {
+        let piece = text.push(&step.text);
+        if !piece.is_empty()
+            && !send(&mut body, &format!("data: {}\n\n", json_string(&piece))).await
+        {
+            return;
+        }
+        if finish_reason(&step.metadata).is_some() {
+            let rest = text.finish();
+            if !rest.is_empty()
+                && !send(&mut body, &format!("data: {}\n\n", json_string(&rest))).await
+            {
+                return;
+            }
+            // An event's data is one line; JSON allows a space for any
+            // newline outside its strings, and has none inside them.
+            let metadata = step.metadata.replace(['\n', '\r'], " ");
+            send(&mut body, &format!("event: done\ndata: {metadata}\n\n")).await;
+            return;
+        }
+        step = match compute(&session.context, Vec::new()) {
+            Ok(step) => step,
+            Err(why) => {
+                let why = format!("inference failed: {why}");
+                send(
+                    &mut body,
+                    &format!("event: error\ndata: {}\n\n", json_string(&why)),
+                )
+                .await;
+                return;
+            }
+        };
+    }
+    let why = format!("no finish_reason after {max_steps} pieces");
+    send(
+        &mut body,
+        &format!("event: error\ndata: {}\n\n", json_string(&why)),
+    )
+    .await;
+}
+
+/// Writes `event` to the body; false if the client has gone away.
+async fn send(body: &mut StreamWriter<u8>, event: &str) -> bool {
+    body.write_all(event.as_bytes().to_vec()).await.is_empty()
+}
+
+/// The `temperature` of the query: 0 unless given, else a finite number
+/// that is not negative.
+fn temperature(path_with_query: &str) -> Result<f64, String> {
+    let Some(text) = tern_p3_guests::query_param(path_with_query, "temperature") else {
+        return Ok(0.0);
+    };
+    match text.parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!("temperature must be a number from 0, got {text:?}")),
+    }
+}
+
+/// The ChatML prompt of SmolLM2-Instruct's template for one exchange,
+/// as LlamaEdge's `chat-prompts` builds it (the user's text trimmed), with
+/// the newline that starts the assistant's answer.
+fn chatml(system: &str, user: &str) -> String {
+    format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+        user.trim()
+    )
+}
+
+/// The value of `finish_reason` in the metadata JSON, unless it is absent
+/// or `null`. A scan rather than a parser: the host writes a flat object.
+fn finish_reason(metadata: &str) -> Option<&str> {
+    let (_, after) = metadata.split_once("\"finish_reason\"")?;
+    let value = after.trim_start().strip_prefix(':')?.trim_start();
+    let reason = value.strip_prefix('"')?;
+    reason.split_once('"').map(|(reason, _)| reason)
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Turns the bytes of successive pieces into text, holding back a character
+/// that a token boundary splits until its last byte has come.
+#[derive(Default)]
+struct Utf8Pieces {
+    pending: Vec<u8>,
+}
+
+impl Utf8Pieces {
+    /// The text that `bytes` completes.
+    fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let complete = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // Only the last character is incomplete: keep it for later.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            // Bytes that no later piece can make valid.
+            Err(_) => self.pending.len(),
+        };
+        let rest = self.pending.split_off(complete);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        text
+    }
+
+    /// Whatever is left once the answer is over.
+    fn finish(&mut self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()
+    }
+}
+
+wasip3::http::service::export!(Chat);

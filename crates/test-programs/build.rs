@@ -186,12 +186,18 @@ fn main() {
         &target_dir.join(SPIN5_TARGET).join("release/examples"),
         "a Spin SDK 5 app: a wasm32-wasip1 core module carrying its component type",
     );
-    write_prefixed(
+    let nn_names = write_prefixed(
         &mut out,
         &nn_guests.join("src/bin"),
         NN_PREFIX,
         &target_dir.join(NN_TARGET).join("release"),
         "a WasmEdge-style WASI-NN program (`wasi_ephemeral_nn`), a wasm32-wasip1 core module",
+    );
+    write_foreach(
+        &mut out,
+        "foreach_nn_guest",
+        "every WASI-NN core module (`nn-guests/src/bin/nn_*.rs`)",
+        &nn_names,
     );
     writeln!(
         out,

@@ -291,15 +291,17 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `NAME=FILE.sqlite` for `--kv`.
+/// `NAME:ENCODING:TARGET:PATH` for `--nn-preload`.
 fn parse_nn_preload(text: &str) -> std::result::Result<crate::nn::Preload, String> {
     crate::nn::Preload::parse_wasmedge(text)
 }
 
+/// `ENCODING::DIR` for `--nn-graph`.
 fn parse_nn_graph(text: &str) -> std::result::Result<crate::nn::Preload, String> {
     crate::nn::Preload::parse_wasmtime(text)
 }
 
+/// `NAME=FILE.sqlite` for `--kv`.
 fn parse_kv(text: &str) -> std::result::Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((name, file)) if !name.is_empty() && !file.is_empty() => {

@@ -289,7 +289,7 @@ fn from_tract(value: &tract_onnx::prelude::Tensor) -> Result<Tensor, String> {
             bytes_of::<i64, 8>(value, i64::to_le_bytes)?,
         ),
         other => {
-            // Narrower and unsigned integers widen to i64 losslessly.
+            // Other integers are carried as i64 (a u64 above i64::MAX wraps).
             let cast = value
                 .cast_to_dt(DatumType::I64)
                 .map_err(|_| format!("{other:?} cannot be carried by a WASI-NN tensor"))?;

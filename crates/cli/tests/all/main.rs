@@ -53,3 +53,4 @@ test_programs::foreach_p3_guest!(assert_test_exists);
 test_programs::foreach_http3_guest!(assert_test_exists);
 test_programs::foreach_spin_app!(assert_test_exists);
 test_programs::foreach_spin5_app!(assert_test_exists);
+test_programs::foreach_nn_guest!(assert_test_exists);

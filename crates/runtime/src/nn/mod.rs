@@ -386,6 +386,15 @@ impl inference::HostGraphExecutionContext for ServicesView<'_> {
         };
         let mut handed = Vec::with_capacity(outputs.len());
         for NamedTensor { name, tensor } in outputs {
+            // Outputs count against the budget like inputs: dropping one
+            // gives its bytes back.
+            if let Err(err) = self
+                .services
+                .nn
+                .take(tensor.data.len() as u64, "an output tensor")
+            {
+                return self.nn_error(err);
+            }
             match self.push_nn(tensor)? {
                 Ok(handle) => handed.push((name, handle)),
                 Err(err) => return self.nn_error(err),

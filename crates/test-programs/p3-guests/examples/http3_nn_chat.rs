@@ -7,8 +7,8 @@
 //! given) and `temperature` (0, greedy, unless given) into the options,
 //! with `"stream": true`. The answer is `200`, `text/event-stream`: one
 //! event `data: JSON-STRING` per piece of text, as it comes, then
-//! `event: done` with the host's metadata (`{"input_tokens", "output_tokens",
-//! "finish_reason"}`) as its data. A wasi-nn error before the first piece
+//! `event: done` with the host's metadata (`input_tokens`, `output_tokens`,
+//! `finish_reason` and more) as its data. A wasi-nn error before the first piece
 //! answers `500` `inference failed: CODE: MESSAGE`; one after it ends the
 //! stream with `event: error` and that text as a JSON string. An empty
 //! prompt or a bad query answers `400`, another method `405`.

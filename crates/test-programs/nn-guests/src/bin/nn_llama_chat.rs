@@ -13,13 +13,15 @@
 //! calls `compute_single` until the end of the sequence, printing each
 //! token (`get_output_single`) as it comes, then `fini_single`. Either way
 //! stdout is the answer and a newline, and stderr ends with
-//! `tokens: JSON`, output 1 (`{"input_tokens":N,"output_tokens":M}`). A
+//! `tokens: JSON`, output 1 (the token counts, `input_tokens` and
+//! `output_tokens`, among the backend's other metadata). A
 //! full context in streaming mode adds `warning: context full` to stderr.
 //!
 //! Errors print `error: MESSAGE` on stderr and exit 1; bad usage is clap's
 //! (exit 2).
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 use std::process::ExitCode;
 
 use chat_prompts::{BuildChatPrompt, ChatPrompt, PromptTemplateType};
@@ -63,6 +65,11 @@ struct Args {
     /// The system prompt.
     #[arg(long, default_value = DEFAULT_SYSTEM)]
     system: String,
+    /// With --stream: print to stderr how long the first token took (the
+    /// prompt processed, then one token) and the rest, as the guest's own
+    /// clock saw them: `stats: first_ms=F rest_ms=R rest_tokens=N`.
+    #[arg(long)]
+    stats: bool,
 }
 
 fn main() -> ExitCode {
@@ -104,7 +111,14 @@ fn chat(args: &Args) -> Result<(), String> {
 
     let mut stdout = std::io::stdout().lock();
     if args.stream {
-        stream(&mut context, &mut stdout)?;
+        let (first, rest, tokens) = stream(&mut context, &mut stdout)?;
+        if args.stats {
+            eprintln!(
+                "stats: first_ms={:.3} rest_ms={:.3} rest_tokens={tokens}",
+                first.as_secs_f64() * 1e3,
+                rest.as_secs_f64() * 1e3
+            );
+        }
     } else {
         context.compute().map_err(|e| format!("computing: {e}"))?;
         let answer = output(&context, 0)?;
@@ -141,19 +155,32 @@ fn build_prompt(system: &str, user: &str) -> Result<String, String> {
     Ok(prompt)
 }
 
-/// Generates token by token, writing each one out as it comes.
-fn stream(context: &mut GraphExecutionContext, out: &mut impl Write) -> Result<(), String> {
+/// Generates token by token, writing each one out as it comes. Returns
+/// how long the first token took, how long the others took, and how many
+/// others there were.
+fn stream(
+    context: &mut GraphExecutionContext,
+    out: &mut impl Write,
+) -> Result<(Duration, Duration, u64), String> {
     let mut token = vec![0u8; MAX_TOKEN_BYTES];
+    let started = Instant::now();
+    let mut first = None;
+    let mut produced: u64 = 0;
     loop {
-        match context.compute_single() {
-            Ok(()) => {}
-            Err(Error::BackendError(BackendError::EndOfSequence)) => return Ok(()),
+        let done = match context.compute_single() {
+            Ok(()) => false,
+            Err(Error::BackendError(BackendError::EndOfSequence)) => true,
             Err(Error::BackendError(BackendError::ContextFull)) => {
                 eprintln!("warning: context full");
-                return Ok(());
+                true
             }
             Err(e) => return Err(format!("computing a token: {e}")),
+        };
+        let first = *first.get_or_insert_with(|| started.elapsed());
+        if done {
+            return Ok((first, started.elapsed() - first, produced.saturating_sub(1)));
         }
+        produced += 1;
         let size = context
             .get_output_single(0, &mut token)
             .map_err(|e| format!("reading a token: {e}"))?;

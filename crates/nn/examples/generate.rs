@@ -1,0 +1,58 @@
+//! The GGUF backend called natively, for `bench/nn`: generates greedily
+//! from a ChatML prompt, token by token, and prints the answer on stdout and
+//! `stats: first_ms=F rest_ms=R rest_tokens=N` on stderr, measured as
+//! `nn_llama_chat --stream --stats` measures them inside the guest.
+//!
+//! ```text
+//! cargo run --release -p tern-nn --example generate -- MODEL.gguf SYSTEM USER N_PREDICT
+//! ```
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tern_nn::ggml::{LlamaModel, Options, Session};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, model, system, user, n_predict] = args.as_slice() else {
+        return Err("usage: generate MODEL.gguf SYSTEM USER N_PREDICT".into());
+    };
+    let model = Arc::new(LlamaModel::load(model.as_ref())?);
+    let options = Options {
+        temperature: 0.0,
+        max_tokens: n_predict.parse()?,
+        ..Options::default()
+    };
+    let prompt = format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let mut session = Session::new(model, options);
+    session.set_prompt(&prompt)?;
+    let mut out = std::io::stdout().lock();
+    let started = Instant::now();
+    let mut first = None;
+    let mut produced = 0u64;
+    loop {
+        let piece = session.step()?;
+        let first = *first.get_or_insert_with(|| started.elapsed());
+        let Some(piece) = piece else {
+            writeln!(out)?;
+            eprintln!(
+                "stats: first_ms={:.3} rest_ms={:.3} rest_tokens={}",
+                first.as_secs_f64() * 1e3,
+                (started.elapsed() - first).as_secs_f64() * 1e3,
+                produced.saturating_sub(1)
+            );
+            eprintln!(
+                "tokens: input={} output={}",
+                session.input_tokens(),
+                session.output_tokens()
+            );
+            return Ok(());
+        };
+        produced += 1;
+        out.write_all(piece.as_bytes())?;
+        out.flush()?;
+    }
+}

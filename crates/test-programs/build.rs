@@ -77,7 +77,10 @@ fn main() {
     let spin5_apps = manifest_dir.join("spin5-apps");
     let wat_dir = manifest_dir.join("wat");
     let nn_guests = manifest_dir.join("nn-guests");
+    let chat_example = manifest_dir.join("../../examples/chat");
     for path in [
+        chat_example.join("src"),
+        chat_example.join("Cargo.toml"),
         nn_guests.join("src"),
         nn_guests.join("Cargo.toml"),
         p3_guests.join("wit"),
@@ -122,6 +125,9 @@ fn main() {
     build(&spin_apps, &target_dir, &[P3_TARGET], &["--examples"]);
     build(&spin5_apps, &target_dir, &[SPIN5_TARGET], &["--examples"]);
     build(&nn_guests, &target_dir, &[NN_TARGET], &["--bins"]);
+    // The chat example's component, for the WASI-NN serving tests: the
+    // example itself rather than a copy of it.
+    build(&chat_example, &target_dir, &[P3_TARGET], &[]);
 
     let mut out = String::new();
     let mut names = Vec::new();
@@ -198,6 +204,12 @@ fn main() {
         "foreach_nn_guest",
         "every WASI-NN core module (`nn-guests/src/bin/nn_*.rs`)",
         &nn_names,
+    );
+    write_const(
+        &mut out,
+        "`examples/chat`'s component: a WASI 0.3 HTTP handler streaming a language model's answer through `wasi:nn`.",
+        "EXAMPLE_CHAT",
+        &target_dir.join(P3_TARGET).join("release/chat.wasm"),
     );
     writeln!(
         out,

@@ -36,16 +36,21 @@ impl Preload {
         })
     }
 
-    /// wasmtime's `ENCODING::DIR`, named by DIR as written.
+    /// wasmtime's `ENCODING::DIR`, named as wasmtime names it: by the
+    /// directory's last component (`models/iris` is `iris`).
     pub fn parse_wasmtime(text: &str) -> Result<Preload, String> {
-        match text.split_once("::") {
-            Some((encoding, dir)) if !dir.is_empty() => Ok(Preload {
-                name: dir.to_owned(),
-                encoding: encoding.parse()?,
-                path: PathBuf::from(dir),
-            }),
-            _ => Err(format!("expected ENCODING::DIR, got `{text}`")),
-        }
+        let Some((encoding, dir)) = text.split_once("::") else {
+            return Err(format!("expected ENCODING::DIR, got `{text}`"));
+        };
+        let path = PathBuf::from(dir);
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Err(format!("expected ENCODING::DIR, got `{text}`"));
+        };
+        Ok(Preload {
+            name: name.to_owned(),
+            encoding: encoding.parse()?,
+            path: path.clone(),
+        })
     }
 }
 
@@ -98,10 +103,8 @@ mod tests {
         assert_eq!((p.name.as_str(), p.encoding), ("default", Encoding::Ggml));
         assert_eq!(p.path, PathBuf::from("/m/a:b.gguf"));
         let p = Preload::parse_wasmtime("onnx::models/iris").unwrap();
-        assert_eq!(
-            (p.name.as_str(), p.encoding),
-            ("models/iris", Encoding::Onnx)
-        );
+        assert_eq!((p.name.as_str(), p.encoding), ("iris", Encoding::Onnx));
+        assert_eq!(p.path, PathBuf::from("models/iris"));
         let err = Preload::parse_wasmedge("default:GGML:GPU:m.gguf").unwrap_err();
         assert_eq!(err, "no GPU backend in this build; use AUTO or CPU");
         let err = Preload::parse_wasmedge("default:openvino:CPU:m.xml").unwrap_err();

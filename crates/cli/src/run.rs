@@ -68,8 +68,8 @@ pub struct RunArgs {
     #[arg(long = "nn-preload", value_name = "NAME:ENCODING:TARGET:PATH", value_parser = parse_nn_preload)]
     nn_preload: Vec<crate::nn::Preload>,
     /// Give the guest a model as wasmtime spells it: ENCODING::DIR (a
-    /// directory holding `model.onnx` or one `.gguf` file, or the file
-    /// itself); the guest loads it by the name DIR
+    /// directory holding `model.onnx` or one `.gguf` file); the guest
+    /// loads it by the directory's name (`iris` for `models/iris`)
     #[arg(long = "nn-graph", value_name = "ENCODING::DIR", value_parser = parse_nn_graph)]
     nn_graph: Vec<crate::nn::Preload>,
     /// Largest linear memory the guest may hold

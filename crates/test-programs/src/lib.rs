@@ -39,9 +39,9 @@
 //! WASI-NN guests: `nn-guests/src/bin/nn_NAME.rs` are WasmEdge-style core
 //! modules for wasm32-wasip1, written against the published
 //! `wasmedge-wasi-nn` and LlamaEdge `chat-prompts` crates, exposed as
-//! `NN_NAME`; `p3-guests` has the component ones (`P3_NN_CLASSIFY`,
-//! `HTTP3_NN_CHAT`). [`MODELS_DIR`] holds the real models `scripts/setup`
-//! takes from their PyPI wheels.
+//! `NN_NAME`; `p3-guests` has the component one (`P3_NN_CLASSIFY`), and
+//! `examples/chat`'s component is built as `EXAMPLE_CHAT`. [`MODELS_DIR`]
+//! holds the real models `scripts/setup` takes from their PyPI wheels.
 //!
 //! [`redis::RedisServer`] starts a real `redis-server` for the tests of the
 //! Redis key-value backend; [`mqtt::Broker`] a real `mosquitto` for those

@@ -43,13 +43,13 @@ impl Preload {
             return Err(format!("expected ENCODING::DIR, got `{text}`"));
         };
         let path = PathBuf::from(dir);
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             return Err(format!("expected ENCODING::DIR, got `{text}`"));
         };
         Ok(Preload {
-            name: name.to_owned(),
+            name,
             encoding: encoding.parse()?,
-            path: path.clone(),
+            path,
         })
     }
 }

@@ -63,11 +63,9 @@ impl AppModels {
         for (name, declared) in &manifest.nn_models {
             let key = format!("nn.models.{name}.path");
             let source = Source::of(declared);
-            let kept = previous.and_then(|p| {
-                let same = source.is_some() && p.sources.get(name) == source.as_ref();
-                same.then(|| Some((p.loaded.get(name)?.clone(), p.permits.get(name)?.clone())))
-                    .flatten()
-            });
+            let kept = previous
+                .filter(|p| source.is_some() && p.sources.get(name) == source.as_ref())
+                .and_then(|p| Some((p.loaded.get(name)?.clone(), p.permits.get(name)?.clone())));
             let (model, permits) = match kept {
                 Some(kept) => kept,
                 None => {

@@ -306,26 +306,13 @@ impl Llm {
         inputs: Vec<(String, Tensor)>,
         cancel: &Cancel,
     ) -> Result<Vec<(String, Tensor)>, Error> {
-        let outputs = |llm: &Llm, text: &str| {
-            vec![
-                ("text".to_owned(), text_tensor(text)),
-                ("metadata".to_owned(), text_tensor(&llm.metadata())),
-            ]
-        };
         if inputs.is_empty() {
             if !self.streaming {
                 return Err(Error::InvalidArgument(
                     "compute with no inputs continues a stream, and none is going (set \"stream\": true in the options)".into(),
                 ));
             }
-            return match self.compute_single(cancel) {
-                Ok(()) => Ok(outputs(self, &self.piece)),
-                Err(Error::EndOfSequence | Error::ContextFull) => {
-                    self.streaming = false;
-                    Ok(outputs(self, ""))
-                }
-                Err(e) => Err(e),
-            };
+            return self.stream_step(cancel);
         }
         self.options = None;
         for (name, tensor) in inputs {
@@ -333,17 +320,30 @@ impl Llm {
         }
         if !wants_stream(self.options.as_deref()) {
             self.compute(cancel)?;
-            return Ok(outputs(self, &self.text));
+            return Ok(self.named_outputs(&self.text));
         }
         self.streaming = false;
+        self.stream_step(cancel)
+    }
+
+    /// One token of a stream over the component interface: its piece, or
+    /// "" with the finish reason once generation has ended.
+    fn stream_step(&mut self, cancel: &Cancel) -> Result<Vec<(String, Tensor)>, Error> {
         match self.compute_single(cancel) {
-            Ok(()) => Ok(outputs(self, &self.piece)),
+            Ok(()) => Ok(self.named_outputs(&self.piece)),
             Err(Error::EndOfSequence | Error::ContextFull) => {
                 self.streaming = false;
-                Ok(outputs(self, ""))
+                Ok(self.named_outputs(""))
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn named_outputs(&self, text: &str) -> Vec<(String, Tensor)> {
+        vec![
+            ("text".to_owned(), text_tensor(text)),
+            ("metadata".to_owned(), text_tensor(&self.metadata())),
+        ]
     }
 }
 

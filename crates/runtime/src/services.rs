@@ -145,11 +145,6 @@ impl Services {
         self
     }
 
-    /// What the component may use of the app's AI models.
-    pub fn nn(&self) -> &crate::nn::Nn {
-        &self.nn
-    }
-
     /// Lets the component's Spin outbound connections go where `outbound`
     /// allows.
     pub fn with_outbound(mut self, outbound: Outbound) -> Self {

@@ -89,11 +89,6 @@ impl Nn {
         }
     }
 
-    /// Whether the component was granted any model.
-    pub fn any_granted(&self) -> bool {
-        !self.granted.is_empty()
-    }
-
     /// The granted model `name`, or why not.
     pub(crate) fn granted(&self, name: &str) -> Result<&Arc<NnModel>, tern_nn::Error> {
         // One answer for a model another component was granted and one

@@ -59,8 +59,18 @@ impl NnP1 {
         if self.open() >= MAX_OPEN as usize {
             return Err(too_many());
         }
-        self.graphs.push(Some(graph));
-        Ok(self.graphs.len() as u32 - 1)
+        // An unloaded graph's slot is taken again, so a guest loading and
+        // unloading in a loop does not grow the table.
+        match self.graphs.iter().position(Option::is_none) {
+            Some(free) => {
+                self.graphs[free] = Some(graph);
+                Ok(free as u32)
+            }
+            None => {
+                self.graphs.push(Some(graph));
+                Ok(self.graphs.len() as u32 - 1)
+            }
+        }
     }
 
     fn graph(&self, id: u32) -> Result<&P1Graph, tern_nn::Error> {

@@ -11,7 +11,14 @@
 //! - `spin5-apps/`: Spin apps written against the Spin Rust SDK 5, one per
 //!   example, for wasm32-wasip1 (SDK 5 builds core modules carrying their
 //!   component type, which the host turns into components);
-//! - `wat/`: WAT programs, used as they are.
+//! - `extism-guests/`: Extism plug-ins written against the published
+//!   extism-pdk, one per example, for wasm32-unknown-unknown (`extism_wasi*`
+//!   for wasm32-wasip1); and extism-pdk's own examples, built from the
+//!   source of the release that package resolves, where cargo unpacked it;
+//! - `wat/`: WAT programs, used as they are;
+//! - `examples/udf`'s plugins: its Extism plug-in in Rust, twice (its `v2`
+//!   feature off and on), and its Python component, built with
+//!   componentize-py when that is on `PATH`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -68,6 +75,29 @@ const NN_TARGET: &str = "wasm32-wasip1";
 /// is also its constant's prefix.
 const NN_PREFIX: &str = "nn_";
 
+/// Extism plug-ins are core modules for a target without WASI...
+const EXTISM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// ... but those in `extism-guests/` named with this prefix, which use WASI
+/// preview 1: cdylibs for this target, without `_start`.
+const EXTISM_WASI_PREFIX: &str = "extism_wasi";
+const EXTISM_WASI_TARGET: &str = "wasm32-wasip1";
+
+/// Every plug-in in `extism-guests/` (an example) is named with this
+/// prefix, which is also its constant's prefix.
+const EXTISM_PREFIX: &str = "extism_";
+
+/// The prefix of the constants for extism-pdk's own examples.
+const EXTISM_PDK_PREFIX: &str = "extism_pdk_";
+
+/// The virtual environment holding the Extism Python SDK (and the libextism
+/// it bundles), under the target directory's `python/`; the version is
+/// `scripts/setup`'s.
+const EXTISM_PYTHON_VENV: &str = "extism-1.1.1";
+
+/// Where `examples/udf`'s plugins are put, under the target directory.
+const UDF_DIR: &str = "udf";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guests = manifest_dir.join("guests");
@@ -77,8 +107,15 @@ fn main() {
     let spin5_apps = manifest_dir.join("spin5-apps");
     let wat_dir = manifest_dir.join("wat");
     let nn_guests = manifest_dir.join("nn-guests");
+    let extism_guests = manifest_dir.join("extism-guests");
     let chat_example = manifest_dir.join("../../examples/chat");
+    let udf_example = manifest_dir.join("../../examples/udf");
     for path in [
+        udf_example.join("plugins/slugify-rs/src"),
+        udf_example.join("plugins/slugify-rs/Cargo.toml"),
+        udf_example.join("plugins/slugify-rs/Cargo.lock"),
+        udf_example.join("plugins/titlecase-py/app.py"),
+        udf_example.join("wit"),
         chat_example.join("src"),
         chat_example.join("Cargo.toml"),
         nn_guests.join("src"),
@@ -98,6 +135,9 @@ fn main() {
         manifest_dir.join("spin-js"),
         spin5_apps.join("examples"),
         spin5_apps.join("Cargo.toml"),
+        extism_guests.join("examples"),
+        extism_guests.join("Cargo.toml"),
+        extism_guests.join("Cargo.lock"),
         wat_dir.clone(),
         manifest_dir.join("../../wit"),
     ] {
@@ -125,9 +165,34 @@ fn main() {
     build(&spin_apps, &target_dir, &[P3_TARGET], &["--examples"]);
     build(&spin5_apps, &target_dir, &[SPIN5_TARGET], &["--examples"]);
     build(&nn_guests, &target_dir, &[NN_TARGET], &["--bins"]);
+    let (extism_wasi_names, extism_names): (Vec<String>, Vec<String>) =
+        sorted_files(&extism_guests.join("examples"), "rs")
+            .iter()
+            .map(|source| stem(source))
+            .partition(|name| name.starts_with(EXTISM_WASI_PREFIX));
+    for (target, names) in [
+        (EXTISM_TARGET, &extism_names),
+        (EXTISM_WASI_TARGET, &extism_wasi_names),
+    ] {
+        let args: Vec<&str> = names
+            .iter()
+            .flat_map(|name| ["--example", name.as_str()])
+            .collect();
+        build(&extism_guests, &target_dir, &[target], &args);
+    }
+    // Built where cargo unpacked the published crate, with the Cargo.lock
+    // published in it; `--locked` keeps cargo from writing there.
+    let extism_pdk = extism_pdk_source(&extism_guests);
+    build(
+        &extism_pdk,
+        &target_dir,
+        &[EXTISM_TARGET],
+        &["--examples", "--locked"],
+    );
     // The chat example's component, for the WASI-NN serving tests: the
     // example itself rather than a copy of it.
     build(&chat_example, &target_dir, &[P3_TARGET], &[]);
+    let udf = build_udf(&udf_example, &target_dir);
 
     let mut out = String::new();
     let mut names = Vec::new();
@@ -205,12 +270,104 @@ fn main() {
         "every WASI-NN core module (`nn-guests/src/bin/nn_*.rs`)",
         &nn_names,
     );
+    let mut extism_guest_names = Vec::new();
+    for name in extism_names.iter().chain(&extism_wasi_names) {
+        assert!(
+            name.starts_with(EXTISM_PREFIX),
+            "plug-in extism-guests/examples/{name}.rs must be named {EXTISM_PREFIX}*"
+        );
+        let (target, kind) = if name.starts_with(EXTISM_WASI_PREFIX) {
+            (EXTISM_WASI_TARGET, "a cdylib using WASI")
+        } else {
+            (EXTISM_TARGET, "a core module")
+        };
+        write_const(
+            &mut out,
+            &format!("`{name}`, an Extism plug-in for {target} ({kind})."),
+            &name.to_uppercase(),
+            &target_dir
+                .join(target)
+                .join("release/examples")
+                .join(format!("{name}.wasm")),
+        );
+        extism_guest_names.push(name.clone());
+    }
+    extism_guest_names.sort();
+    write_foreach(
+        &mut out,
+        "foreach_extism_guest",
+        "every Extism plug-in of ours (`extism-guests/examples/extism_*.rs`)",
+        &extism_guest_names,
+    );
+    let release = extism_pdk.file_name().unwrap().to_string_lossy();
+    let mut extism_pdk_names = Vec::new();
+    for example in sorted_files(&extism_pdk.join("examples"), "rs") {
+        let example = stem(&example);
+        let name = format!("{EXTISM_PDK_PREFIX}{example}");
+        write_const(
+            &mut out,
+            &format!(
+                "`{example}`, {release}'s example, built from its published source (an Extism plug-in for {EXTISM_TARGET})."
+            ),
+            &name.to_uppercase(),
+            &target_dir
+                .join(EXTISM_TARGET)
+                .join("release/examples")
+                .join(format!("{example}.wasm")),
+        );
+        extism_pdk_names.push(name);
+    }
+    write_foreach(
+        &mut out,
+        "foreach_extism_pdk_example",
+        "every example of the published extism-pdk (`extism_pdk_count_vowels` for `examples/count_vowels.rs`)",
+        &extism_pdk_names,
+    );
+    writeln!(
+        out,
+        "/// The Python of the virtual environment holding the Extism Python SDK and its libextism (`scripts/setup` makes it)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const EXTISM_PYTHON: &str = {:?};",
+        target_dir
+            .join("../python")
+            .join(EXTISM_PYTHON_VENV)
+            .join("bin/python")
+    )
+    .unwrap();
     write_const(
         &mut out,
         "`examples/chat`'s component: a WASI 0.3 HTTP handler streaming a language model's answer through `wasi:nn`.",
         "EXAMPLE_CHAT",
         &target_dir.join(P3_TARGET).join("release/chat.wasm"),
     );
+    write_const(
+        &mut out,
+        "`examples/udf`'s `slugify` plugin (`plugins/slugify-rs`), an Extism plug-in for wasm32-unknown-unknown.",
+        "UDF_SLUGIFY",
+        &udf.slugify,
+    );
+    write_const(
+        &mut out,
+        "`examples/udf`'s `slugify` plugin built with its `v2` feature (words separated by `_`, not `-`), to swap in.",
+        "UDF_SLUGIFY_V2",
+        &udf.slugify_v2,
+    );
+    // Written even when componentize-py could not build it: the test that
+    // needs it fails, naming the cause, and the other tests still build.
+    writeln!(
+        out,
+        "/// `examples/udf`'s `titlecase` plugin (`plugins/titlecase-py`), a component built with componentize-py; missing if componentize-py was not on `PATH` when this crate was built (`scripts/setup` installs it)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const UDF_TITLECASE_PY: &str = {:?};",
+        udf.titlecase
+    )
+    .unwrap();
     writeln!(
         out,
         "/// The test models `scripts/setup` takes from their PyPI wheels."
@@ -326,8 +483,7 @@ fn main() {
 /// Builds every `targets` artifact of the package at `package` in release
 /// mode, into `target_dir`.
 fn build(package: &Path, target_dir: &Path, targets: &[&str], args: &[&str]) {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.arg("build")
         .arg("--release")
         .arg("--quiet")
@@ -339,15 +495,6 @@ fn build(package: &Path, target_dir: &Path, targets: &[&str], args: &[&str]) {
     for target in targets {
         cmd.arg("--target").arg(target);
     }
-    // Flags meant for the host build must not leak into the guest build.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cmd.env_remove(var);
-    }
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("running cargo to build {}: {e}", package.display()));
@@ -357,6 +504,155 @@ fn build(package: &Path, target_dir: &Path, targets: &[&str], args: &[&str]) {
         package.display(),
         targets.join(" ")
     );
+}
+
+/// `examples/udf`'s plugins, as [`build_udf`] leaves them.
+struct UdfPlugins {
+    slugify: PathBuf,
+    slugify_v2: PathBuf,
+    /// Missing if componentize-py is not on `PATH`.
+    titlecase: PathBuf,
+}
+
+/// Builds `examples/udf`'s plugins into `target_dir/udf`: the Rust plug-in
+/// as `slugify.wasm`, and with its `v2` feature as `slugify_v2.wasm` (both
+/// builds write cargo's `slugify.wasm`, hence the copies); the Python
+/// component as `titlecase.wasm`, unless it is newer than its sources.
+fn build_udf(example: &Path, target_dir: &Path) -> UdfPlugins {
+    let out = target_dir.join(UDF_DIR);
+    fs::create_dir_all(&out).unwrap();
+    let out = out.canonicalize().unwrap();
+    let slugify = example.join("plugins/slugify-rs");
+    let built = target_dir.join(EXTISM_TARGET).join("release/slugify.wasm");
+    for (features, name) in [
+        (&[][..], "slugify.wasm"),
+        (&["--features", "v2"][..], "slugify_v2.wasm"),
+    ] {
+        let mut args = vec!["--locked"];
+        args.extend_from_slice(features);
+        build(&slugify, target_dir, &[EXTISM_TARGET], &args);
+        fs::copy(&built, out.join(name))
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), out.display()));
+    }
+
+    let python = example.join("plugins/titlecase-py");
+    let wit = example.join("wit");
+    let titlecase = out.join("titlecase.wasm");
+    let sources = [python.join("app.py"), wit.join("udf.wit")];
+    let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
+    let fresh = modified(&titlecase).is_some_and(|built| {
+        sources
+            .iter()
+            .all(|source| modified(source).is_some_and(|time| time < built))
+    });
+    if !fresh {
+        // componentize-py writes `__pycache__` beside the sources: it runs
+        // on a copy of them.
+        let app = out.join("titlecase-py");
+        fs::create_dir_all(&app).unwrap();
+        fs::copy(python.join("app.py"), app.join("app.py")).unwrap();
+        let _ = fs::remove_file(&titlecase);
+        let status = Command::new("componentize-py")
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "udf", "componentize", "-p"])
+            .arg(&app)
+            .arg("app")
+            .arg("-o")
+            .arg(&titlecase)
+            .current_dir(&app)
+            .stdout(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(status) => assert!(
+                status.success(),
+                "componentize-py failed to build {}",
+                python.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!(
+                    "cargo:warning=componentize-py is not on PATH (scripts/setup installs it): examples/udf's Python plugin is not built, and its test fails"
+                );
+                // A missing file makes cargo run this script again on the
+                // next build, which then finds componentize-py if it came.
+                println!("cargo:rerun-if-changed={}", titlecase.display());
+            }
+            Err(e) => panic!("running componentize-py: {e}"),
+        }
+    }
+    UdfPlugins {
+        slugify: out.join("slugify.wasm"),
+        slugify_v2: out.join("slugify_v2.wasm"),
+        titlecase,
+    }
+}
+
+/// The cargo running this build script, for a guest package.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Flags meant for the host build must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// The directory of the extism-pdk release `package` depends on, where
+/// cargo unpacked the published crate, as `cargo metadata` tells (and
+/// downloads it first if need be).
+fn extism_pdk_source(package: &Path) -> PathBuf {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .arg("--manifest-path")
+        .arg(package.join("Cargo.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo metadata for {}: {e}", package.display()));
+    assert!(
+        output.status.success(),
+        "cargo metadata for {} failed:\n{}",
+        package.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata = String::from_utf8(output.stdout).unwrap();
+    // No JSON parser here: this crate has no build dependencies. Every
+    // package's `manifest_path` is a plain string, and a registry crate's
+    // directory is named NAME-VERSION (`extism-pdk-derive-*` is not it).
+    metadata
+        .split("\"manifest_path\":\"")
+        .skip(1)
+        .map(|rest| PathBuf::from(json_string(rest)))
+        .filter_map(|manifest| Some(manifest.parent()?.to_path_buf()))
+        .find(|dir| {
+            dir.file_name()
+                .and_then(|name| name.to_str()?.strip_prefix("extism-pdk-"))
+                .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "cargo metadata for {} names no extism-pdk",
+                package.display()
+            )
+        })
+}
+
+/// The JSON string whose body starts `text`, unescaped (paths hold no
+/// `\u` escapes worth decoding).
+fn json_string(text: &str) -> String {
+    let mut string = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => string.extend(chars.next()),
+            c => string.push(c),
+        }
+    }
+    string
 }
 
 /// Writes a constant for each guest `dir/NAME.rs`, named NAME in upper case

@@ -57,7 +57,7 @@ pub use download::{
     fetch_sources,
 };
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
-pub use outbound::run_outbound;
+pub use outbound::{fetch_checked, run_outbound};
 pub use redis_trigger::run_redis_triggers;
 pub use response::REQUEST_ID_HEADER;
 pub use server::{AppSlot, Found, Server, Shutdown, Sites};

@@ -82,6 +82,55 @@ pub fn run_outbound(
     })
 }
 
+/// Sends one request to a host `allowed` lets it reach, with every check a
+/// guest's `wasi:http` request gets (addresses, user info, the web PKI
+/// roots), for hosts that speak another ABI (the Extism plugin ABI's
+/// `http_request`). Reads at most `max_body` bytes of the answer within
+/// `timeout`. A refusal or failure is one line naming why.
+pub async fn fetch_checked(
+    allowed: &[OutboundHost],
+    request: http::Request<bytes::Bytes>,
+    max_body: u64,
+    timeout: Duration,
+) -> Result<http::Response<bytes::Bytes>, String> {
+    let policy = OutboundPolicy {
+        allowed: allowed.to_vec(),
+        connect_timeout: timeout.min(crate::ServeConfig::DEFAULT_OUTBOUND_CONNECT_TIMEOUT),
+        first_byte_timeout: timeout,
+        max_requests: u32::MAX,
+        tls: tls_config(None)?,
+    };
+    let uri = request.uri().to_string();
+    let target = policy
+        .check(request.uri())
+        .map_err(|(_, why)| format!("request to {uri} denied: {why}"))?;
+    let request = request.map(|body| {
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    });
+    let exchange = async {
+        let (response, io) = send(target, request, policy.tls.clone(), policy.connect_timeout, timeout)
+            .await
+            .map_err(|e| format!("request to {uri} failed: {e}"))?;
+        tokio::spawn(Box::into_pin(io));
+        let (parts, body) = response.into_parts();
+        let limited = http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+        let body = limited
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
+                Ok(_) => format!("the response from {uri} is larger than {max_body} bytes"),
+                Err(e) => format!("reading the response from {uri}: {e}"),
+            })?
+            .to_bytes();
+        Ok(http::Response::from_parts(parts, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("request to {uri} timed out"))?
+}
+
 /// A request that passed the allowlist, before its addresses are checked.
 struct Target {
     scheme: &'static str,

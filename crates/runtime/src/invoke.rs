@@ -69,7 +69,7 @@ fn invoke_module(
         let params = params
             .iter()
             .zip(args)
-            .map(|(ty, arg)| parse_val(ty, arg))
+            .map(|(ty, arg)| parse_core_val(ty, arg))
             .collect::<Result<Vec<_>>>()?;
         let mut results = vec![Val::I32(0); ty.results().len()];
         let limits = config.limits;
@@ -82,7 +82,7 @@ fn invoke_module(
             }
             .await;
             let outcome =
-                result.map(|()| Outcome::Returned(results.iter().map(show_val).collect()));
+                result.map(|()| Outcome::Returned(results.iter().map(show_core_val).collect()));
             finish(outcome, &store.data().limiter, limits)
         })
         .await
@@ -100,7 +100,7 @@ fn invoke_component(
 ) -> Result<Outcome> {
     let call = wave::Call::parse(call, args)?;
     let exports = exported_funcs(engine, component);
-    let export = find(&exports, call.name)?;
+    let export = find_export(&exports, call.name)?;
     let name = export.name();
     let params = call.values(&name, &export.ty)?;
     let index = export
@@ -130,16 +130,17 @@ fn invoke_component(
 
 /// A function a component exports, at the top level or in an exported
 /// instance (an interface).
-struct ExportedFunc {
+pub struct ExportedFunc {
     /// The export names from the component down to the function: `["add"]`,
     /// or `["example:calc/ops", "mul"]`.
     path: Vec<String>,
-    ty: ComponentFunc,
+    /// Its type.
+    pub ty: ComponentFunc,
 }
 
 impl ExportedFunc {
     /// The full name: `add`, or `example:calc/ops#mul`.
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         self.path.join("#")
     }
 
@@ -168,7 +169,7 @@ impl ExportedFunc {
     }
 
     /// The function's place in `component`, to find it in an instance.
-    fn index(&self, component: &Component) -> Option<ComponentExportIndex> {
+    pub fn index(&self, component: &Component) -> Option<ComponentExportIndex> {
         let mut index = None;
         for name in &self.path {
             index = Some(component.get_export_index(index.as_ref(), name.as_str())?);
@@ -179,7 +180,7 @@ impl ExportedFunc {
 
 /// Every function `component` exports, in the order of its exports, those
 /// of exported instances included.
-fn exported_funcs(engine: &Engine, component: &Component) -> Vec<ExportedFunc> {
+pub fn exported_funcs(engine: &Engine, component: &Component) -> Vec<ExportedFunc> {
     let mut found = Vec::new();
     let ty = component.component_type();
     for (name, export) in ty.exports(engine) {
@@ -209,7 +210,7 @@ fn collect_funcs(
 
 /// The function `name` asks for: one named in full, or else the one
 /// exported interface function with that bare name.
-fn find<'a>(funcs: &'a [ExportedFunc], name: &str) -> Result<&'a ExportedFunc> {
+pub fn find_export<'a>(funcs: &'a [ExportedFunc], name: &str) -> Result<&'a ExportedFunc> {
     // A name without a version may match several versions of one
     // interface (a Rust WASI 0.3 program exports 0.2's `wasi:cli/run`
     // too): the newest is the one meant.
@@ -252,7 +253,9 @@ fn list_funcs(funcs: &[ExportedFunc]) -> String {
     format!("exported functions: {}", signatures.join(", "))
 }
 
-fn parse_val(ty: &ValType, arg: &str) -> Result<Val> {
+/// A core function's argument from text: an integer (signed or unsigned
+/// spelling) or a float.
+pub fn parse_core_val(ty: &ValType, arg: &str) -> Result<Val> {
     let bad = || wasmtime::format_err!("argument `{arg}` is not a valid {ty}");
     Ok(match ty {
         // Accept both signed and unsigned spellings of integers.
@@ -272,7 +275,8 @@ fn parse_val(ty: &ValType, arg: &str) -> Result<Val> {
     })
 }
 
-fn show_val(val: &Val) -> String {
+/// A core function's result as text.
+pub fn show_core_val(val: &Val) -> String {
     match val {
         Val::I32(v) => v.to_string(),
         Val::I64(v) => v.to_string(),

@@ -52,7 +52,10 @@ pub use databases::{Databases, open_databases};
 pub use declared::{initial_memory, speaks_wasi_p3};
 pub use engine::{Deadline, EngineSpec, engine_for};
 pub use imports::{explain_link_error, trap_unprovided_imports};
-pub use invoke::invoke;
+pub use invoke::{
+    ExportedFunc, exported_funcs, find_export, invoke, parse_core_val, show_core_val,
+};
+pub use wave::{Call as WaveCall, show as show_wave};
 pub use limits::{Limits, MemoryLimiter};
 pub use nn::{Nn, NnModel};
 pub use outcome::Outcome;

@@ -135,6 +135,35 @@ impl Loader<'_> {
 
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).with_context(cannot_read)?;
+        self.from_bytes(engine, bytes, start, Some(&stamp))
+    }
+
+    /// Compiles `bytes` (a module, a component, WAT text or a sealed
+    /// artifact), or takes its code from the cache, as [`Loader::load`]
+    /// does for a file.
+    pub fn load_bytes(&self, engine: &Engine, bytes: Vec<u8>) -> Result<Loaded> {
+        self.from_bytes(engine, bytes, Instant::now(), None)
+    }
+
+    fn from_bytes(
+        &self,
+        engine: &Engine,
+        bytes: Vec<u8>,
+        start: Instant,
+        stamp: Option<&FileStamp>,
+    ) -> Result<Loaded> {
+        let loaded = |program, source, read_time: Duration| Loaded {
+            program,
+            source,
+            read_time,
+            code_time: start.elapsed() - read_time,
+        };
+        let engine_hash = artifact::engine_hash(engine);
+        let remember = |cache: &CompileCache, content: &[u8; 32]| {
+            if let Some(stamp) = stamp {
+                cache.remember(stamp, content);
+            }
+        };
 
         if artifact::is_sealed(&bytes) {
             let key = self
@@ -178,7 +207,7 @@ impl Loader<'_> {
         let source = match cache.lookup(&entry, &binding) {
             Lookup::Hit(found) => match deserialize(engine, found.kind(), found.payload()) {
                 Ok(program) => {
-                    cache.remember(&stamp, &content);
+                    remember(cache, &content);
                     return Ok(loaded(program, CodeSource::CacheHit, read_time));
                 }
                 Err(e) => CodeSource::CacheRejected(format!("{e}")),
@@ -193,7 +222,7 @@ impl Loader<'_> {
         };
         // A cache that cannot be written only costs speed, never the run.
         if cache.store(&entry, kind, &payload, &binding).is_ok() {
-            cache.remember(&stamp, &content);
+            remember(cache, &content);
         }
         Ok(loaded(program, source, read_time))
     }

@@ -16,9 +16,9 @@ use wasmtime::{Result, bail, format_err};
 
 /// What `--invoke` asks for: a function's name and its arguments, read
 /// but not yet checked against the function's types.
-pub(crate) struct Call<'a> {
+pub struct Call<'a> {
     /// The name as given: `add`, `example:calc/ops#mul`.
-    pub(crate) name: &'a str,
+    pub name: &'a str,
     args: Vec<Arg<'a>>,
 }
 
@@ -35,7 +35,7 @@ impl<'a> Call<'a> {
     /// Reads `--invoke`'s value and the arguments after the file: either
     /// `name(arg, ...)` with nothing after the file, or a name with one
     /// WAVE value per argument.
-    pub(crate) fn parse(invoke: &'a str, args: &'a [String]) -> Result<Self> {
+    pub fn parse(invoke: &'a str, args: &'a [String]) -> Result<Self> {
         let Some(open) = invoke.find('(') else {
             return Ok(Call {
                 name: invoke.trim(),
@@ -64,7 +64,7 @@ impl<'a> Call<'a> {
     /// The arguments as values of `func`'s parameter types (`name` is the
     /// function's, for errors). Trailing `option` parameters may be left
     /// out: they are `none`.
-    pub(crate) fn values(&self, name: &str, func: &ComponentFunc) -> Result<Vec<Val>> {
+    pub fn values(&self, name: &str, func: &ComponentFunc) -> Result<Vec<Val>> {
         let params: Vec<(&str, Type)> = func.params().collect();
         let given = self.args.len();
         let omitted_are_options = params
@@ -159,7 +159,7 @@ fn message(err: &ParserError, source: &str, whole: &str) -> String {
 
 /// A result as WAVE; a value WAVE cannot write (a resource) as wasmtime
 /// shows it.
-pub(crate) fn show(val: &Val) -> String {
+pub fn show(val: &Val) -> String {
     if !writable(val) {
         return format!("{val:?}");
     }

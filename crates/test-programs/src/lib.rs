@@ -43,6 +43,27 @@
 //! `examples/chat`'s component is built as `EXAMPLE_CHAT`. [`MODELS_DIR`]
 //! holds the real models `scripts/setup` takes from their PyPI wheels.
 //!
+//! Extism plug-ins, core modules speaking the `extism:host/env` ABI:
+//!
+//! - `extism-guests/examples/extism_NAME.rs` are ours, written against the
+//!   published extism-pdk 1.4.1 for wasm32-unknown-unknown
+//!   (`extism_wasi*` use WASI: cdylibs for wasm32-wasip1), exposed as
+//!   `EXTISM_NAME` (`EXTISM_FAIL` for `extism_fail`) and listed by
+//!   [`foreach_extism_guest!`] (`extism_fail`).
+//! - extism-pdk's own examples (`count_vowels`, `sum`, `host_function`, ...)
+//!   are built from the source of that published release, where cargo
+//!   unpacked it, as `EXTISM_PDK_NAME` (`EXTISM_PDK_COUNT_VOWELS`), listed
+//!   by [`foreach_extism_pdk_example!`] (`extism_pdk_count_vowels`).
+//!
+//! `examples/udf`'s plugins are built from the example itself:
+//! [`UDF_SLUGIFY`] (its Extism plug-in in Rust), [`UDF_SLUGIFY_V2`] (the
+//! same with its `v2` feature, to swap in) and [`UDF_TITLECASE_PY`] (its
+//! Python component, built with componentize-py when that is on `PATH`).
+//!
+//! [`extism_reference`] runs a plug-in on the real Extism runtime (its
+//! Python SDK, in the virtual environment `scripts/setup` makes:
+//! [`EXTISM_PYTHON`]), for the tests to compare Tern with.
+//!
 //! [`redis::RedisServer`] starts a real `redis-server` for the tests of the
 //! Redis key-value backend; [`mqtt::Broker`] a real `mosquitto` for those
 //! of MQTT publishing.
@@ -52,6 +73,32 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 pub mod mqtt;
 pub mod postgres;
 pub mod redis;
+
+/// `extism_reference.py`, which runs an Extism plug-in on the real Extism
+/// runtime; its docstring has the options.
+pub const EXTISM_REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/extism_reference.py");
+
+/// Runs [`EXTISM_REFERENCE`] with `args` (the plug-in's path, the functions
+/// to call in turn on one instance, options) in the Extism virtual
+/// environment. The output is the plug-in's raw output on stdout; a
+/// failing call exits 1 with `error: MESSAGE` on stderr.
+///
+/// ```no_run
+/// let output = test_programs::extism_reference(&[
+///     test_programs::EXTISM_PDK_COUNT_VOWELS,
+///     "count_vowels",
+///     "--input",
+///     "Hello, World!",
+/// ]);
+/// assert_eq!(output.stdout, br#"{"count":3}"#);
+/// ```
+pub fn extism_reference(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(EXTISM_PYTHON)
+        .arg(EXTISM_REFERENCE)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {EXTISM_PYTHON} (has scripts/setup run?): {e}"))
+}
 
 /// Runs `attempt` (start `what` on a port it probed free) until it
 /// succeeds: another process may take the port between the probe and the

@@ -1,0 +1,492 @@
+//! One instance of a plugin version and calls into it: a fresh instance
+//! per call, or one kept by a [`crate::Session`]. Every call is bounded
+//! (fuel, epoch deadline, memory budget, input and output sizes) and
+//! reported on.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::component::Val as ComponentVal;
+use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::Type;
+use wasmtime::{Func, Result, Store, Trap, Val, bail, format_err};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::code::{Code, Linked, PluginKind};
+use crate::ctx::{Budget, Logs, PluginCtx, Wasi};
+use crate::extism::CallState;
+use crate::plugin::Shared;
+use crate::report::{CallError, Limit, LogLevel, Report};
+
+/// A live instance and its store.
+pub(crate) struct Instance {
+    store: Store<PluginCtx>,
+    handle: Option<Handle>,
+    pub(crate) code: Arc<Code>,
+    /// WASI output pipes, read into the logs after each call.
+    pipes: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+}
+
+enum Handle {
+    Module(wasmtime::Instance),
+    Component(wasmtime::component::Instance),
+}
+
+impl Instance {
+    /// Instantiates `code` (and runs its initializer). The time it takes
+    /// is counted in the first call's report.
+    pub(crate) fn new(shared: &Arc<Shared>, code: Arc<Code>) -> Result<Self, CallError> {
+        let start = Instant::now();
+        let mut pipes = None;
+        let wasi = match &code.linked {
+            Linked::Module { wasi: false, .. } => Wasi::None,
+            linked => {
+                let mut builder = WasiCtxBuilder::new();
+                let max_log = usize::try_from(shared.limits.max_log.0).unwrap_or(usize::MAX);
+                let (out, err) = (MemoryOutputPipe::new(max_log), MemoryOutputPipe::new(max_log));
+                builder.stdout(out.clone()).stderr(err.clone());
+                pipes = Some((out, err));
+                for (key, value) in &shared.grants.env {
+                    builder.env(key, value);
+                }
+                let capabilities = tern_runtime::Capabilities {
+                    dirs: shared.grants.dirs.clone(),
+                    ..Default::default()
+                };
+                if let Err(e) = capabilities.apply(&mut builder) {
+                    return Err(CallError::new(format!("{e:#}"), Report::default()));
+                }
+                match linked {
+                    Linked::Module { .. } => Wasi::P1(builder.build_p1()),
+                    Linked::Component { .. } => Wasi::P2 {
+                        ctx: builder.build(),
+                        table: Default::default(),
+                    },
+                }
+            }
+        };
+        let ctx = PluginCtx {
+            wasi,
+            budget: Budget::new(shared.limits.max_memory.0),
+            call: CallState::new(),
+            shared: shared.clone(),
+            logs: Logs::default(),
+            stopped_by: None,
+        };
+        let engine = shared.host.engine.clone();
+        let mut store = Store::new(&engine, ctx);
+        store.limiter(|ctx| ctx.limiter());
+        store.epoch_deadline_trap();
+        let mut instance = Instance {
+            store,
+            handle: None,
+            code: code.clone(),
+            pipes,
+        };
+        instance.arm(shared, Bytes::new());
+        let made = block_on(async {
+            let store = &mut instance.store;
+            match &code.linked {
+                Linked::Module { pre, .. } => {
+                    let made = if code.is_async {
+                        pre.instantiate_async(&mut *store).await?
+                    } else {
+                        pre.instantiate(&mut *store)?
+                    };
+                    // What a guest's runtime needs before its first call,
+                    // the way Extism runs it.
+                    let export = |store: &mut Store<PluginCtx>, name| made.get_func(store, name);
+                    let init = match export(store, "hs_init") {
+                        Some(hs_init) => {
+                            if let Some(func) = export(store, "_initialize") {
+                                call_func(store, &func, code.is_async, &[], &mut []).await?;
+                            }
+                            Some((hs_init, vec![Val::I32(0), Val::I32(0)]))
+                        }
+                        None => export(store, "__wasm_call_ctors")
+                            .or_else(|| export(store, "_initialize"))
+                            .map(|func| (func, Vec::new())),
+                    };
+                    if let Some((func, args)) = init {
+                        call_func(store, &func, code.is_async, &args, &mut []).await?;
+                    }
+                    Ok(Handle::Module(made))
+                }
+                Linked::Component { pre, .. } => {
+                    let made = if code.is_async {
+                        pre.instantiate_async(&mut *store).await?
+                    } else {
+                        pre.instantiate(&mut *store)?
+                    };
+                    Ok(Handle::Component(made))
+                }
+            }
+        });
+        match made {
+            Ok(handle) => {
+                instance.handle = Some(handle);
+                Ok(instance)
+            }
+            Err(e) => Err(instance.failure("instantiating the plugin", e, start, 0)),
+        }
+    }
+
+    /// Fuel, deadline and call state for a call with `input`.
+    fn arm(&mut self, shared: &Shared, input: Bytes) {
+        let limits = &shared.limits;
+        let _ = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        let ticks = limits.timeout.as_nanos() / crate::host::TICK.as_nanos() + 1;
+        self.store
+            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let ctx = self.store.data_mut();
+        ctx.call.start(input);
+        ctx.call.deadline = Instant::now() + limits.timeout;
+        ctx.logs = Logs::default();
+        ctx.stopped_by = None;
+    }
+
+    /// Calls `name` with bytes in and bytes out, the way the plugin's kind
+    /// takes them (see [`crate::Plugin::call`]).
+    pub(crate) fn call(
+        &mut self,
+        name: &str,
+        input: &[u8],
+        start: Instant,
+    ) -> Result<(Vec<u8>, Report), CallError> {
+        let shared = self.store.data().shared.clone();
+        let max_input = shared.limits.max_input.0;
+        if input.len() as u64 > max_input {
+            let mut report = self.report(start, input.len() as u64, 0);
+            report.stopped_by = Some(Limit::Input);
+            let message = format!(
+                "the input of {} is above the input limit of {}",
+                tern_runtime::ByteSize(input.len() as u64),
+                tern_runtime::ByteSize(max_input)
+            );
+            return Err(CallError::new(message, report));
+        }
+        self.arm(&shared, Bytes::copy_from_slice(input));
+        let result = match self.code.kind {
+            PluginKind::Extism => self.call_extism(name),
+            PluginKind::Core => self.call_core_text(name, input),
+            PluginKind::Component => self.call_component_bytes(name, input),
+        };
+        let input_len = input.len() as u64;
+        match result {
+            Ok(output) => {
+                let report = self.report(start, input_len, output.len() as u64);
+                Ok((output, report))
+            }
+            Err(e) => Err(self.failure(name, e, start, input_len)),
+        }
+    }
+
+    /// Calls a component's function with typed values.
+    pub(crate) fn call_values(
+        &mut self,
+        name: &str,
+        args: &[ComponentVal],
+        start: Instant,
+    ) -> Result<(Vec<ComponentVal>, Report), CallError> {
+        let shared = self.store.data().shared.clone();
+        self.arm(&shared, Bytes::new());
+        match self.component_call(name, args) {
+            Ok((results, _)) => Ok((results, self.report(start, 0, 0))),
+            Err(e) => Err(self.failure(name, e, start, 0)),
+        }
+    }
+
+    /// Calls a core module's function with numbers.
+    pub(crate) fn call_numbers(
+        &mut self,
+        name: &str,
+        args: &[Val],
+        start: Instant,
+    ) -> Result<(Vec<Val>, Report), CallError> {
+        let shared = self.store.data().shared.clone();
+        self.arm(&shared, Bytes::new());
+        match self.core_call(name, args) {
+            Ok(results) => Ok((results, self.report(start, 0, 0))),
+            Err(e) => Err(self.failure(name, e, start, 0)),
+        }
+    }
+
+    fn export(&mut self, name: &str) -> Result<Func> {
+        let Some(Handle::Module(instance)) = &self.handle else {
+            bail!("not a core module");
+        };
+        if crate::code::is_lifecycle(name) {
+            bail!("`{name}` is called by the host, not by callers");
+        }
+        instance.get_func(&mut self.store, name).ok_or_else(|| {
+            let names = self.code.functions(self.store.engine()).join(", ");
+            format_err!("the plugin has no function `{name}`; it exports: {names}")
+        })
+    }
+
+    fn call_extism(&mut self, name: &str) -> Result<Vec<u8>> {
+        let func = self.export(name)?;
+        let ty = func.ty(&self.store);
+        if ty.params().len() != 0 || ty.results().len() > 1 {
+            bail!("`{name}` is not an Extism plugin function (it takes arguments); call it with numbers");
+        }
+        let mut results = vec![Val::I32(0); ty.results().len()];
+        block_on(call_func(&mut self.store, &func, self.code.is_async, &[], &mut results))?;
+        let code = match results.first() {
+            None => 0,
+            Some(value) => value.i32().unwrap_or(-1),
+        };
+        let state = &mut self.store.data_mut().call;
+        // An error the plugin set fails the call whatever it returned.
+        if let Some(message) = state.error_message().filter(|m| !m.is_empty()) {
+            return Err(PluginFailed(message).into());
+        }
+        if code != 0 {
+            bail!("`{name}` returned {code} without an error message");
+        }
+        crate::extism::take_output(state)
+    }
+
+    fn core_call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>> {
+        let func = self.export(name)?;
+        let ty = func.ty(&self.store);
+        let mut results: Vec<Val> = ty.results().map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0))).collect();
+        block_on(call_func(&mut self.store, &func, self.code.is_async, args, &mut results))?;
+        Ok(results)
+    }
+
+    /// A plain module's function, its arguments read from the input as
+    /// numbers separated by spaces or commas, its results written so.
+    fn call_core_text(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>> {
+        let func = self.export(name)?;
+        let ty = func.ty(&self.store);
+        let text = std::str::from_utf8(input)
+            .map_err(|_| format_err!("the arguments of `{name}` are not text"))?;
+        let words: Vec<&str> = text.split([' ', ',', '\n', '\t']).filter(|w| !w.is_empty()).collect();
+        let params: Vec<wasmtime::ValType> = ty.params().collect();
+        if words.len() != params.len() {
+            bail!(
+                "`{name}` takes {} number(s), but the input has {}",
+                params.len(),
+                words.len()
+            );
+        }
+        let args = params
+            .iter()
+            .zip(&words)
+            .map(|(ty, word)| tern_runtime::parse_core_val(ty, word))
+            .collect::<Result<Vec<_>>>()?;
+        let results = self.core_call(name, &args)?;
+        let shown: Vec<String> = results.iter().map(tern_runtime::show_core_val).collect();
+        Ok(shown.join(" ").into_bytes())
+    }
+
+    fn component_call(
+        &mut self,
+        name: &str,
+        args: &[ComponentVal],
+    ) -> Result<(Vec<ComponentVal>, ComponentFunc)> {
+        let Some(Handle::Component(instance)) = &self.handle else {
+            bail!("not a component");
+        };
+        let (index, ty, full) = self.code.component_func(self.store.engine(), name)?;
+        let func = instance
+            .get_func(&mut self.store, index)
+            .ok_or_else(|| format_err!("the export `{full}` is not a function"))?;
+        let mut results = vec![ComponentVal::Bool(false); ty.results().len()];
+        if self.code.is_async {
+            block_on(func.call_async(&mut self.store, args, &mut results))?;
+        } else {
+            func.call(&mut self.store, args, &mut results)?;
+        }
+        Ok((results, ty))
+    }
+
+    /// A component function taking bytes or a string and returning bytes,
+    /// a string, or a result of either; any other is called with the input
+    /// read as WAVE arguments, and answers in WAVE.
+    fn call_component_bytes(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>> {
+        let (_, ty, full) = self.code.component_func(self.store.engine(), name)?;
+        let params: Vec<Type> = ty.params().map(|(_, t)| t).collect();
+        let results: Vec<Type> = ty.results().collect();
+        let takes = match params.as_slice() {
+            [Type::String] => Some(true),
+            [Type::List(list)] if list.ty() == Type::U8 => Some(false),
+            _ => None,
+        };
+        let gives_bytes = match results.as_slice() {
+            [] | [Type::String] => true,
+            [Type::List(list)] => list.ty() == Type::U8,
+            [Type::Result(r)] => matches!(r.ok(), None | Some(Type::String))
+                || matches!(r.ok(), Some(Type::List(l)) if l.ty() == Type::U8),
+            _ => false,
+        };
+        if let (Some(string), true) = (takes, gives_bytes) {
+            let arg = if string {
+                let text = String::from_utf8(input.to_vec())
+                    .map_err(|_| format_err!("`{full}` takes a string, and the input is not UTF-8"))?;
+                ComponentVal::String(text)
+            } else {
+                ComponentVal::List(input.iter().map(|b| ComponentVal::U8(*b)).collect())
+            };
+            let (values, _) = self.component_call(name, &[arg])?;
+            return output_bytes(values);
+        }
+        let text = std::str::from_utf8(input)
+            .map_err(|_| format_err!("the arguments of `{full}` are not text"))?;
+        let invocation = format!("{full}({text})");
+        let call = tern_runtime::WaveCall::parse(&invocation, &[])?;
+        let args = call.values(&full, &ty)?;
+        let (values, _) = self.component_call(name, &args)?;
+        let shown: Vec<String> = values.iter().map(tern_runtime::show_wave).collect();
+        Ok(shown.join(", ").into_bytes())
+    }
+
+    /// The report of a call that began at `start`.
+    fn report(&mut self, start: Instant, input: u64, output: u64) -> Report {
+        let fuel_left = self.store.get_fuel().unwrap_or(0);
+        let limits = &self.store.data().shared.limits;
+        let budget = limits.fuel.unwrap_or(u64::MAX);
+        let instructions = budget.saturating_sub(fuel_left);
+        let max_log = limits.max_log.0;
+        if let Some((out, err)) = &self.pipes {
+            let (out, err) = (out.contents(), err.contents());
+            let logs = &mut self.store.data_mut().logs;
+            for (level, text) in [(LogLevel::Info, out), (LogLevel::Error, err)] {
+                if !text.is_empty() {
+                    logs.push(level, text.trim_ascii_end(), max_log);
+                }
+            }
+        }
+        let ctx = self.store.data_mut();
+        let logs = std::mem::take(&mut ctx.logs);
+        Report {
+            instructions,
+            peak_memory: ctx.budget.peak,
+            wall_time: start.elapsed(),
+            input_bytes: input,
+            output_bytes: output,
+            log_bytes: logs.bytes,
+            logs: logs.lines,
+            logs_truncated: logs.truncated,
+            stopped_by: ctx.stopped_by,
+        }
+    }
+
+    /// The error of a failed call, naming the limit that stopped it.
+    fn failure(&mut self, name: &str, e: wasmtime::Error, start: Instant, input: u64) -> CallError {
+        let ctx = self.store.data();
+        let limit = ctx.stopped_by.or_else(|| match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Some(Limit::Fuel),
+            Some(Trap::Interrupt) => Some(Limit::Time),
+            Some(Trap::StackOverflow) => Some(Limit::Stack),
+            _ if ctx.budget.refused => Some(Limit::Memory),
+            _ => None,
+        });
+        let limits = &ctx.shared.limits;
+        let message = match limit {
+            Some(Limit::Fuel) => format!(
+                "`{name}` ran out of fuel ({} instructions)",
+                limits.fuel.unwrap_or(u64::MAX)
+            ),
+            Some(Limit::Time) => format!("`{name}` timed out after {}", show(limits.timeout)),
+            Some(Limit::Memory) if ctx.stopped_by.is_none() => format!(
+                "`{name}` passed the memory limit of {}",
+                tern_runtime::ByteSize(limits.max_memory.0)
+            ),
+            Some(Limit::Stack) => format!("`{name}` overflowed the wasm stack"),
+            _ => match e.downcast_ref::<PluginFailed>() {
+                Some(PluginFailed(message)) => message.clone(),
+                None => format!("`{name}` failed: {}", e.root_cause()),
+            },
+        };
+        let mut report = self.report(start, input, 0);
+        report.stopped_by = limit;
+        CallError::new(message, report)
+    }
+}
+
+/// An error an Extism plugin set before returning non-zero: passed to the
+/// caller as it is.
+#[derive(Debug)]
+struct PluginFailed(String);
+
+impl std::fmt::Display for PluginFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PluginFailed {}
+
+fn show(d: Duration) -> String {
+    tern_runtime::HumanDuration(d).to_string()
+}
+
+fn output_bytes(values: Vec<ComponentVal>) -> Result<Vec<u8>> {
+    let bytes = |value: ComponentVal| -> Result<Vec<u8>> {
+        match value {
+            ComponentVal::String(s) => Ok(s.into_bytes()),
+            ComponentVal::List(items) => Ok(items
+                .into_iter()
+                .map(|v| match v {
+                    ComponentVal::U8(b) => b,
+                    _ => 0,
+                })
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    };
+    match values.into_iter().next() {
+        None => Ok(Vec::new()),
+        Some(ComponentVal::Result(Ok(value))) => value.map_or(Ok(Vec::new()), |v| bytes(*v)),
+        Some(ComponentVal::Result(Err(error))) => {
+            let message = match error.map(|e| *e) {
+                Some(ComponentVal::String(s)) => s,
+                Some(other) => tern_runtime::show_wave(&other),
+                None => "the function returned an error".to_owned(),
+            };
+            Err(PluginFailed(message).into())
+        }
+        Some(value) => bytes(value),
+    }
+}
+
+async fn call_func(
+    store: &mut Store<PluginCtx>,
+    func: &Func,
+    is_async: bool,
+    params: &[Val],
+    results: &mut [Val],
+) -> Result<()> {
+    if is_async {
+        func.call_async(store, params, results).await
+    } else {
+        func.call(store, params, results)
+    }
+}
+
+/// Drives a future on this thread. Without async host functions every
+/// future here is ready at its first poll.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        thread::park();
+    }
+}

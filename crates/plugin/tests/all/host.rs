@@ -1,0 +1,160 @@
+//! The embedding API: reports, sessions, many threads, hot swap, and the
+//! two other shapes of plugin (components and plain modules).
+
+use std::sync::mpsc;
+
+use tern_plugin::{ComponentVal, HostFunctions, PluginConfig, PluginKind, Val};
+
+use super::{call, host, load};
+
+#[test]
+fn a_call_reports_what_it_cost() {
+    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
+    assert_eq!(plugin.kind(), PluginKind::Extism);
+    assert!(plugin.functions().contains(&"count_vowels".to_owned()));
+    let (output, report) = plugin.call("count_vowels", b"Hello, World!").unwrap();
+    assert_eq!(output, br#"{"count":3}"#);
+    assert!(report.instructions > 100, "{report}");
+    assert!(report.peak_memory >= 64 << 10, "{report}");
+    assert_eq!(report.input_bytes, 13);
+    assert_eq!(report.output_bytes, 11);
+    assert_eq!(report.stopped_by, None);
+    // Longer input, more instructions.
+    let (_, longer) = plugin.call("count_vowels", &[b'a'; 4096]).unwrap();
+    assert!(longer.instructions > report.instructions, "{longer} vs {report}");
+}
+
+#[test]
+fn a_session_keeps_its_instance_and_a_call_does_not() {
+    let plugin = load(test_programs::EXTISM_SESSION, PluginConfig::default());
+    assert_eq!(call(&plugin, "incr", b""), "1");
+    assert_eq!(call(&plugin, "incr", b""), "1");
+    let mut session = plugin.session().unwrap();
+    let counts: Vec<Vec<u8>> = (0..3).map(|_| session.call("incr", b"").unwrap().0).collect();
+    assert_eq!(counts, [b"1", b"2", b"3"]);
+    let mut other = plugin.session().unwrap();
+    assert_eq!(other.call("incr", b"").unwrap().0, b"1");
+}
+
+#[test]
+fn many_threads_call_one_plugin_at_once() {
+    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
+    std::thread::scope(|s| {
+        for n in 0..4usize {
+            let plugin = &plugin;
+            s.spawn(move || {
+                let input = "ae".repeat(n + 1);
+                let expected = format!(r#"{{"count":{}}}"#, 2 * (n + 1));
+                for _ in 0..50 {
+                    assert_eq!(call(plugin, "count_vowels", input.as_bytes()), expected);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn async_callers_get_the_same_answers() {
+    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (output, _) = runtime
+        .block_on(plugin.call_async("count_vowels", b"Tern".to_vec()))
+        .unwrap();
+    assert_eq!(output, br#"{"count":1}"#);
+
+    let functions = HostFunctions::new().bytes_async("extism:host/user", "hello_world", |args| {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            Ok(args[0].clone())
+        })
+    });
+    let plugin = load(
+        test_programs::EXTISM_PDK_HOST_FUNCTION,
+        PluginConfig {
+            functions,
+            ..PluginConfig::default()
+        },
+    );
+    assert_eq!(call(&plugin, "count_vowels", b"aaa"), r#"{"count":3}"#);
+}
+
+#[test]
+fn a_swap_lets_calls_in_flight_finish_on_the_old_code() {
+    // The old version waits inside its host function until told to go on.
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let functions = HostFunctions::new().bytes("extism:host/user", "hello_world", move |args| {
+        entered_tx.send(()).unwrap();
+        go_rx.lock().unwrap().recv().unwrap();
+        Ok(args[0].clone())
+    });
+    let plugin = load(
+        test_programs::EXTISM_PDK_HOST_FUNCTION,
+        PluginConfig {
+            functions,
+            ..PluginConfig::default()
+        },
+    );
+    std::thread::scope(|s| {
+        let in_flight = s.spawn(|| call(&plugin, "count_vowels", b"aaaa"));
+        entered.recv().unwrap();
+
+        // Code that does not load or link is refused; the old keeps going.
+        assert!(plugin.swap_bytes(b"not wasm".to_vec()).is_err());
+        let unlinkable = wat::parse_str(r#"(module (import "nowhere" "f" (func)) (func (export "count_vowels") (result i32) i32.const 0))"#).unwrap();
+        let error = plugin.swap_bytes(unlinkable).unwrap_err();
+        assert!(format!("{error:#}").contains("nowhere"), "{error:#}");
+        assert_eq!(plugin.version(), 1);
+
+        plugin.swap(test_programs::EXTISM_PDK_COUNT_VOWELS).unwrap();
+        assert_eq!(plugin.version(), 2);
+        // The new code answers at once, while the old call still waits.
+        assert_eq!(call(&plugin, "count_vowels", b"ee"), r#"{"count":2}"#);
+        go.send(()).unwrap();
+        assert_eq!(in_flight.join().unwrap(), r#"{"count":4}"#);
+    });
+}
+
+#[test]
+fn components_take_typed_values_or_bytes() {
+    let plugin = load(test_programs::WAT_INVOKE_COMPONENT, PluginConfig::default());
+    assert_eq!(plugin.kind(), PluginKind::Component);
+    assert_eq!(call(&plugin, "greet", b"plugin"), "hello, plugin");
+    assert_eq!(call(&plugin, "add", b"2, 40"), "42");
+    let (results, report) = plugin
+        .call_values("add", &[ComponentVal::U32(1), ComponentVal::U32(2)])
+        .unwrap();
+    assert_eq!(results, [ComponentVal::U32(3)]);
+    assert!(report.instructions > 0);
+    let quick = PluginConfig {
+        limits: tern_plugin::PluginLimits {
+            timeout: std::time::Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..PluginConfig::default()
+    };
+    let plugin = load(test_programs::WAT_INVOKE_COMPONENT, quick);
+    let error = plugin.call("spin", b"").err().expect("spin is stopped");
+    assert_eq!(error.limit(), Some(tern_plugin::Limit::Time));
+}
+
+#[test]
+fn plain_modules_take_numbers() {
+    let plugin = load(test_programs::WAT_CALC, PluginConfig::default());
+    assert_eq!(plugin.kind(), PluginKind::Core);
+    assert_eq!(call(&plugin, "add", b"2 40"), "42");
+    let (results, _) = plugin.call_numbers("add", &[Val::I32(5), Val::I32(6)]).unwrap();
+    assert_eq!(results[0].i32(), Some(11));
+    let error = plugin.call("add", b"1").unwrap_err();
+    assert!(error.message.contains("takes 2 number(s)"), "{error}");
+}
+
+#[test]
+fn loading_garbage_is_one_clear_error() {
+    for bytes in [&b"not wasm"[..], b"\0asm\x01\0\0\0\x05garbage"] {
+        let error = host().load_bytes(bytes.to_vec(), PluginConfig::default()).err().unwrap();
+        let text = format!("{error:#}");
+        assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Nothing here: every plug-in is an example.

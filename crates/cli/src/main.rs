@@ -5,6 +5,7 @@
 mod admin_client;
 mod apps;
 mod build;
+mod call;
 mod compile;
 mod compiling;
 mod compose;
@@ -43,6 +44,8 @@ struct Cli {
 enum Command {
     /// Run a WASI program (core module, component or .wat) in a sandbox
     Run(run::RunArgs),
+    /// Call one function of a plugin (Extism plugin, component or module) and print its output
+    Call(call::CallArgs),
     /// Serve an HTTP app described by a manifest (tern.toml)
     Serve(serve::ServeArgs),
     /// Compile a program ahead of time into an artifact only this installation trusts
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Call(args) => call::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Compile(args) => compile::main(args),
         Command::New(args) => new::main(args),

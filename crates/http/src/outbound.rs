@@ -110,12 +110,19 @@ pub async fn fetch_checked(
             .boxed_unsync()
     });
     let exchange = async {
-        let (response, io) = send(target, request, policy.tls.clone(), policy.connect_timeout, timeout)
-            .await
-            .map_err(|e| format!("request to {uri} failed: {e}"))?;
+        let (response, io) = send(
+            target,
+            request,
+            policy.tls.clone(),
+            policy.connect_timeout,
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("request to {uri} failed: {e}"))?;
         tokio::spawn(Box::into_pin(io));
         let (parts, body) = response.into_parts();
-        let limited = http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+        let limited =
+            http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
         let body = limited
             .collect()
             .await

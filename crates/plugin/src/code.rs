@@ -100,12 +100,10 @@ impl Code {
                 .map(|e| e.name().to_owned())
                 .filter(|name| !is_lifecycle(name))
                 .collect(),
-            Linked::Component { component, .. } => {
-                tern_runtime::exported_funcs(engine, component)
-                    .iter()
-                    .map(|f| f.name())
-                    .collect()
-            }
+            Linked::Component { component, .. } => tern_runtime::exported_funcs(engine, component)
+                .iter()
+                .map(|f| f.name())
+                .collect(),
         }
     }
 
@@ -114,7 +112,11 @@ impl Code {
         &self,
         engine: &Engine,
         name: &str,
-    ) -> Result<(ComponentExportIndex, wasmtime::component::types::ComponentFunc, String)> {
+    ) -> Result<(
+        ComponentExportIndex,
+        wasmtime::component::types::ComponentFunc,
+        String,
+    )> {
         let Linked::Component { component, .. } = &self.linked else {
             bail!("not a component");
         };
@@ -130,7 +132,10 @@ impl Code {
 
 /// Exports the host calls itself, not offered as plugin functions.
 pub(crate) fn is_lifecycle(name: &str) -> bool {
-    matches!(name, "_initialize" | "_start" | "__wasm_call_ctors" | "hs_init")
+    matches!(
+        name,
+        "_initialize" | "_start" | "__wasm_call_ctors" | "hs_init"
+    )
 }
 
 fn unlinked(e: wasmtime::Error) -> wasmtime::Error {

@@ -52,7 +52,9 @@ impl PluginCtx {
 
     /// Bytes the Extism memory may still grow by.
     pub(crate) fn kernel_budget(&self) -> u64 {
-        self.budget.max.saturating_sub(self.budget.total(self.call.kernel.size()))
+        self.budget
+            .max
+            .saturating_sub(self.budget.total(self.call.kernel.size()))
     }
 
     /// Notes that the Extism memory grew, for the peak.
@@ -99,7 +101,6 @@ impl Budget {
         true
     }
 }
-
 
 impl PluginCtx {
     pub(crate) fn limiter(&mut self) -> &mut dyn wasmtime::ResourceLimiter {

@@ -12,9 +12,9 @@ use tern_runtime::{ByteSize, CompileCache, Loader, Program, SigningKey};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Result};
 
+use crate::PluginConfig;
 use crate::host_fn::{BoxFuture, panic_text};
 use crate::plugin::Plugin;
-use crate::PluginConfig;
 
 /// How often the epoch moves: the granularity of timeouts.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
@@ -235,7 +235,8 @@ impl HostInner {
         self.runtime().spawn(async move {
             let _ = tx.send(future.await);
         });
-        rx.recv().expect("the I/O runtime runs every task it is given")
+        rx.recv()
+            .expect("the I/O runtime runs every task it is given")
     }
 
     /// Runs an embedder's async function on the I/O runtime; its error or

@@ -24,8 +24,7 @@ type NumbersFn = dyn Fn(&[Val]) -> Result<Vec<Val>, String> + Send + Sync;
 type TypedFn = dyn Fn(&[ComponentVal]) -> Result<Vec<ComponentVal>, String> + Send + Sync;
 type TypedAsyncFn =
     dyn Fn(Vec<ComponentVal>) -> BoxFuture<Result<Vec<ComponentVal>, String>> + Send + Sync;
-type LinkFn =
-    dyn Fn(&mut wasmtime::component::Linker<PluginCtx>) -> Result<()> + Send + Sync;
+type LinkFn = dyn Fn(&mut wasmtime::component::Linker<PluginCtx>) -> Result<()> + Send + Sync;
 
 #[derive(Clone)]
 enum Body {
@@ -274,7 +273,8 @@ pub(crate) fn panic_text(panic: &(dyn Any + Send)) -> String {
 
 fn define_core(linker: &mut Linker<PluginCtx>, f: &HostFunction, ty: FuncType) -> Result<()> {
     let label = label(&f.module, &f.name);
-    let returns_block = ty.results().len() == 1 && matches!(ty.results().next(), Some(ValType::I64));
+    let returns_block =
+        ty.results().len() == 1 && matches!(ty.results().next(), Some(ValType::I64));
     match &f.body {
         Body::Numbers(body) => {
             let body = body.clone();

@@ -10,9 +10,9 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use wasmtime::component::Type;
 use wasmtime::component::Val as ComponentVal;
 use wasmtime::component::types::ComponentFunc;
-use wasmtime::component::Type;
 use wasmtime::{Func, Result, Store, Trap, Val, bail, format_err};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -48,7 +48,10 @@ impl Instance {
             linked => {
                 let mut builder = WasiCtxBuilder::new();
                 let max_log = usize::try_from(shared.limits.max_log.0).unwrap_or(usize::MAX);
-                let (out, err) = (MemoryOutputPipe::new(max_log), MemoryOutputPipe::new(max_log));
+                let (out, err) = (
+                    MemoryOutputPipe::new(max_log),
+                    MemoryOutputPipe::new(max_log),
+                );
                 builder.stdout(out.clone()).stderr(err.clone());
                 pipes = Some((out, err));
                 for (key, value) in &shared.grants.env {
@@ -233,10 +236,18 @@ impl Instance {
         let func = self.export(name)?;
         let ty = func.ty(&self.store);
         if ty.params().len() != 0 || ty.results().len() > 1 {
-            bail!("`{name}` is not an Extism plugin function (it takes arguments); call it with numbers");
+            bail!(
+                "`{name}` is not an Extism plugin function (it takes arguments); call it with numbers"
+            );
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        block_on(call_func(&mut self.store, &func, self.code.is_async, &[], &mut results))?;
+        block_on(call_func(
+            &mut self.store,
+            &func,
+            self.code.is_async,
+            &[],
+            &mut results,
+        ))?;
         let code = match results.first() {
             None => 0,
             Some(value) => value.i32().unwrap_or(-1),
@@ -255,8 +266,17 @@ impl Instance {
     fn core_call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>> {
         let func = self.export(name)?;
         let ty = func.ty(&self.store);
-        let mut results: Vec<Val> = ty.results().map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0))).collect();
-        block_on(call_func(&mut self.store, &func, self.code.is_async, args, &mut results))?;
+        let mut results: Vec<Val> = ty
+            .results()
+            .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
+            .collect();
+        block_on(call_func(
+            &mut self.store,
+            &func,
+            self.code.is_async,
+            args,
+            &mut results,
+        ))?;
         Ok(results)
     }
 
@@ -267,7 +287,10 @@ impl Instance {
         let ty = func.ty(&self.store);
         let text = std::str::from_utf8(input)
             .map_err(|_| format_err!("the arguments of `{name}` are not text"))?;
-        let words: Vec<&str> = text.split([' ', ',', '\n', '\t']).filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = text
+            .split([' ', ',', '\n', '\t'])
+            .filter(|w| !w.is_empty())
+            .collect();
         let params: Vec<wasmtime::ValType> = ty.params().collect();
         if words.len() != params.len() {
             bail!(
@@ -322,14 +345,17 @@ impl Instance {
         let gives_bytes = match results.as_slice() {
             [] | [Type::String] => true,
             [Type::List(list)] => list.ty() == Type::U8,
-            [Type::Result(r)] => matches!(r.ok(), None | Some(Type::String))
-                || matches!(r.ok(), Some(Type::List(l)) if l.ty() == Type::U8),
+            [Type::Result(r)] => {
+                matches!(r.ok(), None | Some(Type::String))
+                    || matches!(r.ok(), Some(Type::List(l)) if l.ty() == Type::U8)
+            }
             _ => false,
         };
         if let (Some(string), true) = (takes, gives_bytes) {
             let arg = if string {
-                let text = String::from_utf8(input.to_vec())
-                    .map_err(|_| format_err!("`{full}` takes a string, and the input is not UTF-8"))?;
+                let text = String::from_utf8(input.to_vec()).map_err(|_| {
+                    format_err!("`{full}` takes a string, and the input is not UTF-8")
+                })?;
                 ComponentVal::String(text)
             } else {
                 ComponentVal::List(input.iter().map(|b| ComponentVal::U8(*b)).collect())

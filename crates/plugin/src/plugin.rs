@@ -117,7 +117,10 @@ impl Plugin {
 
     /// The functions it exports, for listings.
     pub fn functions(&self) -> Vec<String> {
-        self.inner.code.load().functions(&self.inner.host.inner.engine)
+        self.inner
+            .code
+            .load()
+            .functions(&self.inner.host.inner.engine)
     }
 
     /// How many times its code was swapped, plus one.
@@ -153,7 +156,12 @@ impl Plugin {
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || plugin.call(&name, &input))
             .await
-            .unwrap_or_else(|e| Err(CallError::new(format!("the call did not finish: {e}"), Report::default())))
+            .unwrap_or_else(|e| {
+                Err(CallError::new(
+                    format!("the call did not finish: {e}"),
+                    Report::default(),
+                ))
+            })
     }
 
     /// Calls a component's function with typed values.
@@ -177,7 +185,6 @@ impl Plugin {
     pub fn session(&self) -> Result<Session, CallError> {
         Ok(Session {
             instance: self.instance()?,
-
         })
     }
 
@@ -197,7 +204,11 @@ impl Plugin {
     }
 
     fn swap_program(&self, program: Program) -> Result<()> {
-        let code = Code::link(&self.inner.host.inner.engine, program, &self.inner.functions)?;
+        let code = Code::link(
+            &self.inner.host.inner.engine,
+            program,
+            &self.inner.functions,
+        )?;
         self.inner.code.store(Arc::new(code));
         self.inner.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -213,15 +224,11 @@ impl Plugin {
 /// once; make one per thread.
 pub struct Session {
     instance: Instance,
-
-
-
 }
 
 impl Session {
     /// [`Plugin::call`] on this session's instance.
     pub fn call(&mut self, name: &str, input: &[u8]) -> Result<(Vec<u8>, Report), CallError> {
-
         self.instance.call(name, input, Instant::now())
     }
 

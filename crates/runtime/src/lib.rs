@@ -55,7 +55,6 @@ pub use imports::{explain_link_error, trap_unprovided_imports};
 pub use invoke::{
     ExportedFunc, exported_funcs, find_export, invoke, parse_core_val, show_core_val,
 };
-pub use wave::{Call as WaveCall, show as show_wave};
 pub use limits::{Limits, MemoryLimiter};
 pub use nn::{Nn, NnModel};
 pub use outcome::Outcome;
@@ -66,3 +65,4 @@ pub use services::Services;
 pub use stores::{Stores, open_store, open_stores};
 pub use tern_manifest::units::{ByteSize, HumanDuration};
 pub use wasmtime::{Engine, Error, Result};
+pub use wave::{Call as WaveCall, show as show_wave};

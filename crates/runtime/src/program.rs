@@ -135,17 +135,17 @@ impl Loader<'_> {
 
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).with_context(cannot_read)?;
-        self.from_bytes(engine, bytes, start, Some(&stamp))
+        self.load_read(engine, bytes, start, Some(&stamp))
     }
 
     /// Compiles `bytes` (a module, a component, WAT text or a sealed
     /// artifact), or takes its code from the cache, as [`Loader::load`]
     /// does for a file.
     pub fn load_bytes(&self, engine: &Engine, bytes: Vec<u8>) -> Result<Loaded> {
-        self.from_bytes(engine, bytes, Instant::now(), None)
+        self.load_read(engine, bytes, Instant::now(), None)
     }
 
-    fn from_bytes(
+    fn load_read(
         &self,
         engine: &Engine,
         bytes: Vec<u8>,

@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod call;
 mod errors;
 mod examples;
 mod grants;

@@ -39,8 +39,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
             .map_err(|e| format_err!("extism `http_request`: the request is not valid: {e}"))?;
         let shared = ctx.shared.clone();
         let remaining = ctx.call.deadline.saturating_duration_since(Instant::now());
-        let (allowed, max) = (shared.grants.allowed_hosts.clone(), shared.limits.max_http_response.0);
-        let fetch = async move { tern_http::fetch_checked(&allowed, request, max, remaining).await };
+        let (allowed, max) = (
+            shared.grants.allowed_hosts.clone(),
+            shared.limits.max_http_response.0,
+        );
+        let fetch =
+            async move { tern_http::fetch_checked(&allowed, request, max, remaining).await };
         let response = match shared.host.io(fetch) {
             Ok(response) => response,
             Err(why) => bail!("extism `http_request`: {why}"),
@@ -61,7 +65,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
         ctx.call.set_http_response(status, headers);
         ctx.alloc_with("http_request", response.body())
     })?;
-    linker.func_wrap(m, "http_status_code", |c: C<'_>| c.data().call.http_status())?;
+    linker.func_wrap(m, "http_status_code", |c: C<'_>| {
+        c.data().call.http_status()
+    })?;
     linker.func_wrap(m, "http_headers", |c: C<'_>| c.data().call.http_headers())?;
     Ok(())
 }

@@ -126,7 +126,9 @@ impl Kernel {
     /// one live block.
     fn check(&mut self, offset: u64, len: u64) -> Result<usize, Fault> {
         let fault = Fault::OutOfBounds { offset, len };
-        let end = offset.checked_add(len).ok_or(Fault::OutOfBounds { offset, len })?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(Fault::OutOfBounds { offset, len })?;
         let (start, block_len) = self.last;
         if start != 0 && offset >= start && end <= start + block_len {
             return Ok((offset - BASE) as usize);

@@ -164,9 +164,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
     let m = MODULE;
 
     // Input.
-    linker.func_wrap(m, "input_length", |c: C<'_>| c.data().call.input.len() as u64)?;
+    linker.func_wrap(m, "input_length", |c: C<'_>| {
+        c.data().call.input.len() as u64
+    })?;
     linker.func_wrap(m, "input_load_u8", |c: C<'_>, offset: u64| {
-        Ok(u32::from(c.data().input_at::<1>("input_load_u8", offset)?[0]))
+        Ok(u32::from(
+            c.data().input_at::<1>("input_load_u8", offset)?[0],
+        ))
     })?;
     linker.func_wrap(m, "input_load_u64", |c: C<'_>, offset: u64| {
         Ok(u64::from_le_bytes(
@@ -206,14 +210,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
         Ok(u32::from(c.data_mut().load::<1>("load_u8", offset)?[0]))
     })?;
     linker.func_wrap(m, "load_u64", |mut c: C<'_>, offset: u64| {
-        Ok(u64::from_le_bytes(c.data_mut().load::<8>("load_u64", offset)?))
+        Ok(u64::from_le_bytes(
+            c.data_mut().load::<8>("load_u64", offset)?,
+        ))
     })?;
     linker.func_wrap(m, "store_u8", |mut c: C<'_>, offset: u64, value: u32| {
         c.data_mut().store("store_u8", offset, [value as u8])
     })?;
     linker.func_wrap(m, "store_u64", |mut c: C<'_>, offset: u64, value: u64| {
-        c.data_mut()
-            .store("store_u64", offset, value.to_le_bytes())
+        c.data_mut().store("store_u64", offset, value.to_le_bytes())
     })?;
     linker.func_wrap(m, "reset", |mut c: C<'_>| {
         let ctx = c.data_mut();
@@ -308,7 +313,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
     }
     // The PDKs skip logging below this level; i32::MAX is "off".
     linker.func_wrap(m, "get_log_level", |c: C<'_>| {
-        c.data().shared.log_level.map_or(i32::MAX, |level| level as i32)
+        c.data()
+            .shared
+            .log_level
+            .map_or(i32::MAX, |level| level as i32)
     })?;
 
     http::add_to_linker(linker)
@@ -325,7 +333,9 @@ pub(crate) fn take_output(state: &mut CallState) -> Result<Vec<u8>> {
     // Checked at `output_set`, but the plugin may have freed it since.
     match state.kernel.slice(offset, len) {
         Ok(bytes) => Ok(bytes.to_vec()),
-        Err(_) => bail!("extism: the output block at offset {offset} was freed before the call ended"),
+        Err(_) => {
+            bail!("extism: the output block at offset {offset} was freed before the call ended")
+        }
     }
 }
 

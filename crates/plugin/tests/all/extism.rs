@@ -24,7 +24,8 @@ fn reference(args: &[&str]) -> Result<String, String> {
 fn hello_world() -> HostFunctions {
     // What extism-pdk's host_function_host example does: count times 10.
     HostFunctions::new().bytes("extism:host/user", "hello_world", |args| {
-        let mut value: serde_json::Value = serde_json::from_slice(&args[0]).map_err(|e| e.to_string())?;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&args[0]).map_err(|e| e.to_string())?;
         let count = value["count"].as_i64().ok_or("no count")?;
         value["count"] = (count * 10).into();
         Ok(serde_json::to_vec(&value).unwrap())
@@ -34,7 +35,11 @@ fn hello_world() -> HostFunctions {
 #[test]
 fn pdk_examples_answer_as_on_extism() {
     let cases: [(&str, &str, &str); 3] = [
-        (test_programs::EXTISM_PDK_COUNT_VOWELS, "count_vowels", "Hello, World!"),
+        (
+            test_programs::EXTISM_PDK_COUNT_VOWELS,
+            "count_vowels",
+            "Hello, World!",
+        ),
         (test_programs::EXTISM_PDK_SUM, "add", r#"{"a":20,"b":22}"#),
         (test_programs::EXTISM_PDK_REFLECT, "nothing", ""),
     ];
@@ -44,8 +49,14 @@ fn pdk_examples_answer_as_on_extism() {
         let theirs = reference(&[wasm, function, "--input", input]).unwrap();
         assert_eq!(ours, theirs, "{function}({input})");
     }
-    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
-    assert_eq!(call(&plugin, "count_vowels", b"Hello, World!"), r#"{"count":3}"#);
+    let plugin = load(
+        test_programs::EXTISM_PDK_COUNT_VOWELS,
+        PluginConfig::default(),
+    );
+    assert_eq!(
+        call(&plugin, "count_vowels", b"Hello, World!"),
+        r#"{"count":3}"#
+    );
 }
 
 #[test]
@@ -69,7 +80,10 @@ fn a_host_function_serves_the_pdk_example_that_imports_it() {
 
     // Without the function, the plugin is refused at load, naming it.
     let error = super::host()
-        .load(test_programs::EXTISM_PDK_HOST_FUNCTION, PluginConfig::default())
+        .load(
+            test_programs::EXTISM_PDK_HOST_FUNCTION,
+            PluginConfig::default(),
+        )
         .err()
         .expect("an unlinkable plugin is refused");
     let text = format!("{error:#}");
@@ -89,7 +103,14 @@ fn config_and_variables_behave_as_on_extism() {
     let plugin = load(wasm, config);
     let ours = call(&plugin, "greet", b"Tern");
     assert_eq!(ours, "Howdy, Tern!");
-    let theirs = reference(&[wasm, "greet", "--input", "Tern", "--config", "greeting=Howdy"]);
+    let theirs = reference(&[
+        wasm,
+        "greet",
+        "--input",
+        "Tern",
+        "--config",
+        "greeting=Howdy",
+    ]);
     assert_eq!(Ok(ours), theirs);
 
     // Nothing granted: the config key is absent.
@@ -117,7 +138,11 @@ fn a_plugin_error_reaches_the_caller_as_extism_reports_it() {
     assert_eq!(error.limit(), None);
     assert_eq!(call(&plugin, "ok", b""), "fine");
     let missing = plugin.call("nope", b"").unwrap_err();
-    assert!(missing.message.contains("no function `nope`"), "{}", missing.message);
+    assert!(
+        missing.message.contains("no function `nope`"),
+        "{}",
+        missing.message
+    );
     assert!(missing.message.contains("fail"), "{}", missing.message);
 }
 
@@ -133,7 +158,14 @@ fn logs_are_reported_from_the_level_asked_for() {
     let levels: Vec<LogLevel> = report.logs.iter().map(|l| l.level).collect();
     assert_eq!(levels, [LogLevel::Info, LogLevel::Warn, LogLevel::Error]);
     assert!(report.logs.iter().all(|l| l.message.contains("note")));
-    assert_eq!(report.log_bytes, report.logs.iter().map(|l| l.message.len() as u64).sum::<u64>());
+    assert_eq!(
+        report.log_bytes,
+        report
+            .logs
+            .iter()
+            .map(|l| l.message.len() as u64)
+            .sum::<u64>()
+    );
 
     // Off by default, as on Extism: the PDK then does not even call in.
     let quiet = load(test_programs::EXTISM_LOG, PluginConfig::default());
@@ -179,12 +211,17 @@ fn upstream(body: &'static str) -> (u16, Arc<AtomicUsize>) {
 #[test]
 fn http_requests_go_only_where_the_grants_allow() {
     let (port, accepted) = upstream("hello from upstream");
-    let request = format!(r#"{{"url":"http://127.0.0.1:{port}/greeting","headers":{{}},"method":"GET"}}"#);
+    let request =
+        format!(r#"{{"url":"http://127.0.0.1:{port}/greeting","headers":{{}},"method":"GET"}}"#);
 
     let denied = load(test_programs::EXTISM_PDK_HTTP, PluginConfig::default());
     let error = denied.call("http_get", request.as_bytes()).unwrap_err();
     assert!(error.message.contains("denied"), "{}", error.message);
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a denied request must not connect");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a denied request must not connect"
+    );
 
     let allowed = format!("http://127.0.0.1:{port}");
     let config = PluginConfig {
@@ -221,7 +258,10 @@ fn a_wasi_plugin_sees_only_what_it_is_granted() {
     let config = PluginConfig {
         grants: Grants {
             env: vec![("GREETING".to_owned(), "hi".to_owned())],
-            dirs: vec![tern_plugin::DirGrant::parse(&format!("{}::/data", dir.path().display()), true).unwrap()],
+            dirs: vec![
+                tern_plugin::DirGrant::parse(&format!("{}::/data", dir.path().display()), true)
+                    .unwrap(),
+            ],
             ..Grants::default()
         },
         log_level: Some(LogLevel::Info),
@@ -232,7 +272,14 @@ fn a_wasi_plugin_sees_only_what_it_is_granted() {
     let text = String::from_utf8(output).unwrap();
     assert!(text.contains("\"hi\""), "{text}");
     assert!(text.contains("notes.txt"), "{text}");
-    assert!(report.logs.iter().any(|l| l.message.contains("hello from stdout")), "{:?}", report.logs);
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("hello from stdout")),
+        "{:?}",
+        report.logs
+    );
 
     let bare = load(test_programs::EXTISM_WASI, PluginConfig::default());
     let text = call(&bare, "env_and_files", b"");

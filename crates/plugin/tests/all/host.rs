@@ -9,7 +9,10 @@ use super::{call, host, load};
 
 #[test]
 fn a_call_reports_what_it_cost() {
-    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
+    let plugin = load(
+        test_programs::EXTISM_PDK_COUNT_VOWELS,
+        PluginConfig::default(),
+    );
     assert_eq!(plugin.kind(), PluginKind::Extism);
     assert!(plugin.functions().contains(&"count_vowels".to_owned()));
     let (output, report) = plugin.call("count_vowels", b"Hello, World!").unwrap();
@@ -21,7 +24,10 @@ fn a_call_reports_what_it_cost() {
     assert_eq!(report.stopped_by, None);
     // Longer input, more instructions.
     let (_, longer) = plugin.call("count_vowels", &[b'a'; 4096]).unwrap();
-    assert!(longer.instructions > report.instructions, "{longer} vs {report}");
+    assert!(
+        longer.instructions > report.instructions,
+        "{longer} vs {report}"
+    );
 }
 
 #[test]
@@ -30,7 +36,9 @@ fn a_session_keeps_its_instance_and_a_call_does_not() {
     assert_eq!(call(&plugin, "incr", b""), "1");
     assert_eq!(call(&plugin, "incr", b""), "1");
     let mut session = plugin.session().unwrap();
-    let counts: Vec<Vec<u8>> = (0..3).map(|_| session.call("incr", b"").unwrap().0).collect();
+    let counts: Vec<Vec<u8>> = (0..3)
+        .map(|_| session.call("incr", b"").unwrap().0)
+        .collect();
     assert_eq!(counts, [b"1", b"2", b"3"]);
     let mut other = plugin.session().unwrap();
     assert_eq!(other.call("incr", b"").unwrap().0, b"1");
@@ -38,7 +46,10 @@ fn a_session_keeps_its_instance_and_a_call_does_not() {
 
 #[test]
 fn many_threads_call_one_plugin_at_once() {
-    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
+    let plugin = load(
+        test_programs::EXTISM_PDK_COUNT_VOWELS,
+        PluginConfig::default(),
+    );
     std::thread::scope(|s| {
         for n in 0..4usize {
             let plugin = &plugin;
@@ -55,8 +66,13 @@ fn many_threads_call_one_plugin_at_once() {
 
 #[test]
 fn async_callers_get_the_same_answers() {
-    let plugin = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let plugin = load(
+        test_programs::EXTISM_PDK_COUNT_VOWELS,
+        PluginConfig::default(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let (output, _) = runtime
         .block_on(plugin.call_async("count_vowels", b"Tern".to_vec()))
         .unwrap();
@@ -135,7 +151,7 @@ fn components_take_typed_values_or_bytes() {
         ..PluginConfig::default()
     };
     let plugin = load(test_programs::WAT_INVOKE_COMPONENT, quick);
-    let error = plugin.call("spin", b"").err().expect("spin is stopped");
+    let error = plugin.call("spin", b"").expect_err("spin is stopped");
     assert_eq!(error.limit(), Some(tern_plugin::Limit::Time));
 }
 
@@ -144,7 +160,9 @@ fn plain_modules_take_numbers() {
     let plugin = load(test_programs::WAT_CALC, PluginConfig::default());
     assert_eq!(plugin.kind(), PluginKind::Core);
     assert_eq!(call(&plugin, "add", b"2 40"), "42");
-    let (results, _) = plugin.call_numbers("add", &[Val::I32(5), Val::I32(6)]).unwrap();
+    let (results, _) = plugin
+        .call_numbers("add", &[Val::I32(5), Val::I32(6)])
+        .unwrap();
     assert_eq!(results[0].i32(), Some(11));
     let error = plugin.call("add", b"1").unwrap_err();
     assert!(error.message.contains("takes 2 number(s)"), "{error}");
@@ -153,7 +171,10 @@ fn plain_modules_take_numbers() {
 #[test]
 fn loading_garbage_is_one_clear_error() {
     for bytes in [&b"not wasm"[..], b"\0asm\x01\0\0\0\x05garbage"] {
-        let error = host().load_bytes(bytes.to_vec(), PluginConfig::default()).err().unwrap();
+        let error = host()
+            .load_bytes(bytes.to_vec(), PluginConfig::default())
+            .err()
+            .unwrap();
         let text = format!("{error:#}");
         assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
     }

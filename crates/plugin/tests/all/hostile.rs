@@ -48,7 +48,11 @@ fn runaway_plugins_stop_at_their_limits() {
     for function in ["spin_alloc", "grow", "huge_output"] {
         let error = small.call(function, b"").unwrap_err();
         assert_eq!(error.limit(), Some(Limit::Memory), "{function}: {error}");
-        assert!(error.report.peak_memory <= 32 << 20, "{function}: {}", error.report);
+        assert!(
+            error.report.peak_memory <= 32 << 20,
+            "{function}: {}",
+            error.report
+        );
     }
 
     let error = small.call("deep", b"").unwrap_err();
@@ -126,14 +130,22 @@ fn a_panicking_host_function_fails_only_its_call() {
         },
     );
     let error = plugin.call("count_vowels", &[b'a'; 10]).unwrap_err();
-    assert!(error.message.contains("panicked: the host function gave up"), "{error}");
+    assert!(
+        error
+            .message
+            .contains("panicked: the host function gave up"),
+        "{error}"
+    );
     assert_eq!(call(&plugin, "count_vowels", b"aaa"), r#"{"count":3}"#);
 }
 
 #[test]
 fn a_plugin_that_always_traps_leaves_the_others_working() {
     let broken = load(test_programs::EXTISM_FAIL, PluginConfig::default());
-    let good = load(test_programs::EXTISM_PDK_COUNT_VOWELS, PluginConfig::default());
+    let good = load(
+        test_programs::EXTISM_PDK_COUNT_VOWELS,
+        PluginConfig::default(),
+    );
     std::thread::scope(|s| {
         let traps = s.spawn(|| {
             for _ in 0..50 {

@@ -3,8 +3,8 @@
 //! real Extism runtime), hostile plugins, components and plain modules.
 
 mod extism;
-mod hostile;
 mod host;
+mod hostile;
 
 use std::sync::OnceLock;
 

@@ -47,7 +47,7 @@ pub struct CallArgs {
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
     config: Vec<(String, String)>,
     /// Allow the plugin's HTTP requests (Extism's http_request) to a host:
-    /// `api.example.com` (http and https on their default ports),
+    /// `api.example.com` (http and https on any port, as Extism matches),
     /// `*.example.com`, or a URL like `http://127.0.0.1:8080`
     #[arg(long = "allow-host", value_name = "HOST|URL")]
     allow_host: Vec<String>,

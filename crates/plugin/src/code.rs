@@ -38,6 +38,8 @@ pub(crate) enum Linked {
     Component {
         pre: wasmtime::component::InstancePre<PluginCtx>,
         component: Component,
+        /// Its exported functions, listed once.
+        exports: Vec<tern_runtime::ExportedFunc>,
     },
 }
 
@@ -82,9 +84,14 @@ impl Code {
                 wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
                 functions.link_component(&mut linker)?;
                 let pre = linker.instantiate_pre(&component).map_err(unlinked)?;
+                let exports = tern_runtime::exported_funcs(engine, &component);
                 Ok(Code {
                     kind: PluginKind::Component,
-                    linked: Linked::Component { pre, component },
+                    linked: Linked::Component {
+                        pre,
+                        component,
+                        exports,
+                    },
                     is_async,
                 })
             }
@@ -92,7 +99,7 @@ impl Code {
     }
 
     /// The functions a caller may call, for listings and errors.
-    pub(crate) fn functions(&self, engine: &Engine) -> Vec<String> {
+    pub(crate) fn functions(&self) -> Vec<String> {
         match &self.linked {
             Linked::Module { module, .. } => module
                 .exports()
@@ -100,28 +107,26 @@ impl Code {
                 .map(|e| e.name().to_owned())
                 .filter(|name| !is_lifecycle(name))
                 .collect(),
-            Linked::Component { component, .. } => tern_runtime::exported_funcs(engine, component)
-                .iter()
-                .map(|f| f.name())
-                .collect(),
+            Linked::Component { exports, .. } => exports.iter().map(|f| f.name()).collect(),
         }
     }
 
     /// Where a component's function `name` is, with its type.
     pub(crate) fn component_func(
         &self,
-        engine: &Engine,
         name: &str,
     ) -> Result<(
         ComponentExportIndex,
         wasmtime::component::types::ComponentFunc,
         String,
     )> {
-        let Linked::Component { component, .. } = &self.linked else {
+        let Linked::Component {
+            component, exports, ..
+        } = &self.linked
+        else {
             bail!("not a component");
         };
-        let funcs = tern_runtime::exported_funcs(engine, component);
-        let func = tern_runtime::find_export(&funcs, name)?;
+        let func = tern_runtime::find_export(exports, name)?;
         let full = func.name();
         let index = func
             .index(component)

@@ -17,8 +17,8 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Where the Extism ABI's `http_request` may go. An entry is a Tern
     /// outbound host (`https://api.example.com`, `http://127.0.0.1:8080`,
-    /// `https://*.example.com`) or an Extism-style bare host name, which
-    /// allows both schemes on their default ports.
+    /// `https://*.example.com`) or an Extism-style bare host name (see
+    /// [`Grants::parse_host`]).
     pub allowed_hosts: Vec<OutboundHost>,
     /// Values the Extism ABI's `config_get` reads.
     pub config: BTreeMap<String, String>,
@@ -26,14 +26,23 @@ pub struct Grants {
 
 impl Grants {
     /// Parses an `allowed_hosts` entry: a Tern outbound host with its
-    /// scheme, or a bare host name (Extism's form) for `http` and `https`.
+    /// scheme (`https://api.example.com`, `http://127.0.0.1:8080`), or an
+    /// Extism-style bare host (`api.example.com`, `*.example.com`, `*`),
+    /// which Extism matches on the host alone: `http` and `https` on any
+    /// port. Either way a name that resolves to a non-public address is
+    /// refused unless the entry names that host itself.
     pub fn parse_host(entry: &str) -> Result<Vec<OutboundHost>, String> {
         if entry.contains("://") {
             return Ok(vec![entry.parse()?]);
         }
+        let any_port = if entry.ends_with(']') || !entry.contains(':') {
+            ":*"
+        } else {
+            ""
+        };
         ["http", "https"]
             .iter()
-            .map(|scheme| format!("{scheme}://{entry}").parse())
+            .map(|scheme| format!("{scheme}://{entry}{any_port}").parse())
             .collect()
     }
 }

@@ -3,6 +3,7 @@
 //! (fuel, epoch deadline, memory budget, input and output sizes) and
 //! reported on.
 
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use wasmtime::component::Type;
 use wasmtime::component::Val as ComponentVal;
 use wasmtime::component::types::ComponentFunc;
-use wasmtime::{Func, Result, Store, Trap, Val, bail, format_err};
+use wasmtime::{Func, Result, Store, Trap, TypedFunc, Val, bail, format_err};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -30,6 +31,8 @@ pub(crate) struct Instance {
     pub(crate) code: Arc<Code>,
     /// WASI output pipes, read into the logs after each call.
     pipes: Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+    /// Extism functions called on this instance, checked once.
+    extism_funcs: HashMap<String, TypedFunc<(), i32>>,
 }
 
 enum Handle {
@@ -90,6 +93,7 @@ impl Instance {
             handle: None,
             code: code.clone(),
             pipes,
+            extism_funcs: HashMap::new(),
         };
         instance.arm(shared, Bytes::new());
         let made = block_on(async {
@@ -227,30 +231,49 @@ impl Instance {
             bail!("`{name}` is called by the host, not by callers");
         }
         instance.get_func(&mut self.store, name).ok_or_else(|| {
-            let names = self.code.functions(self.store.engine()).join(", ");
+            let names = self.code.functions().join(", ");
             format_err!("the plugin has no function `{name}`; it exports: {names}")
         })
     }
 
     fn call_extism(&mut self, name: &str) -> Result<Vec<u8>> {
-        let func = self.export(name)?;
-        let ty = func.ty(&self.store);
-        if ty.params().len() != 0 || ty.results().len() > 1 {
-            bail!(
-                "`{name}` is not an Extism plugin function (it takes arguments); call it with numbers"
-            );
-        }
-        let mut results = vec![Val::I32(0); ty.results().len()];
-        block_on(call_func(
-            &mut self.store,
-            &func,
-            self.code.is_async,
-            &[],
-            &mut results,
-        ))?;
-        let code = match results.first() {
-            None => 0,
-            Some(value) => value.i32().unwrap_or(-1),
+        let code = match self.extism_funcs.get(name) {
+            Some(func) => {
+                let func = func.clone();
+                if self.code.is_async {
+                    block_on(func.call_async(&mut self.store, ()))?
+                } else {
+                    func.call(&mut self.store, ())?
+                }
+            }
+            None => {
+                let func = self.export(name)?;
+                let ty = func.ty(&self.store);
+                if ty.params().len() != 0 || ty.results().len() > 1 {
+                    bail!(
+                        "`{name}` is not an Extism plugin function (it takes arguments); call it with numbers"
+                    );
+                }
+                match func.typed::<(), i32>(&self.store) {
+                    Ok(typed) => {
+                        // A session calls it again: looked up and checked once.
+                        self.extism_funcs.insert(name.to_owned(), typed);
+                        return self.call_extism(name);
+                    }
+                    // `() -> ()`, or a result Extism takes as failure.
+                    Err(_) => {
+                        let mut results = vec![Val::I32(0); ty.results().len()];
+                        block_on(call_func(
+                            &mut self.store,
+                            &func,
+                            self.code.is_async,
+                            &[],
+                            &mut results,
+                        ))?;
+                        results.first().map_or(0, |value| value.i32().unwrap_or(-1))
+                    }
+                }
+            }
         };
         let state = &mut self.store.data_mut().call;
         // An error the plugin set fails the call whatever it returned.
@@ -317,7 +340,7 @@ impl Instance {
         let Some(Handle::Component(instance)) = &self.handle else {
             bail!("not a component");
         };
-        let (index, ty, full) = self.code.component_func(self.store.engine(), name)?;
+        let (index, ty, full) = self.code.component_func(name)?;
         let func = instance
             .get_func(&mut self.store, index)
             .ok_or_else(|| format_err!("the export `{full}` is not a function"))?;
@@ -334,7 +357,7 @@ impl Instance {
     /// a string, or a result of either; any other is called with the input
     /// read as WAVE arguments, and answers in WAVE.
     fn call_component_bytes(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>> {
-        let (_, ty, full) = self.code.component_func(self.store.engine(), name)?;
+        let (_, ty, full) = self.code.component_func(name)?;
         let params: Vec<Type> = ty.params().map(|(_, t)| t).collect();
         let results: Vec<Type> = ty.results().collect();
         let takes = match params.as_slice() {

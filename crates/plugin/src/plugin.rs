@@ -117,10 +117,7 @@ impl Plugin {
 
     /// The functions it exports, for listings.
     pub fn functions(&self) -> Vec<String> {
-        self.inner
-            .code
-            .load()
-            .functions(&self.inner.host.inner.engine)
+        self.inner.code.load().functions()
     }
 
     /// How many times its code was swapped, plus one.

@@ -55,6 +55,18 @@ pub struct Loaded {
     pub code_time: Duration,
 }
 
+impl Loaded {
+    /// A program loaded since `start`, `read_time` of it spent reading.
+    fn since(start: Instant, program: Program, source: CodeSource, read_time: Duration) -> Self {
+        Loaded {
+            program,
+            source,
+            read_time,
+            code_time: start.elapsed() - read_time,
+        }
+    }
+}
+
 /// The shape of a binary, from its header.
 enum Binary {
     Module,
@@ -107,12 +119,7 @@ impl Loader<'_> {
             );
         }
         let stamp = FileStamp::of(&metadata);
-        let loaded = |program, source, read_time: Duration| Loaded {
-            program,
-            source,
-            read_time,
-            code_time: start.elapsed() - read_time,
-        };
+        let loaded = |program, source, read_time| Loaded::since(start, program, source, read_time);
 
         // Every seal binds the engine the code was compiled for.
         let engine_hash = artifact::engine_hash(engine);
@@ -152,12 +159,7 @@ impl Loader<'_> {
         start: Instant,
         stamp: Option<&FileStamp>,
     ) -> Result<Loaded> {
-        let loaded = |program, source, read_time: Duration| Loaded {
-            program,
-            source,
-            read_time,
-            code_time: start.elapsed() - read_time,
-        };
+        let loaded = |program, source, read_time| Loaded::since(start, program, source, read_time);
         let engine_hash = artifact::engine_hash(engine);
         let remember = |cache: &CompileCache, content: &[u8; 32]| {
             if let Some(stamp) = stamp {

@@ -208,6 +208,13 @@ fn upstream(body: &'static str) -> (u16, Arc<AtomicUsize>) {
     (port, accepted)
 }
 
+fn plugin_grants(allowed: &str) -> Grants {
+    Grants {
+        allowed_hosts: Grants::parse_host(allowed).unwrap(),
+        ..Grants::default()
+    }
+}
+
 #[test]
 fn http_requests_go_only_where_the_grants_allow() {
     let (port, accepted) = upstream("hello from upstream");
@@ -225,10 +232,7 @@ fn http_requests_go_only_where_the_grants_allow() {
 
     let allowed = format!("http://127.0.0.1:{port}");
     let config = PluginConfig {
-        grants: Grants {
-            allowed_hosts: Grants::parse_host(&allowed).unwrap(),
-            ..Grants::default()
-        },
+        grants: plugin_grants(&allowed),
         ..PluginConfig::default()
     };
     let plugin = load(test_programs::EXTISM_PDK_HTTP, config);
@@ -244,11 +248,51 @@ fn http_requests_go_only_where_the_grants_allow() {
     ]);
     assert_eq!(Ok(ours), theirs);
 
+    // The response's headers, as Extism gives them when a host opts in.
+    let headers = load(
+        test_programs::EXTISM_PDK_HTTP_HEADERS,
+        PluginConfig {
+            grants: plugin_grants(&allowed),
+            ..PluginConfig::default()
+        },
+    );
+    let ours = call(&headers, "http_get", request.as_bytes());
+    assert!(ours.contains(r#""x-upstream":"yes""#), "{ours}");
+    let theirs = reference(&[
+        test_programs::EXTISM_PDK_HTTP_HEADERS,
+        "http_get",
+        "--input",
+        &request,
+        "--allow-host",
+        "127.0.0.1",
+        "--allow-http-response-headers",
+    ]);
+    assert_eq!(Ok(ours), theirs);
+
     // Another port of the same host is not granted.
     let (other, other_accepted) = upstream("nope");
     let elsewhere = request.replace(&port.to_string(), &other.to_string());
     assert!(plugin.call("http_get", elsewhere.as_bytes()).is_err());
     assert_eq!(other_accepted.load(Ordering::SeqCst), 0);
+
+    // Extism's bare host matches the host alone, on any port.
+    let bare = load(
+        test_programs::EXTISM_PDK_HTTP,
+        PluginConfig {
+            grants: plugin_grants("127.0.0.1"),
+            ..PluginConfig::default()
+        },
+    );
+    assert_eq!(call(&bare, "http_get", elsewhere.as_bytes()), "nope");
+    let theirs = reference(&[
+        test_programs::EXTISM_PDK_HTTP,
+        "http_get",
+        "--input",
+        &elsewhere,
+        "--allow-host",
+        "127.0.0.1",
+    ]);
+    assert_eq!(theirs.as_deref(), Ok("nope"));
 }
 
 #[test]

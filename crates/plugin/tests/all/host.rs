@@ -179,3 +179,49 @@ fn loading_garbage_is_one_clear_error() {
         assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
     }
 }
+
+/// A component importing `double: func(x: u32) -> u32` and exporting
+/// `quad`, which calls it twice.
+const QUAD: &str = r#"(component
+  (import "double" (func $double (param "x" u32) (result u32)))
+  (core func $lowered (canon lower (func $double)))
+  (core module $m
+    (import "host" "double" (func $d (param i32) (result i32)))
+    (func (export "quad") (param i32) (result i32)
+      (call $d (call $d (local.get 0)))))
+  (core instance $i (instantiate $m (with "host" (instance (export "double" (func $lowered))))))
+  (func (export "quad") (param "x" u32) (result u32) (canon lift (core func $i "quad"))))"#;
+
+#[test]
+fn components_import_typed_host_functions_sync_or_async() {
+    let double = |args: &[ComponentVal]| match args {
+        [ComponentVal::U32(x)] => Ok(vec![ComponentVal::U32(x * 2)]),
+        other => Err(format!("unexpected arguments {other:?}")),
+    };
+    let sync = HostFunctions::new().typed("", "double", double);
+    let asynchronous = HostFunctions::new().typed_async("", "double", move |args| {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            double(&args)
+        })
+    });
+    for functions in [sync, asynchronous] {
+        let config = PluginConfig {
+            functions,
+            ..PluginConfig::default()
+        };
+        let plugin = host()
+            .load_bytes(wat::parse_str(QUAD).unwrap(), config)
+            .unwrap();
+        let (results, _) = plugin.call_values("quad", &[ComponentVal::U32(3)]).unwrap();
+        assert_eq!(results, [ComponentVal::U32(12)]);
+        assert_eq!(call(&plugin, "quad", b"5"), "20");
+    }
+    // Without the function the component does not link, and says what
+    // it misses.
+    let error = host()
+        .load_bytes(wat::parse_str(QUAD).unwrap(), PluginConfig::default())
+        .err()
+        .unwrap();
+    assert!(format!("{error:#}").contains("double"), "{error:#}");
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tern_plugin::{Grants, HostFunctions, LogLevel, PluginConfig};
 use test_programs::extism_reference;
 
-use super::{call, load};
+use super::{call, load, with_functions};
 
 /// What the real Extism runtime answers: the output, or its error line.
 fn reference(args: &[&str]) -> Result<String, String> {
@@ -61,10 +61,7 @@ fn pdk_examples_answer_as_on_extism() {
 
 #[test]
 fn a_host_function_serves_the_pdk_example_that_imports_it() {
-    let config = PluginConfig {
-        functions: hello_world(),
-        ..PluginConfig::default()
-    };
+    let config = with_functions(hello_world());
     let plugin = load(test_programs::EXTISM_PDK_HOST_FUNCTION, config);
     let ours = call(&plugin, "count_vowels", b"aaa");
     let theirs = reference(&[

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 
 use tern_plugin::{ComponentVal, HostFunctions, PluginConfig, PluginKind, Val};
 
-use super::{call, host, load};
+use super::{call, host, load, with_functions};
 
 #[test]
 fn a_call_reports_what_it_cost() {
@@ -86,10 +86,7 @@ fn async_callers_get_the_same_answers() {
     });
     let plugin = load(
         test_programs::EXTISM_PDK_HOST_FUNCTION,
-        PluginConfig {
-            functions,
-            ..PluginConfig::default()
-        },
+        with_functions(functions),
     );
     assert_eq!(call(&plugin, "count_vowels", b"aaa"), r#"{"count":3}"#);
 }
@@ -107,10 +104,7 @@ fn a_swap_lets_calls_in_flight_finish_on_the_old_code() {
     });
     let plugin = load(
         test_programs::EXTISM_PDK_HOST_FUNCTION,
-        PluginConfig {
-            functions,
-            ..PluginConfig::default()
-        },
+        with_functions(functions),
     );
     std::thread::scope(|s| {
         let in_flight = s.spawn(|| call(&plugin, "count_vowels", b"aaaa"));
@@ -206,10 +200,7 @@ fn components_import_typed_host_functions_sync_or_async() {
         })
     });
     for functions in [sync, asynchronous] {
-        let config = PluginConfig {
-            functions,
-            ..PluginConfig::default()
-        };
+        let config = with_functions(functions);
         let plugin = host()
             .load_bytes(wat::parse_str(QUAD).unwrap(), config)
             .unwrap();

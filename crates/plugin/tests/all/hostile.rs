@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tern_plugin::{ByteSize, HostFunctions, Limit, PluginConfig, PluginLimits};
 
-use super::{call, load};
+use super::{call, load, with_functions};
 
 fn limited(limits: PluginLimits) -> PluginConfig {
     PluginConfig {
@@ -124,10 +124,7 @@ fn a_panicking_host_function_fails_only_its_call() {
     });
     let plugin = load(
         test_programs::EXTISM_PDK_HOST_FUNCTION,
-        PluginConfig {
-            functions,
-            ..PluginConfig::default()
-        },
+        with_functions(functions),
     );
     let error = plugin.call("count_vowels", &[b'a'; 10]).unwrap_err();
     assert!(

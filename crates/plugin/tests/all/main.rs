@@ -8,7 +8,7 @@ mod hostile;
 
 use std::sync::OnceLock;
 
-use tern_plugin::{CacheDir, Plugin, PluginConfig, PluginHost};
+use tern_plugin::{CacheDir, HostFunctions, Plugin, PluginConfig, PluginHost};
 
 /// One host for the whole binary, as an embedder would have.
 fn host() -> &'static PluginHost {
@@ -32,4 +32,12 @@ fn call(plugin: &Plugin, name: &str, input: &[u8]) -> String {
         .call(name, input)
         .unwrap_or_else(|e| panic!("calling {name}: {e}"));
     String::from_utf8(output).expect("UTF-8 output")
+}
+
+/// The default configuration with `functions`.
+fn with_functions(functions: HostFunctions) -> PluginConfig {
+    PluginConfig {
+        functions,
+        ..PluginConfig::default()
+    }
 }

@@ -4,7 +4,7 @@
 
 use tern_runtime::Program;
 use wasmtime::component::{Component, ComponentExportIndex};
-use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Result, bail};
+use wasmtime::{Engine, InstancePre, Linker, Module, Result, bail};
 
 use crate::HostFunctions;
 use crate::ctx::PluginCtx;
@@ -55,12 +55,9 @@ impl Code {
         match program {
             Program::Module(module) => {
                 let mut linker = Linker::new(engine);
-                let imports: Vec<(String, String, ExternType)> = module
-                    .imports()
-                    .map(|i| (i.module().to_owned(), i.name().to_owned(), i.ty()))
-                    .collect();
-                let extism = imports.iter().any(|(m, ..)| m == crate::extism::MODULE);
-                let wasi = imports.iter().any(|(m, ..)| m == WASI_P1);
+                let imports_from = |name| module.imports().any(|i| i.module() == name);
+                let extism = imports_from(crate::extism::MODULE);
+                let wasi = imports_from(WASI_P1);
                 if extism {
                     crate::extism::add_to_linker(&mut linker)?;
                 }

@@ -95,7 +95,7 @@ impl Instance {
             pipes,
             extism_funcs: HashMap::new(),
         };
-        instance.arm(shared, Bytes::new());
+        instance.arm(Bytes::new());
         let made = block_on(async {
             let store = &mut instance.store;
             match &code.linked {
@@ -144,15 +144,16 @@ impl Instance {
     }
 
     /// Fuel, deadline and call state for a call with `input`.
-    fn arm(&mut self, shared: &Shared, input: Bytes) {
-        let limits = &shared.limits;
-        let _ = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
-        let ticks = limits.timeout.as_nanos() / crate::host::TICK.as_nanos() + 1;
+    fn arm(&mut self, input: Bytes) {
+        let limits = &self.store.data().shared.limits;
+        let (fuel, timeout) = (limits.fuel, limits.timeout);
+        let _ = self.store.set_fuel(fuel.unwrap_or(u64::MAX));
+        let ticks = timeout.as_nanos() / crate::host::TICK.as_nanos() + 1;
         self.store
             .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         let ctx = self.store.data_mut();
         ctx.call.start(input);
-        ctx.call.deadline = Instant::now() + limits.timeout;
+        ctx.call.deadline = Instant::now() + timeout;
         ctx.logs = Logs::default();
         ctx.stopped_by = None;
     }
@@ -165,8 +166,7 @@ impl Instance {
         input: &[u8],
         start: Instant,
     ) -> Result<(Vec<u8>, Report), CallError> {
-        let shared = self.store.data().shared.clone();
-        let max_input = shared.limits.max_input.0;
+        let max_input = self.store.data().shared.limits.max_input.0;
         if input.len() as u64 > max_input {
             let mut report = self.report(start, input.len() as u64, 0);
             report.stopped_by = Some(Limit::Input);
@@ -177,20 +177,14 @@ impl Instance {
             );
             return Err(CallError::new(message, report));
         }
-        self.arm(&shared, Bytes::copy_from_slice(input));
+        self.arm(Bytes::copy_from_slice(input));
         let result = match self.code.kind {
             PluginKind::Extism => self.call_extism(name),
             PluginKind::Core => self.call_core_text(name, input),
             PluginKind::Component => self.call_component_bytes(name, input),
         };
-        let input_len = input.len() as u64;
-        match result {
-            Ok(output) => {
-                let report = self.report(start, input_len, output.len() as u64);
-                Ok((output, report))
-            }
-            Err(e) => Err(self.failure(name, e, start, input_len)),
-        }
+        let output_len = result.as_ref().map_or(0, |output| output.len() as u64);
+        self.finish(name, start, input.len() as u64, output_len, result)
     }
 
     /// Calls a component's function with typed values.
@@ -200,12 +194,9 @@ impl Instance {
         args: &[ComponentVal],
         start: Instant,
     ) -> Result<(Vec<ComponentVal>, Report), CallError> {
-        let shared = self.store.data().shared.clone();
-        self.arm(&shared, Bytes::new());
-        match self.component_call(name, args) {
-            Ok((results, _)) => Ok((results, self.report(start, 0, 0))),
-            Err(e) => Err(self.failure(name, e, start, 0)),
-        }
+        self.arm(Bytes::new());
+        let result = self.component_call(name, args).map(|(results, _)| results);
+        self.finish(name, start, 0, 0, result)
     }
 
     /// Calls a core module's function with numbers.
@@ -215,11 +206,23 @@ impl Instance {
         args: &[Val],
         start: Instant,
     ) -> Result<(Vec<Val>, Report), CallError> {
-        let shared = self.store.data().shared.clone();
-        self.arm(&shared, Bytes::new());
-        match self.core_call(name, args) {
-            Ok(results) => Ok((results, self.report(start, 0, 0))),
-            Err(e) => Err(self.failure(name, e, start, 0)),
+        self.arm(Bytes::new());
+        let result = self.core_call(name, args);
+        self.finish(name, start, 0, 0, result)
+    }
+
+    /// A call's result with its report, or its error.
+    fn finish<T>(
+        &mut self,
+        name: &str,
+        start: Instant,
+        input: u64,
+        output: u64,
+        result: Result<T>,
+    ) -> Result<(T, Report), CallError> {
+        match result {
+            Ok(value) => Ok((value, self.report(start, input, output))),
+            Err(e) => Err(self.failure(name, e, start, input)),
         }
     }
 
@@ -237,42 +240,20 @@ impl Instance {
     }
 
     fn call_extism(&mut self, name: &str) -> Result<Vec<u8>> {
-        let code = match self.extism_funcs.get(name) {
-            Some(func) => {
-                let func = func.clone();
-                if self.code.is_async {
-                    block_on(func.call_async(&mut self.store, ()))?
-                } else {
-                    func.call(&mut self.store, ())?
-                }
-            }
-            None => {
-                let func = self.export(name)?;
-                let ty = func.ty(&self.store);
-                if ty.params().len() != 0 || ty.results().len() > 1 {
-                    bail!(
-                        "`{name}` is not an Extism plugin function (it takes arguments); call it with numbers"
-                    );
-                }
-                match func.typed::<(), i32>(&self.store) {
-                    Ok(typed) => {
-                        // A session calls it again: looked up and checked once.
-                        self.extism_funcs.insert(name.to_owned(), typed);
-                        return self.call_extism(name);
-                    }
-                    // `() -> ()`, or a result Extism takes as failure.
-                    Err(_) => {
-                        let mut results = vec![Val::I32(0); ty.results().len()];
-                        block_on(call_func(
-                            &mut self.store,
-                            &func,
-                            self.code.is_async,
-                            &[],
-                            &mut results,
-                        ))?;
-                        results.first().map_or(0, |value| value.i32().unwrap_or(-1))
-                    }
-                }
+        let code = match self.extism_func(name)? {
+            Ok(func) if self.code.is_async => block_on(func.call_async(&mut self.store, ()))?,
+            Ok(func) => func.call(&mut self.store, ())?,
+            // `() -> ()`, or a result Extism takes as failure.
+            Err((func, results)) => {
+                let mut results = vec![Val::I32(0); results];
+                block_on(call_func(
+                    &mut self.store,
+                    &func,
+                    self.code.is_async,
+                    &[],
+                    &mut results,
+                ))?;
+                results.first().map_or(0, |value| value.i32().unwrap_or(-1))
             }
         };
         let state = &mut self.store.data_mut().call;
@@ -284,6 +265,27 @@ impl Instance {
             bail!("`{name}` returned {code} without an error message");
         }
         crate::extism::take_output(state)
+    }
+
+    /// The Extism function `name`: `() -> i32`, looked up and checked once
+    /// per instance, or another function taking no arguments, with how
+    /// many results it has.
+    fn extism_func(&mut self, name: &str) -> Result<Result<TypedFunc<(), i32>, (Func, usize)>> {
+        if let Some(func) = self.extism_funcs.get(name) {
+            return Ok(Ok(func.clone()));
+        }
+        let func = self.export(name)?;
+        if let Ok(typed) = func.typed::<(), i32>(&self.store) {
+            self.extism_funcs.insert(name.to_owned(), typed.clone());
+            return Ok(Ok(typed));
+        }
+        let ty = func.ty(&self.store);
+        if ty.params().len() != 0 || ty.results().len() > 1 {
+            bail!(
+                "`{name}` is not an Extism plugin function (it takes arguments); call it with numbers"
+            );
+        }
+        Ok(Err((func, ty.results().len())))
     }
 
     fn core_call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>> {

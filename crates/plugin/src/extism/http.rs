@@ -62,12 +62,11 @@ pub(super) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
         let headers = serde_json::to_vec(&headers).expect("a map of strings serializes");
         let headers = ctx.alloc_with("http_request", &headers)?;
         let status = i32::from(response.status().as_u16());
-        ctx.call.set_http_response(status, headers);
+        ctx.call.http_status = status;
+        ctx.call.http_headers = headers;
         ctx.alloc_with("http_request", response.body())
     })?;
-    linker.func_wrap(m, "http_status_code", |c: C<'_>| {
-        c.data().call.http_status()
-    })?;
-    linker.func_wrap(m, "http_headers", |c: C<'_>| c.data().call.http_headers())?;
+    linker.func_wrap(m, "http_status_code", |c: C<'_>| c.data().call.http_status)?;
+    linker.func_wrap(m, "http_headers", |c: C<'_>| c.data().call.http_headers)?;
     Ok(())
 }

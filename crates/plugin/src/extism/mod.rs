@@ -29,8 +29,9 @@ pub(crate) struct CallState {
     pub(crate) error: Option<u64>,
     /// The input copied into a block, for `input_offset`.
     input_block: u64,
-    http_status: i32,
-    http_headers: u64,
+    /// The last `http_request`'s status, and its headers' block.
+    pub(super) http_status: i32,
+    pub(super) http_headers: u64,
     /// When the call's time is up (outbound requests end by then).
     pub(crate) deadline: std::time::Instant,
 }
@@ -336,20 +337,5 @@ pub(crate) fn take_output(state: &mut CallState) -> Result<Vec<u8>> {
         Err(_) => {
             bail!("extism: the output block at offset {offset} was freed before the call ended")
         }
-    }
-}
-
-impl CallState {
-    pub(crate) fn set_http_response(&mut self, status: i32, headers: u64) {
-        self.http_status = status;
-        self.http_headers = headers;
-    }
-
-    pub(crate) fn http_status(&self) -> i32 {
-        self.http_status
-    }
-
-    pub(crate) fn http_headers(&self) -> u64 {
-        self.http_headers
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use wasmtime::{Caller, Linker, Result, bail, format_err};
 
 use crate::ctx::PluginCtx;
+use crate::report::Limit;
 
 /// The request a plugin passes, as JSON (the PDK's `HttpRequest`).
 #[derive(serde::Deserialize)]
@@ -47,7 +48,14 @@ pub(super) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> Result<()> {
             async move { tern_http::fetch_checked(&allowed, request, max, remaining).await };
         let response = match shared.host.io(fetch) {
             Ok(response) => response,
-            Err(why) => bail!("extism `http_request`: {why}"),
+            Err(why) => {
+                // An upstream that holds the request past the call's
+                // deadline stops the call as its timeout would.
+                if Instant::now() >= ctx.call.deadline {
+                    ctx.stopped_by = Some(Limit::Time);
+                }
+                bail!("extism `http_request`: {why}")
+            }
         };
         let headers: BTreeMap<&str, String> = response
             .headers()

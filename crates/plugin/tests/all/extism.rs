@@ -327,3 +327,36 @@ fn a_wasi_plugin_sees_only_what_it_is_granted() {
     assert!(!text.contains("\"hi\""), "{text}");
     assert!(!text.contains("notes.txt"), "{text}");
 }
+
+#[test]
+fn an_upstream_that_never_answers_stops_at_the_timeout() {
+    // Accepts connections and never reads or writes.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let allowed = format!("http://127.0.0.1:{port}");
+    let plugin = load(
+        test_programs::EXTISM_PDK_HTTP,
+        PluginConfig {
+            grants: plugin_grants(&allowed),
+            limits: tern_plugin::PluginLimits {
+                timeout: std::time::Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..PluginConfig::default()
+        },
+    );
+    let request = format!(r#"{{"url":"{allowed}/","headers":{{}},"method":"GET"}}"#);
+    let error = plugin.call("http_get", request.as_bytes()).unwrap_err();
+    assert_eq!(error.limit(), Some(tern_plugin::Limit::Time), "{error}");
+    assert_eq!(error.message, "`http_get` timed out after 300ms");
+    // The plugin and the host go on serving.
+    let counter = load(
+        test_programs::EXTISM_PDK_COUNT_VOWELS,
+        PluginConfig::default(),
+    );
+    assert_eq!(call(&counter, "count_vowels", b"ai"), r#"{"count":2}"#);
+}

@@ -15,6 +15,9 @@
 //!   extism-pdk, one per example, for wasm32-unknown-unknown (`extism_wasi*`
 //!   for wasm32-wasip1); and extism-pdk's own examples, built from the
 //!   source of the release that package resolves, where cargo unpacked it;
+//! - `proxy-guests/`: proxy-wasm filters written against the published
+//!   proxy-wasm crate, one per example, for wasm32-wasip1; and that crate's
+//!   own examples, built from the source of the release it resolves;
 //! - `wat/`: WAT programs, used as they are;
 //! - `examples/udf`'s plugins: its Extism plug-in in Rust, twice (its `v2`
 //!   feature off and on), and its Python component, built with
@@ -95,6 +98,17 @@ const EXTISM_PDK_PREFIX: &str = "extism_pdk_";
 /// `scripts/setup`'s.
 const EXTISM_PYTHON_VENV: &str = "extism-1.1.1";
 
+/// proxy-wasm filters are core modules for WASI preview 1, as Envoy's
+/// documentation builds them.
+const PROXY_TARGET: &str = "wasm32-wasip1";
+
+/// Every filter in `proxy-guests/` (an example) is named with this prefix,
+/// which is also its constant's prefix.
+const PROXY_PREFIX: &str = "proxy_";
+
+/// The prefix of the constants for the proxy-wasm crate's own examples.
+const PROXY_WASM_PREFIX: &str = "proxy_wasm_";
+
 /// Where `examples/udf`'s plugins are put, under the target directory.
 const UDF_DIR: &str = "udf";
 
@@ -108,6 +122,7 @@ fn main() {
     let wat_dir = manifest_dir.join("wat");
     let nn_guests = manifest_dir.join("nn-guests");
     let extism_guests = manifest_dir.join("extism-guests");
+    let proxy_guests = manifest_dir.join("proxy-guests");
     let chat_example = manifest_dir.join("../../examples/chat");
     let udf_example = manifest_dir.join("../../examples/udf");
     for path in [
@@ -138,6 +153,9 @@ fn main() {
         extism_guests.join("examples"),
         extism_guests.join("Cargo.toml"),
         extism_guests.join("Cargo.lock"),
+        proxy_guests.join("examples"),
+        proxy_guests.join("Cargo.toml"),
+        proxy_guests.join("Cargo.lock"),
         wat_dir.clone(),
         manifest_dir.join("../../wit"),
     ] {
@@ -182,11 +200,24 @@ fn main() {
     }
     // Built where cargo unpacked the published crate, with the Cargo.lock
     // published in it; `--locked` keeps cargo from writing there.
-    let extism_pdk = extism_pdk_source(&extism_guests);
+    let extism_pdk = registry_source(&extism_guests, "extism-pdk");
     build(
         &extism_pdk,
         &target_dir,
         &[EXTISM_TARGET],
+        &["--examples", "--locked"],
+    );
+    build(
+        &proxy_guests,
+        &target_dir,
+        &[PROXY_TARGET],
+        &["--examples", "--locked"],
+    );
+    let proxy_wasm = registry_source(&proxy_guests, "proxy-wasm");
+    build(
+        &proxy_wasm,
+        &target_dir,
+        &[PROXY_TARGET],
         &["--examples", "--locked"],
     );
     // The chat example's component, for the WASI-NN serving tests: the
@@ -322,6 +353,43 @@ fn main() {
         "foreach_extism_pdk_example",
         "every example of the published extism-pdk (`extism_pdk_count_vowels` for `examples/count_vowels.rs`)",
         &extism_pdk_names,
+    );
+    let proxy_names = write_prefixed(
+        &mut out,
+        &proxy_guests.join("examples"),
+        PROXY_PREFIX,
+        &target_dir.join(PROXY_TARGET).join("release/examples"),
+        &format!("a proxy-wasm filter of ours, for {PROXY_TARGET}"),
+    );
+    write_foreach(
+        &mut out,
+        "foreach_proxy_guest",
+        "every proxy-wasm filter of ours (`proxy-guests/examples/proxy_*.rs`)",
+        &proxy_names,
+    );
+    let release = proxy_wasm.file_name().unwrap().to_string_lossy();
+    let mut proxy_wasm_names = Vec::new();
+    for example in sorted_files(&proxy_wasm.join("examples"), "rs") {
+        let example = stem(&example);
+        let name = format!("{PROXY_WASM_PREFIX}{example}");
+        write_const(
+            &mut out,
+            &format!(
+                "`{example}`, {release}'s example filter, built from its published source for {PROXY_TARGET}."
+            ),
+            &name.to_uppercase(),
+            &target_dir
+                .join(PROXY_TARGET)
+                .join("release/examples")
+                .join(format!("{example}.wasm")),
+        );
+        proxy_wasm_names.push(name);
+    }
+    write_foreach(
+        &mut out,
+        "foreach_proxy_wasm_example",
+        "every example of the published proxy-wasm crate (`proxy_wasm_http_headers` for `examples/http_headers.rs`)",
+        &proxy_wasm_names,
     );
     writeln!(
         out,
@@ -602,10 +670,10 @@ fn cargo() -> Command {
     cmd
 }
 
-/// The directory of the extism-pdk release `package` depends on, where
-/// cargo unpacked the published crate, as `cargo metadata` tells (and
-/// downloads it first if need be).
-fn extism_pdk_source(package: &Path) -> PathBuf {
+/// The directory of the release of `krate` that `package` depends on,
+/// where cargo unpacked the published crate, as `cargo metadata` tells
+/// (and downloads it first if need be).
+fn registry_source(package: &Path, krate: &str) -> PathBuf {
     let output = cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .arg("--manifest-path")
@@ -621,7 +689,8 @@ fn extism_pdk_source(package: &Path) -> PathBuf {
     let metadata = String::from_utf8(output.stdout).unwrap();
     // No JSON parser here: this crate has no build dependencies. Every
     // package's `manifest_path` is a plain string, and a registry crate's
-    // directory is named NAME-VERSION (`extism-pdk-derive-*` is not it).
+    // directory is named NAME-VERSION (`extism-pdk-derive-*` is not
+    // extism-pdk's).
     metadata
         .split("\"manifest_path\":\"")
         .skip(1)
@@ -629,15 +698,10 @@ fn extism_pdk_source(package: &Path) -> PathBuf {
         .filter_map(|manifest| Some(manifest.parent()?.to_path_buf()))
         .find(|dir| {
             dir.file_name()
-                .and_then(|name| name.to_str()?.strip_prefix("extism-pdk-"))
+                .and_then(|name| name.to_str()?.strip_prefix(&format!("{krate}-")))
                 .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
         })
-        .unwrap_or_else(|| {
-            panic!(
-                "cargo metadata for {} names no extism-pdk",
-                package.display()
-            )
-        })
+        .unwrap_or_else(|| panic!("cargo metadata for {} names no {krate}", package.display()))
 }
 
 /// The JSON string whose body starts `text`, unescaped (paths hold no

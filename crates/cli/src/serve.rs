@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Also listen on ADDR for the operator: `GET /metrics` (Prometheus
+    /// text: requests by status and the metrics proxy-wasm filters define)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    admin: Option<SocketAddr>,
     /// Worker threads, each serving its own connections [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -214,6 +218,14 @@ pub(crate) fn print_outside(manifest: &Manifest, out: &mut String) {
             OutsideGrant::NnModel => {
                 out.push_str(&format!(
                     "tern: model {} loads {} from outside the app directory\n",
+                    entry.component,
+                    entry.path.display()
+                ));
+                continue;
+            }
+            OutsideGrant::Filter => {
+                out.push_str(&format!(
+                    "tern: filter {} runs {} from outside the app directory\n",
                     entry.component,
                     entry.path.display()
                 ));
@@ -362,6 +374,16 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
     // must mean a graceful shutdown, never the default instant death.
     let signals = runtime.block_on(async { Signals::install() })?;
     print_routes(&manifest, &server, &slot.current());
+    if let Some(addr) = args.admin {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| {
+                tern_runtime::Error::msg(format!("cannot listen on {addr} (--admin): {e}"))
+            })?;
+        let bound = listener.local_addr()?;
+        runtime.spawn(tern_http::serve_admin(listener, slot.clone()));
+        crate::log::say(&format!("tern: admin on http://{bound}\n"));
+    }
     let reloader = Reloader {
         manifest: manifest.path.clone(),
         config,

@@ -123,6 +123,14 @@ pub(crate) fn render(host: &Host) -> String {
             let _ = writeln!(out, "{name}{{app=\"{app}\"}} {value}");
         }
     }
+    // What each loaded app's proxy-wasm filters define.
+    let mut families = tern_http::MetricFamilies::default();
+    for entry in &entries {
+        if let Some(app) = entry.current.load_full() {
+            app.filter_metrics(&mut families);
+        }
+    }
+    families.render(&mut out);
     out
 }
 

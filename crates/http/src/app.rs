@@ -40,6 +40,7 @@ pub struct App {
     stores: tern_runtime::Stores,
     databases: tern_runtime::Databases,
     models: crate::models::AppModels,
+    pub(crate) proxy: crate::proxy::AppProxy,
 }
 
 /// A Redis trigger of the app: messages on `channel` at `address` go to
@@ -314,7 +315,7 @@ impl App {
                 None => l.max_concurrent,
             })
             .fold(0u32, u32::saturating_add)
-            .min(MAX_POOL_SLOTS);
+            .clamp(1, MAX_POOL_SLOTS);
         let max_memory = limits
             .iter()
             .map(|l| l.memory)
@@ -443,11 +444,19 @@ impl App {
                 model_permits,
             });
         }
+        let proxy = crate::proxy::AppProxy::load(manifest, loader, previous.map(|app| &app.proxy))
+            .map_err(|(name, message)| {
+                let at = manifest.filters[&name].source_location;
+                LoadError::Manifest(manifest.error_at(at, &format!("filter.{name}"), message))
+            })?;
         let index = |id: &str| manifest.components.keys().position(|k| k == id);
         let router = Router::new(manifest.routes.iter().filter_map(|r| {
             let target = match &r.target {
                 RouteTarget::Component(id) => Target::Component(index(id)?),
                 RouteTarget::Static(response) => Target::Static(StaticReply::new(response)),
+                RouteTarget::Upstream { upstream, filters } => {
+                    Target::Upstream(proxy.route(upstream, filters)?)
+                }
             };
             Some((r.pattern.clone(), target))
         }));
@@ -488,6 +497,7 @@ impl App {
             stores,
             databases,
             models,
+            proxy,
         })
     }
 
@@ -500,6 +510,12 @@ impl App {
     /// every instantiation and host call of the others.
     pub fn concurrency(&self) -> bool {
         self.pool.size.concurrency
+    }
+
+    /// Adds the metrics the app's proxy-wasm filters define to `families`
+    /// (`app` and `filter` labels).
+    pub fn filter_metrics(&self, families: &mut tern_proxy::MetricFamilies) {
+        self.proxy.write_metrics(&self.name, families);
     }
 
     /// The app's name from its manifest.
@@ -546,6 +562,12 @@ impl App {
                     component: None,
                     executor: None,
                     kind: reply.describe(),
+                },
+                Target::Upstream(route) => RouteInfo {
+                    pattern: pattern.to_string(),
+                    component: None,
+                    executor: None,
+                    kind: route.describe(),
                 },
             })
             .collect()

@@ -78,6 +78,18 @@ pub struct RequestId {
     seq: u64,
 }
 
+impl RequestId {
+    /// This server's id with sequence number `seq` (0: no request).
+    pub(crate) fn with_seq(self, seq: u64) -> RequestId {
+        RequestId { seq, ..self }
+    }
+
+    /// The sequence number.
+    pub(crate) fn seq(self) -> u64 {
+        self.seq
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:08x}-{}", self.prefix, self.seq)
@@ -98,6 +110,14 @@ impl RequestIds {
         RequestIds {
             prefix: u32::from_le_bytes(bytes),
             next: AtomicU64::new(1),
+        }
+    }
+
+    /// The id of no request (sequence number 0), for lines outside any.
+    pub(crate) fn zero(&self) -> RequestId {
+        RequestId {
+            prefix: self.prefix,
+            seq: 0,
         }
     }
 

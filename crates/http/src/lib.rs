@@ -23,6 +23,7 @@
 //!
 //! This crate and `runtime` are the only ones that import wasmtime.
 
+mod admin;
 mod app;
 mod body;
 mod cgi;
@@ -38,6 +39,7 @@ mod instance;
 mod io;
 mod models;
 mod outbound;
+mod proxy;
 mod redis_trigger;
 mod response;
 mod router;
@@ -50,6 +52,7 @@ mod warm;
 mod wasi_http;
 mod wasi_http3;
 
+pub use admin::serve_admin;
 pub use app::{App, CompileNotes, LoadError, Pools, RouteInfo, Sharing};
 pub use config::{RequestLimits, ServeConfig};
 pub use download::{
@@ -62,5 +65,6 @@ pub use redis_trigger::run_redis_triggers;
 pub use response::REQUEST_ID_HEADER;
 pub use server::{AppSlot, Found, Server, Shutdown, Sites};
 pub use stats::{AppStats, InFlight, LATENCY_BUCKETS, Latency};
+pub use tern_proxy::MetricFamilies;
 pub use tls::{TlsConfig, TlsError, TlsSlot};
 pub use wasi_http::{CLIENT_ADDR_HEADER, PATH_INFO_HEADER, ROUTE_HEADER};

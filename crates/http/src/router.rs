@@ -21,6 +21,8 @@ pub(crate) enum Target {
     Component(usize),
     /// A response written in the manifest, sent without running a guest.
     Static(StaticReply),
+    /// Forwarded to an upstream through filters.
+    Upstream(crate::proxy::ProxyRoute),
 }
 
 struct Entry {

@@ -28,7 +28,7 @@ use tokio_rustls::rustls;
 use crate::app::App;
 use crate::body::{BoxError, LimitedBody, ResponseBody};
 use crate::config::ServeConfig;
-use crate::events::{AccessRecord, EventSink, RequestIds};
+use crate::events::{AccessRecord, EventSink, RequestId, RequestIds};
 use crate::executor::{Exchange, Reply, RequestCtx};
 use crate::h2::{Refusals, StreamCell, StreamExec};
 use crate::idle::{Activity, Idle, Tracked};
@@ -209,13 +209,18 @@ impl Server {
             .map(|tls| Arc::new(ArcSwap::new(tls.server.clone())));
         let protocols = Protocols::new(&config);
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let ids = RequestIds::new();
+        // Filters log from now on, including what they said while loading.
+        if let Target::One(app) = &target {
+            app.load().proxy.bind_log(&sink, ids.zero());
+        }
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
                 target,
                 config,
                 sink,
-                ids: RequestIds::new(),
+                ids,
                 local,
                 tls,
                 protocols,
@@ -583,6 +588,52 @@ struct Client {
     written: Arc<AtomicU64>,
 }
 
+/// Forwards a request on a route to an upstream, under the operator's
+/// request limits, and logs it.
+async fn forward(
+    shared: &Arc<Shared>,
+    app: &Arc<App>,
+    route: &crate::proxy::ProxyRoute,
+    req: Request<Incoming>,
+    client: &Client,
+    (id, start): (RequestId, Instant),
+) -> Response<ResponseBody> {
+    let limits = shared.config.limits_for(&Default::default());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let label = route.describe();
+    let (response, error) = if content_length(&req).is_some_and(|len| len > limits.max_body.0) {
+        let why = format!("request body larger than {}", limits.max_body);
+        (response::error(413, id), Some(why))
+    } else {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let req = req.map(|body| LimitedBody::new(body, limits.max_body.0, exceeded));
+        let fwd = crate::proxy::Forward {
+            id,
+            client: client.addr,
+            local: shared.local,
+            tls: client.tls,
+            deadline: (start + limits.timeout).into(),
+            app: &app.proxy,
+            sink: &shared.sink,
+        };
+        crate::proxy::forward(route, req, fwd).await
+    };
+    let status = response.status().as_u16();
+    let duration = start.elapsed();
+    app.stats.finish(status, duration);
+    shared.sink.request(&AccessRecord {
+        id,
+        method: method.as_str(),
+        path: uri.path(),
+        status,
+        aborted: false,
+        duration,
+        component: Some(&label),
+        error,
+    });
+    response
+}
+
 /// Routes one request, applies the limits checked before a guest runs,
 /// and waits for the guest's response head.
 async fn handle(
@@ -656,6 +707,9 @@ async fn handle(
                 error: None,
             });
             return reply.response();
+        }
+        RouteTarget::Upstream(route) => {
+            return forward(&shared, &app, route, req, &client, (id, start)).await;
         }
     };
     let (split, route, params) = (

@@ -32,6 +32,7 @@ mod download;
 mod error;
 mod nn;
 mod outbound;
+mod proxy;
 mod raw;
 mod resolve;
 mod route;
@@ -66,6 +67,7 @@ pub use download::{ComponentSource, Download};
 pub use error::{Location, ManifestError};
 pub use nn::{NnEncoding, NnModel, NnTarget};
 pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
+pub use proxy::{FilterFailure, FilterIsolation, FilterSpec, Upstream};
 pub use route::{
     Route, RoutePattern, RouteSegment, RouteTarget, RouteTemplate, Specificity, StaticResponse,
 };
@@ -105,6 +107,11 @@ pub struct Manifest {
     /// component uses those its `nn_models` names. Empty for a Spin
     /// manifest, whose `ai_models` are refused.
     pub nn_models: BTreeMap<String, NnModel>,
+    /// The `[upstream.NAME]` tables, and every URL a route names inline
+    /// (by that URL).
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// The `[filter.NAME]` tables: proxy-wasm filters.
+    pub filters: BTreeMap<String, FilterSpec>,
     /// The Redis triggers of a Spin manifest (`[[trigger.redis]]`), in file
     /// order; a component named here has no route unless one names it too.
     pub redis_triggers: Vec<RedisTrigger>,
@@ -142,6 +149,8 @@ pub enum OutsideGrant {
     /// A `[nn.models.NAME]` table's `path`: a model file the host reads
     /// for the components granted it.
     NnModel,
+    /// A `[filter.NAME]` table's `source`: code the proxy runs.
+    Filter,
 }
 
 /// A `[[trigger.redis]]` of a Spin manifest: every message published on

@@ -33,6 +33,10 @@ pub(crate) struct RawManifest {
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<RawVariable>>,
     #[serde(default)]
     pub(crate) nn: RawNn,
+    #[serde(default)]
+    pub(crate) upstream: BTreeMap<Spanned<String>, RawUpstream>,
+    #[serde(default)]
+    pub(crate) filter: BTreeMap<Spanned<String>, RawFilter>,
     /// Routes another front end has already checked and resolved, used
     /// instead of `route` (not read from the file).
     #[serde(skip)]
@@ -58,6 +62,8 @@ impl RawManifest {
             component,
             variables,
             nn: RawNn::default(),
+            upstream: BTreeMap::new(),
+            filter: BTreeMap::new(),
             resolved_routes: Some(routes),
         }
     }
@@ -109,10 +115,56 @@ pub(crate) struct RawApp {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table with `path` and `component`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with `path` and `component` (or `upstream`)"
+)]
 pub(crate) struct RawRoute {
     pub(crate) path: Spanned<String>,
-    pub(crate) component: Spanned<String>,
+    pub(crate) component: Option<Spanned<String>>,
+    pub(crate) upstream: Option<Spanned<String>>,
+    pub(crate) filters: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// An `[upstream.NAME]` table.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ url = \"http://127.0.0.1:8080\" }`"
+)]
+pub(crate) struct RawUpstream {
+    pub(crate) url: Spanned<String>,
+    pub(crate) connect_timeout: Option<HumanDuration>,
+    pub(crate) timeout: Option<HumanDuration>,
+}
+
+/// A `[filter.NAME]` table.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ source = \"auth.wasm\" }`"
+)]
+pub(crate) struct RawFilter {
+    pub(crate) source: Spanned<String>,
+    pub(crate) configuration: Option<String>,
+    pub(crate) vm_configuration: Option<String>,
+    pub(crate) failure: Option<Spanned<String>>,
+    pub(crate) isolation: Option<Spanned<String>>,
+    pub(crate) log_level: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) upstreams: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) limits: RawFilterLimits,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as `{ memory = \"32MiB\", callback_time = \"50ms\" }`"
+)]
+pub(crate) struct RawFilterLimits {
+    pub(crate) memory: Option<Spanned<ByteSize>>,
+    pub(crate) callback_time: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]

@@ -12,8 +12,8 @@ use toml::Spanned;
 use crate::error::Source;
 use crate::nn::resolve_models;
 use crate::raw::{
-    RawBuild, RawComponent, RawFileMount, RawInstances, RawLimits, RawManifest, RawRoute,
-    RawVariable, RawVersion,
+    RawBuild, RawComponent, RawFileMount, RawFilter, RawInstances, RawLimits, RawManifest,
+    RawRoute, RawUpstream, RawVariable, RawVersion,
 };
 use crate::variables::is_valid_name;
 use crate::{
@@ -88,12 +88,31 @@ pub(crate) fn resolve(
 
     let routes = match raw.resolved_routes {
         Some(routes) => routes,
-        None => resolve_routes(source, raw.route, &raw.component)?,
+        None => resolve_routes(
+            source,
+            raw.route,
+            &raw.component,
+            &raw.upstream,
+            &raw.filter,
+        )?,
     };
+    let mut upstreams = crate::proxy::resolve_upstreams(source, raw.upstream)?;
+    // A route's inline URL is an upstream named by that URL.
+    for route in &routes {
+        if let RouteTarget::Upstream { upstream, .. } = &route.target
+            && !upstreams.contains_key(upstream)
+        {
+            let parsed =
+                crate::Upstream::parse_url(upstream, upstream).expect("checked by resolve_routes");
+            upstreams.insert(upstream.clone(), parsed);
+        }
+    }
     let variables = resolve_variables(source, raw.variables)?;
 
     let mut boundary = Boundary::new(&dir, options.allow_outside_app_dir);
     let nn_models = resolve_models(source, &base, raw.nn.models, &mut boundary)?;
+    let filters =
+        crate::proxy::resolve_filters(source, &base, raw.filter, &upstreams, &mut boundary)?;
     let declared = Declared {
         variables: &variables,
         nn_models: &nn_models,
@@ -132,6 +151,8 @@ pub(crate) fn resolve(
         components,
         variables,
         nn_models,
+        upstreams,
+        filters,
         outside_app_dir: boundary.outside,
         redis_triggers: Vec::new(),
         spin: false,
@@ -142,6 +163,8 @@ fn resolve_routes(
     source: &Source,
     raw: Vec<RawRoute>,
     components: &BTreeMap<Spanned<String>, RawComponent>,
+    upstreams: &BTreeMap<Spanned<String>, RawUpstream>,
+    filters: &BTreeMap<Spanned<String>, RawFilter>,
 ) -> Result<Vec<Route>, ManifestError> {
     if raw.is_empty() {
         return Err(source.invalid(None, "route", "the manifest declares no routes"));
@@ -164,8 +187,62 @@ fn resolve_routes(
         }
         seen.push((pattern.clone(), location));
 
-        let component = route.component.get_ref();
-        if !components.contains_key(component.as_str()) {
+        let route_at = Some(location);
+        let component = match (route.component, route.upstream) {
+            (Some(_), Some(upstream)) => {
+                let location = Some(source.key_at(&upstream.span()));
+                let message = "a route goes to a `component` or an `upstream`, not both";
+                return Err(source.invalid(location, format!("{key}.upstream"), message));
+            }
+            (None, None) => {
+                let message = "needs a `component` (or an `upstream` to forward to)";
+                return Err(source.invalid(route_at, key, message));
+            }
+            (None, Some(upstream)) => {
+                let location = Some(source.key_at(&upstream.span()));
+                let name = upstream.get_ref();
+                if name.contains("://") {
+                    crate::Upstream::parse_url(name, name).map_err(|message| {
+                        source.invalid(location, format!("{key}.upstream"), message)
+                    })?;
+                } else if !upstreams.keys().any(|u| u.get_ref() == name) {
+                    let message = format!(
+                        "no upstream named \"{}\" is declared under [upstream] (or give a URL such as \"http://127.0.0.1:8080\")",
+                        name.escape_debug()
+                    );
+                    return Err(source.invalid(location, format!("{key}.upstream"), message));
+                }
+                let mut names = Vec::new();
+                for filter in route.filters.map(Spanned::into_inner).unwrap_or_default() {
+                    if !filters.keys().any(|f| f.get_ref() == filter.get_ref()) {
+                        let location = Some(source.key_at(&filter.span()));
+                        let message = format!(
+                            "no filter named \"{}\" is declared under [filter]",
+                            filter.get_ref().escape_debug()
+                        );
+                        return Err(source.invalid(location, format!("{key}.filters"), message));
+                    }
+                    names.push(filter.into_inner());
+                }
+                routes.push(Route {
+                    pattern,
+                    target: RouteTarget::Upstream {
+                        upstream: upstream.into_inner(),
+                        filters: names,
+                    },
+                });
+                continue;
+            }
+            (Some(component), None) => component,
+        };
+        if let Some(filters) = &route.filters {
+            let location = Some(source.key_at(&filters.span()));
+            let message = "filters run in front of an `upstream` route; in front of a component they are not supported yet";
+            return Err(source.invalid(location, format!("{key}.filters"), message));
+        }
+        if !components.contains_key(component.get_ref().as_str()) {
+            let location = source.key_at(&component.span());
+            let component = component.get_ref();
             let message = if components.is_empty() {
                 format!("no component named \"{component}\"; the manifest defines no components")
             } else {
@@ -176,13 +253,12 @@ fn resolve_routes(
                     defined.join(", ")
                 )
             };
-            let location = source.key_at(&route.component.span());
             return Err(source.invalid(Some(location), format!("{key}.component"), message));
         }
 
         routes.push(Route {
             pattern,
-            target: RouteTarget::Component(route.component.into_inner()),
+            target: RouteTarget::Component(component.into_inner()),
         });
     }
     Ok(routes)
@@ -703,7 +779,7 @@ pub(crate) fn is_valid_store_name(name: &str) -> bool {
 }
 
 /// Lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
-fn is_valid_id(id: &str) -> bool {
+pub(crate) fn is_valid_id(id: &str) -> bool {
     id.starts_with(|c: char| c.is_ascii_lowercase())
         && id
             .chars()

@@ -19,7 +19,7 @@ impl Route {
     pub fn component(&self) -> Option<&str> {
         match &self.target {
             RouteTarget::Component(id) => Some(id.as_str()),
-            RouteTarget::Static(_) => None,
+            RouteTarget::Static(_) | RouteTarget::Upstream { .. } => None,
         }
     }
 }
@@ -32,6 +32,13 @@ pub enum RouteTarget {
     /// A response written in the manifest (Spin's `static_response`),
     /// answered without running any guest.
     Static(StaticResponse),
+    /// Forwarded to an upstream service through proxy-wasm filters.
+    Upstream {
+        /// The upstream's name in [`crate::Manifest::upstreams`].
+        upstream: String,
+        /// The filters, in order, by name in [`crate::Manifest::filters`].
+        filters: Vec<String>,
+    },
 }
 
 /// A response written in the manifest, the same for every request.

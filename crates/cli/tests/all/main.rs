@@ -13,6 +13,7 @@ mod isolation;
 mod limits;
 mod nn;
 mod outbound;
+mod proxy;
 mod reload;
 mod run;
 mod serve;

@@ -394,6 +394,15 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of the field `name`, in order.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Asserts the status and returns the body.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &str {

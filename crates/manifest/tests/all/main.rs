@@ -308,8 +308,39 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
         )
         .unwrap();
     }
+    for (name, upstream) in &manifest.upstreams {
+        writeln!(
+            w,
+            "upstream {name}: {} base {:?}, connect {:?}, timeout {:?}",
+            upstream.authority, upstream.base_path, upstream.connect_timeout, upstream.timeout
+        )
+        .unwrap();
+    }
+    for (name, filter) in &manifest.filters {
+        let path = filter.source.strip_prefix(data_dir).unwrap();
+        writeln!(
+            w,
+            "filter {name}: {} {:?} {:?} {:?}, log {}, memory {}, callback {:?}, upstreams {:?}, at {}",
+            path.display(),
+            filter.configuration,
+            filter.failure,
+            filter.isolation,
+            filter.log_level,
+            filter.memory,
+            filter.callback_time,
+            filter.upstreams,
+            filter.source_location
+        )
+        .unwrap();
+    }
     for route in &manifest.routes {
         match &route.target {
+            RouteTarget::Upstream { upstream, filters } => writeln!(
+                w,
+                "route {} -> upstream {upstream} via {filters:?}",
+                route.pattern
+            )
+            .unwrap(),
             RouteTarget::Component(component) => writeln!(
                 w,
                 "route {} -> {} ({:?})",

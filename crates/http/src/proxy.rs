@@ -1,0 +1,790 @@
+//! Routes that forward to an upstream service, through proxy-wasm filters
+//! (`tern-proxy`): keep-alive connection pools to upstreams, hop-by-hop
+//! fields dropped both ways (RFC 9110 §7.6.1), `X-Forwarded-*` and
+//! `Forwarded` added, connect and response timeouts (502, 504), bodies
+//! streamed both ways and through the filters' body callbacks, and the
+//! `dispatch_http_call`s filters make, to the upstreams granted them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tern_manifest::{FilterFailure, FilterIsolation, FilterSpec, Manifest, Upstream};
+use tern_proxy::{
+    CallResponse, Chain, FailurePolicy, Filter, FilterConfig, FilterLog, Headers, Isolation,
+    LocalResponse, LogLevel, MetricFamilies, Step, StreamInfo,
+};
+use tern_runtime::Loader;
+use tokio::sync::mpsc;
+
+use crate::body::{BoxError, ResponseBody, full};
+use crate::events::{EventSink, GuestLine, RequestId};
+
+type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The most of a `dispatch_http_call` response kept for the filter.
+const MAX_CALL_RESPONSE: usize = 4 << 20;
+
+/// Pieces of a streamed body in flight between the two sides.
+const BODY_QUEUE: usize = 4;
+
+/// Fields that describe one connection, not the message (RFC 9110
+/// §7.6.1), never forwarded either way; plus those the `Connection`
+/// field names.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// An app's upstreams and filters.
+#[derive(Default)]
+pub(crate) struct AppProxy {
+    upstreams: BTreeMap<String, Arc<UpstreamClient>>,
+    filters: BTreeMap<String, Arc<Filter>>,
+    log: Arc<LogRelay>,
+    _services: Vec<Service>,
+}
+
+/// A route to an upstream.
+pub(crate) struct ProxyRoute {
+    pub(crate) upstream: Arc<UpstreamClient>,
+    pub(crate) filters: Vec<Arc<Filter>>,
+}
+
+impl std::fmt::Debug for ProxyRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+impl ProxyRoute {
+    pub(crate) fn describe(&self) -> String {
+        let names: Vec<&str> = self
+            .filters
+            .iter()
+            .map(|f| f.config().name.as_str())
+            .collect();
+        if names.is_empty() {
+            format!("upstream {}", self.upstream.spec.name)
+        } else {
+            format!(
+                "upstream {} via {}",
+                self.upstream.spec.name,
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// An upstream and its connection pool.
+pub(crate) struct UpstreamClient {
+    spec: Upstream,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl UpstreamClient {
+    fn new(spec: &Upstream) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(spec.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        UpstreamClient {
+            spec: spec.clone(),
+            client,
+        }
+    }
+
+    /// Sends `req` (its path as the client sent it, its headers final);
+    /// a failure as the status it earns and why.
+    async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+        path: &str,
+        limit: Duration,
+    ) -> Result<Response<Incoming>, (u16, String)> {
+        let uri = format!(
+            "http://{}{}{path}",
+            self.spec.authority, self.spec.base_path
+        );
+        *req.uri_mut() = uri
+            .parse::<Uri>()
+            .map_err(|_| (400, format!("request path `{path}` cannot be forwarded")))?;
+        let name = &self.spec.name;
+        match tokio::time::timeout(limit, self.client.request(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) if err.is_connect() => Err((
+                502,
+                format!("upstream `{name}`: cannot connect ({})", root(&err)),
+            )),
+            Ok(Err(err)) => Err((502, format!("upstream `{name}`: {}", root(&err)))),
+            Err(_) => Err((
+                504,
+                format!("upstream `{name}` did not answer within {limit:?}"),
+            )),
+        }
+    }
+}
+
+fn root(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// Where filters' log lines go: the server's sink, once a server serves
+/// the app; until then (services starting while the app loads) the first
+/// lines are kept for it.
+#[derive(Default)]
+pub(crate) struct LogRelay {
+    sink: OnceLock<(Arc<dyn EventSink>, RequestId)>,
+    early: Mutex<Vec<(String, LogLevel, u64, String)>>,
+}
+
+/// How many lines are kept before a server takes them.
+const EARLY_LINES: usize = 256;
+
+impl LogRelay {
+    fn bind(&self, sink: &Arc<dyn EventSink>, id: RequestId) {
+        if self.sink.get().is_some() {
+            return;
+        }
+        let mut early = self.early.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.sink.set((sink.clone(), id)).is_ok() {
+            for (filter, level, request, message) in early.drain(..) {
+                self.write(&filter, level, request, &message);
+            }
+        }
+    }
+
+    fn write(&self, filter: &str, level: LogLevel, request: u64, message: &str) {
+        if let Some((sink, id)) = self.sink.get() {
+            sink.guest_output(&GuestLine {
+                component: &format!("filter:{filter}"),
+                request: id.with_seq(request),
+                stream: level.name(),
+                text: message,
+            });
+        }
+    }
+}
+
+impl FilterLog for LogRelay {
+    fn log(&self, filter: &str, level: LogLevel, request: u64, message: &str) {
+        if self.sink.get().is_none() {
+            let mut early = self.early.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.sink.get().is_none() {
+                if early.len() < EARLY_LINES {
+                    early.push((filter.into(), level, request, message.into()));
+                }
+                return;
+            }
+        }
+        self.write(filter, level, request, message);
+    }
+}
+
+/// A filter no route names, run as a service: its VM on a thread of its
+/// own, where its root context ticks and hears of its queues, until the
+/// app version that started it is dropped.
+struct Service {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Service {
+    fn start(filter: Arc<Filter>) -> Result<Service, String> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("starting its thread: {e}"))?;
+        std::thread::Builder::new()
+            .name(format!("tern-filter-{}", filter.config().name))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match filter.service_vm() {
+                        Ok(_vm) => {
+                            let _ = stopped.await;
+                        }
+                        Err(why) => filter.log_error(&why),
+                    }
+                });
+            })
+            .map_err(|e| format!("starting its thread: {e}"))?;
+        Ok(Service { stop: Some(stop) })
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl AppProxy {
+    /// Loads the manifest's upstreams and filters; a filter of the same
+    /// name in `previous` hands over its shared data, queues and metrics.
+    pub(crate) fn load(
+        manifest: &Manifest,
+        loader: &Loader<'_>,
+        previous: Option<&AppProxy>,
+    ) -> Result<AppProxy, (String, String)> {
+        let log = previous.map_or_else(Arc::default, |p| p.log.clone());
+        // Filters run on their own engine: compiled here, for it, never by
+        // a child building code for the serving engine.
+        let loader = &Loader {
+            spec: None,
+            ..*loader
+        };
+        let upstreams = manifest
+            .upstreams
+            .iter()
+            .map(|(name, spec)| (name.clone(), Arc::new(UpstreamClient::new(spec))))
+            .collect();
+        let mut filters = BTreeMap::new();
+        for (name, spec) in &manifest.filters {
+            let space = previous
+                .and_then(|p| p.filters.get(name))
+                .map(|f| f.space().clone());
+            let config = filter_config(spec, log.clone());
+            let filter = Filter::load(loader, &spec.source, config, space)
+                .map_err(|e| (name.clone(), format!("{e:#}")))?;
+            filters.insert(name.clone(), Arc::new(filter));
+        }
+        let routed: Vec<&String> = manifest
+            .routes
+            .iter()
+            .filter_map(|route| match &route.target {
+                tern_manifest::RouteTarget::Upstream { filters, .. } => Some(filters),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut services = Vec::new();
+        for (name, filter) in &filters {
+            if !routed.contains(&name) {
+                services.push(Service::start(filter.clone()).map_err(|e| (name.clone(), e))?);
+            }
+        }
+        Ok(AppProxy {
+            upstreams,
+            filters,
+            log,
+            _services: services,
+        })
+    }
+
+    /// Sends the filters' log lines to `sink`, the first lines too.
+    pub(crate) fn bind_log(&self, sink: &Arc<dyn EventSink>, id: RequestId) {
+        self.log.bind(sink, id);
+    }
+
+    /// The route for an upstream and its filters, all declared.
+    pub(crate) fn route(&self, upstream: &str, filters: &[String]) -> Option<ProxyRoute> {
+        Some(ProxyRoute {
+            upstream: self.upstreams.get(upstream)?.clone(),
+            filters: filters
+                .iter()
+                .map(|name| self.filters.get(name).cloned())
+                .collect::<Option<_>>()?,
+        })
+    }
+
+    /// Adds the filters' metrics to `families`, labelled with the app.
+    pub(crate) fn write_metrics(&self, app: &str, families: &mut MetricFamilies) {
+        for (name, filter) in &self.filters {
+            let labels = format!(
+                "app=\"{}\",filter=\"{name}\"",
+                app.replace(['"', '\\', '\n'], "_")
+            );
+            filter.space().write_metrics(families, &labels);
+        }
+    }
+}
+
+fn filter_config(spec: &FilterSpec, log: Arc<LogRelay>) -> FilterConfig {
+    let mut config = FilterConfig::new(spec.name.clone(), log);
+    config.configuration = spec.configuration.clone().into_bytes();
+    config.vm_configuration = spec.vm_configuration.clone().into_bytes();
+    config.failure = match spec.failure {
+        FilterFailure::Closed => FailurePolicy::Closed,
+        FilterFailure::Open => FailurePolicy::Open,
+    };
+    config.isolation = match spec.isolation {
+        FilterIsolation::Worker => Isolation::Worker,
+        FilterIsolation::Request => Isolation::Request,
+    };
+    config.log_level = LogLevel::parse(&spec.log_level).unwrap_or(LogLevel::Info);
+    config.max_memory = spec.memory.0;
+    config.callback_time = spec.callback_time;
+    config.upstreams = spec.upstreams.clone();
+    config
+}
+
+/// What a forwarded request needs from the server.
+pub(crate) struct Forward<'a> {
+    pub(crate) id: RequestId,
+    pub(crate) client: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) app: &'a AppProxy,
+    pub(crate) sink: &'a Arc<dyn EventSink>,
+}
+
+/// The answer and, for the log, why it failed.
+pub(crate) type Forwarded = (Response<ResponseBody>, Option<String>);
+
+/// Forwards `req` through the route's filters to its upstream.
+pub(crate) async fn forward<B>(route: &ProxyRoute, req: Request<B>, fwd: Forward<'_>) -> Forwarded
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let id = fwd.id;
+    let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    drop_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, &fwd);
+    let limit = fwd
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
+    let limit = limit.min(route.upstream.spec.timeout);
+
+    if route.filters.is_empty() {
+        let body = body.map_err(Into::into).boxed_unsync();
+        let req = Request::from_parts(parts, body);
+        return match route.upstream.send(req, &path, limit).await {
+            Ok(response) => (
+                respond(response.map(|b| b.map_err(Into::into).boxed_unsync())),
+                None,
+            ),
+            Err((status, why)) => fail(status, why),
+        };
+    }
+
+    fwd.app.log.bind(fwd.sink, id);
+    let headers = to_pairs(&parts, &path, fwd.tls);
+    let info = StreamInfo {
+        request_id: id.to_string(),
+        request_seq: id.seq(),
+        source: fwd.client,
+        destination: fwd.local,
+        protocol: if parts.version == http::Version::HTTP_2 {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        },
+    };
+    let chain = match Chain::new(&route.filters, info, headers) {
+        Ok(chain) => Arc::new(Mutex::new(chain)),
+        Err(why) => return fail(500, why),
+    };
+    let end = body.is_end_stream();
+    let step = chain
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .request_headers_phase(end);
+    match settle(&chain, step, fwd.app).await {
+        Step::Continue => {}
+        Step::Respond(local) => return (local_response(local), None),
+        Step::Fail(why) => return fail(500, why),
+        Step::Wait => unreachable!("settle never answers Wait"),
+    }
+    let mut req = Request::new(ProxyBody::default());
+    {
+        let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(why) = from_pairs(
+            chain.request_headers(),
+            req.headers_mut(),
+            Some(&mut parts.method),
+        ) {
+            return fail(500, why);
+        }
+    }
+    *req.method_mut() = parts.method.clone();
+    let path = pseudo(
+        chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .request_headers(),
+        ":path",
+    )
+    .unwrap_or(path);
+    if !end {
+        req.headers_mut().remove(http::header::CONTENT_LENGTH);
+        *req.body_mut() = filtered(body, chain.clone(), false);
+    }
+    let response = match route.upstream.send(req, &path, limit).await {
+        Ok(response) => response,
+        Err((status, why)) => return fail(status, why),
+    };
+    let (mut parts, body) = response.into_parts();
+    drop_hop_by_hop(&mut parts.headers);
+    let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
+    headers.extend(header_pairs(&parts.headers));
+    let end = body.is_end_stream();
+    let step = chain
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .response_headers_phase(headers, end);
+    match settle(&chain, step, fwd.app).await {
+        Step::Continue => {}
+        Step::Respond(local) => return (local_response(local), None),
+        Step::Fail(why) => return fail(500, why),
+        Step::Wait => unreachable!("settle never answers Wait"),
+    }
+    let mut response = Response::new(full(Bytes::new()));
+    {
+        let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
+        let headers = chain.response_headers();
+        let status = pseudo(headers, ":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(parts.status);
+        *response.status_mut() = status;
+        if let Err(why) = from_pairs(headers, response.headers_mut(), None) {
+            return fail(500, why);
+        }
+    }
+    if !end {
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+        *response.body_mut() = filtered(body, chain, true);
+    }
+    (response, None)
+}
+
+/// Makes the calls a paused chain waits on and hands it their answers,
+/// until it goes on, answers, or fails.
+async fn settle(chain: &Arc<Mutex<Chain>>, mut step: Step, app: &AppProxy) -> Step {
+    loop {
+        match step {
+            Step::Wait => {}
+            done => return done,
+        }
+        let calls = chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_calls();
+        if calls.is_empty() {
+            if !chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .calls_in_flight()
+            {
+                return Step::Fail("a filter paused the request and nothing will resume it".into());
+            }
+            // Unreachable in practice: every call is answered below.
+            return Step::Fail("a filter is waiting on calls that were lost".into());
+        }
+        let answers =
+            futures::future::join_all(calls.into_iter().map(|(index, call)| async move {
+                let answer = http_call(app, &call).await;
+                (index, call.token, answer)
+            }))
+            .await;
+        for (index, token, answer) in answers {
+            step = chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .deliver(index, token, answer);
+            if !matches!(step, Step::Wait) {
+                break;
+            }
+        }
+    }
+}
+
+/// Makes one `dispatch_http_call`; `None` when it failed.
+async fn http_call(app: &AppProxy, call: &tern_proxy::HttpCall) -> Option<CallResponse> {
+    let upstream = app.upstreams.get(&call.upstream)?;
+    let mut req = Request::new(
+        Full::new(call.body.clone())
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    let mut method = Method::GET;
+    from_pairs(&call.headers, req.headers_mut(), Some(&mut method)).ok()?;
+    *req.method_mut() = method;
+    if let Some(authority) = pseudo(&call.headers, ":authority")
+        && let Ok(host) = HeaderValue::from_str(&authority)
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let path = pseudo(&call.headers, ":path").unwrap_or_else(|| "/".into());
+    let timeout = call.timeout.max(Duration::from_millis(1));
+    let work = async {
+        let response = upstream.send(req, &path, timeout).await.ok()?;
+        let (parts, body) = response.into_parts();
+        let limited = http_body_util::Limited::new(body, MAX_CALL_RESPONSE);
+        let body = limited.collect().await.ok()?.to_bytes();
+        let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
+        headers.extend(header_pairs(&parts.headers));
+        Some(CallResponse {
+            headers,
+            body,
+            trailers: Vec::new(),
+        })
+    };
+    tokio::time::timeout(timeout, work).await.ok().flatten()
+}
+
+/// A body passed through the chain's body callbacks as it streams: a task
+/// reads `body`, hands each piece to the filters, and sends on what they
+/// let through. A filter failing mid-body ends the body with an error,
+/// which aborts it on the other side.
+fn filtered<B>(body: B, chain: Arc<Mutex<Chain>>, response: bool) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(BODY_QUEUE);
+    tokio::spawn(async move {
+        let mut body = body;
+        loop {
+            let frame = body.frame().await;
+            let (chunk, end, trailers) = match frame {
+                None => (Bytes::new(), true, None),
+                Some(Err(err)) => {
+                    let _ = tx.send(Err(err.into())).await;
+                    return;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => (data, false, None),
+                    Err(frame) => (Bytes::new(), true, frame.into_trailers().ok()),
+                },
+            };
+            let passed = chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .body(response, &chunk, end);
+            let out = match passed {
+                Ok(out) => out,
+                Err(step) => {
+                    let why = match step {
+                        Step::Fail(why) => why,
+                        _ => "a filter answered after the body had begun".into(),
+                    };
+                    let _ = tx.send(Err(why.into())).await;
+                    return;
+                }
+            };
+            if !out.is_empty() && tx.send(Ok(Frame::data(out.into()))).await.is_err() {
+                return;
+            }
+            if end {
+                if let Some(trailers) = trailers {
+                    let pairs = header_pairs(&trailers).collect();
+                    let passed = chain
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .trailers(response, pairs);
+                    if let Ok(pairs) = passed {
+                        let mut map = HeaderMap::new();
+                        if from_pairs(&pairs, &mut map, None).is_ok() {
+                            let _ = tx.send(Ok(Frame::trailers(map))).await;
+                        }
+                    }
+                }
+                if response {
+                    chain
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .finish();
+                }
+                return;
+            }
+        }
+    });
+    StreamBody::new(tokio_stream(rx)).boxed_unsync()
+}
+
+/// The receiving end of a channel as a stream of frames.
+fn tokio_stream(
+    mut rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn respond(response: Response<ProxyBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    drop_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body)
+}
+
+fn local_response(local: LocalResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(full(local.body));
+    *response.status_mut() = StatusCode::from_u16(local.status).unwrap_or(StatusCode::OK);
+    // A filter's fields that would frame the message are the server's.
+    let pairs: Headers = local
+        .headers
+        .into_iter()
+        .filter(|(n, _)| n != "content-length" && !HOP_BY_HOP.contains(&n.as_str()))
+        .collect();
+    let _ = from_pairs(&pairs, response.headers_mut(), None);
+    response
+}
+
+fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, fwd: &Forward<'_>) {
+    let ip = fwd.client.ip();
+    let proto = if fwd.tls { "https" } else { "http" };
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip.to_string(),
+    };
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        && !host.contains(['"', ';', ','])
+    {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    let forwarded = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {forwarded}"),
+        None => forwarded,
+    };
+    for (name, value) in [
+        ("x-forwarded-for", xff),
+        ("x-forwarded-proto", proto.to_string()),
+        ("forwarded", forwarded),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    if !headers.contains_key("x-forwarded-host")
+        && let Some(host) = headers.get(http::header::HOST).cloned()
+    {
+        headers.insert("x-forwarded-host", host);
+    }
+}
+
+/// The request head as filters see it: pseudo-headers, then the fields.
+fn to_pairs(parts: &http::request::Parts, path: &str, tls: bool) -> Headers {
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_string();
+    let mut pairs = vec![
+        (":method".to_string(), parts.method.to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), authority),
+        (
+            ":scheme".to_string(),
+            if tls { "https" } else { "http" }.to_string(),
+        ),
+    ];
+    pairs.extend(header_pairs(&parts.headers).filter(|(n, _)| n != "host"));
+    pairs
+}
+
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+    headers.iter().map(|(name, value)| {
+        (
+            name.as_str().to_string(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        )
+    })
+}
+
+fn pseudo(pairs: &Headers, name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// Writes filter-made fields into `map`: pseudo-headers become the method
+/// (`:authority` the `Host`), hop-by-hop fields are dropped, and a name or
+/// value HTTP cannot carry fails the request.
+fn from_pairs(
+    pairs: &Headers,
+    map: &mut HeaderMap,
+    method: Option<&mut Method>,
+) -> Result<(), String> {
+    map.clear();
+    let mut method = method;
+    for (name, value) in pairs {
+        match name.as_str() {
+            ":method" => {
+                if let Some(method) = method.as_deref_mut() {
+                    *method = Method::from_bytes(value.as_bytes()).map_err(|_| {
+                        format!("a filter set an invalid method `{}`", value.escape_debug())
+                    })?;
+                }
+                continue;
+            }
+            ":authority" => {
+                if method.is_some()
+                    && let Ok(host) = HeaderValue::from_str(value)
+                {
+                    map.insert(http::header::HOST, host);
+                }
+                continue;
+            }
+            n if n.starts_with(':') => continue,
+            n if HOP_BY_HOP.contains(&n) => continue,
+            _ => {}
+        }
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "a filter set an invalid header name `{}`",
+                name.escape_debug()
+            )
+        })?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("a filter set an invalid value for `{name}`"))?;
+        map.append(name, value);
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! A loaded filter: its code linked once, its space, and its VMs (one per
+//! worker thread, or one per request).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use tern_runtime::{Loader, Program};
+use wasmtime::error::Context as _;
+use wasmtime::{InstancePre, Linker, Module};
+use wasmtime::{Result, bail};
+
+use crate::config::{FilterConfig, Isolation, LogLevel};
+use crate::engine;
+use crate::host;
+use crate::space::FilterSpace;
+use crate::vm::{FilterShared, FilterVm, VmCtx};
+
+/// How soon a worker's VM of a filter may be rebuilt after it failed.
+const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A filter, ready to serve: compiled, linked, and proven to start (a
+/// trial VM ran `proxy_on_vm_start` and `proxy_on_configure`).
+pub struct Filter {
+    pub(crate) shared: Arc<FilterShared>,
+    pre: InstancePre<VmCtx>,
+    vms: Mutex<HashMap<ThreadId, Worker>>,
+}
+
+struct Worker {
+    vm: Option<Arc<Mutex<FilterVm>>>,
+    failed_at: Option<Instant>,
+}
+
+impl Filter {
+    /// Loads the filter in `path` (a core module) through `loader` (the
+    /// compile cache), and starts a trial VM. `space` is the previous
+    /// version's, so shared data, queues and metrics carry over.
+    pub fn load(
+        loader: &Loader<'_>,
+        path: &Path,
+        config: FilterConfig,
+        space: Option<Arc<FilterSpace>>,
+    ) -> Result<Filter> {
+        let engine = engine::engine()?;
+        let module = match loader.load(engine, path)?.program {
+            Program::Module(module) => module,
+            Program::Component(_) => {
+                bail!("a component, not a proxy-wasm filter (a core module exporting `proxy_on_*`)")
+            }
+        };
+        Filter::new(module, config, space)
+    }
+
+    /// A filter from compiled code.
+    pub fn new(
+        module: Module,
+        config: FilterConfig,
+        space: Option<Arc<FilterSpace>>,
+    ) -> Result<Filter> {
+        let abi = ["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"];
+        if !module.exports().any(|e| abi.contains(&e.name())) {
+            bail!(
+                "not a proxy-wasm filter: it exports neither `proxy_abi_version_0_2_1` nor `proxy_abi_version_0_2_0`"
+            );
+        }
+        let engine = engine::engine()?;
+        let mut linker = Linker::new(engine);
+        crate::wasi::add_to_linker(&mut linker)?;
+        host::add_to_linker(&mut linker)?;
+        // Functions of other ABI versions trap when called rather than
+        // refusing the filter: SDKs import more than most filters call.
+        linker.define_unknown_imports_as_traps(&module)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .context("linking the filter")?;
+        let shared = Arc::new(FilterShared {
+            config,
+            space: space.unwrap_or_default(),
+        });
+        // The trial VM: a version that cannot start never serves.
+        FilterVm::start(&pre, shared.clone())?;
+        Ok(Filter {
+            shared,
+            pre,
+            vms: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The filter's configuration.
+    pub fn config(&self) -> &FilterConfig {
+        &self.shared.config
+    }
+
+    /// The filter's space, to hand to its next version.
+    pub fn space(&self) -> &Arc<FilterSpace> {
+        &self.shared.space
+    }
+
+    /// A VM for one stream on this thread: the worker's (started on first
+    /// use, rebuilt at most once a second after a failure), or a fresh one.
+    pub(crate) fn vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
+        if self.shared.config.isolation == Isolation::Request {
+            return self.start_vm();
+        }
+        let mut vms = self.vms.lock().unwrap_or_else(PoisonError::into_inner);
+        let worker = vms.entry(thread::current().id()).or_insert(Worker {
+            vm: None,
+            failed_at: None,
+        });
+        if let Some(vm) = &worker.vm {
+            let broken = vm
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .broken()
+                .map(str::to_string);
+            match broken {
+                None => return Ok(vm.clone()),
+                Some(why) => {
+                    worker.vm = None;
+                    worker.failed_at = Some(Instant::now());
+                    self.log(
+                        LogLevel::Error,
+                        &format!("VM failed ({why}); rebuilding it"),
+                    );
+                }
+            }
+        }
+        if let Some(at) = worker.failed_at
+            && at.elapsed() < REBUILD_INTERVAL
+            && worker.vm.is_none()
+        {
+            return Err("failed, and its VM is not rebuilt more than once a second".into());
+        }
+        match self.start_vm() {
+            Ok(vm) => {
+                worker.vm = Some(vm.clone());
+                Ok(vm)
+            }
+            Err(why) => {
+                worker.failed_at = Some(Instant::now());
+                Err(why)
+            }
+        }
+    }
+
+    /// Starts the VM of a filter run as a service, on the current thread
+    /// (inside a tokio runtime, which runs its ticks and queue callbacks).
+    pub fn service_vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
+        self.start_vm()
+    }
+
+    /// Logs a failure outside any request.
+    pub fn log_error(&self, message: &str) {
+        self.log(LogLevel::Error, message);
+    }
+
+    fn start_vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
+        let vm = FilterVm::start(&self.pre, self.shared.clone())
+            .map_err(|e| format!("could not start: {e:#}"))?;
+        let period = vm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_tick_request();
+        if let Some(period) = period
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tokio::spawn(tick(Arc::downgrade(&vm), period));
+        }
+        Ok(vm)
+    }
+
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+        let config = &self.shared.config;
+        if level >= config.log_level {
+            config.log.log(&config.name, level, 0, message);
+        }
+    }
+}
+
+/// Calls the VM's `proxy_on_tick` every period, on its own thread, until
+/// the VM is gone, broken, or stops ticks.
+async fn tick(vm: Weak<Mutex<FilterVm>>, mut period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(vm) = vm.upgrade() else { return };
+        let mut vm = vm.lock().unwrap_or_else(PoisonError::into_inner);
+        if vm.broken().is_some() {
+            return;
+        }
+        vm.on_tick();
+        match vm.tick_period() {
+            Some(next) => period = next,
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! One filter VM: an instance of the filter with its root context started,
+//! and the callbacks the host makes into it.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use wasmtime::error::Context as _;
+use wasmtime::{Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc};
+use wasmtime::{Result, format_err as anyhow};
+
+use crate::abi::ACTION_CONTINUE;
+use crate::config::FilterConfig;
+use crate::engine;
+use crate::space::FilterSpace;
+use crate::stream::{CallResponse, StreamData};
+
+/// The id of every VM's root context.
+pub(crate) const ROOT_CONTEXT: u32 = 1;
+
+/// What a filter's VMs share: its configuration and space.
+/// Where a VM will be, filled once it is made: a root context registers
+/// its queues while it starts, before the VM exists.
+pub(crate) type VmSlot = Arc<OnceLock<Weak<Mutex<FilterVm>>>>;
+
+pub(crate) struct FilterShared {
+    pub(crate) config: FilterConfig,
+    pub(crate) space: Arc<FilterSpace>,
+}
+
+/// The store data of a filter VM.
+pub(crate) struct VmCtx {
+    pub(crate) limiter: MemoryCap,
+    pub(crate) shared: Arc<FilterShared>,
+    pub(crate) memory: Option<Memory>,
+    pub(crate) alloc: Option<TypedFunc<u32, u32>>,
+    /// The stream the current callback is about; empty otherwise.
+    pub(crate) stream: StreamData,
+    pub(crate) in_stream: bool,
+    /// The stream context the current callback is for (root's otherwise).
+    pub(crate) context: u32,
+    /// The answer to a `dispatch_http_call`, during its callback.
+    pub(crate) call_response: Option<CallResponse>,
+    /// The request being handled (for log lines), 0 if none.
+    pub(crate) request: u64,
+    pub(crate) tick_period: Option<Duration>,
+    pub(crate) next_token: u32,
+    /// The VM itself, once made (queues hold it to call back).
+    pub(crate) this: VmSlot,
+    /// Whether the filter was told gRPC is unimplemented.
+    pub(crate) grpc_noted: bool,
+}
+
+/// Caps linear memory and remembers that the cap was hit, so that the trap
+/// that follows (an allocator aborting) is reported as what it is.
+pub(crate) struct MemoryCap {
+    max: usize,
+    pub(crate) hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+type Callback1 = TypedFunc<u32, ()>;
+type Callback2 = TypedFunc<(u32, u32), ()>;
+type Callback2R = TypedFunc<(u32, u32), u32>;
+type Callback3R = TypedFunc<(u32, u32, u32), u32>;
+type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
+/// The callbacks a filter exports; any may be missing.
+struct Exports {
+    context_create: Option<Callback2>,
+    vm_start: Option<Callback2R>,
+    configure: Option<Callback2R>,
+    tick: Option<Callback1>,
+    queue_ready: Option<Callback2>,
+    request_headers: Option<Callback3R>,
+    request_body: Option<Callback3R>,
+    request_trailers: Option<Callback2R>,
+    response_headers: Option<Callback3R>,
+    response_body: Option<Callback3R>,
+    response_trailers: Option<Callback2R>,
+    http_call_response: Option<CallResponseFn>,
+    log: Option<Callback1>,
+    done: Option<TypedFunc<u32, u32>>,
+    delete: Option<Callback1>,
+}
+
+impl Exports {
+    fn find(store: &mut Store<VmCtx>, instance: &Instance) -> Exports {
+        macro_rules! get {
+            ($name:literal) => {
+                instance.get_typed_func(&mut *store, $name).ok()
+            };
+        }
+        Exports {
+            context_create: get!("proxy_on_context_create"),
+            vm_start: get!("proxy_on_vm_start"),
+            configure: get!("proxy_on_configure"),
+            tick: get!("proxy_on_tick"),
+            queue_ready: get!("proxy_on_queue_ready"),
+            request_headers: get!("proxy_on_request_headers"),
+            request_body: get!("proxy_on_request_body"),
+            request_trailers: get!("proxy_on_request_trailers"),
+            response_headers: get!("proxy_on_response_headers"),
+            response_body: get!("proxy_on_response_body"),
+            response_trailers: get!("proxy_on_response_trailers"),
+            http_call_response: get!("proxy_on_http_call_response"),
+            log: get!("proxy_on_log"),
+            done: get!("proxy_on_done"),
+            delete: get!("proxy_on_delete"),
+        }
+    }
+}
+
+/// Which stream callback to make.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Phase {
+    RequestHeaders { count: u32, end: bool },
+    RequestBody { size: u32, end: bool },
+    RequestTrailers { count: u32 },
+    ResponseHeaders { count: u32, end: bool },
+    ResponseBody { size: u32, end: bool },
+    ResponseTrailers { count: u32 },
+}
+
+/// A filter VM. Once a callback fails, the VM is broken for good: every
+/// later call fails at once, and a new VM replaces it.
+pub struct FilterVm {
+    store: Store<VmCtx>,
+    exports: Exports,
+    next_context: u32,
+    broken: Option<String>,
+    ticking: bool,
+}
+
+impl FilterVm {
+    /// Instantiates the filter and starts its root context
+    /// (`proxy_on_vm_start`, then `proxy_on_configure`); an error says why
+    /// the filter did not start.
+    pub(crate) fn start(
+        pre: &InstancePre<VmCtx>,
+        shared: Arc<FilterShared>,
+    ) -> Result<Arc<Mutex<FilterVm>>> {
+        let engine = engine::engine()?;
+        let config = &shared.config;
+        let ctx = VmCtx {
+            limiter: MemoryCap {
+                max: usize::try_from(config.max_memory).unwrap_or(usize::MAX),
+                hit: false,
+            },
+            shared: shared.clone(),
+            memory: None,
+            alloc: None,
+            stream: StreamData::default(),
+            in_stream: false,
+            context: ROOT_CONTEXT,
+            call_response: None,
+            request: 0,
+            tick_period: None,
+            next_token: 1,
+            this: VmSlot::default(),
+            grpc_noted: false,
+        };
+        let mut store = Store::new(engine, ctx);
+        store.limiter(|ctx| &mut ctx.limiter);
+        store.set_epoch_deadline(engine::ticks(config.callback_time));
+        store.epoch_deadline_trap();
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| describe(&store, e, config.callback_time))
+            .context("instantiating the filter")?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = instance
+            .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
+            .ok();
+        store.data_mut().memory = memory;
+        store.data_mut().alloc = alloc;
+        for init in ["_initialize", "_start"] {
+            if let Ok(func) = instance.get_typed_func::<(), ()>(&mut store, init) {
+                func.call(&mut store, ())
+                    .map_err(|e| describe(&store, e, config.callback_time))
+                    .with_context(|| format!("running the filter's `{init}`"))?;
+                break;
+            }
+        }
+        let exports = Exports::find(&mut store, &instance);
+        let vm_config_size = config.vm_configuration.len() as u32;
+        let plugin_config_size = config.configuration.len() as u32;
+        let mut vm = FilterVm {
+            store,
+            exports,
+            next_context: ROOT_CONTEXT,
+            broken: None,
+            ticking: false,
+        };
+        if let Some(f) = vm.exports.context_create.clone() {
+            vm.call(f, (ROOT_CONTEXT, 0))
+                .map_err(|e| anyhow!("creating the root context: {e}"))?;
+        }
+        if let Some(f) = vm.exports.vm_start.clone() {
+            let started = vm
+                .call(f, (ROOT_CONTEXT, vm_config_size))
+                .map_err(|e| anyhow!("proxy_on_vm_start: {e}"))?;
+            if started == 0 {
+                return Err(anyhow!("the filter refused to start (proxy_on_vm_start)"));
+            }
+        }
+        if let Some(f) = vm.exports.configure.clone() {
+            let configured = vm
+                .call(f, (ROOT_CONTEXT, plugin_config_size))
+                .map_err(|e| anyhow!("proxy_on_configure: {e}"))?;
+            if configured == 0 {
+                return Err(anyhow!(
+                    "the filter refused its configuration (proxy_on_configure)"
+                ));
+            }
+        }
+        let vm = Arc::new(Mutex::new(vm));
+        let slot = vm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .store
+            .data()
+            .this
+            .clone();
+        let _ = slot.set(Arc::downgrade(&vm));
+        Ok(vm)
+    }
+
+    /// Why the VM cannot be used, if it failed.
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// The tick period the root context asked for, once, for the caller to
+    /// start ticking.
+    pub(crate) fn take_tick_request(&mut self) -> Option<Duration> {
+        if self.ticking {
+            return None;
+        }
+        let period = self.store.data().tick_period?;
+        self.ticking = true;
+        Some(period)
+    }
+
+    /// The current tick period, `None` when the filter turned ticks off.
+    pub(crate) fn tick_period(&self) -> Option<Duration> {
+        self.store.data().tick_period
+    }
+
+    pub(crate) fn on_tick(&mut self) {
+        if let Some(f) = self.exports.tick.clone() {
+            let _ = self.call(f, ROOT_CONTEXT);
+        }
+    }
+
+    pub(crate) fn on_queue_ready(&mut self, root: u32, queue: u32) {
+        if let Some(f) = self.exports.queue_ready.clone() {
+            let _ = self.call(f, (root, queue));
+        }
+    }
+
+    /// Creates a stream context; its id.
+    pub(crate) fn create_stream(&mut self) -> Result<u32, String> {
+        self.next_context = self.next_context.wrapping_add(1).max(ROOT_CONTEXT + 1);
+        let id = self.next_context;
+        if let Some(f) = self.exports.context_create.clone() {
+            self.call(f, (id, ROOT_CONTEXT))?;
+        }
+        Ok(id)
+    }
+
+    /// Makes one stream callback with `data` visible to the filter;
+    /// whether the filter let the stream go on (`Continue`).
+    pub(crate) fn stream_callback(
+        &mut self,
+        context: u32,
+        request: u64,
+        data: &mut StreamData,
+        phase: Phase,
+    ) -> Result<bool, String> {
+        let e = &self.exports;
+        let (func, args) = match phase {
+            Phase::RequestHeaders { count, end } => {
+                (e.request_headers.clone(), (context, count, end as u32))
+            }
+            Phase::RequestBody { size, end } => {
+                (e.request_body.clone(), (context, size, end as u32))
+            }
+            Phase::ResponseHeaders { count, end } => {
+                (e.response_headers.clone(), (context, count, end as u32))
+            }
+            Phase::ResponseBody { size, end } => {
+                (e.response_body.clone(), (context, size, end as u32))
+            }
+            Phase::RequestTrailers { count } => {
+                let f = e.request_trailers.clone();
+                return self
+                    .with_stream((context, request), data, None, |vm| match f {
+                        Some(f) => vm.call(f, (context, count)),
+                        None => Ok(ACTION_CONTINUE),
+                    })
+                    .map(|action| action == ACTION_CONTINUE);
+            }
+            Phase::ResponseTrailers { count } => {
+                let f = e.response_trailers.clone();
+                return self
+                    .with_stream((context, request), data, None, |vm| match f {
+                        Some(f) => vm.call(f, (context, count)),
+                        None => Ok(ACTION_CONTINUE),
+                    })
+                    .map(|action| action == ACTION_CONTINUE);
+            }
+        };
+        let body = match phase {
+            Phase::RequestBody { .. } => Some(false),
+            Phase::ResponseBody { .. } => Some(true),
+            _ => None,
+        };
+        self.with_stream((context, request), data, body, |vm| match func {
+            Some(f) => vm.call(f, args),
+            None => Ok(ACTION_CONTINUE),
+        })
+        .map(|action| action == ACTION_CONTINUE)
+    }
+
+    /// Delivers the answer to a `dispatch_http_call`.
+    pub(crate) fn call_response(
+        &mut self,
+        context: u32,
+        request: u64,
+        data: &mut StreamData,
+        token: u32,
+        response: CallResponse,
+    ) -> Result<(), String> {
+        let Some(f) = self.exports.http_call_response.clone() else {
+            return Ok(());
+        };
+        let counts = (
+            response.headers.len() as u32,
+            response.body.len() as u32,
+            response.trailers.len() as u32,
+        );
+        self.store.data_mut().call_response = Some(response);
+        let result = self.with_stream((context, request), data, None, |vm| {
+            vm.call(f, (context, token, counts.0, counts.1, counts.2))
+        });
+        self.store.data_mut().call_response = None;
+        result
+    }
+
+    /// Ends a stream: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub(crate) fn finish_stream(&mut self, context: u32, request: u64, data: &mut StreamData) {
+        let (done, log, delete) = (
+            self.exports.done.clone(),
+            self.exports.log.clone(),
+            self.exports.delete.clone(),
+        );
+        let _ = self.with_stream((context, request), data, None, |vm| {
+            if let Some(f) = done {
+                vm.call(f, context)?;
+            }
+            if let Some(f) = log {
+                vm.call(f, context)?;
+            }
+            if let Some(f) = delete {
+                vm.call(f, context)?;
+            }
+            Ok(())
+        });
+    }
+
+    fn with_stream<R>(
+        &mut self,
+        (context, request): (u32, u64),
+        data: &mut StreamData,
+        body: Option<bool>,
+        f: impl FnOnce(&mut Self) -> Result<R, String>,
+    ) -> Result<R, String> {
+        data.body_is_response = body;
+        let ctx = self.store.data_mut();
+        std::mem::swap(&mut ctx.stream, data);
+        ctx.in_stream = true;
+        ctx.context = context;
+        ctx.request = request;
+        let result = f(self);
+        let ctx = self.store.data_mut();
+        std::mem::swap(&mut ctx.stream, data);
+        ctx.in_stream = false;
+        ctx.context = ROOT_CONTEXT;
+        ctx.request = 0;
+        result
+    }
+
+    /// One call into the filter under the callback budget; a failure breaks
+    /// the VM.
+    fn call<P, R>(&mut self, func: TypedFunc<P, R>, params: P) -> Result<R, String>
+    where
+        P: wasmtime::WasmParams,
+        R: wasmtime::WasmResults,
+    {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        let budget = self.store.data().shared.config.callback_time;
+        self.store.set_epoch_deadline(engine::ticks(budget));
+        match func.call(&mut self.store, params) {
+            Ok(result) => Ok(result),
+            Err(err) => {
+                let why = describe(&self.store, err, budget).to_string();
+                self.broken = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+}
+
+/// A failed call in words: the limit it hit, or the trap.
+fn describe(store: &Store<VmCtx>, err: wasmtime::Error, budget: Duration) -> wasmtime::Error {
+    if store.data().limiter.hit {
+        let max = store.data().limiter.max;
+        return anyhow!("ran out of memory (the limit is {} MiB)", max >> 20);
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => anyhow!("ran past its time budget of {budget:?} per callback"),
+        Some(trap) => anyhow!("trapped: {trap}"),
+        None => {
+            let first = err.to_string();
+            anyhow!(
+                "failed: {}",
+                first.lines().next().unwrap_or("unknown error")
+            )
+        }
+    }
+}

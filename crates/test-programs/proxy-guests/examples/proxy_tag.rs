@@ -1,0 +1,75 @@
+//! A tiny configurable filter for chains and hot swap. Its plugin
+//! configuration, as UTF-8, is its TAG (`none` when empty or absent); the
+//! configuration `fail-start` makes `on_configure` return false, so the
+//! host must refuse that version (and, on a hot swap, keep the old one).
+//! Each request gets TAG appended to the request header `x-chain` (so a
+//! chain a, b, c shows the upstream three `x-chain` values in order) and
+//! each response the header `x-filter-tag: TAG`.
+//! Each response also says how many requests its VM has seen
+//! (`x-vm-requests`).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use proxy_wasm::traits::*;
+use proxy_wasm::types::*;
+
+/// Requests this VM has seen: a VM per worker counts on, a VM per request
+/// always says 1.
+static REQUESTS: AtomicU32 = AtomicU32::new(0);
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { tag: "none".into() })
+    });
+}}
+
+struct Root {
+    tag: String,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        let config = String::from_utf8_lossy(&config);
+        if config == "fail-start" {
+            log::warn!("configured to fail");
+            return false;
+        }
+        if !config.is_empty() {
+            self.tag = config.into_owned();
+        }
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Tag { tag: self.tag.clone() }))
+    }
+}
+
+struct Tag {
+    tag: String,
+}
+
+impl Context for Tag {}
+
+impl HttpContext for Tag {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        self.add_http_request_header("x-chain", &self.tag);
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.add_http_response_header("x-filter-tag", &self.tag);
+        let seen = REQUESTS.load(Ordering::Relaxed).to_string();
+        self.add_http_response_header("x-vm-requests", &seen);
+        Action::Continue
+    }
+}

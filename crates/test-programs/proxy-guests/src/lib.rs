@@ -1,0 +1,1 @@
+//! Nothing here: every filter is an example.

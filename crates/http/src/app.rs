@@ -567,7 +567,7 @@ impl App {
                     pattern: pattern.to_string(),
                     component: None,
                     executor: None,
-                    kind: route.describe(),
+                    kind: route.describe().to_string(),
                 },
             })
             .collect()

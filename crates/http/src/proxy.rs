@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,7 +23,6 @@ use tern_proxy::{
     LocalResponse, LogLevel, MetricFamilies, Step, StreamInfo,
 };
 use tern_runtime::Loader;
-use tokio::sync::mpsc;
 
 use crate::body::{BoxError, ResponseBody, full};
 use crate::events::{EventSink, GuestLine, RequestId};
@@ -32,9 +31,6 @@ type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// The most of a `dispatch_http_call` response kept for the filter.
 const MAX_CALL_RESPONSE: usize = 4 << 20;
-
-/// Pieces of a streamed body in flight between the two sides.
-const BODY_QUEUE: usize = 4;
 
 /// Fields that describe one connection, not the message (RFC 9110
 /// §7.6.1), never forwarded either way; plus those the `Connection`
@@ -63,30 +59,34 @@ pub(crate) struct AppProxy {
 pub(crate) struct ProxyRoute {
     pub(crate) upstream: Arc<UpstreamClient>,
     pub(crate) filters: Vec<Arc<Filter>>,
+    /// What the access log and the route listing call it, made once.
+    label: String,
 }
 
 impl std::fmt::Debug for ProxyRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.describe())
+        f.write_str(&self.label)
     }
 }
 
 impl ProxyRoute {
-    pub(crate) fn describe(&self) -> String {
-        let names: Vec<&str> = self
-            .filters
-            .iter()
-            .map(|f| f.config().name.as_str())
-            .collect();
-        if names.is_empty() {
-            format!("upstream {}", self.upstream.spec.name)
+    fn new(upstream: Arc<UpstreamClient>, filters: Vec<Arc<Filter>>) -> ProxyRoute {
+        let names: Vec<&str> = filters.iter().map(|f| f.config().name.as_str()).collect();
+        let label = if names.is_empty() {
+            format!("upstream {}", upstream.spec.name)
         } else {
-            format!(
-                "upstream {} via {}",
-                self.upstream.spec.name,
-                names.join(", ")
-            )
+            format!("upstream {} via {}", upstream.spec.name, names.join(", "))
+        };
+        ProxyRoute {
+            upstream,
+            filters,
+            label,
         }
+    }
+
+    /// `upstream NAME via FILTER, ...`.
+    pub(crate) fn describe(&self) -> &str {
+        &self.label
     }
 }
 
@@ -301,13 +301,13 @@ impl AppProxy {
 
     /// The route for an upstream and its filters, all declared.
     pub(crate) fn route(&self, upstream: &str, filters: &[String]) -> Option<ProxyRoute> {
-        Some(ProxyRoute {
-            upstream: self.upstreams.get(upstream)?.clone(),
-            filters: filters
+        Some(ProxyRoute::new(
+            self.upstreams.get(upstream)?.clone(),
+            filters
                 .iter()
                 .map(|name| self.filters.get(name).cloned())
                 .collect::<Option<_>>()?,
-        })
+        ))
     }
 
     /// Adds the filters' metrics to `families`, labelled with the app.
@@ -417,27 +417,25 @@ where
         Step::Wait => unreachable!("settle never answers Wait"),
     }
     let mut req = Request::new(ProxyBody::default());
-    {
+    let path = {
         let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(why) = from_pairs(
-            chain.request_headers(),
-            req.headers_mut(),
-            Some(&mut parts.method),
-        ) {
-            return fail(500, why);
+        if chain.request_headers_changed() {
+            let headers = chain.request_headers();
+            if let Err(why) = from_pairs(headers, req.headers_mut(), Some(&mut parts.method)) {
+                return fail(500, why);
+            }
+            pseudo(headers, ":path").unwrap_or(path)
+        } else {
+            // Untouched: the fields as they came, not parsed again.
+            *req.headers_mut() = std::mem::take(&mut parts.headers);
+            path
         }
-    }
+    };
     *req.method_mut() = parts.method.clone();
-    let path = pseudo(
-        chain
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .request_headers(),
-        ":path",
-    )
-    .unwrap_or(path);
+    // As in Envoy, the filters keep the framing fields as they are: one
+    // that changes a body's length removes `content-length` (the server
+    // refuses a body that does not match it).
     if !end {
-        req.headers_mut().remove(http::header::CONTENT_LENGTH);
         *req.body_mut() = filtered(body, chain.clone(), false);
     }
     let response = match route.upstream.send(req, &path, limit).await {
@@ -460,20 +458,25 @@ where
         Step::Wait => unreachable!("settle never answers Wait"),
     }
     let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = parts.status;
     {
         let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
-        let headers = chain.response_headers();
-        let status = pseudo(headers, ":status")
-            .and_then(|s| s.parse::<u16>().ok())
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or(parts.status);
-        *response.status_mut() = status;
-        if let Err(why) = from_pairs(headers, response.headers_mut(), None) {
-            return fail(500, why);
+        if chain.response_headers_changed() {
+            let headers = chain.response_headers();
+            if let Some(status) = pseudo(headers, ":status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+            {
+                *response.status_mut() = status;
+            }
+            if let Err(why) = from_pairs(headers, response.headers_mut(), None) {
+                return fail(500, why);
+            }
+        } else {
+            *response.headers_mut() = std::mem::take(&mut parts.headers);
         }
     }
     if !end {
-        response.headers_mut().remove(http::header::CONTENT_LENGTH);
         *response.body_mut() = filtered(body, chain, true);
     }
     (response, None)
@@ -554,81 +557,101 @@ async fn http_call(app: &AppProxy, call: &tern_proxy::HttpCall) -> Option<CallRe
     tokio::time::timeout(timeout, work).await.ok().flatten()
 }
 
-/// A body passed through the chain's body callbacks as it streams: a task
-/// reads `body`, hands each piece to the filters, and sends on what they
-/// let through. A filter failing mid-body ends the body with an error,
-/// which aborts it on the other side.
+/// A body passed through the chain's body callbacks as it streams: each
+/// piece is handed to the filters as it is polled, inline (callbacks are
+/// plain calls), and what they let through goes on. A filter failing
+/// mid-body ends the body with an error, which aborts it on the other side.
 fn filtered<B>(body: B, chain: Arc<Mutex<Chain>>, response: bool) -> ProxyBody
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError> + Send,
 {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(BODY_QUEUE);
-    tokio::spawn(async move {
-        let mut body = body;
+    Filtered {
+        inner: body,
+        chain,
+        response,
+        trailers: None,
+        done: false,
+    }
+    .boxed_unsync()
+}
+
+struct Filtered<B> {
+    inner: B,
+    chain: Arc<Mutex<Chain>>,
+    response: bool,
+    /// Trailers to send once the last data went out.
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl<B> Body for Filtered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
         loop {
-            let frame = body.frame().await;
-            let (chunk, end, trailers) = match frame {
-                None => (Bytes::new(), true, None),
-                Some(Err(err)) => {
-                    let _ = tx.send(Err(err.into())).await;
-                    return;
-                }
+            if this.done {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+            let (chunk, end) = match frame {
+                None => (Bytes::new(), true),
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => (data, false, None),
-                    Err(frame) => (Bytes::new(), true, frame.into_trailers().ok()),
+                    Ok(data) => (data, false),
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            let pairs = header_pairs(&trailers).collect();
+                            let mut chain =
+                                this.chain.lock().unwrap_or_else(PoisonError::into_inner);
+                            if let Ok(pairs) = chain.trailers(this.response, pairs) {
+                                let mut map = HeaderMap::new();
+                                if from_pairs(&pairs, &mut map, None).is_ok() {
+                                    this.trailers = Some(map);
+                                }
+                            }
+                        }
+                        continue;
+                    }
                 },
             };
-            let passed = chain
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .body(response, &chunk, end);
-            let out = match passed {
-                Ok(out) => out,
+            let mut chain = this.chain.lock().unwrap_or_else(PoisonError::into_inner);
+            let passed = chain.body(this.response, &chunk, end);
+            if end {
+                this.done = true;
+                if this.response {
+                    chain.finish();
+                }
+            }
+            drop(chain);
+            match passed {
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out.into())))),
                 Err(step) => {
+                    this.done = true;
                     let why = match step {
                         Step::Fail(why) => why,
                         _ => "a filter answered after the body had begun".into(),
                     };
-                    let _ = tx.send(Err(why.into())).await;
-                    return;
+                    return Poll::Ready(Some(Err(why.into())));
                 }
-            };
-            if !out.is_empty() && tx.send(Ok(Frame::data(out.into()))).await.is_err() {
-                return;
-            }
-            if end {
-                if let Some(trailers) = trailers {
-                    let pairs = header_pairs(&trailers).collect();
-                    let passed = chain
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .trailers(response, pairs);
-                    if let Ok(pairs) = passed {
-                        let mut map = HeaderMap::new();
-                        if from_pairs(&pairs, &mut map, None).is_ok() {
-                            let _ = tx.send(Ok(Frame::trailers(map))).await;
-                        }
-                    }
-                }
-                if response {
-                    chain
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .finish();
-                }
-                return;
             }
         }
-    });
-    StreamBody::new(tokio_stream(rx)).boxed_unsync()
-}
+    }
 
-/// The receiving end of a channel as a stream of frames.
-fn tokio_stream(
-    mut rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
-) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
 }
 
 fn respond(response: Response<ProxyBody>) -> Response<ResponseBody> {

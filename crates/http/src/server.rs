@@ -628,7 +628,7 @@ async fn forward(
         status,
         aborted: false,
         duration,
-        component: Some(&label),
+        component: Some(label),
         error,
     });
     response

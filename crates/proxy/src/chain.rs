@@ -109,6 +109,16 @@ impl Chain {
         &self.data.response_headers
     }
 
+    /// Whether a filter changed the request headers.
+    pub fn request_headers_changed(&self) -> bool {
+        self.data.request_headers_changed
+    }
+
+    /// Whether a filter changed the response headers.
+    pub fn response_headers_changed(&self) -> bool {
+        self.data.response_headers_changed
+    }
+
     /// Whether a filter asked for the stream to be reset.
     pub fn closed(&self) -> bool {
         self.data.close

@@ -132,6 +132,12 @@ fn change_map(caller: &mut Ctx<'_>, kind: u32, change: impl FnOnce(&mut Headers)
         return Status::BadArgument;
     }
     *headers = changed;
+    let stream = &mut caller.data_mut().stream;
+    match kind {
+        map::HTTP_REQUEST_HEADERS => stream.request_headers_changed = true,
+        map::HTTP_RESPONSE_HEADERS => stream.response_headers_changed = true,
+        _ => {}
+    }
     Status::Ok
 }
 
@@ -198,6 +204,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
         ENV,
         "proxy_log",
         |mut caller: Ctx<'_>, level: u32, ptr: u32, len: u32| {
+            // Below the filter's level: nothing to read (SDKs format every
+            // line they log at their own level, often `trace`).
+            if LogLevel::from_guest(level) < caller.data().shared.config.log_level {
+                return Status::Ok.into();
+            }
             let message = match read(&mut caller, ptr, len) {
                 Ok(message) => message,
                 Err(status) => return u32::from(status),

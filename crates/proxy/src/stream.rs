@@ -89,6 +89,9 @@ pub(crate) struct StreamData {
     pub(crate) response_headers: Headers,
     pub(crate) response_body: Vec<u8>,
     pub(crate) response_trailers: Headers,
+    /// Whether a filter changed the request or response headers.
+    pub(crate) request_headers_changed: bool,
+    pub(crate) response_headers_changed: bool,
     /// Whether the response headers exist yet (they may be read and changed
     /// only once they do).
     pub(crate) response_started: bool,

@@ -69,6 +69,10 @@ pub struct HostArgs {
     /// Instances alive at once across every app
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=2000))]
     pool_slots: u32,
+    /// Let deployed apps forward to this upstream, HOST:PORT as their
+    /// manifests write it (repeatable); apps naming any other do not load
+    #[arg(long = "allow-upstream", value_name = "HOST:PORT")]
+    allow_upstream: Vec<String>,
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -108,6 +112,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
     };
     serve.limits = limits;
     serve.caps = limits;
+    serve.allowed_upstreams = Some(args.allow_upstream.clone());
     serve.max_connections = default_max_connections();
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
     let host = Host::open(HostConfig {

@@ -444,11 +444,13 @@ impl App {
                 model_permits,
             });
         }
-        let proxy = crate::proxy::AppProxy::load(manifest, loader, previous.map(|app| &app.proxy))
-            .map_err(|(name, message)| {
-                let at = manifest.filters[&name].source_location;
-                LoadError::Manifest(manifest.error_at(at, &format!("filter.{name}"), message))
-            })?;
+        let proxy = crate::proxy::AppProxy::load(
+            manifest,
+            loader,
+            previous.map(|app| &app.proxy),
+            config.allowed_upstreams.as_deref(),
+        )
+        .map_err(LoadError::Manifest)?;
         let index = |id: &str| manifest.components.keys().position(|k| k == id);
         let router = Router::new(manifest.routes.iter().filter_map(|r| {
             let target = match &r.target {

@@ -41,6 +41,11 @@ pub struct ServeConfig {
     /// The most any component may ask for in its own limits (`tern host`'s
     /// operator caps); an app asking for more does not load.
     pub caps: LimitsConfig,
+    /// The upstreams (`HOST:PORT`) an app's routes and filters may reach:
+    /// `None` for any (`tern serve`: the operator wrote the manifest), a
+    /// list under `tern host`, whose apps are deployed by others (empty:
+    /// no upstream routes at all).
+    pub allowed_upstreams: Option<Vec<String>>,
 }
 
 impl ServeConfig {
@@ -85,6 +90,7 @@ impl ServeConfig {
             runtime: RuntimeConfig::default(),
             state_dir: None,
             caps: LimitsConfig::default(),
+            allowed_upstreams: None,
         }
     }
 

@@ -49,11 +49,13 @@ const HOP_BY_HOP: [&str; 8] = [
 /// An app's upstreams and filters.
 #[derive(Default)]
 pub(crate) struct AppProxy {
-    upstreams: BTreeMap<String, Arc<UpstreamClient>>,
+    upstreams: Arc<Upstreams>,
     filters: BTreeMap<String, Arc<Filter>>,
     log: Arc<LogRelay>,
     _services: Vec<Service>,
 }
+
+type Upstreams = BTreeMap<String, Arc<UpstreamClient>>;
 
 /// A route to an upstream.
 pub(crate) struct ProxyRoute {
@@ -248,7 +250,23 @@ impl AppProxy {
         manifest: &Manifest,
         loader: &Loader<'_>,
         previous: Option<&AppProxy>,
-    ) -> Result<AppProxy, (String, String)> {
+        allowed: Option<&[String]>,
+    ) -> Result<AppProxy, tern_manifest::ManifestError> {
+        if let Some(allowed) = allowed {
+            for (name, upstream) in &manifest.upstreams {
+                if !allowed.contains(&upstream.authority) {
+                    let message = format!(
+                        "{} is not an upstream this host allows (the operator's --allow-upstream)",
+                        upstream.authority
+                    );
+                    return Err(manifest.error_at(
+                        upstream.location,
+                        &format!("upstream.{name}"),
+                        message,
+                    ));
+                }
+            }
+        }
         let log = previous.map_or_else(Arc::default, |p| p.log.clone());
         // Filters run on their own engine: compiled here, for it, never by
         // a child building code for the serving engine.
@@ -256,19 +274,26 @@ impl AppProxy {
             spec: None,
             ..*loader
         };
-        let upstreams = manifest
-            .upstreams
-            .iter()
-            .map(|(name, spec)| (name.clone(), Arc::new(UpstreamClient::new(spec))))
-            .collect();
+        let upstreams = Arc::new(
+            manifest
+                .upstreams
+                .iter()
+                .map(|(name, spec)| (name.clone(), Arc::new(UpstreamClient::new(spec))))
+                .collect(),
+        );
         let mut filters = BTreeMap::new();
         for (name, spec) in &manifest.filters {
             let space = previous
                 .and_then(|p| p.filters.get(name))
                 .map(|f| f.space().clone());
             let config = filter_config(spec, log.clone());
-            let filter = Filter::load(loader, &spec.source, config, space)
-                .map_err(|e| (name.clone(), format!("{e:#}")))?;
+            let filter = Filter::load(loader, &spec.source, config, space).map_err(|e| {
+                manifest.error_at(
+                    spec.source_location,
+                    &format!("filter.{name}"),
+                    format!("{e:#}"),
+                )
+            })?;
             filters.insert(name.clone(), Arc::new(filter));
         }
         let routed: Vec<&String> = manifest
@@ -283,7 +308,11 @@ impl AppProxy {
         let mut services = Vec::new();
         for (name, filter) in &filters {
             if !routed.contains(&name) {
-                services.push(Service::start(filter.clone()).map_err(|e| (name.clone(), e))?);
+                let spec = &manifest.filters[name];
+                let service = Service::start(filter.clone()).map_err(|e| {
+                    manifest.error_at(spec.source_location, &format!("filter.{name}"), e)
+                })?;
+                services.push(service);
             }
         }
         Ok(AppProxy {
@@ -410,7 +439,7 @@ where
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .request_headers_phase(end);
-    match settle(&chain, step, fwd.app).await {
+    match settle(&chain, step, &fwd.app.upstreams).await {
         Step::Continue => {}
         Step::Respond(local) => return (local_response(local), None),
         Step::Fail(why) => return fail(500, why),
@@ -436,7 +465,7 @@ where
     // that changes a body's length removes `content-length` (the server
     // refuses a body that does not match it).
     if !end {
-        *req.body_mut() = filtered(body, chain.clone(), false);
+        *req.body_mut() = filtered(body, chain.clone(), false, fwd.app.upstreams.clone());
     }
     let response = match route.upstream.send(req, &path, limit).await {
         Ok(response) => response,
@@ -451,7 +480,7 @@ where
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .response_headers_phase(headers, end);
-    match settle(&chain, step, fwd.app).await {
+    match settle(&chain, step, &fwd.app.upstreams).await {
         Step::Continue => {}
         Step::Respond(local) => return (local_response(local), None),
         Step::Fail(why) => return fail(500, why),
@@ -463,11 +492,12 @@ where
         let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
         if chain.response_headers_changed() {
             let headers = chain.response_headers();
-            if let Some(status) = pseudo(headers, ":status")
-                .and_then(|s| s.parse::<u16>().ok())
-                .and_then(|s| StatusCode::from_u16(s).ok())
-            {
-                *response.status_mut() = status;
+            match pseudo(headers, ":status").map(|s| s.parse::<u16>()) {
+                Some(Ok(status @ 200..=599)) => {
+                    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(parts.status);
+                }
+                None => {}
+                Some(_) => return fail(500, "a filter set a `:status` outside 200 to 599".into()),
             }
             if let Err(why) = from_pairs(headers, response.headers_mut(), None) {
                 return fail(500, why);
@@ -477,17 +507,22 @@ where
         }
     }
     if !end {
-        *response.body_mut() = filtered(body, chain, true);
+        *response.body_mut() = filtered(body, chain, true, fwd.app.upstreams.clone());
     }
     (response, None)
 }
 
 /// Makes the calls a paused chain waits on and hands it their answers,
-/// until it goes on, answers, or fails.
-async fn settle(chain: &Arc<Mutex<Chain>>, mut step: Step, app: &AppProxy) -> Step {
+/// until it goes on, answers, or fails. Calls made by a filter that did not
+/// pause go on in the background, their answers delivered as they come.
+async fn settle(chain: &Arc<Mutex<Chain>>, mut step: Step, upstreams: &Arc<Upstreams>) -> Step {
     loop {
         match step {
             Step::Wait => {}
+            Step::Continue => {
+                detach_calls(chain, upstreams);
+                return Step::Continue;
+            }
             done => return done,
         }
         let calls = chain
@@ -495,22 +530,13 @@ async fn settle(chain: &Arc<Mutex<Chain>>, mut step: Step, app: &AppProxy) -> St
             .unwrap_or_else(PoisonError::into_inner)
             .take_calls();
         if calls.is_empty() {
-            if !chain
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .calls_in_flight()
-            {
-                return Step::Fail("a filter paused the request and nothing will resume it".into());
-            }
-            // Unreachable in practice: every call is answered below.
-            return Step::Fail("a filter is waiting on calls that were lost".into());
+            return Step::Fail("a filter paused the request and nothing will resume it".into());
         }
-        let answers =
-            futures::future::join_all(calls.into_iter().map(|(index, call)| async move {
-                let answer = http_call(app, &call).await;
-                (index, call.token, answer)
-            }))
-            .await;
+        let answers = futures::future::join_all(calls.into_iter().map(|(index, call)| {
+            let upstream = upstreams.get(&call.upstream).cloned();
+            async move { (index, call.token, http_call(upstream, &call).await) }
+        }))
+        .await;
         for (index, token, answer) in answers {
             step = chain
                 .lock()
@@ -523,9 +549,30 @@ async fn settle(chain: &Arc<Mutex<Chain>>, mut step: Step, app: &AppProxy) -> St
     }
 }
 
+/// Makes the calls a chain holds without waiting for them.
+fn detach_calls(chain: &Arc<Mutex<Chain>>, upstreams: &Arc<Upstreams>) {
+    let calls = chain
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take_calls();
+    for (index, call) in calls {
+        let (chain, upstream) = (chain.clone(), upstreams.get(&call.upstream).cloned());
+        tokio::spawn(async move {
+            let answer = http_call(upstream, &call).await;
+            let _ = chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .deliver(index, call.token, answer);
+        });
+    }
+}
+
 /// Makes one `dispatch_http_call`; `None` when it failed.
-async fn http_call(app: &AppProxy, call: &tern_proxy::HttpCall) -> Option<CallResponse> {
-    let upstream = app.upstreams.get(&call.upstream)?;
+async fn http_call(
+    upstream: Option<Arc<UpstreamClient>>,
+    call: &tern_proxy::HttpCall,
+) -> Option<CallResponse> {
+    let upstream = upstream?;
     let mut req = Request::new(
         Full::new(call.body.clone())
             .map_err(|n| match n {})
@@ -561,7 +608,12 @@ async fn http_call(app: &AppProxy, call: &tern_proxy::HttpCall) -> Option<CallRe
 /// piece is handed to the filters as it is polled, inline (callbacks are
 /// plain calls), and what they let through goes on. A filter failing
 /// mid-body ends the body with an error, which aborts it on the other side.
-fn filtered<B>(body: B, chain: Arc<Mutex<Chain>>, response: bool) -> ProxyBody
+fn filtered<B>(
+    body: B,
+    chain: Arc<Mutex<Chain>>,
+    response: bool,
+    upstreams: Arc<Upstreams>,
+) -> ProxyBody
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError> + Send,
@@ -570,6 +622,7 @@ where
         inner: body,
         chain,
         response,
+        upstreams,
         trailers: None,
         done: false,
     }
@@ -580,6 +633,8 @@ struct Filtered<B> {
     inner: B,
     chain: Arc<Mutex<Chain>>,
     response: bool,
+    /// For the calls filters make from body callbacks.
+    upstreams: Arc<Upstreams>,
     /// Trailers to send once the last data went out.
     trailers: Option<HeaderMap>,
     done: bool,
@@ -634,6 +689,7 @@ where
                 }
             }
             drop(chain);
+            detach_calls(&this.chain, &this.upstreams);
             match passed {
                 Ok(out) if out.is_empty() => continue,
                 Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out.into())))),

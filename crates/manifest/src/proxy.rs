@@ -27,6 +27,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Time for the response head; past it the client gets 504.
     pub timeout: Duration,
+    /// Where it is declared (a route's `upstream` for an inline URL).
+    pub location: Location,
 }
 
 impl Upstream {
@@ -65,6 +67,7 @@ impl Upstream {
             base_path: path.trim_end_matches('/').to_string(),
             connect_timeout: Self::CONNECT_TIMEOUT,
             timeout: Self::TIMEOUT,
+            location: Location { line: 0, column: 0 },
         })
     }
 }
@@ -138,6 +141,7 @@ pub(crate) fn resolve_upstreams(
         let location = Some(source.key_at(&raw.url.span()));
         let mut upstream = Upstream::parse_url(name.get_ref(), raw.url.get_ref())
             .map_err(|message| source.invalid(location, format!("{key}.url"), message))?;
+        upstream.location = location.expect("set above");
         if let Some(timeout) = raw.connect_timeout {
             upstream.connect_timeout = timeout.0;
         }

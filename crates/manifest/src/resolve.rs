@@ -86,6 +86,12 @@ pub(crate) fn resolve(
         version: None,
     };
 
+    // Where each route is written, for errors found later.
+    let route_locations: Vec<Location> = raw
+        .route
+        .iter()
+        .map(|route| source.key_at(&route.path.span()))
+        .collect();
     let routes = match raw.resolved_routes {
         Some(routes) => routes,
         None => resolve_routes(
@@ -98,12 +104,13 @@ pub(crate) fn resolve(
     };
     let mut upstreams = crate::proxy::resolve_upstreams(source, raw.upstream)?;
     // A route's inline URL is an upstream named by that URL.
-    for route in &routes {
+    for (route, location) in routes.iter().zip(&route_locations) {
         if let RouteTarget::Upstream { upstream, .. } = &route.target
             && !upstreams.contains_key(upstream)
         {
-            let parsed =
+            let mut parsed =
                 crate::Upstream::parse_url(upstream, upstream).expect("checked by resolve_routes");
+            parsed.location = *location;
             upstreams.insert(upstream.clone(), parsed);
         }
     }

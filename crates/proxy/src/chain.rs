@@ -8,6 +8,10 @@ use crate::filter::Filter;
 use crate::stream::{CallResponse, Headers, HttpCall, LocalResponse, StreamData, StreamInfo};
 use crate::vm::{FilterVm, Phase};
 
+/// The most body one filter may hold back (returning `Pause`) before the
+/// stream fails.
+const MAX_HELD_BODY: usize = 16 << 20;
+
 /// What the host does next with a stream.
 #[derive(Debug)]
 pub enum Step {
@@ -117,11 +121,6 @@ impl Chain {
     /// Whether a filter changed the response headers.
     pub fn response_headers_changed(&self) -> bool {
         self.data.response_headers_changed
-    }
-
-    /// Whether a filter asked for the stream to be reset.
-    pub fn closed(&self) -> bool {
-        self.data.close
     }
 
     /// The calls filters dispatched, each with the index of its filter.
@@ -234,6 +233,13 @@ impl Chain {
                 return Err(Step::Respond(local));
             }
             match outcome {
+                Outcome::Go(false) if !end && buffer.len() > MAX_HELD_BODY => {
+                    let name = &self.slots[index].filter.config().name;
+                    return Err(Step::Fail(format!(
+                        "filter `{name}` held back more than {} MiB of body",
+                        MAX_HELD_BODY >> 20
+                    )));
+                }
                 Outcome::Go(false) if !end => {
                     self.slots[index].held = buffer;
                     return Ok(Vec::new());
@@ -310,6 +316,11 @@ impl Chain {
         );
         for call in self.data.calls.drain(..) {
             self.calls.push((index, call));
+        }
+        // `close_stream`: the stream is reset, whatever the filter returned.
+        if result.is_ok() && std::mem::take(&mut self.data.close) {
+            let name = &slot.filter.config().name;
+            return Outcome::Stop(Step::Fail(format!("filter `{name}` closed the stream")));
         }
         match result {
             Ok(go) => Outcome::Go(go),

@@ -929,3 +929,43 @@ fn a_spin_app_deploys_and_serves_from_its_spin_toml() {
         "Hello, Spin! You asked for /users/7\nid = 7\n"
     );
 }
+
+#[test]
+fn upstream_routes_reach_only_what_the_operator_allows() {
+    let tern = Tern::new();
+    let upstream = Serve::start(&tern, &crate::serve::one("/...", HTTP_ECHO, ""), &[]);
+    let edge = |authority: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n[[route]]\npath = \"/...\"\nupstream = \"backend\"\nfilters = [\"tag\"]\n\n[upstream.backend]\nurl = \"http://{authority}\"\n\n[filter.tag]\nsource = \"{PROXY_FEATURES}\"\n"
+        );
+        write_app(dir.path(), &toml);
+        tar_of(dir.path(), |_| {})
+    };
+    let allowed = upstream.addr.to_string();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &["--allow-upstream", &allowed]);
+    // Anything else, the host's own admin API above all, is refused.
+    let (status, answer) = host.deploy("edge", &edge(&host.admin.to_string()));
+    assert_eq!(status, 422, "{answer}");
+    let error = host.refusal(&answer);
+    assert!(error.contains("upstream.backend"), "{error}");
+    assert!(
+        error.contains("not an upstream this host allows"),
+        "{error}"
+    );
+
+    assert_eq!(host.deploy("edge", &edge(&allowed)).0, 201);
+    let response = host.get("edge.localhost", "/through");
+    assert!(
+        response.expect(200).contains("path: /through\n"),
+        "{}",
+        response.body
+    );
+    assert_eq!(response.header("x-visits"), Some("1"));
+    let text = host.metrics();
+    assert!(
+        text.contains("proxy_wasm_requests_total{app=\"edge\",filter=\"tag\"} 1"),
+        "{text}"
+    );
+}

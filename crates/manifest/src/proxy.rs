@@ -138,10 +138,10 @@ pub(crate) fn resolve_upstreams(
                 "invalid name; use lowercase letters, digits, `-` and `_`, starting with a letter";
             return Err(source.invalid(Some(source.at(&name.span())), key, message));
         }
-        let location = Some(source.key_at(&raw.url.span()));
+        let location = source.key_at(&raw.url.span());
         let mut upstream = Upstream::parse_url(name.get_ref(), raw.url.get_ref())
-            .map_err(|message| source.invalid(location, format!("{key}.url"), message))?;
-        upstream.location = location.expect("set above");
+            .map_err(|message| source.invalid(Some(location), format!("{key}.url"), message))?;
+        upstream.location = location;
         if let Some(timeout) = raw.connect_timeout {
             upstream.connect_timeout = timeout.0;
         }

@@ -5,8 +5,9 @@
 //! streamed both ways and through the filters' body callbacks, and the
 //! `dispatch_http_call`s filters make, to the upstreams granted them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -14,9 +15,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use tern_manifest::{FilterFailure, FilterIsolation, FilterSpec, Manifest, Upstream};
 use tern_proxy::{
     CallResponse, Chain, FailurePolicy, Filter, FilterConfig, FilterLog, Headers, Isolation,
@@ -92,25 +92,66 @@ impl ProxyRoute {
     }
 }
 
-/// An upstream and its connection pool.
+/// An upstream; its connections are kept per worker thread (`IDLE`).
 pub(crate) struct UpstreamClient {
     spec: Upstream,
-    client: Client<HttpConnector, ProxyBody>,
+    /// Its key in `IDLE`, never reused.
+    id: u64,
+}
+
+/// Idle connections per worker thread and upstream: a request, its
+/// upstream connection and its response stay on one thread, and taking a
+/// connection takes no lock.
+const MAX_IDLE_PER_THREAD: usize = 256;
+
+thread_local! {
+    static IDLE: std::cell::RefCell<HashMap<u64, Vec<SendRequest<ProxyBody>>>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 impl UpstreamClient {
     fn new(spec: &Upstream) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(spec.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        static IDS: AtomicU64 = AtomicU64::new(1);
         UpstreamClient {
             spec: spec.clone(),
-            client,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// A connection ready for a request: an idle one of this thread's, or
+    /// a new one.
+    async fn connection(&self) -> Result<SendRequest<ProxyBody>, (u16, String)> {
+        let idle = IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let senders = idle.entry(self.id).or_default();
+            senders.retain(|s| !s.is_closed());
+            let ready = senders.iter().position(|s| s.is_ready())?;
+            Some(senders.swap_remove(ready))
+        });
+        if let Some(sender) = idle {
+            return Ok(sender);
+        }
+        let name = &self.spec.name;
+        let connect = tokio::net::TcpStream::connect(&self.spec.authority);
+        let stream = match tokio::time::timeout(self.spec.connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                return Err((502, format!("upstream `{name}`: cannot connect ({err})")));
+            }
+            Err(_) => {
+                let limit = self.spec.connect_timeout;
+                return Err((
+                    502,
+                    format!("upstream `{name}`: cannot connect within {limit:?}"),
+                ));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| (502, format!("upstream `{name}`: {}", root(&err))))?;
+        tokio::spawn(connection);
+        Ok(sender)
     }
 
     /// Sends `req` (its path as the client sent it, its headers final);
@@ -121,21 +162,30 @@ impl UpstreamClient {
         path: &str,
         limit: Duration,
     ) -> Result<Response<Incoming>, (u16, String)> {
-        let uri = format!(
-            "http://{}{}{path}",
-            self.spec.authority, self.spec.base_path
-        );
-        *req.uri_mut() = uri
+        let target = format!("{}{path}", self.spec.base_path);
+        *req.uri_mut() = target
             .parse::<Uri>()
             .map_err(|_| (400, format!("request path `{path}` cannot be forwarded")))?;
         let name = &self.spec.name;
-        match tokio::time::timeout(limit, self.client.request(req)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) if err.is_connect() => Err((
-                502,
-                format!("upstream `{name}`: cannot connect ({})", root(&err)),
-            )),
-            Ok(Err(err)) => Err((502, format!("upstream `{name}`: {}", root(&err)))),
+        let exchange = async {
+            let mut sender = self.connection().await?;
+            let response = sender
+                .send_request(req)
+                .await
+                .map_err(|err| (502, format!("upstream `{name}`: {}", root(&err))))?;
+            // Back to the pool: it takes the next request once this
+            // response's body is read.
+            IDLE.with(|idle| {
+                let mut idle = idle.borrow_mut();
+                let senders = idle.entry(self.id).or_default();
+                if senders.len() < MAX_IDLE_PER_THREAD {
+                    senders.push(sender);
+                }
+            });
+            Ok(response)
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result,
             Err(_) => Err((
                 504,
                 format!("upstream `{name}` did not answer within {limit:?}"),

@@ -325,6 +325,17 @@ fn a_chain_runs_in_route_order_on_requests_and_responses() {
     assert_eq!(response.headers_named("x-filter-tag"), ["B", "A"]);
 }
 
+/// A GET of `path` on a thread of its own, for a request the upstream
+/// holds until the test lets it go.
+fn get_in_background(addr: SocketAddr, path: &str) -> thread::JoinHandle<crate::serving::Response> {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        read_response(&mut BufReader::new(stream))
+    })
+}
+
 #[test]
 fn filters_run_in_order_and_a_new_version_takes_over_without_cutting_requests() {
     let tern = Tern::new();
@@ -372,16 +383,7 @@ fn filters_run_in_order_and_a_new_version_takes_over_without_cutting_requests() 
     let tags: Vec<&str> = first.headers_named("x-filter-tag");
     assert_eq!(tags, ["A", "B"], "the old version finished the request");
 
-    let next = thread::spawn({
-        let addr = serve.addr;
-        move || {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream
-                .write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            read_response(&mut BufReader::new(stream))
-        }
-    });
+    let next = get_in_background(serve.addr, "/next");
     arrival.recv().unwrap();
     release.send(()).unwrap();
     let next = next.join().unwrap();
@@ -398,16 +400,7 @@ fn filters_run_in_order_and_a_new_version_takes_over_without_cutting_requests() 
     let failed = serve.wait_for_log("reload failed");
     assert!(failed.contains("filter.a"), "{failed}");
     assert!(failed.contains("refused its configuration"), "{failed}");
-    let after = thread::spawn({
-        let addr = serve.addr;
-        move || {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream
-                .write_all(b"GET /after HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            read_response(&mut BufReader::new(stream))
-        }
-    });
+    let after = get_in_background(serve.addr, "/after");
     arrival.recv().unwrap();
     release.send(()).unwrap();
     assert_eq!(

@@ -13,7 +13,7 @@ use crate::config::LogLevel;
 use crate::space::{MetricKind, QueueOwner, QueueResult};
 use crate::stream::{
     Headers, HttpCall, LocalResponse, MAX_CALLS_PER_STREAM, MAX_HEADERS_SIZE, MAX_PROPERTIES_SIZE,
-    headers_size,
+    field_size, headers_size,
 };
 use crate::vm::{ROOT_CONTEXT, VmCtx};
 
@@ -121,17 +121,22 @@ fn header_map(ctx: &mut VmCtx, kind: u32) -> Option<&mut Headers> {
     }
 }
 
-/// Changes the header map `kind` with `change`, keeping it under its bound.
-fn change_map(caller: &mut Ctx<'_>, kind: u32, change: impl FnOnce(&mut Headers)) -> Status {
+/// Changes the header map `kind` with `change`, which adds at most `added`
+/// bytes to its size (as `headers_size` counts), keeping it under its
+/// bound; changed in place, never copied.
+fn change_map(
+    caller: &mut Ctx<'_>,
+    kind: u32,
+    added: usize,
+    change: impl FnOnce(&mut Headers),
+) -> Status {
     let Some(headers) = header_map(caller.data_mut(), kind) else {
         return Status::NotFound;
     };
-    let mut changed = headers.clone();
-    change(&mut changed);
-    if headers_size(&changed) > MAX_HEADERS_SIZE {
+    if added > 0 && headers_size(headers) + added > MAX_HEADERS_SIZE {
         return Status::BadArgument;
     }
-    *headers = changed;
+    change(headers);
     let stream = &mut caller.data_mut().stream;
     match kind {
         map::HTTP_REQUEST_HEADERS => stream.request_headers_changed = true,
@@ -320,7 +325,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 .into_iter()
                 .map(|(n, v)| (n.to_ascii_lowercase(), v))
                 .collect();
-            change_map(&mut caller, kind, |headers| *headers = pairs).into()
+            if headers_size(&pairs) > MAX_HEADERS_SIZE {
+                return Status::BadArgument.into();
+            }
+            change_map(&mut caller, kind, 0, |headers| *headers = pairs).into()
         },
     )?;
     linker.func_wrap(
@@ -362,7 +370,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 Ok(pair) => pair,
                 Err(status) => return u32::from(status),
             };
-            change_map(&mut caller, kind, |headers| {
+            let added = field_size(&name, &value);
+            change_map(&mut caller, kind, added, |headers| {
                 headers.retain(|(n, _)| *n != name);
                 headers.push((name, value));
             })
@@ -377,7 +386,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 Ok(pair) => pair,
                 Err(status) => return u32::from(status),
             };
-            change_map(&mut caller, kind, |headers| headers.push((name, value))).into()
+            let added = field_size(&name, &value);
+            change_map(&mut caller, kind, added, |headers| {
+                headers.push((name, value))
+            })
+            .into()
         },
     )?;
     linker.func_wrap(
@@ -388,7 +401,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 Ok(name) => name.to_ascii_lowercase(),
                 Err(status) => return u32::from(status),
             };
-            change_map(&mut caller, kind, |headers| {
+            change_map(&mut caller, kind, 0, |headers| {
                 headers.retain(|(n, _)| *n != name)
             })
             .into()

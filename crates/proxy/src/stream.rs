@@ -117,6 +117,11 @@ pub(crate) struct StreamData {
 pub(crate) fn headers_size(headers: &Headers) -> usize {
     headers
         .iter()
-        .map(|(name, value)| name.len() + value.len() + 32)
+        .map(|(name, value)| field_size(name, value))
         .sum()
+}
+
+/// What one field counts for in [`headers_size`].
+pub(crate) fn field_size(name: &str, value: &str) -> usize {
+    name.len() + value.len() + 32
 }

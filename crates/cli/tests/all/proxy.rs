@@ -30,6 +30,12 @@ fn proxy_app(upstream: &str, filters: &[&str], rest: &str) -> String {
     )
 }
 
+/// Serves [`proxy_app`] to the Tern app `upstream` through `filters`.
+fn proxied(tern: &Tern, upstream: &Serve, filters: &[&str], rest: &str) -> Serve {
+    let url = format!("http://{}", upstream.addr);
+    Serve::start(tern, &proxy_app(&url, filters, rest), &[])
+}
+
 /// A `[filter.NAME]` table for the filter at `source`, with `extra` lines.
 fn filter(name: &str, source: &str, extra: &str) -> String {
     format!("[filter.{name}]\nsource = \"{source}\"\n{extra}\n")
@@ -88,11 +94,7 @@ fn reply(stream: &mut TcpStream, body: &[u8]) {
 fn forwards_with_hop_by_hop_fields_dropped_and_forwarding_fields_added() {
     let tern = Tern::new();
     let upstream = echo(&tern);
-    let serve = Serve::start(
-        &tern,
-        &proxy_app(&format!("http://{}", upstream.addr), &[], ""),
-        &[],
-    );
+    let serve = proxied(&tern, &upstream, &[], "");
     serve.wait_for_log("/...  -> upstream http://");
     let response = serve.request(
         "POST",
@@ -164,12 +166,8 @@ fn an_upstream_that_is_down_is_502_and_one_that_is_silent_is_504() {
 fn http_headers_answers_hello_itself_and_forwards_the_rest() {
     let tern = Tern::new();
     let upstream = echo(&tern);
-    let app = proxy_app(
-        &format!("http://{}", upstream.addr),
-        &["headers"],
-        &filter("headers", PROXY_WASM_HTTP_HEADERS, "log_level = \"trace\""),
-    );
-    let serve = Serve::start(&tern, &app, &[]);
+    let tables = filter("headers", PROXY_WASM_HTTP_HEADERS, "log_level = \"trace\"");
+    let serve = proxied(&tern, &upstream, &["headers"], &tables);
     let hello = serve.get("/hello");
     assert_eq!(hello.expect(200), "Hello, World!\n");
     assert_eq!(hello.header("hello"), Some("World"));
@@ -205,11 +203,7 @@ fn http_auth_random_lets_through_on_an_even_byte_and_refuses_on_an_odd_one() {
         ),
         auth.url()
     );
-    let serve = Serve::start(
-        &tern,
-        &proxy_app(&format!("http://{}", upstream.addr), &["auth"], &rest),
-        &[],
-    );
+    let serve = proxied(&tern, &upstream, &["auth"], &rest);
     let allowed = serve.get("/private");
     assert!(
         allowed.expect(200).contains("path: /private\n"),
@@ -231,14 +225,11 @@ fn http_auth_random_lets_through_on_an_even_byte_and_refuses_on_an_odd_one() {
 fn http_body_redacts_a_body_with_a_secret_and_passes_others() {
     let tern = Tern::new();
     let upstream = echo(&tern);
-    let serve = Serve::start(
+    let serve = proxied(
         &tern,
-        &proxy_app(
-            &format!("http://{}", upstream.addr),
-            &["body"],
-            &filter("body", PROXY_WASM_HTTP_BODY, ""),
-        ),
-        &[],
+        &upstream,
+        &["body"],
+        &filter("body", PROXY_WASM_HTTP_BODY, ""),
     );
     let plain = serve.post("/notes", "nothing to hide");
     let plain_body = plain.expect(200).to_string();
@@ -262,18 +253,15 @@ fn http_body_redacts_a_body_with_a_secret_and_passes_others() {
 fn http_config_sets_its_configured_header_on_every_response() {
     let tern = Tern::new();
     let upstream = echo(&tern);
-    let serve = Serve::start(
+    let serve = proxied(
         &tern,
-        &proxy_app(
-            &format!("http://{}", upstream.addr),
-            &["config"],
-            &filter(
-                "config",
-                PROXY_WASM_HTTP_CONFIG,
-                "configuration = \"set by tern.toml\"",
-            ),
+        &upstream,
+        &["config"],
+        &filter(
+            "config",
+            PROXY_WASM_HTTP_CONFIG,
+            "configuration = \"set by tern.toml\"",
         ),
-        &[],
     );
     for path in ["/", "/a", "/b/c"] {
         let response = serve.get(path);
@@ -288,14 +276,11 @@ fn hello_world_runs_as_a_service_and_ticks() {
     let upstream = echo(&tern);
     // A root-only filter (it makes no HTTP context): named by no route,
     // it runs as a service from the start.
-    let serve = Serve::start(
+    let serve = proxied(
         &tern,
-        &proxy_app(
-            &format!("http://{}", upstream.addr),
-            &[],
-            &filter("hello", PROXY_WASM_HELLO_WORLD, ""),
-        ),
+        &upstream,
         &[],
+        &filter("hello", PROXY_WASM_HELLO_WORLD, ""),
     );
     serve.wait_for_log("filter:hello info: Hello, World!");
     // Every 5 s: the time from WASI's clock and a byte from its random.
@@ -310,11 +295,7 @@ fn a_chain_runs_in_route_order_on_requests_and_responses() {
     let upstream = echo(&tern);
     let tables = filter("a", PROXY_TAG, "configuration = \"A\"")
         + &filter("b", PROXY_TAG, "configuration = \"B\"");
-    let serve = Serve::start(
-        &tern,
-        &proxy_app(&format!("http://{}", upstream.addr), &["b", "a"], &tables),
-        &[],
-    );
+    let serve = proxied(&tern, &upstream, &["b", "a"], &tables);
     let response = serve.get("/");
     let body = response.expect(200);
     assert!(

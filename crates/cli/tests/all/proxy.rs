@@ -569,3 +569,30 @@ fn a_filter_that_is_not_one_is_refused_at_its_line() {
     out.code(1)
         .one_line_error("tern.toml:12:1: filter.auth: a component, not a proxy-wasm filter");
 }
+
+#[test]
+fn a_client_that_never_reads_a_filtered_response_is_disconnected() {
+    let tern = Tern::new();
+    let upstream = Serve::start(&tern, &crate::serve::one("/forge", P1_WAGI_FORGE, ""), &[]);
+    let url = format!("http://{}", upstream.addr);
+    let app = proxy_app(
+        &url,
+        &["config"],
+        &filter("config", PROXY_WASM_HTTP_CONFIG, ""),
+    );
+    let serve = Serve::start(&tern, &app, &["--write-timeout", "1s"]);
+    let stream = serve.connect();
+    (&stream)
+        .write_all(b"GET /forge?big=8000000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    serve.wait_for_log("GET /forge 200");
+    let line = serve.wait_for_log("closed the connection from");
+    assert!(line.contains("the client read nothing for 1s"), "{line}");
+    let mut received = Vec::new();
+    let _ = (&stream).read_to_end(&mut received);
+    assert!(received.len() < 8_000_000, "the whole response arrived");
+    // Everyone else is still served, through the same filter.
+    let response = serve.get("/forge");
+    response.expect(200);
+    assert_eq!(response.header("custom-header"), Some(""));
+}

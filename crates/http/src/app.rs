@@ -454,10 +454,13 @@ impl App {
         let index = |id: &str| manifest.components.keys().position(|k| k == id);
         let router = Router::new(manifest.routes.iter().filter_map(|r| {
             let target = match &r.target {
-                RouteTarget::Component(id) => Target::Component(index(id)?),
+                RouteTarget::Component(id) if r.filters.is_empty() => Target::Component(index(id)?),
+                RouteTarget::Component(id) => {
+                    Target::Filtered(index(id)?, proxy.chain(&r.filters)?)
+                }
                 RouteTarget::Static(response) => Target::Static(StaticReply::new(response)),
-                RouteTarget::Upstream { upstream, filters } => {
-                    Target::Upstream(proxy.route(upstream, filters)?)
+                RouteTarget::Upstream(upstream) => {
+                    Target::Upstream(proxy.route(upstream, &r.filters)?)
                 }
             };
             Some((r.pattern.clone(), target))
@@ -558,6 +561,16 @@ impl App {
                     component: Some(self.components[*c].grants.id.to_string()),
                     executor: Some(self.components[*c].executor.kind()),
                     kind: self.components[*c].executor.describe(),
+                },
+                Target::Filtered(c, chain) => RouteInfo {
+                    pattern: pattern.to_string(),
+                    component: Some(self.components[*c].grants.id.to_string()),
+                    executor: Some(self.components[*c].executor.kind()),
+                    kind: format!(
+                        "{} {}",
+                        self.components[*c].executor.describe(),
+                        chain.describe()
+                    ),
                 },
                 Target::Static(reply) => RouteInfo {
                     pattern: pattern.to_string(),

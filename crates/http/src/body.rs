@@ -28,18 +28,37 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 /// The client's body, failing once more than `max` bytes arrive. The flag
 /// tells the request's task that the failure was the client's size.
 pub(crate) struct LimitedBody {
-    inner: Incoming,
+    inner: Inner,
     remaining: u64,
     max: u64,
     exceeded: Arc<AtomicBool>,
 }
 
+enum Inner {
+    /// As the client sends it.
+    Client(Incoming),
+    /// As the route's proxy-wasm filters pass it on (from a limited client
+    /// body).
+    Filtered(ResponseBody),
+}
+
 impl LimitedBody {
     pub(crate) fn new(inner: Incoming, max: u64, exceeded: Arc<AtomicBool>) -> Self {
         LimitedBody {
-            inner,
+            inner: Inner::Client(inner),
             remaining: max,
             max,
+            exceeded,
+        }
+    }
+
+    /// A body the filters pass on from a `LimitedBody` of the client's:
+    /// bounded there, by what the client sends.
+    pub(crate) fn filtered(inner: ResponseBody, exceeded: Arc<AtomicBool>) -> Self {
+        LimitedBody {
+            inner: Inner::Filtered(inner),
+            remaining: u64::MAX,
+            max: u64::MAX,
             exceeded,
         }
     }
@@ -67,11 +86,23 @@ impl Body for LimitedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        let frame = match frame {
-            Some(Ok(frame)) => frame,
-            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
-            None => return Poll::Ready(None),
+        let frame = match &mut self.inner {
+            Inner::Client(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                None => return Poll::Ready(None),
+            },
+            Inner::Filtered(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(err)) => {
+                    let err = match err.downcast::<wasmtime_wasi_http::Error>() {
+                        Ok(err) => *err,
+                        Err(err) => wasmtime_wasi_http::Error::InternalError(Some(err.to_string())),
+                    };
+                    return Poll::Ready(Some(Err(err)));
+                }
+                None => return Poll::Ready(None),
+            },
         };
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
@@ -89,11 +120,17 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Client(body) => body.is_end_stream(),
+            Inner::Filtered(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Client(body) => body.size_hint(),
+            Inner::Filtered(body) => body.size_hint(),
+        }
     }
 }
 

@@ -92,6 +92,26 @@ impl ProxyRoute {
     }
 }
 
+/// The filters in front of a component's route.
+pub(crate) struct FilterChain {
+    pub(crate) filters: Arc<[Arc<Filter>]>,
+    /// `via FILTER, ...`, made once.
+    label: String,
+}
+
+impl std::fmt::Debug for FilterChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl FilterChain {
+    /// `via FILTER, ...`.
+    pub(crate) fn describe(&self) -> &str {
+        &self.label
+    }
+}
+
 /// An upstream; its connections are kept per worker thread (`IDLE`).
 pub(crate) struct UpstreamClient {
     spec: Upstream,
@@ -346,15 +366,7 @@ impl AppProxy {
             })?;
             filters.insert(name.clone(), Arc::new(filter));
         }
-        let routed: Vec<&String> = manifest
-            .routes
-            .iter()
-            .filter_map(|route| match &route.target {
-                tern_manifest::RouteTarget::Upstream { filters, .. } => Some(filters),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let routed: Vec<&String> = manifest.routes.iter().flat_map(|r| &r.filters).collect();
         let mut services = Vec::new();
         for (name, filter) in &filters {
             if !routed.contains(&name) {
@@ -382,11 +394,24 @@ impl AppProxy {
     pub(crate) fn route(&self, upstream: &str, filters: &[String]) -> Option<ProxyRoute> {
         Some(ProxyRoute::new(
             self.upstreams.get(upstream)?.clone(),
-            filters
-                .iter()
-                .map(|name| self.filters.get(name).cloned())
-                .collect::<Option<_>>()?,
+            self.filters(filters)?,
         ))
+    }
+
+    /// The filters in front of a component's route, all declared.
+    pub(crate) fn chain(&self, names: &[String]) -> Option<FilterChain> {
+        let filters = self.filters(names)?;
+        Some(FilterChain {
+            label: format!("via {}", names.join(", ")),
+            filters: filters.into(),
+        })
+    }
+
+    fn filters(&self, names: &[String]) -> Option<Vec<Arc<Filter>>> {
+        names
+            .iter()
+            .map(|name| self.filters.get(name).cloned())
+            .collect()
     }
 
     /// Adds the filters' metrics to `families`, labelled with the app.
@@ -443,17 +468,13 @@ where
     let id = fwd.id;
     let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
     drop_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, &fwd);
     let limit = fwd
         .deadline
         .saturating_duration_since(tokio::time::Instant::now());
     let limit = limit.min(route.upstream.spec.timeout);
+    let path = path_of(&parts.uri).to_string();
 
     if route.filters.is_empty() {
         let body = body.map_err(Into::into).boxed_unsync();
@@ -467,8 +488,50 @@ where
         };
     }
 
+    let req = Request::from_parts(parts, body);
+    let (req, new_path, filtering) = match filter_request(&route.filters, req, &fwd).await {
+        Ok(filtered) => filtered,
+        Err(answered) => return answered,
+    };
+    let path = new_path.unwrap_or(path);
+    let response = match route.upstream.send(req, &path, limit).await {
+        Ok(response) => response,
+        Err((status, why)) => return fail(status, why),
+    };
+    let (mut parts, body) = response.into_parts();
+    drop_hop_by_hop(&mut parts.headers);
+    filter_response(filtering, Response::from_parts(parts, body), id).await
+}
+
+/// The path and query of `uri`, as the client sent them.
+fn path_of(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// A request's filter chain, between its request and response phases.
+pub(crate) struct Filtering {
+    chain: Arc<Mutex<Chain>>,
+    upstreams: Arc<Upstreams>,
+}
+
+/// Runs `filters`' request phase: the request to send on, with the path
+/// and query a filter set if it changed them, and the chain for the
+/// response; or the answer a filter gave instead (or its failure). The
+/// request's body streams through the filters' body callbacks.
+pub(crate) async fn filter_request<B>(
+    filters: &[Arc<Filter>],
+    req: Request<B>,
+    fwd: &Forward<'_>,
+) -> Result<(Request<ProxyBody>, Option<String>, Filtering), Forwarded>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let id = fwd.id;
+    let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
+    let (mut parts, body) = req.into_parts();
     fwd.app.log.bind(fwd.sink, id);
-    let headers = to_pairs(&parts, &path, fwd.tls);
+    let headers = to_pairs(&parts, path_of(&parts.uri), fwd.tls);
     let info = StreamInfo {
         request_id: id.to_string(),
         request_seq: id.seq(),
@@ -480,49 +543,64 @@ where
             "HTTP/1.1"
         },
     };
-    let chain = match Chain::new(&route.filters, info, headers) {
+    let chain = match Chain::new(filters, info, headers) {
         Ok(chain) => Arc::new(Mutex::new(chain)),
-        Err(why) => return fail(500, why),
+        Err(why) => return Err(fail(500, why)),
     };
+    let upstreams = fwd.app.upstreams.clone();
     let end = body.is_end_stream();
     let step = chain
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .request_headers_phase(end);
-    match settle(&chain, step, &fwd.app.upstreams).await {
+    match settle(&chain, step, &upstreams).await {
         Step::Continue => {}
-        Step::Respond(local) => return (local_response(local), None),
-        Step::Fail(why) => return fail(500, why),
+        Step::Respond(local) => return Err((local_response(local), None)),
+        Step::Fail(why) => return Err(fail(500, why)),
         Step::Wait => unreachable!("settle never answers Wait"),
     }
-    let mut req = Request::new(ProxyBody::default());
-    let path = {
+    let new_path = {
         let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
         if chain.request_headers_changed() {
             let headers = chain.request_headers();
-            if let Err(why) = from_pairs(headers, req.headers_mut(), Some(&mut parts.method)) {
-                return fail(500, why);
+            let mut fields = HeaderMap::new();
+            if let Err(why) = from_pairs(headers, &mut fields, Some(&mut parts.method)) {
+                return Err(fail(500, why));
             }
-            pseudo(headers, ":path").unwrap_or(path)
+            parts.headers = fields;
+            pseudo(headers, ":path").filter(|p| p != path_of(&parts.uri))
         } else {
             // Untouched: the fields as they came, not parsed again.
-            *req.headers_mut() = std::mem::take(&mut parts.headers);
-            path
+            None
         }
     };
-    *req.method_mut() = parts.method.clone();
     // As in Envoy, the filters keep the framing fields as they are: one
     // that changes a body's length removes `content-length` (the server
     // refuses a body that does not match it).
-    if !end {
-        *req.body_mut() = filtered(body, chain.clone(), false, fwd.app.upstreams.clone());
-    }
-    let response = match route.upstream.send(req, &path, limit).await {
-        Ok(response) => response,
-        Err((status, why)) => return fail(status, why),
+    let body = if end {
+        ProxyBody::default()
+    } else {
+        filtered(body, chain.clone(), false, upstreams.clone())
     };
+    let filtering = Filtering { chain, upstreams };
+    Ok((Request::from_parts(parts, body), new_path, filtering))
+}
+
+/// Runs the response phase of the chain `filtering` holds on `response`:
+/// the response as the filters leave it, its body streaming through their
+/// body callbacks; or the answer a filter gave instead (or its failure).
+pub(crate) async fn filter_response<B>(
+    filtering: Filtering,
+    response: Response<B>,
+    id: RequestId,
+) -> Forwarded
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
+    let Filtering { chain, upstreams } = filtering;
     let (mut parts, body) = response.into_parts();
-    drop_hop_by_hop(&mut parts.headers);
     let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
     headers.extend(header_pairs(&parts.headers));
     let end = body.is_end_stream();
@@ -530,7 +608,7 @@ where
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .response_headers_phase(headers, end);
-    match settle(&chain, step, &fwd.app.upstreams).await {
+    match settle(&chain, step, &upstreams).await {
         Step::Continue => {}
         Step::Respond(local) => return (local_response(local), None),
         Step::Fail(why) => return fail(500, why),
@@ -557,7 +635,7 @@ where
         }
     }
     if !end {
-        *response.body_mut() = filtered(body, chain, true, fwd.app.upstreams.clone());
+        *response.body_mut() = filtered(body, chain, true, upstreams);
     }
     (response, None)
 }

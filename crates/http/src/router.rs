@@ -19,6 +19,8 @@ pub(crate) struct Router {
 pub(crate) enum Target {
     /// The component at this index of the app's.
     Component(usize),
+    /// The component at this index, through filters.
+    Filtered(usize, crate::proxy::FilterChain),
     /// A response written in the manifest, sent without running a guest.
     Static(StaticReply),
     /// Forwarded to an upstream through filters.

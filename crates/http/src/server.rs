@@ -647,7 +647,7 @@ async fn handle(
     let method = req.method().clone();
     // The request's own URI, shared rather than copied, for the log line.
     let uri = req.uri().clone();
-    let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
+    let record = |status: u16, component: Option<&str>, error: Option<String>| {
         shared.sink.request(&AccessRecord {
             id,
             method: method.as_str(),
@@ -658,6 +658,9 @@ async fn handle(
             component,
             error,
         });
+    };
+    let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
+        record(status, component, error);
         response::error(status, id)
     };
     let mut req = req;
@@ -682,15 +685,20 @@ async fn handle(
     };
     let in_flight = app.stats.begin();
     let stats = app.stats.clone();
-    let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
+    let finish = |status: u16, component: Option<&str>, error: Option<String>| {
         stats.finish(status, start.elapsed());
-        refuse(status, component, error)
+        record(status, component, error);
     };
-    let Some(matched) = app.router.route(req.uri().path()) else {
+    let refuse = |status: u16, component: Option<&str>, error: Option<String>| {
+        finish(status, component, error);
+        response::error(status, id)
+    };
+    let Some(mut matched) = app.router.route(req.uri().path()) else {
         return refuse(404, None, None);
     };
-    let index = match matched.target {
-        RouteTarget::Component(index) => *index,
+    let (index, chain) = match matched.target {
+        RouteTarget::Component(index) => (*index, None),
+        RouteTarget::Filtered(index, chain) => (*index, Some(chain)),
         // Written in the manifest: sent at once, no guest, no permit.
         RouteTarget::Static(reply) => {
             let status = reply.status();
@@ -712,11 +720,6 @@ async fn handle(
             return forward(&shared, &app, route, req, &client, (id, start)).await;
         }
     };
-    let (split, route, params) = (
-        matched.split,
-        matched.header.cloned(),
-        matched.params.cloned(),
-    );
     let served = &app.components[index];
     let component = Some(&*served.grants.id);
     let limits = served.grants.limits;
@@ -730,6 +733,61 @@ async fn handle(
     let deadline = start + limits.timeout;
     let body_exceeded = Arc::new(AtomicBool::new(false));
     let mut req = req.map(|body| LimitedBody::new(body, limits.max_body.0, body_exceeded.clone()));
+    // The route's filters see the request before the guest (and before it
+    // takes a permit or a slot): they may answer it themselves, change its
+    // head, and filter its body as the guest reads it.
+    let mut filtering = None;
+    if let Some(chain) = chain {
+        let fwd = crate::proxy::Forward {
+            id,
+            client: client.addr,
+            local: shared.local,
+            tls: client.tls,
+            deadline: deadline.into(),
+            app: &app.proxy,
+            sink: &shared.sink,
+        };
+        let filter = crate::proxy::filter_request(&chain.filters, req, &fwd);
+        match tokio::time::timeout_at(deadline.into(), filter).await {
+            Ok(Ok((filtered, new_path, chain))) => {
+                let (mut parts, body) = filtered.into_parts();
+                if let Some(path) = new_path {
+                    let rerouted = with_path(&parts.uri, &path).and_then(|uri| {
+                        let again = app.router.route(uri.path())?;
+                        std::ptr::eq(again.target, matched.target).then_some((uri, again))
+                    });
+                    let Some((uri, again)) = rerouted else {
+                        let error = format!(
+                            "a filter rewrote the path to `{}`, which this route does not answer",
+                            path.escape_debug()
+                        );
+                        return refuse(500, component, Some(error));
+                    };
+                    parts.uri = uri;
+                    matched = again;
+                }
+                let body = LimitedBody::filtered(body, body_exceeded.clone());
+                req = Request::from_parts(parts, body);
+                filtering = Some(chain);
+            }
+            Ok(Err((response, error))) => {
+                finish(response.status().as_u16(), component, error);
+                return response;
+            }
+            Err(_) => {
+                let error = format!(
+                    "the route's filters did not let the request on within the deadline of {:?}",
+                    limits.timeout
+                );
+                return refuse(504, component, Some(error));
+            }
+        }
+    }
+    let (split, route, params) = (
+        matched.split,
+        matched.header.cloned(),
+        matched.params.cloned(),
+    );
     // An executor that needs the whole body before its guest starts (WAGI)
     // gets it here: under the request's deadline, and before the request
     // takes a concurrency permit or an instance slot, so clients trickling
@@ -809,6 +867,15 @@ async fn handle(
     // to back, so one write wakes the client instead of each. Inline was
     // 25% slower under load (bench/README.md).
     let component_id = served.grants.id.clone();
+    // With filters, the status the client gets is theirs to change: the
+    // task logs it once the response phase has run.
+    let (answered, filtered_status) = match filtering {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::oneshot::channel::<(u16, Option<String>)>();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let delivery = match stream {
         Some(stream) => {
             let (sink, peer) = (shared.sink.clone(), client.addr);
@@ -833,13 +900,20 @@ async fn handle(
             let served = &app.components[index];
             let result = served.executor.run(&served.grants, exchange, &state).await;
             drop((permit, slot, in_flight, model_permits));
-            let (status, error) = match &result {
+            let (mut status, mut error) = match &result {
                 Ok(()) => (state.sent().unwrap_or(200), None),
                 Err(failure) => (
                     state.sent().unwrap_or(failure.status()),
                     Some(failure.describe(&served.grants.limits)),
                 ),
             };
+            if let Some(Ok((answered, why))) = match filtered_status {
+                Some(rx) => Some(rx.await),
+                None => None,
+            } {
+                status = answered;
+                error = error.or(why);
+            }
             // A head the guest set before it failed may never have reached
             // the client: once its body has ended, did any of it go out?
             let aborted = if result.is_err() && state.sent().is_some() {
@@ -864,8 +938,29 @@ async fn handle(
         })
     };
     match head.await {
-        Ok(response) => response,
+        Ok(response) => match filtering {
+            None => response,
+            Some(chain) => {
+                let filter = crate::proxy::filter_response(chain, response, id);
+                let (response, error) = match tokio::time::timeout_at(deadline.into(), filter).await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        let error = format!(
+                            "the route's filters did not let the response on within the deadline of {:?}",
+                            limits.timeout
+                        );
+                        (response::error(504, id), Some(error))
+                    }
+                };
+                if let Some(answered) = answered {
+                    let _ = answered.send((response.status().as_u16(), error));
+                }
+                response
+            }
+        },
         Err(_) => {
+            drop(answered);
             match task.await {
                 Ok(Err(failure)) => response::error(failure.status(), id),
                 // The reply is only dropped unused on failure.
@@ -880,6 +975,13 @@ async fn handle(
             }
         }
     }
+}
+
+/// `uri` with another path and query, as a filter set them.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// How much of a response reached the client.

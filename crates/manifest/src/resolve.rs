@@ -105,7 +105,7 @@ pub(crate) fn resolve(
     let mut upstreams = crate::proxy::resolve_upstreams(source, raw.upstream)?;
     // A route's inline URL is an upstream named by that URL.
     for (route, location) in routes.iter().zip(&route_locations) {
-        if let RouteTarget::Upstream { upstream, .. } = &route.target
+        if let RouteTarget::Upstream(upstream) = &route.target
             && !upstreams.contains_key(upstream)
         {
             let mut parsed =
@@ -195,7 +195,19 @@ fn resolve_routes(
         seen.push((pattern.clone(), location));
 
         let route_at = Some(location);
-        let component = match (route.component, route.upstream) {
+        let mut names = Vec::new();
+        for filter in route.filters.map(Spanned::into_inner).unwrap_or_default() {
+            if !filters.keys().any(|f| f.get_ref() == filter.get_ref()) {
+                let location = Some(source.key_at(&filter.span()));
+                let message = format!(
+                    "no filter named \"{}\" is declared under [filter]",
+                    filter.get_ref().escape_debug()
+                );
+                return Err(source.invalid(location, format!("{key}.filters"), message));
+            }
+            names.push(filter.into_inner());
+        }
+        let target = match (route.component, route.upstream) {
             (Some(_), Some(upstream)) => {
                 let location = Some(source.key_at(&upstream.span()));
                 let message = "a route goes to a `component` or an `upstream`, not both";
@@ -219,53 +231,37 @@ fn resolve_routes(
                     );
                     return Err(source.invalid(location, format!("{key}.upstream"), message));
                 }
-                let mut names = Vec::new();
-                for filter in route.filters.map(Spanned::into_inner).unwrap_or_default() {
-                    if !filters.keys().any(|f| f.get_ref() == filter.get_ref()) {
-                        let location = Some(source.key_at(&filter.span()));
-                        let message = format!(
-                            "no filter named \"{}\" is declared under [filter]",
-                            filter.get_ref().escape_debug()
-                        );
-                        return Err(source.invalid(location, format!("{key}.filters"), message));
-                    }
-                    names.push(filter.into_inner());
-                }
-                routes.push(Route {
-                    pattern,
-                    target: RouteTarget::Upstream {
-                        upstream: upstream.into_inner(),
-                        filters: names,
-                    },
-                });
-                continue;
+                RouteTarget::Upstream(upstream.into_inner())
             }
-            (Some(component), None) => component,
+            (Some(component), None) => {
+                if !components.contains_key(component.get_ref().as_str()) {
+                    let location = source.key_at(&component.span());
+                    let component = component.get_ref();
+                    let message = if components.is_empty() {
+                        format!(
+                            "no component named \"{component}\"; the manifest defines no components"
+                        )
+                    } else {
+                        let defined: Vec<&str> =
+                            components.keys().map(|id| id.get_ref().as_str()).collect();
+                        format!(
+                            "no component named \"{component}\"; defined: {}",
+                            defined.join(", ")
+                        )
+                    };
+                    return Err(source.invalid(
+                        Some(location),
+                        format!("{key}.component"),
+                        message,
+                    ));
+                }
+                RouteTarget::Component(component.into_inner())
+            }
         };
-        if let Some(filters) = &route.filters {
-            let location = Some(source.key_at(&filters.span()));
-            let message = "filters run in front of an `upstream` route; in front of a component they are not supported yet";
-            return Err(source.invalid(location, format!("{key}.filters"), message));
-        }
-        if !components.contains_key(component.get_ref().as_str()) {
-            let location = source.key_at(&component.span());
-            let component = component.get_ref();
-            let message = if components.is_empty() {
-                format!("no component named \"{component}\"; the manifest defines no components")
-            } else {
-                let defined: Vec<&str> =
-                    components.keys().map(|id| id.get_ref().as_str()).collect();
-                format!(
-                    "no component named \"{component}\"; defined: {}",
-                    defined.join(", ")
-                )
-            };
-            return Err(source.invalid(Some(location), format!("{key}.component"), message));
-        }
-
         routes.push(Route {
             pattern,
-            target: RouteTarget::Component(component.into_inner()),
+            target,
+            filters: names,
         });
     }
     Ok(routes)

@@ -11,6 +11,10 @@ pub struct Route {
     pub pattern: RoutePattern,
     /// What answers them.
     pub target: RouteTarget,
+    /// The proxy-wasm filters in front of the target, in order, by name in
+    /// [`crate::Manifest::filters`]; only before a component or an
+    /// upstream.
+    pub filters: Vec<String>,
 }
 
 impl Route {
@@ -19,7 +23,7 @@ impl Route {
     pub fn component(&self) -> Option<&str> {
         match &self.target {
             RouteTarget::Component(id) => Some(id.as_str()),
-            RouteTarget::Static(_) | RouteTarget::Upstream { .. } => None,
+            RouteTarget::Static(_) | RouteTarget::Upstream(_) => None,
         }
     }
 }
@@ -32,13 +36,9 @@ pub enum RouteTarget {
     /// A response written in the manifest (Spin's `static_response`),
     /// answered without running any guest.
     Static(StaticResponse),
-    /// Forwarded to an upstream service through proxy-wasm filters.
-    Upstream {
-        /// The upstream's name in [`crate::Manifest::upstreams`].
-        upstream: String,
-        /// The filters, in order, by name in [`crate::Manifest::filters`].
-        filters: Vec<String>,
-    },
+    /// Forwarded to an upstream service: the upstream's name in
+    /// [`crate::Manifest::upstreams`].
+    Upstream(String),
 }
 
 /// A response written in the manifest, the same for every request.

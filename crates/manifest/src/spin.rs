@@ -269,6 +269,7 @@ fn translate_triggers(
                 out.routes.push(Route {
                     pattern,
                     target: RouteTarget::Static(response),
+                    filters: Vec::new(),
                 });
             }
             continue;
@@ -385,6 +386,7 @@ fn translate_triggers(
             out.routes.push(Route {
                 pattern,
                 target: RouteTarget::Component(id.into_inner()),
+                filters: Vec::new(),
             });
         }
     }

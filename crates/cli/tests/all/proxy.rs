@@ -596,3 +596,143 @@ fn a_client_that_never_reads_a_filtered_response_is_disconnected() {
     response.expect(200);
     assert_eq!(response.header("custom-header"), Some(""));
 }
+
+/// A route `path` to the component `id` through `filters`.
+fn component_route(path: &str, id: &str, filters: &[&str]) -> String {
+    let filters: Vec<String> = filters.iter().map(|f| format!("{f:?}")).collect();
+    format!(
+        "[[route]]\npath = \"{path}\"\ncomponent = \"{id}\"\nfilters = [{}]\n\n",
+        filters.join(", ")
+    )
+}
+
+#[test]
+fn filters_run_in_front_of_a_component_as_in_front_of_an_upstream() {
+    let tern = Tern::new();
+    let app = format!(
+        "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n{}{}[component.echo]\nsource = \"{HTTP_ECHO}\"\n\n{}{}{}{}",
+        component_route("/...", "echo", &["a", "headers", "body"]),
+        component_route("/sub/...", "echo", &["a"]),
+        filter("a", PROXY_TAG, "configuration = \"A\""),
+        filter("headers", PROXY_WASM_HTTP_HEADERS, ""),
+        filter("body", PROXY_WASM_HTTP_BODY, ""),
+        filter(
+            "loop",
+            PROXY_LOOP,
+            "[filter.loop.limits]\ncallback_time = \"50ms\""
+        ),
+    );
+    let serve = Serve::start(&tern, &app, &[]);
+    serve.wait_for_log("-> echo (wasi-http via a, headers, body)");
+
+    // Answered by http_headers itself: the guest never runs.
+    let hello = serve.get("/hello");
+    assert_eq!(hello.expect(200), "Hello, World!\n");
+    assert_eq!(hello.header("hello"), Some("World"));
+    let line = serve.wait_for_log("GET /hello 200");
+    assert!(line.contains("echo"), "{line}");
+
+    // Through the chain both ways: the guest sees the request header the
+    // first filter added, the client the response header it added.
+    let other = serve.post("/other", "nothing to hide");
+    let body = other.expect(200);
+    assert!(body.contains("method: POST\npath: /other\n"), "{body}");
+    assert!(body.contains("header: x-chain: A\n"), "{body}");
+    assert!(body.ends_with("body: nothing to hide"), "{body}");
+    assert_eq!(other.header("x-filter-tag"), Some("A"));
+
+    // http_body reads the guest's whole response and replaces it.
+    let secret = serve.post("/notes", "the secret is 42");
+    let redacted = secret.expect(200);
+    assert!(
+        redacted.starts_with("Original message body (") && redacted.ends_with(" bytes) redacted."),
+        "{redacted}"
+    );
+
+    // A filter's new path goes to the guest while it stays on the route;
+    // one off the route is refused, not sent to another component.
+    let moved = serve.request("GET", "/sub/a", &[("x-rewrite-path", "/sub/b?q=1")], "");
+    assert!(
+        moved.expect(200).contains("path: /sub/b?q=1\n"),
+        "{}",
+        moved.body
+    );
+    let away = serve.request("GET", "/sub/a", &[("x-rewrite-path", "/elsewhere")], "");
+    assert_eq!(away.status, 500);
+    assert!(!away.body.contains("elsewhere"), "{}", away.body);
+    let line = serve.wait_for_log("GET /sub/a 500");
+    assert!(
+        line.contains(
+            "a filter rewrote the path to `/elsewhere`, which this route does not answer"
+        ),
+        "{line}"
+    );
+    assert!(tern_panic(&serve.log()).is_none(), "{}", serve.log());
+}
+
+#[test]
+fn a_failing_filter_in_front_of_a_component_keeps_the_guest_from_running() {
+    let tern = Tern::new();
+    let byte = Arc::new(AtomicU8::new(2));
+    let auth = {
+        let byte = byte.clone();
+        Stub::start(move |stream| reply(stream, &[byte.load(Ordering::SeqCst)]))
+    };
+    let app = format!(
+        "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n{}{}{}[component.cgi]\nsource = \"{P1_WAGI_ECHO}\"\nexecutor = \"wagi\"\n\n{}{}{}[upstream.httpbin]\nurl = \"{}\"\n",
+        component_route("/cgi/...", "cgi", &["auth", "body"]),
+        component_route("/loop/...", "cgi", &["loop"]),
+        component_route("/open/...", "cgi", &["loop_open"]),
+        filter(
+            "auth",
+            PROXY_WASM_HTTP_AUTH_RANDOM,
+            "upstreams = [\"httpbin\"]"
+        ),
+        filter("body", PROXY_WASM_HTTP_BODY, "")
+            + &filter(
+                "loop",
+                PROXY_LOOP,
+                "[filter.loop.limits]\ncallback_time = \"50ms\""
+            ),
+        filter(
+            "loop_open",
+            PROXY_LOOP,
+            "failure = \"open\"\n[filter.loop_open.limits]\ncallback_time = \"50ms\""
+        ),
+        auth.url(),
+    );
+    let serve = Serve::start(&tern, &app, &[]);
+
+    // A WAGI guest reads its whole body first: the filtered one.
+    let allowed = serve.post("/cgi/x", "nothing to hide");
+    let body = allowed.expect(200);
+    assert!(body.contains("env: PATH_INFO=/x\n"), "{body}");
+    assert!(body.ends_with("body: nothing to hide"), "{body}");
+    assert_eq!(allowed.header("powered-by"), Some("proxy-wasm"));
+
+    byte.store(7, Ordering::SeqCst);
+    let refused = serve.post("/cgi/x", "let me in");
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.body, "Access forbidden.\n");
+    serve.wait_for_log("POST /cgi/x 403");
+
+    // Closed: 500, with the reason in the log and not in the answer.
+    let looped = serve.get("/loop/x");
+    assert_eq!(looped.status, 500);
+    assert!(!looped.body.contains("budget"), "{}", looped.body);
+    let line = serve.wait_for_log("GET /loop/x 500");
+    assert!(
+        line.contains("filter `loop` ran past its time budget of 50ms"),
+        "{line}"
+    );
+    // Open: the guest answers without the filter.
+    let passed = serve.get("/open/y");
+    assert!(
+        passed.expect(200).contains("env: PATH_INFO=/y\n"),
+        "{}",
+        passed.body
+    );
+    byte.store(2, Ordering::SeqCst);
+    serve.post("/cgi/z", "after all that").expect(200);
+    assert!(tern_panic(&serve.log()).is_none(), "{}", serve.log());
+}

@@ -335,10 +335,16 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
     }
     for route in &manifest.routes {
         match &route.target {
-            RouteTarget::Upstream { upstream, filters } => writeln!(
+            RouteTarget::Upstream(upstream) => writeln!(
                 w,
-                "route {} -> upstream {upstream} via {filters:?}",
-                route.pattern
+                "route {} -> upstream {upstream} via {:?}",
+                route.pattern, route.filters
+            )
+            .unwrap(),
+            RouteTarget::Component(component) if !route.filters.is_empty() => writeln!(
+                w,
+                "route {} -> {} ({:?}) via {:?}",
+                route.pattern, component, route.pattern, route.filters
             )
             .unwrap(),
             RouteTarget::Component(component) => writeln!(

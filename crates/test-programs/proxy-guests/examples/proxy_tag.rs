@@ -6,7 +6,8 @@
 //! chain a, b, c shows the upstream three `x-chain` values in order) and
 //! each response the header `x-filter-tag: TAG`.
 //! Each response also says how many requests its VM has seen
-//! (`x-vm-requests`).
+//! (`x-vm-requests`). A request with `x-rewrite-path: P` goes on with the
+//! path P.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -62,6 +63,9 @@ impl Context for Tag {}
 impl HttpContext for Tag {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         self.add_http_request_header("x-chain", &self.tag);
+        if let Some(path) = self.get_http_request_header("x-rewrite-path") {
+            self.set_http_request_header(":path", Some(&path));
+        }
         REQUESTS.fetch_add(1, Ordering::Relaxed);
         Action::Continue
     }

@@ -138,7 +138,8 @@ pub(crate) enum Phase {
 /// later call fails at once, and a new VM replaces it.
 pub struct FilterVm {
     store: Store<VmCtx>,
-    exports: Exports,
+    /// Shared, so a call borrows its function rather than cloning it.
+    exports: Arc<Exports>,
     next_context: u32,
     broken: Option<String>,
     ticking: bool,
@@ -195,7 +196,7 @@ impl FilterVm {
                 break;
             }
         }
-        let exports = Exports::find(&mut store, &instance);
+        let exports = Arc::new(Exports::find(&mut store, &instance));
         let vm_config_size = config.vm_configuration.len() as u32;
         let plugin_config_size = config.configuration.len() as u32;
         let mut vm = FilterVm {
@@ -205,11 +206,11 @@ impl FilterVm {
             broken: None,
             ticking: false,
         };
-        if let Some(f) = vm.exports.context_create.clone() {
+        if let Some(f) = &vm.exports.clone().context_create {
             vm.call(f, (ROOT_CONTEXT, 0))
                 .map_err(|e| anyhow!("creating the root context: {e}"))?;
         }
-        if let Some(f) = vm.exports.vm_start.clone() {
+        if let Some(f) = &vm.exports.clone().vm_start {
             let started = vm
                 .call(f, (ROOT_CONTEXT, vm_config_size))
                 .map_err(|e| anyhow!("proxy_on_vm_start: {e}"))?;
@@ -217,7 +218,7 @@ impl FilterVm {
                 return Err(anyhow!("the filter refused to start (proxy_on_vm_start)"));
             }
         }
-        if let Some(f) = vm.exports.configure.clone() {
+        if let Some(f) = &vm.exports.clone().configure {
             let configured = vm
                 .call(f, (ROOT_CONTEXT, plugin_config_size))
                 .map_err(|e| anyhow!("proxy_on_configure: {e}"))?;
@@ -261,13 +262,13 @@ impl FilterVm {
     }
 
     pub(crate) fn on_tick(&mut self) {
-        if let Some(f) = self.exports.tick.clone() {
+        if let Some(f) = &self.exports.clone().tick {
             let _ = self.call(f, ROOT_CONTEXT);
         }
     }
 
     pub(crate) fn on_queue_ready(&mut self, root: u32, queue: u32) {
-        if let Some(f) = self.exports.queue_ready.clone() {
+        if let Some(f) = &self.exports.clone().queue_ready {
             let _ = self.call(f, (root, queue));
         }
     }
@@ -276,7 +277,7 @@ impl FilterVm {
     pub(crate) fn create_stream(&mut self) -> Result<u32, String> {
         self.next_context = self.next_context.wrapping_add(1).max(ROOT_CONTEXT + 1);
         let id = self.next_context;
-        if let Some(f) = self.exports.context_create.clone() {
+        if let Some(f) = &self.exports.clone().context_create {
             self.call(f, (id, ROOT_CONTEXT))?;
         }
         Ok(id)
@@ -291,22 +292,22 @@ impl FilterVm {
         data: &mut StreamData,
         phase: Phase,
     ) -> Result<bool, String> {
-        let e = &self.exports;
+        let e = self.exports.clone();
         let (func, args) = match phase {
             Phase::RequestHeaders { count, end } => {
-                (e.request_headers.clone(), (context, count, end as u32))
+                (e.request_headers.as_ref(), (context, count, end as u32))
             }
             Phase::RequestBody { size, end } => {
-                (e.request_body.clone(), (context, size, end as u32))
+                (e.request_body.as_ref(), (context, size, end as u32))
             }
             Phase::ResponseHeaders { count, end } => {
-                (e.response_headers.clone(), (context, count, end as u32))
+                (e.response_headers.as_ref(), (context, count, end as u32))
             }
             Phase::ResponseBody { size, end } => {
-                (e.response_body.clone(), (context, size, end as u32))
+                (e.response_body.as_ref(), (context, size, end as u32))
             }
             Phase::RequestTrailers { count } => {
-                let f = e.request_trailers.clone();
+                let f = e.request_trailers.as_ref();
                 return self
                     .with_stream((context, request), data, None, |vm| match f {
                         Some(f) => vm.call(f, (context, count)),
@@ -315,7 +316,7 @@ impl FilterVm {
                     .map(|action| action == ACTION_CONTINUE);
             }
             Phase::ResponseTrailers { count } => {
-                let f = e.response_trailers.clone();
+                let f = e.response_trailers.as_ref();
                 return self
                     .with_stream((context, request), data, None, |vm| match f {
                         Some(f) => vm.call(f, (context, count)),
@@ -345,7 +346,8 @@ impl FilterVm {
         token: u32,
         response: CallResponse,
     ) -> Result<(), String> {
-        let Some(f) = self.exports.http_call_response.clone() else {
+        let exports = self.exports.clone();
+        let Some(f) = &exports.http_call_response else {
             return Ok(());
         };
         let counts = (
@@ -363,11 +365,8 @@ impl FilterVm {
 
     /// Ends a stream: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub(crate) fn finish_stream(&mut self, context: u32, request: u64, data: &mut StreamData) {
-        let (done, log, delete) = (
-            self.exports.done.clone(),
-            self.exports.log.clone(),
-            self.exports.delete.clone(),
-        );
+        let e = self.exports.clone();
+        let (done, log, delete) = (&e.done, &e.log, &e.delete);
         let _ = self.with_stream((context, request), data, None, |vm| {
             if let Some(f) = done {
                 vm.call(f, context)?;
@@ -406,7 +405,7 @@ impl FilterVm {
 
     /// One call into the filter under the callback budget; a failure breaks
     /// the VM.
-    fn call<P, R>(&mut self, func: TypedFunc<P, R>, params: P) -> Result<R, String>
+    fn call<P, R>(&mut self, func: &TypedFunc<P, R>, params: P) -> Result<R, String>
     where
         P: wasmtime::WasmParams,
         R: wasmtime::WasmResults,

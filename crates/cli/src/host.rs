@@ -14,7 +14,7 @@ use tern_manifest::LimitsConfig;
 use tern_runtime::{ByteSize, HumanDuration, Result};
 
 use crate::compiling;
-use crate::log::{LogFormat, LogSink};
+use crate::log::{AccessLog, LogFormat, LogSink};
 use crate::serve::{Serving, Signals, default_max_connections, parse_listen};
 
 /// Arguments of `tern host`.
@@ -76,6 +76,9 @@ pub struct HostArgs {
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Which requests get an access-log line
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = AccessLog::All)]
+    access_log: AccessLog,
     /// Worker threads, each serving its own connections [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -136,7 +139,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n as usize,
     );
-    let sink = Arc::new(LogSink::new(args.log_format));
+    let sink = Arc::new(LogSink::new(args.log_format, args.access_log));
     host.report_to(sink.clone());
     let log = sink.clone();
     let grace = serve.grace;

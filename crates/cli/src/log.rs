@@ -19,6 +19,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which requests get an access-log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLog {
+    /// Every request
+    All,
+    /// Only requests that failed with a reason (a guest's trap, a limit, an
+    /// upstream that did not answer): the lines an operator acts on
+    Errors,
+}
+
 /// The format of Tern's own lines, once a serving command has chosen one.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
@@ -49,6 +59,7 @@ pub fn say(text: &str) {
 
 pub struct LogSink {
     format: LogFormat,
+    access: AccessLog,
     pending: Arc<Pending>,
 }
 
@@ -82,7 +93,7 @@ impl Pending {
 }
 
 impl LogSink {
-    pub fn new(format: LogFormat) -> Self {
+    pub fn new(format: LogFormat, access: AccessLog) -> Self {
         let pending = Arc::new(Pending::default());
         let writer = pending.clone();
         // Without the writer thread lines are still written, by `flush`
@@ -104,7 +115,11 @@ impl LogSink {
                     Pending::flush(&mut writer.lock());
                 }
             });
-        LogSink { format, pending }
+        LogSink {
+            format,
+            access,
+            pending,
+        }
     }
 
     /// Writes every buffered line now.
@@ -151,6 +166,9 @@ impl Drop for LogSink {
 
 impl EventSink for LogSink {
     fn request(&self, r: &AccessRecord<'_>) {
+        if self.access == AccessLog::Errors && r.error.is_none() {
+            return;
+        }
         let now = SystemTime::now();
         let line = match self.format {
             LogFormat::Text => {

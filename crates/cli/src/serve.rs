@@ -15,7 +15,7 @@ use tern_runtime::{ByteSize, HumanDuration, Loader, Result};
 use tokio::signal::unix::{self, SignalKind, signal};
 
 use crate::compiling;
-use crate::log::{LogFormat, LogSink};
+use crate::log::{AccessLog, LogFormat, LogSink};
 use crate::reload::{self, Reloader, Watch};
 
 /// Arguments of `tern serve`.
@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Which requests get an access-log line
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = AccessLog::All)]
+    pub(crate) access_log: AccessLog,
     /// Also listen on ADDR for the operator: `GET /metrics` (Prometheus
     /// text: requests by status and the metrics proxy-wasm filters define)
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
@@ -353,7 +356,7 @@ pub(crate) fn serve(args: ServeArgs, watch: Option<Watch>) -> Result<ExitCode> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n as usize,
     );
-    let sink = Arc::new(LogSink::new(args.log_format));
+    let sink = Arc::new(LogSink::new(args.log_format, args.access_log));
     let log = sink.clone();
     let grace = config.grace;
     let listen = args.listen;

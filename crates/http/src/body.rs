@@ -34,6 +34,17 @@ pub(crate) struct LimitedBody {
     exceeded: Arc<AtomicBool>,
 }
 
+/// How a filter's failure on a request body begins, as the body's error.
+const FILTER_FAILED: &str = "filter: ";
+
+/// Why the route's filters failed the body, if that is what `err` is.
+pub(crate) fn filter_failure(err: &wasmtime_wasi_http::Error) -> Option<&str> {
+    match err {
+        wasmtime_wasi_http::Error::InternalError(Some(why)) => why.strip_prefix(FILTER_FAILED),
+        _ => None,
+    }
+}
+
 enum Inner {
     /// As the client sends it.
     Client(Incoming),
@@ -52,13 +63,14 @@ impl LimitedBody {
         }
     }
 
-    /// A body the filters pass on from a `LimitedBody` of the client's:
-    /// bounded there, by what the client sends.
-    pub(crate) fn filtered(inner: ResponseBody, exceeded: Arc<AtomicBool>) -> Self {
+    /// A body the filters pass on from a `LimitedBody` of the client's,
+    /// bounded again: what the filters make of it is held to `max` too.
+    /// A filter's failure reads as [`filter_failure`].
+    pub(crate) fn filtered(inner: ResponseBody, max: u64, exceeded: Arc<AtomicBool>) -> Self {
         LimitedBody {
             inner: Inner::Filtered(inner),
-            remaining: u64::MAX,
-            max: u64::MAX,
+            remaining: max,
+            max,
             exceeded,
         }
     }
@@ -97,7 +109,9 @@ impl Body for LimitedBody {
                 Some(Err(err)) => {
                     let err = match err.downcast::<wasmtime_wasi_http::Error>() {
                         Ok(err) => *err,
-                        Err(err) => wasmtime_wasi_http::Error::InternalError(Some(err.to_string())),
+                        Err(err) => wasmtime_wasi_http::Error::InternalError(Some(format!(
+                            "{FILTER_FAILED}{err}"
+                        ))),
                     };
                     return Poll::Ready(Some(Err(err)));
                 }

@@ -183,6 +183,9 @@ impl UpstreamClient {
         limit: Duration,
     ) -> Result<Response<Incoming>, (u16, String)> {
         let target = format!("{}{path}", self.spec.base_path);
+        // HTTP/1.1 to the upstream whatever the client spoke: an HTTP/1.0
+        // request could not carry a body of unknown length (chunked).
+        *req.version_mut() = http::Version::HTTP_11;
         *req.uri_mut() = target
             .parse::<Uri>()
             .map_err(|_| (400, format!("request path `{path}` cannot be forwarded")))?;

@@ -766,7 +766,7 @@ async fn handle(
                     parts.uri = uri;
                     matched = again;
                 }
-                let body = LimitedBody::filtered(body, body_exceeded.clone());
+                let body = LimitedBody::filtered(body, limits.max_body.0, body_exceeded.clone());
                 req = Request::from_parts(parts, body);
                 filtering = Some(chain);
             }
@@ -800,6 +800,11 @@ async fn handle(
                 return refuse(413, component, Some(error));
             }
             Ok(Err(err)) => {
+                // The route's filters failing on the body are Tern's 500,
+                // not the client's 400.
+                if let Some(why) = crate::body::filter_failure(&err) {
+                    return refuse(500, component, Some(why.to_string()));
+                }
                 let error = format!("reading the request body: {err}");
                 return refuse(400, component, Some(error));
             }
@@ -911,8 +916,10 @@ async fn handle(
                 Some(rx) => Some(rx.await),
                 None => None,
             } {
+                // The filters' reason first: when they replaced the
+                // guest's response, what the guest did next is beside it.
                 status = answered;
-                error = error.or(why);
+                error = why.or(error);
             }
             // A head the guest set before it failed may never have reached
             // the client: once its body has ended, did any of it go out?

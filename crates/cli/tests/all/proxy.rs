@@ -680,7 +680,7 @@ fn a_failing_filter_in_front_of_a_component_keeps_the_guest_from_running() {
     };
     let app = format!(
         "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n{}{}{}[component.cgi]\nsource = \"{P1_WAGI_ECHO}\"\nexecutor = \"wagi\"\n\n{}{}{}[upstream.httpbin]\nurl = \"{}\"\n",
-        component_route("/cgi/...", "cgi", &["auth", "body"]),
+        component_route("/cgi/...", "cgi", &["auth", "body", "tag"]),
         component_route("/loop/...", "cgi", &["loop"]),
         component_route("/open/...", "cgi", &["loop_open"]),
         filter(
@@ -689,6 +689,7 @@ fn a_failing_filter_in_front_of_a_component_keeps_the_guest_from_running() {
             "upstreams = [\"httpbin\"]"
         ),
         filter("body", PROXY_WASM_HTTP_BODY, "")
+            + &filter("tag", PROXY_TAG, "")
             + &filter(
                 "loop",
                 PROXY_LOOP,
@@ -709,6 +710,13 @@ fn a_failing_filter_in_front_of_a_component_keeps_the_guest_from_running() {
     assert!(body.contains("env: PATH_INFO=/x\n"), "{body}");
     assert!(body.ends_with("body: nothing to hide"), "{body}");
     assert_eq!(allowed.header("powered-by"), Some("proxy-wasm"));
+
+    // A filter failing on the body the guest waits for: Tern's 500, not
+    // the client's 400, and the guest never runs.
+    let trapped = serve.request("POST", "/cgi/x", &[("x-trap-body", "1")], "boom");
+    assert_eq!(trapped.status, 500);
+    let line = serve.wait_for_log("POST /cgi/x 500");
+    assert!(line.contains("filter `tag`"), "{line}");
 
     byte.store(7, Ordering::SeqCst);
     let refused = serve.post("/cgi/x", "let me in");
@@ -735,4 +743,26 @@ fn a_failing_filter_in_front_of_a_component_keeps_the_guest_from_running() {
     byte.store(2, Ordering::SeqCst);
     serve.post("/cgi/z", "after all that").expect(200);
     assert!(tern_panic(&serve.log()).is_none(), "{}", serve.log());
+}
+
+#[test]
+fn access_log_errors_keeps_only_the_lines_of_failed_requests() {
+    let tern = Tern::new();
+    let upstream = echo(&tern);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = format!(
+        "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n[[route]]\npath = \"/ok\"\nupstream = \"http://{}\"\n\n[[route]]\npath = \"/down\"\nupstream = \"http://{closed}\"\n",
+        upstream.addr
+    );
+    let serve = Serve::start(&tern, &app, &["--access-log", "errors"]);
+    serve.get("/ok").expect(200);
+    assert_eq!(serve.get("/down").status, 502);
+    // Lines go out in order: the failed request's is there, so the
+    // successful one's would be before it.
+    let line = serve.wait_for_log("GET /down 502");
+    assert!(line.contains("cannot connect"), "{line}");
+    assert!(!serve.log().contains("GET /ok"), "{}", serve.log());
 }

@@ -7,7 +7,7 @@
 //! each response the header `x-filter-tag: TAG`.
 //! Each response also says how many requests its VM has seen
 //! (`x-vm-requests`). A request with `x-rewrite-path: P` goes on with the
-//! path P.
+//! path P; one with `x-trap-body` traps on its body.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -50,12 +50,16 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Tag { tag: self.tag.clone() }))
+        Some(Box::new(Tag {
+            tag: self.tag.clone(),
+            trap_body: false,
+        }))
     }
 }
 
 struct Tag {
     tag: String,
+    trap_body: bool,
 }
 
 impl Context for Tag {}
@@ -63,10 +67,18 @@ impl Context for Tag {}
 impl HttpContext for Tag {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         self.add_http_request_header("x-chain", &self.tag);
+        self.trap_body = self.get_http_request_header("x-trap-body").is_some();
         if let Some(path) = self.get_http_request_header("x-rewrite-path") {
             self.set_http_request_header(":path", Some(&path));
         }
         REQUESTS.fetch_add(1, Ordering::Relaxed);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, _: usize, _: bool) -> Action {
+        if self.trap_body {
+            panic!("trap in a request body");
+        }
         Action::Continue
     }
 

@@ -556,22 +556,19 @@ impl App {
         self.router
             .routes()
             .map(|(pattern, target)| match target {
-                Target::Component(c) => RouteInfo {
-                    pattern: pattern.to_string(),
-                    component: Some(self.components[*c].grants.id.to_string()),
-                    executor: Some(self.components[*c].executor.kind()),
-                    kind: self.components[*c].executor.describe(),
-                },
-                Target::Filtered(c, chain) => RouteInfo {
-                    pattern: pattern.to_string(),
-                    component: Some(self.components[*c].grants.id.to_string()),
-                    executor: Some(self.components[*c].executor.kind()),
-                    kind: format!(
-                        "{} {}",
-                        self.components[*c].executor.describe(),
-                        chain.describe()
-                    ),
-                },
+                Target::Component(c) | Target::Filtered(c, _) => {
+                    let served = &self.components[*c];
+                    let mut kind = served.executor.describe();
+                    if let Target::Filtered(_, chain) = target {
+                        kind = format!("{kind} {}", chain.describe());
+                    }
+                    RouteInfo {
+                        pattern: pattern.to_string(),
+                        component: Some(served.grants.id.to_string()),
+                        executor: Some(served.executor.kind()),
+                        kind,
+                    }
+                }
                 Target::Static(reply) => RouteInfo {
                     pattern: pattern.to_string(),
                     component: None,

@@ -60,7 +60,7 @@ type Upstreams = BTreeMap<String, Arc<UpstreamClient>>;
 /// A route to an upstream.
 pub(crate) struct ProxyRoute {
     pub(crate) upstream: Arc<UpstreamClient>,
-    pub(crate) filters: Vec<Arc<Filter>>,
+    pub(crate) chain: FilterChain,
     /// What the access log and the route listing call it, made once.
     label: String,
 }
@@ -72,16 +72,15 @@ impl std::fmt::Debug for ProxyRoute {
 }
 
 impl ProxyRoute {
-    fn new(upstream: Arc<UpstreamClient>, filters: Vec<Arc<Filter>>) -> ProxyRoute {
-        let names: Vec<&str> = filters.iter().map(|f| f.config().name.as_str()).collect();
-        let label = if names.is_empty() {
+    fn new(upstream: Arc<UpstreamClient>, chain: FilterChain) -> ProxyRoute {
+        let label = if chain.filters.is_empty() {
             format!("upstream {}", upstream.spec.name)
         } else {
-            format!("upstream {} via {}", upstream.spec.name, names.join(", "))
+            format!("upstream {} {}", upstream.spec.name, chain.describe())
         };
         ProxyRoute {
             upstream,
-            filters,
+            chain,
             label,
         }
     }
@@ -92,7 +91,7 @@ impl ProxyRoute {
     }
 }
 
-/// The filters in front of a component's route.
+/// The filters in front of a route, in order.
 pub(crate) struct FilterChain {
     pub(crate) filters: Arc<[Arc<Filter>]>,
     /// `via FILTER, ...`, made once.
@@ -397,24 +396,20 @@ impl AppProxy {
     pub(crate) fn route(&self, upstream: &str, filters: &[String]) -> Option<ProxyRoute> {
         Some(ProxyRoute::new(
             self.upstreams.get(upstream)?.clone(),
-            self.filters(filters)?,
+            self.chain(filters)?,
         ))
     }
 
-    /// The filters in front of a component's route, all declared.
+    /// The filters `names`, all declared.
     pub(crate) fn chain(&self, names: &[String]) -> Option<FilterChain> {
-        let filters = self.filters(names)?;
-        Some(FilterChain {
-            label: format!("via {}", names.join(", ")),
-            filters: filters.into(),
-        })
-    }
-
-    fn filters(&self, names: &[String]) -> Option<Vec<Arc<Filter>>> {
-        names
+        let filters = names
             .iter()
             .map(|name| self.filters.get(name).cloned())
-            .collect()
+            .collect::<Option<_>>()?;
+        Some(FilterChain {
+            label: format!("via {}", names.join(", ")),
+            filters,
+        })
     }
 
     /// Adds the filters' metrics to `families`, labelled with the app.
@@ -462,6 +457,11 @@ pub(crate) struct Forward<'a> {
 /// The answer and, for the log, why it failed.
 pub(crate) type Forwarded = (Response<ResponseBody>, Option<String>);
 
+/// Tern's answer `status` to request `id`, failed for `why`.
+fn failed(id: RequestId, status: u16, why: String) -> Forwarded {
+    (crate::response::error(status, id), Some(why))
+}
+
 /// Forwards `req` through the route's filters to its upstream.
 pub(crate) async fn forward<B>(route: &ProxyRoute, req: Request<B>, fwd: Forward<'_>) -> Forwarded
 where
@@ -469,7 +469,6 @@ where
     B::Error: Into<BoxError> + Send,
 {
     let id = fwd.id;
-    let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
     let (mut parts, body) = req.into_parts();
     drop_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, &fwd);
@@ -479,7 +478,7 @@ where
     let limit = limit.min(route.upstream.spec.timeout);
     let path = path_of(&parts.uri).to_string();
 
-    if route.filters.is_empty() {
+    if route.chain.filters.is_empty() {
         let body = body.map_err(Into::into).boxed_unsync();
         let req = Request::from_parts(parts, body);
         return match route.upstream.send(req, &path, limit).await {
@@ -487,19 +486,19 @@ where
                 respond(response.map(|b| b.map_err(Into::into).boxed_unsync())),
                 None,
             ),
-            Err((status, why)) => fail(status, why),
+            Err((status, why)) => failed(id, status, why),
         };
     }
 
     let req = Request::from_parts(parts, body);
-    let (req, new_path, filtering) = match filter_request(&route.filters, req, &fwd).await {
+    let (req, new_path, filtering) = match filter_request(&route.chain.filters, req, &fwd).await {
         Ok(filtered) => filtered,
         Err(answered) => return answered,
     };
     let path = new_path.unwrap_or(path);
     let response = match route.upstream.send(req, &path, limit).await {
         Ok(response) => response,
-        Err((status, why)) => return fail(status, why),
+        Err((status, why)) => return failed(id, status, why),
     };
     let (mut parts, body) = response.into_parts();
     drop_hop_by_hop(&mut parts.headers);
@@ -531,7 +530,6 @@ where
     B::Error: Into<BoxError> + Send,
 {
     let id = fwd.id;
-    let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
     let (mut parts, body) = req.into_parts();
     fwd.app.log.bind(fwd.sink, id);
     let headers = to_pairs(&parts, path_of(&parts.uri), fwd.tls);
@@ -548,7 +546,7 @@ where
     };
     let chain = match Chain::new(filters, info, headers) {
         Ok(chain) => Arc::new(Mutex::new(chain)),
-        Err(why) => return Err(fail(500, why)),
+        Err(why) => return Err(failed(id, 500, why)),
     };
     let upstreams = fwd.app.upstreams.clone();
     let end = body.is_end_stream();
@@ -559,7 +557,7 @@ where
     match settle(&chain, step, &upstreams).await {
         Step::Continue => {}
         Step::Respond(local) => return Err((local_response(local), None)),
-        Step::Fail(why) => return Err(fail(500, why)),
+        Step::Fail(why) => return Err(failed(id, 500, why)),
         Step::Wait => unreachable!("settle never answers Wait"),
     }
     let new_path = {
@@ -568,7 +566,7 @@ where
             let headers = chain.request_headers();
             let mut fields = HeaderMap::new();
             if let Err(why) = from_pairs(headers, &mut fields, Some(&mut parts.method)) {
-                return Err(fail(500, why));
+                return Err(failed(id, 500, why));
             }
             parts.headers = fields;
             pseudo(headers, ":path").filter(|p| p != path_of(&parts.uri))
@@ -601,7 +599,6 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError> + Send,
 {
-    let fail = |status: u16, why: String| (crate::response::error(status, id), Some(why));
     let Filtering { chain, upstreams } = filtering;
     let (mut parts, body) = response.into_parts();
     let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
@@ -614,7 +611,7 @@ where
     match settle(&chain, step, &upstreams).await {
         Step::Continue => {}
         Step::Respond(local) => return (local_response(local), None),
-        Step::Fail(why) => return fail(500, why),
+        Step::Fail(why) => return failed(id, 500, why),
         Step::Wait => unreachable!("settle never answers Wait"),
     }
     let mut response = Response::new(full(Bytes::new()));
@@ -628,10 +625,16 @@ where
                     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(parts.status);
                 }
                 None => {}
-                Some(_) => return fail(500, "a filter set a `:status` outside 200 to 599".into()),
+                Some(_) => {
+                    return failed(
+                        id,
+                        500,
+                        "a filter set a `:status` outside 200 to 599".into(),
+                    );
+                }
             }
             if let Err(why) = from_pairs(headers, response.headers_mut(), None) {
-                return fail(500, why);
+                return failed(id, 500, why);
             }
         } else {
             *response.headers_mut() = std::mem::take(&mut parts.headers);

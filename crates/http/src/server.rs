@@ -873,11 +873,11 @@ async fn handle(
     // 25% slower under load (bench/README.md).
     let component_id = served.grants.id.clone();
     // With filters, the status the client gets is theirs to change: the
-    // task logs it once the response phase has run.
-    let (answered, filtered_status) = match filtering {
-        Some(_) => {
-            let (tx, rx) = tokio::sync::oneshot::channel::<(u16, Option<String>)>();
-            (Some(tx), Some(rx))
+    // task logs it once the response phase has run, which sends it.
+    let (filtering, filtered_status) = match filtering {
+        Some(chain) => {
+            let (answered, status) = tokio::sync::oneshot::channel::<(u16, Option<String>)>();
+            (Some((chain, answered)), Some(status))
         }
         None => (None, None),
     };
@@ -912,10 +912,9 @@ async fn handle(
                     Some(failure.describe(&served.grants.limits)),
                 ),
             };
-            if let Some(Ok((answered, why))) = match filtered_status {
-                Some(rx) => Some(rx.await),
-                None => None,
-            } {
+            if let Some(filtered) = filtered_status
+                && let Ok((answered, why)) = filtered.await
+            {
                 // The filters' reason first: when they replaced the
                 // guest's response, what the guest did next is beside it.
                 status = answered;
@@ -947,7 +946,7 @@ async fn handle(
     match head.await {
         Ok(response) => match filtering {
             None => response,
-            Some(chain) => {
+            Some((chain, answered)) => {
                 let filter = crate::proxy::filter_response(chain, response, id);
                 let (response, error) = match tokio::time::timeout_at(deadline.into(), filter).await
                 {
@@ -960,14 +959,12 @@ async fn handle(
                         (response::error(504, id), Some(error))
                     }
                 };
-                if let Some(answered) = answered {
-                    let _ = answered.send((response.status().as_u16(), error));
-                }
+                let _ = answered.send((response.status().as_u16(), error));
                 response
             }
         },
         Err(_) => {
-            drop(answered);
+            drop(filtering);
             match task.await {
                 Ok(Err(failure)) => response::error(failure.status(), id),
                 // The reply is only dropped unused on failure.

@@ -229,6 +229,27 @@ impl Serve {
         stream
     }
 
+    /// Asks for an 8 MB response (`P1_WAGI_FORGE` at `/forge`) and never
+    /// reads it: the server, run with `--write-timeout 1s`, must close the
+    /// connection with what was sent so far and log why.
+    pub fn never_read_a_big_response(&self) {
+        let stream = self.connect();
+        (&stream)
+            .write_all(b"GET /forge?big=8000000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        self.wait_for_log("GET /forge 200");
+        let line = self.wait_for_log("closed the connection from");
+        assert!(line.contains("the client read nothing for 1s"), "{line}");
+        // What was sent before the timeout arrives; the rest never does.
+        let mut received = Vec::new();
+        let _ = (&stream).read_to_end(&mut received);
+        assert!(
+            received.len() < 8_000_000,
+            "the whole response arrived ({} bytes)",
+            received.len()
+        );
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

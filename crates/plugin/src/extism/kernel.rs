@@ -17,7 +17,11 @@ pub(crate) enum Fault {
 /// The blocks of one instance.
 #[derive(Default)]
 pub(crate) struct Kernel {
+    /// Every byte blocks have reached so far, kept between calls.
     bytes: Vec<u8>,
+    /// Where the next new block goes, less [`BASE`]: back to 0 at a reset,
+    /// so that a session's calls reuse the same bytes.
+    end: u64,
     /// Live blocks: start -> length.
     blocks: BTreeMap<u64, u64>,
     /// Freed blocks, reused first-fit: (start, capacity).
@@ -54,13 +58,19 @@ impl Kernel {
             }
             return Ok(start);
         }
-        if len > budget {
+        let start = self.end + BASE;
+        let new_end = self.end.checked_add(len);
+        let grows_by = new_end.map_or(u64::MAX, |end| end.saturating_sub(self.size()));
+        if grows_by > budget {
             return Err(Fault::Exhausted { wanted: len });
         }
-        let start = self.bytes.len() as u64 + BASE;
-        let new_len = usize::try_from(self.bytes.len() as u64 + len)
-            .map_err(|_| Fault::Exhausted { wanted: len })?;
-        self.bytes.resize(new_len, 0);
+        let (from, to) = (self.end as usize, (self.end + len) as usize);
+        if to > self.bytes.len() {
+            self.bytes.resize(to, 0);
+        }
+        // Bytes an earlier call's blocks held.
+        self.bytes[from..to].fill(0);
+        self.end += len;
         self.blocks.insert(start, len);
         Ok(start)
     }
@@ -110,16 +120,15 @@ impl Kernel {
         Ok(offset)
     }
 
-    /// Drops every block (between calls of a session).
+    /// Drops every block (between calls of a session). The bytes stay, and
+    /// new blocks are laid over them from the start again: blocks never
+    /// creep upwards from one call to the next.
     pub(crate) fn reset(&mut self) {
-        let keep = self.bytes.len() as u64;
         self.blocks.clear();
         self.capacity.clear();
         self.free.clear();
         self.last = (0, 0);
-        if keep > 0 {
-            self.free.push((BASE, keep));
-        }
+        self.end = 0;
     }
 
     /// The index in `bytes` of `offset`, if `offset..offset + len` lies in
@@ -168,5 +177,24 @@ mod tests {
         assert_eq!(k.slice(c, 10).unwrap(), &[0; 10]);
         assert_eq!(k.alloc(200, 100), Err(Fault::Exhausted { wanted: 200 }));
         assert_eq!(k.block(b).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_reset_reuses_the_bytes_zeroed_and_blocks_do_not_creep() {
+        let mut k = Kernel::default();
+        for _ in 0..100 {
+            k.reset();
+            // A call that makes three blocks and writes them.
+            for len in [16, 8, 32] {
+                let at = k.alloc(len, 1 << 20).unwrap();
+                assert!(k.slice(at, len).unwrap().iter().all(|&b| b == 0), "zeroed");
+                k.slice_mut(at, len).unwrap().fill(0xff);
+            }
+        }
+        assert_eq!(k.size(), 56, "each call reused the first call's bytes");
+        // Growing past what the budget allows is still refused.
+        k.reset();
+        assert!(k.alloc(56, 0).is_ok(), "within the bytes held");
+        assert_eq!(k.alloc(1, 0), Err(Fault::Exhausted { wanted: 1 }));
     }
 }

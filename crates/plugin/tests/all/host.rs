@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 
-use tern_plugin::{ComponentVal, HostFunctions, PluginConfig, PluginKind, Val};
+use tern_plugin::{ComponentVal, Grants, HostFunctions, PluginConfig, PluginKind, Val};
 
 use super::{call, host, load, with_functions};
 
@@ -42,6 +42,29 @@ fn a_session_keeps_its_instance_and_a_call_does_not() {
     assert_eq!(counts, [b"1", b"2", b"3"]);
     let mut other = plugin.session().unwrap();
     assert_eq!(other.call("incr", b"").unwrap().0, b"1");
+}
+
+#[test]
+fn a_long_session_holds_its_memory_steady() {
+    // `greet` makes three blocks a call: the configuration key, its value
+    // and the output. Each call of a session lays them over the last
+    // call's, so the memory a session holds does not grow with its calls.
+    let config = PluginConfig {
+        grants: Grants {
+            config: [("greeting".to_owned(), "Howdy".to_owned())].into(),
+            ..Grants::default()
+        },
+        ..PluginConfig::default()
+    };
+    let plugin = load(test_programs::EXTISM_CONFIG_VARS, config);
+    let mut session = plugin.session().unwrap();
+    let mut peaks = Vec::new();
+    for _ in 0..2000 {
+        let (output, report) = session.call("greet", b"Tern").unwrap();
+        assert_eq!(output, b"Howdy, Tern!");
+        peaks.push(report.peak_memory);
+    }
+    assert_eq!(peaks[1], peaks[1999], "the session's memory crept upwards");
 }
 
 #[test]

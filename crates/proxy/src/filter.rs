@@ -18,7 +18,11 @@ use crate::host;
 use crate::space::FilterSpace;
 use crate::vm::{FilterShared, FilterVm, VmCtx};
 
-/// How soon a worker's VM of a filter may be rebuilt after it failed.
+/// How many times in a row a worker's VM of a filter may be rebuilt at
+/// once after failing, and how often a rebuild is earned back: a one-off
+/// trap costs only the request it hit, while a filter that fails every
+/// request is not restarted for every one.
+const REBUILD_BURST: u32 = 3;
 const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A filter, ready to serve: compiled, linked, and proven to start (a
@@ -31,7 +35,40 @@ pub struct Filter {
 
 struct Worker {
     vm: Option<Arc<Mutex<FilterVm>>>,
-    failed_at: Option<Instant>,
+    /// Set once its VM has failed: every later start is a rebuild.
+    rebuilds: Option<Rebuilds>,
+}
+
+/// A token bucket of rebuilds: [`REBUILD_BURST`] at once, then one per
+/// [`REBUILD_INTERVAL`].
+struct Rebuilds {
+    tokens: u32,
+    refilled_at: Instant,
+}
+
+impl Rebuilds {
+    fn new(now: Instant) -> Self {
+        Rebuilds {
+            tokens: REBUILD_BURST,
+            refilled_at: now,
+        }
+    }
+
+    /// Takes a rebuild if one is left at `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.refilled_at).as_nanos()
+            / REBUILD_INTERVAL.as_nanos();
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(earned).min(REBUILD_BURST);
+            self.refilled_at = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 impl Filter {
@@ -100,7 +137,7 @@ impl Filter {
     }
 
     /// A VM for one stream on this thread: the worker's (started on first
-    /// use, rebuilt at most once a second after a failure), or a fresh one.
+    /// use, rebuilt after a failure within [`Rebuilds`]), or a fresh one.
     pub(crate) fn vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
         if self.shared.config.isolation == Isolation::Request {
             return self.start_vm();
@@ -108,8 +145,9 @@ impl Filter {
         let mut vms = self.vms.lock().unwrap_or_else(PoisonError::into_inner);
         let worker = vms.entry(thread::current().id()).or_insert(Worker {
             vm: None,
-            failed_at: None,
+            rebuilds: None,
         });
+        let now = Instant::now();
         if let Some(vm) = &worker.vm {
             let broken = vm
                 .lock()
@@ -120,7 +158,7 @@ impl Filter {
                 None => return Ok(vm.clone()),
                 Some(why) => {
                     worker.vm = None;
-                    worker.failed_at = Some(Instant::now());
+                    worker.rebuilds.get_or_insert_with(|| Rebuilds::new(now));
                     self.log(
                         LogLevel::Error,
                         &format!("VM failed ({why}); rebuilding it"),
@@ -128,11 +166,12 @@ impl Filter {
                 }
             }
         }
-        if let Some(at) = worker.failed_at
-            && at.elapsed() < REBUILD_INTERVAL
-            && worker.vm.is_none()
+        if let Some(rebuilds) = &mut worker.rebuilds
+            && !rebuilds.take(now)
         {
-            return Err("failed, and its VM is not rebuilt more than once a second".into());
+            return Err(format!(
+                "failed, and its VM was rebuilt {REBUILD_BURST} times in a row; the next rebuild is allowed within a second"
+            ));
         }
         match self.start_vm() {
             Ok(vm) => {
@@ -140,7 +179,7 @@ impl Filter {
                 Ok(vm)
             }
             Err(why) => {
-                worker.failed_at = Some(Instant::now());
+                worker.rebuilds.get_or_insert_with(|| Rebuilds::new(now));
                 Err(why)
             }
         }
@@ -195,5 +234,29 @@ async fn tick(vm: Weak<Mutex<FilterVm>>, mut period: Duration) {
             Some(next) => period = next,
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuilds_come_in_a_burst_then_one_a_second() {
+        let start = Instant::now();
+        let mut rebuilds = Rebuilds::new(start);
+        for _ in 0..REBUILD_BURST {
+            assert!(rebuilds.take(start));
+        }
+        assert!(!rebuilds.take(start), "the burst is spent");
+        assert!(!rebuilds.take(start + REBUILD_INTERVAL / 2));
+        assert!(rebuilds.take(start + REBUILD_INTERVAL), "one earned back");
+        assert!(!rebuilds.take(start + REBUILD_INTERVAL));
+        // A quiet spell refills the burst, and no more.
+        let later = start + REBUILD_INTERVAL * 100;
+        for _ in 0..REBUILD_BURST {
+            assert!(rebuilds.take(later));
+        }
+        assert!(!rebuilds.take(later));
     }
 }

@@ -14,9 +14,9 @@
 //! Bounds: every callback runs under a wall-clock budget (epoch
 //! interruption); every VM has a memory cap; every guest pointer and size
 //! is checked; a VM that fails is dropped and rebuilt, up to three times in
-//! a row and then once a second per worker; shared data, queues, metrics and per-stream state are
-//! bounded. A filter reaches no file, no environment and no network but the
-//! upstreams declared for it.
+//! a row and then once a second per worker; shared data, queues, metrics
+//! and per-stream state are bounded. A filter reaches no file, no
+//! environment and no network but the upstreams declared for it.
 
 mod abi;
 mod chain;

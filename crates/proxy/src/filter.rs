@@ -203,11 +203,7 @@ impl Filter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take_tick_request();
-        if let Some(period) = period
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            tokio::spawn(tick(Arc::downgrade(&vm), period));
-        }
+        start_ticks(&vm, period);
         Ok(vm)
     }
 
@@ -219,8 +215,18 @@ impl Filter {
     }
 }
 
+/// Starts calling `vm`'s ticks every `period`, if it asked for them (at
+/// its start, or in a stream's callbacks) and a runtime is at hand.
+pub(crate) fn start_ticks(vm: &Arc<Mutex<FilterVm>>, period: Option<Duration>) {
+    if let Some(period) = period
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        tokio::spawn(tick(Arc::downgrade(vm), period));
+    }
+}
+
 /// Calls the VM's `proxy_on_tick` every period, on its own thread, until
-/// the VM is gone, broken, or stops ticks.
+/// the VM is gone, broken, or stops ticks (which a later period restarts).
 async fn tick(vm: Weak<Mutex<FilterVm>>, mut period: Duration) {
     loop {
         tokio::time::sleep(period).await;
@@ -232,7 +238,10 @@ async fn tick(vm: Weak<Mutex<FilterVm>>, mut period: Duration) {
         vm.on_tick();
         match vm.tick_period() {
             Some(next) => period = next,
-            None => return,
+            None => {
+                vm.ticks_stopped();
+                return;
+            }
         }
     }
 }

@@ -245,8 +245,8 @@ impl FilterVm {
         self.broken.as_deref()
     }
 
-    /// The tick period the root context asked for, once, for the caller to
-    /// start ticking.
+    /// The tick period the filter asked for, once, for the caller to start
+    /// ticking.
     pub(crate) fn take_tick_request(&mut self) -> Option<Duration> {
         if self.ticking {
             return None;
@@ -254,6 +254,11 @@ impl FilterVm {
         let period = self.store.data().tick_period?;
         self.ticking = true;
         Some(period)
+    }
+
+    /// Notes that ticks stopped, so that a new period starts them again.
+    pub(crate) fn ticks_stopped(&mut self) {
+        self.ticking = false;
     }
 
     /// The current tick period, `None` when the filter turned ticks off.

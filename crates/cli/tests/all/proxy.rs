@@ -309,6 +309,13 @@ fn a_chain_runs_in_route_order_on_requests_and_responses() {
     );
     // Both filters saw the response in the same order.
     assert_eq!(response.headers_named("x-filter-tag"), ["B", "A"]);
+
+    // A tick period a filter sets while serving a request starts its VM's
+    // ticks, as one set at its start does.
+    let ticking = serve.request("GET", "/", &[("x-tick-ms", "20")], "");
+    ticking.expect(200);
+    serve.wait_for_log("tick B");
+    serve.wait_for_log("tick A");
 }
 
 /// A GET of `path` on a thread of its own, for a request the upstream

@@ -7,9 +7,12 @@
 //! each response the header `x-filter-tag: TAG`.
 //! Each response also says how many requests its VM has seen
 //! (`x-vm-requests`). A request with `x-rewrite-path: P` goes on with the
-//! path P; one with `x-trap-body` traps on its body.
+//! path P; one with `x-trap-body` traps on its body; one with
+//! `x-tick-ms: N` sets the VM's tick period to N ms (0: off), and each
+//! tick logs `tick TAG`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use proxy_wasm::traits::*;
 use proxy_wasm::types::*;
@@ -32,6 +35,10 @@ struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        log::info!("tick {}", self.tag);
+    }
+
     fn on_configure(&mut self, _: usize) -> bool {
         let config = self.get_plugin_configuration().unwrap_or_default();
         let config = String::from_utf8_lossy(&config);
@@ -70,6 +77,10 @@ impl HttpContext for Tag {
         self.trap_body = self.get_http_request_header("x-trap-body").is_some();
         if let Some(path) = self.get_http_request_header("x-rewrite-path") {
             self.set_http_request_header(":path", Some(&path));
+        }
+        if let Some(ms) = self.get_http_request_header("x-tick-ms") {
+            let period = Duration::from_millis(ms.parse().unwrap_or(0));
+            proxy_wasm::hostcalls::set_tick_period(period).unwrap();
         }
         REQUESTS.fetch_add(1, Ordering::Relaxed);
         Action::Continue

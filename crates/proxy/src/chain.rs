@@ -292,13 +292,11 @@ impl Chain {
         }
         for slot in &self.slots {
             if let Some(vm) = &slot.vm {
-                let tick = {
-                    let mut vm = vm.lock().unwrap_or_else(PoisonError::into_inner);
-                    vm.finish_stream(slot.context, self.request, &mut self.data);
-                    // A tick period set in this stream's callbacks.
-                    vm.take_tick_request()
-                };
-                crate::filter::start_ticks(vm, tick);
+                vm.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .finish_stream(slot.context, self.request, &mut self.data);
+                // A tick period set in this stream's callbacks.
+                crate::filter::start_ticks(vm);
             }
         }
     }

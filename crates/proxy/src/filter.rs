@@ -61,7 +61,12 @@ impl Rebuilds {
         if earned > 0 {
             let earned = u32::try_from(earned).unwrap_or(u32::MAX);
             self.tokens = self.tokens.saturating_add(earned).min(REBUILD_BURST);
-            self.refilled_at = now;
+            // Time towards the next rebuild carries over, unless full.
+            self.refilled_at = if self.tokens == REBUILD_BURST {
+                now
+            } else {
+                self.refilled_at + REBUILD_INTERVAL * earned
+            };
         }
         if self.tokens == 0 {
             return false;
@@ -199,11 +204,7 @@ impl Filter {
     fn start_vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
         let vm = FilterVm::start(&self.pre, self.shared.clone())
             .map_err(|e| format!("could not start: {e:#}"))?;
-        let period = vm
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take_tick_request();
-        start_ticks(&vm, period);
+        start_ticks(&vm);
         Ok(vm)
     }
 
@@ -215,12 +216,18 @@ impl Filter {
     }
 }
 
-/// Starts calling `vm`'s ticks every `period`, if it asked for them (at
-/// its start, or in a stream's callbacks) and a runtime is at hand.
-pub(crate) fn start_ticks(vm: &Arc<Mutex<FilterVm>>, period: Option<Duration>) {
-    if let Some(period) = period
-        && tokio::runtime::Handle::try_current().is_ok()
-    {
+/// Starts calling `vm`'s ticks, if it asked for them (at its start, or in
+/// a stream's callbacks) and a runtime is at hand to run them; without one
+/// the request stays for the next call.
+pub(crate) fn start_ticks(vm: &Arc<Mutex<FilterVm>>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    let period = vm
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take_tick_request();
+    if let Some(period) = period {
         tokio::spawn(tick(Arc::downgrade(vm), period));
     }
 }

@@ -58,19 +58,23 @@ impl Kernel {
             }
             return Ok(start);
         }
+        let exhausted = Fault::Exhausted { wanted: len };
         let start = self.end + BASE;
-        let new_end = self.end.checked_add(len);
-        let grows_by = new_end.map_or(u64::MAX, |end| end.saturating_sub(self.size()));
-        if grows_by > budget {
-            return Err(Fault::Exhausted { wanted: len });
+        let Some(new_end) = self.end.checked_add(len) else {
+            return Err(exhausted);
+        };
+        if new_end.saturating_sub(self.size()) > budget {
+            return Err(exhausted);
         }
-        let (from, to) = (self.end as usize, (self.end + len) as usize);
+        let (Ok(from), Ok(to)) = (usize::try_from(self.end), usize::try_from(new_end)) else {
+            return Err(exhausted);
+        };
         if to > self.bytes.len() {
             self.bytes.resize(to, 0);
         }
         // Bytes an earlier call's blocks held.
         self.bytes[from..to].fill(0);
-        self.end += len;
+        self.end = new_end;
         self.blocks.insert(start, len);
         Ok(start)
     }

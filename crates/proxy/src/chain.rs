@@ -292,11 +292,10 @@ impl Chain {
         }
         for slot in &self.slots {
             if let Some(vm) = &slot.vm {
-                vm.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .finish_stream(slot.context, self.request, &mut self.data);
+                let mut locked = vm.lock().unwrap_or_else(PoisonError::into_inner);
+                locked.finish_stream(slot.context, self.request, &mut self.data);
                 // A tick period set in this stream's callbacks.
-                crate::filter::start_ticks(vm);
+                crate::filter::start_ticks(vm, &mut locked);
             }
         }
     }

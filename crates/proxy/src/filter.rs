@@ -204,7 +204,7 @@ impl Filter {
     fn start_vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
         let vm = FilterVm::start(&self.pre, self.shared.clone())
             .map_err(|e| format!("could not start: {e:#}"))?;
-        start_ticks(&vm);
+        start_ticks(&vm, &mut vm.lock().unwrap_or_else(PoisonError::into_inner));
         Ok(vm)
     }
 
@@ -218,16 +218,13 @@ impl Filter {
 
 /// Starts calling `vm`'s ticks, if it asked for them (at its start, or in
 /// a stream's callbacks) and a runtime is at hand to run them; without one
-/// the request stays for the next call.
-pub(crate) fn start_ticks(vm: &Arc<Mutex<FilterVm>>) {
+/// the request stays for the next call. `locked` is `vm`, held by the
+/// caller.
+pub(crate) fn start_ticks(vm: &Arc<Mutex<FilterVm>>, locked: &mut FilterVm) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
-    let period = vm
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take_tick_request();
-    if let Some(period) = period {
+    if let Some(period) = locked.take_tick_request() {
         tokio::spawn(tick(Arc::downgrade(vm), period));
     }
 }

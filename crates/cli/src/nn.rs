@@ -64,9 +64,14 @@ fn check_target(target: &str) -> Result<(), String> {
     }
 }
 
-/// Loads every model and grants them all to the guest, which may also load
-/// models from bytes up to `budget` (its memory limit).
-pub fn load_preloads(preloads: &[&Preload], budget: u64) -> Result<Nn> {
+/// Loads every model (a ggml one on `engine`) and grants them all to the
+/// guest, which may also load models from bytes up to `budget` (its memory
+/// limit).
+pub fn load_preloads(
+    preloads: &[&Preload],
+    engine: tern_nn::GgmlEngine,
+    budget: u64,
+) -> Result<Nn> {
     let mut models = BTreeMap::new();
     for preload in preloads {
         if models.contains_key(&preload.name) {
@@ -75,14 +80,15 @@ pub fn load_preloads(preloads: &[&Preload], budget: u64) -> Result<Nn> {
                 preload.name
             )));
         }
-        let model = tern_nn::Model::load(preload.encoding, &preload.path).map_err(|e| {
-            tern_runtime::Error::msg(format!(
-                "cannot load {} model `{}` from `{}`: {e}",
-                preload.encoding,
-                preload.name,
-                preload.path.display()
-            ))
-        })?;
+        let model =
+            tern_nn::Model::load_on(preload.encoding, engine, &preload.path).map_err(|e| {
+                tern_runtime::Error::msg(format!(
+                    "cannot load {} model `{}` from `{}`: {e}",
+                    preload.encoding,
+                    preload.name,
+                    preload.path.display()
+                ))
+            })?;
         let model = NnModel {
             model,
             limits: tern_nn::Limits::default(),

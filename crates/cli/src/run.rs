@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// loads it by the directory's name (`iris` for `models/iris`)
     #[arg(long = "nn-graph", value_name = "ENCODING::DIR", value_parser = parse_nn_graph)]
     nn_graph: Vec<crate::nn::Preload>,
+    /// What runs ggml (GGUF) models: candle, llama.cpp (only in builds with
+    /// the `llama-cpp` feature), or auto: llama.cpp when built in, else candle
+    #[arg(long = "nn-engine", value_name = "ENGINE", default_value = "auto")]
+    nn_engine: tern_nn::GgmlEngine,
     /// Largest linear memory the guest may hold
     #[arg(long, value_name = "SIZE", default_value_t = Limits::DEFAULT_MAX_MEMORY)]
     max_memory: ByteSize,
@@ -169,7 +173,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         .chain(args.args.iter().cloned())
         .collect();
     let preloads: Vec<_> = args.nn_preload.iter().chain(&args.nn_graph).collect();
-    let nn = crate::nn::load_preloads(&preloads, limits.max_memory.0)?;
+    let nn = crate::nn::load_preloads(&preloads, args.nn_engine, limits.max_memory.0)?;
     if !preloads.is_empty() {
         trace.note("models loaded");
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tern_manifest::{Manifest, NnEncoding, NnModel as Declared};
+use tern_manifest::{Manifest, NnEncoding, NnEngine, NnModel as Declared};
 use tern_runtime::NnModel;
 use tokio::sync::Semaphore;
 
@@ -28,6 +28,7 @@ pub(crate) struct AppModels {
 struct Source {
     path: PathBuf,
     encoding: NnEncoding,
+    engine: NnEngine,
     len: u64,
     modified: Option<SystemTime>,
     limits: (u32, u32, u32),
@@ -39,6 +40,7 @@ impl Source {
         Some(Source {
             path: declared.path.clone(),
             encoding: declared.encoding,
+            engine: declared.engine,
             len: meta.len(),
             modified: meta.modified().ok(),
             limits: (
@@ -69,10 +71,19 @@ impl AppModels {
             let (model, permits) = match kept {
                 Some(kept) => kept,
                 None => {
+                    let engine = engine(declared.engine).resolve().map_err(|err| {
+                        let key = format!("nn.models.{name}.engine");
+                        let location = declared.engine_location.unwrap_or(declared.path_location);
+                        LoadError::Manifest(manifest.error_at(location, &key, err.to_string()))
+                    })?;
                     if let (Some(notes), Some(source)) = (notes, &source) {
                         notes.loading_model(name, source.len);
                     }
-                    let result = tern_nn::Model::load(encoding(declared.encoding), &declared.path);
+                    let result = tern_nn::Model::load_on(
+                        encoding(declared.encoding),
+                        engine,
+                        &declared.path,
+                    );
                     if let Some(notes) = notes {
                         notes.loaded_model(name);
                     }
@@ -110,6 +121,14 @@ impl AppModels {
             .iter()
             .filter_map(|name| Some((name.clone(), self.permits.get(name)?.clone())))
             .collect()
+    }
+}
+
+fn engine(engine: NnEngine) -> tern_nn::GgmlEngine {
+    match engine {
+        NnEngine::Auto => tern_nn::GgmlEngine::Auto,
+        NnEngine::Candle => tern_nn::GgmlEngine::Candle,
+        NnEngine::LlamaCpp => tern_nn::GgmlEngine::LlamaCpp,
     }
 }
 

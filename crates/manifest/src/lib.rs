@@ -65,7 +65,7 @@ pub const FRAMING_HEADERS: [&str; 8] = [
 
 pub use download::{ComponentSource, Download};
 pub use error::{Location, ManifestError};
-pub use nn::{NnEncoding, NnModel, NnTarget};
+pub use nn::{NnEncoding, NnEngine, NnModel, NnTarget};
 pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
 pub use proxy::{FilterFailure, FilterIsolation, FilterSpec, Upstream};
 pub use route::{

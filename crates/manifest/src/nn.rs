@@ -44,6 +44,12 @@ pub struct NnModel {
     pub path: PathBuf,
     /// Where inferences run.
     pub target: NnTarget,
+    /// What runs a ggml model: `engine = "candle"`, `"llama.cpp"` or
+    /// `"auto"` (the default). Whether this build of Tern has llama.cpp is
+    /// checked when the model is loaded.
+    pub engine: NnEngine,
+    /// Where the `engine` key is, when the table sets it.
+    pub engine_location: Option<Location>,
     /// Inferences of this model running at once across the app; at least
     /// 1. Requests beyond them are turned away (503).
     pub max_concurrency: u32,
@@ -113,6 +119,59 @@ impl FromStr for NnEncoding {
             "onnx" => Ok(NnEncoding::Onnx),
             _ => Err(format!(
                 "unknown encoding \"{}\"; use \"ggml\" (GGUF language models) or \"onnx\"",
+                text.escape_debug()
+            )),
+        }
+    }
+}
+
+/// What runs a ggml model: a `[nn.models.NAME]` table's `engine`.
+///
+/// ```
+/// # use tern_manifest::NnEngine;
+/// assert_eq!("llama.cpp".parse(), Ok(NnEngine::LlamaCpp));
+/// assert_eq!(NnEngine::Candle.as_str(), "candle");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NnEngine {
+    /// llama.cpp when the build has it, else candle (`"auto"`, the default).
+    Auto,
+    /// Tern's own forward pass on candle (`"candle"`).
+    Candle,
+    /// llama.cpp (`"llama.cpp"`, or `"llama-cpp"`), in builds with the
+    /// `llama-cpp` feature.
+    LlamaCpp,
+}
+
+impl NnEngine {
+    /// The name used in the manifest: `auto`, `candle` or `llama.cpp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NnEngine::Auto => "auto",
+            NnEngine::Candle => "candle",
+            NnEngine::LlamaCpp => "llama.cpp",
+        }
+    }
+}
+
+/// Prints [`NnEngine::as_str`].
+impl fmt::Display for NnEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads `auto`, `candle`, `llama.cpp` or `llama-cpp`, in any case.
+impl FromStr for NnEngine {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "auto" => Ok(NnEngine::Auto),
+            "candle" => Ok(NnEngine::Candle),
+            "llama.cpp" | "llama-cpp" => Ok(NnEngine::LlamaCpp),
+            _ => Err(format!(
+                "unknown engine \"{}\"; use \"auto\", \"candle\" or \"llama.cpp\"",
                 text.escape_debug()
             )),
         }
@@ -246,8 +305,14 @@ fn resolve_model(
         None => NnTarget::Auto,
     };
     let max_concurrency = count(source, key, "max_concurrency", raw.max_concurrency, 1)?;
+    let engine = match &raw.engine {
+        Some(engine) => word(source, &format!("{key}.engine"), engine)?,
+        None => NnEngine::Auto,
+    };
+    let engine_location = raw.engine.as_ref().map(|e| source.key_at(&e.span()));
     if encoding != NnEncoding::Ggml {
         for (field, value) in [
+            ("engine", &raw.engine),
             ("max_tokens", &raw.max_tokens),
             ("context_length", &raw.context_length),
         ] {
@@ -273,6 +338,8 @@ fn resolve_model(
         encoding,
         path: std::path::absolute(&file).unwrap_or(file),
         target,
+        engine,
+        engine_location,
         max_concurrency: max_concurrency.unwrap_or(NnModel::DEFAULT_MAX_CONCURRENCY),
         max_tokens: max_tokens.unwrap_or(NnModel::DEFAULT_MAX_TOKENS),
         context_length: context_length.unwrap_or(NnModel::DEFAULT_CONTEXT_LENGTH),

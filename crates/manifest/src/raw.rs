@@ -88,6 +88,7 @@ pub(crate) struct RawNnModel {
     pub(crate) encoding: Spanned<toml::Value>,
     pub(crate) path: Spanned<toml::Value>,
     pub(crate) target: Option<Spanned<toml::Value>>,
+    pub(crate) engine: Option<Spanned<toml::Value>>,
     pub(crate) max_concurrency: Option<Spanned<toml::Value>>,
     pub(crate) max_tokens: Option<Spanned<toml::Value>>,
     pub(crate) context_length: Option<Spanned<toml::Value>>,

@@ -4,21 +4,28 @@
 //! `nn_llama_chat --stream --stats` measures them inside the guest.
 //!
 //! ```text
-//! cargo run --release -p tern-nn --example generate -- MODEL.gguf SYSTEM USER N_PREDICT
+//! cargo run --release -p tern-nn --example generate -- MODEL.gguf SYSTEM USER N_PREDICT [ENGINE]
 //! ```
+//!
+//! ENGINE is `candle` (the default) or, in a build with the `llama-cpp`
+//! feature, `llama.cpp`.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tern_nn::GgmlEngine;
 use tern_nn::ggml::{LlamaModel, Options, Session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, model, system, user, n_predict] = args.as_slice() else {
-        return Err("usage: generate MODEL.gguf SYSTEM USER N_PREDICT".into());
+    let (model, system, user, n_predict, engine) = match args.as_slice() {
+        [_, model, system, user, n_predict] => (model, system, user, n_predict, "candle"),
+        [_, model, system, user, n_predict, engine] => {
+            (model, system, user, n_predict, engine.as_str())
+        }
+        _ => return Err("usage: generate MODEL.gguf SYSTEM USER N_PREDICT [ENGINE]".into()),
     };
-    let model = Arc::new(LlamaModel::load(model.as_ref())?);
     let options = Options {
         temperature: 0.0,
         max_tokens: n_predict.parse()?,
@@ -27,7 +34,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = format!(
         "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
     );
-    let mut session = Session::new(model, options);
+    let mut session = match engine.parse::<GgmlEngine>()? {
+        GgmlEngine::Candle => Session::new(Arc::new(LlamaModel::load(model.as_ref())?), options),
+        #[cfg(feature = "llama-cpp")]
+        GgmlEngine::LlamaCpp => Session::on_llama_cpp(
+            Arc::new(tern_nn::ggml::LlamaCppModel::load(model.as_ref())?),
+            options,
+        ),
+        other => return Err(format!("engine {other} is not in this build").into()),
+    };
     session.set_prompt(&prompt)?;
     let mut out = std::io::stdout().lock();
     let started = Instant::now();

@@ -79,21 +79,13 @@ impl Context {
         cancel: Cancel,
     ) -> Result<Context, Error> {
         let kind = match model {
-            Model::Ggml(llm) => {
-                let mut base = ggml::Options::default();
-                base.merge_json(config)?;
-                let base = clamp(base, limits);
-                Kind::Ggml(Box::new(Llm {
-                    session: Session::new(llm.clone(), base.clone()),
-                    base,
-                    limits,
-                    prompt: None,
-                    options: None,
-                    text: String::new(),
-                    piece: String::new(),
-                    streaming: false,
-                }))
-            }
+            Model::Ggml(model) => Llm::kind(config, limits, |options| {
+                Session::new(model.clone(), options)
+            })?,
+            #[cfg(feature = "llama-cpp")]
+            Model::LlamaCpp(model) => Llm::kind(config, limits, |options| {
+                Session::on_llama_cpp(model.clone(), options)
+            })?,
             Model::Onnx(onnx) => Kind::Onnx(Onnx {
                 inputs: vec![None; onnx.input_names().count()],
                 model: onnx.clone(),
@@ -196,6 +188,28 @@ fn text_tensor(text: &str) -> Tensor {
 }
 
 impl Llm {
+    /// A language model's context: its options start from `config`, within
+    /// `limits`, and `session` makes the session on its engine.
+    fn kind(
+        config: &[u8],
+        limits: Limits,
+        session: impl FnOnce(ggml::Options) -> Session,
+    ) -> Result<Kind, Error> {
+        let mut base = ggml::Options::default();
+        base.merge_json(config)?;
+        let base = clamp(base, limits);
+        Ok(Kind::Ggml(Box::new(Llm {
+            session: session(base.clone()),
+            base,
+            limits,
+            prompt: None,
+            options: None,
+            text: String::new(),
+            piece: String::new(),
+            streaming: false,
+        })))
+    }
+
     fn set_input(&mut self, id: &Id, tensor: Tensor) -> Result<(), Error> {
         let slot = match id {
             Id::Name(n) if n == "prompt" => 0,
@@ -276,13 +290,14 @@ impl Llm {
             FinishReason::ContextFull => "context_full",
         });
         // `llama_build_number` and `llama_commit` are what LlamaEdge's
-        // programs read first to check the backend; Tern's is not llama.cpp.
+        // programs read first to check the backend; the commit names Tern's
+        // engine.
         json!({
             "input_tokens": self.session.input_tokens(),
             "output_tokens": self.session.output_tokens(),
             "finish_reason": finish,
             "llama_build_number": 0,
-            "llama_commit": "tern-candle",
+            "llama_commit": self.session.engine(),
         })
         .to_string()
     }

@@ -1,5 +1,7 @@
 //! Tern's WASI-NN backends, built from crates.io alone: GGUF language models
-//! on `candle` ([`ggml`]) and ONNX models on `tract` ([`onnx`]).
+//! on `candle` ([`ggml`]) and ONNX models on `tract` ([`onnx`]). With the
+//! `llama-cpp` cargo feature (off by default), GGUF models can also run on
+//! llama.cpp, built from source with the crate ([`GgmlEngine`]).
 //!
 //! This crate owns models and inference, not guests: a [`Model`] is loaded
 //! once and shared (through `Arc`) by every instance that may use it; a
@@ -84,11 +86,77 @@ impl FromStr for Encoding {
     }
 }
 
+/// What runs GGUF (`ggml`) language models.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GgmlEngine {
+    /// llama.cpp when this build has it (the `llama-cpp` feature), else
+    /// candle.
+    #[default]
+    Auto,
+    /// Tern's own forward pass on candle, in every build.
+    Candle,
+    /// llama.cpp: only in builds with the `llama-cpp` feature.
+    LlamaCpp,
+}
+
+impl GgmlEngine {
+    /// Whether this build has the llama.cpp engine.
+    pub const LLAMA_CPP_BUILT: bool = cfg!(feature = "llama-cpp");
+
+    /// The engine's name: `auto`, `candle` or `llama.cpp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GgmlEngine::Auto => "auto",
+            GgmlEngine::Candle => "candle",
+            GgmlEngine::LlamaCpp => "llama.cpp",
+        }
+    }
+
+    /// The engine `Auto` stands for in this build; an error if llama.cpp is
+    /// asked for and not built in.
+    pub fn resolve(self) -> Result<GgmlEngine, Error> {
+        match self {
+            GgmlEngine::Auto if Self::LLAMA_CPP_BUILT => Ok(GgmlEngine::LlamaCpp),
+            GgmlEngine::Auto => Ok(GgmlEngine::Candle),
+            GgmlEngine::LlamaCpp if !Self::LLAMA_CPP_BUILT => Err(Error::Unsupported(
+                "this build of Tern has no llama.cpp engine (build it with `--features llama-cpp`)"
+                    .into(),
+            )),
+            engine => Ok(engine),
+        }
+    }
+}
+
+impl fmt::Display for GgmlEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GgmlEngine {
+    type Err = String;
+
+    /// `auto`, `candle`, or `llama.cpp` (also `llama-cpp`), in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(GgmlEngine::Auto),
+            "candle" => Ok(GgmlEngine::Candle),
+            "llama.cpp" | "llama-cpp" | "llamacpp" => Ok(GgmlEngine::LlamaCpp),
+            _ => Err(format!(
+                "unknown ggml engine `{s}` (expected auto, candle or llama.cpp)"
+            )),
+        }
+    }
+}
+
 /// A loaded model, shared by every instance that may use it.
 #[derive(Clone)]
 pub enum Model {
-    /// A language model.
+    /// A language model on candle.
     Ggml(Arc<ggml::LlamaModel>),
+    /// A language model on llama.cpp.
+    #[cfg(feature = "llama-cpp")]
+    LlamaCpp(Arc<ggml::LlamaCppModel>),
     /// An ONNX graph.
     Onnx(Arc<onnx::OnnxModel>),
 }
@@ -102,23 +170,36 @@ impl fmt::Debug for Model {
 impl Model {
     /// Loads a model from `path`: a file, or a directory holding one
     /// (`model.onnx`, or the one `.gguf` file), as wasmtime's `--wasi
-    /// nn-graph` gives it.
+    /// nn-graph` gives it. A language model runs on the default engine
+    /// ([`GgmlEngine::Auto`]).
     pub fn load(encoding: Encoding, path: &Path) -> Result<Model, Error> {
+        Model::load_on(encoding, GgmlEngine::Auto, path)
+    }
+
+    /// [`Model::load`], with a language model on `engine`.
+    pub fn load_on(encoding: Encoding, engine: GgmlEngine, path: &Path) -> Result<Model, Error> {
         let file = if path.is_dir() {
             model_in_dir(encoding, path)?
         } else {
             path.to_path_buf()
         };
         Ok(match encoding {
-            Encoding::Ggml => Model::Ggml(Arc::new(
-                ggml::LlamaModel::load(&file).map_err(Error::from_ggml_load)?,
-            )),
+            Encoding::Ggml => match engine.resolve()? {
+                #[cfg(feature = "llama-cpp")]
+                GgmlEngine::LlamaCpp => Model::LlamaCpp(Arc::new(
+                    ggml::LlamaCppModel::load(&file).map_err(Error::from_ggml_load)?,
+                )),
+                _ => Model::Ggml(Arc::new(
+                    ggml::LlamaModel::load(&file).map_err(Error::from_ggml_load)?,
+                )),
+            },
             Encoding::Onnx => Model::Onnx(Arc::new(onnx::OnnxModel::load(&file)?)),
         })
     }
 
     /// Loads a model from the bytes a guest passed to `load`: one builder
-    /// holding the whole file.
+    /// holding the whole file. A language model loaded this way runs on
+    /// candle (llama.cpp loads from files only).
     pub fn from_builders(encoding: Encoding, builders: &[&[u8]]) -> Result<Model, Error> {
         let [bytes] = builders else {
             return Err(Error::InvalidArgument(format!(
@@ -138,6 +219,8 @@ impl Model {
     pub fn encoding(&self) -> Encoding {
         match self {
             Model::Ggml(_) => Encoding::Ggml,
+            #[cfg(feature = "llama-cpp")]
+            Model::LlamaCpp(_) => Encoding::Ggml,
             Model::Onnx(_) => Encoding::Onnx,
         }
     }

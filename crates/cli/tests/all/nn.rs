@@ -89,6 +89,79 @@ pub fn nn_llama_chat() {
     tern.run(&streamed).code(0).stdout(&format!("{expected}\n"));
 }
 
+/// Without the `llama-cpp` feature (CI's build), asking for llama.cpp stops
+/// Tern before the guest, saying how to get it.
+#[cfg(not(feature = "llama-cpp"))]
+#[test]
+fn llama_cpp_asked_of_a_build_without_it_is_refused_in_one_line() {
+    let tern = Tern::new();
+    let default = format!("default:GGML:AUTO:{}", smollm());
+    let run = |engine: &str| {
+        tern.run(&[
+            "run",
+            "--nn-engine",
+            engine,
+            "--nn-preload",
+            &default,
+            NN_LLAMA_CHAT,
+            "--prompt",
+            "hi",
+            "--system",
+            SYSTEM,
+            "--n-predict",
+            "8",
+        ])
+    };
+    run("llama.cpp").code(1).one_line_error(
+        "this build of Tern has no llama.cpp engine (build it with `--features llama-cpp`)",
+    );
+    run("turbo")
+        .code(2)
+        .stderr_has("unknown ggml engine `turbo` (expected auto, candle or llama.cpp)");
+    // Candle, named or by default, answers.
+    let expected = native(&chatml(SYSTEM, "hi"), 8);
+    run("candle").code(0).stdout(&format!("{expected}\n"));
+    run("auto")
+        .code(0)
+        .stderr_has("\"llama_commit\":\"tern-candle\"");
+
+    let app = chat_app("engine = \"llama.cpp\"");
+    let dir = app.path().display().to_string();
+    let out = tern.run(&["serve", &dir, "--listen", "127.0.0.1:0"]);
+    out.code(1).stderr_has(
+        "tern.toml:17:1: nn.models.chat.engine: this build of Tern has no llama.cpp engine",
+    );
+}
+
+/// With the `llama-cpp` feature (`scripts/test-llama-cpp`), both engines
+/// run the same WasmEdge-style program to the same greedy answer: the one
+/// candle gives when called natively.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn both_engines_give_the_native_answer() {
+    let tern = Tern::new();
+    let expected = native(&chatml(SYSTEM, QUESTION), 24);
+    let default = format!("default:GGML:AUTO:{}", smollm());
+    for engine in ["candle", "llama.cpp"] {
+        let out = tern.run(&[
+            "run",
+            "--nn-engine",
+            engine,
+            "--nn-preload",
+            &default,
+            NN_LLAMA_CHAT,
+            "--prompt",
+            QUESTION,
+            "--system",
+            SYSTEM,
+            "--n-predict",
+            "24",
+        ]);
+        out.code(0).stdout(&format!("{expected}\n"));
+        out.stderr_has(&format!("\"llama_commit\":\"tern-{engine}\""));
+    }
+}
+
 #[test]
 fn a_model_not_given_to_the_guest_is_not_found() {
     let tern = Tern::new();

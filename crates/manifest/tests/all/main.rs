@@ -303,10 +303,17 @@ fn describe(manifest: &Manifest, data_dir: &Path) -> String {
         writeln!(w, "  path_location: {}", model.path_location).unwrap();
         writeln!(
             w,
-            "  target {}, max_concurrency {}, max_tokens {}, context_length {}",
-            model.target, model.max_concurrency, model.max_tokens, model.context_length
+            "  target {}, engine {}, max_concurrency {}, max_tokens {}, context_length {}",
+            model.target,
+            model.engine,
+            model.max_concurrency,
+            model.max_tokens,
+            model.context_length
         )
         .unwrap();
+        if let Some(location) = model.engine_location {
+            writeln!(w, "  engine_location: {location}").unwrap();
+        }
     }
     for (name, upstream) in &manifest.upstreams {
         writeln!(

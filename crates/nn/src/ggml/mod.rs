@@ -13,9 +13,16 @@
 //! - [`Session`]: one generation at a time over a shared model: its own KV
 //!   cache, random number generator, stop-string handling and timings.
 //!
+//! With the `llama-cpp` cargo feature, [`LlamaCppModel`] runs the same files
+//! on llama.cpp, and a [`Session`] made with [`Session::on_llama_cpp`] drives
+//! it: the tokenizer and forward pass are llama.cpp's, everything else
+//! (sampling, options, stop strings) is the same code as on candle.
+//!
 //! It does not own the WASI-NN plumbing (graphs, contexts, tensors as guests
 //! see them); that layer turns guest calls into these types.
 
+#[cfg(feature = "llama-cpp")]
+mod llama_cpp;
 mod model;
 mod options;
 mod tokenizer;
@@ -23,6 +30,8 @@ mod tokenizer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "llama-cpp")]
+pub use llama_cpp::LlamaCppModel;
 pub use model::LlamaModel;
 pub use options::Options;
 pub use tokenizer::Tokenizer;
@@ -70,6 +79,9 @@ pub enum Error {
     /// The caller asked generation to stop.
     #[error("generation was cancelled")]
     Cancelled,
+    /// llama.cpp failed (the `llama-cpp` engine).
+    #[error("llama.cpp: {0}")]
+    LlamaCpp(String),
 }
 
 impl From<candle_core::Error> for Error {
@@ -101,9 +113,8 @@ pub struct Timings {
 /// One generation at a time over a shared model. Owns its KV cache, so
 /// sessions on the same [`LlamaModel`] run independently (and in parallel).
 pub struct Session {
-    model: Arc<LlamaModel>,
+    engine: Engine,
     options: Options,
-    cache: KvCache,
     rng: sampling::Rng,
     /// Whether a prompt has been set (and not failed).
     started: bool,
@@ -145,6 +156,8 @@ const _: () = {
     const fn shareable<T: Send + Sync>() {}
     const fn sendable<T: Send>() {}
     shareable::<LlamaModel>();
+    #[cfg(feature = "llama-cpp")]
+    shareable::<LlamaCppModel>();
     sendable::<Session>();
 };
 
@@ -152,9 +165,24 @@ impl Session {
     /// A session on `model` with `options`; call [`set_prompt`](Self::set_prompt)
     /// to start generating.
     pub fn new(model: Arc<LlamaModel>, options: Options) -> Session {
+        Session::with_engine(
+            Engine::Candle {
+                cache: model.new_cache(0),
+                model,
+            },
+            options,
+        )
+    }
+
+    /// A session on a model loaded by llama.cpp.
+    #[cfg(feature = "llama-cpp")]
+    pub fn on_llama_cpp(model: Arc<LlamaCppModel>, options: Options) -> Session {
+        Session::with_engine(Engine::LlamaCpp(llama_cpp::Runner::new(model)), options)
+    }
+
+    fn with_engine(engine: Engine, options: Options) -> Session {
         Session {
-            cache: model.new_cache(0),
-            model,
+            engine,
             rng: sampling::Rng::new(options.seed),
             options,
             started: false,
@@ -188,12 +216,10 @@ impl Session {
     /// do not leave room to generate.
     pub fn set_prompt(&mut self, prompt: &str) -> Result<(), Error> {
         self.clear();
-        let model = Arc::clone(&self.model);
-        let tokenizer = model.tokenizer();
-        let text_tokens = tokenizer.encode(prompt)?;
+        let text_tokens = self.engine.encode(prompt)?;
         let mut tokens = Vec::with_capacity(text_tokens.len() + 1);
-        if let Some(bos) = tokenizer.bos() {
-            let wants_bos = tokenizer.add_bos() || text_tokens.is_empty();
+        if let Some(bos) = self.engine.bos() {
+            let wants_bos = self.engine.add_bos() || text_tokens.is_empty();
             if wants_bos && text_tokens.first() != Some(&bos) {
                 tokens.push(bos);
             }
@@ -204,14 +230,19 @@ impl Session {
                 "the prompt is empty and the model has no bos token to start from".into(),
             ));
         }
-        let ctx = self.options.ctx_size.min(model.context_length()).max(1);
+        let ctx = self
+            .options
+            .ctx_size
+            .min(self.engine.context_length())
+            .max(1);
         if tokens.len() >= ctx {
             return Err(Error::PromptTooLong {
                 tokens: tokens.len(),
                 ctx,
             });
         }
-        self.cache.reset(ctx);
+        let expected = tokens.len().saturating_add(self.options.max_tokens);
+        self.engine.reset(ctx, expected)?;
         self.ctx = ctx;
         self.prompt = tokens;
         self.started = true;
@@ -278,6 +309,11 @@ impl Session {
         self.finish
     }
 
+    /// What runs the model: `tern-candle` or `tern-llama.cpp`.
+    pub fn engine(&self) -> &'static str {
+        self.engine.name()
+    }
+
     /// Time spent in prompt processing and in generation since
     /// [`set_prompt`](Self::set_prompt).
     pub fn timings(&self) -> Timings {
@@ -286,7 +322,7 @@ impl Session {
 
     /// Forgets the prompt and any generation, keeping the cache's memory.
     fn clear(&mut self) {
-        self.cache.reset(0);
+        self.engine.clear();
         self.started = false;
         self.done = false;
         self.prompt.clear();
@@ -309,12 +345,11 @@ impl Session {
             Next::Token(token) => token,
             Next::End(reason) => return Ok(self.end_with(reason)),
         };
-        let model = Arc::clone(&self.model);
-        let tokenizer = model.tokenizer();
-        if tokenizer.is_end(token) {
+        if self.engine.is_end(token) {
             return Ok(self.end_with(FinishReason::Stop));
         }
-        let piece = tokenizer
+        let piece = self
+            .engine
             .piece(token)
             .ok_or_else(|| Error::Tokenizer(format!("sampled token id {token} is out of range")))?;
         self.bytes.extend_from_slice(piece);
@@ -361,10 +396,10 @@ impl Session {
         let logits = match (self.logits.take(), self.last_token) {
             (Some(logits), _) => logits,
             (None, Some(last)) => {
-                if self.cache.len() >= self.ctx {
+                if self.engine.len() >= self.ctx {
                     return Ok(Next::End(FinishReason::ContextFull));
                 }
-                self.model.forward(&[last], &mut self.cache)?
+                self.engine.forward(&[last])?
             }
             (None, None) => return Err(Error::Candle("no logits to sample from".into())),
         };
@@ -387,12 +422,124 @@ impl Session {
         self.rng = sampling::Rng::new(self.options.seed);
         let mut logits = None;
         for chunk in self.prompt.chunks(PROMPT_CHUNK) {
-            logits = Some(self.model.forward(chunk, &mut self.cache)?);
+            logits = Some(self.engine.forward(chunk)?);
         }
         self.logits = logits;
         self.prompt_done = true;
         self.timings.prompt += started.elapsed();
         Ok(())
+    }
+}
+
+/// What runs the model for a session: its tokenizer, forward pass and KV
+/// cache.
+enum Engine {
+    Candle {
+        model: Arc<LlamaModel>,
+        cache: KvCache,
+    },
+    #[cfg(feature = "llama-cpp")]
+    LlamaCpp(llama_cpp::Runner),
+}
+
+impl Engine {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, Error> {
+        match self {
+            Engine::Candle { model, .. } => model.tokenizer().encode(text),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => Ok(runner.model().encode(text)),
+        }
+    }
+
+    fn bos(&self) -> Option<u32> {
+        match self {
+            Engine::Candle { model, .. } => model.tokenizer().bos(),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.model().bos(),
+        }
+    }
+
+    fn add_bos(&self) -> bool {
+        match self {
+            Engine::Candle { model, .. } => model.tokenizer().add_bos(),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.model().add_bos(),
+        }
+    }
+
+    fn is_end(&self, token: u32) -> bool {
+        match self {
+            Engine::Candle { model, .. } => model.tokenizer().is_end(token),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.model().is_end(token),
+        }
+    }
+
+    fn piece(&self, token: u32) -> Option<&[u8]> {
+        match self {
+            Engine::Candle { model, .. } => model.tokenizer().piece(token),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.model().piece(token),
+        }
+    }
+
+    fn context_length(&self) -> usize {
+        match self {
+            Engine::Candle { model, .. } => model.context_length(),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.model().context_length(),
+        }
+    }
+
+    /// Tokens in the KV cache.
+    fn len(&self) -> usize {
+        match self {
+            Engine::Candle { cache, .. } => cache.len(),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.len(),
+        }
+    }
+
+    /// Empties the KV cache, ready for up to `ctx` tokens, of which a
+    /// generation is expected to use about `expected`.
+    fn reset(&mut self, ctx: usize, expected: usize) -> Result<(), Error> {
+        match self {
+            Engine::Candle { cache, .. } => {
+                // Candle's cache grows as tokens arrive.
+                let _ = expected;
+                cache.reset(ctx);
+                Ok(())
+            }
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.reset(ctx, expected),
+        }
+    }
+
+    /// Empties the KV cache, keeping its memory.
+    fn clear(&mut self) {
+        match self {
+            Engine::Candle { cache, .. } => cache.reset(0),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.clear(),
+        }
+    }
+
+    /// Runs `tokens` after those in the cache; the logits of the next token.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
+        match self {
+            Engine::Candle { model, cache } => model.forward(tokens, cache),
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(runner) => runner.forward(tokens),
+        }
+    }
+
+    /// The engine's name, as the output metadata gives it.
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Candle { .. } => "tern-candle",
+            #[cfg(feature = "llama-cpp")]
+            Engine::LlamaCpp(_) => "tern-llama.cpp",
+        }
     }
 }
 

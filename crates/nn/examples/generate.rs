@@ -43,9 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         other => return Err(format!("engine {other} is not in this build").into()),
     };
-    session.set_prompt(&prompt)?;
     let mut out = std::io::stdout().lock();
+    // Timed from the prompt on, as the guest's first `compute_single` is:
+    // tokenizing it and setting up the KV cache count.
     let started = Instant::now();
+    session.set_prompt(&prompt)?;
     let mut first = None;
     let mut produced = 0u64;
     loop {

@@ -147,6 +147,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         on_compile: Some(&note_compile),
         limits: Some(&compile_limits),
         spec: Some(tern_runtime::EngineSpec::for_limits(&limits)),
+        written_once: false,
     };
     let loaded = loader
         .load(&engine, &args.file)

@@ -325,6 +325,11 @@ impl Host {
         let loader = Loader {
             cache: inner.config.cache.as_ref(),
             limits: Some(&inner.config.compile_limits),
+            // A version directory is unpacked once, at its deploy, and never
+            // written again: the deploy's load indexes each module, so the
+            // app's first request after an idle unload or a restart finds
+            // its code without reading and hashing the module.
+            written_once: true,
             ..Loader::default()
         };
         let sharing = Sharing {

@@ -104,9 +104,10 @@ impl CompileCache {
         stat_index::recall(&self.dir, &self.key, stamp)
     }
 
-    /// Remembers the content hash of this version of a module file.
-    pub(crate) fn remember(&self, stamp: &FileStamp, content: &[u8; 32]) {
-        stat_index::remember(&self.dir, &self.key, stamp, content);
+    /// Remembers the content hash of this version of a module file; at
+    /// once if the file is `written_once`, else once it has settled.
+    pub(crate) fn remember(&self, stamp: &FileStamp, content: &[u8; 32], written_once: bool) {
+        stat_index::remember(&self.dir, &self.key, stamp, content, written_once);
     }
 
     /// Reads the entry at `path` into memory and verifies its seal and that

@@ -98,6 +98,12 @@ pub struct Loader<'a> {
     /// The engine's configuration, which a compiling child process needs to
     /// build code for it; `None` compiles in this process.
     pub spec: Option<EngineSpec>,
+    /// The files this loader reads are written once and never changed (a
+    /// host's version directories), so the stat index may remember a file
+    /// as soon as it is loaded, not only once its timestamps have settled:
+    /// the first load after a deploy then finds its code without reading
+    /// and hashing the module again.
+    pub written_once: bool,
 }
 
 impl Loader<'_> {
@@ -163,7 +169,7 @@ impl Loader<'_> {
         let engine_hash = artifact::engine_hash(engine);
         let remember = |cache: &CompileCache, content: &[u8; 32]| {
             if let Some(stamp) = stamp {
-                cache.remember(stamp, content);
+                cache.remember(stamp, content, self.written_once);
             }
         };
 

@@ -68,10 +68,18 @@ pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<
     body[stamp_bytes.len()..].try_into().ok()
 }
 
-/// Remembers `content` for this version of the file, once it has settled.
-/// Failing to write only costs the next run a read.
-pub(crate) fn remember(dir: &Path, key: &SigningKey, stamp: &FileStamp, content: &[u8; 32]) {
-    if !stamp.settled() {
+/// Remembers `content` for this version of the file, once it has settled,
+/// or at once if the caller says it is `written_once` (never changed after
+/// it was written, so coarse timestamps cannot hide a change). Failing to
+/// write only costs the next run a read.
+pub(crate) fn remember(
+    dir: &Path,
+    key: &SigningKey,
+    stamp: &FileStamp,
+    content: &[u8; 32],
+    written_once: bool,
+) {
+    if !written_once && !stamp.settled() {
         return;
     }
     let mut body = stamp.bytes();
@@ -103,13 +111,16 @@ mod tests {
         let fresh = FileStamp::of(&fs::metadata(&module).unwrap());
 
         // Just written: too fresh to trust its timestamps.
-        remember(dir.path(), &key, &fresh, &[1; 32]);
+        remember(dir.path(), &key, &fresh, &[1; 32], false);
         assert_eq!(recall(dir.path(), &key, &fresh), None);
+        // Unless its writer never changes it.
+        remember(dir.path(), &key, &fresh, &[2; 32], true);
+        assert_eq!(recall(dir.path(), &key, &fresh), Some([2; 32]));
 
         // Settled (an old ctime, as a stamp from long ago would have).
         let mut settled = fresh;
         settled.0[5] -= 60;
-        remember(dir.path(), &key, &settled, &[1; 32]);
+        remember(dir.path(), &key, &settled, &[1; 32], false);
         assert_eq!(recall(dir.path(), &key, &settled), Some([1; 32]));
 
         // Any change to the file is a different stamp: a miss.

@@ -677,6 +677,35 @@ fn idle_apps_unload_and_come_back() {
     let host = Host::start(&tern, top.path(), &["--idle-unload", "1s"]);
     let shop = bundle("shop", &[("/hello", HTTP_HELLO), ("/wait", HTTP_WAIT)], &[]);
     assert_eq!(host.deploy("shop", &shop).0, 201);
+    // The deploy's load indexed each module of the version it unpacked (a
+    // version is never written again), so the cold load below finds its
+    // code without reading and hashing the modules.
+    let version = top.path().join("state/apps/shop/v1");
+    let mut modules = 0;
+    let mut dirs = vec![version.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !path.extension().is_some_and(|e| e == "wasm") {
+                continue;
+            }
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = std::fs::metadata(&path).unwrap();
+            let record = format!("{:x}-{:x}", meta.dev(), meta.ino());
+            let index = tern.cache_dir().join("index").join(&record);
+            assert!(
+                index.is_file(),
+                "no stat index record for {}",
+                path.display()
+            );
+            modules += 1;
+        }
+    }
+    assert_eq!(modules, 2, "{}", version.display());
     assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
     let line = host.serve.wait_for_log("unloaded app `shop`");
     assert!(line.ends_with("no request for 1s"), "{line}");

@@ -690,7 +690,7 @@ fn idle_apps_unload_and_come_back() {
                 dirs.push(path);
                 continue;
             }
-            if !path.extension().is_some_and(|e| e == "wasm") {
+            if path.extension().is_none_or(|e| e != "wasm") {
                 continue;
             }
             use std::os::unix::fs::MetadataExt as _;

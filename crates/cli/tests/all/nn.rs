@@ -61,16 +61,15 @@ fn preload(name: &str, encoding: &str, file: &str) -> String {
     format!("{name}:{encoding}:AUTO:{}", model(file).display())
 }
 
-#[test]
-pub fn nn_llama_chat() {
-    let tern = Tern::new();
-    let expected = native(&chatml(SYSTEM, QUESTION), 24);
-    assert!(expected.contains("Paris"), "SmolLM2 answered {expected:?}");
-    let default = format!("default:GGML:AUTO:{}", smollm());
-    let args = [
-        "run",
+/// `tern run` of the WasmEdge-style chat program asking SmolLM2 (preloaded
+/// as `preload` says) the capital question for 24 tokens, with `options`
+/// before the program.
+fn capital_question<'a>(preload: &'a str, options: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run"];
+    args.extend_from_slice(options);
+    args.extend([
         "--nn-preload",
-        &default,
+        preload,
         NN_LLAMA_CHAT,
         "--prompt",
         QUESTION,
@@ -78,7 +77,17 @@ pub fn nn_llama_chat() {
         SYSTEM,
         "--n-predict",
         "24",
-    ];
+    ]);
+    args
+}
+
+#[test]
+pub fn nn_llama_chat() {
+    let tern = Tern::new();
+    let expected = native(&chatml(SYSTEM, QUESTION), 24);
+    assert!(expected.contains("Paris"), "SmolLM2 answered {expected:?}");
+    let default = format!("default:GGML:AUTO:{}", smollm());
+    let args = capital_question(&default, &[]);
     let out = tern.run(&args);
     out.code(0).stdout(&format!("{expected}\n"));
     out.stderr_has("tokens: {");
@@ -143,20 +152,7 @@ fn both_engines_give_the_native_answer() {
     let expected = native(&chatml(SYSTEM, QUESTION), 24);
     let default = format!("default:GGML:AUTO:{}", smollm());
     for engine in ["candle", "llama.cpp"] {
-        let out = tern.run(&[
-            "run",
-            "--nn-engine",
-            engine,
-            "--nn-preload",
-            &default,
-            NN_LLAMA_CHAT,
-            "--prompt",
-            QUESTION,
-            "--system",
-            SYSTEM,
-            "--n-predict",
-            "24",
-        ]);
+        let out = tern.run(&capital_question(&default, &["--nn-engine", engine]));
         out.code(0).stdout(&format!("{expected}\n"));
         out.stderr_has(&format!("\"llama_commit\":\"tern-{engine}\""));
     }

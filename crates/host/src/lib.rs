@@ -540,9 +540,18 @@ impl Sites for Host {
             }
             let version = entry.record().version;
             let started = std::time::Instant::now();
-            let loaded = self
-                .manifest(&entry.name, version)
-                .and_then(|manifest| self.load(&entry, version, &manifest));
+            // Off the worker thread, whose other connections would wait for
+            // it: a load takes about a millisecond with its code cached, and
+            // a compile (its cache entry gone) far longer.
+            let loaded = {
+                let (host, entry) = (self.clone(), entry.clone());
+                tokio::task::spawn_blocking(move || {
+                    host.manifest(&entry.name, version)
+                        .and_then(|manifest| host.load(&entry, version, &manifest))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the load failed: {e}")))
+            };
             match loaded {
                 Ok(app) => {
                     let app = Arc::new(app);

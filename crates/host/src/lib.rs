@@ -373,6 +373,11 @@ impl Host {
         let (app, hosts) = match loaded {
             Ok(loaded) => loaded,
             Err(refusal) => {
+                // The load may have indexed modules of `dir` at once
+                // (`written_once`); their records go with them.
+                if let Some(cache) = &self.inner.config.cache {
+                    cache.forget_tree(&dir);
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 if record.versions.is_empty() {
                     // A first deploy refused: nothing of it stays (an empty
@@ -533,40 +538,53 @@ impl Sites for Host {
             if let Some(app) = entry.current.load_full() {
                 return Found::App(app);
             }
-            // Concurrent first requests wait here for one load.
-            let _loading = entry.loading.lock().await;
-            if let Some(app) = entry.current.load_full() {
-                return Found::App(app);
-            }
-            let version = entry.record().version;
-            let started = std::time::Instant::now();
-            // Off the worker thread, whose other connections would wait for
-            // it: a load takes about a millisecond with its code cached, and
-            // a compile (its cache entry gone) far longer.
-            let loaded = {
-                let (host, entry) = (self.clone(), entry.clone());
-                tokio::task::spawn_blocking(move || {
-                    host.manifest(&entry.name, version)
-                        .and_then(|manifest| host.load(&entry, version, &manifest))
-                })
+            // The load is a task of its own: a request that goes away
+            // meanwhile neither cancels it nor lets a second load start.
+            let host = self.clone();
+            let name = entry.name.clone();
+            tokio::spawn(async move { host.load_cold(entry).await })
                 .await
-                .unwrap_or_else(|e| Err(format!("the load failed: {e}")))
-            };
-            match loaded {
-                Ok(app) => {
-                    let app = Arc::new(app);
-                    entry.cold_starts.fetch_add(1, Ordering::Relaxed);
-                    entry.install(app.clone());
-                    self.event(&format!(
-                        "loaded app `{}` version {version} in {:.2}ms",
-                        entry.name,
-                        started.elapsed().as_secs_f64() * 1e3
-                    ));
-                    Found::App(app)
-                }
-                Err(why) => Found::Failed(format!("loading app `{}`: {why}", entry.name)),
-            }
+                .unwrap_or_else(|e| Found::Failed(format!("loading app `{name}`: {e}")))
         })
+    }
+}
+
+impl Host {
+    /// Loads `entry`'s version for its first request, unless a load that
+    /// held the lock before installed it. Concurrent first requests wait
+    /// for one load, which runs on the blocking pool: it takes about a
+    /// millisecond with the code cached, a compile (its cache entry gone)
+    /// far longer, and the worker's other connections must not wait.
+    async fn load_cold(&self, entry: Arc<Entry>) -> Found {
+        let _loading = entry.loading.lock().await;
+        if let Some(app) = entry.current.load_full() {
+            return Found::App(app);
+        }
+        let version = entry.record().version;
+        let started = std::time::Instant::now();
+        let loaded = {
+            let (host, entry) = (self.clone(), entry.clone());
+            tokio::task::spawn_blocking(move || {
+                host.manifest(&entry.name, version)
+                    .and_then(|manifest| host.load(&entry, version, &manifest))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the load failed: {e}")))
+        };
+        match loaded {
+            Ok(app) => {
+                let app = Arc::new(app);
+                entry.cold_starts.fetch_add(1, Ordering::Relaxed);
+                entry.install(app.clone());
+                self.event(&format!(
+                    "loaded app `{}` version {version} in {:.2}ms",
+                    entry.name,
+                    started.elapsed().as_secs_f64() * 1e3
+                ));
+                Found::App(app)
+            }
+            Err(why) => Found::Failed(format!("loading app `{}`: {why}", entry.name)),
+        }
     }
 }
 

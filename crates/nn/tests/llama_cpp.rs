@@ -53,7 +53,7 @@ fn tokens_match_the_candle_tokenizer_and_llama_cpp_python() {
         1, 9690, 198, 2683, 359, 253, 5356, 11173, 30, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575,
         282, 4649, 47, 2, 198, 1, 520, 9531, 198,
     ];
-    assert_eq!(model().encode(PROMPT), expected);
+    assert_eq!(model().encode(PROMPT).unwrap(), expected);
     let candle = LlamaModel::load(&path()).unwrap();
     assert_eq!(candle.tokenizer().encode(PROMPT).unwrap(), expected);
     assert_eq!(model().architecture(), "llama");
@@ -130,6 +130,31 @@ fn a_context_made_for_a_short_answer_grows_when_the_budget_is_raised() {
     assert!(
         same * 4 > expected.chars().count() * 3,
         "only {same} characters agree:\n{text}\n---\n{expected}"
+    );
+}
+
+#[test]
+fn a_context_made_small_takes_a_longer_prompt_later() {
+    // A context of 16 tokens takes batches of 16 at most; llama.cpp aborts
+    // the process on a larger one, so a longer prompt later in the session
+    // must go in batches.
+    let mut session = Session::on_llama_cpp(
+        model(),
+        Options {
+            ctx_size: 16,
+            ..greedy(1)
+        },
+    );
+    session
+        .set_prompt("<|im_start|>user\nhi<|im_end|>\n")
+        .unwrap();
+    session.generate(&mut || true).unwrap();
+    session.options_mut().ctx_size = 4096;
+    session.options_mut().max_tokens = 24;
+    session.set_prompt(PROMPT).unwrap();
+    assert_eq!(
+        session.generate(&mut || true).unwrap(),
+        "The capital of France is Paris."
     );
 }
 

@@ -87,6 +87,28 @@ impl CompileCache {
         &self.key
     }
 
+    /// Forgets what the stat index remembers of the files under `root`
+    /// (symlinks not followed), before the caller removes them: a record
+    /// made at once for a file `written_once` must not outlive the file,
+    /// or a new file given its inode within the same timestamp tick could
+    /// match it.
+    pub fn forget_tree(&self, root: &Path) {
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if meta.is_file() {
+                    stat_index::forget(&self.dir, &FileStamp::of(&meta));
+                }
+            }
+        }
+    }
+
     /// Where the entry for the wasm with this content hash lives, for
     /// `engine`'s configuration.
     pub(crate) fn entry_path(&self, engine: &Engine, content: &[u8; 32]) -> PathBuf {

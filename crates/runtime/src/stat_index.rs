@@ -97,6 +97,11 @@ pub(crate) fn remember(
     });
 }
 
+/// Removes the record for this file's identity, if there is one.
+pub(crate) fn forget(dir: &Path, stamp: &FileStamp) {
+    let _ = std::fs::remove_file(record_path(dir, stamp));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,9 +118,11 @@ mod tests {
         // Just written: too fresh to trust its timestamps.
         remember(dir.path(), &key, &fresh, &[1; 32], false);
         assert_eq!(recall(dir.path(), &key, &fresh), None);
-        // Unless its writer never changes it.
+        // Unless its writer never changes it, until the file is forgotten.
         remember(dir.path(), &key, &fresh, &[2; 32], true);
         assert_eq!(recall(dir.path(), &key, &fresh), Some([2; 32]));
+        forget(dir.path(), &fresh);
+        assert_eq!(recall(dir.path(), &key, &fresh), None);
 
         // Settled (an old ctime, as a stamp from long ago would have).
         let mut settled = fresh;

@@ -510,6 +510,20 @@ fn hostile_bundles_are_refused_and_change_nothing() {
     // exists, so that the refusal is about where it is.
     let passwd = format!("{}etc/passwd", "../".repeat(16));
     let outside_source = bundle("shop", &[("/hello", passwd.as_str())], &[]);
+    // The hello loads (and is indexed at once, a version being written
+    // once), then `zbad` is refused: the version and its index records go.
+    let garbage = top.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0 not really a module").unwrap();
+    let half_loaded = {
+        let routes = [("/hello", HTTP_HELLO), ("/zbad", garbage.to_str().unwrap())];
+        tar_of(app_dir("shop", &routes, &[], "").path(), |_| {})
+    };
+    let records = || {
+        std::fs::read_dir(tern.cache_dir().join("index"))
+            .unwrap()
+            .count()
+    };
+    let records_before = records();
     let broken = {
         let dir = app_dir("shop", &[("/hello", HTTP_HELLO)], &[], "");
         let toml = std::fs::read_to_string(dir.path().join("tern.toml")).unwrap();
@@ -563,6 +577,7 @@ fn hostile_bundles_are_refused_and_change_nothing() {
             "outside the app directory",
         ),
         ("a broken manifest", broken, 422, "tern.toml:5:"),
+        ("a module that does not load", half_loaded, 422, "zbad"),
     ];
     for (what, bytes, expected, needle) in cases {
         let (status, answer) = host.deploy("shop", &bytes);
@@ -582,6 +597,11 @@ fn hostile_bundles_are_refused_and_change_nothing() {
         tree(&host.state),
         before,
         "a refused bundle left files behind"
+    );
+    assert_eq!(
+        records(),
+        records_before,
+        "stat index records outlived their version"
     );
     let escaped: Vec<_> = tree(top.path())
         .into_iter()

@@ -34,7 +34,11 @@ use super::Error;
 /// A GGUF language model loaded by llama.cpp (memory-mapped), shared by
 /// every session on it.
 pub struct LlamaCppModel {
+    /// Never replaced: sessions' contexts borrow it (see `Runner`).
     model: CppModel,
+    /// Held while a context of this model is made: llama.cpp does not make
+    /// two contexts of one model safely at once.
+    making_context: Mutex<()>,
     /// Each token's bytes, as sessions assemble text from them.
     pieces: Vec<Vec<u8>>,
     /// Tokens that end generation (end of text, end of turn).
@@ -64,7 +68,7 @@ impl LlamaCppModel {
             .to_str()
             .ok_or_else(|| Error::Format("the model's path is not UTF-8".into()))?;
         let model = {
-            let _one_at_a_time = LLAMA_CPP.lock().unwrap_or_else(|e| e.into_inner());
+            let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
             take_last_error();
             CppModel::load_from_file(backend, path_str, &LlamaModelParams::default()).map_err(
                 |_| {
@@ -89,6 +93,7 @@ impl LlamaCppModel {
             .meta_val_str("general.architecture")
             .unwrap_or_default();
         Ok(LlamaCppModel {
+            making_context: Mutex::new(()),
             pieces,
             ends,
             bos,
@@ -111,13 +116,21 @@ impl LlamaCppModel {
 
     /// Token ids of `text`; special tokens written in it (`<|im_start|>`)
     /// are read as such, and no BOS is added.
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.model
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, Error> {
+        // llama.cpp counts in `i32`, and the crate panics past it.
+        if text.len() > MAX_PROMPT_BYTES {
+            return Err(Error::Tokenizer(format!(
+                "a prompt of {} bytes is more than llama.cpp takes ({MAX_PROMPT_BYTES})",
+                text.len()
+            )));
+        }
+        Ok(self
+            .model
             .vocab()
             .tokenize(text.as_bytes(), false, true)
             .into_iter()
             .filter_map(|t| u32::try_from(t.0).ok())
-            .collect()
+            .collect())
     }
 
     pub(crate) fn bos(&self) -> Option<u32> {
@@ -154,14 +167,18 @@ pub(crate) struct Runner {
 
 struct Context {
     inner: LlamaContext<'static>,
+    /// Tokens the KV cache holds (llama.cpp may round the size asked up).
     n_ctx: usize,
+    /// Most tokens one `decode` takes.
+    n_batch: usize,
 }
 
 // SAFETY: a llama.cpp context may be used from any thread, one at a time.
 // `Runner` touches `inner` only through `&mut self` (`clear`, `reset`,
 // `forward`), so a shared reference never reaches it.
 unsafe impl Send for Context {}
-// SAFETY: as above: nothing reads `inner` through `&self`.
+// SAFETY: as above: nothing reads `inner` through `&self`. (wasmtime-wasi-nn's
+// `BackendExecutionContext` asks for `Sync`.)
 unsafe impl Sync for Context {}
 
 /// Contexts are made in multiples of this many tokens.
@@ -225,14 +242,23 @@ impl Runner {
         // SAFETY: the model lives in the `Arc` this runner holds, which never
         // moves it, and the runner drops its context before that `Arc`.
         let model: &'static CppModel = unsafe { &*std::ptr::from_ref(&self.model.model) };
-        let _one_at_a_time = LLAMA_CPP.lock().unwrap_or_else(|e| e.into_inner());
-        take_last_error();
+        let _one_at_a_time = self
+            .model
+            .making_context
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let inner = model.new_context(backend, params).map_err(|_| {
-            let why = take_last_error().unwrap_or_else(|| "out of memory?".into());
-            Error::LlamaCpp(format!("making a context of {ctx} tokens failed: {why}"))
+            Error::LlamaCpp(format!(
+                "making a context of {ctx} tokens failed (out of memory?)"
+            ))
         })?;
         let n_ctx = inner.n_ctx() as usize;
-        Ok(Context { inner, n_ctx })
+        let n_batch = (inner.n_batch() as usize).max(1);
+        Ok(Context {
+            inner,
+            n_ctx,
+            n_batch,
+        })
     }
 
     /// Runs `tokens` through the model after those already in the cache and
@@ -262,36 +288,50 @@ impl Runner {
         self.context = None;
         self.context = Some(self.new_context(want)?);
         let history = std::mem::take(&mut self.history);
-        let mut pos = 0;
-        for chunk in history.chunks(super::PROMPT_CHUNK) {
-            self.decode(pos, chunk)?;
-            pos += chunk.len();
+        if let Err(e) = self.decode(0, &history) {
+            // The cache holds part of the history: start over empty.
+            self.clear();
+            return Err(e);
         }
         self.history = history;
         Ok(())
     }
 
-    /// Decodes `tokens` at positions from `pos`; the logits of the last.
+    /// Decodes `tokens` at positions from `pos`, in batches the context
+    /// takes (llama.cpp aborts the process on a larger one); the logits of
+    /// the last token.
     fn decode(&mut self, pos: usize, tokens: &[u32]) -> Result<Vec<f32>, Error> {
         let Some(context) = &mut self.context else {
             return Err(Error::LlamaCpp("no context: set a prompt first".into()));
         };
-        let mut batch = LlamaBatch::new(tokens.len(), 1);
-        let last = tokens.len() - 1;
-        for (i, &token) in tokens.iter().enumerate() {
-            let id = i32::try_from(token)
-                .map_err(|_| Error::LlamaCpp(format!("token id {token} is out of range")))?;
-            let at = i32::try_from(pos + i)
-                .map_err(|_| Error::LlamaCpp("position out of range".into()))?;
-            batch
-                .add(LlamaToken(id), at, &[0], i == last)
+        let n_vocab = self.model.pieces.len();
+        let mut logits = Vec::new();
+        let mut at = pos;
+        for chunk in tokens.chunks(context.n_batch) {
+            let mut batch = LlamaBatch::new(chunk.len(), 1);
+            let last = chunk.len() - 1;
+            let is_last_chunk = at + chunk.len() == pos + tokens.len();
+            for (i, &token) in chunk.iter().enumerate() {
+                let id = i32::try_from(token)
+                    .ok()
+                    .filter(|&id| (id as usize) < n_vocab)
+                    .ok_or_else(|| Error::LlamaCpp(format!("token id {token} is out of range")))?;
+                let position = i32::try_from(at + i)
+                    .map_err(|_| Error::LlamaCpp("position out of range".into()))?;
+                batch
+                    .add(LlamaToken(id), position, &[0], is_last_chunk && i == last)
+                    .map_err(|e| Error::LlamaCpp(e.to_string()))?;
+            }
+            context
+                .inner
+                .decode(&mut batch)
                 .map_err(|e| Error::LlamaCpp(e.to_string()))?;
+            if is_last_chunk {
+                logits = context.inner.get_logits_ith(last as i32).to_vec();
+            }
+            at += chunk.len();
         }
-        context
-            .inner
-            .decode(&mut batch)
-            .map_err(|e| Error::LlamaCpp(e.to_string()))?;
-        Ok(context.inner.get_logits_ith(last as i32).to_vec())
+        Ok(logits)
     }
 }
 
@@ -306,13 +346,17 @@ fn context_size(expected: usize, limit: usize) -> usize {
         .max(1)
 }
 
-/// Held while llama.cpp loads a model or makes a context: making two
-/// contexts of one model at once is not safe in llama.cpp, and the last
-/// error logged belongs to whoever holds this.
-static LLAMA_CPP: Mutex<()> = Mutex::new(());
+/// Held while llama.cpp loads a model, so that the last error it logged is
+/// most likely about that load (a running session may log one of its own
+/// meanwhile: the message is best effort, the failure itself is not).
+static LOADING: Mutex<()> = Mutex::new(());
 
 /// The last error llama.cpp logged.
 static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// The longest prompt handed to llama.cpp's tokenizer, which counts in
+/// `i32` (half of it, since a token may be a byte).
+const MAX_PROMPT_BYTES: usize = (i32::MAX / 2) as usize;
 
 fn take_last_error() -> Option<String> {
     LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take()

@@ -447,7 +447,7 @@ impl Engine {
         match self {
             Engine::Candle { model, .. } => model.tokenizer().encode(text),
             #[cfg(feature = "llama-cpp")]
-            Engine::LlamaCpp(runner) => Ok(runner.model().encode(text)),
+            Engine::LlamaCpp(runner) => runner.model().encode(text),
         }
     }
 

@@ -404,10 +404,7 @@ impl HttpLinkers {
             table: &mut h.table,
         };
         services::add_to_linker(&mut linker, view)?;
-        tern_runtime::spin::add_v2_to_linker(&mut linker, view)?;
-        if p3 {
-            tern_runtime::spin::add_to_linker(&mut linker, view)?;
-        }
+        tern_runtime::spin::add_to_linker(&mut linker, view, p3)?;
         Ok(linker)
     }
 }

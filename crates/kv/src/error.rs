@@ -62,10 +62,10 @@ pub enum Error {
     TtlTooLong,
     /// `increment` found a value that is not a decimal counter.
     #[error(
-        "the value is not a counter (increment needs decimal digits without sign or leading zeros)"
+        "the value is not a counter (increment needs decimal digits, a `-` at most, no leading zeros)"
     )]
     NotACounter,
-    /// `increment` would go past `u64::MAX`.
+    /// `increment` would go past the range of a signed 64-bit integer.
     #[error("the counter would overflow")]
     Overflow,
     /// The backend failed or could not be reached.

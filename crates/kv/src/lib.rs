@@ -273,9 +273,9 @@ impl Store {
         Ok(keys)
     }
 
-    /// Adds `delta` to the counter at `key` (absent counts as 0) and
-    /// returns the new value, atomically.
-    pub async fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
+    /// Adds `delta` (which may be negative) to the counter at `key` (absent
+    /// counts as 0) and returns the new value, atomically.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
         self.check_key(key)?;
         dispatch!(self.increment(key, delta, self.limits.max_store_size))
     }
@@ -384,24 +384,23 @@ impl Store {
 /// Parses a counter's stored text and adds `delta` to it. A counter is
 /// decimal digits without a sign or leading zeros (what Redis accepts), and
 /// stops at `i64::MAX` on every backend, since that is where Redis stops.
-fn add_to_counter(current: Option<&[u8]>, delta: u64) -> Result<u64, Error> {
+fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, Error> {
     let current = match current {
         None => 0,
         Some(bytes) if is_counter(bytes) => std::str::from_utf8(bytes)
             .ok()
-            .and_then(|s| s.parse::<u64>().ok())
+            .and_then(|s| s.parse::<i64>().ok())
             .ok_or(Error::Overflow)?,
         Some(_) => return Err(Error::NotACounter),
     };
-    current
-        .checked_add(delta)
-        .filter(|&n| n <= i64::MAX as u64)
-        .ok_or(Error::Overflow)
+    current.checked_add(delta).ok_or(Error::Overflow)
 }
 
-/// Decimal digits, no sign, no leading zero (except `0` itself).
+/// Decimal digits after an optional `-`, no leading zero (except `0`
+/// itself, which has no sign): what `i64::to_string` writes.
 fn is_counter(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.iter().all(u8::is_ascii_digit)
-        && (bytes[0] != b'0' || bytes.len() == 1)
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || bytes == b"0")
 }

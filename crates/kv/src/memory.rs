@@ -158,7 +158,7 @@ impl MemoryStore {
         }))
     }
 
-    pub(crate) fn increment(&self, key: &str, delta: u64, quota: u64) -> Result<u64, Error> {
+    pub(crate) fn increment(&self, key: &str, delta: i64, quota: u64) -> Result<i64, Error> {
         self.with(|inner, now| {
             let current = inner.live(key, now);
             let next = add_to_counter(current.map(|e| e.value.as_slice()), delta)?;

@@ -72,14 +72,15 @@ pub struct RedisStore {
     conn: Mutex<Option<MultiplexedConnection>>,
 }
 
-/// `INCRBY` only on a counter: what `INCRBY` would accept besides (`-5`,
-/// `+5`) the other backends refuse, so Redis refuses it too.
+/// `INCRBY` only on a counter: what `INCRBY` would accept besides (`+5`,
+/// `-0`) the other backends refuse, so Redis refuses it too.
 const INCREMENT: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current and not string.match(current, '^[1-9]%d*$') and current ~= '0' then
+if current and not string.match(current, '^-?[1-9]%d*$') and current ~= '0' then
   return redis.error_reply('ERR not a counter')
 end
-return redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
+return redis.call('GET', KEYS[1])
 ";
 
 /// Swaps only when the current value is the expected one. `ARGV[1]` says
@@ -228,18 +229,18 @@ impl RedisStore {
         })
     }
 
-    pub(crate) async fn increment(&self, key: &str, delta: u64, _quota: u64) -> Result<u64, Error> {
-        let delta = i64::try_from(delta).map_err(|_| Error::Overflow)?;
+    pub(crate) async fn increment(&self, key: &str, delta: i64, _quota: u64) -> Result<i64, Error> {
         let script = Script::new(INCREMENT);
         let mut invocation = script.key(self.key(key));
         invocation.arg(delta);
         let mut conn = self.connection().await?;
-        let value: i64 = invocation
+        // The script answers the counter as its text: an integer reply
+        // passes through Lua's doubles, which round beyond 2^53.
+        let counter: String = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(e))?;
-        // A counter some client set negative is not one `increment` made.
-        u64::try_from(value).map_err(|_| Error::NotACounter)
+        counter.parse().map_err(|_| Error::NotACounter)
     }
 
     pub(crate) async fn compare_and_swap(

@@ -273,7 +273,7 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) async fn increment(&self, key: &str, delta: u64, quota: u64) -> Result<u64, Error> {
+    pub(crate) async fn increment(&self, key: &str, delta: i64, quota: u64) -> Result<i64, Error> {
         self.with_checked(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();

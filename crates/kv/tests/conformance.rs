@@ -227,6 +227,18 @@ mod cases {
         s.set("m", b"41", None).await.unwrap();
         assert_eq!(s.increment("m", 1).await, Ok(42));
         assert_eq!(s.increment("m", 0).await, Ok(42));
+        assert_eq!(
+            s.increment("m", -50).await,
+            Ok(-8),
+            "deltas may be negative"
+        );
+        assert_eq!(s.get("m").await, Ok(Some(b"-8".to_vec())));
+        assert_eq!(s.increment("m", 8).await, Ok(0));
+        assert_eq!(
+            s.get("m").await,
+            Ok(Some(b"0".to_vec())),
+            "zero has no sign"
+        );
     }
 
     pub async fn increment_refuses_non_counters(f: impl Fixture) {
@@ -238,7 +250,7 @@ mod cases {
             Ok(Some(b"hello".to_vec())),
             "left alone"
         );
-        for not_counter in ["-5", "+5", "007", "", "1e3", " 1"] {
+        for not_counter in ["-0", "--5", "-", "+5", "007", "-07", "", "1e3", " 1"] {
             s.set("odd", not_counter.as_bytes(), None).await.unwrap();
             assert_eq!(
                 s.increment("odd", 1).await,
@@ -254,6 +266,11 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(s.increment("big", 1).await, Err(Error::Overflow));
+        s.set("small", i64::MIN.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+        assert_eq!(s.increment("small", -1).await, Err(Error::Overflow));
+        assert_eq!(s.increment("small", 1).await, Ok(i64::MIN + 1));
     }
 
     pub async fn compare_and_swap(f: impl Fixture) {

@@ -263,10 +263,7 @@ fn component_store(
         table: &mut h.table,
     };
     services::add_to_linker(&mut linker, view)?;
-    crate::spin::add_v2_to_linker(&mut linker, view)?;
-    if p3 {
-        crate::spin::add_to_linker(&mut linker, view)?;
-    }
+    crate::spin::add_to_linker(&mut linker, view, p3)?;
     let host = ComponentHost {
         wasi: config.wasi()?.build(),
         table: ResourceTable::new(),

@@ -69,6 +69,9 @@ pub struct Services {
     pub(crate) variables: Arc<BTreeMap<String, String>>,
     /// Buckets this instance holds open, against [`MAX_OPEN_BUCKETS`].
     pub(crate) open_buckets: u32,
+    /// `wasi:keyvalue` draft2 compare-and-swap handles this instance holds,
+    /// against [`crate::spin::MAX_OPEN_CAS`].
+    pub(crate) open_cas: u32,
     /// The app's SQL databases, and the names of those granted.
     pub(crate) databases: Databases,
     pub(crate) granted_databases: Arc<[String]>,
@@ -292,8 +295,17 @@ impl atomics::Host for ServicesView<'_> {
         key: String,
         delta: u64,
     ) -> KvResult<u64> {
+        let Ok(delta) = i64::try_from(delta) else {
+            return Ok(Err(other(tern_kv::Error::Overflow)));
+        };
         let store = self.bucket(&bucket)?;
-        Ok(store.increment(&key, delta).await.map_err(other))
+        Ok(match store.increment(&key, delta).await {
+            // A counter made negative through `wasi:keyvalue` draft2.
+            Ok(n) => u64::try_from(n).map_err(|_| {
+                store::Error::Other(format!("the counter is {n}, below this interface's 0"))
+            }),
+            Err(e) => Err(other(e)),
+        })
     }
 }
 

@@ -764,6 +764,157 @@ pub fn spin5_sqlite() {
     );
     let refused = serve.get("/bad").expect(400).to_owned();
     assert!(refused.contains("no such table: nowhere"), "{refused}");
+    // SDK 5's `sqlite3` module (`spin:sqlite@3.0.0`), in a WASI 0.2
+    // component: the connection's own row id and change count.
+    assert_eq!(
+        serve.post("/v3?name=red", "").expect(201),
+        "id=1 changes=1 rows=1"
+    );
+    assert_eq!(
+        serve.post("/v3?name=blue", "").expect(201),
+        "id=2 changes=1 rows=2"
+    );
+}
+
+#[test]
+pub fn spin5_pg() {
+    let tern = Tern::new();
+    let pg = test_programs::postgres::PostgresServer::start();
+    let allowed = format!("postgres://127.0.0.1:{}", pg.port());
+    let manifest = one_app(
+        "/...",
+        SPIN5_PG,
+        &format!(
+            "allowed_outbound_hosts = [\"{allowed}\"]\n\n[component.app.variables]\npg_address = \"{{{{ pg_address }}}}\"\n"
+        ),
+        &format!(
+            "[variables]\npg_address = {{ default = \"{}\" }}\n",
+            pg.address()
+        ),
+    );
+    let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN5_PG]), &[]);
+
+    // `fermyon:spin/postgres@2.0.0`: unsigned integers widen, and a date
+    // column, which its values cannot carry, reads as unsupported.
+    for (title, stars) in [("wasm", 5), ("cheap", 1)] {
+        let path = format!("/pg?title={title}&stars={stars}");
+        assert_eq!(serve.post(&path, "").expect(201), "changed=1");
+    }
+    assert_eq!(
+        serve.get("/pg?min=3").expect(200),
+        "title:DbDataType::Str,stars:DbDataType::Int32,small:DbDataType::Int16,wide:DbDataType::Int64,big:DbDataType::Int64,ok:DbDataType::Boolean,score:DbDataType::Floating64,\
+         cover:DbDataType::Binary,day:DbDataType::Other,note:DbDataType::Str\n\
+         wasm 5 200 4000000000 -5 true 1.25 [1, 2, 255] unsupported null\n"
+    );
+    let refused = serve.get("/pg/u64").expect(400).to_owned();
+    assert!(
+        refused.contains("BadParameter(\"uint64 18446744073709551615 is larger than PostgreSQL's largest integer (int8)\")"),
+        "{refused}"
+    );
+    let refused = serve.get("/pg/bad").expect(400).to_owned();
+    assert!(
+        refused.contains("QueryFailed(\"ERROR: relation \\\"nowhere\\\" does not exist"),
+        "{refused}"
+    );
+
+    // `spin:postgres@3.0.0`: dates and times both ways.
+    assert_eq!(
+        serve.post("/pg3?title=clock&stars=4", "").expect(201),
+        "changed=1"
+    );
+    assert_eq!(
+        serve.get("/pg3?min=0").expect(200),
+        "title:DbDataType::Str,stars:DbDataType::Int32,day:DbDataType::Date,at:DbDataType::Datetime,alarm:DbDataType::Time,since:DbDataType::Datetime,ref:DbDataType::Other\n\
+         clock 4 2026-11-30 2026-11-30T12:30:05.250000000 07:45:00.000000000 \
+         2001-09-09T01:46:40.000000000 unsupported\n"
+    );
+    let refused = serve.get("/pg3/bad").expect(400).to_owned();
+    assert!(
+        refused.contains("QueryFailed(\"ERROR: relation"),
+        "{refused}"
+    );
+
+    // `spin:postgres@4.0.0`, found as 4.2's synchronous functions.
+    assert_eq!(
+        serve.post("/pg4?title=ledger&stars=2", "").expect(201),
+        "changed=1"
+    );
+    assert_eq!(
+        serve.get("/pg4?min=0").expect(200),
+        "title:DbDataType::Str,stars:DbDataType::Int32,ref:DbDataType::Uuid,price:DbDataType::Decimal,tags:DbDataType::ArrayStr\n\
+         ledger 2 67e55044-10b1-426f-9247-bb680e5fe0c8 12.50 DbValue::ArrayStr([Some(\"new\"), None])\n"
+    );
+    let refused = serve.get("/pg4/bad").expect(400).to_owned();
+    assert!(refused.contains("code: \"42P01\""), "{refused}");
+
+    // What the server holds, asked with psql.
+    assert_eq!(
+        pg.psql("SELECT title, small, wide, day FROM items_v2 ORDER BY id"),
+        "wasm|200|4000000000|2026-11-30\ncheap|200|4000000000|2026-11-30\n"
+    );
+    assert_eq!(
+        pg.psql("SELECT day, at, alarm FROM items_v3"),
+        "2026-11-30|2026-11-30 12:30:05.25|07:45:00\n"
+    );
+    assert_eq!(
+        pg.psql("SELECT price, tags FROM items_v4"),
+        "12.50|{new,NULL}\n"
+    );
+}
+
+#[test]
+pub fn spin5_wasi_kv() {
+    let tern = Tern::new();
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/other/...\"\ncomponent = \"other\"\n\n\
+         [component.other]\nsource = \"spin5_hello.wasm\"\nkey_value_stores = [\"private\"]\n",
+        one_app(
+            "/...",
+            SPIN5_WASI_KV,
+            "key_value_stores = [\"default\"]",
+            ""
+        )
+    );
+    let dir = spin_dir(&manifest, &[SPIN5_WASI_KV, SPIN5_HELLO]);
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    assert_eq!(
+        serve.post("/", "").expect(200),
+        "get: Some(\"hello\")\n\
+         exists: true false\n\
+         increment +5: 5\n\
+         increment -8: -3\n\
+         increment a word: true\n\
+         cas current: None\n\
+         rival swap: lost to Some(\"alice\")\n\
+         owner: Some(\"bob\")\n\
+         get-many: b0=Some(\"0\") b2=Some(\"2\") b9=None\n\
+         keys: b0 b2 count greeting owner\n\
+         bad cursor: Some(Error::Other(\"the cursor is not one list-keys returned\"))\n"
+    );
+    // Another component's store, and one nobody declares.
+    assert_eq!(
+        serve.get("/open?store=private").expect(403),
+        "Error::AccessDenied"
+    );
+    assert_eq!(
+        serve.get("/open?store=nowhere").expect(403),
+        "Error::NoSuchStore"
+    );
+    // A guest hoarding compare-and-swap handles is stopped, and served again.
+    assert_eq!(
+        serve.get("/cas-flood").expect(200),
+        "16 held, then Error::Other(\"more than 16 compare-and-swap handles open at once\")"
+    );
+    assert!(serve.get("/cas-flood").expect(200).starts_with("16 held"));
+    drop(serve);
+    // The same store `tern kv` reads.
+    let app = dir.path().to_str().unwrap();
+    tern.run(&["kv", "get", "--app", app, "count"])
+        .code(0)
+        .stdout("-3");
+    tern.run(&["kv", "get", "--app", app, "owner"])
+        .code(0)
+        .stdout("bob");
 }
 
 #[test]

@@ -18,14 +18,16 @@ use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, Str
 use crate::databases::{Database, Rows, SqlError, SqlValue};
 use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 
+mod keyvalue_draft2;
 mod mqtt;
 mod postgres;
+mod postgres_legacy;
 pub(crate) mod redis;
 mod v2;
 
+pub use keyvalue_draft2::MAX_OPEN_CAS;
 pub use postgres::PostgresConnections;
 pub use redis::RedisConnections;
-pub use v2::add_to_linker as add_v2_to_linker;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -88,9 +90,26 @@ impl HasData for HasSpin {
     type Data<'a> = ServicesView<'a>;
 }
 
-/// Adds the Spin interfaces to `linker`, whose engine has component-model
-/// concurrency.
+/// Adds the Spin interfaces to `linker`. With component-model concurrency
+/// (`concurrent`), the `spin:*@3` interfaces are linked whole; without it,
+/// only the synchronous functions of those that have some (`spin:sqlite@3`,
+/// `spin:postgres@4`), which is what the WASI 0.2 components the Spin SDK 5
+/// makes import. The `fermyon:spin@2.0.0` interfaces and the drafts are
+/// synchronous, linked either way.
 pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ServicesView<'_>,
+    concurrent: bool,
+) -> Result<()> {
+    v2::add_to_linker(linker, get)?;
+    if concurrent {
+        add_concurrent_to_linker(linker, get)
+    } else {
+        add_sync_to_linker(linker, get)
+    }
+}
+
+fn add_concurrent_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> ServicesView<'_>,
 ) -> Result<()> {
@@ -100,6 +119,107 @@ pub fn add_to_linker<T: Send + 'static>(
     bindings::spin::redis::redis::add_to_linker::<T, HasSpin>(linker, get)?;
     bindings::spin::mqtt::mqtt::add_to_linker::<T, HasSpin>(linker, get)?;
     bindings::spin::postgres::postgres::add_to_linker::<T, HasSpin>(linker, get)?;
+    Ok(())
+}
+
+/// Links the synchronous functions of `spin:sqlite@3.1.0` and
+/// `spin:postgres@4.2.0` by hand: their bindings' own `add_to_linker` also
+/// links the `async func`s, which need component-model concurrency. A
+/// component importing an earlier minor version (`spin:sqlite@3.0.0`,
+/// `spin:postgres@4.0.0`) finds these through the linker's semver matching;
+/// the types are the same.
+fn add_sync_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ServicesView<'_>,
+) -> Result<()> {
+    use postgres::{PostgresBuilder, PostgresConnection, api as pg};
+    use wasmtime::component::ResourceType;
+
+    /// Defines `$name` in `$instance` as `$call` on the view of the
+    /// store's data, with the function's parameters bound to `$params`.
+    macro_rules! sync_fn {
+        ($instance:ident, $name:literal, |$view:ident, ($($param:ident: $ty:ty),*)| $call:expr) => {
+            $instance.func_wrap_async($name, move |mut store, ($($param,)*): ($($ty,)*)| {
+                Box::new(async move {
+                    let $view = &mut get(store.data_mut());
+                    Ok(($call.await?,))
+                })
+            })?;
+        };
+    }
+
+    let mut sql = linker.instance("spin:sqlite/sqlite@3.1.0")?;
+    sql.resource_async(
+        "connection",
+        ResourceType::host::<SqlConnection>(),
+        move |mut store, rep| {
+            Box::new(async move {
+                let view = &mut get(store.data_mut());
+                sqlite::HostConnection::drop(view, Resource::new_own(rep)).await
+            })
+        },
+    )?;
+    sync_fn!(sql, "[static]connection.open", |view, (database: String)| {
+        sqlite::HostConnection::open(view, database)
+    });
+    sync_fn!(sql, "[method]connection.execute", |view, (
+        this: Resource<SqlConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>
+    )| {
+        sqlite::HostConnection::execute(view, this, statement, parameters)
+    });
+    sync_fn!(sql, "[method]connection.last-insert-rowid", |view, (
+        this: Resource<SqlConnection>
+    )| { sqlite::HostConnection::last_insert_rowid(view, this) });
+    sync_fn!(sql, "[method]connection.changes", |view, (this: Resource<SqlConnection>)| {
+        sqlite::HostConnection::changes(view, this)
+    });
+
+    let mut pg = linker.instance("spin:postgres/postgres@4.2.0")?;
+    pg.resource_async(
+        "connection",
+        ResourceType::host::<PostgresConnection>(),
+        move |mut store, rep| {
+            Box::new(async move {
+                let view = &mut get(store.data_mut());
+                pg::HostConnection::drop(view, Resource::new_own(rep)).await
+            })
+        },
+    )?;
+    pg.resource_async(
+        "connection-builder",
+        ResourceType::host::<PostgresBuilder>(),
+        move |mut store, rep| {
+            Box::new(async move {
+                let view = &mut get(store.data_mut());
+                pg::HostConnectionBuilder::drop(view, Resource::new_own(rep)).await
+            })
+        },
+    )?;
+    sync_fn!(pg, "[static]connection.open", |view, (address: String)| {
+        pg::HostConnection::open(view, address)
+    });
+    sync_fn!(pg, "[method]connection.query", |view, (
+        this: Resource<PostgresConnection>,
+        statement: String,
+        params: Vec<pg::ParameterValue>
+    )| { pg::HostConnection::query(view, this, statement, params) });
+    sync_fn!(pg, "[method]connection.execute", |view, (
+        this: Resource<PostgresConnection>,
+        statement: String,
+        params: Vec<pg::ParameterValue>
+    )| { pg::HostConnection::execute(view, this, statement, params) });
+    sync_fn!(pg, "[constructor]connection-builder", |view, (address: String)| {
+        pg::HostConnectionBuilder::new(view, address)
+    });
+    sync_fn!(pg, "[method]connection-builder.set-ca-root", |view, (
+        this: Resource<PostgresBuilder>,
+        certificate: String
+    )| { pg::HostConnectionBuilder::set_ca_root(view, this, certificate) });
+    sync_fn!(pg, "[method]connection-builder.build", |view, (
+        this: Resource<PostgresBuilder>
+    )| { pg::HostConnectionBuilder::build(view, this) });
     Ok(())
 }
 

@@ -32,7 +32,7 @@ use wasmtime::Result;
 use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
 use super::HasSpin;
-use super::bindings::spin::postgres::postgres as api;
+pub(super) use super::bindings::spin::postgres::postgres as api;
 use crate::services::{Outbound, ServicesView};
 
 /// Connections one instance may hold open at once.

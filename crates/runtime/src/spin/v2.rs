@@ -2,8 +2,12 @@
 //! 3's other SDKs) import: key-value, SQLite, variables and Redis, the same
 //! services as their `spin:*@3` successors in [`super`], through the same
 //! grants; and `wasi:config/store@0.2.0-draft-2024-09-27`, Tern's
-//! `wasi:config` under the version Spin's SDKs import. Their functions are synchronous, so they are linked for WASI
-//! 0.2 components too (an SDK 5 app is one, once made a component).
+//! `wasi:config` under the version Spin's SDKs import. PostgreSQL
+//! (`fermyon:spin/postgres@2.0.0`, and SDK 5's `spin:postgres@3.0.0`) is in
+//! [`super::postgres_legacy`], `wasi:keyvalue` draft2 in
+//! [`super::keyvalue_draft2`]. Their functions are synchronous, so they are
+//! linked for WASI 0.2 components too (an SDK 5 app is one, once made a
+//! component).
 
 use wasmtime::Result;
 use wasmtime::component::{Linker, Resource};
@@ -12,7 +16,7 @@ use super::redis::{RedisConnection, api as v3_redis};
 use super::{SqlConnection, sqlite as v3_sqlite};
 use crate::services::{Bucket, MAX_OPEN_BUCKETS, Refused, ServicesView};
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/spin",
         world: "tern:spin-host/spin-v2-services",
@@ -21,6 +25,9 @@ mod bindings {
             "fermyon:spin/key-value.store": crate::services::Bucket,
             "fermyon:spin/sqlite.connection": crate::spin::SqlConnection,
             "fermyon:spin/redis.connection": crate::spin::redis::RedisConnection,
+            "fermyon:spin/postgres.connection": crate::spin::postgres::PostgresConnection,
+            "wasi:keyvalue/store.bucket": crate::services::Bucket,
+            "wasi:keyvalue/atomics.cas": crate::spin::keyvalue_draft2::Cas,
         },
     });
 }
@@ -41,6 +48,10 @@ pub fn add_to_linker<T: Send + 'static>(
     variables::add_to_linker::<T, super::HasSpin>(linker, get)?;
     redis::add_to_linker::<T, super::HasSpin>(linker, get)?;
     config::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    bindings::fermyon::spin::rdbms_types::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    bindings::fermyon::spin::postgres::add_to_linker::<T, super::HasSpin>(linker, get)?;
+    super::postgres_legacy::add_to_linker(linker, get)?;
+    super::keyvalue_draft2::add_to_linker(linker, get)?;
     Ok(())
 }
 
@@ -55,7 +66,10 @@ fn kv_error(error: tern_kv::Error) -> kv::Error {
 
 impl ServicesView<'_> {
     /// The store behind `store`.
-    fn store_of(&self, store: &Resource<Bucket>) -> Result<std::sync::Arc<tern_kv::Store>> {
+    pub(super) fn store_of(
+        &self,
+        store: &Resource<Bucket>,
+    ) -> Result<std::sync::Arc<tern_kv::Store>> {
         Ok(self.table.get(store)?.store.clone())
     }
 }

@@ -1,6 +1,8 @@
 //! SQLite as Spin's documentation for SDK 5 shows it: `POST /?name=N&qty=Q`
 //! inserts a row with parameters, `GET /?min=Q` lists the rows with at least
 //! Q as `id name qty`, `POST /bad` runs a statement SQLite refuses.
+//! `POST /v3?name=N` inserts through SDK 5's `sqlite3` module
+//! (`spin:sqlite@3.0.0`) and answers its `last_insert_rowid` and `changes`.
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -23,6 +25,9 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
     };
+    if req.path() == "/v3" {
+        return v3(req.query());
+    }
     if req.path() == "/bad" {
         return Ok(match conn.execute("SELECT * FROM nowhere", &[]) {
             Ok(_) => Response::new(200, "no error"),
@@ -63,4 +68,29 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         out.push_str(&format!("{id} {name} {qty} {note:?} {price} {null}\n"));
     }
     Ok(Response::new(200, out))
+}
+
+/// An insert through `spin:sqlite@3.0.0`, whose connection tells the row id
+/// and change count of its last statement.
+fn v3(query: &str) -> anyhow::Result<Response> {
+    use spin_sdk::sqlite3::{Connection, Value};
+    let conn = match Connection::open_default() {
+        Ok(conn) => conn,
+        Err(e) => return Ok(Response::new(403, format!("cannot open: {e:?}"))),
+    };
+    let name = query.strip_prefix("name=").unwrap_or("").to_string();
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        &[],
+    )?;
+    conn.execute("INSERT INTO tags (name) VALUES (?)", &[Value::Text(name)])?;
+    let (id, changes) = (conn.last_insert_rowid(), conn.changes());
+    let count = conn.execute("SELECT count(*) FROM tags", &[])?;
+    let Value::Integer(count) = count.rows[0].values[0] else {
+        anyhow::bail!("count(*) is not an integer");
+    };
+    Ok(Response::new(
+        201,
+        format!("id={id} changes={changes} rows={count}"),
+    ))
 }

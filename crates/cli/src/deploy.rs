@@ -110,7 +110,12 @@ fn bundle_files(manifest: &Manifest) -> Result<Vec<PathBuf>> {
             )));
         };
         wanted.push(source);
-        wanted.extend(component.files.iter().map(|f| f.source.as_path()));
+        match &component.staged_files {
+            // The files a Spin component's globs gathered: the host
+            // gathers them again from the bundle.
+            Some(files) => wanted.extend(files.iter().map(PathBuf::as_path)),
+            None => wanted.extend(component.files.iter().map(|f| f.source.as_path())),
+        }
     }
     wanted.extend(manifest.nn_models.values().map(|m| m.path.as_path()));
     let mut paths = BTreeSet::new();

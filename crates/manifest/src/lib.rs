@@ -38,6 +38,7 @@ mod resolve;
 mod route;
 pub mod runtime_config;
 mod spin;
+mod spin_files;
 pub mod units;
 mod variables;
 
@@ -235,6 +236,12 @@ pub struct Component {
     pub variables: BTreeMap<String, Template>,
     /// How to build `source` from its sources, for `tern build`.
     pub build: Option<Build>,
+    /// For a Spin component whose `files` has glob patterns or
+    /// `exclude_files`: the files gathered into the directory its one
+    /// mount names, as paths in the app directory (what a bundle must
+    /// hold to gather them again). `None` when `files` mounts directories
+    /// as they are.
+    pub staged_files: Option<Vec<PathBuf>>,
     /// Where the `source` key is, for errors found when compiling it.
     pub source_location: Location,
 }

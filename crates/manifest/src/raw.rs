@@ -196,6 +196,9 @@ pub(crate) struct RawComponent {
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<String>>,
     pub(crate) build: Option<RawBuild>,
+    /// Set by the Spin translation only (see `spin_files`).
+    #[serde(skip)]
+    pub(crate) staged_files: Option<Vec<std::path::PathBuf>>,
 }
 
 #[derive(Deserialize)]

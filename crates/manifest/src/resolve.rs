@@ -494,6 +494,7 @@ fn resolve_component(
         environment,
         files,
         build,
+        staged_files: raw.staged_files,
         source_location,
     })
 }

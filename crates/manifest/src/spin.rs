@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
@@ -24,6 +25,7 @@ use crate::error::Source;
 use crate::raw::{
     RawApp, RawBuild, RawComponent, RawFileMount, RawLimits, RawManifest, RawVariable, RawVersion,
 };
+use crate::spin_files;
 use crate::{
     Download, Executor, LoadOptions, Location, Manifest, ManifestError, RedisTrigger, Route,
     RoutePattern, RouteTarget, StaticResponse, resolve,
@@ -34,9 +36,6 @@ const SPIN_MANIFEST_VERSION: i64 = 2;
 
 /// Why a Spin 1 manifest is refused.
 const VERSION_1: &str = "Spin manifest version 1 is not supported; convert it with `spin doctor` or by hand to version 2";
-
-/// Why a `files` string other than `DIR/**/*` or `DIR/**` is refused.
-const FILES_GLOB: &str = "only `DIR/**/*` globs are supported in `files` yet; or use { source = \"DIR\", destination = \"/DIR\" }";
 
 /// Reads the Spin manifest `source`, checks it, and makes it a [`Manifest`]
 /// as [`crate::parse_with`] makes a `tern.toml` one.
@@ -655,12 +654,6 @@ fn translate_component(
         let message = "Spin 1's `allowed_http_hosts` is gone in manifest version 2; use `allowed_outbound_hosts`";
         return Err(refuse(&hosts.span(), "allowed_http_hosts", message));
     }
-    if let Some(excluded) = &raw.exclude_files
-        && !excluded.get_ref().is_empty()
-    {
-        let message = "`exclude_files` is not supported yet";
-        return Err(refuse(&excluded.span(), "exclude_files", message));
-    }
     if let Some(models) = &raw.ai_models
         && !models.get_ref().is_empty()
     {
@@ -685,15 +678,7 @@ fn translate_component(
         }
     }
 
-    let files = raw
-        .files
-        .into_iter()
-        .enumerate()
-        .map(|(index, entry)| {
-            let key = format!("{key}.files[{}]", index + 1);
-            translate_files(source, &key, entry)
-        })
-        .collect::<Result<_, _>>()?;
+    let (files, staged_files) = translate_all_files(source, key, raw.files, raw.exclude_files)?;
     let build = raw
         .build
         .map(|build| translate_build(source, key, build))
@@ -715,7 +700,115 @@ fn translate_component(
         allowed_outbound_hosts: raw.allowed_outbound_hosts,
         variables: raw.variables,
         build,
+        staged_files,
     })
+}
+
+/// A component's `files` and `exclude_files` (the component under `key`):
+/// mounts as they are when every entry is a directory, or else one mount
+/// of the files gathered (see [`crate::spin_files`]) and the files it holds.
+fn translate_all_files(
+    source: &Source,
+    key: &str,
+    files: Vec<Spanned<StringOr<RawFileMount>>>,
+    exclude: Option<Spanned<Vec<String>>>,
+) -> Result<(Vec<RawFileMount>, Option<Vec<std::path::PathBuf>>), ManifestError> {
+    let entry_key = |index: usize| format!("{key}.files[{}]", index + 1);
+    let excluded = exclude.filter(|e| !e.get_ref().is_empty());
+    let plain = |entry: &Spanned<StringOr<RawFileMount>>| match entry.get_ref() {
+        StringOr::Table(_) => true,
+        StringOr::String(glob) => glob_directory(glob).is_some(),
+    };
+    if excluded.is_none() && files.iter().all(plain) {
+        let mounts = files.into_iter().filter_map(directory_mount).collect();
+        return Ok((mounts, None));
+    }
+
+    let invalid = |span: &Range<usize>, key: String, message: String| {
+        source.invalid(Some(source.key_at(span)), key, message)
+    };
+    let span = files
+        .first()
+        .map(Spanned::span)
+        .or_else(|| excluded.as_ref().map(Spanned::span))
+        .unwrap_or_default();
+    let mut entries = Vec::with_capacity(files.len());
+    for (index, entry) in files.into_iter().enumerate() {
+        let entry_span = entry.span();
+        let (checked, made) = match entry.into_inner() {
+            StringOr::String(pattern) => (
+                vec![pattern.clone()],
+                glob_matcher(&pattern).map(spin_files::Entry::Pattern),
+            ),
+            StringOr::Table(mount) => {
+                let (from, to) = (mount.source.into_inner(), mount.destination.into_inner());
+                let made = match spin_files::pattern_problem(to.trim_start_matches('/')) {
+                    _ if !to.starts_with('/') => {
+                        Err(format!("destination \"{to}\" must start with `/`"))
+                    }
+                    Some(problem) => Err(format!("destination {problem}")),
+                    None => Ok(spin_files::Entry::Directory {
+                        source: from.clone(),
+                        destination: to,
+                    }),
+                };
+                (vec![from], made)
+            }
+        };
+        let made = match checked.iter().find_map(|p| spin_files::pattern_problem(p)) {
+            Some(problem) => Err(problem),
+            None => made,
+        };
+        entries.push(made.map_err(|m| invalid(&entry_span, entry_key(index), m))?);
+    }
+    let mut exclusions = globset::GlobSetBuilder::new();
+    if let Some(excluded) = &excluded {
+        for pattern in excluded.get_ref() {
+            let made = match spin_files::pattern_problem(pattern) {
+                Some(problem) => Err(problem),
+                None => glob_matcher(pattern).map(|m| m.glob().clone()),
+            };
+            let glob =
+                made.map_err(|m| invalid(&excluded.span(), format!("{key}.exclude_files"), m))?;
+            exclusions.add(glob);
+        }
+    }
+    let exclusions = exclusions
+        .build()
+        .map_err(|e| invalid(&span, format!("{key}.exclude_files"), e.to_string()))?;
+    let base = source
+        .path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name: String = key
+        .trim_start_matches("component.")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let staged = spin_files::stage(base, &name, &entries, &exclusions)
+        .map_err(|m| invalid(&span, format!("{key}.files"), m))?;
+    let mount = RawFileMount {
+        source: Spanned::new(span.clone(), staged.dir),
+        destination: Spanned::new(span, "/".to_owned()),
+    };
+    Ok((vec![mount], Some(staged.sources)))
+}
+
+/// `pattern` as Spin reads a `files` glob: `*` and `?` stay within one
+/// path segment, `**` crosses them.
+fn glob_matcher(pattern: &str) -> Result<globset::GlobMatcher, String> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|glob| glob.compile_matcher())
+        .map_err(|e| format!("\"{pattern}\" is not a glob pattern: {}", e.kind()))
 }
 
 /// A `source` table (of the component under `key`, at `span`): a download,
@@ -768,23 +861,16 @@ fn unsupported_outbound_host(entry: &str) -> Option<&'static str> {
     }
 }
 
-/// One `files` entry (under `key`): a mount as Tern writes it, or a
-/// `DIR/**/*` glob, which mounts DIR at `/DIR` as Spin places its files.
-fn translate_files(
-    source: &Source,
-    key: &str,
-    entry: Spanned<StringOr<RawFileMount>>,
-) -> Result<RawFileMount, ManifestError> {
+/// One `files` entry as a mount, when it is a table or a `DIR/**/*` glob
+/// (which mounts DIR at `/DIR`, as Spin places its files).
+fn directory_mount(entry: Spanned<StringOr<RawFileMount>>) -> Option<RawFileMount> {
     let span = entry.span();
     match entry.into_inner() {
-        StringOr::Table(mount) => Ok(*mount),
-        StringOr::String(glob) => match glob_directory(&glob) {
-            Some(dir) => Ok(RawFileMount {
-                destination: Spanned::new(span.clone(), format!("/{dir}")),
-                source: Spanned::new(span, dir),
-            }),
-            None => Err(source.invalid(Some(source.key_at(&span)), key, FILES_GLOB)),
-        },
+        StringOr::Table(mount) => Some(*mount),
+        StringOr::String(glob) => glob_directory(&glob).map(|dir| RawFileMount {
+            destination: Spanned::new(span.clone(), format!("/{dir}")),
+            source: Spanned::new(span, dir),
+        }),
     }
 }
 

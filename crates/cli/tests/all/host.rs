@@ -980,6 +980,47 @@ fn a_spin_app_deploys_and_serves_from_its_spin_toml() {
 }
 
 #[test]
+fn a_spin_app_with_files_globs_deploys_the_files_they_match() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let app = tempfile::tempdir().unwrap();
+    std::fs::copy(HTTP_ECHO, app.path().join("echo.wasm")).unwrap();
+    std::fs::write(
+        app.path().join("spin.toml"),
+        "spin_manifest_version = 2\n\n[application]\nname = \"globs\"\n\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"echo\"\n\n\
+         [component.echo]\nsource = \"echo.wasm\"\nfiles = [\"static/*.txt\"]\n\
+         exclude_files = [\"static/secret*\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(app.path().join("static")).unwrap();
+    std::fs::write(app.path().join("static/a.txt"), "shipped").unwrap();
+    std::fs::write(app.path().join("static/secret.txt"), "kept home").unwrap();
+    let token = top.path().join("token");
+    let out = tern.run(&[
+        "deploy",
+        app.path().to_str().unwrap(),
+        "--to",
+        &format!("http://{}", host.admin),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--no-build",
+    ]);
+    out.code(0);
+    let read = |file: &str| {
+        let body = host.get("globs.localhost", &format!("/?file={file}"));
+        let body = body.expect(200).to_owned();
+        body.lines()
+            .find(|l| l.starts_with("file"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(read("/static/a.txt"), "file: shipped");
+    assert!(read("/static/secret.txt").starts_with("file error: "));
+}
+
+#[test]
 fn upstream_routes_reach_only_what_the_operator_allows() {
     let tern = Tern::new();
     let upstream = Serve::start(&tern, &crate::serve::one("/...", HTTP_ECHO, ""), &[]);

@@ -690,6 +690,84 @@ fn postgres_outside_the_allowlist_is_refused_before_connecting() {
 }
 
 #[test]
+fn files_globs_and_exclusions_show_the_guest_just_those_files() {
+    let tern = Tern::new();
+    let manifest = one_app(
+        "/...",
+        HTTP_ECHO,
+        "files = [\"static/**/*\", \"*.txt\", { source = \"./assets\", destination = \"/res\" }]\n\
+         exclude_files = [\"**/*.bak\"]\n",
+        "",
+    );
+    let dir = spin_dir(&manifest, &[HTTP_ECHO]);
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("static/index.html", "<h1>hi</h1>");
+    write("static/img/logo.svg", "<svg/>");
+    write("static/app.css.bak", "old css");
+    write("notes.txt", "top-level notes");
+    write("docs/deep.txt", "not at the top");
+    write("secret.env", "TOKEN=hunter2");
+    write("assets/fonts/a.woff", "font bytes");
+    write("assets/draft.bak", "draft");
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    let read = |serve: &Serve, file: &str| {
+        let body = serve.get(&format!("/?file={file}")).expect(200).to_owned();
+        let line = body.lines().find(|l| l.starts_with("file"));
+        line.unwrap_or_default().to_owned()
+    };
+    assert_eq!(read(&serve, "/static/index.html"), "file: <h1>hi</h1>");
+    assert_eq!(read(&serve, "/static/img/logo.svg"), "file: <svg/>");
+    assert_eq!(read(&serve, "/notes.txt"), "file: top-level notes");
+    assert_eq!(read(&serve, "/res/fonts/a.woff"), "file: font bytes");
+    // Excluded, matched by no entry, or matched only across a `/`.
+    for hidden in [
+        "/static/app.css.bak",
+        "/res/draft.bak",
+        "/secret.env",
+        "/docs/deep.txt",
+        "/spin.toml",
+    ] {
+        let seen = read(&serve, hidden);
+        assert!(seen.starts_with("file error: "), "{hidden}: {seen}");
+    }
+    drop(serve);
+
+    // A start with the same files reuses what the first gathered; a
+    // changed file is gathered anew, beside it.
+    let gathered = || {
+        let dir = std::fs::read_dir(dir.path().join(".tern/spin-files")).unwrap();
+        dir.count()
+    };
+    assert_eq!(gathered(), 1);
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    assert_eq!(gathered(), 1);
+    drop(serve);
+    write("notes.txt", "new notes, longer");
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    assert_eq!(read(&serve, "/notes.txt"), "file: new notes, longer");
+    assert_eq!(gathered(), 2);
+}
+
+#[test]
+fn a_files_link_out_of_the_app_directory_is_refused() {
+    let tern = Tern::new();
+    let manifest = one_app("/...", HTTP_ECHO, "files = [\"static/*\"]\n", "");
+    let dir = spin_dir(&manifest, &[HTTP_ECHO]);
+    std::fs::create_dir(dir.path().join("static")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("static/passwd")).unwrap();
+    let app = dir.path().to_str().unwrap();
+    let out = tern.run(&["serve", app, "--listen", "127.0.0.1:0"]);
+    out.code(1).one_line_error(
+        "component.app.files: `static/passwd` is a link to a place outside the app directory",
+    );
+    assert!(!out.stderr.contains("/etc/passwd"), "{out:#?}");
+}
+
+#[test]
 pub fn spin5_hello() {
     let tern = Tern::new();
     // A wasm32-wasip1 core module carrying its component type, with no

@@ -353,9 +353,13 @@ impl App {
             ..*loader
         };
 
+        let env = |name: &str| std::env::var(name).ok();
         let mut variables = manifest
-            .resolve_variables(&config.runtime.variables, |name| std::env::var(name).ok())
+            .resolve_variables(&config.runtime.variables, env)
             .map_err(LoadError::Variable)?;
+        let mut outbound = manifest
+            .outbound_hosts(&config.runtime.variables, env)
+            .map_err(LoadError::Manifest)?;
         let state_dir = config
             .state_dir
             .clone()
@@ -397,6 +401,8 @@ impl App {
                     message,
                 ))
             })?;
+            // `allowed_outbound_hosts`, its `{{ variable }}` entries filled in.
+            let allowed = outbound.remove(&component.id).unwrap_or_default();
             let services = Services::new(
                 stores.clone(),
                 &component.key_value_stores,
@@ -408,7 +414,7 @@ impl App {
                 limits.timeout,
             )
             .with_outbound(tern_runtime::services::Outbound {
-                allowed: component.allowed_outbound_hosts.clone(),
+                allowed: allowed.clone(),
                 connect_timeout: limits.outbound_connect_timeout,
                 response_timeout: limits.outbound_timeout,
             })
@@ -438,7 +444,13 @@ impl App {
                 &with_env
             };
             components.push(Served {
-                grants: Arc::new(Grants::new(component, limits, services, tls.clone())),
+                grants: Arc::new(Grants::new(
+                    component,
+                    allowed,
+                    limits,
+                    services,
+                    tls.clone(),
+                )),
                 executor,
                 permits,
                 model_permits,

@@ -29,8 +29,11 @@ pub(crate) struct Grants {
 }
 
 impl Grants {
+    /// The grants of `component`, which may send requests where `allowed`
+    /// says (its `allowed_outbound_hosts`, templates filled in).
     pub(crate) fn new(
         component: &tern_manifest::Component,
+        allowed: Vec<tern_manifest::OutboundHost>,
         limits: RequestLimits,
         services: Services,
         tls: Arc<tokio_rustls::rustls::ClientConfig>,
@@ -53,7 +56,7 @@ impl Grants {
             net: Vec::new(),
         };
         let outbound = OutboundPolicy {
-            allowed: component.allowed_outbound_hosts.clone(),
+            allowed,
             connect_timeout: limits.outbound_connect_timeout,
             first_byte_timeout: limits.outbound_timeout,
             max_requests: limits.max_outbound_requests,

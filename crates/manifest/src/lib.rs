@@ -74,7 +74,9 @@ pub use route::{
 };
 pub use runtime_config::RuntimeConfig;
 pub use units::{ByteSize, HumanDuration, civil_from_days};
-pub use variables::{ComponentVariables, MissingVariable, Template, Variable, env_name};
+pub use variables::{
+    ComponentVariables, MissingVariable, OutboundTemplate, Template, Variable, env_name,
+};
 
 use error::Source;
 
@@ -232,6 +234,10 @@ pub struct Component {
     pub nn_models: Vec<String>,
     /// Where the guest may send HTTP requests.
     pub allowed_outbound_hosts: Vec<OutboundHost>,
+    /// Entries of `allowed_outbound_hosts` written with `{{ variable }}`
+    /// templates, which are known once the app variables have values:
+    /// see [`Manifest::outbound_hosts`].
+    pub outbound_templates: Vec<OutboundTemplate>,
     /// What the guest reads through `wasi:config/store`: key to template.
     pub variables: BTreeMap<String, Template>,
     /// How to build `source` from its sources, for `tern build`.

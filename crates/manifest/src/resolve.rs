@@ -18,8 +18,8 @@ use crate::raw::{
 use crate::variables::is_valid_name;
 use crate::{
     App, Build, ByteSize, Component, ComponentSource, FileMount, InstancesConfig, LimitsConfig,
-    LoadOptions, Location, Manifest, ManifestError, NnModel, OutboundHost, OutsideAppDir,
-    OutsideGrant, Route, RoutePattern, RouteTarget, Template, Variable,
+    LoadOptions, Location, Manifest, ManifestError, NnModel, OutboundHost, OutboundTemplate,
+    OutsideAppDir, OutsideGrant, Route, RoutePattern, RouteTarget, Template, Variable,
 };
 
 /// The only `manifest_version` this Tern reads.
@@ -445,16 +445,31 @@ fn resolve_component(
         },
     )?;
 
-    let allowed_outbound_hosts = raw
-        .allowed_outbound_hosts
-        .into_iter()
-        .map(|entry| {
-            entry.get_ref().parse::<OutboundHost>().map_err(|message| {
-                let location = Some(source.key_at(&entry.span()));
-                source.invalid(location, format!("{key}.allowed_outbound_hosts"), message)
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let mut allowed_outbound_hosts = Vec::new();
+    let mut outbound_templates = Vec::new();
+    let outbound_key = format!("{key}.allowed_outbound_hosts");
+    for entry in raw.allowed_outbound_hosts {
+        let location = source.key_at(&entry.span());
+        let invalid = |message| source.invalid(Some(location), &outbound_key, message);
+        if !entry.get_ref().contains("{{") {
+            allowed_outbound_hosts.push(entry.get_ref().parse::<OutboundHost>().map_err(invalid)?);
+            continue;
+        }
+        let template = Template::parse(entry.get_ref()).map_err(invalid)?;
+        if let Some(unknown) = template
+            .references()
+            .find(|r| !declared.variables.contains_key(*r))
+        {
+            return Err(invalid(format!(
+                "`{unknown}` is not declared under [variables]"
+            )));
+        }
+        outbound_templates.push(OutboundTemplate {
+            template,
+            written: entry.into_inner(),
+            location,
+        });
+    }
 
     let mut variables = BTreeMap::new();
     for (name, template) in raw.variables {
@@ -487,6 +502,7 @@ fn resolve_component(
         sqlite_databases,
         nn_models,
         allowed_outbound_hosts,
+        outbound_templates,
         variables,
         id: id.into_inner(),
         source: wasm,

@@ -845,14 +845,11 @@ fn translate_download(
 }
 
 /// Why an `allowed_outbound_hosts` entry Spin accepts is refused here, if
-/// it is: Tern reads hosts as written (no `{{ variable }}`), and has no
-/// `self` for the app itself.
+/// it is: Tern has no `self` for the app itself.
 fn unsupported_outbound_host(entry: &str) -> Option<&'static str> {
     let rest = entry.split_once("://").map_or(entry, |(_, rest)| rest);
     let host = rest.split([':', '/']).next().unwrap_or_default();
-    if entry.contains("{{") {
-        Some("variables in `allowed_outbound_hosts` are not supported yet; write the host itself")
-    } else if host == "self" || host == "self.alt" {
+    if host == "self" || host == "self.alt" {
         Some(
             "`self` (the app itself) is not supported yet; name the host and port the app is served on",
         )

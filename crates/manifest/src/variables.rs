@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::Manifest;
+use crate::{Location, Manifest, ManifestError, OutboundHost};
 
 /// An app variable as declared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +124,18 @@ impl std::error::Error for MissingVariable {}
 /// What each component reads through `wasi:config/store`, by component id.
 pub type ComponentVariables = BTreeMap<String, BTreeMap<String, String>>;
 
+/// An `allowed_outbound_hosts` entry written with `{{ variable }}`
+/// templates (`"https://{{ api_host }}"`), as Spin allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundTemplate {
+    /// The entry, parsed.
+    pub template: Template,
+    /// The entry as written, for errors.
+    pub written: String,
+    /// Where it is written.
+    pub location: Location,
+}
+
 impl Manifest {
     /// Finds every app variable's value: from `env` (`TERN_VARIABLE_NAME`,
     /// or for a Spin manifest `SPIN_VARIABLE_NAME` after it), else from
@@ -134,6 +146,77 @@ impl Manifest {
         provided: &BTreeMap<String, String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ComponentVariables, MissingVariable> {
+        let values = self.variable_values(provided, env)?;
+        Ok(self
+            .components
+            .iter()
+            .map(|(id, component)| {
+                let rendered = component
+                    .variables
+                    .iter()
+                    .map(|(key, template)| (key.clone(), template.render(&values)))
+                    .collect();
+                (id.clone(), rendered)
+            })
+            .collect())
+    }
+
+    /// Each component's `allowed_outbound_hosts`, its templated entries
+    /// rendered with the app variables' values (found as
+    /// [`Manifest::resolve_variables`] finds them). An entry that renders
+    /// to no outbound host is an error at that entry; a value of a secret
+    /// variable is never shown in it.
+    pub fn outbound_hosts(
+        &self,
+        provided: &BTreeMap<String, String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, Vec<OutboundHost>>, ManifestError> {
+        let values =
+            self.variable_values(provided, env)
+                .map_err(|missing| ManifestError::Invalid {
+                    path: self.path.clone(),
+                    location: None,
+                    key: format!("variables.{}", missing.name),
+                    message: missing.to_string(),
+                })?;
+        let mut all = BTreeMap::new();
+        for (id, component) in &self.components {
+            let mut hosts = component.allowed_outbound_hosts.clone();
+            for entry in &component.outbound_templates {
+                let rendered = entry.template.render(&values);
+                let host = rendered.parse::<OutboundHost>().map_err(|problem| {
+                    let secret = entry
+                        .template
+                        .references()
+                        .find(|name| self.variables.get(*name).is_some_and(|v| v.secret));
+                    let message = match secret {
+                        Some(name) => format!(
+                            "\"{}\" is not an outbound host once its variables are filled in (`{name}` is secret, so the result is not shown)",
+                            entry.written
+                        ),
+                        None => format!(
+                            "\"{}\" is \"{rendered}\" once its variables are filled in: {problem}",
+                            entry.written
+                        ),
+                    };
+                    self.error_at(
+                        entry.location,
+                        &format!("component.{id}.allowed_outbound_hosts"),
+                        message,
+                    )
+                })?;
+                hosts.push(host);
+            }
+            all.insert(id.clone(), hosts);
+        }
+        Ok(all)
+    }
+
+    fn variable_values(
+        &self,
+        provided: &BTreeMap<String, String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, String>, MissingVariable> {
         let mut values = BTreeMap::new();
         for (name, variable) in &self.variables {
             let value = env(&env_name(name))
@@ -154,18 +237,7 @@ impl Manifest {
                 None => {}
             }
         }
-        Ok(self
-            .components
-            .iter()
-            .map(|(id, component)| {
-                let rendered = component
-                    .variables
-                    .iter()
-                    .map(|(key, template)| (key.clone(), template.render(&values)))
-                    .collect();
-                (id.clone(), rendered)
-            })
-            .collect())
+        Ok(values)
     }
 }
 

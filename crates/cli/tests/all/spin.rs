@@ -1140,6 +1140,71 @@ pub fn spin_outbound() {
 }
 
 #[test]
+fn outbound_hosts_may_name_app_variables() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use crate::outbound::{HELLO, upstream};
+
+    let (addr, count) = upstream(HELLO);
+    let (other, other_count) = upstream(HELLO);
+    let tern = Tern::new();
+    let port = addr.rsplit_once(':').unwrap().1.to_owned();
+    let manifest = one_app(
+        "/...",
+        SPIN_OUTBOUND,
+        "allowed_outbound_hosts = [\"http://{{ api_host }}:{{ api_port }}\"]",
+        &format!(
+            "[variables]\napi_host = {{ default = \"127.0.0.1\" }}\n\
+             api_port = {{ default = \"1\" }}\ntoken = {{ required = true, secret = true }}\n"
+        ),
+    );
+    let dir = spin_dir(&manifest, &[SPIN_OUTBOUND]);
+    // The values come as for any variable: here from the environment.
+    let mut command = tern.command();
+    command.env("SPIN_VARIABLE_API_PORT", &port);
+    command.env("SPIN_VARIABLE_TOKEN", "t0ps3cret");
+    let serve = Serve::spawn(command, dir.path(), &[]);
+    assert_eq!(
+        serve.get(&format!("/?url=http://{addr}/x")).expect(200),
+        "200 from upstream\n"
+    );
+    assert_eq!(count.load(SeqCst), 1);
+    let refused = serve
+        .get(&format!("/?url=http://{other}/x"))
+        .expect(502)
+        .to_owned();
+    assert!(refused.starts_with("refused: "), "{refused}");
+    assert_eq!(other_count.load(SeqCst), 0);
+    drop(serve);
+
+    // A value that makes no host stops the start at the entry; a secret's
+    // value is never shown.
+    let app = dir.path().to_str().unwrap();
+    let run = |port: &str, manifest: &str| {
+        std::fs::write(dir.path().join("spin.toml"), manifest).unwrap();
+        let mut command = tern.command();
+        command.env("SPIN_VARIABLE_API_PORT", port);
+        command.env("SPIN_VARIABLE_TOKEN", "t0ps3cret");
+        command.args(["serve", app, "--listen", "127.0.0.1:0"]);
+        crate::support::run_bounded(&mut command, None, crate::support::DEADLINE)
+    };
+    let out = run("not-a-port", &manifest);
+    out.code(1).one_line_error(
+        "component.app.allowed_outbound_hosts: \"http://{{ api_host }}:{{ api_port }}\" is \"http://127.0.0.1:not-a-port\" once its variables are filled in: ",
+    );
+    let secret = manifest.replace("{{ api_port }}", "{{ token }}");
+    let out = run("1", &secret);
+    out.code(1)
+        .one_line_error("(`token` is secret, so the result is not shown)");
+    assert!(!out.stderr.contains("t0ps3cret"), "{out:#?}");
+    // A variable nobody declared is caught when the manifest is read.
+    let undeclared = manifest.replace("{{ api_host }}", "{{ nowhere }}");
+    run("1", &undeclared)
+        .code(1)
+        .one_line_error("`nowhere` is not declared under [variables]");
+}
+
+#[test]
 pub fn spin5_redis() {
     let tern = Tern::new();
     let redis = test_programs::redis::RedisServer::start();

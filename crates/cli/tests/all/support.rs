@@ -99,7 +99,7 @@ impl Tern {
 /// Runs `command` to the end with `stdin` (or nothing) as its standard
 /// input, capturing what it prints. Past `deadline` it is killed and the
 /// test fails, showing what it printed so far.
-fn run_bounded(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Output {
+pub fn run_bounded(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Output {
     let started = Instant::now();
     let mut child = command
         .stdin(if stdin.is_some() {

@@ -1153,10 +1153,8 @@ fn outbound_hosts_may_name_app_variables() {
         "/...",
         SPIN_OUTBOUND,
         "allowed_outbound_hosts = [\"http://{{ api_host }}:{{ api_port }}\"]",
-        &format!(
-            "[variables]\napi_host = {{ default = \"127.0.0.1\" }}\n\
-             api_port = {{ default = \"1\" }}\ntoken = {{ required = true, secret = true }}\n"
-        ),
+        "[variables]\napi_host = { default = \"127.0.0.1\" }\n\
+         api_port = { default = \"1\" }\ntoken = { required = true, secret = true }\n",
     );
     let dir = spin_dir(&manifest, &[SPIN_OUTBOUND]);
     // The values come as for any variable: here from the environment.

@@ -723,9 +723,11 @@ fn prepare(
                 component.id
             ))
         }
-        (Program::Module(m), None | Some(ExecutorName::Wagi)) => WagiExecutor::new(engine, &m)
-            .map(Executor::Wagi)
-            .map_err(|e| format!("cannot prepare {file} for wagi: {e:#}")),
+        (Program::Module(m), None | Some(ExecutorName::Wagi)) => {
+            WagiExecutor::new(engine, &m, component.wagi.clone())
+                .map(Executor::Wagi)
+                .map_err(|e| format!("cannot prepare {file} for wagi: {e:#}"))
+        }
         (Program::Module(_), Some(ExecutorName::WasiHttp)) => Err(format!(
             "{file} is a core module, but the wasi-http executor runs components exporting `wasi:http/incoming-handler`; use executor = \"wagi\" for a WASI preview 1 program"
         )),

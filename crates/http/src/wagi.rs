@@ -4,6 +4,7 @@
 
 use http_body_util::Full;
 use hyper::Response;
+use tern_manifest::WagiOptions;
 use tern_runtime::MemoryLimiter;
 use wasmtime::{Engine, InstancePre, Linker, Module, Result, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -20,6 +21,9 @@ const MAX_CGI_HEAD: usize = 64 << 10;
 /// A program ready to instantiate per request.
 pub(crate) struct WagiExecutor {
     pre: InstancePre<WagiHost>,
+    /// Spin's `argv` and `entrypoint`; `None`: the component id as the
+    /// only argument, and `_start`.
+    options: Option<WagiOptions>,
 }
 
 pub(crate) struct WagiHost {
@@ -28,16 +32,32 @@ pub(crate) struct WagiHost {
 }
 
 impl WagiExecutor {
-    /// Links and pre-instantiates `module`; fails when it has no `_start`
-    /// or imports what Tern lacks.
-    pub(crate) fn new(engine: &Engine, module: &Module) -> Result<Self> {
-        if module.get_export("_start").is_none() {
-            wasmtime::bail!("it exports no `_start` function for the wagi executor to call");
+    /// Links and pre-instantiates `module`; fails when it does not export
+    /// the function to call (`_start`, or the `options`' entry point) or
+    /// imports what Tern lacks.
+    pub(crate) fn new(
+        engine: &Engine,
+        module: &Module,
+        options: Option<WagiOptions>,
+    ) -> Result<Self> {
+        let entrypoint = options
+            .as_ref()
+            .map_or(WagiOptions::ENTRYPOINT, |o| o.entrypoint.as_str());
+        match module.get_export(entrypoint) {
+            Some(wasmtime::ExternType::Func(ty))
+                if ty.params().len() == 0 && ty.results().len() == 0 => {}
+            Some(_) => wasmtime::bail!(
+                "its export `{entrypoint}` is not a function without parameters or results, which the wagi executor calls"
+            ),
+            None => wasmtime::bail!(
+                "it exports no `{entrypoint}` function for the wagi executor to call"
+            ),
         }
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut WagiHost| &mut h.wasi)?;
         Ok(WagiExecutor {
             pre: linker.instantiate_pre(module)?,
+            options,
         })
     }
 
@@ -96,7 +116,11 @@ impl WagiExecutor {
             ctx.path_matches(parts.uri.path())
                 .map(|(param, value)| (param.variable.clone(), value.to_owned())),
         );
-        wasi.args(&[grants.id.as_ref()])
+        let args = match &self.options {
+            Some(options) => options.args(cgi.script_name, cgi.query),
+            None => vec![grants.id.to_string()],
+        };
+        wasi.args(&args)
             .envs(&variables)
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone());
@@ -111,7 +135,11 @@ impl WagiExecutor {
 
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            let entrypoint = self
+                .options
+                .as_ref()
+                .map_or(WagiOptions::ENTRYPOINT, |o| o.entrypoint.as_str());
+            let start = instance.get_typed_func::<(), ()>(&mut store, entrypoint)?;
             start.call_async(&mut store, ()).await
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;

@@ -242,6 +242,10 @@ pub struct Component {
     pub variables: BTreeMap<String, Template>,
     /// How to build `source` from its sources, for `tern build`.
     pub build: Option<Build>,
+    /// How the wagi executor calls the program: set for a Spin component
+    /// whose trigger names `executor = { type = "wagi" }`; `None` gives
+    /// Tern's own way (the component id as the only argument, `_start`).
+    pub wagi: Option<WagiOptions>,
     /// For a Spin component whose `files` has glob patterns or
     /// `exclude_files`: the files gathered into the directory its one
     /// mount names, as paths in the app directory (what a bundle must
@@ -250,6 +254,47 @@ pub struct Component {
     pub staged_files: Option<Vec<PathBuf>>,
     /// Where the `source` key is, for errors found when compiling it.
     pub source_location: Location,
+}
+
+/// How a WAGI program is called, as Spin's `executor = { type = "wagi",
+/// argv, entrypoint }` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WagiOptions {
+    /// The program's arguments, split at spaces after `${SCRIPT_NAME}`
+    /// and `${ARGS}` are filled in (see [`WagiOptions::args`]).
+    pub argv: String,
+    /// The exported function to call.
+    pub entrypoint: String,
+}
+
+impl WagiOptions {
+    /// Spin's default `argv`.
+    pub const SPIN_ARGV: &str = "${SCRIPT_NAME} ${ARGS}";
+    /// The default entry point, WASI's command entry.
+    pub const ENTRYPOINT: &str = "_start";
+
+    /// The arguments for a request to `script_name` with `query`: `argv`
+    /// with `${SCRIPT_NAME}` replaced by the script name and `${ARGS}` by
+    /// the query's `&`-separated pairs, as they are, split at spaces.
+    ///
+    /// ```
+    /// # use tern_manifest::WagiOptions;
+    /// let spin = WagiOptions { argv: WagiOptions::SPIN_ARGV.into(), entrypoint: "_start".into() };
+    /// assert_eq!(spin.args("/cgi", "a=1&b=2"), ["/cgi", "a=1", "b=2"]);
+    /// assert_eq!(spin.args("/cgi", ""), ["/cgi"]);
+    /// ```
+    pub fn args(&self, script_name: &str, query: &str) -> Vec<String> {
+        let args = query.replace('&', " ");
+        let filled = self
+            .argv
+            .replace("${SCRIPT_NAME}", script_name)
+            .replace("${ARGS}", &args);
+        filled
+            .split(' ')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// A component's `build` entry: the command that makes its wasm binary.

@@ -199,6 +199,9 @@ pub(crate) struct RawComponent {
     /// Set by the Spin translation only (see `spin_files`).
     #[serde(skip)]
     pub(crate) staged_files: Option<Vec<std::path::PathBuf>>,
+    /// Set by the Spin translation only, from a trigger's `executor`.
+    #[serde(skip)]
+    pub(crate) wagi: Option<crate::WagiOptions>,
 }
 
 #[derive(Deserialize)]

@@ -511,6 +511,7 @@ fn resolve_component(
         files,
         build,
         staged_files: raw.staged_files,
+        wagi: raw.wagi,
         source_location,
     })
 }

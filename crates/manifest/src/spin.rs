@@ -28,7 +28,7 @@ use crate::raw::{
 use crate::spin_files;
 use crate::{
     Download, Executor, LoadOptions, Location, Manifest, ManifestError, RedisTrigger, Route,
-    RoutePattern, RouteTarget, StaticResponse, resolve,
+    RoutePattern, RouteTarget, StaticResponse, WagiOptions, resolve,
 };
 
 /// The only `spin_manifest_version` Tern reads.
@@ -81,11 +81,17 @@ pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, M
     }
 
     let executor = |id: &str| http.executors.get(id).and_then(|choice| choice.explicit);
+    let wagi = |id: &str| {
+        http.executors
+            .get(id)
+            .and_then(|choice| choice.wagi.clone())
+    };
     let mut components = BTreeMap::new();
     for (id, component) in raw.component {
         let key = format!("component.{}", id.get_ref());
         let mut component = translate_component(source, &key, component)?;
         component.executor = executor(id.get_ref());
+        component.wagi = wagi(id.get_ref());
         components.insert(id, component);
     }
     // Errors `resolve` finds in an inline component name where it is written.
@@ -93,6 +99,7 @@ pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, M
     for inline in http.inline {
         let mut component = inline.component;
         component.executor = executor(inline.id.get_ref());
+        component.wagi = wagi(inline.id.get_ref());
         inline_keys.push((inline.id.get_ref().clone(), inline.key));
         components.insert(inline.id, component);
     }
@@ -225,6 +232,8 @@ struct ExecutorChoice {
     explicit: Option<Executor>,
     /// The first trigger of the component, such as `trigger.http[1]`.
     trigger: String,
+    /// How the `wagi` executor calls it, when a trigger names that.
+    wagi: Option<WagiOptions>,
 }
 
 /// Checks the `[[trigger.http]]` entries and makes them routes; `defined`
@@ -330,30 +339,53 @@ fn translate_triggers(
             }
         };
 
-        let (explicit, executor_span) = match trigger.executor {
-            None => (None, None),
+        let (explicit, executor_span, wagi) = match trigger.executor {
+            None => (None, None, None),
             Some(executor) => {
                 let span = executor.span();
                 let executor = executor.into_inner();
-                if let Some(argv) = &executor.argv {
-                    return Err(source.invalid(
-                        Some(source.key_at(&argv.span())),
-                        format!("{key}.executor.argv"),
-                        "`argv` is not supported yet; Tern passes the program name and the query as WAGI does",
-                    ));
-                }
-                if let Some(entrypoint) = &executor.entrypoint {
-                    return Err(source.invalid(
-                        Some(source.key_at(&entrypoint.span())),
-                        format!("{key}.executor.entrypoint"),
-                        "`entrypoint` is not supported yet; the module's `_start` runs",
-                    ));
-                }
+                let wagi = match executor.kind {
+                    SpinExecutor::Http => {
+                        let extra = [
+                            ("argv", &executor.argv),
+                            ("entrypoint", &executor.entrypoint),
+                        ];
+                        if let Some((name, Some(value))) = extra.iter().find(|(_, v)| v.is_some()) {
+                            return Err(source.invalid(
+                                Some(source.key_at(&value.span())),
+                                format!("{key}.executor.{name}"),
+                                format!("`{name}` is for the wagi executor; an http component exports its handler"),
+                            ));
+                        }
+                        None
+                    }
+                    SpinExecutor::Wagi => {
+                        if let Some(entrypoint) = &executor.entrypoint
+                            && entrypoint.get_ref().trim().is_empty()
+                        {
+                            return Err(source.invalid(
+                                Some(source.key_at(&entrypoint.span())),
+                                format!("{key}.executor.entrypoint"),
+                                "must name the function to call, such as \"_start\"",
+                            ));
+                        }
+                        Some(WagiOptions {
+                            argv: executor.argv.map_or_else(
+                                || WagiOptions::SPIN_ARGV.to_owned(),
+                                Spanned::into_inner,
+                            ),
+                            entrypoint: executor.entrypoint.map_or_else(
+                                || WagiOptions::ENTRYPOINT.to_owned(),
+                                Spanned::into_inner,
+                            ),
+                        })
+                    }
+                };
                 let executor = match executor.kind {
                     SpinExecutor::Http => Executor::WasiHttp,
                     SpinExecutor::Wagi => Executor::Wagi,
                 };
-                (Some(executor), Some(span))
+                (Some(executor), Some(span), wagi)
             }
         };
         let kind = explicit.unwrap_or(Executor::WasiHttp);
@@ -370,12 +402,26 @@ fn translate_triggers(
                 let location = Some(source.key_at(&span));
                 return Err(source.invalid(location, format!("{key}.executor"), message));
             }
-            Some(choice) => choice.explicit = choice.explicit.or(explicit),
+            Some(choice) if wagi.is_some() && choice.wagi.is_some() && choice.wagi != wagi => {
+                let span = executor_span.unwrap_or(component_span);
+                let message = format!(
+                    "component \"{}\" runs with another `argv` or `entrypoint` for {}; Tern runs a component one way for all its triggers",
+                    id.get_ref(),
+                    choice.trigger,
+                );
+                let location = Some(source.key_at(&span));
+                return Err(source.invalid(location, format!("{key}.executor"), message));
+            }
+            Some(choice) => {
+                choice.explicit = choice.explicit.or(explicit);
+                choice.wagi = choice.wagi.take().or(wagi);
+            }
             None => {
                 let choice = ExecutorChoice {
                     kind,
                     explicit,
                     trigger: key.clone(),
+                    wagi,
                 };
                 out.executors.insert(id.get_ref().clone(), choice);
             }
@@ -701,6 +747,7 @@ fn translate_component(
         variables: raw.variables,
         build,
         staged_files,
+        wagi: None,
     })
 }
 

@@ -172,6 +172,61 @@ fn route_parameters_reach_the_guest_as_spin_gives_them() {
 }
 
 #[test]
+pub fn wagi_entry() {
+    // WAGI programs get Spin's `argv` and `entrypoint`.
+    let tern = Tern::new();
+    let manifest = "spin_manifest_version = 2\n\n[application]\nname = \"cgi\"\n\n\
+         [[trigger.http]]\nroute = \"/plain/...\"\ncomponent = \"plain\"\n\
+         executor = { type = \"wagi\" }\n\n\
+         [[trigger.http]]\nroute = \"/ruby/...\"\ncomponent = \"ruby\"\n\
+         executor = { type = \"wagi\", argv = \"${SCRIPT_NAME} -v /lib/hello.rb ${ARGS}\" }\n\n\
+         [[trigger.http]]\nroute = \"/entry\"\ncomponent = \"entry\"\n\
+         executor = { type = \"wagi\", entrypoint = \"serve\" }\n\n\
+         [component.plain]\nsource = \"wagi_echo.wasm\"\n\n\
+         [component.ruby]\nsource = \"wagi_echo.wasm\"\n\n\
+         [component.entry]\nsource = \"wagi_entry.wat\"\n";
+    let dir = spin_dir(manifest, &[P1_WAGI_ECHO, WAT_WAGI_ENTRY]);
+    let serve = Serve::spawn(tern.command(), dir.path(), &[]);
+    let args = |path: &str| {
+        let body = serve.get(path).expect(200).to_owned();
+        let args: Vec<String> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("arg: "))
+            .map(str::to_owned)
+            .collect();
+        args
+    };
+    // Spin's default argv: the script name, then the query's pairs.
+    assert_eq!(args("/plain/x?a=1&b=two"), ["/plain", "a=1", "b=two"]);
+    assert_eq!(args("/plain"), ["/plain"]);
+    assert_eq!(
+        args("/ruby/run?name=me"),
+        ["/ruby", "-v", "/lib/hello.rb", "name=me"]
+    );
+    assert_eq!(serve.get("/entry").expect(200), "ran: serve\n");
+    drop(serve);
+
+    // An entry point the module lacks stops the start, naming it.
+    let missing = manifest.replace("entrypoint = \"serve\"", "entrypoint = \"handle\"");
+    std::fs::write(dir.path().join("spin.toml"), missing).unwrap();
+    let app = dir.path().to_str().unwrap();
+    tern.run(&["serve", app, "--listen", "127.0.0.1:0"])
+        .code(1)
+        .one_line_error("it exports no `handle` function for the wagi executor to call");
+    // `argv` is the wagi executor's.
+    let http = manifest.replace(
+        "executor = { type = \"wagi\", entrypoint = \"serve\" }",
+        "executor = { type = \"http\", entrypoint = \"serve\" }",
+    );
+    std::fs::write(dir.path().join("spin.toml"), http).unwrap();
+    tern.run(&["serve", app, "--listen", "127.0.0.1:0"])
+        .code(1)
+        .one_line_error(
+            "trigger.http[3].executor.entrypoint: `entrypoint` is for the wagi executor",
+        );
+}
+
+#[test]
 fn a_static_response_is_served_without_a_guest() {
     let tern = Tern::new();
     let manifest = format!(

@@ -1,11 +1,15 @@
-//! A WAGI (CGI over WASI) program that describes its request: the
-//! environment, sorted, as `env: K=V` lines, then `body: ` and stdin as is.
+//! A WAGI (CGI over WASI) program that describes its request: its
+//! arguments as `arg: A` lines, the environment, sorted, as `env: K=V`
+//! lines, then `body: ` and stdin as is.
 use std::io::{Read, Write};
 
 fn main() {
     let mut out = std::io::stdout().lock();
     out.write_all(b"Content-Type: text/plain\n\n")
         .expect("write stdout");
+    for arg in std::env::args() {
+        writeln!(out, "arg: {arg}").expect("write stdout");
+    }
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
     vars.sort();
     for (k, v) in &vars {

@@ -62,7 +62,7 @@ pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, M
         .keys()
         .map(|id| id.get_ref().clone())
         .collect();
-    let http = translate_triggers(
+    let mut http = translate_triggers(
         source,
         &base,
         raw.trigger.http.unwrap_or_default(),
@@ -74,6 +74,7 @@ pub(crate) fn parse(source: &Source, options: LoadOptions) -> Result<Manifest, M
         default_address.flatten(),
         raw.trigger.redis.unwrap_or_default(),
         &defined,
+        &mut http.inline,
     )?;
     if http.routes.is_empty() && redis_triggers.is_empty() {
         let message = "the manifest declares no routes and no Redis triggers";
@@ -223,6 +224,47 @@ struct InlineComponent {
     component: RawComponent,
 }
 
+impl InlineComponent {
+    /// The component written inline in the trigger under `key`, named by
+    /// the trigger's `id` or else `fallback`; refused if that name is a
+    /// `defined` component's or an inline one's already `made`.
+    fn new(
+        source: &Source,
+        key: &str,
+        (id, fallback): (Option<Spanned<String>>, Spanned<String>),
+        component: RawSpinComponent,
+        defined: &[String],
+        made: &[InlineComponent],
+    ) -> Result<Self, ManifestError> {
+        let component_key = format!("{key}.component");
+        let (id, id_key) = match id {
+            Some(id) => (id, format!("{key}.id")),
+            None => (fallback, component_key.clone()),
+        };
+        let name = id.get_ref();
+        let taken = if defined.contains(name) {
+            Some(format!(
+                "the inline component's id \"{name}\" is also a [component.{name}] table; give the trigger another `id`"
+            ))
+        } else if made.iter().any(|other| other.id.get_ref() == name) {
+            Some(format!(
+                "another trigger's inline component has the id \"{name}\"; give each trigger its own `id`"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = taken {
+            return Err(source.invalid(Some(source.key_at(&id.span())), id_key, message));
+        }
+        let component = translate_component(source, &component_key, component)?;
+        Ok(InlineComponent {
+            id,
+            key: component_key,
+            component,
+        })
+    }
+}
+
 /// How a component's triggers run it. Tern runs a component one way, so
 /// every trigger of it must agree.
 struct ExecutorChoice {
@@ -304,37 +346,20 @@ fn translate_triggers(
                 Spanned::new(component_span.clone(), id)
             }
             StringOr::Table(component) => {
-                let (id, id_key) = match trigger.id {
-                    Some(id) => (id, format!("{key}.id")),
-                    None => (
-                        Spanned::new(
-                            component_span.clone(),
-                            format!("inline-component-{}", index + 1),
-                        ),
-                        component_key.clone(),
-                    ),
-                };
-                let name = id.get_ref();
-                let taken = if defined.contains(name) {
-                    Some(format!(
-                        "the inline component's id \"{name}\" is also a [component.{name}] table; give the trigger another `id`"
-                    ))
-                } else if out.inline.iter().any(|other| other.id.get_ref() == name) {
-                    Some(format!(
-                        "another trigger's inline component has the id \"{name}\"; give each trigger its own `id`"
-                    ))
-                } else {
-                    None
-                };
-                if let Some(message) = taken {
-                    return Err(source.invalid(Some(source.key_at(&id.span())), id_key, message));
-                }
-                let component = translate_component(source, &component_key, *component)?;
-                out.inline.push(InlineComponent {
-                    id: id.clone(),
-                    key: component_key.clone(),
-                    component,
-                });
+                let fallback = Spanned::new(
+                    component_span.clone(),
+                    format!("inline-component-{}", index + 1),
+                );
+                let inline = InlineComponent::new(
+                    source,
+                    &key,
+                    (trigger.id, fallback),
+                    *component,
+                    defined,
+                    &out.inline,
+                )?;
+                let id = inline.id.clone();
+                out.inline.push(inline);
                 id
             }
         };
@@ -446,6 +471,7 @@ fn translate_redis_triggers(
     default_address: Option<Spanned<String>>,
     triggers: Vec<Spanned<RawRedisTrigger>>,
     defined: &[String],
+    inline: &mut Vec<InlineComponent>,
 ) -> Result<Vec<RedisTrigger>, ManifestError> {
     let mut out = Vec::with_capacity(triggers.len());
     for (index, trigger) in triggers.into_iter().enumerate() {
@@ -476,13 +502,22 @@ fn translate_redis_triggers(
                     message,
                 ));
             }
-            StringOr::Table(_) => {
-                let message = "an inline component is not supported on a Redis trigger yet; define it under [component.ID] and name it here";
-                return Err(source.invalid(
-                    at(&component_span),
-                    format!("{key}.component"),
-                    message,
-                ));
+            StringOr::Table(component) => {
+                let fallback = Spanned::new(
+                    component_span.clone(),
+                    format!("inline-redis-component-{}", index + 1),
+                );
+                let made = InlineComponent::new(
+                    source,
+                    &key,
+                    (trigger.id, fallback),
+                    *component,
+                    defined,
+                    inline,
+                )?;
+                let id = made.id.get_ref().clone();
+                inline.push(made);
+                id
             }
         };
         let (address, address_key) = match (trigger.address, &default_address) {
@@ -1130,8 +1165,7 @@ struct RawStaticResponse {
     expecting = "a table with `channel` and `component`"
 )]
 struct RawRedisTrigger {
-    /// Names the trigger.
-    #[allow(dead_code, reason = "accepted; Tern names a trigger by its channel")]
+    /// Names the trigger, and its inline component.
     id: Option<Spanned<String>>,
     /// The channel whose messages go to the component.
     channel: Spanned<String>,

@@ -568,6 +568,34 @@ pub fn spin_redis_trigger() {
 }
 
 #[test]
+fn a_redis_trigger_may_give_its_component_inline() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let port = redis.port();
+    let file = Path::new(SPIN_REDIS_TRIGGER)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let manifest = format!(
+        "spin_manifest_version = 2\n\n[application]\nname = \"chat\"\n\n\
+         [[trigger.redis]]\naddress = \"{url}\"\nchannel = \"messages\"\nid = \"inbox\"\n\
+         component = {{ source = \"{file}\", allowed_outbound_hosts = [\"redis://127.0.0.1:{port}\"], \
+         variables = {{ redis_address = \"{url}\" }} }}\n",
+        url = redis.url()
+    );
+    let dir = spin_dir(&manifest, &[SPIN_REDIS_TRIGGER]);
+    let serve = Serve::start_in(&tern, dir, &[]);
+    serve.wait_for_log(&format!("redis `messages` on 127.0.0.1:{port}/0  -> inbox"));
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
+    serve.wait_for_log("redis message on `messages` (5 bytes) -> inbox: handled in");
+    assert_eq!(
+        redis_cli(port, &["LRANGE", "received", "0", "-1"]),
+        "hello\n"
+    );
+}
+
+#[test]
 pub fn spin_mqtt() {
     let tern = Tern::new();
     let broker = test_programs::mqtt::Broker::start();

@@ -117,7 +117,8 @@ impl WagiExecutor {
                 .map(|(param, value)| (param.variable.clone(), value.to_owned())),
         );
         let args = match &self.options {
-            Some(options) => options.args(cgi.script_name, cgi.query),
+            // Spin fills `${SCRIPT_NAME}` with the request's whole path.
+            Some(options) => options.args(parts.uri.path(), cgi.query),
             None => vec![grants.id.to_string()],
         };
         wasi.args(&args)

@@ -382,8 +382,9 @@ impl Store {
 }
 
 /// Parses a counter's stored text and adds `delta` to it. A counter is
-/// decimal digits without a sign or leading zeros (what Redis accepts), and
-/// stops at `i64::MAX` on every backend, since that is where Redis stops.
+/// decimal digits after an optional `-`, without leading zeros (what Redis
+/// accepts, but `+` and `-0`), within `i64` on every backend, since that is
+/// where Redis stops.
 fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, Error> {
     let current = match current {
         None => 0,

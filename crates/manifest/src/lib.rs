@@ -274,7 +274,8 @@ impl WagiOptions {
     pub const ENTRYPOINT: &str = "_start";
 
     /// The arguments for a request to `script_name` with `query`: `argv`
-    /// with `${SCRIPT_NAME}` replaced by the script name and `${ARGS}` by
+    /// with `${SCRIPT_NAME}` replaced by the script name (Spin gives the
+    /// request's path) and `${ARGS}` by
     /// the query's `&`-separated pairs, as they are, split at spaces.
     ///
     /// ```

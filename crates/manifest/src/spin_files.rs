@@ -5,20 +5,26 @@
 //! gathered into a directory of their own, laid out as the guest sees them
 //! (a pattern's file at its path from the app directory; a directory
 //! entry's files under its `destination`), and that directory is mounted at
-//! `/`. Files are hard-linked where the file system allows, else copied.
+//! `/`. Files are copied (`copy_file_range`, which some file systems turn
+//! into a shared extent), so that a later write to an original never
+//! reaches a version already serving.
 //!
 //! The directory is `.tern/spin-files/NAME-HASH` beside the manifest, the
-//! hash taken over what it holds (each file's place, path, size and
-//! modification time): a start whose files have not changed reuses it, and
-//! a changed file makes a new one, so an app version still serving during
-//! a reload keeps reading its own. Nothing outside the app directory is
-//! taken (a symbolic link that leads out of it is refused), and Tern's own
-//! `.tern` directory is never matched.
+//! hash taken over what it holds (each file's place, path, size,
+//! modification and change times and inode): a start whose files have not
+//! changed reuses it, and a changed file makes a new one, so an app version
+//! still serving during a reload keeps reading its own. Nothing outside the
+//! app directory is taken (a matched link that leads out of it is refused),
+//! and Tern's own `.tern` directory is never matched. The walk goes only
+//! where a pattern can match (from its literal prefix, as deep as it
+//! reaches), and follows links to directories inside the app directory
+//! once each.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -65,8 +71,16 @@ pub(crate) fn stage(
     for entry in entries {
         match entry {
             Entry::Pattern(pattern) => {
-                let start = literal_prefix(pattern.glob().glob());
-                walker.walk(&start, &mut |relative| {
+                let glob = pattern.glob().glob();
+                let start = literal_prefix(glob);
+                // Without `**`, a match lies as deep as the pattern goes.
+                let depth = (!glob.contains("**")).then(|| {
+                    let segments = glob.split('/').filter(|s| !s.is_empty() && *s != ".");
+                    segments
+                        .count()
+                        .saturating_sub(start.components().count() + 1)
+                });
+                walker.walk(&start, depth, &mut |relative| {
                     pattern.is_match(relative).then(|| relative.to_owned())
                 })?;
             }
@@ -83,7 +97,14 @@ pub(crate) fn stage(
                     .collect();
                 let source = source.join("/");
                 let destination = destination.trim_matches('/');
-                walker.walk(Path::new(&source), &mut |relative| {
+                let dir = base.join(&source);
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "`{}` is not a directory in the app directory; a table mounts a directory",
+                        if source.is_empty() { "." } else { &source }
+                    ));
+                }
+                walker.walk(Path::new(&source), None, &mut |relative| {
                     let inside = match source.as_str() {
                         "" => relative,
                         dir => relative.strip_prefix(dir).unwrap_or(relative),
@@ -107,7 +128,15 @@ pub(crate) fn stage(
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        (guest, file, meta.len(), modified).hash(&mut hasher);
+        let identity = (meta.ino(), meta.ctime(), meta.ctime_nsec());
+        (guest, file, meta.len(), modified, identity).hash(&mut hasher);
+    }
+    for inside in [".tern", STAGING_DIR] {
+        if fs::symlink_metadata(base.join(inside)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "`{inside}` is a symbolic link; Tern gathers the files in a directory of its own there"
+            ));
+        }
     }
     let dir = format!("{STAGING_DIR}/{name}-{:016x}", hasher.finish());
     let target = base.join(&dir);
@@ -136,57 +165,82 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Visits every file under `start` (relative to the root); `place`
-    /// answers where the guest sees a file, given its `/`-separated path
-    /// from the root, or `None` to leave it out.
+    /// Visits the files under `start` (relative to the root), at most
+    /// `depth` directories down (`None`: any depth); `place` answers where
+    /// the guest sees a file, given its `/`-separated path from the root,
+    /// or `None` to leave it out. Only a file placed is looked at closely:
+    /// an unreadable directory, a dangling link or a link out of the app
+    /// directory matters only if a pattern wants what it holds.
     fn walk(
         &mut self,
         start: &Path,
+        depth: Option<usize>,
         place: &mut dyn FnMut(&str) -> Option<String>,
     ) -> Result<(), String> {
-        let mut pending = vec![self.root.join(start)];
-        while let Some(dir) = pending.pop() {
+        let first = self.root.join(start);
+        let mut visited = std::collections::HashSet::new();
+        let mut pending = vec![(first.clone(), 0)];
+        while let Some((dir, level)) = pending.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && dir != self.root => continue,
-                Err(e) => return Err(io_problem(self.root, &dir, &e)),
+                Err(e) if dir == first && e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_problem(self.root, &dir, &e));
+                }
+                // Nothing to gather there, or a directory Tern may not read.
+                Err(_) => continue,
             };
-            for entry in entries {
-                let path = entry.map_err(|e| io_problem(self.root, &dir, &e))?.path();
+            for entry in entries.flatten() {
+                let path = entry.path();
                 let relative = relative_text(self.root, &path);
                 if relative == ".tern" || relative.starts_with(".tern/") {
                     continue;
                 }
-                // Follows links, but only to places inside the app directory.
-                let real = path
-                    .canonicalize()
-                    .map_err(|e| io_problem(self.root, &path, &e))?;
-                if !real.starts_with(self.root) {
-                    return Err(format!(
-                        "`{relative}` is a link to a place outside the app directory"
-                    ));
-                }
-                let meta = fs::metadata(&real).map_err(|e| io_problem(self.root, &path, &e))?;
-                if meta.is_dir() {
-                    if path.is_symlink() {
-                        // Its files are reached through the directory it
-                        // names, if a pattern wants them: no loops.
-                        continue;
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                // A link is followed to what it names, if that stays
+                // inside; a link to nothing (an editor's lock file) holds
+                // nothing to gather.
+                let target = if kind.is_symlink() {
+                    match path.canonicalize() {
+                        Ok(real) if real.starts_with(self.root) => Some(real),
+                        Ok(_) => None,
+                        Err(_) => continue,
                     }
-                    pending.push(path);
+                } else {
+                    Some(path.clone())
+                };
+                let is_dir = target.as_deref().is_some_and(Path::is_dir);
+                if is_dir {
+                    let deeper = depth.is_none_or(|d| level < d);
+                    let real = target.and_then(|t| t.canonicalize().ok());
+                    if deeper && real.is_some_and(|real| visited.insert(real)) {
+                        pending.push((path, level + 1));
+                    }
                     continue;
                 }
                 if self.exclude.is_match(&relative) {
                     continue;
                 }
-                if let Some(guest) = place(&relative) {
-                    let written = self.base.join(&relative);
-                    self.placed.entry(guest).or_insert(Placed { real, written });
-                    if self.placed.len() > MAX_FILES {
-                        return Err(format!(
-                            "more than {MAX_FILES} files; mount a directory with {{ source = \"DIR\", destination = \"/DIR\" }} instead"
-                        ));
-                    }
+                let Some(guest) = place(&relative) else {
+                    continue;
+                };
+                let Some(real) = target.and_then(|t| t.canonicalize().ok()) else {
+                    return Err(format!(
+                        "`{relative}` is a link to a place outside the app directory"
+                    ));
+                };
+                if !real.starts_with(self.root) {
+                    return Err(format!(
+                        "`{relative}` is a link to a place outside the app directory"
+                    ));
+                }
+                let written = self.base.join(&relative);
+                self.placed.entry(guest).or_insert(Placed { real, written });
+                if self.placed.len() > MAX_FILES {
+                    return Err(format!(
+                        "more than {MAX_FILES} files; mount a directory with {{ source = \"DIR\", destination = \"/DIR\" }} instead"
+                    ));
                 }
             }
         }
@@ -210,9 +264,9 @@ fn fill(base: &Path, target: &Path, placed: &BTreeMap<String, Placed>) -> io::Re
             if let Some(dir) = to.parent() {
                 fs::create_dir_all(dir)?;
             }
-            if fs::hard_link(file, &to).is_err() {
-                fs::copy(file, &to)?;
-            }
+            // A copy, not a link: a later write to the original must not
+            // reach a version already serving.
+            fs::copy(file, &to)?;
         }
         fs::rename(&temp, target)
     })();

@@ -299,11 +299,29 @@ impl atomics::Host for ServicesView<'_> {
             return Ok(Err(other(tern_kv::Error::Overflow)));
         };
         let store = self.bucket(&bucket)?;
+        // A counter made negative through `wasi:keyvalue` draft2 is refused
+        // before anything is written (a later race aside, checked again
+        // below).
+        let negative = |n: i64| {
+            store::Error::Other(format!(
+                "the counter is {n}, below this interface's 0; use wasi:keyvalue draft2's signed increment"
+            ))
+        };
+        match store.get(&key).await {
+            Ok(Some(value)) => {
+                let current = std::str::from_utf8(&value).ok();
+                if let Some(n) = current
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .filter(|n| *n < 0)
+                {
+                    return Ok(Err(negative(n)));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Ok(Err(other(e))),
+        }
         Ok(match store.increment(&key, delta).await {
-            // A counter made negative through `wasi:keyvalue` draft2.
-            Ok(n) => u64::try_from(n).map_err(|_| {
-                store::Error::Other(format!("the counter is {n}, below this interface's 0"))
-            }),
+            Ok(n) => u64::try_from(n).map_err(|_| negative(n)),
             Err(e) => Err(other(e)),
         })
     }

@@ -197,11 +197,11 @@ pub fn wagi_entry() {
         args
     };
     // Spin's default argv: the script name, then the query's pairs.
-    assert_eq!(args("/plain/x?a=1&b=two"), ["/plain", "a=1", "b=two"]);
+    assert_eq!(args("/plain/x?a=1&b=two"), ["/plain/x", "a=1", "b=two"]);
     assert_eq!(args("/plain"), ["/plain"]);
     assert_eq!(
         args("/ruby/run?name=me"),
-        ["/ruby", "-v", "/lib/hello.rb", "name=me"]
+        ["/ruby/run", "-v", "/lib/hello.rb", "name=me"]
     );
     assert_eq!(serve.get("/entry").expect(200), "ran: serve\n");
     drop(serve);
@@ -796,6 +796,13 @@ fn files_globs_and_exclusions_show_the_guest_just_those_files() {
     write("secret.env", "TOKEN=hunter2");
     write("assets/fonts/a.woff", "font bytes");
     write("assets/draft.bak", "draft");
+    // What no pattern wants does not matter, however odd: a link out of
+    // the app, a dangling link (an editor's lock file).
+    std::os::unix::fs::symlink("/usr/bin", dir.path().join("venv-bin")).unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.path().join("static/.#index.html")).unwrap();
+    // A link to a directory inside the app is followed.
+    write("shared/theme.css", "shared css");
+    std::os::unix::fs::symlink("../shared", dir.path().join("static/shared")).unwrap();
     let serve = Serve::spawn(tern.command(), dir.path(), &[]);
     let read = |serve: &Serve, file: &str| {
         let body = serve.get(&format!("/?file={file}")).expect(200).to_owned();
@@ -806,6 +813,7 @@ fn files_globs_and_exclusions_show_the_guest_just_those_files() {
     assert_eq!(read(&serve, "/static/img/logo.svg"), "file: <svg/>");
     assert_eq!(read(&serve, "/notes.txt"), "file: top-level notes");
     assert_eq!(read(&serve, "/res/fonts/a.woff"), "file: font bytes");
+    assert_eq!(read(&serve, "/static/shared/theme.css"), "file: shared css");
     // Excluded, matched by no entry, or matched only across a `/`.
     for hidden in [
         "/static/app.css.bak",
@@ -848,6 +856,17 @@ fn a_files_link_out_of_the_app_directory_is_refused() {
         "component.app.files: `static/passwd` is a link to a place outside the app directory",
     );
     assert!(!out.stderr.contains("/etc/passwd"), "{out:#?}");
+    // A table beside a glob must still name a directory.
+    let manifest = one_app(
+        "/...",
+        HTTP_ECHO,
+        "files = [\"*.txt\", { source = \"missing\", destination = \"/m\" }]\n",
+        "",
+    );
+    std::fs::write(dir.path().join("spin.toml"), manifest).unwrap();
+    tern.run(&["serve", app, "--listen", "127.0.0.1:0"])
+        .code(1)
+        .one_line_error("component.app.files: `missing` is not a directory in the app directory");
 }
 
 #[test]

@@ -35,8 +35,12 @@ use super::HasSpin;
 pub(super) use super::bindings::spin::postgres::postgres as api;
 use crate::services::{Outbound, ServicesView};
 
-/// Connections one instance may hold open at once.
+/// Connections (and connection builders) one instance may hold open at
+/// once.
 pub const MAX_OPEN_POSTGRES: u32 = 16;
+
+/// The longest address a `connection-builder` holds.
+pub const MAX_ADDRESS_LEN: usize = 4096;
 
 /// Idle connections kept per address for the component's next requests.
 const MAX_IDLE_PER_ADDRESS: usize = 8;
@@ -975,7 +979,23 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
 }
 
 impl api::HostConnectionBuilder for ServicesView<'_> {
+    /// Builders count against the instance's connections, and hold an
+    /// address of at most [`MAX_ADDRESS_LEN`]: a guest making them in a
+    /// loop would otherwise grow host memory outside its memory limit. The
+    /// constructor has no error case, so past either limit the guest traps.
     async fn new(&mut self, address: String) -> Result<Resource<PostgresBuilder>> {
+        if address.len() > MAX_ADDRESS_LEN {
+            wasmtime::bail!(
+                "a PostgreSQL address longer than {MAX_ADDRESS_LEN} bytes was given to connection-builder"
+            );
+        }
+        if let Err(refused) = self.admit_postgres() {
+            let why = match refused {
+                api::Error::Other(why) => why,
+                other => format!("{other:?}"),
+            };
+            wasmtime::bail!("connection-builder: {why}");
+        }
         Ok(self.table.push(PostgresBuilder { address })?)
     }
 
@@ -999,6 +1019,7 @@ impl api::HostConnectionBuilder for ServicesView<'_> {
 
     async fn drop(&mut self, builder: Resource<PostgresBuilder>) -> Result<()> {
         self.table.delete(builder)?;
+        self.services.open_postgres -= 1;
         Ok(())
     }
 }

@@ -193,10 +193,56 @@ fn other(err: tern_kv::Error) -> store::Error {
 }
 
 impl ServicesView<'_> {
-    fn bucket(&self, bucket: &Resource<Bucket>) -> Result<Arc<Store>> {
+    /// The store behind the guest's `bucket`.
+    pub(crate) fn bucket(&self, bucket: &Resource<Bucket>) -> Result<Arc<Store>> {
         Ok(self.table.get(bucket)?.store.clone())
     }
 }
+
+/// `get`, `set`, `delete` and `exists` on a bucket, the same in each
+/// `wasi:keyvalue` draft but for the error type, `$error`, whose
+/// `other(MESSAGE)` carries every store error.
+macro_rules! bucket_basics {
+    ($error:ty) => {
+        async fn get(
+            &mut self,
+            bucket: Resource<Bucket>,
+            key: String,
+        ) -> Result<Result<Option<Vec<u8>>, $error>> {
+            let done = self.bucket(&bucket)?.get(&key).await;
+            Ok(done.map_err(|e| <$error>::Other(e.to_string())))
+        }
+
+        async fn set(
+            &mut self,
+            bucket: Resource<Bucket>,
+            key: String,
+            value: Vec<u8>,
+        ) -> Result<Result<(), $error>> {
+            let done = self.bucket(&bucket)?.set(&key, &value, None).await;
+            Ok(done.map_err(|e| <$error>::Other(e.to_string())))
+        }
+
+        async fn delete(
+            &mut self,
+            bucket: Resource<Bucket>,
+            key: String,
+        ) -> Result<Result<(), $error>> {
+            let done = self.bucket(&bucket)?.delete(&key).await;
+            Ok(done.map_err(|e| <$error>::Other(e.to_string())))
+        }
+
+        async fn exists(
+            &mut self,
+            bucket: Resource<Bucket>,
+            key: String,
+        ) -> Result<Result<bool, $error>> {
+            let done = self.bucket(&bucket)?.exists(&key).await;
+            Ok(done.map_err(|e| <$error>::Other(e.to_string())))
+        }
+    };
+}
+pub(crate) use bucket_basics;
 
 /// Why a guest may not open a store.
 pub(crate) enum Refused {
@@ -252,22 +298,7 @@ impl store::Host for ServicesView<'_> {
 }
 
 impl store::HostBucket for ServicesView<'_> {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        Ok(self.bucket(&bucket)?.get(&key).await.map_err(other))
-    }
-
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        let store = self.bucket(&bucket)?;
-        Ok(store.set(&key, &value, None).await.map_err(other))
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
-        Ok(self.bucket(&bucket)?.delete(&key).await.map_err(other))
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
-        Ok(self.bucket(&bucket)?.exists(&key).await.map_err(other))
-    }
+    bucket_basics!(store::Error);
 
     async fn list_keys(
         &mut self,

@@ -32,6 +32,22 @@ struct Host {
 }
 
 impl Host {
+    /// Runs `tern deploy` of the app in `dir` to this host, with the token
+    /// in `token`, building nothing.
+    fn deploy_dir(&self, tern: &Tern, dir: &Path, token: &Path) -> crate::support::Output {
+        let to = format!("http://{}", self.admin);
+        let (dir, token) = (dir.to_str().unwrap(), token.to_str().unwrap());
+        tern.run(&[
+            "deploy",
+            dir,
+            "--to",
+            &to,
+            "--token-file",
+            token,
+            "--no-build",
+        ])
+    }
+
     /// Starts `tern host` on `top/state` with [`TOKEN`] in `top/token`.
     fn start(tern: &Tern, top: &Path, args: &[&str]) -> Host {
         let file = top.join("token");
@@ -940,16 +956,7 @@ fn a_spin_app_deploys_and_serves_from_its_spin_toml() {
     )
     .unwrap();
     let token = top.path().join("token");
-    let out = tern.run(&[
-        "deploy",
-        app.path().to_str().unwrap(),
-        "--to",
-        &format!("http://{}", host.admin),
-        "--token-file",
-        token.to_str().unwrap(),
-        "--no-build",
-    ]);
-    out.code(0);
+    host.deploy_dir(&tern, app.path(), &token).code(0);
     let response = host.get("greeter.localhost", "/users/42");
     assert_eq!(
         response.expect(200),
@@ -998,16 +1005,7 @@ fn a_spin_app_with_files_globs_deploys_the_files_they_match() {
     std::fs::write(app.path().join("static/a.txt"), "shipped").unwrap();
     std::fs::write(app.path().join("static/secret.txt"), "kept home").unwrap();
     let token = top.path().join("token");
-    let out = tern.run(&[
-        "deploy",
-        app.path().to_str().unwrap(),
-        "--to",
-        &format!("http://{}", host.admin),
-        "--token-file",
-        token.to_str().unwrap(),
-        "--no-build",
-    ]);
-    out.code(0);
+    host.deploy_dir(&tern, app.path(), &token).code(0);
     let read = |file: &str| {
         let body = host.get("globs.localhost", &format!("/?file={file}"));
         let body = body.expect(200).to_owned();

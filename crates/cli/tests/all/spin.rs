@@ -974,58 +974,50 @@ pub fn spin5_pg() {
     );
     let serve = Serve::start_in(&tern, spin_dir(&manifest, &[SPIN5_PG]), &[]);
 
+    let insert = |path: &str| assert_eq!(serve.post(path, "").expect(201), "changed=1");
+    let refused = |path: &str| serve.get(path).expect(400).to_owned();
+
     // `fermyon:spin/postgres@2.0.0`: unsigned integers widen, and a date
     // column, which its values cannot carry, reads as unsupported.
-    for (title, stars) in [("wasm", 5), ("cheap", 1)] {
-        let path = format!("/pg?title={title}&stars={stars}");
-        assert_eq!(serve.post(&path, "").expect(201), "changed=1");
-    }
+    insert("/pg?title=wasm&stars=5");
+    insert("/pg?title=cheap&stars=1");
     assert_eq!(
         serve.get("/pg?min=3").expect(200),
         "title:DbDataType::Str,stars:DbDataType::Int32,small:DbDataType::Int16,wide:DbDataType::Int64,big:DbDataType::Int64,ok:DbDataType::Boolean,score:DbDataType::Floating64,\
          cover:DbDataType::Binary,day:DbDataType::Other,note:DbDataType::Str\n\
          wasm 5 200 4000000000 -5 true 1.25 [1, 2, 255] unsupported null\n"
     );
-    let refused = serve.get("/pg/u64").expect(400).to_owned();
+    let u64_max = refused("/pg/u64");
     assert!(
-        refused.contains("BadParameter(\"uint64 18446744073709551615 is larger than PostgreSQL's largest integer (int8)\")"),
-        "{refused}"
+        u64_max.contains("BadParameter(\"uint64 18446744073709551615 is larger than PostgreSQL's largest integer (int8)\")"),
+        "{u64_max}"
     );
-    let refused = serve.get("/pg/bad").expect(400).to_owned();
+    let bad = refused("/pg/bad");
     assert!(
-        refused.contains("QueryFailed(\"ERROR: relation \\\"nowhere\\\" does not exist"),
-        "{refused}"
+        bad.contains("QueryFailed(\"ERROR: relation \\\"nowhere\\\" does not exist"),
+        "{bad}"
     );
 
     // `spin:postgres@3.0.0`: dates and times both ways.
-    assert_eq!(
-        serve.post("/pg3?title=clock&stars=4", "").expect(201),
-        "changed=1"
-    );
+    insert("/pg3?title=clock&stars=4");
     assert_eq!(
         serve.get("/pg3?min=0").expect(200),
         "title:DbDataType::Str,stars:DbDataType::Int32,day:DbDataType::Date,at:DbDataType::Datetime,alarm:DbDataType::Time,since:DbDataType::Datetime,ref:DbDataType::Other\n\
          clock 4 2026-11-30 2026-11-30T12:30:05.250000000 07:45:00.000000000 \
          2001-09-09T01:46:40.000000000 unsupported\n"
     );
-    let refused = serve.get("/pg3/bad").expect(400).to_owned();
-    assert!(
-        refused.contains("QueryFailed(\"ERROR: relation"),
-        "{refused}"
-    );
+    let bad = refused("/pg3/bad");
+    assert!(bad.contains("QueryFailed(\"ERROR: relation"), "{bad}");
 
     // `spin:postgres@4.0.0`, found as 4.2's synchronous functions.
-    assert_eq!(
-        serve.post("/pg4?title=ledger&stars=2", "").expect(201),
-        "changed=1"
-    );
+    insert("/pg4?title=ledger&stars=2");
     assert_eq!(
         serve.get("/pg4?min=0").expect(200),
         "title:DbDataType::Str,stars:DbDataType::Int32,ref:DbDataType::Uuid,price:DbDataType::Decimal,tags:DbDataType::ArrayStr\n\
          ledger 2 67e55044-10b1-426f-9247-bb680e5fe0c8 12.50 DbValue::ArrayStr([Some(\"new\"), None])\n"
     );
-    let refused = serve.get("/pg4/bad").expect(400).to_owned();
-    assert!(refused.contains("code: \"42P01\""), "{refused}");
+    let bad = refused("/pg4/bad");
+    assert!(bad.contains("code: \"42P01\""), "{bad}");
 
     // What the server holds, asked with psql.
     assert_eq!(

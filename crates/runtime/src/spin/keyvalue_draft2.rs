@@ -87,22 +87,7 @@ impl store::Host for ServicesView<'_> {
 }
 
 impl store::HostBucket for ServicesView<'_> {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Option<Vec<u8>>> {
-        Ok(self.store_of(&bucket)?.get(&key).await.map_err(other))
-    }
-
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Answer<()> {
-        let store = self.store_of(&bucket)?;
-        Ok(store.set(&key, &value, None).await.map_err(other))
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<()> {
-        Ok(self.store_of(&bucket)?.delete(&key).await.map_err(other))
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<bool> {
-        Ok(self.store_of(&bucket)?.exists(&key).await.map_err(other))
-    }
+    crate::services::bucket_basics!(store::Error);
 
     async fn list_keys(
         &mut self,
@@ -117,7 +102,7 @@ impl store::HostBucket for ServicesView<'_> {
                 )));
             }
         };
-        let page = self.store_of(&bucket)?.list_keys(cursor).await;
+        let page = self.bucket(&bucket)?.list_keys(cursor).await;
         Ok(page
             .map(|page| store::KeyResponse {
                 keys: page.keys,
@@ -138,7 +123,7 @@ impl atomics::Host for ServicesView<'_> {
         key: String,
         delta: i64,
     ) -> Answer<i64> {
-        let store = self.store_of(&bucket)?;
+        let store = self.bucket(&bucket)?;
         Ok(store.increment(&key, delta).await.map_err(other))
     }
 
@@ -170,7 +155,7 @@ impl atomics::Host for ServicesView<'_> {
 
 impl atomics::HostCas for ServicesView<'_> {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Resource<Cas>> {
-        let store = self.store_of(&bucket)?;
+        let store = self.bucket(&bucket)?;
         self.new_cas(store, key).await
     }
 
@@ -189,7 +174,7 @@ impl batch::Host for ServicesView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Answer<Vec<(String, Option<Vec<u8>>)>> {
-        let values = self.store_of(&bucket)?.get_many(&keys).await;
+        let values = self.bucket(&bucket)?.get_many(&keys).await;
         Ok(values
             .map(|values| keys.into_iter().zip(values).collect())
             .map_err(other))
@@ -200,12 +185,12 @@ impl batch::Host for ServicesView<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Answer<()> {
-        let store = self.store_of(&bucket)?;
+        let store = self.bucket(&bucket)?;
         Ok(store.set_many(&key_values).await.map_err(other))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Answer<()> {
-        let store = self.store_of(&bucket)?;
+        let store = self.bucket(&bucket)?;
         Ok(store.delete_many(&keys).await.map_err(other))
     }
 }

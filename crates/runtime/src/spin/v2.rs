@@ -64,16 +64,6 @@ fn kv_error(error: tern_kv::Error) -> kv::Error {
     }
 }
 
-impl ServicesView<'_> {
-    /// The store behind `store`.
-    pub(super) fn store_of(
-        &self,
-        store: &Resource<Bucket>,
-    ) -> Result<std::sync::Arc<tern_kv::Store>> {
-        Ok(self.table.get(store)?.store.clone())
-    }
-}
-
 impl kv::Host for ServicesView<'_> {}
 
 impl kv::HostStore for ServicesView<'_> {
@@ -92,7 +82,7 @@ impl kv::HostStore for ServicesView<'_> {
         store: Resource<Bucket>,
         key: String,
     ) -> Answer<Option<Vec<u8>>, kv::Error> {
-        Ok(self.store_of(&store)?.get(&key).await.map_err(kv_error))
+        Ok(self.bucket(&store)?.get(&key).await.map_err(kv_error))
     }
 
     async fn set(
@@ -101,20 +91,20 @@ impl kv::HostStore for ServicesView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> Answer<(), kv::Error> {
-        let store = self.store_of(&store)?;
+        let store = self.bucket(&store)?;
         Ok(store.set(&key, &value, None).await.map_err(kv_error))
     }
 
     async fn delete(&mut self, store: Resource<Bucket>, key: String) -> Answer<(), kv::Error> {
-        Ok(self.store_of(&store)?.delete(&key).await.map_err(kv_error))
+        Ok(self.bucket(&store)?.delete(&key).await.map_err(kv_error))
     }
 
     async fn exists(&mut self, store: Resource<Bucket>, key: String) -> Answer<bool, kv::Error> {
-        Ok(self.store_of(&store)?.exists(&key).await.map_err(kv_error))
+        Ok(self.bucket(&store)?.exists(&key).await.map_err(kv_error))
     }
 
     async fn get_keys(&mut self, store: Resource<Bucket>) -> Answer<Vec<String>, kv::Error> {
-        let store = self.store_of(&store)?;
+        let store = self.bucket(&store)?;
         // Page by page, as the store lists them: every key in the end.
         let mut keys = Vec::new();
         let mut cursor = None;

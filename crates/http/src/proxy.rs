@@ -286,8 +286,9 @@ struct Service {
 impl Service {
     fn start(filter: Arc<Filter>) -> Result<Service, String> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Time for its ticks, I/O for the calls its root context makes.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|e| format!("starting its thread: {e}"))?;
         std::thread::Builder::new()
@@ -346,7 +347,7 @@ impl AppProxy {
             spec: None,
             ..*loader
         };
-        let upstreams = Arc::new(
+        let upstreams: Arc<Upstreams> = Arc::new(
             manifest
                 .upstreams
                 .iter()
@@ -358,7 +359,8 @@ impl AppProxy {
             let space = previous
                 .and_then(|p| p.filters.get(name))
                 .map(|f| f.space().clone());
-            let config = filter_config(spec, log.clone());
+            let mut config = filter_config(spec, log.clone());
+            config.dispatcher = Some(Arc::new(RootCalls(upstreams.clone())));
             let filter = Filter::load(loader, &spec.source, config, space).map_err(|e| {
                 manifest.error_at(
                     spec.source_location,
@@ -698,6 +700,20 @@ fn detach_calls(chain: &Arc<Mutex<Chain>>, upstreams: &Arc<Upstreams>) {
                 .unwrap_or_else(PoisonError::into_inner)
                 .deliver(index, call.token, answer);
         });
+    }
+}
+
+/// Makes the calls a filter's root context dispatches (a tick, a queue
+/// callback), to the app's upstreams.
+struct RootCalls(Arc<Upstreams>);
+
+impl tern_proxy::CallDispatcher for RootCalls {
+    fn dispatch(
+        &self,
+        call: tern_proxy::HttpCall,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<CallResponse>> + Send>> {
+        let upstream = self.0.get(&call.upstream).cloned();
+        Box::pin(async move { http_call(upstream, &call).await })
     }
 }
 

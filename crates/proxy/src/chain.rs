@@ -295,7 +295,7 @@ impl Chain {
                 let mut locked = vm.lock().unwrap_or_else(PoisonError::into_inner);
                 locked.finish_stream(slot.context, self.request, &mut self.data);
                 // A tick period set in this stream's callbacks.
-                crate::filter::start_ticks(vm, &mut locked);
+                crate::filter::follow_up(vm, &mut locked);
             }
         }
     }

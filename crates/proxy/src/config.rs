@@ -1,7 +1,11 @@
 //! What a filter is loaded with: its configuration, limits and policies.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::stream::{CallResponse, HttpCall};
 
 /// What the request gets when a filter fails (traps, runs out of time or
 /// memory, or cannot start).
@@ -91,6 +95,19 @@ pub trait FilterLog: Send + Sync + 'static {
     fn log(&self, filter: &str, level: LogLevel, request: u64, message: &str);
 }
 
+/// Makes the `dispatch_http_call`s a filter's root context asks for (in
+/// `proxy_on_vm_start`, a tick, a queue callback, or the answer to an
+/// earlier call): the host's HTTP layer. The upstream was checked against
+/// the filter's `upstreams` when the call was made. `None` is a call that
+/// failed; the filter then sees no headers and no body.
+pub trait CallDispatcher: Send + Sync + 'static {
+    /// Makes `call`.
+    fn dispatch(
+        &self,
+        call: HttpCall,
+    ) -> Pin<Box<dyn Future<Output = Option<CallResponse>> + Send>>;
+}
+
 /// How one filter is loaded and bounded.
 #[derive(Clone)]
 pub struct FilterConfig {
@@ -115,11 +132,14 @@ pub struct FilterConfig {
     pub upstreams: Vec<String>,
     /// Where log lines go.
     pub log: Arc<dyn FilterLog>,
+    /// Who makes the root context's calls; without one, a call outside a
+    /// request is refused (`InternalFailure`, with a log line).
+    pub dispatcher: Option<Arc<dyn CallDispatcher>>,
 }
 
 impl FilterConfig {
     /// The defaults: closed on failure, a VM per worker, `info`, 64MiB,
-    /// 100ms per callback, no upstream.
+    /// 100ms per callback, no upstream, no calls outside a request.
     pub fn new(name: impl Into<String>, log: Arc<dyn FilterLog>) -> FilterConfig {
         FilterConfig {
             name: name.into(),
@@ -132,6 +152,7 @@ impl FilterConfig {
             callback_time: Duration::from_millis(100),
             upstreams: Vec::new(),
             log,
+            dispatcher: None,
         }
     }
 }

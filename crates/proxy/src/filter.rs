@@ -204,7 +204,7 @@ impl Filter {
     fn start_vm(&self) -> Result<Arc<Mutex<FilterVm>>, String> {
         let vm = FilterVm::start(&self.pre, self.shared.clone())
             .map_err(|e| format!("could not start: {e:#}"))?;
-        start_ticks(&vm, &mut vm.lock().unwrap_or_else(PoisonError::into_inner));
+        follow_up(&vm, &mut vm.lock().unwrap_or_else(PoisonError::into_inner));
         Ok(vm)
     }
 
@@ -216,36 +216,57 @@ impl Filter {
     }
 }
 
-/// Starts calling `vm`'s ticks, if it asked for them (at its start, or in
-/// a stream's callbacks) and a runtime is at hand to run them; without one
-/// the request stays for the next call. `locked` is `vm`, held by the
-/// caller.
-pub(crate) fn start_ticks(vm: &Arc<Mutex<FilterVm>>, locked: &mut FilterVm) {
+/// Takes up what `vm`'s last callbacks asked of the host, if a runtime is
+/// at hand to run it (without one it stays for the next time): calling its
+/// ticks, if it asked for them (at its start, or in a stream's callbacks),
+/// and making the calls its root context dispatched, each answer delivered
+/// back on this thread. `locked` is `vm`, held by the caller.
+pub(crate) fn follow_up(vm: &Arc<Mutex<FilterVm>>, locked: &mut FilterVm) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
     if let Some(period) = locked.take_tick_request() {
         tokio::spawn(tick(Arc::downgrade(vm), period));
     }
+    let Some((calls, dispatcher)) = locked.take_root_calls() else {
+        return;
+    };
+    for call in calls {
+        let (vm, dispatcher) = (Arc::downgrade(vm), dispatcher.clone());
+        // On this thread's runtime: the answer goes to this worker's VM.
+        tokio::spawn(async move {
+            let token = call.token;
+            let answer = dispatcher.dispatch(call).await;
+            let Some(vm) = vm.upgrade() else { return };
+            let mut locked = vm.lock().unwrap_or_else(PoisonError::into_inner);
+            if locked.broken().is_none() {
+                locked.root_call_response(token, answer);
+                follow_up(&vm, &mut locked);
+            }
+        });
+    }
 }
 
 /// Calls the VM's `proxy_on_tick` every period, on its own thread, until
 /// the VM is gone, broken, or stops ticks (which a later period restarts).
-async fn tick(vm: Weak<Mutex<FilterVm>>, mut period: Duration) {
+async fn tick(weak: Weak<Mutex<FilterVm>>, mut period: Duration) {
     loop {
         tokio::time::sleep(period).await;
-        let Some(vm) = vm.upgrade() else { return };
-        let mut vm = vm.lock().unwrap_or_else(PoisonError::into_inner);
-        if vm.broken().is_some() {
+        let Some(vm) = weak.upgrade() else { return };
+        let mut locked = vm.lock().unwrap_or_else(PoisonError::into_inner);
+        if locked.broken().is_some() {
             return;
         }
-        vm.on_tick();
-        match vm.tick_period() {
+        locked.on_tick();
+        // Calls the tick made; a period it set again is this loop's.
+        let next = locked.tick_period();
+        if next.is_none() {
+            locked.ticks_stopped();
+        }
+        follow_up(&vm, &mut locked);
+        match next {
             Some(next) => period = next,
-            None => {
-                vm.ticks_stopped();
-                return;
-            }
+            None => return,
         }
     }
 }

@@ -685,21 +685,28 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 return Status::BadArgument.into();
             };
             let ctx = caller.data_mut();
-            if !ctx.in_stream {
+            if !ctx.in_stream && ctx.shared.config.dispatcher.is_none() {
                 log(
                     &caller,
                     LogLevel::Warn,
-                    "dispatch_http_call outside a request is not supported",
+                    "dispatch_http_call outside a request is not supported here",
                 );
                 return Status::InternalFailure.into();
             }
-            if ctx.stream.calls_in_flight >= MAX_CALLS_PER_STREAM {
+            // A stream's calls are made by the stream's host task; the root
+            // context's (a tick, a queue callback) by the dispatcher.
+            let (in_flight, calls) = if ctx.in_stream {
+                (&mut ctx.stream.calls_in_flight, &mut ctx.stream.calls)
+            } else {
+                (&mut ctx.root_calls_in_flight, &mut ctx.root_calls)
+            };
+            if *in_flight >= MAX_CALLS_PER_STREAM {
                 return Status::InternalFailure.into();
             }
+            *in_flight += 1;
             let token = ctx.next_token;
             ctx.next_token = ctx.next_token.wrapping_add(1).max(1);
-            ctx.stream.calls_in_flight += 1;
-            ctx.stream.calls.push(HttpCall {
+            calls.push(HttpCall {
                 token,
                 upstream,
                 headers,

@@ -9,7 +9,7 @@
 //! A [`Chain`] carries one HTTP stream through its filters in order and
 //! tells the host what to do next ([`Step`]); the host (`tern-http`) does
 //! the I/O: forwarding to the upstream, and making the `dispatch_http_call`s
-//! filters ask for.
+//! filters ask for (a root context's through its [`CallDispatcher`]).
 //!
 //! Bounds: every callback runs under a wall-clock budget (epoch
 //! interruption); every VM has a memory cap; every guest pointer and size
@@ -30,7 +30,7 @@ mod vm;
 mod wasi;
 
 pub use chain::{Chain, Step};
-pub use config::{FailurePolicy, FilterConfig, FilterLog, Isolation, LogLevel};
+pub use config::{CallDispatcher, FailurePolicy, FilterConfig, FilterLog, Isolation, LogLevel};
 pub use engine::engine;
 pub use filter::Filter;
 pub use space::{FilterSpace, MetricFamilies};

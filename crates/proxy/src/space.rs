@@ -157,9 +157,9 @@ impl FilterSpace {
             // Never inline: the owner may be the VM making this call.
             owner.runtime.spawn(async move {
                 if let Some(vm) = vm.get().and_then(Weak::upgrade) {
-                    vm.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .on_queue_ready(root, id);
+                    let mut locked = vm.lock().unwrap_or_else(PoisonError::into_inner);
+                    locked.on_queue_ready(root, id);
+                    crate::filter::follow_up(&vm, &mut locked);
                 }
             });
         }

@@ -16,7 +16,7 @@ pub type Headers = Vec<(String, String)>;
 pub(crate) const MAX_HEADERS_SIZE: usize = 256 << 10;
 
 /// The most one filter may have in flight of `dispatch_http_call`s per
-/// stream.
+/// stream, and per VM from its root context.
 pub(crate) const MAX_CALLS_PER_STREAM: usize = 16;
 
 /// The most `set_property` may store per stream.

@@ -12,7 +12,7 @@ use crate::abi::ACTION_CONTINUE;
 use crate::config::FilterConfig;
 use crate::engine;
 use crate::space::FilterSpace;
-use crate::stream::{CallResponse, StreamData};
+use crate::stream::{CallResponse, HttpCall, StreamData};
 
 /// The id of every VM's root context.
 pub(crate) const ROOT_CONTEXT: u32 = 1;
@@ -40,6 +40,10 @@ pub(crate) struct VmCtx {
     pub(crate) context: u32,
     /// The answer to a `dispatch_http_call`, during its callback.
     pub(crate) call_response: Option<CallResponse>,
+    /// Calls the root context made (outside any stream), for the host to
+    /// make, and how many of its calls are not answered yet.
+    pub(crate) root_calls: Vec<HttpCall>,
+    pub(crate) root_calls_in_flight: usize,
     /// The request being handled (for log lines), 0 if none.
     pub(crate) request: u64,
     pub(crate) tick_period: Option<Duration>,
@@ -167,6 +171,8 @@ impl FilterVm {
             in_stream: false,
             context: ROOT_CONTEXT,
             call_response: None,
+            root_calls: Vec::new(),
+            root_calls_in_flight: 0,
             request: 0,
             tick_period: None,
             next_token: 1,
@@ -276,6 +282,39 @@ impl FilterVm {
         if let Some(f) = &self.exports.clone().queue_ready {
             let _ = self.call(f, (root, queue));
         }
+    }
+
+    /// The calls the root context made since the last time, for the host
+    /// to make; the filter's dispatcher makes them.
+    pub(crate) fn take_root_calls(
+        &mut self,
+    ) -> Option<(Vec<HttpCall>, Arc<dyn crate::config::CallDispatcher>)> {
+        let ctx = self.store.data_mut();
+        if ctx.root_calls.is_empty() {
+            return None;
+        }
+        let dispatcher = ctx.shared.config.dispatcher.clone()?;
+        Some((std::mem::take(&mut ctx.root_calls), dispatcher))
+    }
+
+    /// Delivers the answer to a call the root context made (`None`: the
+    /// call failed) through `proxy_on_http_call_response`.
+    pub(crate) fn root_call_response(&mut self, token: u32, response: Option<CallResponse>) {
+        let ctx = self.store.data_mut();
+        ctx.root_calls_in_flight = ctx.root_calls_in_flight.saturating_sub(1);
+        let exports = self.exports.clone();
+        let Some(f) = &exports.http_call_response else {
+            return;
+        };
+        let response = response.unwrap_or_default();
+        let counts = (
+            response.headers.len() as u32,
+            response.body.len() as u32,
+            response.trailers.len() as u32,
+        );
+        self.store.data_mut().call_response = Some(response);
+        let _ = self.call(f, (ROOT_CONTEXT, token, counts.0, counts.1, counts.2));
+        self.store.data_mut().call_response = None;
     }
 
     /// Creates a stream context; its id.

@@ -42,13 +42,14 @@ fn filter(name: &str, source: &str, extra: &str) -> String {
 }
 
 /// A one-connection-at-a-time HTTP server answering every request with
-/// what `answer` writes, after reading the request head and body.
+/// what `answer` writes, after reading the request head and body; `answer`
+/// is given the request line (`GET /key HTTP/1.1`).
 struct Stub {
     addr: SocketAddr,
 }
 
 impl Stub {
-    fn start(answer: impl Fn(&mut TcpStream) + Send + 'static) -> Stub {
+    fn start(answer: impl Fn(&str, &mut TcpStream) + Send + 'static) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {
@@ -56,10 +57,14 @@ impl Stub {
                 let Ok(mut stream) = stream else { return };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut length = 0;
+                let mut request_line = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 {
                         break;
+                    }
+                    if request_line.is_empty() {
+                        request_line = line.trim_end().to_string();
                     }
                     if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         length = value.trim().parse().unwrap_or(0);
@@ -67,7 +72,7 @@ impl Stub {
                     if line == "\r\n" {
                         let mut body = vec![0; length];
                         let _ = reader.read_exact(&mut body);
-                        answer(&mut stream);
+                        answer(&request_line, &mut stream);
                         break;
                     }
                 }
@@ -143,7 +148,7 @@ fn an_upstream_that_is_down_is_502_and_one_that_is_silent_is_504() {
         .unwrap();
     let (hold, held) = mpsc::channel::<TcpStream>();
     let hold = Mutex::new(hold);
-    let silent = Stub::start(move |stream| {
+    let silent = Stub::start(move |_, stream| {
         let _ = hold.lock().unwrap().send(stream.try_clone().unwrap());
     });
     let app = format!(
@@ -190,7 +195,7 @@ fn http_headers_answers_hello_itself_and_forwards_the_rest() {
 fn byte_stub() -> (Arc<AtomicU8>, Stub) {
     let byte = Arc::new(AtomicU8::new(2));
     let answer = byte.clone();
-    let stub = Stub::start(move |stream| reply(stream, &[answer.load(Ordering::SeqCst)]));
+    let stub = Stub::start(move |_, stream| reply(stream, &[answer.load(Ordering::SeqCst)]));
     (byte, stub)
 }
 
@@ -295,6 +300,52 @@ fn hello_world_runs_as_a_service_and_ticks() {
 }
 
 #[test]
+fn proxy_fetch() {
+    // The common Envoy pattern: a filter refreshing a key from an upstream
+    // on a tick, outside any request, in each worker's VM and in a service.
+    let tern = Tern::new();
+    let upstream = echo(&tern);
+    let (seen, heard) = mpsc::channel();
+    let keys = Stub::start(move |line, stream| {
+        let _ = seen.send(line.to_string());
+        reply(stream, b"k-123");
+    });
+    let tables = filter(
+        "fetch",
+        PROXY_FETCH,
+        "configuration = \"keys\"\nupstreams = [\"keys\"]",
+    ) + &filter(
+        "svc",
+        PROXY_FETCH,
+        "configuration = \"keys\"\nupstreams = [\"keys\"]",
+    ) + &filter("stray", PROXY_FETCH, "configuration = \"elsewhere\"")
+        + &format!("\n[upstream.keys]\nurl = \"{}\"\n", keys.url());
+    let serve = proxied(&tern, &upstream, &["fetch"], &tables);
+
+    // The services (`svc`, and `stray` whose upstream is not its own) tick
+    // from the start; the routed filter's VM starts with a request.
+    serve.wait_for_log("filter:svc info: fetched 200: k-123");
+    serve.wait_for_log(
+        "filter:stray warn: dispatch_http_call to `elsewhere` refused: not a declared upstream",
+    );
+    serve.wait_for_log("filter:stray warn: dispatch refused: BadArgument");
+    let first = serve.get("/");
+    first.expect(200);
+    serve.wait_for_log("filter:fetch info: fetched 200: k-123");
+    // The answer is in the filter's shared data: a later response carries
+    // it.
+    let stamped = (0..200)
+        .map(|_| serve.get("/").header("x-key").map(str::to_string))
+        .find(|key| key.as_deref() == Some("k-123"));
+    assert_eq!(stamped, Some(Some("k-123".to_string())), "{}", serve.log());
+    // The call went out as the filter made it, and only to its upstream.
+    assert_eq!(
+        heard.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "GET /key HTTP/1.1"
+    );
+}
+
+#[test]
 fn a_chain_runs_in_route_order_on_requests_and_responses() {
     let tern = Tern::new();
     let upstream = echo(&tern);
@@ -337,7 +388,7 @@ fn filters_run_in_order_and_a_new_version_takes_over_without_cutting_requests() 
     let (arrived, arrival) = mpsc::channel::<()>();
     let arrived = Mutex::new(arrived);
     // Answers each request once the test lets it.
-    let upstream = Stub::start(move |stream| {
+    let upstream = Stub::start(move |_, stream| {
         arrived.lock().unwrap().send(()).unwrap();
         gate.lock().unwrap().recv().unwrap();
         reply(stream, b"from upstream");
@@ -474,7 +525,7 @@ fn loop_filters() -> String {
 fn hostile_filters_are_stopped_and_everyone_else_is_served() {
     let tern = Tern::new();
     let upstream = echo(&tern);
-    let chunks = Stub::start(|stream| {
+    let chunks = Stub::start(|_, stream| {
         let _ = stream.write_all(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nfirst\r\n",
         );

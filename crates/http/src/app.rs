@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 
 use crate::config::ServeConfig;
-use crate::engine::{EpochTicker, MAX_POOL_SLOTS, PoolSize};
+use crate::engine::{MAX_POOL_SLOTS, PoolSize};
 use crate::executor::Executor;
 use crate::instance::Grants;
 use crate::redis_trigger::RedisExecutor;
@@ -51,14 +51,15 @@ pub(crate) struct RedisRoute {
 }
 
 /// The engine and its instance pool, shared by an app and its reloads
-/// while the pool's size stays the same. Dropping it stops the ticker.
+/// while the pool's size stays the same. Dropping it takes its engine off
+/// the ticker.
 pub(crate) struct Pool {
     engine: Engine,
     linkers: HttpLinkers,
     size: PoolSize,
     /// Instances alive at once across every version of the app.
     pub(crate) slots: Arc<Semaphore>,
-    _ticker: EpochTicker,
+    _ticker: tern_runtime::Registration,
 }
 
 impl Pool {
@@ -69,7 +70,9 @@ impl Pool {
     fn with_slots(size: PoolSize, slots: Arc<Semaphore>) -> Result<Pool, LoadError> {
         let engine = size.spec().engine().map_err(LoadError::Engine)?;
         Ok(Pool {
-            _ticker: EpochTicker::start(&engine).map_err(LoadError::Engine)?,
+            _ticker: tern_runtime::Ticker::global()
+                .register(&engine)
+                .map_err(|e| LoadError::Engine(e.into()))?,
             slots,
             linkers: HttpLinkers::new(&engine),
             engine,

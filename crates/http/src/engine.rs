@@ -1,19 +1,10 @@
 //! The serving engine: pooling allocation sized for the app, epoch
 //! interruption so that a guest spinning in wasm code yields to the others
-//! and stops at its deadline.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::Duration;
+//! and stops at its deadline (the process's `tern_runtime::Ticker` moves
+//! the epoch while a guest runs).
 
 use tern_manifest::ByteSize;
 use tern_runtime::EngineSpec;
-use wasmtime::{Engine, Result};
-
-/// How often a guest running wasm code is interrupted to let other requests
-/// run and to check its deadline.
-pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Most component instances alive at once. Each slot reserves address space
 /// (not memory) for its linear memories, so this is bounded.
@@ -41,41 +32,6 @@ impl PoolSize {
             slots: self.slots,
             max_memory: self.max_memory.0,
             concurrency: self.concurrency,
-        }
-    }
-}
-
-/// Bumps the engine's epoch every [`TICK`] until dropped.
-pub(crate) struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    pub(crate) fn start(engine: &Engine) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine = engine.clone();
-        let flag = stop.clone();
-        let thread = thread::Builder::new()
-            .name("tern-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    thread::sleep(TICK);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(EpochTicker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct WagiExecutor {
 pub(crate) struct WagiHost {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
+    /// Keeps the epoch moving for as long as the instance lives.
+    _running: tern_runtime::Running,
 }
 
 impl WagiExecutor {
@@ -128,6 +130,7 @@ impl WagiExecutor {
         let host = WagiHost {
             wasi: wasi.build_p1(),
             limiter: MemoryLimiter::new(limits.memory),
+            _running: tern_runtime::Ticker::global().running(),
         };
         let mut store = Store::new(self.pre.module().engine(), host);
         limit_store(&mut store, ctx.deadline, limits.cpu_time, |h| {

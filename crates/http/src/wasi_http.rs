@@ -47,6 +47,8 @@ pub(crate) struct HttpHost {
     pub(crate) output: Arc<OutputState>,
     /// A warm instance's requests, each told if the instance fails.
     pub(crate) in_flight: Vec<FailureFlag>,
+    /// Keeps the epoch moving for as long as the instance lives.
+    _running: tern_runtime::Running,
 }
 
 impl WasiView for HttpHost {
@@ -309,6 +311,7 @@ impl HttpHost {
             services: grants.services.clone(),
             output,
             in_flight: Vec::new(),
+            _running: tern_runtime::Ticker::global().running(),
         })
     }
 }

@@ -21,6 +21,9 @@ pub struct PluginCtx {
     pub(crate) logs: Logs,
     /// A limit a host call ran into, for the report.
     pub(crate) stopped_by: Option<Limit>,
+    /// Keeps the epoch moving while the plugin's code may run (a call, or
+    /// instantiating), not while a session waits between calls.
+    pub(crate) running: Option<tern_runtime::Running>,
 }
 
 /// The WASI context, for the kind of program the plugin is.

@@ -1,11 +1,10 @@
 //! One plugin host per process: the engine (pooling allocator, fuel and
-//! epoch checks compiled in), the sealed compile cache, the epoch ticker
-//! that enforces timeouts, and the I/O runtime host calls use.
+//! epoch checks compiled in, moved by the process's `tern_runtime::Ticker`
+//! while a call runs, which enforces timeouts), the sealed compile cache,
+//! and the I/O runtime host calls use.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread;
 use std::time::Duration;
 
 use tern_runtime::{ByteSize, CompileCache, Loader, Program, SigningKey};
@@ -19,7 +18,7 @@ use crate::host_fn::{BoxFuture, panic_text};
 use crate::plugin::Plugin;
 
 /// How often the epoch moves: the granularity of timeouts.
-pub(crate) const TICK: Duration = Duration::from_millis(1);
+pub(crate) const TICK: Duration = tern_runtime::TICK;
 
 /// Where compiled code is cached.
 #[derive(Clone, Debug, Default)]
@@ -124,28 +123,16 @@ impl PluginHostBuilder {
                 Some(CompileCache::new(dir, key)?)
             }
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let engine = engine.clone();
-            let stop = stop.clone();
-            thread::Builder::new()
-                .name("tern-plugin-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        thread::sleep(TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .context("starting the timeout ticker")?
-        };
+        let ticking = tern_runtime::Ticker::global()
+            .register(&engine)
+            .context("starting the timeout ticker")?;
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 engine,
                 cache,
                 max_memory: self.max_memory,
                 io: OnceLock::new(),
-                stop,
-                ticker: Some(ticker),
+                _ticking: ticking,
             }),
         })
     }
@@ -172,17 +159,8 @@ pub(crate) struct HostInner {
     cache: Option<CompileCache>,
     pub(crate) max_memory: ByteSize,
     io: OnceLock<tokio::runtime::Runtime>,
-    stop: Arc<AtomicBool>,
-    ticker: Option<thread::JoinHandle<()>>,
-}
-
-impl Drop for HostInner {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(ticker) = self.ticker.take() {
-            let _ = ticker.join();
-        }
-    }
+    /// Takes the engine off the ticker when the host goes.
+    _ticking: tern_runtime::Registration,
 }
 
 impl PluginHost {

@@ -83,6 +83,7 @@ impl Instance {
             shared: shared.clone(),
             logs: Logs::default(),
             stopped_by: None,
+            running: None,
         };
         let engine = shared.host.engine.clone();
         let mut store = Store::new(&engine, ctx);
@@ -134,6 +135,7 @@ impl Instance {
                 }
             }
         });
+        instance.store.data_mut().running = None;
         match made {
             Ok(handle) => {
                 instance.handle = Some(handle);
@@ -156,6 +158,7 @@ impl Instance {
         ctx.call.deadline = Instant::now() + timeout;
         ctx.logs = Logs::default();
         ctx.stopped_by = None;
+        ctx.running = Some(tern_runtime::Ticker::global().running());
     }
 
     /// Calls `name` with bytes in and bytes out, the way the plugin's kind
@@ -220,6 +223,7 @@ impl Instance {
         output: u64,
         result: Result<T>,
     ) -> Result<(T, Report), CallError> {
+        self.store.data_mut().running = None;
         match result {
             Ok(value) => Ok((value, self.report(start, input, output))),
             Err(e) => Err(self.failure(name, e, start, input)),

@@ -179,6 +179,9 @@ impl FilterVm {
             this: VmSlot::default(),
             grpc_noted: false,
         };
+        // Starting runs the filter's code: its start function,
+        // `_initialize`, the root context's first callbacks.
+        let _running = engine::running();
         let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.set_epoch_deadline(engine::ticks(config.callback_time));
@@ -458,6 +461,7 @@ impl FilterVm {
             return Err(why.clone());
         }
         let budget = self.store.data().shared.config.callback_time;
+        let _running = engine::running();
         self.store.set_epoch_deadline(engine::ticks(budget));
         match func.call(&mut self.store, params) {
             Ok(result) => Ok(result),

@@ -42,6 +42,7 @@ pub mod spin;
 mod stat_index;
 mod stores;
 mod symlinks;
+mod ticker;
 mod wave;
 
 pub use artifact::{ArtifactError, ArtifactKind, SigningKey};
@@ -64,5 +65,6 @@ pub use run::{HttpHooks, RunConfig, run_command};
 pub use services::Services;
 pub use stores::{Stores, open_store, open_stores};
 pub use tern_manifest::units::{ByteSize, HumanDuration};
+pub use ticker::{Registration, Running, TICK, Ticker};
 pub use wasmtime::{Engine, Error, Result};
 pub use wave::{Call as WaveCall, show as show_wave};

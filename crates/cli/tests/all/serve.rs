@@ -423,3 +423,43 @@ fn json_access_log() {
         );
     }
 }
+
+#[test]
+fn an_idle_server_takes_no_wake_ups() {
+    let tern = Tern::new();
+    let serve = Serve::start(&tern, &one("/hello", HTTP_HELLO, ""), &[]);
+    // A guest ran, so the epoch ticker woke; it sleeps again soon after.
+    serve.get("/hello").expect(200);
+    let pid = serve.pid();
+    // Context switches of every thread of the server so far.
+    let switches = || -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+            .flat_map(|status| {
+                let counts: Vec<u64> = status
+                    .lines()
+                    .filter(|line| line.contains("ctxt_switches:"))
+                    .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
+                    .collect();
+                counts
+            })
+            .sum()
+    };
+    // A ticker moving the epoch every millisecond would wake the process
+    // about 500 times in each window; a quiet one, not at all.
+    let windows: Vec<u64> = (0..20)
+        .map(|_| {
+            let before = switches();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            switches() - before
+        })
+        .take_while(|woke| *woke >= 25)
+        .collect();
+    assert!(
+        windows.len() < 20,
+        "the idle server kept waking up: {windows:?} wake-ups per 500 ms"
+    );
+    // And a request after the quiet spell is served as before.
+    serve.get("/hello").expect(200);
+}

@@ -51,15 +51,14 @@ pub(crate) struct RedisRoute {
 }
 
 /// The engine and its instance pool, shared by an app and its reloads
-/// while the pool's size stays the same. Dropping it takes its engine off
-/// the ticker.
+/// while the pool's size stays the same. Its engine is ticked for as long
+/// as it exists (a warm instance may outlive the pool).
 pub(crate) struct Pool {
     engine: Engine,
     linkers: HttpLinkers,
     size: PoolSize,
     /// Instances alive at once across every version of the app.
     pub(crate) slots: Arc<Semaphore>,
-    _ticker: tern_runtime::Registration,
 }
 
 impl Pool {
@@ -69,10 +68,10 @@ impl Pool {
 
     fn with_slots(size: PoolSize, slots: Arc<Semaphore>) -> Result<Pool, LoadError> {
         let engine = size.spec().engine().map_err(LoadError::Engine)?;
+        tern_runtime::Ticker::global()
+            .register(&engine)
+            .map_err(|e| LoadError::Engine(e.into()))?;
         Ok(Pool {
-            _ticker: tern_runtime::Ticker::global()
-                .register(&engine)
-                .map_err(|e| LoadError::Engine(e.into()))?,
             slots,
             linkers: HttpLinkers::new(&engine),
             engine,

@@ -737,7 +737,11 @@ async fn http_call(
         req.headers_mut().insert(http::header::HOST, host);
     }
     let path = pseudo(&call.headers, ":path").unwrap_or_else(|| "/".into());
-    let timeout = call.timeout.max(Duration::from_millis(1));
+    // The filter's timeout, within the upstream's own.
+    let timeout = call.timeout.clamp(
+        Duration::from_millis(1),
+        upstream.spec.timeout.max(Duration::from_millis(1)),
+    );
     let work = async {
         let response = upstream.send(req, &path, timeout).await.ok()?;
         let (parts, body) = response.into_parts();

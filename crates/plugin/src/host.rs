@@ -123,7 +123,7 @@ impl PluginHostBuilder {
                 Some(CompileCache::new(dir, key)?)
             }
         };
-        let ticking = tern_runtime::Ticker::global()
+        tern_runtime::Ticker::global()
             .register(&engine)
             .context("starting the timeout ticker")?;
         Ok(PluginHost {
@@ -132,7 +132,6 @@ impl PluginHostBuilder {
                 cache,
                 max_memory: self.max_memory,
                 io: OnceLock::new(),
-                _ticking: ticking,
             }),
         })
     }
@@ -159,8 +158,6 @@ pub(crate) struct HostInner {
     cache: Option<CompileCache>,
     pub(crate) max_memory: ByteSize,
     io: OnceLock<tokio::runtime::Runtime>,
-    /// Takes the engine off the ticker when the host goes.
-    _ticking: tern_runtime::Registration,
 }
 
 impl PluginHost {

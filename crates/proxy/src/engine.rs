@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tern_runtime::{Registration, Ticker};
+use tern_runtime::Ticker;
 use wasmtime::Result;
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine};
@@ -20,8 +20,8 @@ const MAX_STACK: usize = 1 << 20;
 /// The process's filter engine, made at first use.
 pub fn engine() -> Result<&'static Engine> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    static TICKING: OnceLock<Registration> = OnceLock::new();
-    if let (Some(engine), Some(_)) = (ENGINE.get(), TICKING.get()) {
+    static TICKING: OnceLock<()> = OnceLock::new();
+    if let (Some(engine), Some(())) = (ENGINE.get(), TICKING.get()) {
         return Ok(engine);
     }
     let engine = match ENGINE.get() {
@@ -35,10 +35,10 @@ pub fn engine() -> Result<&'static Engine> {
         }
     };
     if TICKING.get().is_none() {
-        let registration = Ticker::global()
+        Ticker::global()
             .register(engine)
             .context("starting the filter epoch ticker")?;
-        let _ = TICKING.set(registration);
+        let _ = TICKING.set(());
     }
     Ok(engine)
 }

@@ -231,10 +231,16 @@ pub(crate) fn follow_up(vm: &Arc<Mutex<FilterVm>>, locked: &mut FilterVm) {
     let Some((calls, dispatcher)) = locked.take_root_calls() else {
         return;
     };
+    let now = Instant::now();
     for call in calls {
         let (vm, dispatcher) = (Arc::downgrade(vm), dispatcher.clone());
+        let delay = locked.root_call_delay(now);
         // On this thread's runtime: the answer goes to this worker's VM.
-        tokio::spawn(async move {
+        // The task ends with the VM (`keep_root_task`).
+        let task = tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let token = call.token;
             let answer = dispatcher.dispatch(call).await;
             let Some(vm) = vm.upgrade() else { return };
@@ -244,6 +250,7 @@ pub(crate) fn follow_up(vm: &Arc<Mutex<FilterVm>>, locked: &mut FilterVm) {
                 follow_up(&vm, &mut locked);
             }
         });
+        locked.keep_root_task(task.abort_handle());
     }
 }
 

@@ -685,13 +685,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 return Status::BadArgument.into();
             };
             let ctx = caller.data_mut();
-            if !ctx.in_stream && ctx.shared.config.dispatcher.is_none() {
-                log(
-                    &caller,
-                    LogLevel::Warn,
-                    "dispatch_http_call outside a request is not supported here",
-                );
-                return Status::InternalFailure.into();
+            if !ctx.in_stream {
+                let refused = if ctx.context != ROOT_CONTEXT {
+                    Some("dispatch_http_call while a stream context is created is not supported")
+                } else if ctx.shared.config.dispatcher.is_none() {
+                    Some("dispatch_http_call outside a request is not supported here")
+                } else {
+                    None
+                };
+                if let Some(why) = refused {
+                    log(&caller, LogLevel::Warn, why);
+                    return Status::InternalFailure.into();
+                }
             }
             // A stream's calls are made by the stream's host task; the root
             // context's (a tick, a queue callback) by the dispatcher.

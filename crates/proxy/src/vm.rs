@@ -2,7 +2,7 @@
 //! and the callbacks the host makes into it.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::error::Context as _;
 use wasmtime::{Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc};
@@ -147,6 +147,47 @@ pub struct FilterVm {
     next_context: u32,
     broken: Option<String>,
     ticking: bool,
+    /// The root context's calls being made: they end with the VM.
+    root_tasks: Vec<tokio::task::AbortHandle>,
+    /// The pace of the root context's calls.
+    root_pace: Pace,
+}
+
+/// The pace of a root context's calls: a burst of this many, then one per
+/// [`ROOT_CALL_SPACING`], however fast the answers come back (a filter
+/// calling again from each answer, an upstream that is down).
+const ROOT_CALL_BURST: u32 = 16;
+const ROOT_CALL_SPACING: Duration = Duration::from_millis(10);
+
+/// A leaky bucket that delays rather than refuses: a burst of
+/// [`ROOT_CALL_BURST`] at once, then one per [`ROOT_CALL_SPACING`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    /// When the next call would go out, were calls made evenly.
+    due: Instant,
+}
+
+impl Pace {
+    pub(crate) fn new(now: Instant) -> Self {
+        Pace { due: now }
+    }
+
+    /// How long a call made at `now` waits before it goes out.
+    pub(crate) fn delay(&mut self, now: Instant) -> Duration {
+        let tolerance = ROOT_CALL_SPACING * (ROOT_CALL_BURST - 1);
+        let due = self.due.max(now);
+        let send_at = due.checked_sub(tolerance).unwrap_or(now).max(now);
+        self.due = due + ROOT_CALL_SPACING;
+        send_at - now
+    }
+}
+
+impl Drop for FilterVm {
+    fn drop(&mut self) {
+        for task in &self.root_tasks {
+            task.abort();
+        }
+    }
 }
 
 impl FilterVm {
@@ -214,6 +255,8 @@ impl FilterVm {
             next_context: ROOT_CONTEXT,
             broken: None,
             ticking: false,
+            root_tasks: Vec::new(),
+            root_pace: Pace::new(Instant::now()),
         };
         if let Some(f) = &vm.exports.clone().context_create {
             vm.call(f, (ROOT_CONTEXT, 0))
@@ -288,16 +331,36 @@ impl FilterVm {
     }
 
     /// The calls the root context made since the last time, for the host
-    /// to make; the filter's dispatcher makes them.
+    /// to make; the filter's dispatcher makes them. A broken VM's calls are
+    /// dropped, and those it had out are stopped.
     pub(crate) fn take_root_calls(
         &mut self,
     ) -> Option<(Vec<HttpCall>, Arc<dyn crate::config::CallDispatcher>)> {
+        let broken = self.broken.is_some();
         let ctx = self.store.data_mut();
+        if broken {
+            ctx.root_calls.clear();
+            for task in self.root_tasks.drain(..) {
+                task.abort();
+            }
+            return None;
+        }
         if ctx.root_calls.is_empty() {
             return None;
         }
         let dispatcher = ctx.shared.config.dispatcher.clone()?;
         Some((std::mem::take(&mut ctx.root_calls), dispatcher))
+    }
+
+    /// How long the next root call waits before it goes out ([`Pace`]).
+    pub(crate) fn root_call_delay(&mut self, now: Instant) -> Duration {
+        self.root_pace.delay(now)
+    }
+
+    /// Keeps `task`, one root call being made, to stop it with the VM.
+    pub(crate) fn keep_root_task(&mut self, task: tokio::task::AbortHandle) {
+        self.root_tasks.retain(|task| !task.is_finished());
+        self.root_tasks.push(task);
     }
 
     /// Delivers the answer to a call the root context made (`None`: the
@@ -325,7 +388,11 @@ impl FilterVm {
         self.next_context = self.next_context.wrapping_add(1).max(ROOT_CONTEXT + 1);
         let id = self.next_context;
         if let Some(f) = &self.exports.clone().context_create {
-            self.call(f, (id, ROOT_CONTEXT))?;
+            // The new context's own callback, though outside any stream.
+            self.store.data_mut().context = id;
+            let created = self.call(f, (id, ROOT_CONTEXT));
+            self.store.data_mut().context = ROOT_CONTEXT;
+            created?;
         }
         Ok(id)
     }
@@ -490,5 +557,36 @@ fn describe(store: &Store<VmCtx>, err: wasmtime::Error, budget: Duration) -> was
                 first.lines().next().unwrap_or("unknown error")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_calls_go_in_a_burst_then_one_per_spacing() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        for _ in 0..ROOT_CALL_BURST {
+            assert_eq!(pace.delay(start), Duration::ZERO);
+        }
+        // Past the burst, each waits one spacing more than the last.
+        assert_eq!(pace.delay(start), ROOT_CALL_SPACING);
+        assert_eq!(pace.delay(start), ROOT_CALL_SPACING * 2);
+        // Calls coming back-to-back forever (a filter calling again from
+        // each answer) go at one per spacing.
+        let mut now = start + ROOT_CALL_SPACING * 2;
+        for _ in 0..100 {
+            let delay = pace.delay(now);
+            assert!(delay >= ROOT_CALL_SPACING, "{delay:?}");
+            now += delay;
+        }
+        // A quiet spell earns the burst back, and no more.
+        let later = now + ROOT_CALL_SPACING * 1000;
+        for _ in 0..ROOT_CALL_BURST {
+            assert_eq!(pace.delay(later), Duration::ZERO);
+        }
+        assert!(pace.delay(later) > Duration::ZERO);
     }
 }

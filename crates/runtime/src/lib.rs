@@ -65,6 +65,6 @@ pub use run::{HttpHooks, RunConfig, run_command};
 pub use services::Services;
 pub use stores::{Stores, open_store, open_stores};
 pub use tern_manifest::units::{ByteSize, HumanDuration};
-pub use ticker::{Registration, Running, TICK, Ticker};
+pub use ticker::{Running, TICK, Ticker};
 pub use wasmtime::{Engine, Error, Result};
 pub use wave::{Call as WaveCall, show as show_wave};

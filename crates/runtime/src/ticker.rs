@@ -1,21 +1,24 @@
 //! The process's one epoch ticker: a thread moving the epoch of every
 //! engine that serves guests (`tern serve`'s and `tern host`'s engines, the
-//! proxy-wasm filter engine) every [`TICK`], which is what makes a guest
-//! spinning in wasm yield, and stop at its deadline or time budget.
+//! proxy-wasm filter engine, plugin hosts) every [`TICK`], which is what
+//! makes a guest spinning in wasm yield, and stop at its deadline or time
+//! budget. An engine is ticked from its registration for as long as it
+//! exists (the ticker holds it weakly), so a store still running on an
+//! engine its app has let go of keeps its deadline.
 //!
 //! It ticks only while a guest may be running: each store that runs guest
 //! code holds a [`Running`] for as long as it can (a request's store, a
-//! warm instance, one filter callback). When none has been held for
-//! [`IDLE_TICKS`] ticks the thread parks, and the next `Running` wakes it,
-//! so an idle server takes no wake-ups at all, and a busy one pays one
-//! thread's, however many engines it has.
+//! warm instance, one filter callback, one plugin call). When none has been
+//! held for [`IDLE_TICKS`] ticks the thread parks, and the next `Running`
+//! wakes it, so an idle server takes no wake-ups at all, and a busy one
+//! pays one thread's, however many engines it has.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use wasmtime::Engine;
+use wasmtime::{Engine, EngineWeak};
 
 /// How often the epochs move: a spinning guest yields, and has its
 /// deadline and CPU budget checked, this often.
@@ -26,15 +29,16 @@ pub const IDLE_TICKS: u32 = 100;
 
 /// The ticker; see the module's documentation.
 pub struct Ticker {
-    engines: Mutex<Vec<(u64, Engine)>>,
-    next_id: AtomicU64,
+    engines: Mutex<Vec<EngineWeak>>,
     /// Guests that may be running now.
     running: AtomicUsize,
     /// The thread is parked (or about to be), waiting for a guest.
     asleep: AtomicBool,
     /// Ticks made, for tests and figures.
     ticks: AtomicU64,
-    thread: OnceLock<Thread>,
+    /// The thread, and the process it was started in: a child made by
+    /// `fork` inherits this value but not the thread, and starts its own.
+    thread: Mutex<Option<(u32, Thread)>>,
 }
 
 impl Ticker {
@@ -47,38 +51,49 @@ impl Ticker {
     const fn new() -> Ticker {
         Ticker {
             engines: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
             running: AtomicUsize::new(0),
             asleep: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
-            thread: OnceLock::new(),
+            thread: Mutex::new(None),
         }
     }
 
-    /// Moves `engine`'s epoch from now on, until the registration is
-    /// dropped; starts the thread at the first registration.
-    pub fn register(&'static self, engine: &Engine) -> std::io::Result<Registration> {
-        if self.thread.get().is_none() {
-            let handle = thread::Builder::new()
-                .name("tern-epoch".into())
-                .spawn(move || self.run())?;
-            // Two first registrations at once: the second thread finds the
-            // slot taken and parks for good, which costs nothing.
-            let _ = self.thread.set(handle.thread().clone());
+    /// Moves `engine`'s epoch from now on, for as long as it exists;
+    /// starts the thread if this process has none yet.
+    pub fn register(&'static self, engine: &Engine) -> std::io::Result<()> {
+        {
+            let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+            let pid = std::process::id();
+            if thread
+                .as_ref()
+                .is_none_or(|(started_in, _)| *started_in != pid)
+            {
+                self.asleep.store(false, Ordering::SeqCst);
+                let handle = thread::Builder::new()
+                    .name("tern-epoch".into())
+                    .spawn(move || self.run())?;
+                *thread = Some((pid, handle.thread().clone()));
+            }
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().push((id, engine.clone()));
-        Ok(Registration { ticker: self, id })
+        let mut engines = self.engines();
+        // Twice would tick it twice as fast.
+        let known = engines
+            .iter()
+            .any(|known| known.upgrade().is_some_and(|e| Engine::same(&e, engine)));
+        if !known {
+            engines.push(engine.weak());
+        }
+        Ok(())
     }
 
     /// Marks a guest as possibly running until the guard is dropped, and
     /// wakes the thread if it sleeps.
     pub fn running(&'static self) -> Running {
-        if self.running.fetch_add(1, Ordering::SeqCst) == 0
-            && self.asleep.load(Ordering::SeqCst)
-            && let Some(thread) = self.thread.get()
-        {
-            thread.unpark();
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 && self.asleep.load(Ordering::SeqCst) {
+            let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, thread)) = thread.as_ref() {
+                thread.unpark();
+            }
         }
         Running { ticker: self }
     }
@@ -93,24 +108,22 @@ impl Ticker {
         self.asleep.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Engine)>> {
+    fn engines(&self) -> MutexGuard<'_, Vec<EngineWeak>> {
         self.engines.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn run(&self) {
-        if self
-            .thread
-            .get()
-            .is_some_and(|t| t.id() != thread::current().id())
-        {
-            return;
-        }
         let mut idle = 0;
         loop {
             thread::sleep(TICK);
-            for (_, engine) in self.lock().iter() {
-                engine.increment_epoch();
-            }
+            // Engines that are gone drop out.
+            self.engines().retain(|engine| match engine.upgrade() {
+                Some(engine) => {
+                    engine.increment_epoch();
+                    true
+                }
+                None => false,
+            });
             self.ticks.fetch_add(1, Ordering::Relaxed);
             if self.running.load(Ordering::SeqCst) > 0 {
                 idle = 0;
@@ -129,18 +142,6 @@ impl Ticker {
             self.asleep.store(false, Ordering::SeqCst);
             idle = 0;
         }
-    }
-}
-
-/// An engine the ticker moves; dropping it stops that.
-pub struct Registration {
-    ticker: &'static Ticker,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.ticker.lock().retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -180,7 +181,7 @@ mod tests {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).unwrap();
-        let registration = ticker.register(&engine).unwrap();
+        ticker.register(&engine).unwrap();
 
         // Nothing runs: the thread goes to sleep, and stays asleep.
         assert!(until(|| ticker.is_asleep()), "the ticker never slept");
@@ -209,8 +210,5 @@ mod tests {
         assert!(ticker.ticks() >= slept_at + 5);
         drop(guest);
         assert!(until(|| ticker.is_asleep()), "never slept again");
-
-        drop(registration);
-        assert!(ticker.lock().is_empty());
     }
 }

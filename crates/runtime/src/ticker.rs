@@ -210,5 +210,15 @@ mod tests {
         assert!(ticker.ticks() >= slept_at + 5);
         drop(guest);
         assert!(until(|| ticker.is_asleep()), "never slept again");
+
+        // An engine is held weakly: once every handle to it is gone (the
+        // trap's backtrace holds its module), it is ticked no more.
+        drop((trap, spin, instance, store, module, engine));
+        let guest = ticker.running();
+        assert!(
+            until(|| ticker.engines().is_empty()),
+            "a dropped engine is still ticked"
+        );
+        drop(guest);
     }
 }

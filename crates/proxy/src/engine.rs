@@ -20,27 +20,20 @@ const MAX_STACK: usize = 1 << 20;
 /// The process's filter engine, made at first use.
 pub fn engine() -> Result<&'static Engine> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    static TICKING: OnceLock<()> = OnceLock::new();
-    if let (Some(engine), Some(())) = (ENGINE.get(), TICKING.get()) {
+    if let Some(engine) = ENGINE.get() {
         return Ok(engine);
     }
-    let engine = match ENGINE.get() {
-        Some(engine) => engine,
-        None => {
-            let mut config = Config::new();
-            config.epoch_interruption(true);
-            config.max_wasm_stack(MAX_STACK);
-            let engine = Engine::new(&config).context("creating the filter engine")?;
-            ENGINE.get_or_init(|| engine)
-        }
-    };
-    if TICKING.get().is_none() {
-        Ticker::global()
-            .register(engine)
-            .context("starting the filter epoch ticker")?;
-        let _ = TICKING.set(());
-    }
-    Ok(engine)
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_STACK);
+    let engine = Engine::new(&config).context("creating the filter engine")?;
+    // Registered before it is shared, so no filter runs on it unticked. An
+    // engine that loses a race to be the one is dropped, and the ticker
+    // forgets it.
+    Ticker::global()
+        .register(&engine)
+        .context("starting the filter epoch ticker")?;
+    Ok(ENGINE.get_or_init(|| engine))
 }
 
 /// Marks a filter callback as running, for the ticker.

@@ -368,19 +368,10 @@ impl FilterVm {
     pub(crate) fn root_call_response(&mut self, token: u32, response: Option<CallResponse>) {
         let ctx = self.store.data_mut();
         ctx.root_calls_in_flight = ctx.root_calls_in_flight.saturating_sub(1);
-        let exports = self.exports.clone();
-        let Some(f) = &exports.http_call_response else {
-            return;
-        };
         let response = response.unwrap_or_default();
-        let counts = (
-            response.headers.len() as u32,
-            response.body.len() as u32,
-            response.trailers.len() as u32,
-        );
-        self.store.data_mut().call_response = Some(response);
-        let _ = self.call(f, (ROOT_CONTEXT, token, counts.0, counts.1, counts.2));
-        self.store.data_mut().call_response = None;
+        let _ = self.with_call_response(response, |vm, f, (headers, body, trailers)| {
+            vm.call(f, (ROOT_CONTEXT, token, headers, body, trailers))
+        });
     }
 
     /// Creates a stream context; its id.
@@ -460,6 +451,21 @@ impl FilterVm {
         token: u32,
         response: CallResponse,
     ) -> Result<(), String> {
+        self.with_call_response(response, |vm, f, (headers, body, trailers)| {
+            vm.with_stream((context, request), data, None, |vm| {
+                vm.call(f, (context, token, headers, body, trailers))
+            })
+        })
+    }
+
+    /// Runs `deliver` (the call of `proxy_on_http_call_response` with the
+    /// answer's header, body and trailer counts) with `response` readable
+    /// by the filter; nothing if the filter takes no answers.
+    fn with_call_response(
+        &mut self,
+        response: CallResponse,
+        deliver: impl FnOnce(&mut Self, &CallResponseFn, (u32, u32, u32)) -> Result<(), String>,
+    ) -> Result<(), String> {
         let exports = self.exports.clone();
         let Some(f) = &exports.http_call_response else {
             return Ok(());
@@ -470,9 +476,7 @@ impl FilterVm {
             response.trailers.len() as u32,
         );
         self.store.data_mut().call_response = Some(response);
-        let result = self.with_stream((context, request), data, None, |vm| {
-            vm.call(f, (context, token, counts.0, counts.1, counts.2))
-        });
+        let result = deliver(self, f, counts);
         self.store.data_mut().call_response = None;
         result
     }

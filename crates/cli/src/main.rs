@@ -68,6 +68,24 @@ enum Command {
     Apps(apps::AppsArgs),
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs and
+/// most servers do: a server holds a descriptor per connection, and each
+/// loaded module's code is mapped from its compile cache file, kept open.
+/// The common soft default of 1,024 would stop a `tern host` with a
+/// thousand loaded apps from accepting connections. Failing to raise it
+/// changes nothing else.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
 fn main() -> ExitCode {
     // The compiling child process (`compiling::child`), not a command
     // people type.
@@ -79,6 +97,12 @@ fn main() -> ExitCode {
         return compiling::child(&args[2..]);
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Up(_) | Command::Host(_)
+    ) {
+        raise_open_file_limit();
+    }
     let result = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Call(args) => call::main(args),

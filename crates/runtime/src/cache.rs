@@ -8,6 +8,7 @@
 //! binds it to the wasm and engine it is looked up for. Anything else is
 //! ignored, recompiled and replaced.
 
+use std::fs::File;
 use std::hash::Hash as _;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -25,10 +26,12 @@ pub struct CompileCache {
     key: SigningKey,
 }
 
-/// A cache entry read into memory and verified: the code that runs is
-/// exactly the code whose seal was checked, whatever happens to the file.
+/// A cache entry whose seal verified, with the open file it was read
+/// from: its code can be mapped from that very file (the same inode, not
+/// the path again), or deserialized from the bytes that were verified.
 pub(crate) struct Entry {
     kind: ArtifactKind,
+    file: File,
     bytes: Vec<u8>,
     payload_len: usize,
 }
@@ -41,6 +44,16 @@ impl Entry {
     /// What wasmtime serialized, without the seal.
     pub(crate) fn payload(&self) -> &[u8] {
         &self.bytes[..self.payload_len]
+    }
+
+    /// How many bytes of the file the seal covered: all of them.
+    pub(crate) fn verified_len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// The entry's file, open since it was checked and verified.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 }
 
@@ -132,15 +145,10 @@ impl CompileCache {
         stat_index::remember(&self.dir, &self.key, stamp, content, written_once);
     }
 
-    /// Reads the entry at `path` into memory and verifies its seal and that
-    /// it was compiled for `binding`.
-    ///
-    /// The entry is read, not mapped: a mapped file shows later writes to
-    /// it, so code could change after its MAC was checked. wasmtime copies
-    /// the verified bytes into memory of its own, which nothing outside this
-    /// process can write. (A sealed memfd would keep the code file-backed,
-    /// but costs the same copy and more code; the copy is a memcpy of an
-    /// artifact already in the page cache.)
+    /// Reads the entry at `path` and verifies its seal and that it was
+    /// compiled for `binding`; the entry keeps the file open, so its code
+    /// can then be mapped from the inode that was verified (see
+    /// `program::deserialize_entry` for why that is sound).
     pub(crate) fn lookup(&self, path: &Path, binding: &Binding) -> Lookup {
         let mut file = match private::open_file(path, false) {
             Ok(file) => file,
@@ -160,6 +168,7 @@ impl CompileCache {
         match opened {
             Ok((kind, payload_len)) => Lookup::Hit(Entry {
                 kind,
+                file,
                 bytes,
                 payload_len,
             }),

@@ -15,7 +15,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Engine, Module, Result, bail};
 
 use crate::artifact::{self, ArtifactError, ArtifactKind, Binding, SigningKey};
-use crate::cache::{CompileCache, Lookup};
+use crate::cache::{CompileCache, Entry, Lookup};
 use crate::compiler::{CompileLimits, compile_in_child};
 use crate::engine::EngineSpec;
 use crate::stat_index::FileStamp;
@@ -141,7 +141,7 @@ impl Loader<'_> {
                     engine: engine_hash,
                 },
             )
-            && let Ok(program) = deserialize(engine, entry.kind(), entry.payload())
+            && let Ok(program) = deserialize_entry(engine, &entry)
         {
             return Ok(loaded(program, CodeSource::CacheHit, Duration::ZERO));
         }
@@ -213,7 +213,7 @@ impl Loader<'_> {
         let entry = cache.entry_path(engine, &content);
         let read_time = start.elapsed();
         let source = match cache.lookup(&entry, &binding) {
-            Lookup::Hit(found) => match deserialize(engine, found.kind(), found.payload()) {
+            Lookup::Hit(found) => match deserialize_entry(engine, &found) {
                 Ok(program) => {
                     remember(cache, &content);
                     return Ok(loaded(program, CodeSource::CacheHit, read_time));
@@ -315,6 +315,65 @@ fn deserialize_compiled(engine: &Engine, kind: ArtifactKind, code: &[u8]) -> Res
         Ok(match kind {
             ArtifactKind::Module => Program::Module(Module::deserialize(engine, code)?),
             ArtifactKind::Component => Program::Component(Component::deserialize(engine, code)?),
+        })
+    }
+}
+
+/// The code of a verified cache entry, mapped from the entry's file, so
+/// that its pages are the page cache's (shared by every app with the same
+/// binary, and dropped by the kernel under pressure rather than swapped);
+/// from the verified bytes, copied, where the file cannot be reopened
+/// through `/proc/self/fd`.
+fn deserialize_entry(engine: &Engine, entry: &Entry) -> Result<Program> {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::io::AsRawFd as _;
+
+    let file = entry.file();
+    // The open file, never the entry's path again: a rename over the path
+    // after the check cannot change what is mapped.
+    let reopen = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let same_inode = match (file.metadata(), std::fs::metadata(&reopen)) {
+        (Ok(open), Ok(again)) => {
+            open.dev() == again.dev()
+                && open.ino() == again.ino()
+                && again.len() == entry.verified_len()
+        }
+        _ => false,
+    };
+    if !same_inode {
+        return deserialize(engine, entry.kind(), entry.payload());
+    }
+    // Mapping needs a descriptor more, which a process at its limit of
+    // open files does not have: then the verified bytes, copied.
+    deserialize_mapped(engine, entry, &reopen)
+        .or_else(|_| deserialize(engine, entry.kind(), entry.payload()))
+}
+
+/// [`deserialize_entry`]'s mapping, through `reopen`: `/proc/self/fd/N`
+/// for the entry's open file.
+#[allow(unsafe_code)]
+fn deserialize_mapped(engine: &Engine, entry: &Entry, reopen: &str) -> Result<Program> {
+    let file = entry.file();
+    // SAFETY: the file's seal verified under this user's key and binds it
+    // to this wasm and this engine's configuration (see `deserialize`),
+    // and what is mapped is that same inode, not whatever the path names
+    // now. The file is a regular file of this user's that nobody else may
+    // write, and tern never writes an entry in place (a new entry is a new
+    // file renamed over the path), so its bytes stay the ones verified. The
+    // only ones who could change them in place are this user and root, and
+    // they can read the key and seal code of their own anyway: the seal
+    // guards against everyone else, and so does the mapping. wasmtime maps
+    // the file copy-on-write and applies no relocations to the code, so the
+    // code pages stay the file's. The seal's trailer after wasmtime's ELF
+    // image is outside every section wasmtime reads.
+    unsafe {
+        Ok(match entry.kind() {
+            ArtifactKind::Module => {
+                Program::Module(Module::deserialize_open_file(engine, file.try_clone()?)?)
+            }
+            ArtifactKind::Component => {
+                Program::Component(Component::deserialize_file(engine, reopen)?)
+            }
         })
     }
 }

@@ -746,6 +746,9 @@ fn idle_apps_unload_and_come_back() {
     let line = host.serve.wait_for_log("unloaded app `shop`");
     assert!(line.ends_with("no request for 1s"), "{line}");
     assert_eq!(host.summary("shop")["state"], "idle");
+    // An idle app holds no compiled code.
+    let pid = host.serve.pid();
+    assert_eq!(code_mappings(pid, &tern.cache_dir()), Vec::<String>::new());
 
     // A request loads it again; while it runs, the app stays loaded.
     let held = host.hold("shop.localhost", "/wait");
@@ -753,6 +756,10 @@ fn idle_apps_unload_and_come_back() {
     let summary = host.summary("shop");
     assert_eq!(summary["state"], "loaded", "{summary}");
     assert_eq!(summary["in_flight"], 1, "{summary}");
+    // Its two modules' code runs from their compile cache files, mapped:
+    // page cache the kernel can drop, not a copy in anonymous memory.
+    let mapped = code_mappings(pid, &tern.cache_dir());
+    assert_eq!(mapped.len(), 2, "{mapped:?}");
     assert_eq!(finish(held, "").expect(200), "read 0 bytes");
     host.serve.wait_for_log("POST /wait 200");
 
@@ -777,6 +784,24 @@ fn idle_apps_unload_and_come_back() {
         text.contains("# TYPE tern_app_request_duration_seconds histogram"),
         "{text}"
     );
+}
+
+/// The compile cache entries (`.twasm` under `cache`) that process `pid`
+/// has mapped executable, from its `/proc/PID/maps`.
+fn code_mappings(pid: u32, cache: &Path) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut files: Vec<String> = maps
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (perms, path) = (fields.get(1)?, fields.get(5)?);
+            (perms.contains('x') && path.starts_with(cache.to_str()?) && path.ends_with(".twasm"))
+                .then(|| path.to_string())
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 #[test]

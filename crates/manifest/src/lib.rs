@@ -519,13 +519,21 @@ pub fn parse_with(
     options: LoadOptions,
 ) -> Result<Manifest, ManifestError> {
     let source = Source { path, text };
+    use serde::Deserialize as _;
+    use toml::de::{DeTable, Deserializer};
     let from_toml = |error| ManifestError::from_toml(path, text, &error);
-    let version: raw::RawVersion = toml::from_str(text).map_err(from_toml)?;
+    // Parsed once: the version is read from a copy of the parsed document
+    // (its strings still borrowed from `text`), not from a second parse.
+    // `tern host` parses an app's manifest on every cold start.
+    let document = DeTable::parse(text).map_err(from_toml)?;
+    let version =
+        raw::RawVersion::deserialize(Deserializer::from(document.clone())).map_err(from_toml)?;
     if version.manifest_version.is_none() && version.spin_manifest_version.is_some() {
         return spin::parse(&source, options);
     }
     resolve::check_version(&source, version)?;
-    resolve::resolve(&source, toml::from_str(text).map_err(from_toml)?, options)
+    let raw = raw::RawManifest::deserialize(Deserializer::from(document)).map_err(from_toml)?;
+    resolve::resolve(&source, raw, options)
 }
 
 impl Manifest {

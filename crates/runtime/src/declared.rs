@@ -44,28 +44,53 @@ pub fn initial_memory(bytes: &[u8]) -> Option<u64> {
 /// assert!(!tern_runtime::speaks_wasi_p3(&p2));
 /// ```
 pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
-    use wasmparser::{Parser, Payload};
+    use wasmparser::{Chunk, Parser, Payload};
     // The Spin SDK 7's `spin:*@3` interfaces are WASI 0.3 async functions
     // too; a Redis-triggered component may use nothing else.
     let is_p3 = |name: &str| {
         (name.starts_with("wasi:") && name.contains("@0.3."))
             || (name.starts_with("spin:") && name.contains("@3."))
     };
-    let mut depth = 0u32;
-    for payload in Parser::new(0).parse_all(bytes) {
-        let Ok(payload) = payload else { return false };
+    // Only the outer component's sections are read: nested modules and
+    // components (nearly all of the bytes: code, data) are skipped whole,
+    // as is a core module's code. `tern host` asks this on every cold
+    // start.
+    let mut parser = Parser::new(0);
+    let mut rest = bytes;
+    loop {
+        let Ok(Chunk::Parsed { consumed, payload }) = parser.parse(rest, true) else {
+            return false;
+        };
+        let Some(after) = rest.get(consumed..) else {
+            return false;
+        };
+        rest = after;
         match payload {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) if depth == 0 => return false,
-            Payload::End(_) => depth -= 1,
-            Payload::ComponentImportSection(imports) if depth == 0 => {
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => match rest.get(unchecked_range.end - unchecked_range.start..) {
+                Some(after) => rest = after,
+                None => return false,
+            },
+            Payload::CodeSectionStart { size, .. } => {
+                parser.skip_section();
+                match rest.get(usize::try_from(size).unwrap_or(usize::MAX)..) {
+                    Some(after) => rest = after,
+                    None => return false,
+                }
+            }
+            Payload::End(_) => return false,
+            Payload::ComponentImportSection(imports) => {
                 for import in imports.into_iter().flatten() {
                     if is_p3(import.name.name) {
                         return true;
                     }
                 }
             }
-            Payload::ComponentExportSection(exports) if depth == 0 => {
+            Payload::ComponentExportSection(exports) => {
                 for export in exports.into_iter().flatten() {
                     if is_p3(export.name.name) {
                         return true;
@@ -75,7 +100,6 @@ pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
             _ => {}
         }
     }
-    false
 }
 
 /// Whether `text` may be WebAssembly text: after whitespace and `;;`

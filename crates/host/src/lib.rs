@@ -66,8 +66,8 @@ pub struct HostConfig {
     /// Bounds on compiling a component.
     pub compile_limits: CompileLimits,
     /// Where compiled code is sealed, and read back (verified, then
-    /// copied into the engine's memory) on each load; `None` compiles on
-    /// every load.
+    /// mapped from that file) on each load; `None` compiles on every
+    /// load.
     pub cache: Option<CompileCache>,
 }
 

@@ -518,9 +518,10 @@ pub fn parse_with(
     path: &Path,
     options: LoadOptions,
 ) -> Result<Manifest, ManifestError> {
-    let source = Source { path, text };
     use serde::Deserialize as _;
     use toml::de::{DeTable, Deserializer};
+
+    let source = Source { path, text };
     let from_toml = |error| ManifestError::from_toml(path, text, &error);
     // Parsed once: the version is read from a copy of the parsed document
     // (its strings still borrowed from `text`), not from a second parse.

@@ -71,7 +71,7 @@ pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
             }
             | Payload::ComponentSection {
                 unchecked_range, ..
-            } => match rest.get(unchecked_range.end - unchecked_range.start..) {
+            } => match rest.get(unchecked_range.len()..) {
                 Some(after) => rest = after,
                 None => return false,
             },

@@ -322,38 +322,34 @@ fn deserialize_compiled(engine: &Engine, kind: ArtifactKind, code: &[u8]) -> Res
 /// The code of a verified cache entry, mapped from the entry's file, so
 /// that its pages are the page cache's (shared by every app with the same
 /// binary, and dropped by the kernel under pressure rather than swapped);
-/// from the verified bytes, copied, where the file cannot be reopened
-/// through `/proc/self/fd`.
+/// from the verified bytes, copied, where mapping fails (a process at its
+/// limit of open files, a component's file that cannot be reopened through
+/// `/proc/self/fd`).
 fn deserialize_entry(engine: &Engine, entry: &Entry) -> Result<Program> {
+    deserialize_mapped(engine, entry)
+        .or_else(|_| deserialize(engine, entry.kind(), entry.payload()))
+}
+
+/// [`deserialize_entry`]'s mapping: a module from a duplicate of the
+/// entry's open descriptor, a component (wasmtime takes only a path for
+/// one) through `/proc/self/fd/N` for it, once that names the same inode
+/// and length that were verified.
+#[allow(unsafe_code)]
+fn deserialize_mapped(engine: &Engine, entry: &Entry) -> Result<Program> {
     use std::os::unix::fs::MetadataExt as _;
     use std::os::unix::io::AsRawFd as _;
 
     let file = entry.file();
-    // The open file, never the entry's path again: a rename over the path
-    // after the check cannot change what is mapped.
     let reopen = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let same_inode = match (file.metadata(), std::fs::metadata(&reopen)) {
-        (Ok(open), Ok(again)) => {
-            open.dev() == again.dev()
-                && open.ino() == again.ino()
-                && again.len() == entry.verified_len()
+    if entry.kind() == ArtifactKind::Component {
+        let (open, again) = (file.metadata()?, std::fs::metadata(&reopen)?);
+        let same = open.dev() == again.dev()
+            && open.ino() == again.ino()
+            && again.len() == entry.verified_len();
+        if !same {
+            bail!("`{reopen}` is not the entry that was verified");
         }
-        _ => false,
-    };
-    if !same_inode {
-        return deserialize(engine, entry.kind(), entry.payload());
     }
-    // Mapping needs a descriptor more, which a process at its limit of
-    // open files does not have: then the verified bytes, copied.
-    deserialize_mapped(engine, entry, &reopen)
-        .or_else(|_| deserialize(engine, entry.kind(), entry.payload()))
-}
-
-/// [`deserialize_entry`]'s mapping, through `reopen`: `/proc/self/fd/N`
-/// for the entry's open file.
-#[allow(unsafe_code)]
-fn deserialize_mapped(engine: &Engine, entry: &Entry, reopen: &str) -> Result<Program> {
-    let file = entry.file();
     // SAFETY: the file's seal verified under this user's key and binds it
     // to this wasm and this engine's configuration (see `deserialize`),
     // and what is mapped is that same inode, not whatever the path names
@@ -372,7 +368,7 @@ fn deserialize_mapped(engine: &Engine, entry: &Entry, reopen: &str) -> Result<Pr
                 Program::Module(Module::deserialize_open_file(engine, file.try_clone()?)?)
             }
             ArtifactKind::Component => {
-                Program::Component(Component::deserialize_file(engine, reopen)?)
+                Program::Component(Component::deserialize_file(engine, &reopen)?)
             }
         })
     }

@@ -357,8 +357,9 @@ def main(out):
             f"a bundle (.tar.gz) is {int(f.get('bundle_bytes', 0)):,} bytes on average."
         )
     notes.append(
-        "a cold request's time is curl's time_total: a new TCP connection plus loading the app "
-        "(its compiled code read from the compile cache) and the request."
+        "a cold request's time is a client's, from its connect to the last byte of the response: "
+        "a new TCP connection plus loading the app (its compiled code mapped from the compile "
+        "cache) and the request."
     )
     if peer:
         notes.append(

@@ -323,21 +323,19 @@ impl App {
             .map(|l| l.memory)
             .max()
             .unwrap_or(ServeConfig::DEFAULT_MEMORY);
-        // Each binary is read once here: what it declares decides the
-        // engine (WASI 0.3 needs concurrency) and, before compiling,
-        // whether its memory fits.
-        let binaries: Vec<Option<Vec<u8>>> = manifest
+        // What each binary declares decides the engine (WASI 0.3 needs
+        // concurrency) and, before compiling, whether its memory fits. The
+        // loader reads it from the file, or from the compile cache's stat
+        // index without reading the file when its code is cached.
+        let declared: Vec<Option<tern_runtime::Declared>> = manifest
             .components
             .values()
-            .map(|c| c.source.file().and_then(|path| std::fs::read(path).ok()))
+            .map(|c| c.source.file().and_then(|path| loader.declared(path).ok()))
             .collect();
         // Warm instances are run by wasmtime-wasi-http's handler, which
         // drives every instance's event loop.
         let concurrency = manifest.components.values().any(|c| c.instances.is_some())
-            || binaries
-                .iter()
-                .flatten()
-                .any(|bytes| tern_runtime::speaks_wasi_p3(bytes));
+            || declared.iter().flatten().any(|d| d.wasi_p3);
         let size = PoolSize {
             slots,
             max_memory,
@@ -386,13 +384,15 @@ impl App {
         let tls = crate::outbound::tls_config(config.runtime.outbound_ca_file.as_deref())
             .map_err(LoadError::Tls)?;
         let mut components = Vec::new();
-        for ((component, limits), bytes) in manifest.components.values().zip(limits).zip(binaries) {
+        for ((component, limits), declared) in
+            manifest.components.values().zip(limits).zip(declared)
+        {
             let executor = prepare(
                 &pool,
                 loader,
                 notes,
                 component,
-                bytes,
+                declared,
                 limits.memory,
                 manifest.spin,
             )
@@ -602,13 +602,13 @@ impl App {
 
 /// Loads one component and picks its executor, checking that the binary
 /// can be run by it, and first that its memory fits `memory`, its limit
-/// (`bytes` is the binary as read before, if it could be).
+/// (`declared` is what the binary declares, if it could be read).
 fn prepare(
     pool: &Pool,
     loader: &Loader<'_>,
     notes: Option<&dyn CompileNotes>,
     component: &tern_manifest::Component,
-    bytes: Option<Vec<u8>>,
+    declared: Option<tern_runtime::Declared>,
     memory: ByteSize,
     spin: bool,
 ) -> Result<Executor, String> {
@@ -629,8 +629,7 @@ fn prepare(
     // Before compiling, which takes seconds for a large component: a
     // memory that cannot fit would fail every request (or, as the largest
     // limit of the app, the pool after the compile).
-    if let Some(bytes) = bytes
-        && let Some(needed) = tern_runtime::initial_memory(&bytes)
+    if let Some(needed) = declared.and_then(|d| d.initial_memory)
         && needed > memory.0
     {
         let id = &component.id;

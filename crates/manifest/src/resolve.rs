@@ -713,22 +713,58 @@ fn resolve_instances(
 /// model's `path`, must stay inside unless the operator allows otherwise,
 /// and the entries allowed out.
 pub(crate) struct Boundary {
-    /// The manifest's directory, symlinks followed.
-    dir: PathBuf,
+    /// The manifest's directory as given, made absolute.
+    given: PathBuf,
+    /// The same with symlinks followed, resolved when first needed.
+    real: std::cell::OnceCell<PathBuf>,
     allow: bool,
     outside: Vec<OutsideAppDir>,
 }
 
 impl Boundary {
     fn new(dir: &Path, allow: bool) -> Boundary {
-        let real = fs::canonicalize(dir)
-            .or_else(|_| std::path::absolute(dir))
-            .unwrap_or_else(|_| dir.to_owned());
         Boundary {
-            dir: real,
+            given: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+            real: std::cell::OnceCell::new(),
             allow,
             outside: Vec::new(),
         }
+    }
+
+    /// The app directory, symlinks followed.
+    fn real_dir(&self) -> &Path {
+        self.real
+            .get_or_init(|| fs::canonicalize(&self.given).unwrap_or_else(|_| self.given.clone()))
+    }
+
+    /// Whether `path` is the app directory joined with plain names, none
+    /// of them a symlink (a name not there yet cannot be one): such a path
+    /// stays inside without resolving every directory above the app's,
+    /// which `tern host` would do on each cold start.
+    fn plainly_inside(&self, path: &Path) -> bool {
+        let Ok(absolute) = std::path::absolute(path) else {
+            return false;
+        };
+        let Ok(rest) = absolute.strip_prefix(&self.given) else {
+            return false;
+        };
+        let (mut at, mut exists) = (self.given.clone(), true);
+        for part in rest.components() {
+            let PathPart::Normal(name) = part else {
+                return false;
+            };
+            if !exists {
+                continue;
+            }
+            at.push(name);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.file_type().is_symlink() => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => exists = false,
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Checks that `path`, written as `written` under `key`, leads inside
@@ -743,8 +779,11 @@ impl Boundary {
         path: &Path,
         (component, grant): (&str, OutsideGrant),
     ) -> Result<(), ManifestError> {
+        if self.plainly_inside(path) {
+            return Ok(());
+        }
         let real = real_path(path);
-        if real.starts_with(&self.dir) {
+        if real.starts_with(self.real_dir()) {
             return Ok(());
         }
         if self.allow {
@@ -763,7 +802,7 @@ impl Boundary {
         };
         let message = format!(
             "{place} outside the app directory {}; an operator can allow it with --allow-outside-app-dir (or `allow_outside_app_dir = true` in the runtime config)",
-            self.dir.display()
+            self.real_dir().display()
         );
         Err(source.invalid(Some(location), key, message))
     }

@@ -18,7 +18,7 @@ use wasmtime::{Engine, Result};
 
 use crate::artifact::{ArtifactKind, Binding, Blake3Hasher, SigningKey};
 use crate::private::{self, Refused, Subject, Unusable};
-use crate::stat_index::{self, FileStamp};
+use crate::stat_index::{self, FileStamp, Recalled};
 
 /// A directory of sealed compiled artifacts.
 pub struct CompileCache {
@@ -134,15 +134,17 @@ impl CompileCache {
             .join(format!("{}.twasm", hasher.0.finalize().to_hex()))
     }
 
-    /// The content hash remembered for this version of a module file.
-    pub(crate) fn recall(&self, stamp: &FileStamp) -> Option<[u8; 32]> {
+    /// The content hash and declarations remembered for this version of
+    /// a module file.
+    pub(crate) fn recall(&self, stamp: &FileStamp) -> Option<Recalled> {
         stat_index::recall(&self.dir, &self.key, stamp)
     }
 
-    /// Remembers the content hash of this version of a module file; at
-    /// once if the file is `written_once`, else once it has settled.
-    pub(crate) fn remember(&self, stamp: &FileStamp, content: &[u8; 32], written_once: bool) {
-        stat_index::remember(&self.dir, &self.key, stamp, content, written_once);
+    /// Remembers the content hash and declarations of this version of a
+    /// module file; at once if the file is `written_once`, else once it
+    /// has settled.
+    pub(crate) fn remember(&self, stamp: &FileStamp, what: &Recalled, written_once: bool) {
+        stat_index::remember(&self.dir, &self.key, stamp, what, written_once);
     }
 
     /// Reads the entry at `path` and verifies its seal and that it was

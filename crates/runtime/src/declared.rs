@@ -2,6 +2,59 @@
 //! enough to refuse a program whose memory cannot fit its limit before
 //! spending seconds compiling it.
 
+/// What a binary declares that decides how it is loaded, before its code
+/// is: whether it speaks WASI 0.3 ([`speaks_wasi_p3`]) and the memory it
+/// needs to start ([`initial_memory`]). The compile cache's stat index
+/// keeps these beside a file's content hash, so a load that finds its code
+/// there never reads the module ([`crate::Loader::declared`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Declared {
+    /// It imports or exports a WASI 0.3 interface.
+    pub wasi_p3: bool,
+    /// The linear memory it needs to start, in bytes; `None` when the
+    /// bytes could not be read as wasm.
+    pub initial_memory: Option<u64>,
+}
+
+impl Declared {
+    /// Reads both from `bytes`, a binary or WAT text (read as the binary
+    /// it stands for).
+    pub fn of(bytes: &[u8]) -> Declared {
+        let text = (!bytes.starts_with(b"\0asm"))
+            .then(|| std::str::from_utf8(bytes).ok())
+            .flatten()
+            .filter(|text| looks_like_wat(text))
+            .and_then(|text| wat::parse_str(text).ok());
+        let binary = text.as_deref().unwrap_or(bytes);
+        Declared {
+            wasi_p3: speaks_wasi_p3(binary),
+            initial_memory: initial_memory(binary),
+        }
+    }
+
+    /// A fixed-size encoding for the stat index: a flag byte, then the
+    /// memory (all ones for none).
+    pub(crate) fn to_bytes(self) -> [u8; 9] {
+        let mut bytes = [0; 9];
+        bytes[0] = u8::from(self.wasi_p3);
+        bytes[1..].copy_from_slice(&self.initial_memory.unwrap_or(u64::MAX).to_le_bytes());
+        bytes
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8; 9]) -> Option<Declared> {
+        let wasi_p3 = match bytes[0] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let memory = u64::from_le_bytes(bytes[1..].try_into().ok()?);
+        Some(Declared {
+            wasi_p3,
+            initial_memory: (memory != u64::MAX).then_some(memory),
+        })
+    }
+}
+
 /// The linear memory a core module or component asks for before it runs:
 /// the initial sizes of the memories its core modules define, added up
 /// (an imported memory is defined by another module of the same component,

@@ -17,8 +17,9 @@ use wasmtime::{Engine, Module, Result, bail};
 use crate::artifact::{self, ArtifactError, ArtifactKind, Binding, SigningKey};
 use crate::cache::{CompileCache, Entry, Lookup};
 use crate::compiler::{CompileLimits, compile_in_child};
+use crate::declared::Declared;
 use crate::engine::EngineSpec;
-use crate::stat_index::FileStamp;
+use crate::stat_index::{FileStamp, Recalled};
 
 /// A compiled guest, ready to instantiate.
 pub enum Program {
@@ -133,7 +134,7 @@ impl Loader<'_> {
         // Warm path: the stat index knows this file's content hash, and the
         // entry for it verifies. The module itself is never read.
         if let Some(cache) = self.cache
-            && let Some(content) = cache.recall(&stamp)
+            && let Some(Recalled { content, .. }) = cache.recall(&stamp)
             && let Lookup::Hit(entry) = cache.lookup(
                 &cache.entry_path(engine, &content),
                 &Binding {
@@ -149,6 +150,18 @@ impl Loader<'_> {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).with_context(cannot_read)?;
         self.load_read(engine, bytes, start, Some(&stamp))
+    }
+
+    /// What the binary at `path` declares, for deciding how to load it
+    /// before loading it: from the stat index when it remembers this
+    /// version of the file (the file is not read), else read from the file.
+    pub fn declared(&self, path: &Path) -> std::io::Result<Declared> {
+        if let Some(cache) = self.cache
+            && let Some(recalled) = cache.recall(&FileStamp::of(&std::fs::metadata(path)?))
+        {
+            return Ok(recalled.declared);
+        }
+        Ok(Declared::of(&std::fs::read(path)?))
     }
 
     /// Compiles `bytes` (a module, a component, WAT text or a sealed
@@ -167,9 +180,13 @@ impl Loader<'_> {
     ) -> Result<Loaded> {
         let loaded = |program, source, read_time| Loaded::since(start, program, source, read_time);
         let engine_hash = artifact::engine_hash(engine);
-        let remember = |cache: &CompileCache, content: &[u8; 32]| {
+        let remember = |cache: &CompileCache, content: &[u8; 32], wasm: &[u8]| {
             if let Some(stamp) = stamp {
-                cache.remember(stamp, content, self.written_once);
+                let what = Recalled {
+                    content: *content,
+                    declared: Declared::of(wasm),
+                };
+                cache.remember(stamp, &what, self.written_once);
             }
         };
 
@@ -215,7 +232,7 @@ impl Loader<'_> {
         let source = match cache.lookup(&entry, &binding) {
             Lookup::Hit(found) => match deserialize_entry(engine, &found) {
                 Ok(program) => {
-                    remember(cache, &content);
+                    remember(cache, &content, &wasm);
                     return Ok(loaded(program, CodeSource::CacheHit, read_time));
                 }
                 Err(e) => CodeSource::CacheRejected(format!("{e}")),
@@ -230,7 +247,7 @@ impl Loader<'_> {
         };
         // A cache that cannot be written only costs speed, never the run.
         if cache.store(&entry, kind, &payload, &binding).is_ok() {
-            remember(cache, &content);
+            remember(cache, &content, &wasm);
         }
         Ok(loaded(program, source, read_time))
     }
@@ -387,5 +404,49 @@ fn deserialize(engine: &Engine, kind: ArtifactKind, payload: &[u8]) -> Result<Pr
             ArtifactKind::Module => Program::Module(Module::deserialize(engine, payload)?),
             ArtifactKind::Component => Program::Component(Component::deserialize(engine, payload)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_load_remembers_what_the_binary_declares() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+        let cache = CompileCache::new(dir.path().join("cache"), key).unwrap();
+        let loader = Loader {
+            cache: Some(&cache),
+            written_once: true,
+            ..Loader::default()
+        };
+        let path = dir.path().join("p3.wat");
+        std::fs::write(
+            &path,
+            r#"(component
+                 (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
+                 (core module (memory 2)))"#,
+        )
+        .unwrap();
+        let declared = Declared {
+            wasi_p3: true,
+            initial_memory: Some(2 << 16),
+        };
+        let stamp = FileStamp::of(&std::fs::metadata(&path).unwrap());
+
+        // Before a load, the file is read.
+        assert!(cache.recall(&stamp).is_none());
+        assert_eq!(loader.declared(&path).unwrap(), declared);
+
+        // A load indexes the file, with what it declares; a later load
+        // (a host's cold start) takes both from the index.
+        let engine = Engine::default();
+        let first = loader.load(&engine, &path).unwrap();
+        assert!(matches!(first.source, CodeSource::CacheMiss));
+        assert_eq!(cache.recall(&stamp).unwrap().declared, declared);
+        assert_eq!(loader.declared(&path).unwrap(), declared);
+        let again = loader.load(&engine, &path).unwrap();
+        assert!(matches!(again.source, CodeSource::CacheHit));
     }
 }

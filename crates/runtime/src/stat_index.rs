@@ -1,7 +1,7 @@
-//! The stat index: the content hash of a module file, remembered by the
-//! file's identity and change times, so a warm run finds its cache entry
-//! without reading and hashing the module (git's index does the same for a
-//! work tree). Records are sealed like artifacts, so a damaged one is a miss,
+//! The stat index: the content hash of a module file, and what the module
+//! declares ([`Declared`]), remembered by the file's identity and change
+//! times, so a warm run finds its cache entry without reading and hashing
+//! the module (git's index does the same for a work tree). Records are sealed like artifacts, so a damaged one is a miss,
 //! and are read only from files of this user's that nobody else can write.
 
 use std::fs::Metadata;
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::artifact::SigningKey;
+use crate::declared::Declared;
 use crate::private;
 
 /// Files changed more recently than this are not remembered: timestamps
@@ -52,8 +53,15 @@ fn record_path(dir: &Path, stamp: &FileStamp) -> PathBuf {
         .join(format!("{:x}-{:x}", stamp.0[0], stamp.0[1]))
 }
 
-/// The content hash remembered for this version of the file, if any.
-pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<[u8; 32]> {
+/// What is remembered of one version of a module file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recalled {
+    pub(crate) content: [u8; 32],
+    pub(crate) declared: Declared,
+}
+
+/// What is remembered for this version of the file, if anything.
+pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<Recalled> {
     let mut record = Vec::new();
     private::open_file(&record_path(dir, stamp), false)
         .ok()?
@@ -61,29 +69,34 @@ pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<
         .read_to_end(&mut record)
         .ok()?;
     let stamp_bytes = stamp.bytes();
-    let (body, mac) = record.split_at_checked(stamp_bytes.len() + 32)?;
+    let (body, mac) = record.split_at_checked(stamp_bytes.len() + 32 + 9)?;
     if !body.starts_with(&stamp_bytes) || key.tag(body).as_bytes() != mac {
         return None;
     }
-    body[stamp_bytes.len()..].try_into().ok()
+    let (content, declared) = body[stamp_bytes.len()..].split_at(32);
+    Some(Recalled {
+        content: content.try_into().ok()?,
+        declared: Declared::from_bytes(declared.try_into().ok()?)?,
+    })
 }
 
-/// Remembers `content` for this version of the file, once it has settled,
-/// or at once if the caller says it is `written_once` (never changed after
+/// Remembers `what` of this version of the file, once it has settled, or
+/// at once if the caller says it is `written_once` (never changed after
 /// it was written, so coarse timestamps cannot hide a change). Failing to
 /// write only costs the next run a read.
 pub(crate) fn remember(
     dir: &Path,
     key: &SigningKey,
     stamp: &FileStamp,
-    content: &[u8; 32],
+    what: &Recalled,
     written_once: bool,
 ) {
     if !written_once && !stamp.settled() {
         return;
     }
     let mut body = stamp.bytes();
-    body.extend_from_slice(content);
+    body.extend_from_slice(&what.content);
+    body.extend_from_slice(&what.declared.to_bytes());
     let mac = key.tag(&body);
     body.extend_from_slice(mac.as_bytes());
     let path = record_path(dir, stamp);
@@ -114,21 +127,29 @@ mod tests {
         let module = dir.path().join("m.wasm");
         fs::write(&module, b"version one").unwrap();
         let fresh = FileStamp::of(&fs::metadata(&module).unwrap());
+        let what = |byte: u8, wasi_p3: bool, initial_memory: Option<u64>| Recalled {
+            content: [byte; 32],
+            declared: Declared {
+                wasi_p3,
+                initial_memory,
+            },
+        };
+        let (one, two) = (what(1, false, Some(1 << 16)), what(2, true, None));
 
         // Just written: too fresh to trust its timestamps.
-        remember(dir.path(), &key, &fresh, &[1; 32], false);
+        remember(dir.path(), &key, &fresh, &one, false);
         assert_eq!(recall(dir.path(), &key, &fresh), None);
         // Unless its writer never changes it, until the file is forgotten.
-        remember(dir.path(), &key, &fresh, &[2; 32], true);
-        assert_eq!(recall(dir.path(), &key, &fresh), Some([2; 32]));
+        remember(dir.path(), &key, &fresh, &two, true);
+        assert_eq!(recall(dir.path(), &key, &fresh), Some(two));
         forget(dir.path(), &fresh);
         assert_eq!(recall(dir.path(), &key, &fresh), None);
 
         // Settled (an old ctime, as a stamp from long ago would have).
         let mut settled = fresh;
         settled.0[5] -= 60;
-        remember(dir.path(), &key, &settled, &[1; 32], false);
-        assert_eq!(recall(dir.path(), &key, &settled), Some([1; 32]));
+        remember(dir.path(), &key, &settled, &one, false);
+        assert_eq!(recall(dir.path(), &key, &settled), Some(one));
 
         // Any change to the file is a different stamp: a miss.
         let mut changed = settled;
@@ -139,7 +160,12 @@ mod tests {
         let record = record_path(dir.path(), &settled);
         let mut bytes = fs::read(&record).unwrap();
         bytes[60] ^= 1;
-        fs::write(&record, bytes).unwrap();
+        fs::write(&record, &bytes).unwrap();
+        assert_eq!(recall(dir.path(), &key, &settled), None);
+        // So is one whose declared facts were changed (the flag byte).
+        bytes[60] ^= 1;
+        bytes[56 + 32] = 1;
+        fs::write(&record, &bytes).unwrap();
         assert_eq!(recall(dir.path(), &key, &settled), None);
     }
 }

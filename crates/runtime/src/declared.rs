@@ -32,25 +32,24 @@ impl Declared {
         }
     }
 
-    /// A fixed-size encoding for the stat index: a flag byte, then the
-    /// memory (all ones for none).
+    /// A fixed-size encoding for the stat index: a flag byte (bit 0: WASI
+    /// 0.3; bit 1: the memory is known), then the memory.
     pub(crate) fn to_bytes(self) -> [u8; 9] {
         let mut bytes = [0; 9];
-        bytes[0] = u8::from(self.wasi_p3);
-        bytes[1..].copy_from_slice(&self.initial_memory.unwrap_or(u64::MAX).to_le_bytes());
+        bytes[0] = u8::from(self.wasi_p3) | (u8::from(self.initial_memory.is_some()) << 1);
+        bytes[1..].copy_from_slice(&self.initial_memory.unwrap_or(0).to_le_bytes());
         bytes
     }
 
     pub(crate) fn from_bytes(bytes: &[u8; 9]) -> Option<Declared> {
-        let wasi_p3 = match bytes[0] {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
+        let flags = bytes[0];
+        if flags > 0b11 {
+            return None;
+        }
         let memory = u64::from_le_bytes(bytes[1..].try_into().ok()?);
         Some(Declared {
-            wasi_p3,
-            initial_memory: (memory != u64::MAX).then_some(memory),
+            wasi_p3: flags & 1 != 0,
+            initial_memory: (flags & 2 != 0).then_some(memory),
         })
     }
 }
@@ -106,8 +105,8 @@ pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
     };
     // Only the outer component's sections are read: nested modules and
     // components (nearly all of the bytes: code, data) are skipped whole,
-    // as is a core module's code. `tern host` asks this on every cold
-    // start.
+    // as is a core module's code: a first load reads this before its
+    // code, and the stat index then keeps the answer.
     let mut parser = Parser::new(0);
     let mut rest = bytes;
     loop {

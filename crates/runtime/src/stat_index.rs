@@ -53,6 +53,15 @@ fn record_path(dir: &Path, stamp: &FileStamp) -> PathBuf {
         .join(format!("{:x}-{:x}", stamp.0[0], stamp.0[1]))
 }
 
+/// A record's MAC, over its body and this Tern's version: what a module
+/// declares is read by this version's code, so a record another version
+/// wrote is a miss (the module is read once more), never trusted.
+fn tag(key: &SigningKey, body: &[u8]) -> [u8; 32] {
+    let mut tagged = format!("tern stat index {}\0", env!("CARGO_PKG_VERSION")).into_bytes();
+    tagged.extend_from_slice(body);
+    *key.tag(&tagged).as_bytes()
+}
+
 /// What is remembered of one version of a module file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Recalled {
@@ -70,7 +79,7 @@ pub(crate) fn recall(dir: &Path, key: &SigningKey, stamp: &FileStamp) -> Option<
         .ok()?;
     let stamp_bytes = stamp.bytes();
     let (body, mac) = record.split_at_checked(stamp_bytes.len() + 32 + 9)?;
-    if !body.starts_with(&stamp_bytes) || key.tag(body).as_bytes() != mac {
+    if !body.starts_with(&stamp_bytes) || tag(key, body) != mac {
         return None;
     }
     let (content, declared) = body[stamp_bytes.len()..].split_at(32);
@@ -97,8 +106,8 @@ pub(crate) fn remember(
     let mut body = stamp.bytes();
     body.extend_from_slice(&what.content);
     body.extend_from_slice(&what.declared.to_bytes());
-    let mac = key.tag(&body);
-    body.extend_from_slice(mac.as_bytes());
+    let mac = tag(key, &body);
+    body.extend_from_slice(&mac);
     let path = record_path(dir, stamp);
     let Some(parent) = path.parent() else { return };
     if private::make_dir(parent).is_err() {
@@ -156,6 +165,13 @@ mod tests {
         changed.0[2] += 1;
         assert_eq!(recall(dir.path(), &key, &changed), None);
 
+        // A memory that fills all 64 bits is remembered as such.
+        let mut huge = settled;
+        huge.0[1] += 1;
+        let most = what(3, false, Some(u64::MAX));
+        remember(dir.path(), &key, &huge, &most, true);
+        assert_eq!(recall(dir.path(), &key, &huge), Some(most));
+
         // A damaged record is a miss, never a wrong answer.
         let record = record_path(dir.path(), &settled);
         let mut bytes = fs::read(&record).unwrap();
@@ -164,7 +180,7 @@ mod tests {
         assert_eq!(recall(dir.path(), &key, &settled), None);
         // So is one whose declared facts were changed (the flag byte).
         bytes[60] ^= 1;
-        bytes[56 + 32] = 1;
+        bytes[56 + 32] ^= 1;
         fs::write(&record, &bytes).unwrap();
         assert_eq!(recall(dir.path(), &key, &settled), None);
     }

@@ -1,8 +1,9 @@
 //! The stat index: the content hash of a module file, and what the module
 //! declares ([`Declared`]), remembered by the file's identity and change
 //! times, so a warm run finds its cache entry without reading and hashing
-//! the module (git's index does the same for a work tree). Records are sealed like artifacts, so a damaged one is a miss,
-//! and are read only from files of this user's that nobody else can write.
+//! the module (git's index does the same for a work tree). Records are
+//! sealed like artifacts, so a damaged one is a miss, and are read only
+//! from files of this user's that nobody else can write.
 
 use std::fs::Metadata;
 use std::io::{Read as _, Write as _};

@@ -57,15 +57,59 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// A program loaded since `start`, `read_time` of it spent reading.
-    fn since(start: Instant, program: Program, source: CodeSource, read_time: Duration) -> Self {
-        Loaded {
+    /// A program loaded since `start`, `read_time` of it spent reading,
+    /// with its memory images built (see [`Program::build_memory_images`]).
+    fn since(
+        start: Instant,
+        program: Program,
+        source: CodeSource,
+        read_time: Duration,
+    ) -> Result<Self> {
+        program.build_memory_images()?;
+        Ok(Loaded {
             program,
             source,
             read_time,
             code_time: start.elapsed() - read_time,
+        })
+    }
+}
+
+impl Program {
+    /// How many times building the memory images is tried when the kernel
+    /// reports its pages busy.
+    const IMAGE_ATTEMPTS: u32 = 4;
+
+    /// Builds the copy-on-write images of the program's initial memories
+    /// now, rather than lazily in its first instantiation. For code that
+    /// was compiled here rather than mapped from a cache entry, wasmtime
+    /// writes each image into a memfd and seals it; the kernel refuses the
+    /// write seal with `EBUSY` while anything else still holds a reference
+    /// to one of the fresh pages (reclaim, compaction or another core's
+    /// page batch), which is rare and passes. Here such a refusal is tried
+    /// again, and an error that stays is the load's, not a request's.
+    fn build_memory_images(&self) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            let built = match self {
+                Program::Module(module) => module.initialize_copy_on_write_image(),
+                Program::Component(component) => component.initialize_copy_on_write_image(),
+            };
+            match built {
+                Err(e) if attempt < Self::IMAGE_ATTEMPTS && pages_busy(&e) => attempt += 1,
+                built => return built.context("building the initial memory images"),
+            }
         }
     }
+}
+
+/// Whether `e` comes from the kernel finding pages busy (`EBUSY`).
+fn pages_busy(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ResourceBusy)
+    })
 }
 
 /// The shape of a binary, from its header.
@@ -144,7 +188,7 @@ impl Loader<'_> {
             )
             && let Ok(program) = deserialize_entry(engine, &entry)
         {
-            return Ok(loaded(program, CodeSource::CacheHit, Duration::ZERO));
+            return loaded(program, CodeSource::CacheHit, Duration::ZERO);
         }
 
         let mut bytes = Vec::new();
@@ -201,7 +245,7 @@ impl Loader<'_> {
             };
             let read_time = start.elapsed();
             let program = deserialize(engine, kind, payload).context(ENGINE_MISMATCH)?;
-            return Ok(loaded(program, CodeSource::Precompiled, read_time));
+            return loaded(program, CodeSource::Precompiled, read_time);
         }
         if Engine::detect_precompiled(&bytes).is_some() {
             bail!(
@@ -220,7 +264,7 @@ impl Loader<'_> {
         let Some(cache) = self.cache else {
             let read_time = start.elapsed();
             let (program, _) = self.compile(engine, &binary, &wasm)?;
-            return Ok(loaded(program, CodeSource::Compiled, read_time));
+            return loaded(program, CodeSource::Compiled, read_time);
         };
         let content = *blake3::hash(&wasm).as_bytes();
         let binding = Binding {
@@ -233,7 +277,7 @@ impl Loader<'_> {
             Lookup::Hit(found) => match deserialize_entry(engine, &found) {
                 Ok(program) => {
                     remember(cache, &content, &wasm);
-                    return Ok(loaded(program, CodeSource::CacheHit, read_time));
+                    return loaded(program, CodeSource::CacheHit, read_time);
                 }
                 Err(e) => CodeSource::CacheRejected(format!("{e}")),
             },
@@ -249,7 +293,7 @@ impl Loader<'_> {
         if cache.store(&entry, kind, &payload, &binding).is_ok() {
             remember(cache, &content, &wasm);
         }
-        Ok(loaded(program, source, read_time))
+        loaded(program, source, read_time)
     }
 
     /// Compiles `wasm`: in a child process bounded in memory and time when
@@ -410,6 +454,16 @@ fn deserialize(engine: &Engine, kind: ArtifactKind, payload: &[u8]) -> Result<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_pages_are_told_apart_from_other_failures() {
+        let busy = std::io::Error::from_raw_os_error(rustix::io::Errno::BUSY.raw_os_error());
+        let busy = wasmtime::Error::from(busy).context("cannot add seals to the memfd");
+        assert!(pages_busy(&busy));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!pages_busy(&wasmtime::Error::from(denied)));
+        assert!(!pages_busy(&wasmtime::format_err!("out of slots")));
+    }
 
     #[test]
     fn a_cached_load_remembers_what_the_binary_declares() {

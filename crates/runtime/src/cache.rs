@@ -12,6 +12,7 @@ use std::fs::File;
 use std::hash::Hash as _;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Result};
@@ -24,6 +25,18 @@ use crate::stat_index::{self, FileStamp, Recalled};
 pub struct CompileCache {
     dir: PathBuf,
     key: SigningKey,
+    /// The stat-index record read last: a cold load asks for the same
+    /// one twice (what its module declares, then where its code is).
+    last_recalled: Mutex<LastRecalled>,
+}
+
+/// [`CompileCache::recall`]'s memory of the record it read last, and how
+/// many times files were forgotten: a record read before a forget is not
+/// kept after it.
+#[derive(Default)]
+struct LastRecalled {
+    record: Option<(FileStamp, Recalled)>,
+    forgets: u64,
 }
 
 /// A cache entry whose seal verified, with the open file it was read
@@ -73,7 +86,11 @@ impl CompileCache {
     /// directory of this user's, not a link, that nobody else can write.
     pub fn new(dir: PathBuf, key: SigningKey) -> Result<Self> {
         match private::check_dir(&dir) {
-            Ok(()) | Err(Unusable::Missing) => Ok(CompileCache { dir, key }),
+            Ok(()) | Err(Unusable::Missing) => Ok(CompileCache {
+                dir,
+                key,
+                last_recalled: Mutex::default(),
+            }),
             Err(Unusable::Refused(why)) => Err(Refused::new(Subject::CacheDir, &dir, why).into()),
             Err(Unusable::Io(e)) => Err(e).with_context(|| {
                 format!("cannot use the compile cache directory `{}`", dir.display())
@@ -106,6 +123,8 @@ impl CompileCache {
     /// or a new file given its inode within the same timestamp tick could
     /// match it.
     pub fn forget_tree(&self, root: &Path) {
+        // Before and after: a record read while this runs is not kept.
+        self.forget_last();
         let mut dirs = vec![root.to_path_buf()];
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -120,6 +139,7 @@ impl CompileCache {
                 }
             }
         }
+        self.forget_last();
     }
 
     /// Where the entry for the wasm with this content hash lives, for
@@ -137,7 +157,31 @@ impl CompileCache {
     /// The content hash and declarations remembered for this version of
     /// a module file.
     pub(crate) fn recall(&self, stamp: &FileStamp) -> Option<Recalled> {
-        stat_index::recall(&self.dir, &self.key, stamp)
+        let forgets = {
+            let last = self.last();
+            match last.record {
+                Some((seen, recalled)) if seen == *stamp => return Some(recalled),
+                _ => last.forgets,
+            }
+        };
+        let recalled = stat_index::recall(&self.dir, &self.key, stamp)?;
+        let mut last = self.last();
+        if last.forgets == forgets {
+            last.record = Some((*stamp, recalled));
+        }
+        Some(recalled)
+    }
+
+    fn forget_last(&self) {
+        let mut last = self.last();
+        last.record = None;
+        last.forgets += 1;
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, LastRecalled> {
+        self.last_recalled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Remembers the content hash and declarations of this version of a
@@ -199,5 +243,37 @@ impl CompileCache {
         tmp.persist(path)
             .with_context(|| format!("writing cache entry `{}`", path.display()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declared::Declared;
+
+    #[test]
+    fn the_record_read_last_is_kept_until_files_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+        let cache = CompileCache::new(dir.path().join("cache"), key).unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        let module = app.join("m.wasm");
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        let stamp = FileStamp::of(&std::fs::metadata(&module).unwrap());
+        let what = Recalled {
+            content: [7; 32],
+            declared: Declared::of(b"\0asm\x01\0\0\0"),
+        };
+        cache.remember(&stamp, &what, true);
+        assert_eq!(cache.recall(&stamp), Some(what));
+
+        // Asked again, it answers without reading the index.
+        std::fs::remove_dir_all(dir.path().join("cache/index")).unwrap();
+        assert_eq!(cache.recall(&stamp), Some(what));
+
+        // Forgetting the app's files forgets it too.
+        cache.forget_tree(&app);
+        assert_eq!(cache.recall(&stamp), None);
     }
 }

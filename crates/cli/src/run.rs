@@ -148,6 +148,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         limits: Some(&compile_limits),
         spec: Some(tern_runtime::EngineSpec::for_limits(&limits)),
         written_once: false,
+        share: None,
     };
     let loaded = loader
         .load(&engine, &args.file)
@@ -161,6 +162,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
             CodeSource::CacheMiss => "cache miss, compiled".to_string(),
             CodeSource::CacheRejected(why) => format!("cache entry rejected ({why}), recompiled"),
             CodeSource::Precompiled => "verified precompiled artifact".to_string(),
+            CodeSource::Shared => "shared with a program already loaded".to_string(),
         },
         ms(loaded.code_time),
     ));

@@ -59,6 +59,9 @@ pub(crate) struct Pool {
     size: PoolSize,
     /// Instances alive at once across every version of the app.
     pub(crate) slots: Arc<Semaphore>,
+    /// The programs its apps run, one copy for every app and component
+    /// running the same binary.
+    programs: tern_runtime::ProgramShare,
 }
 
 impl Pool {
@@ -74,6 +77,7 @@ impl Pool {
         Ok(Pool {
             slots,
             linkers: HttpLinkers::new(&engine),
+            programs: tern_runtime::ProgramShare::new(&engine),
             engine,
             size,
         })
@@ -146,6 +150,8 @@ pub(crate) struct Served {
     pub(crate) permits: Arc<Semaphore>,
     /// One permit of each granted model is taken per request.
     pub(crate) model_permits: Vec<(String, Arc<Semaphore>)>,
+    /// Keeps the program shared with other loads of the same binary.
+    _program: Option<Arc<tern_runtime::Held>>,
 }
 
 /// A route, for the startup listing.
@@ -350,6 +356,7 @@ impl App {
         // host's, when the pool is shared).
         let loader = &Loader {
             spec: Some(pool.size.spec()),
+            share: Some(&pool.programs),
             ..*loader
         };
 
@@ -387,7 +394,7 @@ impl App {
         for ((component, limits), declared) in
             manifest.components.values().zip(limits).zip(declared)
         {
-            let executor = prepare(
+            let (executor, program) = prepare(
                 &pool,
                 loader,
                 notes,
@@ -456,6 +463,7 @@ impl App {
                 executor,
                 permits,
                 model_permits,
+                _program: program,
             });
         }
         let proxy = crate::proxy::AppProxy::load(
@@ -611,7 +619,7 @@ fn prepare(
     declared: Option<tern_runtime::Declared>,
     memory: ByteSize,
     spin: bool,
-) -> Result<Executor, String> {
+) -> Result<(Executor, Option<Arc<tern_runtime::Held>>), String> {
     let path = match &component.source {
         ComponentSource::File(path) => path,
         // `fetch_sources` makes every download a file first.
@@ -667,7 +675,8 @@ fn prepare(
         notes.compiled(&component.id);
     }
     let loaded = loaded.map_err(|e| format!("cannot load {file}: {e:#}"))?;
-    match (loaded.program, component.executor) {
+    let held = loaded.held;
+    let executor = match (loaded.program, component.executor) {
         (Program::Component(c), None | Some(ExecutorName::WasiHttp)) => {
             let link_error = |e: wasmtime::Error| match tern_runtime::explain_link_error(&e) {
                 Some(line) => format!("cannot link {file}: {line}"),
@@ -687,7 +696,7 @@ fn prepare(
                 true
             } else if RedisExecutor::exports_handler(engine, &c) {
                 return RedisExecutor::new(&pool.linkers, &c, imports)
-                    .map(Executor::Redis)
+                    .map(|redis| (Executor::Redis(redis), held))
                     .map_err(link_error);
             } else {
                 return Err(format!(
@@ -735,5 +744,6 @@ fn prepare(
         (Program::Component(_), Some(ExecutorName::Wagi)) => Err(format!(
             "{file} is a component, but the wagi executor runs WASI preview 1 core modules; use executor = \"wasi-http\""
         )),
-    }
+    }?;
+    Ok((executor, held))
 }

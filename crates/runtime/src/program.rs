@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::Read as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_manifest::ByteSize;
@@ -19,9 +20,11 @@ use crate::cache::{CompileCache, Entry, Lookup};
 use crate::compiler::{CompileLimits, compile_in_child};
 use crate::declared::Declared;
 use crate::engine::EngineSpec;
+use crate::shared::{Held, ProgramShare};
 use crate::stat_index::{FileStamp, Recalled};
 
-/// A compiled guest, ready to instantiate.
+/// A compiled guest, ready to instantiate. Clones share the compiled code.
+#[derive(Clone)]
 pub enum Program {
     /// A WASI preview 1 core module.
     Module(Module),
@@ -42,6 +45,9 @@ pub enum CodeSource {
     CacheRejected(String),
     /// A sealed artifact from `tern compile`, verified.
     Precompiled,
+    /// The program another load of the same code had made, still held
+    /// (see [`ProgramShare`]).
+    Shared,
 }
 
 /// A loaded program and what loading it cost.
@@ -54,6 +60,10 @@ pub struct Loaded {
     pub read_time: Duration,
     /// Time spent compiling, or reading, verifying and loading cached code.
     pub code_time: Duration,
+    /// With a [`Loader::share`], what keeps the program shared: hold it
+    /// for as long as the program is in use, so that the next load of
+    /// the same code shares it rather than loading it again.
+    pub held: Option<Arc<Held>>,
 }
 
 impl Loaded {
@@ -71,7 +81,27 @@ impl Loaded {
             source,
             read_time,
             code_time: start.elapsed() - read_time,
+            held: None,
         })
+    }
+
+    /// A load that found `held` in the share.
+    fn held(start: Instant, held: Arc<Held>, read_time: Duration) -> Result<Self> {
+        let mut loaded =
+            Loaded::since(start, held.program().clone(), CodeSource::Shared, read_time)?;
+        loaded.held = Some(held);
+        Ok(loaded)
+    }
+
+    /// This load, its program kept in `share` (when there is one) as the
+    /// code of cache entry `entry`.
+    fn kept(mut self, share: Option<&ProgramShare>, entry: &Path) -> Self {
+        if let Some(share) = share {
+            let held = share.keep(entry, self.program);
+            self.program = held.program().clone();
+            self.held = Some(held);
+        }
+        self
     }
 }
 
@@ -149,6 +179,10 @@ pub struct Loader<'a> {
     /// the first load after a deploy then finds its code without reading
     /// and hashing the module again.
     pub written_once: bool,
+    /// Programs this engine already has loaded from the cache, shared with
+    /// loads of the same code; `None` loads every time. A share made for
+    /// another engine is not used.
+    pub share: Option<&'a ProgramShare>,
 }
 
 impl Loader<'_> {
@@ -176,19 +210,25 @@ impl Loader<'_> {
         let engine_hash = artifact::engine_hash(engine);
 
         // Warm path: the stat index knows this file's content hash, and the
-        // entry for it verifies. The module itself is never read.
+        // program is still loaded from the entry for it, or the entry
+        // verifies. The module itself is never read.
         if let Some(cache) = self.cache
             && let Some(Recalled { content, .. }) = cache.recall(&stamp)
-            && let Lookup::Hit(entry) = cache.lookup(
-                &cache.entry_path(engine, &content),
-                &Binding {
-                    wasm: content,
-                    engine: engine_hash,
-                },
-            )
-            && let Ok(program) = deserialize_entry(engine, &entry)
         {
-            return loaded(program, CodeSource::CacheHit, Duration::ZERO);
+            let path = cache.entry_path(engine, &content);
+            if let Some(held) = self.share(engine).and_then(|share| share.find(&path)) {
+                return Loaded::held(start, held, Duration::ZERO);
+            }
+            let binding = Binding {
+                wasm: content,
+                engine: engine_hash,
+            };
+            if let Lookup::Hit(entry) = cache.lookup(&path, &binding)
+                && let Ok(program) = deserialize_entry(engine, &entry)
+            {
+                return Ok(loaded(program, CodeSource::CacheHit, Duration::ZERO)?
+                    .kept(self.share(engine), &path));
+            }
         }
 
         let mut bytes = Vec::new();
@@ -273,11 +313,18 @@ impl Loader<'_> {
         };
         let entry = cache.entry_path(engine, &content);
         let read_time = start.elapsed();
+        let share = self.share(engine);
+        if let Some(held) = share.and_then(|share| share.find(&entry)) {
+            remember(cache, &content, &wasm);
+            return Loaded::held(start, held, read_time);
+        }
         let source = match cache.lookup(&entry, &binding) {
             Lookup::Hit(found) => match deserialize_entry(engine, &found) {
                 Ok(program) => {
                     remember(cache, &content, &wasm);
-                    return loaded(program, CodeSource::CacheHit, read_time);
+                    return Ok(
+                        loaded(program, CodeSource::CacheHit, read_time)?.kept(share, &entry)
+                    );
                 }
                 Err(e) => CodeSource::CacheRejected(format!("{e}")),
             },
@@ -293,7 +340,12 @@ impl Loader<'_> {
         if cache.store(&entry, kind, &payload, &binding).is_ok() {
             remember(cache, &content, &wasm);
         }
-        loaded(program, source, read_time)
+        Ok(loaded(program, source, read_time)?.kept(share, &entry))
+    }
+
+    /// The share, if it is for `engine`.
+    fn share(&self, engine: &Engine) -> Option<&ProgramShare> {
+        self.share.filter(|share| share.serves(engine))
     }
 
     /// Compiles `wasm`: in a child process bounded in memory and time when
@@ -502,5 +554,59 @@ mod tests {
         assert_eq!(loader.declared(&path).unwrap(), declared);
         let again = loader.load(&engine, &path).unwrap();
         assert!(matches!(again.source, CodeSource::CacheHit));
+    }
+
+    #[test]
+    fn loads_of_the_same_code_share_one_program_while_it_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+        let cache = CompileCache::new(dir.path().join("cache"), key).unwrap();
+        let engine = Engine::default();
+        let share = ProgramShare::new(&engine);
+        let loader = Loader {
+            cache: Some(&cache),
+            written_once: true,
+            share: Some(&share),
+            ..Loader::default()
+        };
+        let hello = r#"(module (memory (export "memory") 1) (data (i32.const 8) "hello"))"#;
+        let (one, two) = (dir.path().join("one.wat"), dir.path().join("two.wat"));
+        std::fs::write(&one, hello).unwrap();
+        std::fs::write(&two, hello).unwrap();
+
+        // Two files with the same code (two apps of one template): the
+        // second load, of a file never seen, shares the first's program.
+        let first = loader.load(&engine, &one).unwrap();
+        assert!(matches!(first.source, CodeSource::CacheMiss));
+        let second = loader.load(&engine, &two).unwrap();
+        assert!(matches!(second.source, CodeSource::Shared));
+        // Indexed, the first file is found shared without reading it.
+        assert!(matches!(
+            loader.load(&engine, &one).unwrap().source,
+            CodeSource::Shared
+        ));
+        // The shared program runs, its memory initialized.
+        let Program::Module(module) = &second.program else {
+            panic!("not a module");
+        };
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = wasmtime::Instance::new(&mut store, module, &[]).unwrap();
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        assert_eq!(&memory.data(&store)[8..13], b"hello");
+
+        // Once nobody holds it, the next load takes it from the cache.
+        drop((first, second));
+        assert!(matches!(
+            loader.load(&engine, &one).unwrap().source,
+            CodeSource::CacheHit
+        ));
+
+        // Another engine's loads do not use this share.
+        let other = Engine::default();
+        let held = loader.load(&engine, &one).unwrap();
+        let elsewhere = loader.load(&other, &one).unwrap();
+        assert!(matches!(elsewhere.source, CodeSource::CacheHit));
+        assert!(elsewhere.held.is_none());
+        drop(held);
     }
 }

@@ -111,9 +111,9 @@ impl Program {
     const IMAGE_ATTEMPTS: u32 = 4;
 
     /// Builds the copy-on-write images of the program's initial memories
-    /// now, rather than lazily in its first instantiation. For code that
-    /// was compiled here rather than mapped from a cache entry, wasmtime
-    /// writes each image into a memfd and seals it; the kernel refuses the
+    /// now, rather than lazily in its first instantiation. For code not
+    /// mapped from a cache file (compiled here or in a child, or copied
+    /// from bytes), wasmtime writes each image into a memfd and seals it; the kernel refuses the
     /// write seal with `EBUSY` while anything else still holds a reference
     /// to one of the fresh pages (reclaim, compaction or another core's
     /// page batch), which is rare and passes. Here such a refusal is tried
@@ -509,9 +509,24 @@ mod tests {
 
     #[test]
     fn busy_pages_are_told_apart_from_other_failures() {
-        let busy = std::io::Error::from_raw_os_error(rustix::io::Errno::BUSY.raw_os_error());
-        let busy = wasmtime::Error::from(busy).context("cannot add seals to the memfd");
+        let ebusy = || std::io::Error::from_raw_os_error(rustix::io::Errno::BUSY.raw_os_error());
+        let busy = wasmtime::Error::from(ebusy()).context("cannot add seals to the memfd");
         assert!(pages_busy(&busy));
+        // As wasmtime reports it: the `memfd` crate's error, whose source
+        // is the kernel's.
+        #[derive(Debug)]
+        struct AddSeals(std::io::Error);
+        impl std::fmt::Display for AddSeals {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot add seals to the memfd")
+            }
+        }
+        impl std::error::Error for AddSeals {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert!(pages_busy(&wasmtime::Error::from(AddSeals(ebusy()))));
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         assert!(!pages_busy(&wasmtime::Error::from(denied)));
         assert!(!pages_busy(&wasmtime::format_err!("out of slots")));
@@ -585,10 +600,13 @@ mod tests {
             loader.load(&engine, &one).unwrap().source,
             CodeSource::Shared
         ));
-        // The shared program runs, its memory initialized.
-        let Program::Module(module) = &second.program else {
+        // One program, which runs, its memory initialized.
+        let (Program::Module(module), Program::Module(original)) =
+            (&second.program, &first.program)
+        else {
             panic!("not a module");
         };
+        assert!(Module::same(module, original));
         let mut store = wasmtime::Store::new(&engine, ());
         let instance = wasmtime::Instance::new(&mut store, module, &[]).unwrap();
         let memory = instance.get_memory(&mut store, "memory").unwrap();

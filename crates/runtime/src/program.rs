@@ -113,11 +113,12 @@ impl Program {
     /// Builds the copy-on-write images of the program's initial memories
     /// now, rather than lazily in its first instantiation. For code not
     /// mapped from a cache file (compiled here or in a child, or copied
-    /// from bytes), wasmtime writes each image into a memfd and seals it; the kernel refuses the
-    /// write seal with `EBUSY` while anything else still holds a reference
-    /// to one of the fresh pages (reclaim, compaction or another core's
-    /// page batch), which is rare and passes. Here such a refusal is tried
-    /// again, and an error that stays is the load's, not a request's.
+    /// from bytes), wasmtime writes each image into a memfd and seals it;
+    /// the kernel refuses the write seal with `EBUSY` while anything else
+    /// still holds a reference to one of the fresh pages (reclaim,
+    /// compaction or another core's page batch), which is rare and passes.
+    /// Here such a refusal is tried again, and an error that stays is the
+    /// load's, not a request's.
     fn build_memory_images(&self) -> Result<()> {
         let mut attempt = 1;
         loop {

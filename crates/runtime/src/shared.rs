@@ -15,11 +15,10 @@ use crate::program::Program;
 /// as long as someone holds its [`Held`].
 pub struct ProgramShare {
     engine: Engine,
-    loaded: Mutex<Loaded>,
+    kept: Mutex<Kept>,
 }
 
-#[derive(Default)]
-struct Loaded {
+struct Kept {
     /// By the path of the cache entry the code came from, which names the
     /// wasm's content, the engine's configuration and Tern's version.
     programs: HashMap<PathBuf, Weak<Held>>,
@@ -47,7 +46,7 @@ impl ProgramShare {
     pub fn new(engine: &Engine) -> Self {
         ProgramShare {
             engine: engine.clone(),
-            loaded: Mutex::new(Loaded {
+            kept: Mutex::new(Kept {
                 programs: HashMap::new(),
                 sweep_at: Self::FIRST_SWEEP,
             }),
@@ -68,22 +67,21 @@ impl ProgramShare {
     /// same code, and gives what holds it; a program someone loaded from
     /// the same entry in the meantime is kept instead, and given.
     pub(crate) fn keep(&self, entry: &Path, program: Program) -> Arc<Held> {
-        let mut loaded = self.lock();
-        if let Some(held) = loaded.programs.get(entry).and_then(Weak::upgrade) {
+        let mut kept = self.lock();
+        if let Some(held) = kept.programs.get(entry).and_then(Weak::upgrade) {
             return held;
         }
         let held = Arc::new(Held(program));
-        loaded
-            .programs
+        kept.programs
             .insert(entry.to_path_buf(), Arc::downgrade(&held));
-        if loaded.programs.len() >= loaded.sweep_at {
-            loaded.programs.retain(|_, held| held.strong_count() > 0);
-            loaded.sweep_at = (loaded.programs.len() * 2).max(Self::FIRST_SWEEP);
+        if kept.programs.len() >= kept.sweep_at {
+            kept.programs.retain(|_, held| held.strong_count() > 0);
+            kept.sweep_at = (kept.programs.len() * 2).max(Self::FIRST_SWEEP);
         }
         held
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
-        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -21,6 +21,7 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
 # Result name, label, the CASES name that runs it.
 ROWS = [
     ("nginx", "nginx, reverse proxy", "nginx"),
+    ("hyper", "plain hyper proxy (the floor)", "hyper"),
     ("tern", "tern, no filters", "tern"),
     ("tern-headers", "tern + http_headers", "tern-headers"),
     ("tern-body", "tern + http_body, /secret", "tern-body"),
@@ -213,6 +214,13 @@ def main(out, cases):
             f"At {conns} connections: p50 {fmt_ms(headers['pct']['50'])} - {fmt_ms(tern['pct']['50'])} = "
             f"{loaded:.1f} µs, which includes queueing behind the other connections' requests; by "
             f"throughput (1/req/s), {per_request:.1f} µs more of CPU 0 per request."
+        )
+    floor = ok.get("hyper")
+    if tern and floor:
+        print(
+            f"Tern without filters against the plain hyper proxy: {1e6 / tern['rps'] - 1e6 / floor['rps']:.1f} µs "
+            f"more of CPU 0 per request ({tern['rps'] / floor['rps']:.2f}x its req/s): what Tern's limits, "
+            "routing, logging and forwarding fields cost over hyper itself."
         )
     body = ok.get("tern-body")
     if tern and body:

@@ -124,9 +124,33 @@ pub(crate) struct UpstreamClient {
 const MAX_IDLE_PER_THREAD: usize = 256;
 
 thread_local! {
-    static IDLE: std::cell::RefCell<HashMap<u64, Vec<SendRequest<ProxyBody>>>> =
-        std::cell::RefCell::new(HashMap::new());
+    static IDLE: std::cell::RefCell<HashMap<u64, Vec<SendRequest<ProxyBody>>, IdHash>> =
+        std::cell::RefCell::new(HashMap::default());
 }
+
+/// Hashes `IDLE`'s keys, ids Tern made, with one multiplication: they
+/// need no defence against chosen keys, and the map is read twice for every
+/// forwarded request.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 impl UpstreamClient {
     fn new(spec: &Upstream) -> Self {
@@ -140,16 +164,36 @@ impl UpstreamClient {
     /// A connection ready for a request: an idle one of this thread's, or
     /// a new one.
     async fn connection(&self) -> Result<SendRequest<ProxyBody>, (u16, String)> {
-        let idle = IDLE.with(|idle| {
+        match self.idle() {
+            Some(sender) => Ok(sender),
+            // Boxed: a request that finds an idle connection does not carry
+            // the state of connecting in its future.
+            None => Box::pin(self.connect()).await,
+        }
+    }
+
+    /// An idle connection of this thread's that is ready for a request.
+    fn idle(&self) -> Option<SendRequest<ProxyBody>> {
+        // The one used last first: its connection is the likeliest to be
+        // warm. Closed ones met on the way are dropped.
+        IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             let senders = idle.entry(self.id).or_default();
-            senders.retain(|s| !s.is_closed());
-            let ready = senders.iter().position(|s| s.is_ready())?;
-            Some(senders.swap_remove(ready))
-        });
-        if let Some(sender) = idle {
-            return Ok(sender);
-        }
+            let mut i = senders.len();
+            while i > 0 {
+                i -= 1;
+                if senders[i].is_closed() {
+                    senders.swap_remove(i);
+                } else if senders[i].is_ready() {
+                    return Some(senders.swap_remove(i));
+                }
+            }
+            None
+        })
+    }
+
+    /// A new connection to the upstream.
+    async fn connect(&self) -> Result<SendRequest<ProxyBody>, (u16, String)> {
         let name = &self.spec.name;
         let connect = tokio::net::TcpStream::connect(&self.spec.authority);
         let stream = match tokio::time::timeout(self.spec.connect_timeout, connect).await {
@@ -173,21 +217,28 @@ impl UpstreamClient {
         Ok(sender)
     }
 
-    /// Sends `req` (its path as the client sent it, its headers final);
-    /// a failure as the status it earns and why.
+    /// Sends `req` (its headers final) to `path` and query, or to the
+    /// request's own when `path` is `None`; a failure as the status it
+    /// earns and why.
     async fn send(
         &self,
         mut req: Request<ProxyBody>,
-        path: &str,
+        path: Option<&str>,
         limit: Duration,
     ) -> Result<Response<Incoming>, (u16, String)> {
-        let target = format!("{}{path}", self.spec.base_path);
         // HTTP/1.1 to the upstream whatever the client spoke: an HTTP/1.0
         // request could not carry a body of unknown length (chunked).
         *req.version_mut() = http::Version::HTTP_11;
-        *req.uri_mut() = target
-            .parse::<Uri>()
-            .map_err(|_| (400, format!("request path `{path}` cannot be forwarded")))?;
+        // An origin-form target going to an upstream with no base path is
+        // sent as it came, not written out and parsed again.
+        let own = req.uri().scheme().is_none() && req.uri().authority().is_none();
+        if path.is_some() || !own || !self.spec.base_path.is_empty() {
+            let path = path.unwrap_or_else(|| path_of(req.uri()));
+            let target = format!("{}{path}", self.spec.base_path);
+            *req.uri_mut() = target
+                .parse::<Uri>()
+                .map_err(|_| (400, format!("request path `{path}` cannot be forwarded")))?;
+        }
         let name = &self.spec.name;
         let exchange = async {
             let mut sender = self.connection().await?;
@@ -200,6 +251,9 @@ impl UpstreamClient {
             IDLE.with(|idle| {
                 let mut idle = idle.borrow_mut();
                 let senders = idle.entry(self.id).or_default();
+                if senders.len() >= MAX_IDLE_PER_THREAD {
+                    senders.retain(|s| !s.is_closed());
+                }
                 if senders.len() < MAX_IDLE_PER_THREAD {
                     senders.push(sender);
                 }
@@ -478,12 +532,16 @@ where
         .deadline
         .saturating_duration_since(tokio::time::Instant::now());
     let limit = limit.min(route.upstream.spec.timeout);
-    let path = path_of(&parts.uri).to_string();
 
     if route.chain.filters.is_empty() {
-        let body = body.map_err(Into::into).boxed_unsync();
+        // A request with no body (most GETs) sends none, without a box.
+        let body = if body.is_end_stream() {
+            ProxyBody::default()
+        } else {
+            body.map_err(Into::into).boxed_unsync()
+        };
         let req = Request::from_parts(parts, body);
-        return match route.upstream.send(req, &path, limit).await {
+        return match route.upstream.send(req, None, limit).await {
             Ok(response) => (
                 respond(response.map(|b| b.map_err(Into::into).boxed_unsync())),
                 None,
@@ -492,13 +550,34 @@ where
         };
     }
 
-    let req = Request::from_parts(parts, body);
+    // Boxed: a route without filters does not carry their state in every
+    // request's future.
+    Box::pin(forward_filtered(
+        route,
+        Request::from_parts(parts, body),
+        fwd,
+        limit,
+    ))
+    .await
+}
+
+/// [`forward`] through the route's filters.
+async fn forward_filtered<B>(
+    route: &ProxyRoute,
+    req: Request<B>,
+    fwd: Forward<'_>,
+    limit: Duration,
+) -> Forwarded
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let id = fwd.id;
     let (req, new_path, filtering) = match filter_request(&route.chain.filters, req, &fwd).await {
         Ok(filtered) => filtered,
         Err(answered) => return answered,
     };
-    let path = new_path.unwrap_or(path);
-    let response = match route.upstream.send(req, &path, limit).await {
+    let response = match route.upstream.send(req, new_path.as_deref(), limit).await {
         Ok(response) => response,
         Err((status, why)) => return failed(id, status, why),
     };
@@ -743,7 +822,7 @@ async fn http_call(
         upstream.spec.timeout.max(Duration::from_millis(1)),
     );
     let work = async {
-        let response = upstream.send(req, &path, timeout).await.ok()?;
+        let response = upstream.send(req, Some(&path), timeout).await.ok()?;
         let (parts, body) = response.into_parts();
         let limited = http_body_util::Limited::new(body, MAX_CALL_RESPONSE);
         let body = limited.collect().await.ok()?.to_bytes();
@@ -883,59 +962,127 @@ fn local_response(local: LocalResponse) -> Response<ResponseBody> {
     response
 }
 
+/// [`HOP_BY_HOP`] as names, made once: a message's fields are compared
+/// with them, no name is parsed per request.
+static HOP_BY_HOP_NAMES: [HeaderName; 8] = [
+    HeaderName::from_static(HOP_BY_HOP[0]),
+    HeaderName::from_static(HOP_BY_HOP[1]),
+    HeaderName::from_static(HOP_BY_HOP[2]),
+    HeaderName::from_static(HOP_BY_HOP[3]),
+    HeaderName::from_static(HOP_BY_HOP[4]),
+    HeaderName::from_static(HOP_BY_HOP[5]),
+    HeaderName::from_static(HOP_BY_HOP[6]),
+    HeaderName::from_static(HOP_BY_HOP[7]),
+];
+
 fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    // One look over the names first: most messages carry no hop-by-hop
+    // field but `Connection`, and absent ones cost no lookup.
+    let mut found = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP_NAMES.iter().position(|hop| hop == name) {
+            found |= 1 << i;
+        }
+    }
+    if found == 0 {
+        return;
+    }
+    // The fields `Connection` names (it is the first of HOP_BY_HOP), but
+    // those removed below anyway.
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name)))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Writes `ip` as `Display` does, an IPv4 address without the formatting
+/// machinery: this runs twice for every forwarded request.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
 fn add_forwarded(headers: &mut HeaderMap, fwd: &Forward<'_>) {
     let ip = fwd.client.ip();
     let proto = if fwd.tls { "https" } else { "http" };
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip.to_string(),
-    };
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    if let Some(host) = headers
-        .get(http::header::HOST)
+    let mut xff = String::with_capacity(48);
+    if let Some(earlier) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        xff.push_str(earlier);
+        xff.push_str(", ");
+    }
+    push_ip(&mut xff, ip);
+    let mut forwarded = String::with_capacity(96);
+    if let Some(earlier) = headers
+        .get(http::header::FORWARDED)
         .and_then(|v| v.to_str().ok())
+    {
+        forwarded.push_str(earlier);
+        forwarded.push_str(", ");
+    }
+    if ip.is_ipv6() {
+        forwarded.push_str("for=\"[");
+        push_ip(&mut forwarded, ip);
+        forwarded.push_str("]\"");
+    } else {
+        forwarded.push_str("for=");
+        push_ip(&mut forwarded, ip);
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    let host = headers.get(http::header::HOST).cloned();
+    if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok())
         && !host.contains(['"', ';', ','])
     {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
     }
-    let forwarded = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {forwarded}"),
-        None => forwarded,
-    };
-    for (name, value) in [
-        ("x-forwarded-for", xff),
-        ("x-forwarded-proto", proto.to_string()),
-        ("forwarded", forwarded),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, value);
     }
-    if !headers.contains_key("x-forwarded-host")
-        && let Some(host) = headers.get(http::header::HOST).cloned()
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(http::header::FORWARDED, value);
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = host
     {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(&X_FORWARDED_HOST, host);
     }
 }
 
@@ -1020,4 +1167,59 @@ fn from_pairs(
         map.append(name, value);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.200.3.45",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = String::from("x");
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}"));
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_dropped() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "Keep-Alive, X-Private"),
+            ("connection", "upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("x-private", "this hop only"),
+            ("content-type", "text/plain"),
+            ("x-kept", "end to end"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        drop_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+
+        // A message with none of them is left as it is.
+        let mut plain = HeaderMap::new();
+        plain.insert(http::header::HOST, HeaderValue::from_static("a"));
+        plain.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        drop_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 2);
+    }
 }

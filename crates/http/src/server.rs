@@ -35,6 +35,7 @@ use crate::idle::{Activity, Idle, Tracked};
 use crate::io::ClientIo;
 use crate::response;
 use crate::router::Target as RouteTarget;
+use crate::stats::AppStats;
 use crate::tls::TlsSlot;
 
 /// Requests one HTTP/2 connection may have open at once; more are refused
@@ -597,9 +598,9 @@ async fn forward(
     req: Request<Incoming>,
     client: &Client,
     (id, start): (RequestId, Instant),
+    (method, uri): (&http::Method, &http::Uri),
 ) -> Response<ResponseBody> {
     let limits = shared.config.limits_for(&Default::default());
-    let (method, uri) = (req.method().clone(), req.uri().clone());
     let label = route.describe();
     let (response, error) = if content_length(&req).is_some_and(|len| len > limits.max_body.0) {
         let why = format!("request body larger than {}", limits.max_body);
@@ -618,20 +619,24 @@ async fn forward(
         };
         crate::proxy::forward(route, req, fwd).await
     };
-    let status = response.status().as_u16();
-    let duration = start.elapsed();
-    app.stats.finish(status, duration);
-    shared.sink.request(&AccessRecord {
+    let record = AccessRecord {
         id,
         method: method.as_str(),
         path: uri.path(),
-        status,
+        status: response.status().as_u16(),
         aborted: false,
-        duration,
+        duration: start.elapsed(),
         component: Some(label),
         error,
-    });
+    };
+    finished(&shared.sink, &app.stats, &record);
     response
+}
+
+/// Counts a request in its app's stats and writes its access line.
+fn finished(sink: &Arc<dyn EventSink>, stats: &AppStats, record: &AccessRecord<'_>) {
+    stats.finish(record.status, record.duration);
+    sink.request(record);
 }
 
 /// Routes one request, applies the limits checked before a guest runs,
@@ -701,284 +706,300 @@ async fn handle(
         RouteTarget::Filtered(index, chain) => (*index, Some(chain)),
         // Written in the manifest: sent at once, no guest, no permit.
         RouteTarget::Static(reply) => {
-            let status = reply.status();
-            let duration = start.elapsed();
-            stats.finish(status, duration);
-            shared.sink.request(&AccessRecord {
+            let record = AccessRecord {
                 id,
                 method: method.as_str(),
                 path: uri.path(),
-                status,
+                status: reply.status(),
                 aborted: false,
-                duration,
+                duration: start.elapsed(),
                 component: None,
                 error: None,
-            });
+            };
+            finished(&shared.sink, &stats, &record);
             return reply.response();
         }
         RouteTarget::Upstream(route) => {
-            return forward(&shared, &app, route, req, &client, (id, start)).await;
+            // Boxed too: what stays inline is only the routing above.
+            let logged = (&method, &uri);
+            return Box::pin(forward(
+                &shared,
+                &app,
+                route,
+                req,
+                &client,
+                (id, start),
+                logged,
+            ))
+            .await;
         }
     };
-    let served = &app.components[index];
-    let component = Some(&*served.grants.id);
-    let limits = served.grants.limits;
-    if content_length(&req).is_some_and(|len| len > limits.max_body.0) {
-        return refuse(
-            413,
-            component,
-            Some(format!("request body larger than {}", limits.max_body)),
-        );
-    }
-    let deadline = start + limits.timeout;
-    let body_exceeded = Arc::new(AtomicBool::new(false));
-    let mut req = req.map(|body| LimitedBody::new(body, limits.max_body.0, body_exceeded.clone()));
-    // The route's filters see the request before the guest (and before it
-    // takes a permit or a slot): they may answer it themselves, change its
-    // head, and filter its body as the guest reads it.
-    let mut filtering = None;
-    if let Some(chain) = chain {
-        let fwd = crate::proxy::Forward {
-            id,
-            client: client.addr,
-            local: shared.local,
-            tls: client.tls,
-            deadline: deadline.into(),
-            app: &app.proxy,
-            sink: &shared.sink,
-        };
-        let filter = crate::proxy::filter_request(&chain.filters, req, &fwd);
-        match tokio::time::timeout_at(deadline.into(), filter).await {
-            Ok(Ok((filtered, new_path, chain))) => {
-                let (mut parts, body) = filtered.into_parts();
-                if let Some(path) = new_path {
-                    let rerouted = with_path(&parts.uri, &path).and_then(|uri| {
-                        let again = app.router.route(uri.path())?;
-                        std::ptr::eq(again.target, matched.target).then_some((uri, again))
-                    });
-                    let Some((uri, again)) = rerouted else {
-                        let error = format!(
-                            "a filter rewrote the path to `{}`, which this route does not answer",
-                            path.escape_debug()
-                        );
-                        return refuse(500, component, Some(error));
-                    };
-                    parts.uri = uri;
-                    matched = again;
-                }
-                let body = LimitedBody::filtered(body, limits.max_body.0, body_exceeded.clone());
-                req = Request::from_parts(parts, body);
-                filtering = Some(chain);
-            }
-            Ok(Err((response, error))) => {
-                finish(response.status().as_u16(), component, error);
-                return response;
-            }
-            Err(_) => {
-                let error = format!(
-                    "the route's filters did not let the request on within the deadline of {:?}",
-                    limits.timeout
-                );
-                return refuse(504, component, Some(error));
-            }
+    // The guest's path, boxed: a request on a route to an upstream does
+    // not carry its state, and every request's future stays small (hyper,
+    // and each `.await` on the way, copy it whole).
+    Box::pin(async {
+        let served = &app.components[index];
+        let component = Some(&*served.grants.id);
+        let limits = served.grants.limits;
+        if content_length(&req).is_some_and(|len| len > limits.max_body.0) {
+            return refuse(
+                413,
+                component,
+                Some(format!("request body larger than {}", limits.max_body)),
+            );
         }
-    }
-    let (split, route, params) = (
-        matched.split,
-        matched.header.cloned(),
-        matched.params.cloned(),
-    );
-    // An executor that needs the whole body before its guest starts (WAGI)
-    // gets it here: under the request's deadline, and before the request
-    // takes a concurrency permit or an instance slot, so clients trickling
-    // bodies hold neither.
-    let buffered = if served.executor.buffers_body() {
-        match tokio::time::timeout_at(deadline.into(), req.body_mut().read_all()).await {
-            Ok(Ok(body)) => Some(body),
-            Ok(Err(_)) if body_exceeded.load(Ordering::Acquire) => {
-                let error = format!("request body larger than {}", limits.max_body);
-                return refuse(413, component, Some(error));
-            }
-            Ok(Err(err)) => {
-                // The route's filters failing on the body are Tern's 500,
-                // not the client's 400.
-                if let Some(why) = crate::body::filter_failure(&err) {
-                    return refuse(500, component, Some(why.to_string()));
-                }
-                let error = format!("reading the request body: {err}");
-                return refuse(400, component, Some(error));
-            }
-            Err(_) => {
-                let error = format!(
-                    "request body not received within the deadline of {:?}",
-                    limits.timeout
-                );
-                return refuse(408, component, Some(error));
-            }
-        }
-    } else {
-        None
-    };
-    let (Ok(permit), Ok(slot)) = (
-        served.permits.clone().try_acquire_owned(),
-        app.pool.slots.clone().try_acquire_owned(),
-    ) else {
-        let error = format!("{} requests already in flight", limits.max_concurrent);
-        return refuse(503, component, Some(error));
-    };
-    let mut model_permits = Vec::with_capacity(served.model_permits.len());
-    for (name, permits) in &served.model_permits {
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => model_permits.push(permit),
-            Err(_) => {
-                let error =
-                    format!("model `{name}` is busy: every inference it allows at once is running");
-                return refuse(503, component, Some(error));
-            }
-        }
-    }
-
-    let ctx = RequestCtx {
-        id,
-        route,
-        split,
-        params,
-        client: client.addr,
-        client_header: client.header,
-        tls: client.tls,
-        spin: app.spin,
-        local: shared.local,
-        deadline,
-        body_exceeded,
-    };
-    if !req.headers().contains_key(http::header::HOST) {
-        // HTTP/1.0 clients may omit it, and HTTP/2 clients may send neither
-        // it nor `:authority`; guests expect an authority.
-        if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
-            req.headers_mut().insert(http::header::HOST, host);
-        }
-    }
-    let (reply, head) = Reply::new();
-    let state = reply.state();
-    let exchange = Exchange {
-        request: req,
-        buffered,
-        reply,
-        ctx,
-        sink: shared.sink.clone(),
-    };
-    // The guest runs in a task of its own, not inline: the guests ready in a
-    // scheduler tick then all run before their responses are written back
-    // to back, so one write wakes the client instead of each. Inline was
-    // 25% slower under load (bench/README.md).
-    let component_id = served.grants.id.clone();
-    // With filters, the status the client gets is theirs to change: the
-    // task logs it once the response phase has run, which sends it.
-    let (filtering, filtered_status) = match filtering {
-        Some(chain) => {
-            let (answered, status) = tokio::sync::oneshot::channel::<(u16, Option<String>)>();
-            (Some((chain, answered)), Some(status))
-        }
-        None => (None, None),
-    };
-    let delivery = match stream {
-        Some(stream) => {
-            let (sink, peer) = (shared.sink.clone(), client.addr);
-            stream.on_stall(move |timeout| {
-                let message = format!(
-                    "reset an HTTP/2 stream from {peer} (request {id}): \
-                     the client read nothing for {timeout:?}"
-                );
-                sink.server_error(&message);
-            });
-            Delivery::Stream(stream)
-        }
-        None => Delivery::Connection {
-            before: client.written.load(Ordering::Relaxed),
-            written: client.written,
-        },
-    };
-    let task = {
-        let shared = shared.clone();
-        let (method, uri) = (method.clone(), uri.clone());
-        tokio::spawn(async move {
-            let served = &app.components[index];
-            let result = served.executor.run(&served.grants, exchange, &state).await;
-            drop((permit, slot, in_flight, model_permits));
-            let (mut status, mut error) = match &result {
-                Ok(()) => (state.sent().unwrap_or(200), None),
-                Err(failure) => (
-                    state.sent().unwrap_or(failure.status()),
-                    Some(failure.describe(&served.grants.limits)),
-                ),
-            };
-            if let Some(filtered) = filtered_status
-                && let Ok((answered, why)) = filtered.await
-            {
-                // The filters' reason first: when they replaced the
-                // guest's response, what the guest did next is beside it.
-                status = answered;
-                error = why.or(error);
-            }
-            // A head the guest set before it failed may never have reached
-            // the client: once its body has ended, did any of it go out?
-            let aborted = if result.is_err() && state.sent().is_some() {
-                state.failed.ended().await;
-                !delivery.sent_any()
-            } else {
-                false
-            };
-            let duration = start.elapsed();
-            app.stats.finish(status, duration);
-            shared.sink.request(&AccessRecord {
+        let deadline = start + limits.timeout;
+        let body_exceeded = Arc::new(AtomicBool::new(false));
+        let mut req = req.map(|body| LimitedBody::new(body, limits.max_body.0, body_exceeded.clone()));
+        // The route's filters see the request before the guest (and before it
+        // takes a permit or a slot): they may answer it themselves, change its
+        // head, and filter its body as the guest reads it.
+        let mut filtering = None;
+        if let Some(chain) = chain {
+            let fwd = crate::proxy::Forward {
                 id,
-                method: method.as_str(),
-                path: uri.path(),
-                status,
-                aborted,
-                duration,
-                component: Some(&served.grants.id),
-                error,
-            });
-            result
-        })
-    };
-    match head.await {
-        Ok(response) => match filtering {
-            None => response,
-            Some((chain, answered)) => {
-                let filter = crate::proxy::filter_response(chain, response, id);
-                let (response, error) = match tokio::time::timeout_at(deadline.into(), filter).await
-                {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        let error = format!(
-                            "the route's filters did not let the response on within the deadline of {:?}",
-                            limits.timeout
-                        );
-                        (response::error(504, id), Some(error))
+                client: client.addr,
+                local: shared.local,
+                tls: client.tls,
+                deadline: deadline.into(),
+                app: &app.proxy,
+                sink: &shared.sink,
+            };
+            // Boxed, as the response phase below: a route without filters
+            // does not carry their state in every request's future.
+            let filter = Box::pin(crate::proxy::filter_request(&chain.filters, req, &fwd));
+            match tokio::time::timeout_at(deadline.into(), filter).await {
+                Ok(Ok((filtered, new_path, chain))) => {
+                    let (mut parts, body) = filtered.into_parts();
+                    if let Some(path) = new_path {
+                        let rerouted = with_path(&parts.uri, &path).and_then(|uri| {
+                            let again = app.router.route(uri.path())?;
+                            std::ptr::eq(again.target, matched.target).then_some((uri, again))
+                        });
+                        let Some((uri, again)) = rerouted else {
+                            let error = format!(
+                                "a filter rewrote the path to `{}`, which this route does not answer",
+                                path.escape_debug()
+                            );
+                            return refuse(500, component, Some(error));
+                        };
+                        parts.uri = uri;
+                        matched = again;
                     }
-                };
-                let _ = answered.send((response.status().as_u16(), error));
-                response
-            }
-        },
-        Err(_) => {
-            drop(filtering);
-            match task.await {
-                Ok(Err(failure)) => response::error(failure.status(), id),
-                // The reply is only dropped unused on failure.
-                Ok(Ok(())) => response::error(500, id),
-                // A panic is Tern's bug: answered without detail, and logged
-                // here since the task never got to its log line.
-                Err(_) => refuse(
-                    500,
-                    Some(&component_id),
-                    Some("the request's task panicked (a bug in Tern)".into()),
-                ),
+                    let body = LimitedBody::filtered(body, limits.max_body.0, body_exceeded.clone());
+                    req = Request::from_parts(parts, body);
+                    filtering = Some(chain);
+                }
+                Ok(Err((response, error))) => {
+                    finish(response.status().as_u16(), component, error);
+                    return response;
+                }
+                Err(_) => {
+                    let error = format!(
+                        "the route's filters did not let the request on within the deadline of {:?}",
+                        limits.timeout
+                    );
+                    return refuse(504, component, Some(error));
+                }
             }
         }
-    }
+        let (split, route, params) = (
+            matched.split,
+            matched.header.cloned(),
+            matched.params.cloned(),
+        );
+        // An executor that needs the whole body before its guest starts (WAGI)
+        // gets it here: under the request's deadline, and before the request
+        // takes a concurrency permit or an instance slot, so clients trickling
+        // bodies hold neither.
+        let buffered = if served.executor.buffers_body() {
+            match tokio::time::timeout_at(deadline.into(), req.body_mut().read_all()).await {
+                Ok(Ok(body)) => Some(body),
+                Ok(Err(_)) if body_exceeded.load(Ordering::Acquire) => {
+                    let error = format!("request body larger than {}", limits.max_body);
+                    return refuse(413, component, Some(error));
+                }
+                Ok(Err(err)) => {
+                    // The route's filters failing on the body are Tern's 500,
+                    // not the client's 400.
+                    if let Some(why) = crate::body::filter_failure(&err) {
+                        return refuse(500, component, Some(why.to_string()));
+                    }
+                    let error = format!("reading the request body: {err}");
+                    return refuse(400, component, Some(error));
+                }
+                Err(_) => {
+                    let error = format!(
+                        "request body not received within the deadline of {:?}",
+                        limits.timeout
+                    );
+                    return refuse(408, component, Some(error));
+                }
+            }
+        } else {
+            None
+        };
+        let (Ok(permit), Ok(slot)) = (
+            served.permits.clone().try_acquire_owned(),
+            app.pool.slots.clone().try_acquire_owned(),
+        ) else {
+            let error = format!("{} requests already in flight", limits.max_concurrent);
+            return refuse(503, component, Some(error));
+        };
+        let mut model_permits = Vec::with_capacity(served.model_permits.len());
+        for (name, permits) in &served.model_permits {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => model_permits.push(permit),
+                Err(_) => {
+                    let error =
+                        format!("model `{name}` is busy: every inference it allows at once is running");
+                    return refuse(503, component, Some(error));
+                }
+            }
+        }
+
+        let ctx = RequestCtx {
+            id,
+            route,
+            split,
+            params,
+            client: client.addr,
+            client_header: client.header,
+            tls: client.tls,
+            spin: app.spin,
+            local: shared.local,
+            deadline,
+            body_exceeded,
+        };
+        if !req.headers().contains_key(http::header::HOST) {
+            // HTTP/1.0 clients may omit it, and HTTP/2 clients may send neither
+            // it nor `:authority`; guests expect an authority.
+            if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
+        let (reply, head) = Reply::new();
+        let state = reply.state();
+        let exchange = Exchange {
+            request: req,
+            buffered,
+            reply,
+            ctx,
+            sink: shared.sink.clone(),
+        };
+        // The guest runs in a task of its own, not inline: the guests ready in a
+        // scheduler tick then all run before their responses are written back
+        // to back, so one write wakes the client instead of each. Inline was
+        // 25% slower under load (bench/README.md).
+        let component_id = served.grants.id.clone();
+        // With filters, the status the client gets is theirs to change: the
+        // task logs it once the response phase has run, which sends it.
+        let (filtering, filtered_status) = match filtering {
+            Some(chain) => {
+                let (answered, status) = tokio::sync::oneshot::channel::<(u16, Option<String>)>();
+                (Some((chain, answered)), Some(status))
+            }
+            None => (None, None),
+        };
+        let delivery = match stream {
+            Some(stream) => {
+                let (sink, peer) = (shared.sink.clone(), client.addr);
+                stream.on_stall(move |timeout| {
+                    let message = format!(
+                        "reset an HTTP/2 stream from {peer} (request {id}): \
+                         the client read nothing for {timeout:?}"
+                    );
+                    sink.server_error(&message);
+                });
+                Delivery::Stream(stream)
+            }
+            None => Delivery::Connection {
+                before: client.written.load(Ordering::Relaxed),
+                written: client.written,
+            },
+        };
+        let task = {
+            let (shared, app) = (shared.clone(), app.clone());
+            let (method, uri) = (method.clone(), uri.clone());
+            tokio::spawn(async move {
+                let served = &app.components[index];
+                let result = served.executor.run(&served.grants, exchange, &state).await;
+                drop((permit, slot, in_flight, model_permits));
+                let (mut status, mut error) = match &result {
+                    Ok(()) => (state.sent().unwrap_or(200), None),
+                    Err(failure) => (
+                        state.sent().unwrap_or(failure.status()),
+                        Some(failure.describe(&served.grants.limits)),
+                    ),
+                };
+                if let Some(filtered) = filtered_status
+                    && let Ok((answered, why)) = filtered.await
+                {
+                    // The filters' reason first: when they replaced the
+                    // guest's response, what the guest did next is beside it.
+                    status = answered;
+                    error = why.or(error);
+                }
+                // A head the guest set before it failed may never have reached
+                // the client: once its body has ended, did any of it go out?
+                let aborted = if result.is_err() && state.sent().is_some() {
+                    state.failed.ended().await;
+                    !delivery.sent_any()
+                } else {
+                    false
+                };
+                let record = AccessRecord {
+                    id,
+                    method: method.as_str(),
+                    path: uri.path(),
+                    status,
+                    aborted,
+                    duration: start.elapsed(),
+                    component: Some(&served.grants.id),
+                    error,
+                };
+                finished(&shared.sink, &app.stats, &record);
+                result
+            })
+        };
+        match head.await {
+            Ok(response) => match filtering {
+                None => response,
+                Some((chain, answered)) => {
+                    let filter = Box::pin(crate::proxy::filter_response(chain, response, id));
+                    let (response, error) = match tokio::time::timeout_at(deadline.into(), filter).await
+                    {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            let error = format!(
+                                "the route's filters did not let the response on within the deadline of {:?}",
+                                limits.timeout
+                            );
+                            (response::error(504, id), Some(error))
+                        }
+                    };
+                    let _ = answered.send((response.status().as_u16(), error));
+                    response
+                }
+            },
+            Err(_) => {
+                drop(filtering);
+                match task.await {
+                    Ok(Err(failure)) => response::error(failure.status(), id),
+                    // The reply is only dropped unused on failure.
+                    Ok(Ok(())) => response::error(500, id),
+                    // A panic is Tern's bug: answered without detail, and logged
+                    // here since the task never got to its log line.
+                    Err(_) => refuse(
+                        500,
+                        Some(&component_id),
+                        Some("the request's task panicked (a bug in Tern)".into()),
+                    ),
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// `uri` with another path and query, as a filter set them.

@@ -963,8 +963,10 @@ fn local_response(local: LocalResponse) -> Response<ResponseBody> {
 }
 
 /// [`HOP_BY_HOP`] as names, made once: a message's fields are compared
-/// with them, no name is parsed per request.
-static HOP_BY_HOP_NAMES: [HeaderName; 8] = [
+/// with them, no name is parsed per request. Sized by `HOP_BY_HOP`, so a
+/// field added there and not here does not compile; `drop_hop_by_hop`
+/// marks the ones found in a `u8`.
+static HOP_BY_HOP_NAMES: [HeaderName; HOP_BY_HOP.len()] = [
     HeaderName::from_static(HOP_BY_HOP[0]),
     HeaderName::from_static(HOP_BY_HOP[1]),
     HeaderName::from_static(HOP_BY_HOP[2]),
@@ -974,6 +976,8 @@ static HOP_BY_HOP_NAMES: [HeaderName; 8] = [
     HeaderName::from_static(HOP_BY_HOP[6]),
     HeaderName::from_static(HOP_BY_HOP[7]),
 ];
+
+const _: () = assert!(HOP_BY_HOP.len() <= u8::BITS as usize);
 
 fn drop_hop_by_hop(headers: &mut HeaderMap) {
     // One look over the names first: most messages carry no hop-by-hop

@@ -5,7 +5,7 @@
 //! streamed both ways and through the filters' body callbacks, and the
 //! `dispatch_http_call`s filters make, to the upstreams granted them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
 use tern_manifest::{FilterFailure, FilterIsolation, FilterSpec, Manifest, Upstream};
 use tern_proxy::{
     CallResponse, Chain, FailurePolicy, Filter, FilterConfig, FilterLog, Headers, Isolation,
@@ -124,33 +125,11 @@ pub(crate) struct UpstreamClient {
 const MAX_IDLE_PER_THREAD: usize = 256;
 
 thread_local! {
-    static IDLE: std::cell::RefCell<HashMap<u64, Vec<SendRequest<ProxyBody>>, IdHash>> =
-        std::cell::RefCell::new(HashMap::default());
+    /// Keyed with FxHash: the keys are Tern's own ids, and the map is read
+    /// twice for every forwarded request.
+    static IDLE: std::cell::RefCell<FxHashMap<u64, Vec<SendRequest<ProxyBody>>>> =
+        std::cell::RefCell::new(FxHashMap::default());
 }
-
-/// Hashes `IDLE`'s keys, ids Tern made, with one multiplication: they
-/// need no defence against chosen keys, and the map is read twice for every
-/// forwarded request.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 impl UpstreamClient {
     fn new(spec: &Upstream) -> Self {

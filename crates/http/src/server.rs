@@ -706,17 +706,7 @@ async fn handle(
         RouteTarget::Filtered(index, chain) => (*index, Some(chain)),
         // Written in the manifest: sent at once, no guest, no permit.
         RouteTarget::Static(reply) => {
-            let record = AccessRecord {
-                id,
-                method: method.as_str(),
-                path: uri.path(),
-                status: reply.status(),
-                aborted: false,
-                duration: start.elapsed(),
-                component: None,
-                error: None,
-            };
-            finished(&shared.sink, &stats, &record);
+            finish(reply.status(), None, None);
             return reply.response();
         }
         RouteTarget::Upstream(route) => {

@@ -652,6 +652,14 @@ fn prepare(
             ByteSize(needed)
         ));
     }
+    // Also before compiling: a component that answers one request per
+    // instance would fail every other request if kept warm.
+    if component.instances.is_some() && declared.is_some_and(|d| d.one_request_per_instance) {
+        return Err(format!(
+            "[component.{}.instances]: {file} was built with ComponentizeJS, whose instances answer one request each (the StarlingMonkey engine keeps the first request's FetchEvent: StarlingMonkey issue #247); remove the table to serve it with a fresh instance per request",
+            component.id
+        ));
+    }
     // The component's name goes with each compile note.
     let compiling = Cell::new(false);
     let note = |size: usize| {

@@ -3,10 +3,12 @@
 //! spending seconds compiling it.
 
 /// What a binary declares that decides how it is loaded, before its code
-/// is: whether it speaks WASI 0.3 ([`speaks_wasi_p3`]) and the memory it
-/// needs to start ([`initial_memory`]). The compile cache's stat index
-/// keeps these beside a file's content hash, so a load that finds its code
-/// there never reads the module ([`crate::Loader::declared`]).
+/// is: whether it speaks WASI 0.3 ([`speaks_wasi_p3`]), the memory it
+/// needs to start ([`initial_memory`]) and whether its instances answer
+/// one request each ([`one_request_per_instance`]). The compile cache's
+/// stat index keeps these beside a file's content hash, so a load that
+/// finds its code there never reads the module
+/// ([`crate::Loader::declared`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Declared {
     /// It imports or exports a WASI 0.3 interface.
@@ -14,6 +16,8 @@ pub struct Declared {
     /// The linear memory it needs to start, in bytes; `None` when the
     /// bytes could not be read as wasm.
     pub initial_memory: Option<u64>,
+    /// Its instances cannot answer a second request.
+    pub one_request_per_instance: bool,
 }
 
 impl Declared {
@@ -29,27 +33,32 @@ impl Declared {
         Declared {
             wasi_p3: speaks_wasi_p3(binary),
             initial_memory: initial_memory(binary),
+            one_request_per_instance: one_request_per_instance(binary),
         }
     }
 
     /// A fixed-size encoding for the stat index: a flag byte (bit 0: WASI
-    /// 0.3; bit 1: the memory is known), then the memory.
+    /// 0.3; bit 1: the memory is known; bit 2: one request per instance),
+    /// then the memory.
     pub(crate) fn to_bytes(self) -> [u8; 9] {
         let mut bytes = [0; 9];
-        bytes[0] = u8::from(self.wasi_p3) | (u8::from(self.initial_memory.is_some()) << 1);
+        bytes[0] = u8::from(self.wasi_p3)
+            | (u8::from(self.initial_memory.is_some()) << 1)
+            | (u8::from(self.one_request_per_instance) << 2);
         bytes[1..].copy_from_slice(&self.initial_memory.unwrap_or(0).to_le_bytes());
         bytes
     }
 
     pub(crate) fn from_bytes(bytes: &[u8; 9]) -> Option<Declared> {
         let flags = bytes[0];
-        if flags > 0b11 {
+        if flags > 0b111 {
             return None;
         }
         let memory = u64::from_le_bytes(bytes[1..].try_into().ok()?);
         Some(Declared {
             wasi_p3: flags & 1 != 0,
             initial_memory: (flags & 2 != 0).then_some(memory),
+            one_request_per_instance: flags & 4 != 0,
         })
     }
 }
@@ -96,60 +105,101 @@ pub fn initial_memory(bytes: &[u8]) -> Option<u64> {
 /// assert!(!tern_runtime::speaks_wasi_p3(&p2));
 /// ```
 pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
-    use wasmparser::{Chunk, Parser, Payload};
+    use wasmparser::Payload;
     // The Spin SDK 7's `spin:*@3` interfaces are WASI 0.3 async functions
     // too; a Redis-triggered component may use nothing else.
     let is_p3 = |name: &str| {
         (name.starts_with("wasi:") && name.contains("@0.3."))
             || (name.starts_with("spin:") && name.contains("@3."))
     };
-    // Only the outer component's sections are read: nested modules and
-    // components (nearly all of the bytes: code, data) are skipped whole,
-    // as is a core module's code: a first load reads this before its
-    // code, and the stat index then keeps the answer.
+    let mut p3 = false;
+    top_level(bytes, |payload| {
+        p3 = match payload {
+            Payload::ComponentImportSection(imports) => {
+                imports.into_iter().flatten().any(|i| is_p3(i.name.name))
+            }
+            Payload::ComponentExportSection(exports) => {
+                exports.into_iter().flatten().any(|e| is_p3(e.name.name))
+            }
+            _ => false,
+        };
+        !p3
+    });
+    p3
+}
+
+/// Whether a component was made by a toolchain whose instances answer one
+/// request each, so that it cannot be kept warm: ComponentizeJS (`jco
+/// componentize`), whose StarlingMonkey engine keeps the first request's
+/// `FetchEvent` and throws on the second `respondWith` (StarlingMonkey
+/// issue #247, open as of ComponentizeJS 0.23.0). Read from the outer
+/// component's `producers` section; `false` for anything else.
+///
+/// ```
+/// let js = wat::parse_str(
+///     r#"(component (@producers (processed-by "ComponentizeJS" "0.22.0")))"#,
+/// ).unwrap();
+/// assert!(tern_runtime::one_request_per_instance(&js));
+/// let rust = wat::parse_str(r#"(component (@producers (processed-by "rustc" "1.95.0")))"#)
+///     .unwrap();
+/// assert!(!tern_runtime::one_request_per_instance(&rust));
+/// ```
+pub fn one_request_per_instance(bytes: &[u8]) -> bool {
+    use wasmparser::{KnownCustom, Payload};
+    let mut found = false;
+    top_level(bytes, |payload| {
+        if let Payload::CustomSection(section) = payload
+            && let KnownCustom::Producers(fields) = section.as_known()
+        {
+            found = fields.into_iter().flatten().any(|field| {
+                field.name == "processed-by" && { field.values.into_iter().flatten() }
+                    .any(|v| v.name == "ComponentizeJS")
+            });
+        }
+        !found
+    });
+    found
+}
+
+/// Calls `visit` with each section of the outer component of `bytes` until
+/// it returns `false`. Nested modules and components (nearly all of the
+/// bytes: code, data) are skipped whole, as is a core module's code: a
+/// first load reads this before its code, and the stat index then keeps
+/// the answers. Stops early on bytes that are not a readable binary.
+fn top_level(bytes: &[u8], mut visit: impl FnMut(wasmparser::Payload<'_>) -> bool) {
+    use wasmparser::{Chunk, Parser, Payload};
     let mut parser = Parser::new(0);
     let mut rest = bytes;
     loop {
         let Ok(Chunk::Parsed { consumed, payload }) = parser.parse(rest, true) else {
-            return false;
+            return;
         };
         let Some(after) = rest.get(consumed..) else {
-            return false;
+            return;
         };
         rest = after;
-        match payload {
+        let skip = match &payload {
             Payload::ModuleSection {
                 unchecked_range, ..
             }
             | Payload::ComponentSection {
                 unchecked_range, ..
-            } => match rest.get(unchecked_range.len()..) {
-                Some(after) => rest = after,
-                None => return false,
-            },
+            } => Some(unchecked_range.len()),
             Payload::CodeSectionStart { size, .. } => {
                 parser.skip_section();
-                match rest.get(usize::try_from(size).unwrap_or(usize::MAX)..) {
-                    Some(after) => rest = after,
-                    None => return false,
-                }
+                Some(usize::try_from(*size).unwrap_or(usize::MAX))
             }
-            Payload::End(_) => return false,
-            Payload::ComponentImportSection(imports) => {
-                for import in imports.into_iter().flatten() {
-                    if is_p3(import.name.name) {
-                        return true;
-                    }
-                }
+            Payload::End(_) => return,
+            _ => None,
+        };
+        if let Some(len) = skip {
+            match rest.get(len..) {
+                Some(after) => rest = after,
+                None => return,
             }
-            Payload::ComponentExportSection(exports) => {
-                for export in exports.into_iter().flatten() {
-                    if is_p3(export.name.name) {
-                        return true;
-                    }
-                }
-            }
-            _ => {}
+        }
+        if !visit(payload) {
+            return;
         }
     }
 }

@@ -51,7 +51,7 @@ pub use cache::CompileCache;
 pub use capabilities::{Capabilities, DirGrant, EnvGrant, NetGrant};
 pub use compiler::{CHILD_COMMAND, CompileLimits, child_main};
 pub use databases::{Databases, open_databases};
-pub use declared::{Declared, initial_memory, speaks_wasi_p3};
+pub use declared::{Declared, initial_memory, one_request_per_instance, speaks_wasi_p3};
 pub use engine::{Deadline, EngineSpec, engine_for};
 pub use imports::{explain_link_error, trap_unprovided_imports};
 pub use invoke::{

@@ -548,12 +548,14 @@ mod tests {
             &path,
             r#"(component
                  (import "wasi:clocks/monotonic-clock@0.3.0" (instance))
-                 (core module (memory 2)))"#,
+                 (core module (memory 2))
+                 (@producers (processed-by "ComponentizeJS" "0.22.0")))"#,
         )
         .unwrap();
         let declared = Declared {
             wasi_p3: true,
             initial_memory: Some(2 << 16),
+            one_request_per_instance: true,
         };
         let stamp = FileStamp::of(&std::fs::metadata(&path).unwrap());
 

@@ -142,6 +142,7 @@ mod tests {
             declared: Declared {
                 wasi_p3,
                 initial_memory,
+                one_request_per_instance: byte == 3,
             },
         };
         let (one, two) = (what(1, false, Some(1 << 16)), what(2, true, None));
@@ -166,7 +167,8 @@ mod tests {
         changed.0[2] += 1;
         assert_eq!(recall(dir.path(), &key, &changed), None);
 
-        // A memory that fills all 64 bits is remembered as such.
+        // A memory that fills all 64 bits is remembered as such, and so is
+        // a component whose instances answer one request each.
         let mut huge = settled;
         huge.0[1] += 1;
         let most = what(3, false, Some(u64::MAX));

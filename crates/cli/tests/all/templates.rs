@@ -147,12 +147,24 @@ fn http_python() {
 #[test]
 fn http_js() {
     let tern = Tern::new();
-    let (serve, _dir) = new_build_serve(&tern, "http-js");
+    let (serve, dir) = new_build_serve(&tern, "http-js");
     assert_eq!(
         serve.get("/hello?x=1").expect(200),
         "Hello from JavaScript!\nYou asked for /hello?x=1\n"
     );
     assert_long_greeting(&serve, "Hello from JavaScript!\nYou asked for ");
+    drop(serve);
+
+    // ComponentizeJS's instances answer one request each: kept warm, every
+    // other request would fail, so warm instances are refused at start.
+    let app = dir.path().join("demo-app");
+    let manifest = app.join("tern.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[component.demo-app.instances]\nreuse = 8\n");
+    std::fs::write(&manifest, text).unwrap();
+    tern.run(&["serve", "--listen", "127.0.0.1:0", app.to_str().unwrap()])
+        .code(1)
+        .stderr_has("[component.demo-app.instances]: app.wasm was built with ComponentizeJS, whose instances answer one request each");
 }
 
 #[test]

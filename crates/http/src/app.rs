@@ -656,7 +656,7 @@ fn prepare(
     // instance would fail every other request if kept warm.
     if component.instances.is_some() && declared.is_some_and(|d| d.one_request_per_instance) {
         return Err(format!(
-            "[component.{}.instances]: {file} was built with ComponentizeJS, whose instances answer one request each (the StarlingMonkey engine keeps the first request's FetchEvent: StarlingMonkey issue #247); remove the table to serve it with a fresh instance per request",
+            "{file} was built with ComponentizeJS, whose StarlingMonkey engine answers one fetch event per instance (StarlingMonkey issue #247), so it cannot be kept warm; remove [component.{}.instances] to serve it with a fresh instance per request",
             component.id
         ));
     }

@@ -21,7 +21,7 @@ pub struct Declared {
 }
 
 impl Declared {
-    /// Reads both from `bytes`, a binary or WAT text (read as the binary
+    /// Reads all three from `bytes`, a binary or WAT text (read as the binary
     /// it stands for).
     pub fn of(bytes: &[u8]) -> Declared {
         let text = (!bytes.starts_with(b"\0asm"))
@@ -133,7 +133,10 @@ pub fn speaks_wasi_p3(bytes: &[u8]) -> bool {
 /// componentize`), whose StarlingMonkey engine keeps the first request's
 /// `FetchEvent` and throws on the second `respondWith` (StarlingMonkey
 /// issue #247, open as of ComponentizeJS 0.23.0). Read from the outer
-/// component's `producers` section; `false` for anything else.
+/// component's `producers` section; `false` for anything else. Every
+/// version is included, and so is a handler exporting `wasi:http` itself
+/// rather than listening for `fetch` (which #247 spares): the binary does
+/// not tell the two apart. Give the check a version once #247 is fixed.
 ///
 /// ```
 /// let js = wat::parse_str(

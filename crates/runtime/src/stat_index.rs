@@ -54,11 +54,27 @@ fn record_path(dir: &Path, stamp: &FileStamp) -> PathBuf {
         .join(format!("{:x}-{:x}", stamp.0[0], stamp.0[1]))
 }
 
-/// A record's MAC, over its body and this Tern's version: what a module
-/// declares is read by this version's code, so a record another version
-/// wrote is a miss (the module is read once more), never trusted.
+/// The records' format: what [`Declared`] holds and how it is encoded.
+/// Bump it with any change to either: Tern's version (still 0.1.0) does
+/// not move between builds, so it cannot tell an older build's record.
+/// 2: one request per instance.
+const FORMAT: u32 = 2;
+
+/// A record's MAC, over its body, its format and this Tern's version: a
+/// record written in another format or by another version is a miss (the
+/// module is read once more), never trusted.
 fn tag(key: &SigningKey, body: &[u8]) -> [u8; 32] {
-    let mut tagged = format!("tern stat index {}\0", env!("CARGO_PKG_VERSION")).into_bytes();
+    tag_as(key, FORMAT, body)
+}
+
+fn tag_as(key: &SigningKey, format: u32, body: &[u8]) -> [u8; 32] {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut tagged = match format {
+        // Records before formats were numbered.
+        1 => format!("tern stat index {version}\0"),
+        _ => format!("tern stat index {version} format {format}\0"),
+    }
+    .into_bytes();
     tagged.extend_from_slice(body);
     *key.tag(&tagged).as_bytes()
 }
@@ -186,5 +202,22 @@ mod tests {
         bytes[56 + 32] ^= 1;
         fs::write(&record, &bytes).unwrap();
         assert_eq!(recall(dir.path(), &key, &settled), None);
+
+        // And one an earlier build wrote in the format before this one,
+        // whose flags could not say "one request per instance".
+        bytes[56 + 32] ^= 1;
+        let body = stamp_body_len(&settled);
+        let old_mac = tag_as(&key, FORMAT - 1, &bytes[..body]);
+        bytes[body..].copy_from_slice(&old_mac);
+        fs::write(&record, &bytes).unwrap();
+        assert_eq!(recall(dir.path(), &key, &settled), None);
+        let mac = tag(&key, &bytes[..body]);
+        bytes[body..].copy_from_slice(&mac);
+        fs::write(&record, &bytes).unwrap();
+        assert_eq!(recall(dir.path(), &key, &settled), Some(one));
+    }
+
+    fn stamp_body_len(stamp: &FileStamp) -> usize {
+        stamp.bytes().len() + 32 + 9
     }
 }

@@ -21,8 +21,8 @@ pub struct Declared {
 }
 
 impl Declared {
-    /// Reads all three from `bytes`, a binary or WAT text (read as the binary
-    /// it stands for).
+    /// Reads all three from `bytes`, a binary or WAT text (read as the
+    /// binary it stands for).
     pub fn of(bytes: &[u8]) -> Declared {
         let text = (!bytes.starts_with(b"\0asm"))
             .then(|| std::str::from_utf8(bytes).ok())

@@ -64,17 +64,8 @@ const FORMAT: u32 = 2;
 /// record written in another format or by another version is a miss (the
 /// module is read once more), never trusted.
 fn tag(key: &SigningKey, body: &[u8]) -> [u8; 32] {
-    tag_as(key, FORMAT, body)
-}
-
-fn tag_as(key: &SigningKey, format: u32, body: &[u8]) -> [u8; 32] {
     let version = env!("CARGO_PKG_VERSION");
-    let mut tagged = match format {
-        // Records before formats were numbered.
-        1 => format!("tern stat index {version}\0"),
-        _ => format!("tern stat index {version} format {format}\0"),
-    }
-    .into_bytes();
+    let mut tagged = format!("tern stat index {version} format {FORMAT}\0").into_bytes();
     tagged.extend_from_slice(body);
     *key.tag(&tagged).as_bytes()
 }
@@ -203,11 +194,15 @@ mod tests {
         fs::write(&record, &bytes).unwrap();
         assert_eq!(recall(dir.path(), &key, &settled), None);
 
-        // And one an earlier build wrote in the format before this one,
-        // whose flags could not say "one request per instance".
+        // And one an earlier build wrote in the format before this one
+        // (its MAC over the version alone), whose flags could not say "one
+        // request per instance".
         bytes[56 + 32] ^= 1;
-        let body = stamp_body_len(&settled);
-        let old_mac = tag_as(&key, FORMAT - 1, &bytes[..body]);
+        let body = bytes.len() - 32;
+        let mut unnumbered =
+            format!("tern stat index {}\0", env!("CARGO_PKG_VERSION")).into_bytes();
+        unnumbered.extend_from_slice(&bytes[..body]);
+        let old_mac = *key.tag(&unnumbered).as_bytes();
         bytes[body..].copy_from_slice(&old_mac);
         fs::write(&record, &bytes).unwrap();
         assert_eq!(recall(dir.path(), &key, &settled), None);
@@ -215,9 +210,5 @@ mod tests {
         bytes[body..].copy_from_slice(&mac);
         fs::write(&record, &bytes).unwrap();
         assert_eq!(recall(dir.path(), &key, &settled), Some(one));
-    }
-
-    fn stamp_body_len(stamp: &FileStamp) -> usize {
-        stamp.bytes().len() + 32 + 9
     }
 }

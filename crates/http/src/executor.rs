@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::body::{BoxError, FailureFlag, LimitedBody, ResponseBody};
 use crate::events::{EventSink, RequestId};
 use crate::instance::{Failure, Grants};
+use crate::outbound::SelfOrigin;
 use crate::redis_trigger::RedisExecutor;
 use crate::router::PathParam;
 use crate::wagi::WagiExecutor;
@@ -60,6 +61,9 @@ pub(crate) struct RequestCtx {
     pub(crate) deadline: Instant,
     /// Set when the client's body went past the size limit.
     pub(crate) body_exceeded: Arc<AtomicBool>,
+    /// Where the component's requests to its own app go, if it may send
+    /// any.
+    pub(crate) origin: Option<SelfOrigin>,
 }
 
 impl RequestCtx {
@@ -184,6 +188,12 @@ impl Executor {
     /// starts (a CGI program's stdin is all there when it runs).
     pub(crate) fn buffers_body(&self) -> bool {
         matches!(self, Executor::Wagi(_))
+    }
+
+    /// Whether the component answers something other than HTTP requests
+    /// (a Redis trigger's messages).
+    pub(crate) fn is_trigger(&self) -> bool {
+        matches!(self, Executor::Redis(_))
     }
 
     /// Which executor this is, for the route listing: as manifests name

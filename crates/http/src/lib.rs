@@ -41,6 +41,7 @@ mod models;
 mod outbound;
 mod proxy;
 mod redis_trigger;
+mod relative;
 mod response;
 mod router;
 mod server;

@@ -13,8 +13,19 @@
 //! authority; redirects are handed to the guest, never followed. HTTPS
 //! trusts the web PKI roots, and the authorities of the operator's
 //! `[outbound] ca_file`.
+//!
+//! A request to the app itself (a relative URL, or the host `self.alt` as
+//! Spin spells it) needs `http://self` in the allowlist, and goes to the
+//! listener the request being answered came in on, under the `Host` its
+//! client sent (so `tern host` routes it to the same app), over TLS when
+//! that request came over TLS. It passes through the server like any
+//! client's request: routes, limits and the access log. A request to
+//! `COMPONENT.spin.internal` (Spin's service chaining) needs an entry
+//! naming it (or `*.spin.internal`) and goes to that component of the same
+//! version of the app over an in-process connection, whether or not the
+//! component has a route, with its limits and log line.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,7 +34,7 @@ use http::header::HOST;
 use http::{HeaderValue, Uri};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use tern_manifest::{OutboundHost, RequestHost, default_port};
+use tern_manifest::{COMPONENTS_DOMAIN, OutboundHost, RequestHost, default_port};
 use tern_runtime::outbound::{Unreachable, allowed_by, resolve_checked};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -33,6 +44,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::events::{EventSink, RequestId};
+use crate::server::Chain;
 
 /// What one component may reach, resolved once at start.
 pub(crate) struct OutboundPolicy {
@@ -52,6 +64,59 @@ pub(crate) struct Outbound {
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) component: Arc<str>,
     pub(crate) request: RequestId,
+    /// Where a request to the app itself goes, while the instance answers
+    /// an HTTP request and the policy allows it.
+    pub(crate) origin: Option<SelfOrigin>,
+}
+
+/// Where the HTTP request an instance answers came in: requests to the app
+/// itself go back there, and requests to its components through there.
+#[derive(Clone)]
+pub(crate) struct SelfOrigin {
+    /// The listener's address; loopback when it listens on every address.
+    pub(crate) connect: SocketAddr,
+    /// The `Host` the client sent.
+    pub(crate) authority: HeaderValue,
+    pub(crate) tls: bool,
+    /// The server and app version the request is on.
+    pub(crate) chain: Chain,
+}
+
+impl SelfOrigin {
+    pub(crate) fn new(
+        local: SocketAddr,
+        authority: HeaderValue,
+        tls: bool,
+        chain: Chain,
+    ) -> SelfOrigin {
+        let ip = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        SelfOrigin {
+            connect: SocketAddr::new(ip, local.port()),
+            authority,
+            tls,
+            chain,
+        }
+    }
+}
+
+/// The component a request to `COMPONENT.spin.internal` names.
+fn component_named(uri: &Uri) -> Option<String> {
+    let host = uri.host()?.to_ascii_lowercase();
+    let component = host.strip_suffix(COMPONENTS_DOMAIN)?;
+    (!component.is_empty() && !component.contains('.')).then(|| component.to_owned())
+}
+
+/// Whether `uri` is a request to the app itself: a relative URL (which
+/// [`crate::relative`] gives the host `self.alt`), or `self.alt` or
+/// `self` written out.
+fn is_app_itself(uri: &Uri) -> bool {
+    uri.host().is_some_and(|host| {
+        host.eq_ignore_ascii_case("self.alt") || host.eq_ignore_ascii_case("self")
+    })
 }
 
 /// Outbound HTTP for a program `tern run` runs: requests to `allowed`
@@ -78,6 +143,7 @@ pub fn run_outbound(
             sink: sink.clone(),
             component: "run".into(),
             request,
+            origin: None,
         }) as tern_runtime::HttpHooks
     })
 }
@@ -146,6 +212,17 @@ struct Target {
     /// Whether a matching entry names this very host.
     explicit: bool,
     authority: String,
+    via: Via,
+}
+
+/// How a request reaches its server.
+enum Via {
+    /// Over the network, to the addresses its host resolves to.
+    Lookup,
+    /// Over the network, to this address (the app itself).
+    Address(SocketAddr),
+    /// In process, to this component of the app the request came to.
+    Component(SelfOrigin, String),
 }
 
 type Response = (
@@ -188,6 +265,11 @@ impl WasiHttpHooks for Outbound {
                     self.policy.max_requests
                 ),
             ))
+        } else if is_app_itself(request.uri()) {
+            self.policy.check_app_itself(self.origin.as_ref())
+        } else if let Some(component) = component_named(request.uri()) {
+            self.policy
+                .check_component(request.uri(), component, self.origin.as_ref())
         } else {
             self.policy.check(request.uri())
         };
@@ -212,8 +294,16 @@ impl WasiHttpHooks for Outbound {
         let tls = self.policy.tls.clone();
         Box::new(async move {
             let result = send(target, request, tls, connect_timeout, first_byte).await;
-            if let Err(Error::DestinationIpProhibited) = &result {
-                let message = "outbound request denied: the host resolves to a non-public address and the allowlist does not name it";
+            let problem = match &result {
+                Err(Error::DestinationIpProhibited) => Some(
+                    "outbound request denied: the host resolves to a non-public address and the allowlist does not name it",
+                ),
+                Err(Error::DestinationNotFound) => {
+                    Some("outbound request failed: the app has no HTTP component by that name")
+                }
+                _ => None,
+            };
+            if let Some(message) = problem {
                 sink.note(&component, id, message);
             }
             result
@@ -227,6 +317,81 @@ fn bounded(asked: Option<Duration>, limit: Duration) -> Duration {
 }
 
 impl OutboundPolicy {
+    /// Whether the allowlist has `http://self` or names components: the
+    /// component may send requests to its own app.
+    pub(crate) fn reaches_app(&self) -> bool {
+        self.allowed
+            .iter()
+            .any(|rule| rule.is_app_itself() || rule.names_components())
+    }
+
+    fn check_component(
+        &self,
+        uri: &Uri,
+        component: String,
+        origin: Option<&SelfOrigin>,
+    ) -> Result<Target, (Error, String)> {
+        let scheme = match uri.scheme_str() {
+            Some("https") => "https",
+            _ => "http",
+        };
+        let host = RequestHost::Name(format!("{component}{COMPONENTS_DOMAIN}"));
+        let port = uri.port_u16().unwrap_or(default_port(scheme));
+        let named = self
+            .allowed
+            .iter()
+            .any(|rule| rule.names_components() && rule.allows(scheme, &host, port));
+        if !named {
+            let why = format!(
+                "{scheme}://{host}:{port} is not in allowed_outbound_hosts (a component of the app is reached with \"http://{host}\" or \"http://*{COMPONENTS_DOMAIN}\")"
+            );
+            return Err((Error::HttpRequestDenied, why));
+        }
+        let Some(origin) = origin else {
+            let why = "a request to a component of the app is only possible while answering an HTTP request";
+            return Err((Error::HttpRequestUriInvalid, why.to_owned()));
+        };
+        Ok(Target {
+            scheme,
+            authority: format!("{host}"),
+            host,
+            port,
+            explicit: true,
+            via: Via::Component(origin.clone(), component),
+        })
+    }
+
+    fn check_app_itself(&self, origin: Option<&SelfOrigin>) -> Result<Target, (Error, String)> {
+        if !self.allowed.iter().any(OutboundHost::is_app_itself) {
+            let why = "a request to the app itself (a relative URL) needs \"http://self\" in allowed_outbound_hosts";
+            return Err((Error::HttpRequestDenied, why.to_owned()));
+        }
+        let Some(origin) = origin else {
+            let why =
+                "a request to the app itself is only possible while answering an HTTP request";
+            return Err((Error::HttpRequestUriInvalid, why.to_owned()));
+        };
+        let authority = origin.authority.to_str().map_err(|_| {
+            (
+                Error::HttpRequestUriInvalid,
+                "the request's Host is not text".to_owned(),
+            )
+        })?;
+        let host = authority
+            .parse::<http::uri::Authority>()
+            .ok()
+            .and_then(|a| RequestHost::parse(a.host()).ok())
+            .unwrap_or(RequestHost::Ip(origin.connect.ip()));
+        Ok(Target {
+            scheme: if origin.tls { "https" } else { "http" },
+            host,
+            port: origin.connect.port(),
+            explicit: true,
+            authority: authority.to_owned(),
+            via: Via::Address(origin.connect),
+        })
+    }
+
     fn check(&self, uri: &Uri) -> Result<Target, (Error, String)> {
         let denied = |why: String| (Error::HttpRequestDenied, why);
         let scheme = match uri.scheme_str() {
@@ -249,6 +414,7 @@ impl OutboundPolicy {
             authority: authority.as_str().to_owned(),
             host,
             port,
+            via: Via::Lookup,
         })
     }
 }
@@ -260,9 +426,6 @@ async fn send(
     connect_timeout: Duration,
     first_byte: Duration,
 ) -> Result<Response, Error> {
-    let addresses = resolve(&target, connect_timeout).await?;
-    let stream = connect(&addresses, connect_timeout).await?;
-
     // Origin form on the wire, and the Host header is the checked authority.
     let path = request
         .uri()
@@ -274,21 +437,7 @@ async fn send(
         HeaderValue::from_str(&target.authority).map_err(|_| Error::HttpRequestUriInvalid)?;
     request.headers_mut().insert(HOST, host);
 
-    let io: Box<dyn Io> = if target.scheme == "https" {
-        let name = match &target.host {
-            RequestHost::Name(name) => ServerName::try_from(name.clone()),
-            RequestHost::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
-        }
-        .map_err(|_| Error::TlsProtocolError)?;
-        let tls = TlsConnector::from(tls).connect(name, stream);
-        let tls = tokio::time::timeout(connect_timeout, tls)
-            .await
-            .map_err(|_| Error::ConnectionTimeout)?
-            .map_err(Error::Tls)?;
-        Box::new(tls)
-    } else {
-        Box::new(stream)
-    };
+    let io = open(target, tls, connect_timeout).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(Error::from)?;
@@ -317,6 +466,41 @@ async fn send(
         Ok(())
     };
     Ok((response, Box::new(io)))
+}
+
+/// A connection to `target`'s server: over TLS for `https`, except to a
+/// component of the app, which is in process.
+async fn open(
+    target: Target,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<Box<dyn Io>, Error> {
+    let addresses = match target.via {
+        Via::Component(origin, name) => {
+            let io = origin
+                .chain
+                .connect(&name, &origin)
+                .ok_or(Error::DestinationNotFound)?;
+            return Ok(Box::new(io));
+        }
+        Via::Address(address) => vec![address],
+        Via::Lookup => resolve(&target, timeout).await?,
+    };
+    let stream = connect(&addresses, timeout).await?;
+    if target.scheme != "https" {
+        return Ok(Box::new(stream));
+    }
+    let name = match &target.host {
+        RequestHost::Name(name) => ServerName::try_from(name.clone()),
+        RequestHost::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+    }
+    .map_err(|_| Error::TlsProtocolError)?;
+    let tls = TlsConnector::from(tls).connect(name, stream);
+    let tls = tokio::time::timeout(timeout, tls)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Tls)?;
+    Ok(Box::new(tls))
 }
 
 /// The addresses to try (see [`resolve_checked`]), as wasi-http's errors.

@@ -89,6 +89,19 @@ pub(crate) struct Match<'a> {
     pub(crate) params: Option<&'a Arc<[PathParam]>>,
 }
 
+impl<'a> Match<'a> {
+    /// `target` as the route `/...` would match it: the whole path is the
+    /// rest, and there is no route to name.
+    pub(crate) fn whole_path(target: &'a Target) -> Self {
+        Match {
+            target,
+            header: None,
+            split: 0,
+            params: None,
+        }
+    }
+}
+
 impl Router {
     pub(crate) fn new(routes: impl IntoIterator<Item = (RoutePattern, Target)>) -> Self {
         let mut routes: Vec<Entry> = routes

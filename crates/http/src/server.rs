@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -33,6 +33,7 @@ use crate::executor::{Exchange, Reply, RequestCtx};
 use crate::h2::{Refusals, StreamCell, StreamExec};
 use crate::idle::{Activity, Idle, Tracked};
 use crate::io::ClientIo;
+use crate::outbound::SelfOrigin;
 use crate::response;
 use crate::router::Target as RouteTarget;
 use crate::stats::AppStats;
@@ -156,6 +157,70 @@ impl AppSlot {
         self.0.store(Arc::new(app));
     }
 }
+
+/// The way from a request back into its server and its app's version, for
+/// requests one component sends another (`http://COMPONENT.spin.internal`,
+/// Spin's service chaining). Weak: a warm instance keeps its last
+/// request's, and must not keep an old version of the app alive.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    shared: Weak<Shared>,
+    app: Weak<App>,
+}
+
+impl Chain {
+    /// An in-process HTTP/1.1 connection to `component` of the app, served
+    /// as a client's connection is (limits, log, deadline), whether or not
+    /// the component has a route; `None` if the app has no such HTTP
+    /// component, or is gone.
+    pub(crate) fn connect(
+        &self,
+        component: &str,
+        origin: &SelfOrigin,
+    ) -> Option<tokio::io::DuplexStream> {
+        let (shared, app) = (self.shared.upgrade()?, self.app.upgrade()?);
+        let index = app
+            .components
+            .iter()
+            .position(|c| &*c.grants.id == component)?;
+        if app.components[index].executor.is_trigger() {
+            return None;
+        }
+        let (ours, theirs) = tokio::io::duplex(CHAIN_BUFFER);
+        let origin = origin.clone();
+        tokio::spawn(async move {
+            // Never stopped by the server: the request that opened it is,
+            // and this connection ends with it.
+            let (_running, mut stop) = watch::channel(false);
+            let chained = Chained {
+                app,
+                component: index,
+                authority: origin.authority.clone(),
+                tls: origin.tls,
+            };
+            let client = (false, Arc::new(AtomicU64::new(0)), Some(chained));
+            let io = TokioIo::new(theirs);
+            let http = &shared.protocols.http1;
+            let _ = serve_http(&shared, http, io, shared.local, client, &mut stop).await;
+        });
+        Some(ours)
+    }
+}
+
+/// What a chained connection's requests go to: one component of one
+/// version of the app, not the app's routes.
+#[derive(Clone)]
+struct Chained {
+    app: Arc<App>,
+    component: usize,
+    /// The `Host` and TLS of the client's request that led here, for the
+    /// component's own requests to the app.
+    authority: HeaderValue,
+    tls: bool,
+}
+
+/// How much a chained connection buffers each way.
+const CHAIN_BUFFER: usize = 64 * 1024;
 
 /// How a shutdown went.
 #[derive(Debug, PartialEq, Eq)]
@@ -374,7 +439,7 @@ async fn connection(
                 &protocols.either,
                 TokioIo::new(refusals(&shared, io, peer)),
                 peer,
-                (false, written),
+                (false, written, None),
                 &mut stop,
             )
             .await
@@ -412,7 +477,7 @@ async fn connection(
                 http,
                 TokioIo::new(refusals(&shared, stream, peer)),
                 peer,
-                (true, written),
+                (true, written, None),
                 &mut stop,
             )
             .await
@@ -435,7 +500,7 @@ async fn serve_http<I>(
     http: &Http,
     io: I,
     peer: SocketAddr,
-    (tls, written): (bool, Arc<AtomicU64>),
+    (tls, written, chained): (bool, Arc<AtomicU64>, Option<Chained>),
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
@@ -447,6 +512,7 @@ where
         header: HeaderValue::from_str(&peer.to_string()).ok(),
         tls,
         written,
+        chained,
     };
     let service = {
         let shared = shared.clone();
@@ -587,6 +653,8 @@ struct Client {
     tls: bool,
     /// Bytes written to the client so far ([`ClientIo`]).
     written: Arc<AtomicU64>,
+    /// For a connection another component opened: what it goes to.
+    chained: Option<Chained>,
 }
 
 /// Forwards a request on a route to an upstream, under the operator's
@@ -680,9 +748,10 @@ async fn handle(
     }
     // This request stays on this version of the app, even if a new one is
     // swapped in while it runs.
-    let app = match &shared.target {
-        Target::One(app) => app.load_full(),
-        Target::Many(sites) => match sites.app_for(&host_name(&req)).await {
+    let app = match (&client.chained, &shared.target) {
+        (Some(chained), _) => chained.app.clone(),
+        (None, Target::One(app)) => app.load_full(),
+        (None, Target::Many(sites)) => match sites.app_for(&host_name(&req)).await {
             Found::App(app) => app,
             Found::Unknown => return refuse(404, None, None),
             Found::Failed(why) => return refuse(503, None, Some(why)),
@@ -698,7 +767,16 @@ async fn handle(
         finish(status, component, error);
         response::error(status, id)
     };
-    let Some(mut matched) = app.router.route(req.uri().path()) else {
+    // A chained request goes to its component, as if by a route `/...`.
+    let chained_target;
+    let routed = match &client.chained {
+        Some(chained) => {
+            chained_target = RouteTarget::Component(chained.component);
+            Some(crate::router::Match::whole_path(&chained_target))
+        }
+        None => app.router.route(req.uri().path()),
+    };
+    let Some(mut matched) = routed else {
         return refuse(404, None, None);
     };
     let (index, chain) = match matched.target {
@@ -848,6 +926,14 @@ async fn handle(
             }
         }
 
+        if !req.headers().contains_key(http::header::HOST) {
+            // HTTP/1.0 clients may omit it, and HTTP/2 clients may send neither
+            // it nor `:authority`; guests expect an authority.
+            if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
+        let origin = self_origin(&shared, &app, served, &client, &req);
         let ctx = RequestCtx {
             id,
             route,
@@ -860,14 +946,8 @@ async fn handle(
             local: shared.local,
             deadline,
             body_exceeded,
+            origin,
         };
-        if !req.headers().contains_key(http::header::HOST) {
-            // HTTP/1.0 clients may omit it, and HTTP/2 clients may send neither
-            // it nor `:authority`; guests expect an authority.
-            if let Ok(host) = HeaderValue::from_str(&shared.local.to_string()) {
-                req.headers_mut().insert(http::header::HOST, host);
-            }
-        }
         let (reply, head) = Reply::new();
         let state = reply.state();
         let exchange = Exchange {
@@ -990,6 +1070,30 @@ async fn handle(
         }
     })
     .await
+}
+
+/// Where `served`'s requests to its own app go, if it may send any: back to
+/// this server, under the `Host` of the client's request (the one that
+/// led here, for a chained request).
+fn self_origin<B>(
+    shared: &Arc<Shared>,
+    app: &Arc<App>,
+    served: &crate::app::Served,
+    client: &Client,
+    req: &Request<B>,
+) -> Option<SelfOrigin> {
+    if !served.grants.outbound.reaches_app() {
+        return None;
+    }
+    let (authority, tls) = match &client.chained {
+        Some(chained) => (chained.authority.clone(), chained.tls),
+        None => (req.headers().get(http::header::HOST)?.clone(), client.tls),
+    };
+    let chain = Chain {
+        shared: Arc::downgrade(shared),
+        app: Arc::downgrade(app),
+    };
+    Some(SelfOrigin::new(shared.local, authority, tls, chain))
 }
 
 /// `uri` with another path and query, as a filter set them.

@@ -39,6 +39,7 @@ use crate::events::{EventSink, RequestId};
 use crate::executor::Exchange;
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants};
+use crate::outbound::SelfOrigin;
 use crate::wasi_http::{HttpHost, HttpLinkers, check_head, guest_request};
 
 /// A component served by warm instances.
@@ -106,6 +107,7 @@ impl WarmExecutor {
             deadline: ctx.deadline,
             failed: state.failed.clone(),
             retire: retire.clone(),
+            origin: ctx.origin.clone(),
         };
         // A guest that failed a request without trapping (no response, an
         // error code) may be in a state that fails the next one too (a
@@ -171,6 +173,8 @@ struct RequestStart {
     /// Filled in by the instance that takes the request: its retirement
     /// flag, for the request to set when the guest failed it.
     retire: Arc<OnceLock<Arc<AtomicBool>>>,
+    /// Where its requests to the app itself go.
+    origin: Option<SelfOrigin>,
 }
 
 /// How the instances of one component are made and kept.
@@ -292,6 +296,7 @@ impl WorkerState for Worker {
         host.output.start(request.id);
         host.hooks.request = request.id;
         host.hooks.sent = 0;
+        host.hooks.origin = request.origin;
         // Only responses still streaming need telling if the instance
         // fails.
         host.in_flight.retain(|failed| !failed.is_over());

@@ -278,7 +278,9 @@ impl HttpHost {
         sink: &Arc<dyn EventSink>,
         ctx: &RequestCtx,
     ) -> Result<Self, Failure> {
-        HttpHost::for_instance(grants, sink, OutputState::new(ctx.id))
+        let mut host = HttpHost::for_instance(grants, sink, OutputState::new(ctx.id))?;
+        host.hooks.origin = ctx.origin.clone();
+        Ok(host)
     }
 
     /// The store data of an instance whose output is logged under
@@ -307,6 +309,7 @@ impl HttpHost {
                 sink: sink.clone(),
                 component: grants.id.clone(),
                 request: output.request(),
+                origin: None,
             },
             services: grants.services.clone(),
             output,
@@ -397,10 +400,10 @@ impl HttpLinkers {
     fn make(&self, p3: bool) -> Result<Linker<HttpHost>> {
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::relative::add_p2_to_linker(&mut linker)?;
         if p3 {
             wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-            wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+            crate::relative::add_p3_to_linker(&mut linker)?;
         }
         let view: fn(&mut HttpHost) -> ServicesView<'_> = |h| ServicesView {
             services: &mut h.services,

@@ -67,7 +67,9 @@ pub const FRAMING_HEADERS: [&str; 8] = [
 pub use download::{ComponentSource, Download};
 pub use error::{Location, ManifestError};
 pub use nn::{NnEncoding, NnEngine, NnModel, NnTarget};
-pub use outbound::{OutboundHost, RequestHost, canonical_ip, default_port, is_public};
+pub use outbound::{
+    COMPONENTS_DOMAIN, OutboundHost, RequestHost, canonical_ip, default_port, is_public,
+};
 pub use proxy::{FilterFailure, FilterIsolation, FilterSpec, Upstream};
 pub use route::{
     Route, RoutePattern, RouteSegment, RouteTarget, RouteTemplate, Specificity, StaticResponse,

@@ -8,6 +8,14 @@
 //! [`default_port`]); a `*` scheme has no default, so it needs a port
 //! (`*://localhost:*`).
 //!
+//! The host `self` (or `self.alt`, as Spin also spells it) is the app
+//! itself, wherever it is served: `http://self` lets a component send
+//! requests with a relative URL (`/api/items`) back to its own app. It
+//! takes no port and only the schemes `http` and `https`, and no wildcard
+//! host grants it. Likewise `http://COMPONENT.spin.internal` (or
+//! `http://*.spin.internal`) lets it call a component of its app directly,
+//! route or none (Spin's service chaining); no wider wildcard grants that.
+//!
 //! ```
 //! use tern_manifest::{OutboundHost, RequestHost};
 //! let rule: OutboundHost = "https://*.example.com:8443".parse().unwrap();
@@ -20,6 +28,11 @@
 //! let localhost = RequestHost::parse("localhost").unwrap();
 //! assert!(local.allows("redis", &localhost, 6379));
 //! assert!(local.allows("http", &localhost, 3000));
+//! assert!(!local.is_app_itself());
+//!
+//! let app: OutboundHost = "http://self".parse().unwrap();
+//! assert!(app.is_app_itself());
+//! assert!(!app.allows("http", &RequestHost::parse("self").unwrap(), 80));
 //! ```
 
 use std::fmt;
@@ -30,6 +43,10 @@ use std::str::FromStr;
 const SCHEMES: &[&str] = &[
     "http", "https", "redis", "rediss", "postgres", "mysql", "mqtt", "mqtts", "*",
 ];
+
+/// The domain under which a component of the app is a host of its own
+/// (`auth.spin.internal`), as Spin names them for service chaining.
+pub const COMPONENTS_DOMAIN: &str = ".spin.internal";
 
 /// One entry of `allowed_outbound_hosts`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +65,8 @@ enum HostPattern {
     /// `*.example.com`, kept as `.example.com`.
     Suffix(String),
     Ip(IpAddr),
+    /// `self`: the app itself, never a host on the network.
+    App,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +210,23 @@ impl OutboundHost {
     pub fn names_host_explicitly(&self) -> bool {
         matches!(self.host, HostPattern::Name(_) | HostPattern::Ip(_))
     }
+
+    /// Whether this entry is `self`: it lets a component send requests to
+    /// its own app (a relative URL), and matches no host on the network.
+    pub fn is_app_itself(&self) -> bool {
+        self.host == HostPattern::App
+    }
+
+    /// Whether this entry names components of the app (Spin's service
+    /// chaining): `http://COMPONENT.spin.internal` or
+    /// `http://*.spin.internal`. Only such entries let a request reach one.
+    pub fn names_components(&self) -> bool {
+        match &self.host {
+            HostPattern::Name(name) => name.ends_with(COMPONENTS_DOMAIN),
+            HostPattern::Suffix(suffix) => suffix == COMPONENTS_DOMAIN,
+            _ => false,
+        }
+    }
 }
 
 /// The port a scheme implies: 80 for `http`, 443 for `https`, 6379 for
@@ -252,7 +288,14 @@ impl FromStr for OutboundHost {
         if scheme == "*" && port == PortPattern::Default {
             return Err("`*://` needs a port, such as `*://localhost:*`".to_owned());
         }
-        let host = if host == "*" {
+        let host = if host == "self" || host == "self.alt" {
+            if !matches!(scheme, "http" | "https") || port != PortPattern::Default {
+                return Err(format!(
+                    "`self` is the app itself, wherever it is served: write \"http://self\" or \"https://self\", not \"{text}\""
+                ));
+            }
+            HostPattern::App
+        } else if host == "*" {
             HostPattern::Any
         } else if let Some(suffix) = host.strip_prefix("*.") {
             match RequestHost::parse(suffix) {
@@ -419,9 +462,48 @@ mod tests {
             "postgresql://db",
             "*://localhost",
             "*://*",
+            "redis://self",
+            "http://self:8080",
+            "*://self:*",
         ] {
             assert!(bad.parse::<OutboundHost>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn self_is_the_app_and_no_host() {
+        for entry in [
+            "http://self",
+            "https://self",
+            "http://self.alt",
+            "https://self/",
+        ] {
+            let parsed: OutboundHost = entry.parse().unwrap();
+            assert!(parsed.is_app_itself(), "{entry}");
+            assert!(!parsed.names_host_explicitly(), "{entry}");
+            for name in ["self", "self.alt", "localhost"] {
+                assert!(!parsed.allows("http", &host(name), 80), "{entry} vs {name}");
+            }
+        }
+        for entry in ["http://*", "*://*:*", "http://*.self.alt", "http://selfish"] {
+            let parsed: OutboundHost = entry.parse().unwrap();
+            assert!(!parsed.is_app_itself(), "{entry}");
+        }
+        for (entry, components) in [
+            ("http://*.spin.internal", true),
+            ("http://auth.spin.internal", true),
+            ("https://auth.spin.internal:*", true),
+            ("http://*", false),
+            ("http://*.other.internal", false),
+            ("http://spin.internal.example.com", false),
+        ] {
+            let parsed: OutboundHost = entry.parse().unwrap();
+            assert_eq!(parsed.names_components(), components, "{entry}");
+        }
+        assert_eq!(
+            "redis://self".parse::<OutboundHost>(),
+            Err("`self` is the app itself, wherever it is served: write \"http://self\" or \"https://self\", not \"redis://self\"".to_owned())
+        );
     }
 
     #[test]

@@ -748,17 +748,6 @@ fn translate_component(
             "component dependencies are not supported yet; compose them first with `tern compose`";
         return Err(refuse(&dependencies.span(), "dependencies", message));
     }
-    for host in &raw.allowed_outbound_hosts {
-        if let Some(problem) = unsupported_outbound_host(host.get_ref()) {
-            let message = format!("\"{}\": {problem}", host.get_ref());
-            return Err(refuse(
-                &host.span(),
-                "allowed_outbound_hosts",
-                message.as_str(),
-            ));
-        }
-    }
-
     let (files, staged_files) = translate_all_files(source, key, raw.files, raw.exclude_files)?;
     let build = raw
         .build
@@ -924,20 +913,6 @@ fn translate_download(
         url: url.into_inner(),
         sha256,
     })
-}
-
-/// Why an `allowed_outbound_hosts` entry Spin accepts is refused here, if
-/// it is: Tern has no `self` for the app itself.
-fn unsupported_outbound_host(entry: &str) -> Option<&'static str> {
-    let rest = entry.split_once("://").map_or(entry, |(_, rest)| rest);
-    let host = rest.split([':', '/']).next().unwrap_or_default();
-    if host == "self" || host == "self.alt" {
-        Some(
-            "`self` (the app itself) is not supported yet; name the host and port the app is served on",
-        )
-    } else {
-        None
-    }
 }
 
 /// One `files` entry as a mount, when it is a table or a `DIR/**/*` glob
@@ -1366,14 +1341,6 @@ mod tests {
         assert!(has_parameter("/:tenant/..."));
         assert!(!has_parameter("/users/..."));
         assert!(!has_parameter("/a:b"));
-    }
-
-    #[test]
-    fn outbound_hosts_spin_has_and_tern_not() {
-        assert!(unsupported_outbound_host("http://self").is_some());
-        assert!(unsupported_outbound_host("http://self.alt:*").is_some());
-        assert!(unsupported_outbound_host("https://selfie.example.com").is_none());
-        assert!(unsupported_outbound_host("*://localhost:*").is_none());
     }
 
     #[test]

@@ -1082,3 +1082,33 @@ fn upstream_routes_reach_only_what_the_operator_allows() {
         "{text}"
     );
 }
+
+#[test]
+fn requests_to_the_app_itself_stay_in_that_app() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let itself = "allowed_outbound_hosts = [\"http://self\"]";
+    let shop = app_dir(
+        "shop",
+        &[("/fetch", HTTP_OUTBOUND), ("/hello", HTTP_HELLO)],
+        &[],
+        itself,
+    );
+    let blog = app_dir("blog", &[("/fetch", HTTP_OUTBOUND)], &[], itself);
+    for (name, dir) in [("shop", &shop), ("blog", &blog)] {
+        let (status, answer) = host.deploy(name, &tar_of(dir.path(), |_| {}));
+        assert_eq!(status, 201, "{answer}");
+    }
+    // A relative URL goes out under the Host the client sent, so it reaches
+    // the app that sent it: blog has no /hello of its own.
+    assert_eq!(
+        host.get("shop.localhost", "/fetch?url=/hello").expect(200),
+        "200 hello, world\n"
+    );
+    let body = host
+        .get("blog.localhost", "/fetch?url=/hello")
+        .expect(200)
+        .to_string();
+    assert!(body.starts_with("404 "), "{body}");
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use test_programs::*;
 
 use crate::grants::{accepted, listener};
-use crate::serving::{Part, Serve, manifest, write_app};
+use crate::serving::{Part, Serve, manifest, with_hello, write_app};
 use crate::support::{Tern, test_pki};
 
 fn app(allowed: &[&str], limits: &str) -> String {
@@ -422,4 +422,68 @@ fn an_outbound_ca_file_that_is_missing_or_holds_no_certificate_stops_tern() {
             "outbound.ca_file: {} holds no PEM certificate",
             empty.display()
         ));
+}
+
+/// The outbound guest `guest` at `/fetch`, allowed `allowed`, beside the
+/// hello guest at `/hello`.
+fn app_with_hello(guest: &str, allowed: &str) -> String {
+    let extra = format!("allowed_outbound_hosts = [{allowed}]");
+    with_hello("/fetch", "fetch", guest, &extra)
+}
+
+#[test]
+fn relative_urls_reach_the_app_itself() {
+    let tern = Tern::new();
+    let serve = Serve::start(
+        &tern,
+        &app_with_hello(HTTP_OUTBOUND, "\"http://self\""),
+        &[],
+    );
+    // A relative URL, and the host Spin names the app by, both reach the
+    // app's own route through the server: its access log has them.
+    for url in ["/hello", "http://self.alt/hello"] {
+        assert_eq!(
+            fetch(&serve, url, 1).expect(200),
+            "200 hello, world\n",
+            "{url}"
+        );
+    }
+    serve.wait_for_nth_log("GET /hello 200", 2);
+    // A path the app does not route is the app's 404, as a client sees it.
+    let body = fetch(&serve, "/nowhere", 1).expect(200).to_string();
+    assert!(body.starts_with("404 "), "{body}");
+    drop(serve);
+
+    // The WASI 0.3 guest names the app the same way.
+    let serve = Serve::start(
+        &tern,
+        &app_with_hello(HTTP3_OUTBOUND, "\"https://self\""),
+        &[],
+    );
+    assert_eq!(
+        fetch(&serve, "http://self.alt/hello", 1).expect(200),
+        "upstream 200: hello, world\n"
+    );
+}
+
+#[test]
+fn requests_to_the_app_itself_need_self_in_the_allowlist() {
+    let (listener, addr) = listener();
+    let tern = Tern::new();
+    // Neither another host's entry nor a wildcard lets a guest reach its
+    // own app (a loopback listener, which wildcards may not reach).
+    for allowed in [String::new(), format!("\"http://{addr}\", \"http://*:*\"")] {
+        let serve = Serve::start(&tern, &app_with_hello(HTTP_OUTBOUND, &allowed), &[]);
+        for url in ["/hello", "http://self.alt/hello"] {
+            let body = fetch(&serve, url, 1).expect(502).to_string();
+            assert!(
+                body.contains("HttpRequestDenied"),
+                "{allowed} {url}: {body}"
+            );
+        }
+        serve.wait_for_log(
+            "outbound request denied: a request to the app itself (a relative URL) needs \"http://self\" in allowed_outbound_hosts",
+        );
+    }
+    assert_eq!(accepted(&listener), 0);
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use test_programs::*;
 
-use crate::serving::{PATIENCE, Part, Serve, manifest};
+use crate::serving::{PATIENCE, Part, Serve, manifest, with_hello};
 use crate::support::Tern;
 
 /// Asserts a generic error body naming only the status and request id, and
@@ -20,23 +20,6 @@ fn generic_error(serve: &Serve, path: &str, status: u16, reason: &str) -> String
         .expect("error responses carry the request id");
     assert_eq!(body, format!("{status} {reason}\nrequest id: {id}\n"));
     serve.wait_for_log(&format!("{id} GET"))
-}
-
-fn with_hello(route: &str, id: &str, source: &str, extra: &str) -> String {
-    manifest(&[
-        Part {
-            route,
-            id,
-            source,
-            extra,
-        },
-        Part {
-            route: "/hello",
-            id: "hello",
-            source: HTTP_HELLO,
-            extra: "",
-        },
-    ])
 }
 
 #[test]

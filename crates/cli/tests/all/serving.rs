@@ -40,6 +40,25 @@ pub fn manifest(parts: &[Part<'_>]) -> String {
     toml
 }
 
+/// A manifest with `source` as component `id` on `route`, its table
+/// extended by `extra`, beside `HTTP_HELLO` on `/hello`.
+pub fn with_hello(route: &str, id: &str, source: &str, extra: &str) -> String {
+    manifest(&[
+        Part {
+            route,
+            id,
+            source,
+            extra,
+        },
+        Part {
+            route: "/hello",
+            id: "hello",
+            source: test_programs::HTTP_HELLO,
+            extra: "",
+        },
+    ])
+}
+
 /// Writes `manifest` as `dir/tern.toml`, with the binaries it names by
 /// absolute path (the guest programs) copied into `dir/guests/N/` and named
 /// there: Tern serves only what is inside the app directory unless the

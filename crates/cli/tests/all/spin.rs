@@ -1234,6 +1234,98 @@ pub fn spin_outbound() {
 }
 
 #[test]
+fn relative_urls_reach_the_app_itself() {
+    // Spin's documentation: a relative URL (or the host `self.alt`) is the
+    // app itself, allowed by `http://self`.
+    let manifest = format!(
+        "{}
+[[trigger.http]]\nroute = \"/hello/...\"\ncomponent = \"hello\"\n\n\
+         [component.hello]\nsource = \"{}\"\n",
+        one_app(
+            "/...",
+            SPIN_OUTBOUND,
+            "allowed_outbound_hosts = [\"http://self\"]",
+            ""
+        ),
+        Path::new(SPIN_HELLO).file_name().unwrap().to_str().unwrap(),
+    );
+    let tern = Tern::new();
+    let serve = Serve::start_in(
+        &tern,
+        spin_dir(&manifest, &[SPIN_OUTBOUND, SPIN_HELLO]),
+        &[],
+    );
+    for (url, path) in [
+        ("/hello/there", "/hello/there"),
+        ("http://self.alt/hello/alt", "/hello/alt"),
+    ] {
+        let answer = format!("200 Hello, Spin! You asked for {path}\n");
+        assert_eq!(serve.get(&format!("/?url={url}")).expect(200), answer);
+    }
+    serve.wait_for_log("GET /hello/alt 200");
+}
+
+#[test]
+fn components_call_each_other_by_name_private_routes_too() {
+    // Spin's service chaining: `http://COMPONENT.spin.internal` reaches the
+    // component in process, here one whose route is private.
+    let tern = Tern::new();
+    let serve_with = |allowed: &str| {
+        let manifest = format!(
+            "{}\n[[trigger.http]]\nroute = {{ private = true }}\ncomponent = \"hello\"\n\n\
+             [component.hello]\nsource = \"{}\"\n",
+            one_app(
+                "/...",
+                SPIN_OUTBOUND,
+                &format!("allowed_outbound_hosts = [{allowed}]"),
+                ""
+            ),
+            Path::new(SPIN_HELLO).file_name().unwrap().to_str().unwrap(),
+        );
+        Serve::start_in(
+            &tern,
+            spin_dir(&manifest, &[SPIN_OUTBOUND, SPIN_HELLO]),
+            &[],
+        )
+    };
+    for allowed in [
+        "\"http://*.spin.internal\"",
+        "\"http://hello.spin.internal\"",
+    ] {
+        let serve = serve_with(allowed);
+        assert_eq!(
+            serve
+                .get("/?url=http://hello.spin.internal/greet")
+                .expect(200),
+            "200 Hello, Spin! You asked for /greet\n",
+            "{allowed}"
+        );
+        // The chained request has its own line in the access log.
+        serve.wait_for_log("GET /greet 200");
+    }
+
+    // A component the app does not have, and a wildcard that names no
+    // component: the SDK's error, and the reason in the log.
+    for (allowed, url, why) in [
+        (
+            "\"http://*.spin.internal\"",
+            "http://nobody.spin.internal/",
+            "the app has no HTTP component by that name",
+        ),
+        (
+            "\"http://*:*\", \"http://self\"",
+            "http://hello.spin.internal/",
+            "outbound request denied: http://hello.spin.internal:80 is not in allowed_outbound_hosts",
+        ),
+    ] {
+        let serve = serve_with(allowed);
+        let refused = serve.get(&format!("/?url={url}")).expect(502).to_owned();
+        assert!(refused.starts_with("refused: "), "{refused}");
+        serve.wait_for_log(why);
+    }
+}
+
+#[test]
 fn outbound_hosts_may_name_app_variables() {
     use std::sync::atomic::Ordering::SeqCst;
 

@@ -1,6 +1,7 @@
 //! Makes outbound requests through `wasi:http/outgoing-handler`:
 //! `GET /fetch?url=URL[&count=N]` sends `GET URL` (the query value
-//! percent-decoded) N times in turn, 1 by default. A request header
+//! percent-decoded) N times in turn, 1 by default. A URL that starts with
+//! `/` goes without a scheme or an authority: a request to the app itself. A request header
 //! `x-forward-host` becomes the outgoing `host` header, if the host lets it.
 //!
 //! Answers 200 `STATUS BODY` of the last response when every attempt
@@ -21,8 +22,8 @@ const READ_SIZE: u64 = 64 * 1024;
 
 /// Where to send the outgoing requests.
 struct Target {
-    scheme: Scheme,
-    authority: String,
+    scheme: Option<Scheme>,
+    authority: Option<String>,
     path_with_query: String,
 }
 
@@ -80,8 +81,16 @@ fn parse(request: &IncomingRequest) -> Result<(Target, u32), String> {
     Ok((target, count))
 }
 
-/// Splits `http[s]://AUTHORITY[/PATH][?QUERY]` (any `#fragment` dropped).
+/// Splits `http[s]://AUTHORITY[/PATH][?QUERY]` (any `#fragment` dropped);
+/// `/PATH[?QUERY]` is relative.
 fn parse_url(url: &str) -> Result<Target, String> {
+    if url.starts_with('/') {
+        return Ok(Target {
+            scheme: None,
+            authority: None,
+            path_with_query: url.to_owned(),
+        });
+    }
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (Scheme::Http, rest)
     } else if let Some(rest) = url.strip_prefix("https://") {
@@ -101,8 +110,8 @@ fn parse_url(url: &str) -> Result<Target, String> {
         Some(_) => path_with_query.to_owned(),
     };
     Ok(Target {
-        scheme,
-        authority: authority.to_owned(),
+        scheme: Some(scheme),
+        authority: Some(authority.to_owned()),
         path_with_query,
     })
 }
@@ -141,10 +150,10 @@ fn fetch(target: &Target, host: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
         .set_method(&Method::Get)
         .map_err(|()| invalid("method"))?;
     request
-        .set_scheme(Some(&target.scheme))
+        .set_scheme(target.scheme.as_ref())
         .map_err(|()| invalid("scheme"))?;
     request
-        .set_authority(Some(&target.authority))
+        .set_authority(target.authority.as_deref())
         .map_err(|()| invalid("authority"))?;
     request
         .set_path_with_query(Some(&target.path_with_query))

@@ -111,11 +111,14 @@ fn component_named(uri: &Uri) -> Option<String> {
 }
 
 /// Whether `uri` is a request to the app itself: a relative URL (which
-/// [`crate::relative`] gives the host `self.alt`), or `self.alt` or
+/// [`crate::relative`] gives the host `self.alt`, and the Spin SDK 5 the
+/// authority `:80` or `:443`, a port without a host), or `self.alt` or
 /// `self` written out.
 fn is_app_itself(uri: &Uri) -> bool {
     uri.host().is_some_and(|host| {
-        host.eq_ignore_ascii_case("self.alt") || host.eq_ignore_ascii_case("self")
+        host.is_empty()
+            || host.eq_ignore_ascii_case("self.alt")
+            || host.eq_ignore_ascii_case("self")
     })
 }
 

@@ -1233,36 +1233,58 @@ pub fn spin_outbound() {
     assert_eq!(other_count.load(SeqCst), 0);
 }
 
-#[test]
-fn relative_urls_reach_the_app_itself() {
-    // Spin's documentation: a relative URL (or the host `self.alt`) is the
-    // app itself, allowed by `http://self`.
+/// A Spin app with `outbound` on `/...`, allowed `allowed`, and `hello` as
+/// the component `hello` on `route` (a TOML value).
+fn outbound_and_hello(
+    outbound: &str,
+    hello: &str,
+    route: &str,
+    allowed: &str,
+) -> tempfile::TempDir {
     let manifest = format!(
-        "{}
-[[trigger.http]]\nroute = \"/hello/...\"\ncomponent = \"hello\"\n\n\
+        "{}\n[[trigger.http]]\nroute = {route}\ncomponent = \"hello\"\n\n\
          [component.hello]\nsource = \"{}\"\n",
         one_app(
             "/...",
-            SPIN_OUTBOUND,
-            "allowed_outbound_hosts = [\"http://self\"]",
+            outbound,
+            &format!("allowed_outbound_hosts = [{allowed}]"),
             ""
         ),
-        Path::new(SPIN_HELLO).file_name().unwrap().to_str().unwrap(),
+        Path::new(hello).file_name().unwrap().to_str().unwrap(),
     );
+    spin_dir(&manifest, &[outbound, hello])
+}
+
+/// Serves `outbound` beside `hello` on `/hello/...`, allowed `http://self`,
+/// and asserts that a relative URL and the host `self.alt` reach `hello`,
+/// which greets with `greeting`.
+fn assert_reaches_itself(outbound: &str, hello: &str, greeting: &str) {
     let tern = Tern::new();
-    let serve = Serve::start_in(
-        &tern,
-        spin_dir(&manifest, &[SPIN_OUTBOUND, SPIN_HELLO]),
-        &[],
-    );
+    let app = outbound_and_hello(outbound, hello, "\"/hello/...\"", "\"http://self\"");
+    let serve = Serve::start_in(&tern, app, &[]);
     for (url, path) in [
         ("/hello/there", "/hello/there"),
         ("http://self.alt/hello/alt", "/hello/alt"),
     ] {
-        let answer = format!("200 Hello, Spin! You asked for {path}\n");
+        let answer = format!("200 {greeting} You asked for {path}\n");
         assert_eq!(serve.get(&format!("/?url={url}")).expect(200), answer);
     }
     serve.wait_for_log("GET /hello/alt 200");
+}
+
+#[test]
+fn relative_urls_reach_the_app_itself() {
+    // Spin's documentation: a relative URL (or the host `self.alt`) is the
+    // app itself, allowed by `http://self`. SDK 7 sends a relative URL
+    // without an authority.
+    assert_reaches_itself(SPIN_OUTBOUND, SPIN_HELLO, "Hello, Spin!");
+}
+
+#[test]
+pub fn spin5_outbound() {
+    // SDK 5 gives a relative URL the authority `:80`, a port without a
+    // host: the app itself too.
+    assert_reaches_itself(SPIN5_OUTBOUND, SPIN5_HELLO, "Hello, Spin 5!");
 }
 
 #[test]
@@ -1271,22 +1293,8 @@ fn components_call_each_other_by_name_private_routes_too() {
     // component in process, here one whose route is private.
     let tern = Tern::new();
     let serve_with = |allowed: &str| {
-        let manifest = format!(
-            "{}\n[[trigger.http]]\nroute = {{ private = true }}\ncomponent = \"hello\"\n\n\
-             [component.hello]\nsource = \"{}\"\n",
-            one_app(
-                "/...",
-                SPIN_OUTBOUND,
-                &format!("allowed_outbound_hosts = [{allowed}]"),
-                ""
-            ),
-            Path::new(SPIN_HELLO).file_name().unwrap().to_str().unwrap(),
-        );
-        Serve::start_in(
-            &tern,
-            spin_dir(&manifest, &[SPIN_OUTBOUND, SPIN_HELLO]),
-            &[],
-        )
+        let app = outbound_and_hello(SPIN_OUTBOUND, SPIN_HELLO, "{ private = true }", allowed);
+        Serve::start_in(&tern, app, &[])
     };
     for allowed in [
         "\"http://*.spin.internal\"",

@@ -15,17 +15,16 @@
 //! `[outbound] ca_file`.
 //!
 //! A request to the app itself (a relative URL, or the host `self.alt` as
-//! Spin spells it) needs `http://self` in the allowlist, and goes to the
-//! listener the request being answered came in on, under the `Host` its
-//! client sent (so `tern host` routes it to the same app), over TLS when
-//! that request came over TLS. It passes through the server like any
-//! client's request: routes, limits and the access log. A request to
-//! `COMPONENT.spin.internal` (Spin's service chaining) needs an entry
-//! naming it (or `*.spin.internal`) and goes to that component of the same
-//! version of the app over an in-process connection, whether or not the
-//! component has a route, with its limits and log line.
+//! Spin spells it) needs `http://self` in the allowlist. It goes in process
+//! (no socket, no TLS, no connection slot) to the same version of the app,
+//! under the `Host` the client sent and as `https` if the client's request
+//! was, and through the app's routes, filters, limits and access log as a
+//! client's request does. A request to `COMPONENT.spin.internal` (Spin's
+//! service chaining) needs an entry naming it (or `*.spin.internal`) and
+//! goes the same way to that component, whether or not it has a route:
+//! not through a route, so no route's filters.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -65,41 +64,36 @@ pub(crate) struct Outbound {
     pub(crate) component: Arc<str>,
     pub(crate) request: RequestId,
     /// Where a request to the app itself goes, while the instance answers
-    /// an HTTP request and the policy allows it.
-    pub(crate) origin: Option<SelfOrigin>,
+    /// an HTTP request and the policy allows it; else why it cannot go.
+    pub(crate) origin: Result<SelfOrigin, &'static str>,
 }
 
-/// Where the HTTP request an instance answers came in: requests to the app
-/// itself go back there, and requests to its components through there.
+/// Why an instance has no [`SelfOrigin`]: it answers no HTTP request (a
+/// Redis trigger, `tern run`), or its component may not call its app.
+pub(crate) const NO_ORIGIN: &str =
+    "a request to the app itself is only possible while answering an HTTP request";
+
+/// Why a warm instance answering requests of different clients at once has
+/// no [`SelfOrigin`]: which of them is asking cannot be told.
+pub(crate) const MIXED_ORIGINS: &str = "a request to the app itself is refused while the instance answers requests for different hosts at once";
+
+/// The HTTP request an instance answers, as its requests to its own app
+/// go: to the same server and app version, as the same client.
 #[derive(Clone)]
 pub(crate) struct SelfOrigin {
-    /// The listener's address; loopback when it listens on every address.
-    pub(crate) connect: SocketAddr,
     /// The `Host` the client sent.
     pub(crate) authority: HeaderValue,
+    /// Whether the client's request came over TLS.
     pub(crate) tls: bool,
     /// The server and app version the request is on.
     pub(crate) chain: Chain,
 }
 
 impl SelfOrigin {
-    pub(crate) fn new(
-        local: SocketAddr,
-        authority: HeaderValue,
-        tls: bool,
-        chain: Chain,
-    ) -> SelfOrigin {
-        let ip = match local.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        SelfOrigin {
-            connect: SocketAddr::new(ip, local.port()),
-            authority,
-            tls,
-            chain,
-        }
+    /// Whether `other` stands for the same client as this one: the same
+    /// `Host`, over TLS or not alike.
+    pub(crate) fn same_client(&self, other: &SelfOrigin) -> bool {
+        self.authority == other.authority && self.tls == other.tls
     }
 }
 
@@ -146,7 +140,7 @@ pub fn run_outbound(
             sink: sink.clone(),
             component: "run".into(),
             request,
-            origin: None,
+            origin: Err(NO_ORIGIN),
         }) as tern_runtime::HttpHooks
     })
 }
@@ -222,10 +216,9 @@ struct Target {
 enum Via {
     /// Over the network, to the addresses its host resolves to.
     Lookup,
-    /// Over the network, to this address (the app itself).
-    Address(SocketAddr),
-    /// In process, to this component of the app the request came to.
-    Component(SelfOrigin, String),
+    /// In process, to the app the request came to: through its routes, or
+    /// to the component named.
+    App(SelfOrigin, Option<String>),
 }
 
 type Response = (
@@ -332,7 +325,7 @@ impl OutboundPolicy {
         &self,
         uri: &Uri,
         component: String,
-        origin: Option<&SelfOrigin>,
+        origin: Result<&SelfOrigin, &&'static str>,
     ) -> Result<Target, (Error, String)> {
         let scheme = match uri.scheme_str() {
             Some("https") => "https",
@@ -350,48 +343,39 @@ impl OutboundPolicy {
             );
             return Err((Error::HttpRequestDenied, why));
         }
-        let Some(origin) = origin else {
-            let why = "a request to a component of the app is only possible while answering an HTTP request";
-            return Err((Error::HttpRequestUriInvalid, why.to_owned()));
-        };
+        let origin = origin.map_err(|why| (Error::HttpRequestDenied, why.to_string()))?;
         Ok(Target {
             scheme,
             authority: format!("{host}"),
             host,
             port,
             explicit: true,
-            via: Via::Component(origin.clone(), component),
+            via: Via::App(origin.clone(), Some(component)),
         })
     }
 
-    fn check_app_itself(&self, origin: Option<&SelfOrigin>) -> Result<Target, (Error, String)> {
+    fn check_app_itself(
+        &self,
+        origin: Result<&SelfOrigin, &&'static str>,
+    ) -> Result<Target, (Error, String)> {
         if !self.allowed.iter().any(OutboundHost::is_app_itself) {
             let why = "a request to the app itself (a relative URL) needs \"http://self\" in allowed_outbound_hosts";
             return Err((Error::HttpRequestDenied, why.to_owned()));
         }
-        let Some(origin) = origin else {
-            let why =
-                "a request to the app itself is only possible while answering an HTTP request";
-            return Err((Error::HttpRequestUriInvalid, why.to_owned()));
-        };
+        let origin = origin.map_err(|why| (Error::HttpRequestDenied, why.to_string()))?;
         let authority = origin.authority.to_str().map_err(|_| {
-            (
-                Error::HttpRequestUriInvalid,
-                "the request's Host is not text".to_owned(),
-            )
+            let why = "the request's Host is not text".to_owned();
+            (Error::HttpRequestUriInvalid, why)
         })?;
-        let host = authority
-            .parse::<http::uri::Authority>()
-            .ok()
-            .and_then(|a| RequestHost::parse(a.host()).ok())
-            .unwrap_or(RequestHost::Ip(origin.connect.ip()));
+        let scheme = if origin.tls { "https" } else { "http" };
         Ok(Target {
-            scheme: if origin.tls { "https" } else { "http" },
-            host,
-            port: origin.connect.port(),
+            scheme,
+            // Neither looked up nor checked: the request stays in process.
+            host: RequestHost::Name(crate::relative::SELF_AUTHORITY.to_owned()),
+            port: default_port(scheme),
             explicit: true,
             authority: authority.to_owned(),
-            via: Via::Address(origin.connect),
+            via: Via::App(origin.clone(), None),
         })
     }
 
@@ -471,22 +455,21 @@ async fn send(
     Ok((response, Box::new(io)))
 }
 
-/// A connection to `target`'s server: over TLS for `https`, except to a
-/// component of the app, which is in process.
+/// A connection to `target`'s server: over TLS for `https`, except to the
+/// app itself, which is in process.
 async fn open(
     target: Target,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<Box<dyn Io>, Error> {
     let addresses = match target.via {
-        Via::Component(origin, name) => {
+        Via::App(origin, component) => {
             let io = origin
                 .chain
-                .connect(&name, &origin)
+                .connect(component.as_deref(), &origin)
                 .ok_or(Error::DestinationNotFound)?;
             return Ok(Box::new(io));
         }
-        Via::Address(address) => vec![address],
         Via::Lookup => resolve(&target, timeout).await?,
     };
     let stream = connect(&addresses, timeout).await?;

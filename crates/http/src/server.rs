@@ -169,54 +169,58 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
-    /// An in-process HTTP/1.1 connection to `component` of the app, served
-    /// as a client's connection is (limits, log, deadline), whether or not
-    /// the component has a route; `None` if the app has no such HTTP
-    /// component, or is gone.
+    /// An in-process HTTP/1.1 connection to the app, served as a client's
+    /// connection is (limits, log, deadline, write timeout) but bound to
+    /// this version of the app: through its routes, or with `component`
+    /// to that component, whether or not it has a route. `None` if the app
+    /// has no such HTTP component, or is gone.
     pub(crate) fn connect(
         &self,
-        component: &str,
+        component: Option<&str>,
         origin: &SelfOrigin,
     ) -> Option<tokio::io::DuplexStream> {
         let (shared, app) = (self.shared.upgrade()?, self.app.upgrade()?);
-        let index = app
-            .components
-            .iter()
-            .position(|c| &*c.grants.id == component)?;
-        if app.components[index].executor.is_trigger() {
-            return None;
-        }
+        let component = match component {
+            None => None,
+            Some(name) => {
+                let index = app.components.iter().position(|c| &*c.grants.id == name)?;
+                if app.components[index].executor.is_trigger() {
+                    return None;
+                }
+                Some(index)
+            }
+        };
         let (ours, theirs) = tokio::io::duplex(CHAIN_BUFFER);
-        let origin = origin.clone();
+        let chained = Chained {
+            app: Arc::downgrade(&app),
+            component,
+            authority: origin.authority.clone(),
+        };
+        let tls = origin.tls;
         tokio::spawn(async move {
             // Never stopped by the server: the request that opened it is,
             // and this connection ends with it.
             let (_running, mut stop) = watch::channel(false);
-            let chained = Chained {
-                app,
-                component: index,
-                authority: origin.authority.clone(),
-                tls: origin.tls,
-            };
-            let client = (false, Arc::new(AtomicU64::new(0)), Some(chained));
-            let io = TokioIo::new(theirs);
+            let io = ClientIo::new(theirs, shared.config.write_timeout);
+            let client = (tls, io.written(), Some(chained));
             let http = &shared.protocols.http1;
+            let io = TokioIo::new(io);
             let _ = serve_http(&shared, http, io, shared.local, client, &mut stop).await;
         });
         Some(ours)
     }
 }
 
-/// What a chained connection's requests go to: one component of one
-/// version of the app, not the app's routes.
+/// What an in-process connection's requests go to: one version of the
+/// app, and maybe one component of it rather than its routes.
 #[derive(Clone)]
 struct Chained {
-    app: Arc<App>,
-    component: usize,
-    /// The `Host` and TLS of the client's request that led here, for the
+    /// Weak: only a request in flight keeps the version alive.
+    app: Weak<App>,
+    component: Option<usize>,
+    /// The `Host` of the client's request that led here, for the
     /// component's own requests to the app.
     authority: HeaderValue,
-    tls: bool,
 }
 
 /// How much a chained connection buffers each way.
@@ -749,7 +753,10 @@ async fn handle(
     // This request stays on this version of the app, even if a new one is
     // swapped in while it runs.
     let app = match (&client.chained, &shared.target) {
-        (Some(chained), _) => chained.app.clone(),
+        (Some(chained), _) => match chained.app.upgrade() {
+            Some(app) => app,
+            None => return refuse(503, None, Some("the app's version has ended".into())),
+        },
         (None, Target::One(app)) => app.load_full(),
         (None, Target::Many(sites)) => match sites.app_for(&host_name(&req)).await {
             Found::App(app) => app,
@@ -767,11 +774,12 @@ async fn handle(
         finish(status, component, error);
         response::error(status, id)
     };
-    // A chained request goes to its component, as if by a route `/...`.
+    // A request to a component of the app goes to it as if by a route
+    // `/...`.
     let chained_target;
-    let routed = match &client.chained {
-        Some(chained) => {
-            chained_target = RouteTarget::Component(chained.component);
+    let routed = match client.chained.as_ref().and_then(|c| c.component) {
+        Some(index) => {
+            chained_target = RouteTarget::Component(index);
             Some(crate::router::Match::whole_path(&chained_target))
         }
         None => app.router.route(req.uri().path()),
@@ -1072,9 +1080,9 @@ async fn handle(
     .await
 }
 
-/// Where `served`'s requests to its own app go, if it may send any: back to
-/// this server, under the `Host` of the client's request (the one that
-/// led here, for a chained request).
+/// Where `served`'s requests to its own app go, if it may send any: this
+/// server and app version, under the `Host` of the client's request (the
+/// one that led here, for a request from another component).
 fn self_origin<B>(
     shared: &Arc<Shared>,
     app: &Arc<App>,
@@ -1085,15 +1093,19 @@ fn self_origin<B>(
     if !served.grants.outbound.reaches_app() {
         return None;
     }
-    let (authority, tls) = match &client.chained {
-        Some(chained) => (chained.authority.clone(), chained.tls),
-        None => (req.headers().get(http::header::HOST)?.clone(), client.tls),
+    let authority = match &client.chained {
+        Some(chained) => chained.authority.clone(),
+        None => req.headers().get(http::header::HOST)?.clone(),
     };
     let chain = Chain {
         shared: Arc::downgrade(shared),
         app: Arc::downgrade(app),
     };
-    Some(SelfOrigin::new(shared.local, authority, tls, chain))
+    Some(SelfOrigin {
+        authority,
+        tls: client.tls,
+        chain,
+    })
 }
 
 /// `uri` with another path and query, as a filter set them.

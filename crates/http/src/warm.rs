@@ -39,7 +39,7 @@ use crate::events::{EventSink, RequestId};
 use crate::executor::Exchange;
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants};
-use crate::outbound::SelfOrigin;
+use crate::outbound::{MIXED_ORIGINS, NO_ORIGIN, SelfOrigin};
 use crate::wasi_http::{HttpHost, HttpLinkers, check_head, guest_request};
 
 /// A component served by warm instances.
@@ -296,10 +296,22 @@ impl WorkerState for Worker {
         host.output.start(request.id);
         host.hooks.request = request.id;
         host.hooks.sent = 0;
-        host.hooks.origin = request.origin;
         // Only responses still streaming need telling if the instance
         // fails.
         host.in_flight.retain(|failed| !failed.is_over());
+        // The store has one origin for every request in it: with requests of
+        // different clients in flight at once, none may call the app, as
+        // which of them is asking cannot be told.
+        host.hooks.origin = match (
+            host.in_flight.is_empty(),
+            &host.hooks.origin,
+            request.origin,
+        ) {
+            (_, _, None) => Err(NO_ORIGIN),
+            (true, _, Some(new)) => Ok(new),
+            (false, Ok(old), Some(new)) if old.same_client(&new) => Ok(new),
+            (false, _, Some(_)) => Err(MIXED_ORIGINS),
+        };
         host.in_flight.push(request.failed);
         let _ = request.retire.set(self.retired.clone());
         Box::pin(tokio::time::sleep_until(request.deadline.into()))

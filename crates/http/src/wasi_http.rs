@@ -19,7 +19,7 @@ use crate::events::EventSink;
 use crate::executor::{Exchange, Reply, ReplyState, RequestCtx};
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants, MAX_FIELDS_SIZE, limit_store, max_host_resources};
-use crate::outbound::Outbound;
+use crate::outbound::{NO_ORIGIN, Outbound};
 use crate::response::REQUEST_ID_HEADER;
 
 /// Headers Tern sets on every request it hands a guest; a client's own
@@ -279,7 +279,7 @@ impl HttpHost {
         ctx: &RequestCtx,
     ) -> Result<Self, Failure> {
         let mut host = HttpHost::for_instance(grants, sink, OutputState::new(ctx.id))?;
-        host.hooks.origin = ctx.origin.clone();
+        host.hooks.origin = ctx.origin.clone().ok_or(NO_ORIGIN);
         Ok(host)
     }
 
@@ -309,7 +309,7 @@ impl HttpHost {
                 sink: sink.clone(),
                 component: grants.id.clone(),
                 request: output.request(),
-                origin: None,
+                origin: Err(NO_ORIGIN),
             },
             services: grants.services.clone(),
             output,

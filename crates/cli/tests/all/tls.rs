@@ -714,25 +714,18 @@ impl H2 {
 }
 
 #[test]
-fn requests_to_the_app_itself_go_over_tls_when_it_is_served_over_tls() {
+fn requests_to_the_app_itself_stay_in_process_under_tls() {
+    // No TLS between the app and itself: the request never leaves the
+    // process, so no authority needs trusting for it.
     let pki = pki();
     let tern = Tern::new();
-    let dir = tempfile::tempdir().unwrap();
     let self_only = "allowed_outbound_hosts = [\"https://self\"]";
     let toml = with_hello("/fetch", "fetch", HTTP_OUTBOUND, self_only);
-    write_app(dir.path(), &toml);
-    // The app's certificate is checked like any server's: the operator
-    // trusts its authority.
-    std::fs::copy(pki.path().join("ca.pem"), dir.path().join("ca.pem")).unwrap();
-    let rc = dir.path().join("runtime.toml");
-    std::fs::write(&rc, "[outbound]\nca_file = \"ca.pem\"\n").unwrap();
-    let mut args = tls_args(pki.path());
-    args.extend(["--runtime-config".into(), rc.display().to_string()]);
-    let serve = Serve::start_in(&tern, dir, &strs(&args));
+    let serve = Serve::start(&tern, &toml, &strs(&tls_args(pki.path())));
     let mut request = https(&serve, pki.path(), "/fetch?url=/hello");
-    request.insert(0, "--http1.1".into());
+    request.insert(0, "--http2".into());
     assert_eq!(
-        curl(&strs(&request), None).expect("200", "1.1"),
+        curl(&strs(&request), None).expect("200", "2"),
         "200 hello, world\n"
     );
 }

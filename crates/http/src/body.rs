@@ -78,15 +78,28 @@ impl LimitedBody {
 
 impl LimitedBody {
     /// Reads the rest of the body into one buffer (at most `max` bytes, by
-    /// construction).
-    pub(crate) async fn read_all(&mut self) -> Result<Bytes, wasmtime_wasi_http::Error> {
+    /// construction), asking `reserve` for each KiB it grows by first;
+    /// `None` if `reserve` refused.
+    pub(crate) async fn read_all(
+        &mut self,
+        reserve: &mut (dyn FnMut(u32) -> bool + Send),
+    ) -> Result<Option<Bytes>, wasmtime_wasi_http::Error> {
         let mut all = bytes::BytesMut::new();
+        let mut reserved = 0;
         while let Some(frame) = self.frame().await {
             if let Ok(data) = frame?.into_data() {
+                let needed =
+                    u32::try_from((all.len() + data.len()).div_ceil(1024)).unwrap_or(u32::MAX);
+                if needed > reserved {
+                    if !reserve(needed - reserved) {
+                        return Ok(None);
+                    }
+                    reserved = needed;
+                }
                 all.extend_from_slice(&data);
             }
         }
-        Ok(all.freeze())
+        Ok(Some(all.freeze()))
     }
 }
 
@@ -184,6 +197,17 @@ impl FailureFlag {
     fn end(&self) {
         self.0.over.store(true, Ordering::Release);
         self.0.ended.notify_one();
+    }
+}
+
+/// Ends a [`FailureFlag`] when dropped: a request that returns before its
+/// response body exists (refused, too large, past its deadline) is over
+/// too, and must not stay among the instance's requests in flight.
+pub(crate) struct EndsOnDrop(pub(crate) FailureFlag);
+
+impl Drop for EndsOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 

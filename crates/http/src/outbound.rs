@@ -87,9 +87,29 @@ pub(crate) struct SelfOrigin {
     pub(crate) tls: bool,
     /// The server and app version the request is on.
     pub(crate) chain: Chain,
+    /// How many requests to the app led to this one: 0 for a client's.
+    pub(crate) depth: u32,
+    /// The request's deadline, which the requests it makes inherit.
+    pub(crate) deadline: std::time::Instant,
 }
 
+/// How deep requests to the app itself and chained requests may nest: a
+/// component calling itself without end is refused there, not left to
+/// fill every slot.
+pub(crate) const MAX_DEPTH: u32 = 32;
+
 impl SelfOrigin {
+    /// This origin, if a request from it may nest one level deeper.
+    fn nesting(&self) -> Result<&SelfOrigin, (Error, String)> {
+        if self.depth >= MAX_DEPTH {
+            let why = format!(
+                "requests to the app itself nest more than {MAX_DEPTH} deep (does a component call itself without end?)"
+            );
+            return Err((Error::HttpRequestDenied, why));
+        }
+        Ok(self)
+    }
+
     /// Whether `other` stands for the same client as this one: the same
     /// `Host`, over TLS or not alike.
     pub(crate) fn same_client(&self, other: &SelfOrigin) -> bool {
@@ -97,11 +117,18 @@ impl SelfOrigin {
     }
 }
 
-/// The component a request to `COMPONENT.spin.internal` names.
-fn component_named(uri: &Uri) -> Option<String> {
+/// Whether `uri`'s host is in the domain of the app's components
+/// (`.spin.internal`, with or without a final dot), and if so the component
+/// it names, when it is one label (`COMPONENT.spin.internal`). No name in
+/// that domain ever leaves the process.
+fn component_named(uri: &Uri) -> Option<Option<String>> {
     let host = uri.host()?.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    if host == &COMPONENTS_DOMAIN[1..] {
+        return Some(None);
+    }
     let component = host.strip_suffix(COMPONENTS_DOMAIN)?;
-    (!component.is_empty() && !component.contains('.')).then(|| component.to_owned())
+    Some((!component.is_empty() && !component.contains('.')).then(|| component.to_owned()))
 }
 
 /// Whether `uri` is a request to the app itself: a relative URL (which
@@ -263,9 +290,20 @@ impl WasiHttpHooks for Outbound {
             ))
         } else if is_app_itself(request.uri()) {
             self.policy.check_app_itself(self.origin.as_ref())
-        } else if let Some(component) = component_named(request.uri()) {
-            self.policy
-                .check_component(request.uri(), component, self.origin.as_ref())
+        } else if let Some(named) = component_named(request.uri()) {
+            match named {
+                Some(component) => {
+                    self.policy
+                        .check_component(request.uri(), component, self.origin.as_ref())
+                }
+                None => Err((
+                    Error::HttpRequestDenied,
+                    format!(
+                        "`{}` names no component: one is reached as COMPONENT{COMPONENTS_DOMAIN}",
+                        request.uri().host().unwrap_or_default()
+                    ),
+                )),
+            }
         } else {
             self.policy.check(request.uri())
         };
@@ -344,6 +382,7 @@ impl OutboundPolicy {
             return Err((Error::HttpRequestDenied, why));
         }
         let origin = origin.map_err(|why| (Error::HttpRequestDenied, why.to_string()))?;
+        let origin = origin.nesting()?;
         Ok(Target {
             scheme,
             authority: format!("{host}"),
@@ -363,6 +402,7 @@ impl OutboundPolicy {
             return Err((Error::HttpRequestDenied, why.to_owned()));
         }
         let origin = origin.map_err(|why| (Error::HttpRequestDenied, why.to_string()))?;
+        let origin = origin.nesting()?;
         let authority = origin.authority.to_str().map_err(|_| {
             let why = "the request's Host is not text".to_owned();
             (Error::HttpRequestUriInvalid, why)

@@ -1147,7 +1147,8 @@ fn from_pairs(
         })?;
         let value = HeaderValue::from_str(value)
             .map_err(|_| format!("a filter set an invalid value for `{name}`"))?;
-        map.append(name, value);
+        map.try_append(name, value)
+            .map_err(|_| "a filter set more header fields than a response can hold".to_string())?;
     }
     Ok(())
 }

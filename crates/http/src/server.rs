@@ -91,7 +91,14 @@ struct Shared {
     protocols: Protocols,
     /// One permit per open connection, across the worker threads.
     connections: Arc<Semaphore>,
+    /// One permit per KiB of request bodies buffered whole (WAGI's), across
+    /// every app: many clients each sending up to `max_body` at once must
+    /// not take the process's memory.
+    buffering: Arc<Semaphore>,
 }
+
+/// What request bodies buffered whole may take in all, in KiB.
+const BUFFERING_KIB: usize = 512 << 10;
 
 /// The HTTP settings of every connection, made once: the same limits for
 /// HTTP/1.1 and HTTP/2.
@@ -195,6 +202,8 @@ impl Chain {
             app: Arc::downgrade(&app),
             component,
             authority: origin.authority.clone(),
+            depth: origin.depth + 1,
+            deadline: origin.deadline,
         };
         let tls = origin.tls;
         tokio::spawn(async move {
@@ -221,6 +230,12 @@ struct Chained {
     /// The `Host` of the client's request that led here, for the
     /// component's own requests to the app.
     authority: HeaderValue,
+    /// How many requests led here from the client's (1 for the first).
+    depth: u32,
+    /// The deadline of the request that opened the connection: a request
+    /// on it ends by then too, so that no chain outlives its client's
+    /// request.
+    deadline: Instant,
 }
 
 /// How much a chained connection buffers each way.
@@ -295,6 +310,7 @@ impl Server {
                 tls,
                 protocols,
                 connections,
+                buffering: Arc::new(Semaphore::new(BUFFERING_KIB)),
             }),
         })
     }
@@ -824,7 +840,10 @@ async fn handle(
                 Some(format!("request body larger than {}", limits.max_body)),
             );
         }
-        let deadline = start + limits.timeout;
+        let deadline = match &client.chained {
+            Some(chained) => (start + limits.timeout).min(chained.deadline),
+            None => start + limits.timeout,
+        };
         let body_exceeded = Arc::new(AtomicBool::new(false));
         let mut req = req.map(|body| LimitedBody::new(body, limits.max_body.0, body_exceeded.clone()));
         // The route's filters see the request before the guest (and before it
@@ -888,9 +907,28 @@ async fn handle(
         // gets it here: under the request's deadline, and before the request
         // takes a concurrency permit or an instance slot, so clients trickling
         // bodies hold neither.
+        let mut buffering: Option<OwnedSemaphorePermit> = None;
         let buffered = if served.executor.buffers_body() {
-            match tokio::time::timeout_at(deadline.into(), req.body_mut().read_all()).await {
-                Ok(Ok(body)) => Some(body),
+            let mut reserve = |kib: u32| match shared.buffering.clone().try_acquire_many_owned(kib) {
+                Ok(more) => {
+                    match &mut buffering {
+                        Some(held) => held.merge(more),
+                        None => buffering = Some(more),
+                    }
+                    true
+                }
+                Err(_) => false,
+            };
+            let read = req.body_mut().read_all(&mut reserve);
+            match tokio::time::timeout_at(deadline.into(), read).await {
+                Ok(Ok(Some(body))) => Some(body),
+                Ok(Ok(None)) => {
+                    let error = format!(
+                        "request bodies buffered for WAGI guests take {} MiB already",
+                        BUFFERING_KIB >> 10
+                    );
+                    return refuse(503, component, Some(error));
+                }
                 Ok(Err(_)) if body_exceeded.load(Ordering::Acquire) => {
                     let error = format!("request body larger than {}", limits.max_body);
                     return refuse(413, component, Some(error));
@@ -941,7 +979,7 @@ async fn handle(
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
-        let origin = self_origin(&shared, &app, served, &client, &req);
+        let origin = self_origin(&shared, &app, served, &client, &req, deadline);
         let ctx = RequestCtx {
             id,
             route,
@@ -1002,7 +1040,7 @@ async fn handle(
             tokio::spawn(async move {
                 let served = &app.components[index];
                 let result = served.executor.run(&served.grants, exchange, &state).await;
-                drop((permit, slot, in_flight, model_permits));
+                drop((permit, slot, in_flight, model_permits, buffering));
                 let (mut status, mut error) = match &result {
                     Ok(()) => (state.sent().unwrap_or(200), None),
                     Err(failure) => (
@@ -1089,13 +1127,14 @@ fn self_origin<B>(
     served: &crate::app::Served,
     client: &Client,
     req: &Request<B>,
+    deadline: Instant,
 ) -> Option<SelfOrigin> {
     if !served.grants.outbound.reaches_app() {
         return None;
     }
-    let authority = match &client.chained {
-        Some(chained) => chained.authority.clone(),
-        None => req.headers().get(http::header::HOST)?.clone(),
+    let (authority, depth) = match &client.chained {
+        Some(chained) => (chained.authority.clone(), chained.depth),
+        None => (req.headers().get(http::header::HOST)?.clone(), 0),
     };
     let chain = Chain {
         shared: Arc::downgrade(shared),
@@ -1105,6 +1144,8 @@ fn self_origin<B>(
         authority,
         tls: client.tls,
         chain,
+        depth,
+        deadline,
     })
 }
 

@@ -34,7 +34,7 @@ use wasmtime_wasi_http::handler::{
     ShouldAccept, TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
 };
 
-use crate::body::{FailureFlag, GuestBody};
+use crate::body::{EndsOnDrop, FailureFlag, GuestBody};
 use crate::events::{EventSink, RequestId};
 use crate::executor::Exchange;
 use crate::guest_output::OutputState;
@@ -101,6 +101,7 @@ impl WarmExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = ctx.id;
         let state = reply.state();
+        let _over = EndsOnDrop(state.failed.clone());
         let retire = Arc::new(OnceLock::new());
         let started = RequestStart {
             id: ctx.id,

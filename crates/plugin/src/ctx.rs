@@ -57,12 +57,12 @@ impl PluginCtx {
     pub(crate) fn kernel_budget(&self) -> u64 {
         self.budget
             .max
-            .saturating_sub(self.budget.total(self.call.kernel.size()))
+            .saturating_sub(self.budget.total(self.call.kernel.cost()))
     }
 
     /// Notes that the Extism memory grew, for the peak.
     pub(crate) fn kernel_grew(&mut self) {
-        let total = self.budget.total(self.call.kernel.size());
+        let total = self.budget.total(self.call.kernel.cost());
         self.budget.peak = self.budget.peak.max(total);
     }
 }
@@ -118,7 +118,7 @@ impl wasmtime::ResourceLimiter for PluginCtx {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let kernel = self.call.kernel.size();
+        let kernel = self.call.kernel.cost();
         Ok(self.budget.grow(current, desired, kernel))
     }
 
@@ -129,7 +129,7 @@ impl wasmtime::ResourceLimiter for PluginCtx {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let size = size_of::<usize>();
-        let kernel = self.call.kernel.size();
+        let kernel = self.call.kernel.cost();
         Ok(self.budget.grow(
             current.saturating_mul(size),
             desired.saturating_mul(size),

@@ -11,9 +11,9 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasmtime::component::Type;
 use wasmtime::component::Val as ComponentVal;
 use wasmtime::component::types::ComponentFunc;
+use wasmtime::component::{ComponentNamedList, Lift, Lower, Type};
 use wasmtime::{Func, Result, Store, Trap, TypedFunc, Val, bail, format_err};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -381,16 +381,27 @@ impl Instance {
             _ => false,
         };
         if let (Some(string), true) = (takes, gives_bytes) {
-            let arg = if string {
-                let text = String::from_utf8(input.to_vec()).map_err(|_| {
+            // Typed, so that bytes cross as bytes: a `list<u8>` as `Val`s
+            // takes about forty times its size on the host.
+            let typed = if string {
+                let text = std::str::from_utf8(input).map_err(|_| {
                     format_err!("`{full}` takes a string, and the input is not UTF-8")
                 })?;
-                ComponentVal::String(text)
+                self.call_bytes_typed(name, (text,), &results)
+            } else {
+                self.call_bytes_typed(name, (input,), &results)
+            };
+            // An error of another type than a string: shown in WAVE.
+            if let Some(output) = typed {
+                return self.output_within_limit(output?);
+            }
+            let arg = if string {
+                ComponentVal::String(String::from_utf8_lossy(input).into_owned())
             } else {
                 ComponentVal::List(input.iter().map(|b| ComponentVal::U8(*b)).collect())
             };
             let (values, _) = self.component_call(name, &[arg])?;
-            return output_bytes(values);
+            return self.output_within_limit(output_bytes(values)?);
         }
         let text = std::str::from_utf8(input)
             .map_err(|_| format_err!("the arguments of `{full}` are not text"))?;
@@ -400,6 +411,103 @@ impl Instance {
         let (values, _) = self.component_call(name, &args)?;
         let shown: Vec<String> = values.iter().map(tern_runtime::show_wave).collect();
         Ok(shown.join(", ").into_bytes())
+    }
+
+    /// Calls a component function taking `arg` (a string or bytes) whose
+    /// results are bytes, a string, or a result of either with a string or
+    /// no error, as a typed function; `None` for another shape.
+    fn call_bytes_typed<P>(
+        &mut self,
+        name: &str,
+        arg: P,
+        results: &[Type],
+    ) -> Option<Result<Vec<u8>>>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+    {
+        enum Payload {
+            Nothing,
+            Text,
+            Bytes,
+        }
+        let payload = |ty: Option<Type>| match ty {
+            None => Some(Payload::Nothing),
+            Some(Type::String) => Some(Payload::Text),
+            Some(Type::List(list)) if list.ty() == Type::U8 => Some(Payload::Bytes),
+            _ => None,
+        };
+        let failed = |message: Option<String>| -> wasmtime::Error {
+            let message = message.unwrap_or_else(|| "the function returned an error".to_owned());
+            PluginFailed(message).into()
+        };
+        use Payload::*;
+        Some(match results {
+            [] => self.typed_call::<P, ()>(name, arg).map(|()| Vec::new()),
+            [Type::String] => self
+                .typed_call::<P, (String,)>(name, arg)
+                .map(|(text,)| text.into_bytes()),
+            [Type::List(_)] => self
+                .typed_call::<P, (Vec<u8>,)>(name, arg)
+                .map(|(bytes,)| bytes),
+            [Type::Result(r)] => match (payload(r.ok())?, payload(r.err())?) {
+                (_, Bytes) => return None,
+                (Nothing, Nothing) => self
+                    .typed_call::<P, (Result<(), ()>,)>(name, arg)
+                    .and_then(|(r,)| r.map(|()| Vec::new()).map_err(|()| failed(None))),
+                (Nothing, Text) => self
+                    .typed_call::<P, (Result<(), String>,)>(name, arg)
+                    .and_then(|(r,)| r.map(|()| Vec::new()).map_err(|e| failed(Some(e)))),
+                (Text, Nothing) => self
+                    .typed_call::<P, (Result<String, ()>,)>(name, arg)
+                    .and_then(|(r,)| r.map(String::into_bytes).map_err(|()| failed(None))),
+                (Text, Text) => self
+                    .typed_call::<P, (Result<String, String>,)>(name, arg)
+                    .and_then(|(r,)| r.map(String::into_bytes).map_err(|e| failed(Some(e)))),
+                (Bytes, Nothing) => self
+                    .typed_call::<P, (Result<Vec<u8>, ()>,)>(name, arg)
+                    .and_then(|(r,)| r.map_err(|()| failed(None))),
+                (Bytes, Text) => self
+                    .typed_call::<P, (Result<Vec<u8>, String>,)>(name, arg)
+                    .and_then(|(r,)| r.map_err(|e| failed(Some(e)))),
+            },
+            _ => return None,
+        })
+    }
+
+    /// Calls the component function `name` as a typed function.
+    fn typed_call<P, R>(&mut self, name: &str, params: P) -> Result<R>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let Some(Handle::Component(instance)) = &self.handle else {
+            bail!("not a component");
+        };
+        let (index, _, full) = self.code.component_func(name)?;
+        let func = instance
+            .get_func(&mut self.store, index)
+            .ok_or_else(|| format_err!("the export `{full}` is not a function"))?
+            .typed::<P, R>(&self.store)?;
+        if self.code.is_async {
+            block_on(func.call_async(&mut self.store, params))
+        } else {
+            func.call(&mut self.store, params)
+        }
+    }
+
+    /// `output`, unless it is above the output limit.
+    fn output_within_limit(&mut self, output: Vec<u8>) -> Result<Vec<u8>> {
+        let ctx = self.store.data_mut();
+        let max = ctx.shared.limits.max_output.0;
+        if output.len() as u64 > max {
+            ctx.stopped_by = Some(Limit::Output);
+            bail!(
+                "an output of {} is above the output limit of {}",
+                tern_runtime::ByteSize(output.len() as u64),
+                tern_runtime::ByteSize(max)
+            );
+        }
+        Ok(output)
     }
 
     /// The report of a call that began at `start`.

@@ -221,6 +221,7 @@ impl Chain {
                 self.data.request_body = buffer;
                 Phase::RequestBody { size, end }
             };
+            self.data.body_before = None;
             let outcome = self.callback(index, |vm, context, request, data| {
                 vm.stream_callback(context, request, data, phase)
             });
@@ -229,6 +230,7 @@ impl Chain {
             } else {
                 std::mem::take(&mut self.data.request_body)
             };
+            let before = self.data.body_before.take();
             if let Some(local) = self.data.local_response.take() {
                 return Err(Step::Respond(local));
             }
@@ -245,8 +247,14 @@ impl Chain {
                     return Ok(Vec::new());
                 }
                 Outcome::Go(_) => passing = buffer,
-                // A failed filter's changes are not kept.
-                Outcome::Skip => {}
+                // A failed filter's changes are not kept: what it was
+                // given goes on, the bytes it held included.
+                Outcome::Skip => {
+                    passing = match before {
+                        Some((was_response, bytes)) if was_response == response => bytes,
+                        _ => buffer,
+                    }
+                }
                 Outcome::Stop(step) => return Err(step),
             }
         }

@@ -33,6 +33,7 @@ pub struct Filter {
     vms: Mutex<HashMap<ThreadId, Worker>>,
 }
 
+#[derive(Default)]
 struct Worker {
     vm: Option<Arc<Mutex<FilterVm>>>,
     /// Set once its VM has failed: every later start is a rebuild.
@@ -147,12 +148,36 @@ impl Filter {
         if self.shared.config.isolation == Isolation::Request {
             return self.start_vm();
         }
-        let mut vms = self.vms.lock().unwrap_or_else(PoisonError::into_inner);
-        let worker = vms.entry(thread::current().id()).or_insert(Worker {
-            vm: None,
-            rebuilds: None,
-        });
+        let thread = thread::current().id();
         let now = Instant::now();
+        {
+            let mut vms = self.vms.lock().unwrap_or_else(PoisonError::into_inner);
+            let worker = vms.entry(thread).or_default();
+            self.reuse(worker, now)?;
+            if let Some(vm) = &worker.vm {
+                return Ok(vm.clone());
+            }
+        }
+        // Started without the lock: other workers take their own VMs from
+        // the map meanwhile, and a start may take a few callbacks' time.
+        let started = self.start_vm();
+        let mut vms = self.vms.lock().unwrap_or_else(PoisonError::into_inner);
+        let worker = vms.entry(thread).or_default();
+        match started {
+            Ok(vm) => {
+                worker.vm = Some(vm.clone());
+                Ok(vm)
+            }
+            Err(why) => {
+                worker.rebuilds.get_or_insert_with(|| Rebuilds::new(now));
+                Err(why)
+            }
+        }
+    }
+
+    /// Keeps the worker's VM if it is sound; otherwise drops it and says
+    /// whether another may be started now.
+    fn reuse(&self, worker: &mut Worker, now: Instant) -> Result<(), String> {
         if let Some(vm) = &worker.vm {
             let broken = vm
                 .lock()
@@ -160,7 +185,7 @@ impl Filter {
                 .broken()
                 .map(str::to_string);
             match broken {
-                None => return Ok(vm.clone()),
+                None => return Ok(()),
                 Some(why) => {
                     worker.vm = None;
                     worker.rebuilds.get_or_insert_with(|| Rebuilds::new(now));
@@ -178,16 +203,7 @@ impl Filter {
                 "failed, and its VM was rebuilt {REBUILD_BURST} times in a row; the next rebuild is allowed within a second"
             ));
         }
-        match self.start_vm() {
-            Ok(vm) => {
-                worker.vm = Some(vm.clone());
-                Ok(vm)
-            }
-            Err(why) => {
-                worker.rebuilds.get_or_insert_with(|| Rebuilds::new(now));
-                Err(why)
-            }
-        }
+        Ok(())
     }
 
     /// Starts the VM of a filter run as a service, on the current thread

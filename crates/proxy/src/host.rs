@@ -286,15 +286,19 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
                 Err(status) => return u32::from(status),
             };
             let ctx = caller.data_mut();
-            let body = match kind {
-                buffer::HTTP_REQUEST_BODY if ctx.in_stream => &mut ctx.stream.request_body,
-                buffer::HTTP_RESPONSE_BODY if ctx.in_stream => &mut ctx.stream.response_body,
+            let stream = &mut ctx.stream;
+            let (body, response) = match kind {
+                buffer::HTTP_REQUEST_BODY if ctx.in_stream => (&mut stream.request_body, false),
+                buffer::HTTP_RESPONSE_BODY if ctx.in_stream => (&mut stream.response_body, true),
                 _ => return Status::NotFound.into(),
             };
             let start = (start as usize).min(body.len());
             let end = start.saturating_add(size as usize).min(body.len());
             if body.len() - (end - start) + bytes.len() > MAX_BODY {
                 return Status::BadArgument.into();
+            }
+            if stream.body_before.is_none() {
+                stream.body_before = Some((response, body.clone()));
             }
             body.splice(start..end, bytes);
             Status::Ok.into()
@@ -629,7 +633,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             let Some(headers) = abi::decode_map(&headers) else {
                 return Status::BadArgument.into();
             };
-            if !(200..=599).contains(&code) || body.len() > MAX_BODY {
+            if !(200..=599).contains(&code)
+                || body.len() > MAX_BODY
+                || headers_size(&headers) > MAX_HEADERS_SIZE
+            {
                 return Status::BadArgument.into();
             }
             let ctx = caller.data_mut();
@@ -684,6 +691,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             else {
                 return Status::BadArgument.into();
             };
+            if headers_size(&headers) > MAX_HEADERS_SIZE
+                || headers_size(&trailers) > MAX_HEADERS_SIZE
+            {
+                return Status::BadArgument.into();
+            }
             let ctx = caller.data_mut();
             if !ctx.in_stream {
                 let refused = if ctx.context != ROOT_CONTEXT {

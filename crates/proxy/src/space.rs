@@ -8,8 +8,13 @@ use std::sync::{Mutex, PoisonError, Weak};
 
 use crate::vm::VmSlot;
 
-/// Bounds on what filters may keep here.
+/// Bounds on what filters may keep here. Shared data and the queued items
+/// each have a budget of bytes, which counts what the host spends on an
+/// entry or an item beyond its bytes (`ENTRY_COST`), so that many tiny
+/// entries cannot hold much more memory than their budget says.
 const MAX_SHARED_DATA: usize = 16 << 20;
+const MAX_QUEUED: usize = 16 << 20;
+const ENTRY_COST: usize = 96;
 const MAX_QUEUES: usize = 64;
 const MAX_QUEUE_ITEMS: usize = 1024;
 const MAX_QUEUE_ITEM: usize = 64 << 10;
@@ -23,7 +28,7 @@ const BUCKETS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 1000
 #[derive(Default)]
 pub struct FilterSpace {
     data: Mutex<SharedData>,
-    queues: Mutex<Vec<Queue>>,
+    queues: Mutex<Queues>,
     metrics: Mutex<Vec<Metric>>,
 }
 
@@ -32,6 +37,13 @@ struct SharedData {
     entries: HashMap<String, (Vec<u8>, u32)>,
     size: usize,
     cas: u32,
+}
+
+#[derive(Default)]
+struct Queues {
+    list: Vec<Queue>,
+    /// What the items of every queue cost, against `MAX_QUEUED`.
+    bytes: usize,
 }
 
 struct Queue {
@@ -92,8 +104,8 @@ impl FilterSpace {
         if cas != 0 && old.map(|(_, c)| c) != Some(cas) {
             return Err(true);
         }
-        let freed = old.map_or(0, |(len, _)| len + key.len());
-        let size = data.size - freed + key.len() + value.len();
+        let freed = old.map_or(0, |(len, _)| len + key.len() + ENTRY_COST);
+        let size = data.size - freed + key.len() + value.len() + ENTRY_COST;
         if size > MAX_SHARED_DATA {
             return Err(false);
         }
@@ -107,7 +119,11 @@ impl FilterSpace {
     /// The queue's id (its index plus one), made if need be; `owner` is told
     /// of new items from now on.
     pub(crate) fn register_queue(&self, name: &str, owner: Option<QueueOwner>) -> Option<u32> {
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let queues = &mut self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .list;
         if let Some(index) = queues.iter().position(|q| q.name == name) {
             if owner.is_some() {
                 queues[index].owner = owner;
@@ -127,30 +143,38 @@ impl FilterSpace {
 
     pub(crate) fn resolve_queue(&self, name: &str) -> Option<u32> {
         let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = queues.iter().position(|q| q.name == name)?;
+        let index = queues.list.iter().position(|q| q.name == name)?;
         Some(index as u32 + 1)
     }
 
     pub(crate) fn dequeue(&self, id: u32) -> QueueResult<Vec<u8>> {
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(queue) = queue_mut(&mut queues, id) else {
+        let queues = &mut *self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(queue) = queue_mut(&mut queues.list, id) else {
             return QueueResult::NotFound;
         };
         match queue.items.pop_front() {
-            Some(item) => QueueResult::Ok(item),
+            Some(item) => {
+                queues.bytes -= item.len() + ENTRY_COST;
+                QueueResult::Ok(item)
+            }
             None => QueueResult::Empty,
         }
     }
 
     /// Adds an item; the owner is told on its own thread.
     pub(crate) fn enqueue(&self, id: u32, item: Vec<u8>) -> QueueResult<()> {
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(queue) = queue_mut(&mut queues, id) else {
+        let queues = &mut *self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(queue) = queue_mut(&mut queues.list, id) else {
             return QueueResult::NotFound;
         };
-        if queue.items.len() >= MAX_QUEUE_ITEMS || item.len() > MAX_QUEUE_ITEM {
+        let cost = item.len() + ENTRY_COST;
+        if queue.items.len() >= MAX_QUEUE_ITEMS
+            || item.len() > MAX_QUEUE_ITEM
+            || queues.bytes + cost > MAX_QUEUED
+        {
             return QueueResult::Full;
         }
+        queues.bytes += cost;
         queue.items.push_back(item);
         if let Some(owner) = &queue.owner {
             let (vm, root) = (owner.vm.clone(), owner.root);
@@ -296,4 +320,50 @@ fn queue_mut(queues: &mut [Queue], id: u32) -> Option<&mut Queue> {
 
 fn metric_mut(metrics: &mut [Metric], id: u32) -> Option<&mut Metric> {
     metrics.get_mut(usize::try_from(id).ok()?.checked_sub(1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_items_share_one_budget_across_queues() {
+        let space = FilterSpace::default();
+        let ids: Vec<u32> = (0..MAX_QUEUES)
+            .map(|q| space.register_queue(&format!("q{q}"), None).unwrap())
+            .collect();
+        let mut queued = 0;
+        while let QueueResult::Ok(()) =
+            space.enqueue(ids[queued % ids.len()], vec![7; MAX_QUEUE_ITEM])
+        {
+            queued += 1;
+        }
+        // Far below each queue's own cap: the budget stopped it.
+        assert_eq!(queued, MAX_QUEUED / (MAX_QUEUE_ITEM + ENTRY_COST));
+        assert!(
+            matches!(space.dequeue(ids[0]), QueueResult::Ok(item) if item.len() == MAX_QUEUE_ITEM)
+        );
+        assert!(matches!(
+            space.enqueue(ids[9], vec![7; MAX_QUEUE_ITEM]),
+            QueueResult::Ok(())
+        ));
+        assert!(matches!(
+            space.enqueue(ids[9], vec![7; MAX_QUEUE_ITEM]),
+            QueueResult::Full
+        ));
+    }
+
+    #[test]
+    fn tiny_shared_data_entries_are_charged_what_they_cost() {
+        let space = FilterSpace::default();
+        let mut entries = 0usize;
+        while space.set_data(&entries.to_string(), b"", 0).is_ok() {
+            entries += 1;
+        }
+        assert!(entries < MAX_SHARED_DATA / ENTRY_COST, "{entries}");
+        assert!(entries > MAX_SHARED_DATA / (ENTRY_COST + 8), "{entries}");
+        // Replacing an entry frees what it held.
+        assert!(space.set_data("0", b"x", 0).is_ok());
+        assert!(space.set_data("0", b"", 0).is_ok());
+    }
 }

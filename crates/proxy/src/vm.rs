@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use tern_runtime::{ByteSize, MemoryLimiter};
 use wasmtime::error::Context as _;
-use wasmtime::{Instance, InstancePre, Memory, ResourceLimiter, Store, Trap, TypedFunc};
+use wasmtime::{Instance, InstancePre, Memory, Store, Trap, TypedFunc};
 use wasmtime::{Result, format_err as anyhow};
 
 use crate::abi::ACTION_CONTINUE;
@@ -29,7 +30,7 @@ pub(crate) struct FilterShared {
 
 /// The store data of a filter VM.
 pub(crate) struct VmCtx {
-    pub(crate) limiter: MemoryCap,
+    pub(crate) limiter: MemoryLimiter,
     pub(crate) shared: Arc<FilterShared>,
     pub(crate) memory: Option<Memory>,
     pub(crate) alloc: Option<TypedFunc<u32, u32>>,
@@ -52,27 +53,6 @@ pub(crate) struct VmCtx {
     pub(crate) this: VmSlot,
     /// Whether the filter was told gRPC is unimplemented.
     pub(crate) grpc_noted: bool,
-}
-
-/// Caps linear memory and remembers that the cap was hit, so that the trap
-/// that follows (an allocator aborting) is reported as what it is.
-pub(crate) struct MemoryCap {
-    max: usize,
-    pub(crate) hit: bool,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> Result<bool> {
-        if desired > self.max {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> Result<bool> {
-        Ok(desired <= 100_000)
-    }
 }
 
 type Callback1 = TypedFunc<u32, ()>;
@@ -201,10 +181,9 @@ impl FilterVm {
         let engine = engine::engine()?;
         let config = &shared.config;
         let ctx = VmCtx {
-            limiter: MemoryCap {
-                max: usize::try_from(config.max_memory).unwrap_or(usize::MAX),
-                hit: false,
-            },
+            // One budget for all the VM's memories and tables together: a
+            // filter may declare many memories.
+            limiter: MemoryLimiter::new(ByteSize(config.max_memory)),
             shared: shared.clone(),
             memory: None,
             alloc: None,
@@ -547,8 +526,8 @@ impl FilterVm {
 
 /// A failed call in words: the limit it hit, or the trap.
 fn describe(store: &Store<VmCtx>, err: wasmtime::Error, budget: Duration) -> wasmtime::Error {
-    if store.data().limiter.hit {
-        let max = store.data().limiter.max;
+    if store.data().limiter.refused().is_some() {
+        let max = store.data().shared.config.max_memory;
         return anyhow!("ran out of memory (the limit is {} MiB)", max >> 20);
     }
     match err.downcast_ref::<Trap>() {

@@ -12,6 +12,7 @@
 ;;     export nothing: func();
 ;;     export boom: func();
 ;;     export spin: func();
+;;     export echo: func(data: list<u8>) -> list<u8>;
 ;;     export ops;
 ;;     export wide;
 ;;   }
@@ -20,7 +21,8 @@
 (component
   (core module $m
     (memory (export "memory") 1)
-    ;; 0..8: greet's result (pointer, length); 8..16: swap's result.
+    ;; 0..8: greet's result (pointer, length); 8..16: swap's result;
+    ;; 32..40: echo's result.
     (data (i32.const 16) "hello, ")
     ;; Allocations start here and are never freed.
     (global $heap (mut i32) (i32.const 1024))
@@ -63,6 +65,12 @@
       (i32.store (i32.const 4) (i32.add (i32.const 7) (local.get $len)))
       (i32.const 0))
 
+    ;; The bytes it was given.
+    (func (export "echo") (param $data i32) (param $len i32) (result i32)
+      (i32.store (i32.const 32) (local.get $data))
+      (i32.store (i32.const 36) (local.get $len))
+      (i32.const 32))
+
     ;; The point with x and y exchanged.
     (func (export "swap") (param $x i32) (param $y i32) (result i32)
       (i32.store (i32.const 8) (local.get $y))
@@ -84,6 +92,8 @@
     (canon lift (core func $i "greet") (memory $memory) (realloc $realloc)))
   (func $swap (param "p" $point) (result $point)
     (canon lift (core func $i "swap") (memory $memory)))
+  (func $echo (param "data" (list u8)) (result (list u8))
+    (canon lift (core func $i "echo") (memory $memory) (realloc $realloc)))
   (func $nothing (canon lift (core func $i "nothing")))
   (func $boom (canon lift (core func $i "boom")))
   (func $spin (canon lift (core func $i "spin")))
@@ -101,6 +111,7 @@
   (export "nothing" (func $nothing))
   (export "boom" (func $boom))
   (export "spin" (func $spin))
+  (export "echo" (func $echo))
   (instance $ops
     (export "mul" (func $mul))
     (export "neg" (func $neg32)))

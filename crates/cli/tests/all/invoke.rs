@@ -121,7 +121,7 @@ fn invoke_component_errors_name_the_problem() {
     invoke("sub(1, 2)", &[])
         .code(1)
         .one_line_error(
-            "component has no exported function `sub`; exported functions: `add(a: u32, b: u32) -> u32`, `is-even(n: u32) -> bool`, `greet(name: string) -> string`, `swap(p: record { x: s32, y: s32 }) -> record { x: s32, y: s32 }`, `nothing()`, `boom()`, `spin()`, `example:calc/ops#mul(a: u32, b: u32) -> u32`, `example:calc/ops#neg(x: s32) -> s32`, `example:calc/wide#neg(x: s64) -> s64`",
+            "component has no exported function `sub`; exported functions: `add(a: u32, b: u32) -> u32`, `is-even(n: u32) -> bool`, `greet(name: string) -> string`, `swap(p: record { x: s32, y: s32 }) -> record { x: s32, y: s32 }`, `nothing()`, `boom()`, `spin()`, `echo(data: list<u8>) -> list<u8>`, `example:calc/ops#mul(a: u32, b: u32) -> u32`, `example:calc/ops#neg(x: s32) -> s32`, `example:calc/wide#neg(x: s64) -> s64`",
         );
     invoke("neg", &["5"]).code(1).one_line_error(
         "more than one interface exports `neg` (`example:calc/ops#neg`, `example:calc/wide#neg`); give the full name",

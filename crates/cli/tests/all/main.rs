@@ -35,6 +35,7 @@ use isolation::*;
 use limits::*;
 use nn::*;
 use outbound::*;
+use proxy::proxy_memories;
 use run::*;
 use serve::*;
 use serve_limits::*;

@@ -539,26 +539,34 @@ fn hostile_filters_are_stopped_and_everyone_else_is_served() {
             "[[route]]\npath = \"{path}\"\nupstream = \"{upstream}\"\nfilters = [\"{filter}\"]\n\n"
         )
     };
-    let app = format!(
-        "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n{}{}{}{}{}{}{}[[route]]\npath = \"/fine/...\"\nupstream = \"{echo_url}\"\n\n{}{}{}{}{}",
+    let app = [
+        "manifest_version = 1\n\n[app]\nname = \"edge\"\n\n".to_owned(),
         route("/loop", &echo_url, "loop"),
         route("/loop-open", &echo_url, "loop_open"),
         route("/bomb", &echo_url, "bomb"),
         route("/pointers", &echo_url, "pointers"),
         route("/trap", &chunks.url(), "trap"),
+        route("/trap-open", &chunks.url(), "trap_open"),
         route("/undeclared", &echo_url, "undeclared"),
         route("/fresh", &echo_url, "fresh"),
+        format!("[[route]]\npath = \"/fine/...\"\nupstream = \"{echo_url}\"\n\n"),
         loop_filters(),
         filter(
             "bomb",
             PROXY_MEMORY_BOMB,
-            "[filter.bomb.limits]\nmemory = \"16MiB\""
+            "[filter.bomb.limits]\nmemory = \"16MiB\"",
         ),
         filter("pointers", PROXY_BAD_POINTERS, ""),
         filter("trap", PROXY_TRAP_BODY, ""),
-        filter("undeclared", PROXY_UNDECLARED, "")
-            + &filter("fresh", PROXY_TAG, "isolation = \"request\""),
-    );
+        filter(
+            "trap_open",
+            PROXY_TRAP_BODY,
+            "configuration = \"hold\"\nfailure = \"open\"",
+        ),
+        filter("undeclared", PROXY_UNDECLARED, ""),
+        filter("fresh", PROXY_TAG, "isolation = \"request\""),
+    ]
+    .concat();
     let serve = Serve::start(&tern, &app, &[]);
 
     let looped = serve.get("/loop");
@@ -603,6 +611,11 @@ fn hostile_filters_are_stopped_and_everyone_else_is_served() {
     assert!(!trapped.body.contains("second"), "{}", trapped.body);
     serve.wait_for_log("trap in the middle of a body");
 
+    // Failing open after holding the first piece back: nothing is lost.
+    let held = serve.get("/trap-open");
+    assert_eq!(held.expect(200), "firstsecond");
+    assert!(held.complete);
+
     let undeclared = serve.get("/undeclared");
     assert_eq!(undeclared.status, 502);
     assert_eq!(undeclared.body, "dispatch refused: BadArgument\n");
@@ -613,6 +626,28 @@ fn hostile_filters_are_stopped_and_everyone_else_is_served() {
         assert_eq!(serve.get("/fresh").header("x-vm-requests"), Some("1"));
     }
     serve.get("/fine/3").expect(200);
+    assert!(tern_panic(&serve.log()).is_none(), "{}", serve.log());
+}
+
+/// A filter with five memories, growing four by 5 MiB each: its memory
+/// limit is one budget for all of them.
+#[test]
+pub fn proxy_memories() {
+    let tern = Tern::new();
+    let upstream = echo(&tern);
+    let limit = "[filter.memories.limits]\nmemory = \"16MiB\"";
+    let serve = proxied(
+        &tern,
+        &upstream,
+        &["memories"],
+        &filter("memories", WAT_PROXY_MEMORIES, limit),
+    );
+    assert_eq!(serve.get("/").status, 500);
+    let line = serve.wait_for_log("GET / 500");
+    assert!(
+        line.contains("ran out of memory (the limit is 16 MiB)"),
+        "{line}"
+    );
     assert!(tern_panic(&serve.log()).is_none(), "{}", serve.log());
 }
 

@@ -1273,6 +1273,32 @@ fn assert_reaches_itself(outbound: &str, hello: &str, greeting: &str) {
 }
 
 #[test]
+fn requests_to_the_app_itself_nest_32_deep_at_most() {
+    // Each level asks the next for `/?url=` and the rest: a component
+    // calling itself 40 deep is stopped at 32, and every level answers.
+    let tern = Tern::new();
+    let app = outbound_and_hello(
+        SPIN_OUTBOUND,
+        SPIN_HELLO,
+        "\"/hello/...\"",
+        "\"http://self\"",
+    );
+    let serve = Serve::start_in(&tern, app, &[]);
+    let url = format!("/{}hello/end", "?url=/".repeat(40));
+    let body = serve.get(&url).expect(200).to_owned();
+    assert_eq!(body.matches("200 ").count(), 31, "{body}");
+    assert!(body.contains("502 refused: "), "{body}");
+    serve.wait_for_log("requests to the app itself nest more than 32 deep");
+    // Shallower chains are untouched.
+    let url = format!("/{}hello/end", "?url=/".repeat(5));
+    let body = serve.get(&url).expect(200).to_owned();
+    assert!(
+        body.ends_with("200 Hello, Spin! You asked for /hello/end\n"),
+        "{body}"
+    );
+}
+
+#[test]
 fn relative_urls_reach_the_app_itself() {
     // Spin's documentation: a relative URL (or the host `self.alt`) is the
     // app itself, allowed by `http://self`. SDK 7 sends a relative URL
@@ -1310,6 +1336,13 @@ fn components_call_each_other_by_name_private_routes_too() {
         );
         // The chained request has its own line in the access log.
         serve.wait_for_log("GET /greet 200");
+        // A name with its final dot is the same name.
+        assert_eq!(
+            serve
+                .get("/?url=http://hello.spin.internal./dot")
+                .expect(200),
+            "200 Hello, Spin! You asked for /dot\n",
+        );
     }
 
     // A component the app does not have, and a wildcard that names no
@@ -1319,6 +1352,11 @@ fn components_call_each_other_by_name_private_routes_too() {
             "\"http://*.spin.internal\"",
             "http://nobody.spin.internal/",
             "the app has no HTTP component by that name",
+        ),
+        (
+            "\"http://*.spin.internal\", \"http://*:*\"",
+            "http://a.hello.spin.internal/",
+            "`a.hello.spin.internal` names no component",
         ),
         (
             "\"http://*:*\", \"http://self\"",

@@ -36,10 +36,23 @@ pub(crate) struct Kernel {
 /// Offsets start here, so that 0 is never a block.
 const BASE: u64 = 1;
 
+/// What the host spends on a block beyond its bytes (its entries in the
+/// maps), charged against the memory limit: a million one-byte blocks cost
+/// the host far more than a megabyte.
+const BLOCK_COST: u64 = 64;
+
 impl Kernel {
     /// Bytes this memory holds, freed blocks included.
     pub(crate) fn size(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    /// What this memory costs the host, against the plugin's memory limit:
+    /// its bytes and its blocks' bookkeeping.
+    pub(crate) fn cost(&self) -> u64 {
+        let blocks = (self.blocks.len() + self.free.len()) as u64;
+        self.size()
+            .saturating_add(blocks.saturating_mul(BLOCK_COST))
     }
 
     /// Allocates `len` bytes (zeroed) if `budget` allows the memory to
@@ -63,7 +76,11 @@ impl Kernel {
         let Some(new_end) = self.end.checked_add(len) else {
             return Err(exhausted);
         };
-        if new_end.saturating_sub(self.size()) > budget {
+        if new_end
+            .saturating_sub(self.size())
+            .saturating_add(BLOCK_COST)
+            > budget
+        {
             return Err(exhausted);
         }
         let (Ok(from), Ok(to)) = (usize::try_from(self.end), usize::try_from(new_end)) else {
@@ -198,7 +215,19 @@ mod tests {
         assert_eq!(k.size(), 56, "each call reused the first call's bytes");
         // Growing past what the budget allows is still refused.
         k.reset();
-        assert!(k.alloc(56, 0).is_ok(), "within the bytes held");
-        assert_eq!(k.alloc(1, 0), Err(Fault::Exhausted { wanted: 1 }));
+        assert!(k.alloc(56, BLOCK_COST).is_ok(), "within the bytes held");
+        assert_eq!(k.alloc(1, BLOCK_COST), Err(Fault::Exhausted { wanted: 1 }));
+    }
+
+    #[test]
+    fn tiny_blocks_are_charged_their_bookkeeping() {
+        const MAX: u64 = 1 << 20;
+        let mut k = Kernel::default();
+        let mut blocks = 0;
+        while k.alloc(1, MAX - k.cost()).is_ok() {
+            blocks += 1;
+        }
+        assert_eq!(blocks, MAX / (1 + BLOCK_COST));
+        assert!(k.cost() <= MAX);
     }
 }

@@ -155,6 +155,10 @@ fn components_take_typed_values_or_bytes() {
     assert_eq!(plugin.kind(), PluginKind::Component);
     assert_eq!(call(&plugin, "greet", b"plugin"), "hello, plugin");
     assert_eq!(call(&plugin, "add", b"2, 40"), "42");
+    let bytes: Vec<u8> = (0..=255).cycle().take(2000).collect();
+    let (echoed, report) = plugin.call("echo", &bytes).unwrap();
+    assert_eq!(echoed, bytes);
+    assert_eq!(report.output_bytes, 2000);
     let (results, report) = plugin
         .call_values("add", &[ComponentVal::U32(1), ComponentVal::U32(2)])
         .unwrap();

@@ -91,6 +91,22 @@ fn a_huge_output_is_refused_at_the_output_limit() {
     let error = echo.call("greet", &[b'a'; 5000]).unwrap_err();
     assert_eq!(error.limit(), Some(Limit::Input), "{error}");
     assert_eq!(call(&echo, "greet", b"small"), "Hello, small!");
+
+    // A component's bytes are held to the same limit.
+    let component = load(
+        test_programs::WAT_INVOKE_COMPONENT,
+        limited(PluginLimits {
+            max_output: ByteSize(1024),
+            ..PluginLimits::default()
+        }),
+    );
+    let error = component.call("echo", &[b'a'; 2000]).unwrap_err();
+    assert_eq!(error.limit(), Some(Limit::Output), "{error}");
+    assert!(
+        error.message.contains("above the output limit of 1KiB"),
+        "{error}"
+    );
+    assert_eq!(call(&component, "echo", b"small"), "small");
 }
 
 #[test]

@@ -4,32 +4,48 @@
 //! logs the message at Critical level ("trap in the middle of a body").
 //! The test expects the host to cut the response short (or fail it if
 //! nothing was sent yet) rather than hang, and to keep serving.
+//!
+//! Configured with `hold`, it holds the first data back (`Pause`) before
+//! trapping on the next call: a filter failing open must then pass on the
+//! bytes it held as well.
 
 use proxy_wasm::traits::*;
 use proxy_wasm::types::*;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { hold: false }) });
 }}
 
-struct Root;
+struct Root {
+    hold: bool,
+}
 
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        self.hold = self.get_plugin_configuration().as_deref() == Some(b"hold");
+        true
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(TrapBody { calls: 0, passed_data: false }))
+        Some(Box::new(TrapBody {
+            calls: 0,
+            passed_data: false,
+            hold: self.hold,
+        }))
     }
 }
 
 struct TrapBody {
     calls: u32,
     passed_data: bool,
+    hold: bool,
 }
 
 impl Context for TrapBody {}
@@ -45,6 +61,9 @@ impl HttpContext for TrapBody {
         }
         if body_size > 0 {
             self.passed_data = true;
+            if self.hold {
+                return Action::Pause;
+            }
         }
         Action::Continue
     }

@@ -22,15 +22,30 @@ type Answer = Response<Full<Bytes>>;
 /// How long an admin client has to send a request head.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Admin connections open at once; more wait in the kernel's backlog, so
+/// that clients without the token cannot take the process's descriptors.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
     let token: std::sync::Arc<str> = token.into();
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors, say: wait rather than spin on the
+                // runtime that also unloads idle apps.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let (host, token) = (host.clone(), token.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let (host, token) = (host.clone(), token.clone());
                 async move { Ok::<_, Infallible>(answer(&host, &token, req).await) }

@@ -11,7 +11,10 @@
 //!   directories 0755, narrowed by the umask);
 //! - a file is created new, never opened through something already there;
 //! - entries and bytes are capped while decompressing, so a gzip bomb stops
-//!   at the cap, not after.
+//!   at the cap, not after;
+//! - a long name or pax header is at most [`MAX_EXTENSION`] bytes, checked
+//!   in a first pass that holds none of them: `tar` reads each whole into
+//!   memory.
 //!
 //! Nothing is written outside the destination on any error; the destination
 //! itself may be left half filled, and the caller deletes it.
@@ -32,6 +35,9 @@ use tern_manifest::ByteSize;
 /// Room per entry for what the stream carries besides file contents
 /// (headers, padding, long names), when capping the decompressed stream.
 const ENTRY_OVERHEAD: u64 = 8 << 10;
+
+/// The most a long name, long link or pax header may hold.
+pub const MAX_EXTENSION: u64 = 64 << 10;
 
 /// How much one bundle may unpack to.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +97,9 @@ pub enum BundleError {
     /// This path is already taken by an earlier entry.
     #[error("bundle entry {0:?}: is both a file and a directory, or appears twice")]
     Conflict(String),
+    /// A long name, long link or pax header above [`MAX_EXTENSION`].
+    #[error("the bundle has a path or pax header of {0} bytes; at most 65536 are allowed")]
+    LongHeader(u64),
     /// Reading the entry from the archive, or writing it to disk, failed.
     #[error("bundle entry {entry:?}: {doing}: {error}")]
     Io {
@@ -110,14 +119,21 @@ pub fn unpack(bytes: &[u8], dest: &Path, limits: &BundleLimits) -> Result<Unpack
     // long names and pax headers it holds in memory, data it skips.
     let cap_hit = Cell::new(false);
     let overhead = (u64::from(limits.max_entries) + 1) * ENTRY_OVERHEAD;
-    let stream: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(GzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    };
     let left = limits.max_unpacked.saturating_add(overhead);
+    let stream = || -> Box<dyn Read + '_> {
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            Box::new(GzDecoder::new(bytes))
+        } else {
+            Box::new(bytes)
+        }
+    };
+    check_extensions(Capped {
+        inner: stream(),
+        left,
+        hit: &Cell::new(false),
+    })?;
     let mut archive = Archive::new(Capped {
-        inner: stream,
+        inner: stream(),
         left,
         hit: &cap_hit,
     });
@@ -170,6 +186,32 @@ pub fn unpack(bytes: &[u8], dest: &Path, limits: &BundleLimits) -> Result<Unpack
         }
     }
     Ok(done)
+}
+
+/// Refuses a bundle with a long name, long link or pax header above
+/// [`MAX_EXTENSION`], reading the archive's raw entries without holding
+/// any. Any other fault is left for the unpacking pass to name.
+fn check_extensions(stream: impl Read) -> Result<(), BundleError> {
+    let mut archive = Archive::new(stream);
+    let Ok(entries) = archive.entries() else {
+        return Ok(());
+    };
+    for entry in entries.raw(true) {
+        let Ok(entry) = entry else {
+            return Ok(());
+        };
+        let extension = matches!(
+            entry.header().entry_type(),
+            EntryType::GNULongName
+                | EntryType::GNULongLink
+                | EntryType::XHeader
+                | EntryType::XGlobalHeader
+        );
+        if extension && entry.size() > MAX_EXTENSION {
+            return Err(BundleError::LongHeader(entry.size()));
+        }
+    }
+    Ok(())
 }
 
 /// Packs `files` (paths relative to `root`; directories are walked) into a
@@ -467,6 +509,36 @@ mod tests {
     }
 
     #[test]
+    fn long_names_up_to_a_bound() {
+        // A path past a header's 100 bytes travels as a GNU long name.
+        let deep = format!("{}f", "d/".repeat(100));
+        let mut builder = Builder::new(Vec::new());
+        let mut head = Header::new_gnu();
+        head.set_size(2);
+        head.set_mode(0o644);
+        builder.append_data(&mut head, &deep, &b"ok"[..]).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let (parent, result) = unpack_in_app(&bytes, BundleLimits::default());
+        assert_eq!(result.map(|u| u.files), Ok(1));
+        assert_eq!(
+            fs::read(parent.path().join("app").join(&deep)).unwrap(),
+            b"ok"
+        );
+
+        // One of 100,000 bytes (a compressed bomb could make it a GiB) is
+        // refused before tar holds it.
+        let long = vec![b'a'; 100_000];
+        let bytes = tar(&[("././@LongLink", GNULongName, &long), ("x", Regular, b"1")]);
+        for bytes in [bytes.clone(), gzip(&bytes)] {
+            let (parent, result) = unpack_in_app(&bytes, BundleLimits::default());
+            let message =
+                "the bundle has a path or pax header of 100000 bytes; at most 65536 are allowed";
+            assert_eq!(result, Err(message.into()));
+            assert!(!parent.path().join("app/x").exists());
+        }
+    }
+
+    #[test]
     fn refuses_a_path_taken_twice() {
         for second in [Regular, Directory] {
             let bytes = tar(&[("a", Regular, b"1"), ("a", second, b"")]);
@@ -521,13 +593,15 @@ mod tests {
         );
         assert_eq!(result, too_large);
 
-        // Data that tar skips by itself counts as well.
+        // A pax header tar would read whole is refused before it is.
         let skipped = vec![0u8; 8 << 20];
         let (_parent, result) = unpack_in_app(
             &tar(&[("pax_global_header", XGlobalHeader, &skipped)]),
             limits,
         );
-        assert_eq!(result, too_large);
+        let message =
+            "the bundle has a path or pax header of 8388608 bytes; at most 65536 are allowed";
+        assert_eq!(result, Err(message.into()));
     }
 
     #[test]

@@ -83,10 +83,14 @@ struct Inner {
     pools: Pools,
     apps: RwLock<BTreeMap<String, Arc<Entry>>>,
     names: RwLock<Names>,
-    /// One change (deploy, rollback, delete) at a time.
-    changing: tokio::sync::Mutex<()>,
+    /// One change (deploy, rollback, delete) at a time: held by the
+    /// change's blocking work itself, so that a client going away while it
+    /// runs (which drops the request) does not let the next one start.
+    changing: Arc<tokio::sync::Mutex<()>>,
     /// Where loads and unloads are reported.
     events: std::sync::OnceLock<Arc<dyn EventSink>>,
+    /// Why apps found at start were not served, told to the first sink.
+    unreadable: Mutex<Vec<String>>,
 }
 
 /// A deployed app.
@@ -191,7 +195,7 @@ impl Host {
     /// record; loads none of them.
     pub fn open(config: HostConfig) -> std::io::Result<Host> {
         let layout = Layout::new(config.state_dir.clone());
-        let records = layout.open()?;
+        let (records, unreadable) = layout.open()?;
         let pools = Pools::new(config.pool_slots, config.max_memory);
         let host = Host {
             inner: Arc::new(Inner {
@@ -199,8 +203,9 @@ impl Host {
                 pools,
                 apps: RwLock::default(),
                 names: RwLock::default(),
-                changing: tokio::sync::Mutex::new(()),
+                changing: Arc::default(),
                 events: std::sync::OnceLock::new(),
+                unreadable: Mutex::new(unreadable),
                 config,
             }),
         };
@@ -215,6 +220,9 @@ impl Host {
 
     /// Reports loads and unloads to `sink` from now on.
     pub fn report_to(&self, sink: Arc<dyn EventSink>) {
+        for why in std::mem::take(&mut *lock(&self.inner.unreadable)) {
+            sink.event(&why);
+        }
         let _ = self.inner.events.set(sink);
     }
 
@@ -345,10 +353,14 @@ impl Host {
     /// swapped in.
     pub async fn deploy(&self, name: &str, bundle: bytes::Bytes) -> Result<Deployed, Refusal> {
         check_name(name)?;
-        let _one = self.inner.changing.lock().await;
+        let one = self.inner.changing.clone().lock_owned().await;
         let host = self.clone();
         let name = name.to_owned();
-        blocking(move || host.deploy_now(&name, &bundle)).await
+        blocking(move || {
+            let _one = one;
+            host.deploy_now(&name, &bundle)
+        })
+        .await
     }
 
     fn deploy_now(&self, name: &str, bundle: &[u8]) -> Result<Deployed, Refusal> {
@@ -404,10 +416,11 @@ impl Host {
 
     /// Goes back to the version before the one served.
     pub async fn rollback(&self, name: &str) -> Result<Deployed, Refusal> {
-        let _one = self.inner.changing.lock().await;
+        let one = self.inner.changing.clone().lock_owned().await;
         let host = self.clone();
         let name = name.to_owned();
         blocking(move || {
+            let _one = one;
             let entry = host.entry(&name).ok_or_else(|| unknown(&name))?;
             let mut record = entry.record();
             let Some(version) = record.previous() else {
@@ -463,6 +476,9 @@ impl Host {
         created: bool,
     ) -> Result<Deployed, Refusal> {
         let name = &entry.name;
+        // A cold load of the version before may be under way: it installs
+        // what it loaded only if the record still names that version.
+        let _loading = entry.loading.blocking_lock();
         self.inner.layout.write(name, &record).map_err(internal)?;
         let names = self.names_of(name, &record.hosts);
         {
@@ -487,15 +503,22 @@ impl Host {
     /// Removes `name`: requests in flight finish; its data stays unless
     /// `purge`.
     pub async fn delete(&self, name: &str, purge: bool) -> Result<(), Refusal> {
-        let _one = self.inner.changing.lock().await;
-        let entry = write(&self.inner.apps)
-            .remove(name)
-            .ok_or_else(|| unknown(name))?;
-        write(&self.inner.names).release(name);
-        entry.current.store(None);
+        let one = self.inner.changing.clone().lock_owned().await;
+        let entry = self.entry(name).ok_or_else(|| unknown(name))?;
         let host = self.clone();
         let name = name.to_owned();
-        blocking(move || host.inner.layout.delete(&name, purge).map_err(internal)).await
+        blocking(move || {
+            let _one = one;
+            // The record first: one that could not be removed leaves the
+            // app served, as the answer (500) says.
+            let layout = &host.inner.layout;
+            layout.unrecord(&name).map_err(internal)?;
+            write(&host.inner.apps).remove(&name);
+            write(&host.inner.names).release(&name);
+            entry.current.store(None);
+            layout.delete(&name, purge).map_err(internal)
+        })
+        .await
     }
 
     /// What is known of every app, by name.
@@ -574,6 +597,12 @@ impl Host {
         match loaded {
             Ok(app) => {
                 let app = Arc::new(app);
+                if entry.record().version != version {
+                    // A deploy or rollback was committed meanwhile, with its
+                    // own version installed: this one only answers the
+                    // requests that waited for it.
+                    return Found::App(entry.current.load_full().unwrap_or(app));
+                }
                 entry.cold_starts.fetch_add(1, Ordering::Relaxed);
                 entry.install(app.clone());
                 self.event(&format!(

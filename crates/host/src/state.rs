@@ -82,10 +82,12 @@ impl Layout {
     }
 
     /// Every app's record, after removing what deploys cut short left
-    /// behind. Reads one small file per app and loads nothing.
-    pub(crate) fn open(&self) -> io::Result<Vec<(String, Record)>> {
+    /// behind, and why each record that cannot be read was left alone.
+    /// Reads one small file per app and loads nothing.
+    pub(crate) fn open(&self) -> io::Result<(Vec<Named>, Vec<String>)> {
         fs::create_dir_all(self.apps())?;
         let mut apps = Vec::new();
+        let mut unreadable = Vec::new();
         for entry in fs::read_dir(self.apps())? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -95,7 +97,17 @@ impl Layout {
                 continue;
             }
             let record = match fs::read(self.record(&name)) {
-                Ok(bytes) => serde_json::from_slice::<Record>(&bytes).ok(),
+                Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+                    Ok(record) => Some(record),
+                    Err(e) => {
+                        // Not served, and nothing of it removed: an operator
+                        // may mend the record and restart.
+                        unreadable.push(format!(
+                            "app `{name}` is not served: its record apps/{name}/app.json cannot be read ({e})"
+                        ));
+                        continue;
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             };
@@ -106,7 +118,8 @@ impl Layout {
             }
         }
         apps.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(apps)
+        unreadable.sort();
+        Ok((apps, unreadable))
     }
 
     /// Removes the version directories of `name` other than `kept`, and
@@ -137,7 +150,9 @@ impl Layout {
         tmp.write_all(&bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(self.record(name)).map_err(|e| e.error)?;
-        fs::File::open(&dir)?.sync_all()
+        fs::File::open(&dir)?.sync_all()?;
+        // The app's own directory may be new (its first deploy).
+        fs::File::open(self.apps())?.sync_all()
     }
 
     /// Keeps at most [`KEEP`] versions in `record`, dropping the oldest
@@ -170,12 +185,7 @@ impl Layout {
     /// Forgets the app: its record and versions go; its data stays unless
     /// `purge`.
     pub(crate) fn delete(&self, name: &str, purge: bool) -> io::Result<()> {
-        let record = self.record(name);
-        match fs::remove_file(&record) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        fs::File::open(self.app(name))?.sync_all()?;
+        self.unrecord(name)?;
         if purge {
             remove(&self.app(name))
         } else {
@@ -183,6 +193,21 @@ impl Layout {
         }
     }
 }
+
+impl Layout {
+    /// Removes `name`'s record, durably: after a crash the app is gone,
+    /// though its files may not be yet.
+    pub(crate) fn unrecord(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.record(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::File::open(self.app(name))?.sync_all()
+    }
+}
+
+/// An app's name and its record.
+pub(crate) type Named = (String, Record);
 
 /// Removes a file or a directory tree; one already gone is fine.
 fn remove(path: &Path) -> io::Result<()> {
@@ -251,8 +276,21 @@ mod tests {
         fs::create_dir_all(layout.version("gone", 1)).unwrap();
         fs::create_dir_all(layout.data("gone")).unwrap();
 
-        let apps = layout.open().unwrap();
+        // A record that cannot be read: that app alone is left out, whole.
+        fs::create_dir_all(layout.version("torn", 1)).unwrap();
+        fs::write(layout.record("torn"), b"{\"version\": 1,").unwrap();
+
+        let (apps, unreadable) = layout.open().unwrap();
         assert_eq!(apps, [("shop".to_string(), record.clone())]);
+        assert_eq!(unreadable.len(), 1);
+        assert!(
+            unreadable[0].starts_with(
+                "app `torn` is not served: its record apps/torn/app.json cannot be read ("
+            ),
+            "{unreadable:?}"
+        );
+        assert!(layout.version("torn", 1).exists());
+        fs::remove_dir_all(layout.app("torn")).unwrap();
         assert!(layout.version("shop", 2).exists());
         assert!(!layout.version("shop", 3).exists(), "v3 was never recorded");
         assert!(!layout.version("gone", 1).exists());
@@ -261,7 +299,7 @@ mod tests {
         assert_eq!(record.next_version(), 3);
 
         layout.delete("shop", false).unwrap();
-        assert!(layout.open().unwrap().is_empty());
+        assert!(layout.open().unwrap().0.is_empty());
         assert!(layout.data("shop").exists());
         layout.delete("shop", true).unwrap();
         assert!(!layout.app("shop").exists());

@@ -832,6 +832,18 @@ fn deployed_apps_survive_a_restart() {
     );
     let body = host.get("blog.localhost", "/echo").expect(200).to_owned();
     assert!(body.contains("method: GET"), "{body}");
+
+    // A record torn by hand: that app alone is left out, and kept.
+    host.serve.terminate();
+    assert_eq!(host.serve.wait().0, 0);
+    let record = top.path().join("state/apps/blog/app.json");
+    std::fs::write(&record, "{\"version\": 1,").unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    host.serve
+        .wait_for_log("app `blog` is not served: its record apps/blog/app.json cannot be read (");
+    assert_eq!(host.get("blog.localhost", "/echo").status, 404);
+    assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    assert!(top.path().join("state/apps/blog/v1/tern.toml").exists());
 }
 
 #[test]

@@ -268,3 +268,25 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_buffered_body_reserves_each_kib_before_holding_it() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut body = LimitedBody::filtered(full(vec![7u8; 6000]), 1 << 20, flag.clone());
+        let mut asked = Vec::new();
+        let mut reserve = |kib| {
+            asked.push(kib);
+            true
+        };
+        let read = body.read_all(&mut reserve).await.unwrap();
+        assert_eq!(read.map(|b| b.len()), Some(6000));
+        assert_eq!(asked, [6]);
+
+        let mut body = LimitedBody::filtered(full(vec![7u8; 6000]), 1 << 20, flag);
+        assert_eq!(body.read_all(&mut |_| false).await.unwrap(), None);
+    }
+}

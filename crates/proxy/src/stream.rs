@@ -15,8 +15,8 @@ pub type Headers = Vec<(String, String)>;
 /// and 32 bytes per field), per header map.
 pub(crate) const MAX_HEADERS_SIZE: usize = 256 << 10;
 
-/// The most one filter may have in flight of `dispatch_http_call`s per
-/// stream, and per VM from its root context.
+/// The most `dispatch_http_call`s in flight per stream (all its filters
+/// together), and per VM from its root context.
 pub(crate) const MAX_CALLS_PER_STREAM: usize = 16;
 
 /// The most `set_property` may store per stream.

@@ -3,6 +3,7 @@
 //! gets 401 and changes nothing.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -20,22 +21,28 @@ use crate::{Deployed, Host, Refusal, Summary, metrics};
 type Answer = Response<Full<Bytes>>;
 
 /// How long an admin client has to send a request head.
-const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Admin connections open at once; more wait in the kernel's backlog, so
 /// that clients without the token cannot take the process's descriptors.
-const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 256;
+
+/// Admin connections open at once from one address: more are closed as
+/// they are accepted, so one client cannot take every connection and lock
+/// the operator out.
+const MAX_PER_PEER: usize = 16;
 
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
     let token: std::sync::Arc<str> = token.into();
     let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let peers = Peers::default();
     loop {
         let Ok(permit) = open.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(_) => {
                 // Out of descriptors, say: wait rather than spin on the
                 // runtime that also unloads idle apps.
@@ -43,9 +50,12 @@ pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
                 continue;
             }
         };
+        let Some(peer) = peers.enter(peer.ip()) else {
+            continue;
+        };
         let (host, token) = (host.clone(), token.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, peer);
             let service = service_fn(move |req| {
                 let (host, token) = (host.clone(), token.clone());
                 async move { Ok::<_, Infallible>(answer(&host, &token, req).await) }
@@ -61,6 +71,53 @@ pub async fn serve_admin(host: Host, listener: TcpListener, token: String) {
     }
 }
 
+/// The admin connections open per address.
+#[derive(Clone, Default)]
+struct Peers(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+/// One connection of an address, counted until dropped.
+struct Peer {
+    peers: Peers,
+    ip: IpAddr,
+}
+
+impl Peers {
+    /// Counts a connection from `ip`, unless that address has
+    /// [`MAX_PER_PEER`] open already. An IPv6 address counts as its /64,
+    /// which one client commonly has whole.
+    fn enter(&self, ip: IpAddr) -> Option<Peer> {
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            },
+            v4 => v4,
+        };
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= MAX_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Peer {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let mut open = self.peers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn answer(host: &Host, token: &str, req: Request<Incoming>) -> Answer {
     if !authorized(&req, token) {
         let mut answer = refusal(
@@ -70,6 +127,11 @@ async fn answer(host: &Host, token: &str, req: Request<Incoming>) -> Answer {
         answer.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
+        );
+        // A client without the token keeps no connection open.
+        answer.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
         );
         return answer;
     }
@@ -242,12 +304,41 @@ fn rfc3339(seconds: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use super::{MAX_PER_PEER, Peers, rfc3339};
 
     #[test]
     fn dates_read_as_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_796_000_000), "2026-11-30T00:53:20Z");
+    }
+
+    #[test]
+    fn one_address_holds_a_bounded_share_of_connections() {
+        let peers = Peers::default();
+        let greedy: std::net::IpAddr = [10, 0, 0, 1].into();
+        let held: Vec<_> = (0..MAX_PER_PEER)
+            .map(|_| peers.enter(greedy).expect("under the cap"))
+            .collect();
+        assert!(peers.enter(greedy).is_none(), "past the cap");
+        // Another address (the operator's) still gets in.
+        assert!(peers.enter([127, 0, 0, 1].into()).is_some());
+        drop(held);
+        assert!(peers.enter(greedy).is_some(), "closed ones are given back");
+        assert!(peers.0.lock().unwrap().is_empty());
+        // An IPv6 client's /64 is one address.
+        let subnet: Vec<_> = (0..MAX_PER_PEER as u128)
+            .map(|n| {
+                let ip = std::net::Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000 | n);
+                peers.enter(ip.into())
+            })
+            .collect();
+        assert!(subnet.iter().all(Option::is_some));
+        let sibling: std::net::IpAddr =
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 9, 9, 9, 9).into();
+        assert!(peers.enter(sibling).is_none(), "same /64");
+        let other: std::net::IpAddr =
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1).into();
+        assert!(peers.enter(other).is_some(), "another /64");
     }
 }

@@ -89,8 +89,10 @@ struct Inner {
     changing: Arc<tokio::sync::Mutex<()>>,
     /// Where loads and unloads are reported.
     events: std::sync::OnceLock<Arc<dyn EventSink>>,
-    /// Why apps found at start were not served, told to the first sink.
-    unreadable: Mutex<Vec<String>>,
+    /// The apps found at start whose record cannot be read, and why: not
+    /// served, and held as they are (their name refuses changes) until an
+    /// operator mends or removes the record and restarts the host.
+    unreadable: BTreeMap<String, String>,
 }
 
 /// A deployed app.
@@ -205,7 +207,7 @@ impl Host {
                 names: RwLock::default(),
                 changing: Arc::default(),
                 events: std::sync::OnceLock::new(),
-                unreadable: Mutex::new(unreadable),
+                unreadable: unreadable.into_iter().collect(),
                 config,
             }),
         };
@@ -215,13 +217,19 @@ impl Host {
             let entry = Entry::new(&name, record, Arc::default());
             write(&host.inner.apps).insert(name, Arc::new(entry));
         }
+        for name in host.inner.unreadable.keys() {
+            // Its own name stays its own, unless a recorded app holds it;
+            // the names its record claimed cannot be known.
+            let names = host.names_of(name, &[]);
+            write(&host.inner.names).claim(name, &names);
+        }
         Ok(host)
     }
 
     /// Reports loads and unloads to `sink` from now on.
     pub fn report_to(&self, sink: Arc<dyn EventSink>) {
-        for why in std::mem::take(&mut *lock(&self.inner.unreadable)) {
-            sink.event(&why);
+        for (name, why) in &self.inner.unreadable {
+            sink.event(&format!("app `{name}` is not served: {why}"));
         }
         let _ = self.inner.events.set(sink);
     }
@@ -295,6 +303,20 @@ impl Host {
         names
     }
 
+    /// Refuses a change to an app whose record could not be read at
+    /// start: a deploy would lose its versions and data to a new record.
+    fn changeable(&self, name: &str) -> Result<(), Refusal> {
+        match self.inner.unreadable.get(name) {
+            None => Ok(()),
+            Some(why) => Err(Refusal::new(
+                409,
+                format!(
+                    "app `{name}` is held as found: {why}; mend or remove apps/{name} in the host's state directory and restart the host"
+                ),
+            )),
+        }
+    }
+
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
         read(&self.inner.apps).get(name).cloned()
     }
@@ -353,6 +375,7 @@ impl Host {
     /// swapped in.
     pub async fn deploy(&self, name: &str, bundle: bytes::Bytes) -> Result<Deployed, Refusal> {
         check_name(name)?;
+        self.changeable(name)?;
         let one = self.inner.changing.clone().lock_owned().await;
         let host = self.clone();
         let name = name.to_owned();
@@ -416,6 +439,7 @@ impl Host {
 
     /// Goes back to the version before the one served.
     pub async fn rollback(&self, name: &str) -> Result<Deployed, Refusal> {
+        self.changeable(name)?;
         let one = self.inner.changing.clone().lock_owned().await;
         let host = self.clone();
         let name = name.to_owned();
@@ -503,6 +527,7 @@ impl Host {
     /// Removes `name`: requests in flight finish; its data stays unless
     /// `purge`.
     pub async fn delete(&self, name: &str, purge: bool) -> Result<(), Refusal> {
+        self.changeable(name)?;
         let one = self.inner.changing.clone().lock_owned().await;
         let entry = self.entry(name).ok_or_else(|| unknown(name))?;
         let host = self.clone();

@@ -82,9 +82,10 @@ impl Layout {
     }
 
     /// Every app's record, after removing what deploys cut short left
-    /// behind, and why each record that cannot be read was left alone.
-    /// Reads one small file per app and loads nothing.
-    pub(crate) fn open(&self) -> io::Result<(Vec<Named>, Vec<String>)> {
+    /// behind, and the apps whose record cannot be read, each with why:
+    /// those are left alone, whole. Reads one small file per app and
+    /// loads nothing.
+    pub(crate) fn open(&self) -> io::Result<(Vec<Named>, Vec<Named<String>>)> {
         fs::create_dir_all(self.apps())?;
         let mut apps = Vec::new();
         let mut unreadable = Vec::new();
@@ -96,20 +97,19 @@ impl Layout {
             if !entry.file_type()?.is_dir() {
                 continue;
             }
-            let record = match fs::read(self.record(&name)) {
-                Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
-                    Ok(record) => Some(record),
-                    Err(e) => {
-                        // Not served, and nothing of it removed: an operator
-                        // may mend the record and restart.
-                        unreadable.push(format!(
-                            "app `{name}` is not served: its record apps/{name}/app.json cannot be read ({e})"
-                        ));
-                        continue;
-                    }
-                },
+            let read = fs::read(self.record(&name)).and_then(|bytes| {
+                serde_json::from_slice::<Record>(&bytes).map_err(io::Error::other)
+            });
+            let record = match read {
+                Ok(record) => Some(record),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Not served, and nothing of it removed: an operator
+                    // may mend the record and restart.
+                    let why = format!("its record apps/{name}/app.json cannot be read ({e})");
+                    unreadable.push((name, why));
+                    continue;
+                }
             };
             let kept = record.as_ref().map_or(&[][..], |r| &r.versions[..]);
             self.remove_versions_except(&name, kept)?;
@@ -206,8 +206,8 @@ impl Layout {
     }
 }
 
-/// An app's name and its record.
-pub(crate) type Named = (String, Record);
+/// An app's name and its record (or something else of it).
+pub(crate) type Named<T = Record> = (String, T);
 
 /// Removes a file or a directory tree; one already gone is fine.
 fn remove(path: &Path) -> io::Result<()> {
@@ -283,10 +283,11 @@ mod tests {
         let (apps, unreadable) = layout.open().unwrap();
         assert_eq!(apps, [("shop".to_string(), record.clone())]);
         assert_eq!(unreadable.len(), 1);
+        assert_eq!(unreadable[0].0, "torn");
         assert!(
-            unreadable[0].starts_with(
-                "app `torn` is not served: its record apps/torn/app.json cannot be read ("
-            ),
+            unreadable[0]
+                .1
+                .starts_with("its record apps/torn/app.json cannot be read ("),
             "{unreadable:?}"
         );
         assert!(layout.version("torn", 1).exists());

@@ -203,11 +203,26 @@ impl FailureFlag {
 /// Ends a [`FailureFlag`] when dropped: a request that returns before its
 /// response body exists (refused, too large, past its deadline) is over
 /// too, and must not stay among the instance's requests in flight.
-pub(crate) struct EndsOnDrop(pub(crate) FailureFlag);
+/// Once the body exists it ends the flag itself, when hyper drops it:
+/// [`EndsOnDrop::disarm`] hands the duty over.
+pub(crate) struct EndsOnDrop(Option<FailureFlag>);
+
+impl EndsOnDrop {
+    pub(crate) fn new(flag: FailureFlag) -> Self {
+        EndsOnDrop(Some(flag))
+    }
+
+    /// The response body now exists and ends the flag when it is dropped.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for EndsOnDrop {
     fn drop(&mut self) {
-        self.0.end();
+        if let Some(flag) = &self.0 {
+            flag.end();
+        }
     }
 }
 

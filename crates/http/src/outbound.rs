@@ -42,6 +42,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::body::FailureFlag;
 use crate::events::{EventSink, RequestId};
 use crate::server::Chain;
 
@@ -66,6 +67,46 @@ pub(crate) struct Outbound {
     /// Where a request to the app itself goes, while the instance answers
     /// an HTTP request and the policy allows it; else why it cannot go.
     pub(crate) origin: Result<SelfOrigin, &'static str>,
+    /// A warm instance's requests whose responses have not ended, each
+    /// told if the instance fails, with its origin: the instance's
+    /// `origin` is theirs together ([`Outbound::track`]).
+    pub(crate) in_flight: Vec<(FailureFlag, Option<SelfOrigin>)>,
+}
+
+impl Outbound {
+    /// Counts a warm instance's new request among those in flight.
+    pub(crate) fn track(&mut self, failed: FailureFlag, origin: Option<SelfOrigin>) {
+        self.in_flight.push((failed, origin));
+        self.merge_origins();
+    }
+
+    /// Forgets the requests whose responses have ended, and gives the
+    /// instance the origin of the rest together: requests of one client
+    /// share the deepest nesting and the latest deadline among them (so no
+    /// request's calls get a depth below its own); with requests of
+    /// different clients at once, none may call the app, as which of them
+    /// is asking cannot be told. With none left (work after the last
+    /// response), the origin stays as it was.
+    fn merge_origins(&mut self) {
+        self.in_flight.retain(|(failed, _)| !failed.is_over());
+        let mut origins = self.in_flight.iter().map(|(_, origin)| origin.as_ref());
+        let Some(first) = origins.next() else {
+            return;
+        };
+        self.origin = first.ok_or(NO_ORIGIN).and_then(|first| {
+            origins.try_fold(first.clone(), |merged, origin| {
+                let origin = origin.ok_or(NO_ORIGIN)?;
+                if !merged.same_client(origin) {
+                    return Err(MIXED_ORIGINS);
+                }
+                Ok(SelfOrigin {
+                    depth: merged.depth.max(origin.depth),
+                    deadline: merged.deadline.max(origin.deadline),
+                    ..merged
+                })
+            })
+        });
+    }
 }
 
 /// Why an instance has no [`SelfOrigin`]: it answers no HTTP request (a
@@ -168,6 +209,7 @@ pub fn run_outbound(
             component: "run".into(),
             request,
             origin: Err(NO_ORIGIN),
+            in_flight: Vec::new(),
         }) as tern_runtime::HttpHooks
     })
 }
@@ -280,6 +322,7 @@ impl WasiHttpHooks for Outbound {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Result<Response, Error>> + Send> {
         self.sent += 1;
+        self.merge_origins();
         let checked = if self.sent > self.policy.max_requests {
             Err((
                 Error::ConnectionLimitReached,

@@ -32,6 +32,7 @@ use crate::events::{AccessRecord, EventSink, RequestId, RequestIds};
 use crate::executor::{Exchange, Reply, RequestCtx};
 use crate::h2::{Refusals, StreamCell, StreamExec};
 use crate::idle::{Activity, Idle, Tracked};
+use crate::instance::Failure;
 use crate::io::ClientIo;
 use crate::outbound::SelfOrigin;
 use crate::response;
@@ -844,6 +845,16 @@ async fn handle(
             Some(chained) => (start + limits.timeout).min(chained.deadline),
             None => start + limits.timeout,
         };
+        // A request to the app ends by its caller's deadline when that is
+        // the sooner: its log says so, not this route's timeout.
+        let inherited = deadline < start + limits.timeout;
+        let the_deadline = move || {
+            if inherited {
+                "the deadline of the request that made this one".to_owned()
+            } else {
+                format!("the deadline of {:?}", limits.timeout)
+            }
+        };
         let body_exceeded = Arc::new(AtomicBool::new(false));
         let mut req = req.map(|body| LimitedBody::new(body, limits.max_body.0, body_exceeded.clone()));
         // The route's filters see the request before the guest (and before it
@@ -891,8 +902,8 @@ async fn handle(
                 }
                 Err(_) => {
                     let error = format!(
-                        "the route's filters did not let the request on within the deadline of {:?}",
-                        limits.timeout
+                        "the route's filters did not let the request on within {}",
+                        the_deadline()
                     );
                     return refuse(504, component, Some(error));
                 }
@@ -944,8 +955,8 @@ async fn handle(
                 }
                 Err(_) => {
                     let error = format!(
-                        "request body not received within the deadline of {:?}",
-                        limits.timeout
+                        "request body not received within {}",
+                        the_deadline()
                     );
                     return refuse(408, component, Some(error));
                 }
@@ -1043,6 +1054,10 @@ async fn handle(
                 drop((permit, slot, in_flight, model_permits, buffering));
                 let (mut status, mut error) = match &result {
                     Ok(()) => (state.sent().unwrap_or(200), None),
+                    Err(Failure::Deadline) if inherited => (
+                        state.sent().unwrap_or(504),
+                        Some(format!("{} exceeded", the_deadline())),
+                    ),
                     Err(failure) => (
                         state.sent().unwrap_or(failure.status()),
                         Some(failure.describe(&served.grants.limits)),
@@ -1088,8 +1103,8 @@ async fn handle(
                         Ok(answer) => answer,
                         Err(_) => {
                             let error = format!(
-                                "the route's filters did not let the response on within the deadline of {:?}",
-                                limits.timeout
+                                "the route's filters did not let the response on within {}",
+                                the_deadline()
                             );
                             (response::error(504, id), Some(error))
                         }

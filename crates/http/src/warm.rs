@@ -39,7 +39,7 @@ use crate::events::{EventSink, RequestId};
 use crate::executor::Exchange;
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants};
-use crate::outbound::{MIXED_ORIGINS, NO_ORIGIN, SelfOrigin};
+use crate::outbound::SelfOrigin;
 use crate::wasi_http::{HttpHost, HttpLinkers, check_head, guest_request};
 
 /// A component served by warm instances.
@@ -101,7 +101,7 @@ impl WarmExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = ctx.id;
         let state = reply.state();
-        let _over = EndsOnDrop(state.failed.clone());
+        let mut over = EndsOnDrop::new(state.failed.clone());
         let retire = Arc::new(OnceLock::new());
         let started = RequestStart {
             id: ctx.id,
@@ -140,6 +140,7 @@ impl WarmExecutor {
         }
         let failed = state.failed.clone();
         reply.send(response.map(|body| GuestBody::new(body, failed)));
+        over.disarm();
         // The body streams from the instance; the request is over when it
         // has ended, and within its deadline.
         match tokio::time::timeout_at(ctx.deadline.into(), state.failed.ended()).await {
@@ -297,23 +298,9 @@ impl WorkerState for Worker {
         host.output.start(request.id);
         host.hooks.request = request.id;
         host.hooks.sent = 0;
-        // Only responses still streaming need telling if the instance
-        // fails.
-        host.in_flight.retain(|failed| !failed.is_over());
-        // The store has one origin for every request in it: with requests of
-        // different clients in flight at once, none may call the app, as
-        // which of them is asking cannot be told.
-        host.hooks.origin = match (
-            host.in_flight.is_empty(),
-            &host.hooks.origin,
-            request.origin,
-        ) {
-            (_, _, None) => Err(NO_ORIGIN),
-            (true, _, Some(new)) => Ok(new),
-            (false, Ok(old), Some(new)) if old.same_client(&new) => Ok(new),
-            (false, _, Some(_)) => Err(MIXED_ORIGINS),
-        };
-        host.in_flight.push(request.failed);
+        // The store has one origin for its requests in flight together;
+        // only responses still streaming need telling if the instance fails.
+        host.hooks.track(request.failed, request.origin);
         let _ = request.retire.set(self.retired.clone());
         Box::pin(tokio::time::sleep_until(request.deadline.into()))
     }
@@ -321,7 +308,7 @@ impl WorkerState for Worker {
     fn drop(&self, store: Store<HttpHost>, result: Result<()>) {
         let Err(error) = result else { return };
         let host = store.data();
-        for failed in &host.in_flight {
+        for (failed, _) in &host.hooks.in_flight {
             failed.set();
         }
         // The handler's own word for an instance past its deadline.

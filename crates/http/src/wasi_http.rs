@@ -14,7 +14,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::body::{BoxError, FailureFlag, GuestBody, LimitedBody};
+use crate::body::{BoxError, GuestBody, LimitedBody};
 use crate::events::EventSink;
 use crate::executor::{Exchange, Reply, ReplyState, RequestCtx};
 use crate::guest_output::OutputState;
@@ -45,8 +45,6 @@ pub(crate) struct HttpHost {
     services: Services,
     /// The request the guest's output is logged under.
     pub(crate) output: Arc<OutputState>,
-    /// A warm instance's requests, each told if the instance fails.
-    pub(crate) in_flight: Vec<FailureFlag>,
     /// Keeps the epoch moving for as long as the instance lives.
     _running: tern_runtime::Running,
 }
@@ -310,10 +308,10 @@ impl HttpHost {
                 component: grants.id.clone(),
                 request: output.request(),
                 origin: Err(NO_ORIGIN),
+                in_flight: Vec::new(),
             },
             services: grants.services.clone(),
             output,
-            in_flight: Vec::new(),
             _running: tern_runtime::Ticker::global().running(),
         })
     }

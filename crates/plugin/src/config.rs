@@ -60,7 +60,10 @@ pub struct PluginLimits {
     pub max_memory: ByteSize,
     /// Largest input a call takes.
     pub max_input: ByteSize,
-    /// Largest output a call may produce.
+    /// Largest output a call may produce. For a component it also bounds
+    /// what the plugin hands the host in one crossing (its results, a host
+    /// function's or WASI call's arguments), 1 MiB at least, checked while
+    /// wasmtime lifts it.
     pub max_output: ByteSize,
     /// Log bytes kept per call; the rest is dropped and the report says so.
     pub max_log: ByteSize,

@@ -88,6 +88,7 @@ impl Instance {
         let engine = shared.host.engine.clone();
         let mut store = Store::new(&engine, ctx);
         store.limiter(|ctx| ctx.limiter());
+        store.set_hostcall_fuel(crossing_limit(&shared.limits.max_output));
         store.epoch_deadline_trap();
         let mut instance = Instance {
             store,
@@ -351,6 +352,11 @@ impl Instance {
             .get_func(&mut self.store, index)
             .ok_or_else(|| format_err!("the export `{full}` is not a function"))?;
         let mut results = vec![ComponentVal::Bool(false); ty.results().len()];
+        // wasmtime charges a value's host size for each one it lifts: the
+        // same crossing limit, counted in values rather than bytes.
+        let crossing = crossing_limit(&self.store.data().shared.limits.max_output);
+        self.store
+            .set_hostcall_fuel(crossing.saturating_mul(size_of::<ComponentVal>()));
         if self.code.is_async {
             block_on(func.call_async(&mut self.store, args, &mut results))?;
         } else {
@@ -410,12 +416,12 @@ impl Instance {
         let args = call.values(&full, &ty)?;
         let (values, _) = self.component_call(name, &args)?;
         let shown: Vec<String> = values.iter().map(tern_runtime::show_wave).collect();
-        Ok(shown.join(", ").into_bytes())
+        self.output_within_limit(shown.join(", ").into_bytes())
     }
 
     /// Calls a component function taking `arg` (a string or bytes) whose
-    /// results are bytes, a string, or a result of either with a string or
-    /// no error, as a typed function; `None` for another shape.
+    /// results are bytes, a string, or a result of either with bytes, a
+    /// string or no error, as a typed function; `None` for another shape.
     fn call_bytes_typed<P>(
         &mut self,
         name: &str,
@@ -440,6 +446,8 @@ impl Instance {
             let message = message.unwrap_or_else(|| "the function returned an error".to_owned());
             PluginFailed(message).into()
         };
+        let failed_with =
+            |bytes: Vec<u8>| failed(Some(String::from_utf8_lossy(&bytes).into_owned()));
         use Payload::*;
         Some(match results {
             [] => self.typed_call::<P, ()>(name, arg).map(|()| Vec::new()),
@@ -450,7 +458,15 @@ impl Instance {
                 .typed_call::<P, (Vec<u8>,)>(name, arg)
                 .map(|(bytes,)| bytes),
             [Type::Result(r)] => match (payload(r.ok())?, payload(r.err())?) {
-                (_, Bytes) => return None,
+                (Nothing, Bytes) => self
+                    .typed_call::<P, (Result<(), Vec<u8>>,)>(name, arg)
+                    .and_then(|(r,)| r.map(|()| Vec::new()).map_err(failed_with)),
+                (Text, Bytes) => self
+                    .typed_call::<P, (Result<String, Vec<u8>>,)>(name, arg)
+                    .and_then(|(r,)| r.map(String::into_bytes).map_err(failed_with)),
+                (Bytes, Bytes) => self
+                    .typed_call::<P, (Result<Vec<u8>, Vec<u8>>,)>(name, arg)
+                    .and_then(|(r,)| r.map_err(failed_with)),
                 (Nothing, Nothing) => self
                     .typed_call::<P, (Result<(), ()>,)>(name, arg)
                     .and_then(|(r,)| r.map(|()| Vec::new()).map_err(|()| failed(None))),
@@ -488,6 +504,8 @@ impl Instance {
             .get_func(&mut self.store, index)
             .ok_or_else(|| format_err!("the export `{full}` is not a function"))?
             .typed::<P, R>(&self.store)?;
+        let crossing = crossing_limit(&self.store.data().shared.limits.max_output);
+        self.store.set_hostcall_fuel(crossing);
         if self.code.is_async {
             block_on(func.call_async(&mut self.store, params))
         } else {
@@ -549,6 +567,7 @@ impl Instance {
             Some(Trap::Interrupt) => Some(Limit::Time),
             Some(Trap::StackOverflow) => Some(Limit::Stack),
             _ if ctx.budget.refused => Some(Limit::Memory),
+            _ if crossed_too_much(&e) => Some(Limit::Output),
             _ => None,
         });
         let limits = &ctx.shared.limits;
@@ -563,6 +582,11 @@ impl Instance {
                 tern_runtime::ByteSize(limits.max_memory.0)
             ),
             Some(Limit::Stack) => format!("`{name}` overflowed the wasm stack"),
+            Some(Limit::Output) if ctx.stopped_by.is_none() => format!(
+                "`{name}` handed the host more than {} at once (the output limit of {}, 1MiB at least)",
+                tern_runtime::ByteSize(crossing_limit(&limits.max_output) as u64),
+                tern_runtime::ByteSize(limits.max_output.0)
+            ),
             _ => match e.downcast_ref::<PluginFailed>() {
                 Some(PluginFailed(message)) => message.clone(),
                 None => format!("`{name}` failed: {}", e.root_cause()),
@@ -572,6 +596,30 @@ impl Instance {
         report.stopped_by = limit;
         CallError::new(message, report)
     }
+}
+
+/// The most a component may hand the host in one crossing (a call's
+/// results, a host call's arguments), as wasmtime counts it (the bytes of
+/// a typed list, the host's size of each value otherwise): the output
+/// limit, or 1MiB if that is more, so that a hostile plugin's results are
+/// refused while they are lifted, before the host holds them.
+fn crossing_limit(max_output: &tern_runtime::ByteSize) -> usize {
+    usize::try_from(max_output.0)
+        .unwrap_or(usize::MAX)
+        .max(CROSSING_FLOOR)
+}
+
+/// The least [`crossing_limit`] is: room for a plugin's ordinary host
+/// calls (a 4KiB write to its log, say) under a small output limit.
+const CROSSING_FLOOR: usize = 1 << 20;
+
+/// Whether `e` is wasmtime refusing a crossing past [`crossing_limit`].
+fn crossed_too_much(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .to_string()
+            .starts_with("too much data is being copied between the host and the guest")
+    })
 }
 
 /// An error an Extism plugin set before returning non-zero: passed to the

@@ -33,8 +33,17 @@ struct Slot {
     /// `None` once the filter failed with policy `open`: skipped from then on.
     vm: Option<Arc<Mutex<FilterVm>>>,
     context: u32,
-    /// A body held back by this filter (it returned `Pause`).
-    held: Vec<u8>,
+    /// The bodies held back by this filter (it returned `Pause`).
+    held: Held,
+}
+
+/// What one filter holds of the request body (`[0]`) and of the response
+/// body (`[1]`): the bytes as the filter left them, and, when it fails
+/// open, the bytes as it was given them, for what goes on if it fails.
+#[derive(Default)]
+struct Held {
+    body: [Vec<u8>; 2],
+    given: [Vec<u8>; 2],
 }
 
 /// The filters one stream passes through, in order.
@@ -70,7 +79,7 @@ impl Chain {
                     filter: filter.clone(),
                     vm: Some(vm),
                     context,
-                    held: Vec::new(),
+                    held: Held::default(),
                 }),
                 Err(why) => match failed(filter, request, &why) {
                     Some(fail) => return Err(fail),
@@ -78,7 +87,7 @@ impl Chain {
                         filter: filter.clone(),
                         vm: None,
                         context: 0,
-                        held: Vec::new(),
+                        held: Held::default(),
                     }),
                 },
             }
@@ -210,9 +219,17 @@ impl Chain {
     /// the body until more comes).
     pub fn body(&mut self, response: bool, chunk: &[u8], end: bool) -> Result<Vec<u8>, Step> {
         let mut passing = chunk.to_vec();
+        let kind = usize::from(response);
         for index in 0..self.slots.len() {
-            let mut buffer = std::mem::take(&mut self.slots[index].held);
+            let slot = &mut self.slots[index];
+            let mut buffer = std::mem::take(&mut slot.held.body[kind]);
             buffer.extend_from_slice(&passing);
+            // A failed filter's changes are not kept: what it was given goes
+            // on, the bytes it held included. Kept only where it matters.
+            let fails_open = slot.filter.config().failure == FailurePolicy::Open;
+            if fails_open {
+                slot.held.given[kind].extend_from_slice(&passing);
+            }
             let size = buffer.len() as u32;
             let phase = if response {
                 self.data.response_body = buffer;
@@ -221,7 +238,6 @@ impl Chain {
                 self.data.request_body = buffer;
                 Phase::RequestBody { size, end }
             };
-            self.data.body_before = None;
             let outcome = self.callback(index, |vm, context, request, data| {
                 vm.stream_callback(context, request, data, phase)
             });
@@ -230,12 +246,15 @@ impl Chain {
             } else {
                 std::mem::take(&mut self.data.request_body)
             };
-            let before = self.data.body_before.take();
             if let Some(local) = self.data.local_response.take() {
                 return Err(Step::Respond(local));
             }
             match outcome {
-                Outcome::Go(false) if !end && buffer.len() > MAX_HELD_BODY => {
+                Outcome::Go(false)
+                    if !end
+                        && buffer.len().max(self.slots[index].held.given[kind].len())
+                            > MAX_HELD_BODY =>
+                {
                     let name = &self.slots[index].filter.config().name;
                     return Err(Step::Fail(format!(
                         "filter `{name}` held back more than {} MiB of body",
@@ -243,18 +262,17 @@ impl Chain {
                     )));
                 }
                 Outcome::Go(false) if !end => {
-                    self.slots[index].held = buffer;
+                    self.slots[index].held.body[kind] = buffer;
                     return Ok(Vec::new());
                 }
-                Outcome::Go(_) => passing = buffer,
-                // A failed filter's changes are not kept: what it was
-                // given goes on, the bytes it held included.
-                Outcome::Skip => {
-                    passing = match before {
-                        Some((was_response, bytes)) if was_response == response => bytes,
-                        _ => buffer,
-                    }
+                Outcome::Go(_) => {
+                    self.slots[index].held.given[kind].clear();
+                    passing = buffer;
                 }
+                Outcome::Skip if fails_open => {
+                    passing = std::mem::take(&mut self.slots[index].held.given[kind]);
+                }
+                Outcome::Skip => passing = buffer,
                 Outcome::Stop(step) => return Err(step),
             }
         }

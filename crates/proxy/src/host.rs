@@ -287,18 +287,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             };
             let ctx = caller.data_mut();
             let stream = &mut ctx.stream;
-            let (body, response) = match kind {
-                buffer::HTTP_REQUEST_BODY if ctx.in_stream => (&mut stream.request_body, false),
-                buffer::HTTP_RESPONSE_BODY if ctx.in_stream => (&mut stream.response_body, true),
+            let body = match kind {
+                buffer::HTTP_REQUEST_BODY if ctx.in_stream => &mut stream.request_body,
+                buffer::HTTP_RESPONSE_BODY if ctx.in_stream => &mut stream.response_body,
                 _ => return Status::NotFound.into(),
             };
             let start = (start as usize).min(body.len());
             let end = start.saturating_add(size as usize).min(body.len());
             if body.len() - (end - start) + bytes.len() > MAX_BODY {
                 return Status::BadArgument.into();
-            }
-            if stream.body_before.is_none() {
-                stream.body_before = Some((response, body.clone()));
             }
             body.splice(start..end, bytes);
             Status::Ok.into()

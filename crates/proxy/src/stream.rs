@@ -89,10 +89,6 @@ pub(crate) struct StreamData {
     pub(crate) response_headers: Headers,
     pub(crate) response_body: Vec<u8>,
     pub(crate) response_trailers: Headers,
-    /// A body as it was before a filter's callback first changed it
-    /// (whether the response's, and the bytes), so that a filter failing
-    /// open after changing it passes on what it was given.
-    pub(crate) body_before: Option<(bool, Vec<u8>)>,
     /// Whether a filter changed the request or response headers.
     pub(crate) request_headers_changed: bool,
     pub(crate) response_headers_changed: bool,

@@ -41,15 +41,27 @@
     (func (export "boom") unreachable)
     (func (export "spin") (loop $forever (br $forever)))
 
-    ;; cabi_realloc(old pointer, old size, align, new size): a bump allocator.
+    ;; cabi_realloc(old pointer, old size, align, new size): a bump allocator,
+    ;; growing the memory as it needs to (a trap when it cannot).
     (func $realloc (export "realloc") (param i32 i32 i32 i32) (result i32)
       (local $at i32)
+      (local $end i32)
       ;; Round the heap pointer up to `align`, a power of two.
       (local.set $at
         (i32.and
           (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
           (i32.sub (i32.const 0) (local.get 2))))
-      (global.set $heap (i32.add (local.get $at) (local.get 3)))
+      (local.set $end (i32.add (local.get $at) (local.get 3)))
+      (if (i32.gt_u (local.get $end) (i32.shl (memory.size) (i32.const 16)))
+        (then
+          (if (i32.eq
+                (memory.grow
+                  (i32.sub
+                    (i32.shr_u (i32.add (local.get $end) (i32.const 65535)) (i32.const 16))
+                    (memory.size)))
+                (i32.const -1))
+            (then unreachable))))
+      (global.set $heap (local.get $end))
       (local.get $at))
 
     ;; "hello, " followed by the name.

@@ -843,6 +843,29 @@ fn deployed_apps_survive_a_restart() {
         .wait_for_log("app `blog` is not served: its record apps/blog/app.json cannot be read (");
     assert_eq!(host.get("blog.localhost", "/echo").status, 404);
     assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    // It is held as found: no change may reuse its name, and another
+    // app may not claim its host name.
+    let (status, answer) = host.deploy("blog", &blog);
+    assert_eq!(status, 409, "{answer}");
+    let error = host.refusal(&answer);
+    assert!(
+        error.starts_with(
+            "app `blog` is held as found: its record apps/blog/app.json cannot be read ("
+        ),
+        "{error}"
+    );
+    assert_eq!(host.admin("DELETE", "/v1/apps/blog", b"").0, 409);
+    let squatter = bundle("other", &[("/echo", HTTP_ECHO)], &["blog.localhost"]);
+    let (status, answer) = host.deploy("other", &squatter);
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "host name `blog.localhost` is claimed by app `blog`"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        "{\"version\": 1,"
+    );
     assert!(top.path().join("state/apps/blog/v1/tern.toml").exists());
 }
 

@@ -469,6 +469,42 @@ fn relative_urls_reach_the_app_itself() {
 }
 
 #[test]
+fn requests_to_the_app_itself_end_by_their_callers_deadline() {
+    // The caller may take 1s; the route it calls, 90s. The request it
+    // makes ends with it, not 90s later.
+    let tern = Tern::new();
+    let toml = manifest(&[
+        Part {
+            route: "/fetch",
+            id: "fetch",
+            source: HTTP_OUTBOUND,
+            extra: "allowed_outbound_hosts = [\"http://self\"]\n[component.fetch.limits]\ntimeout = \"1s\"",
+        },
+        Part {
+            route: "/slow",
+            id: "slow",
+            source: HTTP_SLOW,
+            extra: "[component.slow.limits]\ntimeout = \"90s\"",
+        },
+    ]);
+    let serve = Serve::start(&tern, &toml, &[]);
+    // Both end at the same instant: the client sees the caller's 504, or,
+    // if the call's 504 reached the caller first, the caller saying so.
+    let answer = fetch(&serve, "/slow?ms=120000", 1);
+    assert!(
+        answer.status == 504 || answer.body.starts_with("504 "),
+        "{} {}",
+        answer.status,
+        answer.body
+    );
+    let line = serve.wait_for_log("GET /slow 504");
+    assert!(
+        line.contains("the deadline of the request that made this one exceeded"),
+        "{line}"
+    );
+}
+
+#[test]
 fn requests_to_the_app_itself_need_self_in_the_allowlist() {
     let (listener, addr) = listener();
     let tern = Tern::new();

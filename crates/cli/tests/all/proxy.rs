@@ -611,7 +611,8 @@ fn hostile_filters_are_stopped_and_everyone_else_is_served() {
     assert!(!trapped.body.contains("second"), "{}", trapped.body);
     serve.wait_for_log("trap in the middle of a body");
 
-    // Failing open after holding the first piece back: nothing is lost.
+    // Failing open after changing the first piece and holding it back:
+    // what goes on is what the filter was given, nothing lost or changed.
     let held = serve.get("/trap-open");
     assert_eq!(held.expect(200), "firstsecond");
     assert!(held.complete);

@@ -106,6 +106,14 @@ fn a_huge_output_is_refused_at_the_output_limit() {
         error.message.contains("above the output limit of 1KiB"),
         "{error}"
     );
+    // Past what one crossing may carry, the results are refused while
+    // they are lifted, before the host holds them.
+    let error = component.call("echo", &vec![b'a'; 2 << 20]).unwrap_err();
+    assert_eq!(error.limit(), Some(Limit::Output), "{error}");
+    assert_eq!(
+        error.message,
+        "`echo` handed the host more than 1MiB at once (the output limit of 1KiB, 1MiB at least)"
+    );
     assert_eq!(call(&component, "echo", b"small"), "small");
 }
 

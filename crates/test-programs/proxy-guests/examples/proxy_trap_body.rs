@@ -5,9 +5,9 @@
 //! The test expects the host to cut the response short (or fail it if
 //! nothing was sent yet) rather than hang, and to keep serving.
 //!
-//! Configured with `hold`, it holds the first data back (`Pause`) before
-//! trapping on the next call: a filter failing open must then pass on the
-//! bytes it held as well.
+//! Configured with `hold`, it rewrites the first data and holds it back
+//! (`Pause`) before trapping on the next call: a filter failing open must
+//! then pass on the bytes it held, as it was given them.
 
 use proxy_wasm::traits::*;
 use proxy_wasm::types::*;
@@ -62,6 +62,7 @@ impl HttpContext for TrapBody {
         if body_size > 0 {
             self.passed_data = true;
             if self.hold {
+                self.set_http_response_body(0, body_size, b"CHANGED");
                 return Action::Pause;
             }
         }

@@ -96,7 +96,9 @@ pub fn load_preloads(
         models.insert(preload.name.clone(), Arc::new(model));
     }
     let names: Vec<String> = models.keys().cloned().collect();
-    Ok(Nn::new(Arc::new(models), &names, budget))
+    // `tern run`'s program is the user's own, reading only what it was
+    // granted: it may load models from bytes.
+    Ok(Nn::new(Arc::new(models), &names, budget).loading_bytes(true))
 }
 
 #[cfg(test)]

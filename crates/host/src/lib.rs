@@ -196,7 +196,9 @@ impl Host {
     /// Opens the host's state directory and reads every deployed app's
     /// record; loads none of them.
     pub fn open(config: HostConfig) -> std::io::Result<Host> {
-        let layout = Layout::new(config.state_dir.clone());
+        // Absolute, so that every path in a message is one `without_dirs`
+        // knows.
+        let layout = Layout::new(std::path::absolute(&config.state_dir)?);
         let (records, unreadable) = layout.open()?;
         let pools = Pools::new(config.pool_slots, config.max_memory);
         let host = Host {
@@ -338,7 +340,7 @@ impl Host {
         };
         // The bundle's `tern.toml`, or its `spin.toml` when it has none.
         let manifest = tern_manifest::load_with(&tern_manifest::manifest_path(&dir), options)
-            .map_err(|e| without_dir(&e.to_string(), &dir))?;
+            .map_err(|e| self.without_dirs(&e.to_string(), &dir))?;
         if let Some(trigger) = manifest.redis_triggers.first() {
             return Err(format!(
                 "the app has Redis triggers (channel `{}`), which a host does not run yet; serve it with `tern serve`",
@@ -366,8 +368,9 @@ impl Host {
             pools: &inner.pools,
             stats: &entry.stats,
         };
-        App::load_shared(manifest, &config, &loader, sharing)
-            .map_err(|e| without_dir(&e.to_string(), &inner.layout.version(&entry.name, version)))
+        App::load_shared(manifest, &config, &loader, sharing).map_err(|e| {
+            self.without_dirs(&e.to_string(), &inner.layout.version(&entry.name, version))
+        })
     }
 
     /// Deploys `bundle` as the next version of `name`: unpacked, checked,
@@ -683,14 +686,39 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(internal(format!("the task failed: {e}"))))
 }
 
-/// An error text with the app version's directory taken out, so that
-/// paths read as the bundle's own (`tern.toml:3:1: ...`).
-fn without_dir(text: &str, dir: &Path) -> String {
+impl Host {
+    /// An error text with the app version's directory taken out, so that
+    /// paths read as the bundle's own (`tern.toml:3:1: ...`), and the rest
+    /// of the state directory named, not shown (a `source` leading out of
+    /// the app, say): the client is told nothing of the host's paths.
+    fn without_dirs(&self, text: &str, dir: &Path) -> String {
+        let text = replace_dir(text, dir, "", "the app directory")
+            // As the manifest's checks name it: "outside the app directory
+            // DIR".
+            .replace("the app directory the app directory", "the app directory");
+        let state = self.inner.layout.root();
+        replace_dir(&text, state, "STATE/", "the host's state directory")
+    }
+}
+
+/// `text` with `dir` and what is under it written as `under` and `itself`
+/// (the path made absolute, and as the file system resolves it, the
+/// longer first; never a relative form, which could match any word).
+fn replace_dir(text: &str, dir: &Path, under: &str, itself: &str) -> String {
     let mut text = text.to_owned();
-    let canonical = std::fs::canonicalize(dir).ok();
-    for dir in [Some(dir.to_owned()), canonical].into_iter().flatten() {
-        text = text.replace(&format!("{}/", dir.display()), "");
-        text = text.replace(&dir.display().to_string(), "the app directory");
+    let mut forms: Vec<String> = [
+        std::path::absolute(dir).ok(),
+        std::fs::canonicalize(dir).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|dir| dir.display().to_string())
+    .filter(|dir| dir.len() > 1)
+    .collect();
+    forms.sort_by_key(|dir| std::cmp::Reverse(dir.len()));
+    for dir in forms {
+        text = text.replace(&format!("{dir}/"), under);
+        text = text.replace(&dir, itself);
     }
     text
 }

@@ -427,11 +427,10 @@ impl App {
                 connect_timeout: limits.outbound_connect_timeout,
                 response_timeout: limits.outbound_timeout,
             })
-            .with_nn(tern_runtime::Nn::new(
-                models.loaded.clone(),
-                &component.nn_models,
-                limits.memory.0,
-            ));
+            .with_nn(
+                tern_runtime::Nn::new(models.loaded.clone(), &component.nn_models, limits.memory.0)
+                    .loading_bytes(component.nn_load_bytes),
+            );
             let model_permits = models.permits_for(&component.nn_models);
             let permits = previous
                 .and_then(|app| app.component(&component.id))

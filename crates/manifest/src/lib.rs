@@ -85,6 +85,9 @@ use error::Source;
 /// The file [`load`] reads when given a directory.
 pub const MANIFEST_FILE_NAME: &str = "tern.toml";
 
+/// The largest manifest read (`tern.toml` or `spin.toml`).
+pub const MAX_MANIFEST_SIZE: u64 = 1 << 20;
+
 /// The file [`load`] reads when given a directory without a
 /// [`MANIFEST_FILE_NAME`]: a Spin manifest.
 pub const SPIN_MANIFEST_FILE_NAME: &str = "spin.toml";
@@ -234,6 +237,9 @@ pub struct Component {
     /// Models the guest may load through WASI-NN, by name; each is a key
     /// of [`Manifest::nn_models`].
     pub nn_models: Vec<String>,
+    /// Whether the guest may load a model from bytes it holds (WASI-NN's
+    /// `load`): off unless the manifest says `nn_load_bytes = true`.
+    pub nn_load_bytes: bool,
     /// Where the guest may send HTTP requests.
     pub allowed_outbound_hosts: Vec<OutboundHost>,
     /// Entries of `allowed_outbound_hosts` written with `{{ variable }}`
@@ -438,9 +444,30 @@ pub fn load_with(path: &Path, options: LoadOptions) -> Result<Manifest, Manifest
             error,
         },
     };
-    let bytes = fs::read(&file).map_err(read_error)?;
+    // Read up to one byte past the bound: parsed tables take several times
+    // their text, and a manifest a bundle brings must not take the host's
+    // memory with it.
+    let opened = fs::File::open(&file).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(opened, MAX_MANIFEST_SIZE + 1),
+        &mut bytes,
+    )
+    .map_err(read_error)?;
     if bytes.starts_with(b"\0asm") {
         return for_component(&file, options);
+    }
+    if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+        return Err(ManifestError::Read {
+            path: file.clone(),
+            error: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a manifest is at most {}",
+                    units::ByteSize(MAX_MANIFEST_SIZE)
+                ),
+            ),
+        });
     }
     let text = String::from_utf8(bytes).map_err(|_| ManifestError::Read {
         path: file.clone(),

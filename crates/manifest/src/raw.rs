@@ -192,6 +192,8 @@ pub(crate) struct RawComponent {
     #[serde(default)]
     pub(crate) nn_models: Vec<Spanned<String>>,
     #[serde(default)]
+    pub(crate) nn_load_bytes: bool,
+    #[serde(default)]
     pub(crate) allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) variables: BTreeMap<Spanned<String>, Spanned<String>>,

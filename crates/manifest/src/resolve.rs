@@ -501,6 +501,7 @@ fn resolve_component(
         key_value_stores,
         sqlite_databases,
         nn_models,
+        nn_load_bytes: raw.nn_load_bytes,
         allowed_outbound_hosts,
         outbound_templates,
         variables,

@@ -151,6 +151,10 @@ enum Rank {
     Literal,
 }
 
+/// The most `:name` parameters one route may have (each is a header the
+/// guest gets, matched on every request).
+const MAX_PARAMS: usize = 32;
+
 impl RoutePattern {
     /// Parses a route path as written in the manifest.
     ///
@@ -244,6 +248,11 @@ impl RoutePattern {
             if let Some((_, first)) = headers.iter().find(|(seen, _)| *seen == header) {
                 return Err(invalid(format!(
                     "`:{first}` and `:{name}` name the same header, spin-path-match-{header}; give each parameter its own name"
+                )));
+            }
+            if headers.len() == MAX_PARAMS {
+                return Err(invalid(format!(
+                    "more than {MAX_PARAMS} `:` parameters in one route"
                 )));
             }
             headers.push((header, name));
@@ -454,6 +463,13 @@ mod tests {
             );
             assert!(error.contains(why), "{text}: {error}");
         }
+        let many = |n: usize| (0..n).map(|i| format!("/:p{i}")).collect::<String>();
+        assert!(RoutePattern::parse_with_params(&many(MAX_PARAMS)).is_ok());
+        let error = RoutePattern::parse_with_params(&many(MAX_PARAMS + 1)).unwrap_err();
+        assert!(
+            error.ends_with("more than 32 `:` parameters in one route"),
+            "{error}"
+        );
     }
 
     #[test]

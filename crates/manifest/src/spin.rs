@@ -34,6 +34,9 @@ use crate::{
 /// The only `spin_manifest_version` Tern reads.
 const SPIN_MANIFEST_VERSION: i64 = 2;
 
+/// The most headers a `static_response` may set.
+const MAX_STATIC_HEADERS: usize = 100;
+
 /// Why a Spin 1 manifest is refused.
 const VERSION_1: &str = "Spin manifest version 1 is not supported; convert it with `spin doctor` or by hand to version 2";
 
@@ -642,6 +645,13 @@ fn translate_static_response(
             }
         },
     };
+    if raw.headers.len() > MAX_STATIC_HEADERS {
+        let message = format!(
+            "{} headers; a static response has at most {MAX_STATIC_HEADERS}",
+            raw.headers.len()
+        );
+        return Err(source.invalid(None, format!("{key}.headers"), message));
+    }
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (name, value) in raw.headers {
         let header_key = format!("{key}.headers.{}", name.get_ref());
@@ -767,6 +777,7 @@ fn translate_component(
         // Spin's `ai_models` name its LLM interface, not WASI-NN: a list
         // that is not empty is refused above.
         nn_models: Vec::new(),
+        nn_load_bytes: false,
         allowed_outbound_hosts: raw.allowed_outbound_hosts,
         variables: raw.variables,
         build,

@@ -119,12 +119,25 @@ impl FromStr for HumanDuration {
                 ));
             }
         };
-        Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .map(HumanDuration)
-            .ok_or_else(|| format!("invalid duration `{s}`: must be greater than zero"))
+        // Only too large a number fails here: the text has no sign.
+        let duration = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+        if duration.is_zero() {
+            return Err(format!("invalid duration `{s}`: must be greater than zero"));
+        }
+        if duration > HumanDuration::MAX.0 {
+            return Err(format!(
+                "invalid duration `{s}`: at most {} (a year)",
+                HumanDuration::MAX
+            ));
+        }
+        Ok(HumanDuration(duration))
     }
+}
+
+impl HumanDuration {
+    /// The longest duration written anywhere: a year. Longer ones would
+    /// overflow the clock arithmetic deadlines and idle times are made of.
+    pub const MAX: HumanDuration = HumanDuration(Duration::from_secs(365 * 24 * 3600));
 }
 
 impl fmt::Display for HumanDuration {
@@ -228,5 +241,19 @@ mod tests {
                 .contains("greater than zero")
         );
         assert!("3 days".parse::<HumanDuration>().is_err());
+        // Deadlines are made by adding these to the clock: a year at most.
+        assert_eq!("8760h".parse(), Ok(HumanDuration::MAX));
+        for long in [
+            "8761h",
+            "10000000000000000000s",
+            "9999999999999999999999999h",
+        ] {
+            assert_eq!(
+                long.parse::<HumanDuration>(),
+                Err(format!(
+                    "invalid duration `{long}`: at most 31536000s (a year)"
+                )),
+            );
+        }
     }
 }

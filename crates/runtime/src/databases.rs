@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::{Value as Raw, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
@@ -74,6 +77,10 @@ pub enum SqlError {
 pub struct Database {
     name: String,
     conn: Arc<Mutex<Connection>>,
+    /// The connection's turn: statements wait for it as futures (which a
+    /// deadline drops), not as blocking threads parked on `conn`, so that
+    /// a guest sending many at once cannot take tokio's blocking pool.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where database `name` lives under `state_dir`.
@@ -128,13 +135,15 @@ impl Database {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(&e))?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| fail(&e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| fail(&e))?;
+        confine(&mut conn).map_err(|e| fail(&e))?;
         Ok(Database {
             name: name.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
+            turn: Arc::default(),
         })
     }
 
@@ -146,8 +155,24 @@ impl Database {
     /// Runs every statement of `sql` (the operator's, at start: `tern serve
     /// --sqlite`), with no parameters and no budget.
     pub fn execute_batch(&self, sql: &str) -> Result<(), SqlError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.execute_batch(sql).map_err(sql_error)
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // The operator's SQL is not confined as a guest's is (a dump may
+        // set pragmas, a seed may be long); the guests' confinement is
+        // put back whatever happened.
+        conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)
+            .map_err(sql_error)?;
+        for limit in [
+            Limit::SQLITE_LIMIT_ATTACHED,
+            Limit::SQLITE_LIMIT_LENGTH,
+            Limit::SQLITE_LIMIT_SQL_LENGTH,
+        ] {
+            conn.set_limit(limit, i32::MAX).map_err(sql_error)?;
+        }
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+            .map_err(sql_error)?;
+        let ran = conn.execute_batch(sql).map_err(sql_error);
+        confine(&mut conn).map_err(sql_error)?;
+        ran
     }
 
     /// Runs the first statement of `statement` with `params` bound to its
@@ -163,7 +188,9 @@ impl Database {
         let stop = Arc::new(AtomicBool::new(false));
         let _stop_on_drop = StopOnDrop(stop.clone());
         let deadline = Instant::now() + budget;
+        let turn = self.turn.clone().lock_owned().await;
         let task = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let interrupted = stop.clone();
             conn.progress_handler(
@@ -198,6 +225,61 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// What a guest's SQL may do on its database's connection: nothing beyond
+/// that database. No other file (`ATTACH`, and `VACUUM INTO`, which
+/// attaches; only a temporary database, as a plain `VACUUM` attaches), no
+/// setting of the connection or the process (any pragma but the schema's
+/// and the data's own, [`GUEST_PRAGMAS`]), no value or statement past
+/// [`MAX_RESULT_BYTES`], and SQLite's defensive mode (no writable schema,
+/// no corrupting the file by hand).
+fn confine(conn: &mut Connection) -> rusqlite::Result<()> {
+    let bound = i32::try_from(MAX_RESULT_BYTES).unwrap_or(i32::MAX);
+    // One: the temporary database a plain `VACUUM` attaches as `''`.
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 1)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, bound)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, bound)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.authorizer(Some(|context: AuthContext<'_>| match context.action {
+        // A temporary database (no file of anyone's) is the only one, and
+        // may be detached again.
+        AuthAction::Attach { filename: "" } | AuthAction::Detach { .. } => Authorization::Allow,
+        AuthAction::Attach { .. } => Authorization::Deny,
+        // An attach whose name is not a literal comes without it.
+        AuthAction::Unknown { code, .. } if code == rusqlite::ffi::SQLITE_ATTACH => {
+            Authorization::Deny
+        }
+        AuthAction::Pragma { pragma_name, .. }
+            if !GUEST_PRAGMAS
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(pragma_name)) =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }))
+}
+
+/// The pragmas a guest may run: its schema's and data's own. Others read
+/// or change the connection (`busy_timeout`, `locking_mode`), the process
+/// (`temp_store_directory`) or the host (`database_list` names the file).
+const GUEST_PRAGMAS: &[&str] = &[
+    "application_id",
+    "defer_foreign_keys",
+    "foreign_key_check",
+    "foreign_key_list",
+    "foreign_keys",
+    "index_info",
+    "index_list",
+    "index_xinfo",
+    "integrity_check",
+    "quick_check",
+    "recursive_triggers",
+    "table_info",
+    "table_list",
+    "table_xinfo",
+    "user_version",
+];
+
 fn run(conn: &Connection, statement: &str, params: &[SqlValue]) -> Result<Rows, SqlError> {
     let mut stmt = conn.prepare(statement).map_err(sql_error)?;
     let expected = stmt.parameter_count();
@@ -216,12 +298,13 @@ fn run(conn: &Connection, statement: &str, params: &[SqlValue]) -> Result<Rows, 
         .map_err(sql_error)?;
     while let Some(row) = cursor.next().map_err(sql_error)? {
         let mut values = Vec::with_capacity(columns.len());
+        bytes += size_of::<Vec<SqlValue>>();
         for index in 0..columns.len() {
-            let value = from_ref(row.get_ref(index).map_err(sql_error)?);
+            // Counted before it is copied.
+            let value = row.get_ref(index).map_err(sql_error)?;
             bytes += size_of::<SqlValue>()
-                + match &value {
-                    SqlValue::Text(s) => s.len(),
-                    SqlValue::Blob(b) => b.len(),
+                + match value {
+                    ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
                     _ => 0,
                 };
             if bytes > MAX_RESULT_BYTES {
@@ -230,7 +313,7 @@ fn run(conn: &Connection, statement: &str, params: &[SqlValue]) -> Result<Rows, 
                     MAX_RESULT_BYTES >> 20
                 )));
             }
-            values.push(value);
+            values.push(from_ref(value));
         }
         rows.push(values);
     }
@@ -268,6 +351,10 @@ fn sql_error(error: rusqlite::Error) -> SqlError {
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => SqlError::Full,
         Some(ErrorCode::OperationInterrupted) => SqlError::Io("interrupted".into()),
+        // The authorizer's refusal, whichever way SQLite words it (a
+        // statement it prepares itself, `VACUUM INTO`'s attach, loses the
+        // text on the way).
+        Some(ErrorCode::AuthorizationForStatementDenied) => SqlError::Io("not authorized".into()),
         _ => SqlError::Io(error.to_string()),
     }
 }
@@ -319,6 +406,53 @@ mod tests {
             .unwrap();
         assert_eq!(rows.columns, ["i", "r", "s", "b", "n"]);
         assert_eq!(rows.rows, [values]);
+    }
+
+    #[tokio::test]
+    async fn a_guest_reaches_nothing_beyond_its_database() {
+        let (dir, db) = db();
+        let second = Duration::from_secs(1);
+        let run = |sql: String| db.execute(sql, vec![], second);
+        let other = dir.path().join("other.db");
+        let other = other.to_str().unwrap();
+        for sql in [
+            format!("ATTACH '{other}' AS other"),
+            format!("VACUUM INTO '{other}'"),
+            "PRAGMA database_list".to_owned(),
+            "SELECT * FROM pragma_database_list".to_owned(),
+            "PRAGMA busy_timeout = 2147483647".to_owned(),
+            "PRAGMA temp_store_directory = '/tmp'".to_owned(),
+            "PRAGMA writable_schema = ON".to_owned(),
+        ] {
+            let refused = run(sql.clone()).await.unwrap_err();
+            let SqlError::Io(why) = &refused else {
+                panic!("{sql}: {refused:?}")
+            };
+            assert_eq!(why, "not authorized", "{sql}");
+            assert!(!why.contains(dir.path().to_str().unwrap()), "{sql}: {why}");
+        }
+        assert!(!std::path::Path::new(other).exists(), "nothing was written");
+        for sql in [
+            format!("ATTACH ('{other}') AS other"),
+            format!("ATTACH '{other}' || '' AS other"),
+        ] {
+            let refused = run(sql.clone()).await.unwrap_err();
+            assert_eq!(refused, SqlError::Io("not authorized".into()), "{sql}");
+        }
+        // A temporary database is no file of anyone's: a plain VACUUM
+        // attaches one.
+        run("VACUUM".into()).await.unwrap();
+        // The schema's own pragmas are the guest's.
+        run("PRAGMA foreign_keys = ON".into()).await.unwrap();
+        run("CREATE TABLE t (x)".into()).await.unwrap();
+        let info = run("PRAGMA table_info(t)".into()).await.unwrap();
+        assert_eq!(info.rows.len(), 1);
+        // No value SQLite makes may be larger than a result may be.
+        let big = run(format!("SELECT zeroblob({})", MAX_RESULT_BYTES + 1)).await;
+        assert_eq!(
+            big.unwrap_err(),
+            SqlError::Io("string or blob too big".into())
+        );
     }
 
     #[tokio::test]

@@ -526,6 +526,8 @@ fn hostile_bundles_are_refused_and_change_nothing() {
     // exists, so that the refusal is about where it is.
     let passwd = format!("{}etc/passwd", "../".repeat(16));
     let outside_source = bundle("shop", &[("/hello", passwd.as_str())], &[]);
+    // A source leading into the host's state directory: named, not shown.
+    let into_state = bundle("shop", &[("/hello", "../app.json")], &[]);
     // The hello loads (and is indexed at once, a version being written
     // once), then `zbad` is refused: the version and its index records go.
     let garbage = top.path().join("garbage.wasm");
@@ -591,6 +593,12 @@ fn hostile_bundles_are_refused_and_change_nothing() {
             outside_source,
             422,
             "outside the app directory",
+        ),
+        (
+            "a source leading into the state directory",
+            into_state,
+            422,
+            "leads to STATE/apps/shop/app.json, outside the app directory",
         ),
         ("a broken manifest", broken, 422, "tern.toml:5:"),
         ("a module that does not load", half_loaded, 422, "zbad"),

@@ -95,6 +95,15 @@ fn directory_without_manifest() {
     tern.run(&["serve", binary.to_str().unwrap()])
         .code(1)
         .one_line_error("neither a tern.toml manifest (not UTF-8 text) nor a WebAssembly binary");
+    // A manifest past 1MiB is refused before it is parsed.
+    let huge = dir.path().join("tern.toml");
+    std::fs::write(&huge, "# padding\n".repeat(110_000)).unwrap();
+    tern.run(&["serve", huge.to_str().unwrap()])
+        .code(1)
+        .one_line_error(&format!(
+            "reading manifest {}: a manifest is at most 1MiB",
+            huge.display()
+        ));
 }
 
 #[test]

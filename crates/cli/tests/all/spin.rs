@@ -339,6 +339,22 @@ pub fn spin_sqlite() {
         serve.post("/bad", "").expect(400),
         "error: Error::Io(\"no such table: nowhere\")"
     );
+    // A hostile guest's SQL reaches no file but its database, and no
+    // setting of the connection; its schema's own pragmas work.
+    let elsewhere = app.join("elsewhere.db");
+    for sql in [
+        format!("ATTACH '{}' AS x", elsewhere.display()),
+        format!("VACUUM INTO '{}'", elsewhere.display()),
+        "PRAGMA database_list".to_owned(),
+    ] {
+        let refused = serve.post("/sql", &sql).expect(400).to_owned();
+        assert_eq!(refused, "error: Error::Io(\"not authorized\")", "{sql}");
+    }
+    assert!(!elsewhere.exists());
+    assert_eq!(
+        serve.post("/sql", "PRAGMA foreign_keys = ON").expect(200),
+        "0 rows"
+    );
 
     // The database is a real SQLite file under the state directory.
     let file = app.join(".tern/sqlite/default.db");

@@ -4,9 +4,11 @@
 //!
 //! Grants: a guest sees only the models granted to it ([`Nn`]), by name
 //! (`load-by-name`); any other name is `not-found`, whether another
-//! component was granted it or nobody declared it. `load` from bytes the guest holds is
-//! allowed within the instance's memory limit, which also bounds the
-//! tensors it keeps on the host.
+//! component was granted it or nobody declared it. `load` from bytes the
+//! guest holds is granted too ([`Nn::loading_bytes`]: `nn_load_bytes` for a
+//! component, always for `tern run`), and then allowed within the
+//! instance's memory limit, which also bounds the tensors it keeps on the
+//! host. An error's text is cut to 1 KiB.
 //!
 //! Inference runs on tokio's blocking pool, never on the thread serving
 //! requests: a generation takes seconds, and the worker's other requests
@@ -70,11 +72,21 @@ pub struct Nn {
     held: u64,
     /// Graphs, contexts, tensors and errors this instance holds.
     open: u32,
+    /// Whether the guest may load a model from bytes it holds: what such
+    /// a model does is the guest's to choose, so it is granted, not given.
+    load_bytes: bool,
 }
 
 /// Objects one instance may hold at once: a guest making tensors in a loop
 /// would otherwise grow host memory outside its memory limit.
 pub const MAX_OPEN: u32 = 4096;
+
+/// The longest text an error resource keeps.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// The most dimensions a tensor may have: more than any model takes, and
+/// its dimensions are copied into each error and each plan's key.
+pub(crate) const MAX_RANK: usize = 8;
 
 impl Nn {
     /// Access to `granted` among the app's `models`; models and tensors a
@@ -86,7 +98,16 @@ impl Nn {
             budget,
             held: 0,
             open: 0,
+            load_bytes: false,
         }
+    }
+
+    /// Lets the guest load models from bytes it holds (`load`), or not
+    /// (the default): `nn_load_bytes = true` in a component's table, and
+    /// always for `tern run`'s own program.
+    pub fn loading_bytes(mut self, allowed: bool) -> Nn {
+        self.load_bytes = allowed;
+        self
     }
 
     /// The granted model `name`, or why not.
@@ -239,9 +260,20 @@ impl ServicesView<'_> {
 
     /// The guest's `error` resource for `err`.
     fn nn_error<T>(&mut self, err: tern_nn::Error) -> NnResult<T> {
+        let mut data = err.to_string();
+        // A message may quote what the guest passed (a name, an option):
+        // an error resource holds a line, not the guest's whole input.
+        if data.len() > MAX_ERROR_TEXT {
+            let mut end = MAX_ERROR_TEXT;
+            while !data.is_char_boundary(end) {
+                end -= 1;
+            }
+            data.truncate(end);
+            data.push_str("...");
+        }
         let error = NnError {
             code: code_of(&err),
-            data: err.to_string(),
+            data,
         };
         // An error is pushed even past the cap: the guest must learn why.
         self.services.nn.open += 1;
@@ -296,6 +328,11 @@ impl wit_graph::Host for ServicesView<'_> {
             return self.nn_error(tern_nn::Error::Unsupported(format!(
                 "no {target:?} execution target in this build; use cpu"
             )));
+        }
+        if !self.services.nn.load_bytes {
+            return self.nn_error(tern_nn::Error::Unsupported(
+                "loading a model from bytes is not granted to this component (`nn_load_bytes = true` in its table grants it); `load-by-name` loads a granted model".into(),
+            ));
         }
         let bytes: u64 = builders.iter().map(|b| b.len() as u64).sum();
         if let Err(err) = self.services.nn.take(bytes, "a model") {
@@ -413,8 +450,14 @@ impl tensor::HostTensor for ServicesView<'_> {
         ty: tensor::TensorType,
         data: Vec<u8>,
     ) -> Result<Resource<Tensor>> {
-        // A constructor cannot return an error: over the budget, it traps
-        // with the reason.
+        // A constructor cannot return an error: over the budget, or past
+        // the rank any model takes, it traps with the reason.
+        if dimensions.len() > MAX_RANK {
+            return Err(wasmtime::format_err!(
+                "a tensor of {} dimensions: at most {MAX_RANK}",
+                dimensions.len()
+            ));
+        }
         self.services
             .nn
             .take(data.len() as u64, "a tensor")
@@ -488,5 +531,68 @@ fn our_type(ty: tern_nn::TensorType) -> tensor::TensorType {
         U::U8 => T::U8,
         U::I32 => T::I32,
         U::I64 => T::I64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::component::ResourceTable;
+    use wit_graph::Host as _;
+
+    #[tokio::test]
+    async fn loading_from_bytes_is_granted_not_given() {
+        let mut table = ResourceTable::new();
+        let mut services =
+            crate::Services::default().with_nn(Nn::new(Arc::default(), &[], 1 << 20));
+        let mut view = ServicesView {
+            services: &mut services,
+            table: &mut table,
+        };
+        let bytes = || vec![b"not a model".to_vec()];
+        let refused = view
+            .load(bytes(), GraphEncoding::Onnx, ExecutionTarget::Cpu)
+            .await
+            .unwrap()
+            .unwrap_err();
+        let error = view.table.get(&refused).unwrap();
+        assert!(
+            error
+                .data
+                .starts_with("loading a model from bytes is not granted"),
+            "{}",
+            error.data
+        );
+        // Granted, the bytes are parsed (and these are no model).
+        view.services.nn.load_bytes = true;
+        let parsed = view
+            .load(bytes(), GraphEncoding::Onnx, ExecutionTarget::Cpu)
+            .await
+            .unwrap()
+            .unwrap_err();
+        let error = view.table.get(&parsed).unwrap();
+        assert!(
+            !matches!(error.code, ErrorCode::UnsupportedOperation),
+            "{}",
+            error.data
+        );
+    }
+
+    #[test]
+    fn an_error_keeps_a_line_of_text() {
+        let mut table = ResourceTable::new();
+        let mut services = crate::Services::default();
+        let mut view = ServicesView {
+            services: &mut services,
+            table: &mut table,
+        };
+        let long = "x".repeat(1 << 20);
+        let error = view
+            .nn_error::<()>(tern_nn::Error::NotFound(long))
+            .unwrap()
+            .unwrap_err();
+        let data = &view.table.get(&error).unwrap().data;
+        assert_eq!(data.len(), MAX_ERROR_TEXT + 3);
+        assert!(data.ends_with("..."));
     }
 }

@@ -159,6 +159,12 @@ fn read_tensor(mem: &[u8], ptr: i32) -> Result<Tensor, tern_nn::Error> {
             )));
         }
     };
+    if dims_len as usize > super::MAX_RANK {
+        return Err(tern_nn::Error::InvalidArgument(format!(
+            "a tensor of {dims_len} dimensions: at most {}",
+            super::MAX_RANK
+        )));
+    }
     let dims_bytes = dims_len
         .checked_mul(4)
         .ok_or_else(|| invalid("the tensor's dimensions"))?;

@@ -227,6 +227,39 @@ fn kv_error(error: tern_kv::Error) -> kv::Error {
     kv::Error::Other(error.to_string())
 }
 
+/// The most key bytes `get-keys` gathers for one call, each key charged
+/// its bookkeeping too ([`KEY_COST`]): the interface answers every key at
+/// once, so a store of millions of keys must not become as many strings.
+const MAX_KEYS_BYTES: usize = 16 << 20;
+
+/// What a listed key costs besides its bytes.
+const KEY_COST: usize = size_of::<String>();
+
+/// Every key of `store`, page by page as the store lists them (yielding
+/// between pages, so a long listing holds no worker), up to
+/// [`MAX_KEYS_BYTES`]; past that, why not.
+pub(crate) async fn all_keys(store: &tern_kv::Store) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    let mut bytes = 0usize;
+    let mut cursor = None;
+    loop {
+        let page = store.list_keys(cursor).await.map_err(|e| e.to_string())?;
+        bytes += page.keys.iter().map(|k| k.len() + KEY_COST).sum::<usize>();
+        if bytes > MAX_KEYS_BYTES {
+            return Err(format!(
+                "the store has more keys than one listing holds ({} MiB of them); list them page by page with wasi:keyvalue's list-keys",
+                MAX_KEYS_BYTES >> 20
+            ));
+        }
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(keys),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The store behind `store`, taken out of the instance's table.
 fn bucket<T>(
     accessor: &Accessor<T, HasSpin>,
@@ -303,21 +336,9 @@ impl<T> kv::HostStoreWithStore<T> for HasSpin {
         store: Resource<Bucket>,
     ) -> Result<(StreamReader<String>, FutureReader<Result<(), kv::Error>>)> {
         let store = bucket(accessor, &store)?;
-        // Page by page, as the store lists them: every key in the end, the
-        // store's own limits bounding each page.
-        let mut keys = Vec::new();
-        let mut cursor = None;
-        let outcome = loop {
-            match store.list_keys(cursor).await {
-                Ok(page) => {
-                    keys.extend(page.keys);
-                    match page.cursor {
-                        Some(next) => cursor = Some(next),
-                        None => break Ok(()),
-                    }
-                }
-                Err(e) => break Err(kv_error(e)),
-            }
+        let (keys, outcome) = match all_keys(&store).await {
+            Ok(keys) => (keys, Ok(())),
+            Err(e) => (Vec::new(), Err(kv::Error::Other(e))),
         };
         accessor.with(|mut access| {
             let stream = StreamReader::new(&mut access, keys)?;

@@ -297,31 +297,46 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> Result<Result<Resource<MqttConnection>, api::Error>> {
-        let (outbound, open) = accessor.with(|mut access| {
-            let services = &*access.get().services;
-            (services.outbound.clone(), services.open_mqtt)
+        // Counted before the connection is made, so that opens running at
+        // once cannot all pass the bound.
+        let outbound = accessor.with(|mut access| {
+            let services = &mut *access.get().services;
+            if services.open_mqtt >= MAX_OPEN_MQTT {
+                return None;
+            }
+            services.open_mqtt += 1;
+            Some(services.outbound.clone())
         });
-        if open >= MAX_OPEN_MQTT {
+        let Some(outbound) = outbound else {
             return Ok(Err(api::Error::TooManyConnections));
-        }
-        let session = match connect(
+        };
+        let connected = connect(
             &outbound,
             &address,
             &username,
             &password,
             keep_alive_interval_in_secs,
         )
-        .await
-        {
-            Ok(session) => session,
-            Err(e) => return Ok(Err(e)),
-        };
+        .await;
         accessor.with(|mut access| {
             let view = access.get();
-            view.services.open_mqtt += 1;
-            Ok(Ok(view.table.push(MqttConnection {
+            let session = match connected {
+                Ok(session) => session,
+                Err(e) => {
+                    view.services.open_mqtt -= 1;
+                    return Ok(Err(e));
+                }
+            };
+            let pushed = view.table.push(MqttConnection {
                 session: Arc::new(Mutex::new(session)),
-            })?))
+            });
+            match pushed {
+                Ok(handle) => Ok(Ok(handle)),
+                Err(e) => {
+                    view.services.open_mqtt -= 1;
+                    Err(e.into())
+                }
+            }
         })
     }
 

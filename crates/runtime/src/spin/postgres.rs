@@ -45,6 +45,14 @@ pub const MAX_ADDRESS_LEN: usize = 4096;
 /// Idle connections kept per address for the component's next requests.
 const MAX_IDLE_PER_ADDRESS: usize = 8;
 
+/// Idle connections kept for the component in all: addresses are the
+/// guest's strings, which it may vary without end.
+const MAX_IDLE: usize = 16;
+
+/// How long the host's own exchanges with a server (a statement's cancel,
+/// an idle connection's reset) may take before they are given up.
+const HOUSEKEEPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The most a query's rows may take once converted: a guest selecting a
 /// huge result would otherwise grow host memory outside its memory limit.
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
@@ -62,6 +70,18 @@ pub struct PostgresConnections(Arc<Mutex<HashMap<String, Vec<Pooled>>>>);
 struct Pooled {
     client: Client,
     addr: SocketAddr,
+    task: Task,
+}
+
+/// The task driving a connection, stopped when this is dropped: a
+/// connection neither a guest nor the pool holds is closed, whatever the
+/// server does (tokio-postgres would keep polling one with replies owed).
+struct Task(tokio::task::AbortHandle);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl PostgresConnections {
@@ -88,13 +108,23 @@ impl PostgresConnections {
         let pool = self.clone();
         runtime.spawn(async move {
             // Fails inside a transaction the guest left open: the connection
-            // is then closed, which rolls that transaction back.
-            if pooled.client.batch_execute("DISCARD ALL").await.is_err() {
+            // is then closed (its task stopped with `pooled`), which rolls
+            // that transaction back.
+            let reset = pooled.client.batch_execute("DISCARD ALL");
+            if !matches!(
+                tokio::time::timeout(HOUSEKEEPING_TIMEOUT, reset).await,
+                Ok(Ok(()))
+            ) {
                 return;
             }
             let mut map = pool.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, idle| {
+                idle.retain(|pooled| !pooled.client.is_closed());
+                !idle.is_empty()
+            });
+            let total: usize = map.values().map(Vec::len).sum();
             let idle = map.entry(address).or_default();
-            if idle.len() < MAX_IDLE_PER_ADDRESS {
+            if idle.len() < MAX_IDLE_PER_ADDRESS && total < MAX_IDLE {
                 idle.push(pooled);
             }
         });
@@ -107,6 +137,8 @@ pub struct PostgresConnection {
     /// Shared with the statements in flight on it; taken when dropped.
     client: Option<Arc<Client>>,
     addr: SocketAddr,
+    /// Its task: stopped when the connection is dropped and not pooled.
+    task: Option<Task>,
     /// Set when a statement on it was abandoned mid-way: its state on the
     /// server is unknown, so it must not be reused.
     abandoned: Arc<AtomicBool>,
@@ -123,10 +155,11 @@ impl Drop for PostgresConnection {
         }
         // A statement still holding the client is in flight: when it is
         // abandoned, its guard cancels it and the connection closes.
-        if let Ok(client) = Arc::try_unwrap(client) {
+        if let (Ok(client), Some(task)) = (Arc::try_unwrap(client), self.task.take()) {
             let pooled = Pooled {
                 client,
                 addr: self.addr,
+                task,
             };
             self.pool
                 .give_back(std::mem::take(&mut self.address), pooled);
@@ -160,11 +193,11 @@ impl Drop for InFlight {
         };
         self.abandoned.store(true, Ordering::Release);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
+            runtime.spawn(tokio::time::timeout(HOUSEKEEPING_TIMEOUT, async move {
                 if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
                     let _ = token.cancel_query_raw(stream, NoTls).await;
                 }
-            });
+            }));
         }
     }
 }
@@ -180,6 +213,7 @@ async fn connect(
         address: address.to_owned(),
         client: Some(Arc::new(pooled.client)),
         addr: pooled.addr,
+        task: Some(pooled.task),
         abandoned: Arc::default(),
         pool: pool.clone(),
     };
@@ -220,8 +254,8 @@ async fn connect(
         };
         match tokio::time::timeout(outbound.connect_timeout, attempt).await {
             Ok(Ok((client, connection))) => {
-                tokio::spawn(connection);
-                return Ok(open(Pooled { client, addr }));
+                let task = Task(tokio::spawn(connection).abort_handle());
+                return Ok(open(Pooled { client, addr, task }));
             }
             Ok(Err(why)) => last = why,
             Err(_) => {
@@ -463,11 +497,13 @@ impl<'a> FromSql<'a> for Value {
             },
             Type::JSON => V::Jsonb(raw.to_vec()),
             Type::NUMERIC => V::Decimal(numeric_text(raw)?),
-            Type::INT4_ARRAY => V::ArrayInt32(Vec::from_sql(ty, raw)?),
-            Type::INT8_ARRAY => V::ArrayInt64(Vec::from_sql(ty, raw)?),
-            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => V::ArrayStr(Vec::from_sql(ty, raw)?),
+            Type::INT4_ARRAY => V::ArrayInt32(Vec::from_sql(ty, plausible_array(raw)?)?),
+            Type::INT8_ARRAY => V::ArrayInt64(Vec::from_sql(ty, plausible_array(raw)?)?),
+            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
+                V::ArrayStr(Vec::from_sql(ty, plausible_array(raw)?)?)
+            }
             Type::NUMERIC_ARRAY => {
-                let items: Vec<Option<Numeric>> = Vec::from_sql(ty, raw)?;
+                let items: Vec<Option<Numeric>> = Vec::from_sql(ty, plausible_array(raw)?)?;
                 V::ArrayDecimal(items.into_iter().map(|n| n.map(|n| n.0)).collect())
             }
             Type::INTERVAL if raw.len() == 16 => V::Interval(api::Interval {
@@ -542,7 +578,10 @@ impl ToSql for Param {
             P::Binary(b) => plain(&b.as_slice(), "binary", ty, out),
             P::Date((y, m, d)) => {
                 expect(&[Type::DATE], "date")?;
-                out.put_i32(days_from_civil(*y, *m, *d)? - PG_EPOCH_DAYS);
+                let days = days_from_civil(*y, *m, *d)?
+                    .checked_sub(PG_EPOCH_DAYS)
+                    .ok_or("the date is out of range")?;
+                out.put_i32(days);
                 Ok(IsNull::No)
             }
             P::Time((h, m, s, ns)) => {
@@ -552,8 +591,13 @@ impl ToSql for Param {
             }
             P::Datetime((y, mo, d, h, mi, s, ns)) => {
                 expect(&[Type::TIMESTAMP, Type::TIMESTAMPTZ], "datetime")?;
-                let days = i64::from(days_from_civil(*y, *mo, *d)? - PG_EPOCH_DAYS);
-                out.put_i64(days * 86_400_000_000 + micros_of_day(*h, *mi, *s, *ns)?);
+                let days = i64::from(days_from_civil(*y, *mo, *d)?) - i64::from(PG_EPOCH_DAYS);
+                let of_day = micros_of_day(*h, *mi, *s, *ns)?;
+                let micros = days
+                    .checked_mul(86_400_000_000)
+                    .and_then(|m| m.checked_add(of_day))
+                    .ok_or("the datetime is out of range")?;
+                out.put_i64(micros);
                 Ok(IsNull::No)
             }
             P::Timestamp(seconds) => {
@@ -612,6 +656,33 @@ fn date_of(days: i32) -> (i32, u8, u8) {
     let (year, month, day) =
         tern_manifest::civil_from_days(i64::from(days) + i64::from(PG_EPOCH_DAYS));
     (year as i32, month as u8, day as u8)
+}
+
+/// `raw`, an array in PostgreSQL's binary form, unless its header claims
+/// more elements than its bytes could hold (each takes 4 at least): the
+/// driver reserves room for every claimed element before reading one, so
+/// a server could otherwise make the host reserve gigabytes in 30 bytes.
+fn plausible_array(raw: &[u8]) -> Result<&[u8], BoxError> {
+    let malformed = || -> BoxError { "a malformed array".into() };
+    let word = |at: usize| {
+        raw.get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(i32::from_be_bytes)
+    };
+    let dims = usize::try_from(word(0).ok_or_else(malformed)?).map_err(|_| malformed())?;
+    if dims > 6 {
+        return Err(malformed());
+    }
+    let mut count: u64 = u64::from(dims > 0);
+    for dim in 0..dims {
+        let size = word(12 + dim * 8).ok_or_else(malformed)?;
+        count = count.saturating_mul(u64::try_from(size).map_err(|_| malformed())?);
+    }
+    let room = raw.len().saturating_sub(12 + dims * 8) / 4;
+    if count > room as u64 {
+        return Err(format!("an array claiming {count} elements in {} bytes", raw.len()).into());
+    }
+    Ok(raw)
 }
 
 /// Days from 1970-01-01 to (year, month, day).
@@ -1039,6 +1110,33 @@ impl<T> api::HostConnectionBuilderWithStore<T> for HasSpin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays_claiming_more_than_they_hold_are_refused() {
+        // One dimension of 2 int4 elements: length, then value, each.
+        let mut two = Vec::new();
+        for word in [1i32, 0, 23, 2, 1, 4, 7, 4, 8] {
+            two.extend(word.to_be_bytes());
+        }
+        let parsed: Vec<Option<i32>> =
+            Vec::from_sql(&Type::INT4_ARRAY, plausible_array(&two).unwrap()).unwrap();
+        assert_eq!(parsed, [Some(7), Some(8)]);
+        // The same header claiming 2^31 - 1 elements: refused before the
+        // driver reserves room for them.
+        let mut claiming = two.clone();
+        claiming[12..16].copy_from_slice(&i32::MAX.to_be_bytes());
+        let error = plausible_array(&claiming).unwrap_err().to_string();
+        assert_eq!(error, "an array claiming 2147483647 elements in 36 bytes");
+        let (minus, seven) = ((-1i32).to_be_bytes(), 7i32.to_be_bytes());
+        let malformed: [&[u8]; 3] = [&[0, 0], &minus, &seven];
+        for bad in malformed {
+            assert!(plausible_array(bad).is_err());
+        }
+        assert!(
+            plausible_array(&0i32.to_be_bytes()).is_ok(),
+            "an empty array"
+        );
+    }
 
     #[test]
     fn dates_round_trip_through_days() {

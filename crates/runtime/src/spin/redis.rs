@@ -150,6 +150,45 @@ pub(super) fn opening(
     )
 }
 
+/// The commands `execute` refuses: each changes the state of the
+/// connection, which every instance of the component shares, so one
+/// request's would reach another's replies (`MULTI` queues them,
+/// `CLIENT REPLY OFF` shifts them, `SELECT` moves everyone's database,
+/// `SUBSCRIBE` and `MONITOR` take the connection over), or blocks it,
+/// holding every later reply behind it (`BLPOP`, `WAIT`).
+const CONNECTION_STATE: &[&str] = &[
+    "AUTH",
+    "BLMOVE",
+    "BLMPOP",
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BZMPOP",
+    "BZPOPMAX",
+    "BZPOPMIN",
+    "CLIENT",
+    "DISCARD",
+    "EXEC",
+    "HELLO",
+    "MONITOR",
+    "MULTI",
+    "PSUBSCRIBE",
+    "PSYNC",
+    "PUNSUBSCRIBE",
+    "QUIT",
+    "RESET",
+    "SELECT",
+    "SSUBSCRIBE",
+    "SUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "SYNC",
+    "UNSUBSCRIBE",
+    "UNWATCH",
+    "WAIT",
+    "WAITAOF",
+    "WATCH",
+];
+
 /// Opens a connection to `address` for an instance holding `open`.
 pub(super) async fn open(
     (outbound, pool, open): (std::sync::Arc<Outbound>, RedisConnections, u32),
@@ -221,6 +260,23 @@ impl RedisConnection {
         command: String,
         arguments: Vec<api::RedisParameter>,
     ) -> Result<Vec<api::RedisResult>, api::Error> {
+        // XREAD and XREADGROUP block only when asked to.
+        let blocking_read = ["XREAD", "XREADGROUP"]
+            .iter()
+            .any(|read| read.eq_ignore_ascii_case(&command))
+            && arguments.iter().any(|argument| {
+                matches!(argument, api::RedisParameter::Binary(b) if b.eq_ignore_ascii_case(b"BLOCK"))
+            });
+        if blocking_read
+            || CONNECTION_STATE
+                .iter()
+                .any(|refused| refused.eq_ignore_ascii_case(&command))
+        {
+            return Err(api::Error::Other(format!(
+                "`{}` is not allowed: the connection is shared with the component's other requests",
+                command.escape_debug()
+            )));
+        }
         let mut cmd = redis::cmd(&command);
         for argument in arguments {
             match argument {
@@ -238,15 +294,36 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         accessor: &Accessor<T, Self>,
         address: String,
     ) -> Answer<Resource<RedisConnection>> {
-        let opening = accessor.with(|mut access| opening(access.get().services));
-        let conn = match open(opening, address).await {
-            Ok(conn) => conn,
-            Err(e) => return Ok(Err(e)),
-        };
+        // Counted before the connection is made, so that opens running at
+        // once cannot all pass the bound.
+        let opening = accessor.with(|mut access| {
+            let view = access.get();
+            let opening = opening(view.services);
+            if opening.2 < MAX_OPEN_REDIS {
+                view.services.open_redis += 1;
+            }
+            opening
+        });
+        let reserved = opening.2 < MAX_OPEN_REDIS;
+        let opened = open(opening, address).await;
         accessor.with(|mut access| {
             let view = access.get();
-            view.services.open_redis += 1;
-            Ok(Ok(view.table.push(conn)?))
+            let conn = match opened {
+                Ok(conn) => conn,
+                Err(e) => {
+                    if reserved {
+                        view.services.open_redis -= 1;
+                    }
+                    return Ok(Err(e));
+                }
+            };
+            match view.table.push(conn) {
+                Ok(handle) => Ok(Ok(handle)),
+                Err(e) => {
+                    view.services.open_redis -= 1;
+                    Err(e.into())
+                }
+            }
         })
     }
 

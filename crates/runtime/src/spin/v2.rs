@@ -105,21 +105,7 @@ impl kv::HostStore for ServicesView<'_> {
 
     async fn get_keys(&mut self, store: Resource<Bucket>) -> Answer<Vec<String>, kv::Error> {
         let store = self.bucket(&store)?;
-        // Page by page, as the store lists them: every key in the end.
-        let mut keys = Vec::new();
-        let mut cursor = None;
-        loop {
-            match store.list_keys(cursor).await {
-                Ok(page) => {
-                    keys.extend(page.keys);
-                    match page.cursor {
-                        Some(next) => cursor = Some(next),
-                        None => return Ok(Ok(keys)),
-                    }
-                }
-                Err(e) => return Ok(Err(kv_error(e))),
-            }
-        }
+        Ok(super::all_keys(&store).await.map_err(kv::Error::Other))
     }
 
     async fn drop(&mut self, store: Resource<Bucket>) -> Result<()> {

@@ -1,8 +1,10 @@
 //! SQLite as Spin's documentation shows it: `POST /?name=N&qty=Q` inserts a
 //! row with parameters, `GET /?min=Q` lists the rows with at least Q as
 //! `id name qty`, `POST /bad` runs a statement SQLite refuses, `GET /endless`
-//! runs a query that never ends (a hostile guest).
+//! runs a query that never ends and `POST /sql` runs its body as a statement,
+//! answering `N rows` or the error (a hostile guest).
 
+use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_service;
 use spin_sdk::sqlite::{Connection, Value};
@@ -30,6 +32,16 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
         conn.execute(endless, []).await?;
         return Ok(text(200, "it ended".into()));
+    }
+    if req.uri().path() == "/sql" {
+        let statement = String::from_utf8(req.into_body().bytes().await?.to_vec())?;
+        return Ok(match conn.execute(statement, []).await {
+            Ok(rows) => match rows.collect().await {
+                Ok(rows) => text(200, format!("{} rows", rows.len())),
+                Err(e) => text(400, format!("error: {e}")),
+            },
+            Err(e) => text(400, format!("error: {e}")),
+        });
     }
     if req.uri().path() == "/bad" {
         return Ok(match conn.execute("SELECT * FROM nowhere", []).await {

@@ -458,6 +458,30 @@ pub fn spin_redis() {
     );
     assert_eq!(serve.post("/srem/tags?green", "").expect(200), "removed 1");
     assert_eq!(serve.get("/smembers/tags").expect(200), "blue,red");
+    // The connection is the component's, shared: no command may change
+    // its state or block it.
+    for (command, args) in [
+        ("MULTI", ""),
+        ("client", "REPLY OFF"),
+        ("SELECT", "1"),
+        ("BLPOP", "queue 0"),
+        ("XREAD", "BLOCK 0 STREAMS s $"),
+    ] {
+        let refused = serve
+            .post(&format!("/execute/{command}"), args)
+            .expect(400)
+            .to_owned();
+        assert!(
+            refused.contains(&format!(
+                "`{command}` is not allowed: the connection is shared with the component's other requests"
+            )),
+            "{command}: {refused}"
+        );
+    }
+    assert_eq!(
+        serve.post("/execute/SCARD", "tags").expect(200),
+        "[RedisResult::Int64(2)]"
+    );
     assert_eq!(
         serve.request("DELETE", "/colour", &[], "").expect(200),
         "deleted 1"

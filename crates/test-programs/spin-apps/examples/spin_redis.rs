@@ -2,7 +2,9 @@
 //! `redis_address` variable: `PUT /KEY` sets the body, `GET /KEY` gets,
 //! `POST /incr/KEY` increments, `DELETE /KEY` deletes, `POST /publish/CH`
 //! publishes the body, `POST /sadd/KEY?a,b`, `GET /smembers/KEY`,
-//! `POST /srem/KEY?a`, `POST /append/KEY` runs `APPEND` through `execute`.
+//! `POST /srem/KEY?a`, `POST /append/KEY` runs `APPEND` through `execute`,
+//! and `POST /execute/COMMAND` runs any command through it, its arguments
+//! the body's words (a hostile guest), answering the results or the error.
 
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
@@ -55,6 +57,16 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             match conn.execute("APPEND", args).await?.as_slice() {
                 [RedisResult::Int64(length)] => text(200, format!("length {length}")),
                 other => text(500, format!("unexpected {other:?}")),
+            }
+        }
+        (Method::POST, "execute") => {
+            let args: Vec<RedisParameter> = String::from_utf8_lossy(&body)
+                .split_whitespace()
+                .map(|word| RedisParameter::Binary(word.as_bytes().to_vec()))
+                .collect();
+            match conn.execute(&key, args).await {
+                Ok(results) => text(200, format!("{results:?}")),
+                Err(e) => text(400, format!("error: {e:?}")),
             }
         }
         _ => text(405, "method not allowed".into()),

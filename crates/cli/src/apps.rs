@@ -116,6 +116,10 @@ fn show(admin: &Admin, name: &str) -> Result<()> {
         ("requests", field(&app, "requests")),
         ("last request", field(&app, "last_request")),
     ];
+    if app.get("error").is_some() {
+        // Held: not served, and why.
+        lines.push(("held", field(&app, "error")));
+    }
     for (label, values) in [("hosts", host_lines(&app)), ("routes", route_lines(&app))] {
         if values.is_empty() {
             lines.push((label, "-".to_owned()));

@@ -246,16 +246,26 @@ fn summary(app: &Summary) -> Value {
         let seconds = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         rfc3339(seconds)
     });
+    let state = match (&app.held, app.loaded) {
+        (Some(_), _) => "held",
+        (None, true) => "loaded",
+        (None, false) => "idle",
+    };
     let mut value = json!({
         "name": app.name,
         "version": app.version,
         "versions": app.versions,
         "hosts": app.hosts,
-        "state": if app.loaded { "loaded" } else { "idle" },
+        "state": state,
         "requests": app.requests,
         "last_request": last,
         "in_flight": app.in_flight,
     });
+    if let Some(why) = &app.held {
+        // Its version is unknown, and it is not served: say why.
+        value["version"] = Value::Null;
+        value["error"] = Value::from(why.as_str());
+    }
     if let Some(routes) = &app.routes {
         value["routes"] = routes.iter().map(route).collect();
     }

@@ -190,6 +190,9 @@ pub struct Summary {
     pub in_flight: u64,
     /// Its routes, when loaded: pattern, component, how it runs.
     pub routes: Option<Vec<(String, String, String)>>,
+    /// Why it is held, not served and not changeable: its record could
+    /// not be read when the host started (its version is then unknown).
+    pub held: Option<String>,
 }
 
 impl Host {
@@ -549,15 +552,42 @@ impl Host {
         .await
     }
 
-    /// What is known of every app, by name.
+    /// What is known of every app, held ones too, by name.
     pub fn list(&self) -> Vec<Summary> {
         let entries: Vec<_> = read(&self.inner.apps).values().cloned().collect();
-        entries.iter().map(|e| self.summary(e)).collect()
+        let mut apps: Vec<Summary> = entries.iter().map(|e| self.summary(e)).collect();
+        apps.extend(
+            self.inner
+                .unreadable
+                .iter()
+                .map(|(name, why)| self.held(name, why)),
+        );
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        apps
     }
 
     /// What is known of `name`.
     pub fn show(&self, name: &str) -> Option<Summary> {
-        self.entry(name).map(|e| self.summary(&e))
+        match self.entry(name) {
+            Some(entry) => Some(self.summary(&entry)),
+            None => (self.inner.unreadable.get_key_value(name)).map(|(n, why)| self.held(n, why)),
+        }
+    }
+
+    /// An app held as found at start: its name and why, nothing more.
+    fn held(&self, name: &str, why: &str) -> Summary {
+        Summary {
+            name: name.to_owned(),
+            version: 0,
+            versions: Vec::new(),
+            hosts: self.names_of(name, &[]),
+            loaded: false,
+            requests: 0,
+            last_request: None,
+            in_flight: 0,
+            routes: None,
+            held: Some(why.to_owned()),
+        }
     }
 
     fn summary(&self, entry: &Entry) -> Summary {
@@ -573,6 +603,7 @@ impl Host {
             last_request: entry.stats.last_request(),
             in_flight: entry.stats.in_flight(),
             routes: current.as_deref().map(routes),
+            held: None,
         }
     }
 }

@@ -31,6 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tern_kv::Store;
@@ -86,15 +87,73 @@ pub struct Services {
     /// The component's Redis connections, shared by its instances.
     pub(crate) redis: crate::spin::RedisConnections,
     /// Redis connections this instance holds open.
-    pub(crate) open_redis: u32,
+    pub(crate) open_redis: OpenCount,
     /// MQTT connections this instance holds open.
-    pub(crate) open_mqtt: u32,
+    pub(crate) open_mqtt: OpenCount,
     /// The component's idle PostgreSQL connections, shared by its instances.
     pub(crate) postgres: crate::spin::PostgresConnections,
     /// PostgreSQL connections this instance holds open.
-    pub(crate) open_postgres: u32,
+    pub(crate) open_postgres: OpenCount,
     /// The app's AI models and those granted (`wasi:nn`).
     pub(crate) nn: crate::nn::Nn,
+}
+
+/// How many connections of one kind an instance holds open, counted before
+/// each is made (so that opens running at once cannot all pass the bound)
+/// and given back by an open that fails or that the guest cancels midway:
+/// the count is shared with the opens in flight.
+///
+/// A clone starts at zero: each instance gets its own count.
+#[derive(Default)]
+pub(crate) struct OpenCount(Arc<AtomicU32>);
+
+impl Clone for OpenCount {
+    fn clone(&self) -> Self {
+        OpenCount::default()
+    }
+}
+
+impl OpenCount {
+    /// Counts one more connection, unless `max` are open or opening.
+    pub(crate) fn reserve(&self, max: u32) -> Option<Reserved> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Reserved(Some(self.0.clone())))
+    }
+
+    /// Gives back the count of a connection that was kept and is now
+    /// closed.
+    pub(crate) fn release(&self) {
+        release(&self.0);
+    }
+}
+
+fn release(count: &AtomicU32) {
+    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+}
+
+/// One connection counted by [`OpenCount::reserve`]: given back when
+/// dropped, unless [`Reserved::keep`] says the connection is open.
+#[must_use]
+pub(crate) struct Reserved(Option<Arc<AtomicU32>>);
+
+impl Reserved {
+    /// The connection is open: it is counted until it is closed
+    /// ([`OpenCount::release`]).
+    pub(crate) fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(count) = self.0.take() {
+            release(&count);
+        }
+    }
 }
 
 /// Where a component's outbound connections other than HTTP may go, and
@@ -428,5 +487,31 @@ impl config::Host for ServicesView<'_> {
     async fn get_all(&mut self) -> Result<Result<Vec<(String, String)>, config::Error>> {
         let all = self.services.variables.iter();
         Ok(Ok(all.map(|(k, v)| (k.clone(), v.clone())).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenCount;
+
+    #[test]
+    fn an_open_count_is_given_back_unless_kept() {
+        let count = OpenCount::default();
+        let first = count.reserve(2).unwrap();
+        let second = count.reserve(2).unwrap();
+        assert!(count.reserve(2).is_none(), "two of two are counted");
+        // An open that failed or was cancelled gives its count back.
+        drop(second);
+        let third = count.reserve(2).unwrap();
+        // Kept ones stay counted until released.
+        first.keep();
+        third.keep();
+        assert!(count.reserve(2).is_none());
+        count.release();
+        count.reserve(2).unwrap().keep();
+        // Each instance's clone counts on its own.
+        let other = count.clone();
+        assert!(other.reserve(2).is_some());
+        assert!(count.reserve(2).is_none());
     }
 }

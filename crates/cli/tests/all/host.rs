@@ -851,6 +851,48 @@ fn deployed_apps_survive_a_restart() {
         .wait_for_log("app `blog` is not served: its record apps/blog/app.json cannot be read (");
     assert_eq!(host.get("blog.localhost", "/echo").status, 404);
     assert_eq!(host.get("shop.localhost", "/hello").expect(200), HELLO);
+    // Listed and shown as held, with the reason.
+    let (status, list) = host.admin("GET", "/v1/apps", b"");
+    assert_eq!(status, 200, "{list}");
+    let states: Vec<(&Value, &Value)> = list["apps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|app| (&app["name"], &app["state"]))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (&json!("blog"), &json!("held")),
+            (&json!("shop"), &json!("loaded"))
+        ],
+        "{list}"
+    );
+    let blog_summary = host.summary("blog");
+    assert_eq!(blog_summary["version"], Value::Null, "{blog_summary}");
+    let why = blog_summary["error"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("its record apps/blog/app.json cannot be read (")
+            && !why.contains(top.path().to_str().unwrap()),
+        "{blog_summary}"
+    );
+    let token = top.path().join("token");
+    let to = format!("http://{}", host.admin);
+    let out = tern.run(&[
+        "apps",
+        "list",
+        "--to",
+        &to,
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    out.code(0);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("blog "))
+        .unwrap_or_default();
+    assert!(row.contains(" held "), "{out:#?}");
     // It is held as found: no change may reuse its name, and another
     // app may not claim its host name.
     let (status, answer) = host.deploy("blog", &blog);

@@ -306,6 +306,25 @@ pub fn spin_kv() {
     drop(serve);
     let serve = Serve::spawn(tern.command(), app, &[]);
     assert_eq!(serve.get("/fruit").expect(200), "apple");
+
+    // A store past what one listing holds (16MiB of keys, each charged its
+    // bookkeeping too): get-keys refuses, naming the way that works, and
+    // the store still serves.
+    drop(serve);
+    {
+        let db = rusqlite::Connection::open(app.join(".tern/kv/default.sqlite")).unwrap();
+        db.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 70000) \
+             INSERT INTO kv (key, value) SELECT printf('%0240d', i), x'' FROM n;",
+        )
+        .unwrap();
+    }
+    let serve = Serve::spawn(tern.command(), app, &[]);
+    // The SDK turns the error into a trap: 500 for the client, the reason
+    // in the log.
+    serve.get("/").expect(500);
+    serve.wait_for_log("the store has more keys than one listing holds (16 MiB of them)");
+    assert_eq!(serve.get("/fruit").expect(200), "apple");
 }
 
 #[test]
@@ -540,6 +559,25 @@ fn redis_outside_the_allowlist_is_refused_before_connecting() {
         .unwrap();
     let clients = String::from_utf8(clients.stdout).unwrap();
     assert_eq!(clients.lines().count(), 1, "{clients}");
+}
+
+#[test]
+fn cancelled_redis_opens_give_their_count_back() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    // A listener that never answers: an open to it stays pending until
+    // the guest gives it up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("redis://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    // Both addresses allowed (the string closes and opens the quotes).
+    let allowed = format!("redis://127.0.0.1:{}\", \"{silent}", redis.port());
+    let serve = Serve::start_in(&tern, redis_app(&redis.url(), &allowed), &[]);
+    // More opens than the 16 an instance may hold, each cancelled by the
+    // guest after its first poll: none stays counted, so one more opens.
+    assert_eq!(
+        serve.post("/cancel-opens/20", &silent).expect(200),
+        "pending 20, then opened"
+    );
 }
 
 /// `redis-cli -p PORT ARGS...`'s output.

@@ -280,7 +280,7 @@ impl api::Host for ServicesView<'_> {}
 impl api::HostConnection for ServicesView<'_> {
     async fn drop(&mut self, connection: Resource<MqttConnection>) -> Result<()> {
         let connection = self.table.delete(connection)?;
-        self.services.open_mqtt -= 1;
+        self.services.open_mqtt.release();
         // Say goodbye without waiting for the broker.
         if let Ok(session) = connection.session.try_lock() {
             let _ = session.stream.try_write(&[0xe0, 0x00]);
@@ -297,17 +297,14 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> Result<Result<Resource<MqttConnection>, api::Error>> {
-        // Counted before the connection is made, so that opens running at
-        // once cannot all pass the bound.
-        let outbound = accessor.with(|mut access| {
-            let services = &mut *access.get().services;
-            if services.open_mqtt >= MAX_OPEN_MQTT {
-                return None;
-            }
-            services.open_mqtt += 1;
-            Some(services.outbound.clone())
+        // Counted before the connection is made; given back unless it is
+        // kept.
+        let admitted = accessor.with(|mut access| {
+            let services = &*access.get().services;
+            let reserved = services.open_mqtt.reserve(MAX_OPEN_MQTT)?;
+            Some((services.outbound.clone(), reserved))
         });
-        let Some(outbound) = outbound else {
+        let Some((outbound, reserved)) = admitted else {
             return Ok(Err(api::Error::TooManyConnections));
         };
         let connected = connect(
@@ -318,26 +315,16 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
             keep_alive_interval_in_secs,
         )
         .await;
-        accessor.with(|mut access| {
-            let view = access.get();
-            let session = match connected {
-                Ok(session) => session,
-                Err(e) => {
-                    view.services.open_mqtt -= 1;
-                    return Ok(Err(e));
-                }
-            };
-            let pushed = view.table.push(MqttConnection {
-                session: Arc::new(Mutex::new(session)),
-            });
-            match pushed {
-                Ok(handle) => Ok(Ok(handle)),
-                Err(e) => {
-                    view.services.open_mqtt -= 1;
-                    Err(e.into())
-                }
-            }
-        })
+        let session = match connected {
+            Ok(session) => session,
+            Err(e) => return Ok(Err(e)),
+        };
+        let connection = MqttConnection {
+            session: Arc::new(Mutex::new(session)),
+        };
+        let handle = accessor.with(|mut access| access.get().table.push(connection))?;
+        reserved.keep();
+        Ok(Ok(handle))
     }
 
     async fn publish(

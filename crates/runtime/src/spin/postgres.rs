@@ -33,7 +33,7 @@ use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
 use super::HasSpin;
 pub(super) use super::bindings::spin::postgres::postgres as api;
-use crate::services::{Outbound, ServicesView};
+use crate::services::{Outbound, Reserved, ServicesView};
 
 /// Connections (and connection builders) one instance may hold open at
 /// once.
@@ -882,15 +882,16 @@ fn numeric_binary(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
 impl api::Host for ServicesView<'_> {}
 
 impl ServicesView<'_> {
-    /// Counts a connection against the instance's limit.
-    fn admit_postgres(&mut self) -> Result<(), api::Error> {
-        if self.services.open_postgres >= MAX_OPEN_POSTGRES {
-            return Err(api::Error::Other(format!(
-                "more than {MAX_OPEN_POSTGRES} connections open at once"
-            )));
-        }
-        self.services.open_postgres += 1;
-        Ok(())
+    /// Counts a connection against the instance's limit; the count is
+    /// given back unless the connection is kept.
+    fn admit_postgres(&self) -> Result<Reserved, api::Error> {
+        (self.services.open_postgres)
+            .reserve(MAX_OPEN_POSTGRES)
+            .ok_or_else(|| {
+                api::Error::Other(format!(
+                    "more than {MAX_OPEN_POSTGRES} connections open at once"
+                ))
+            })
     }
 }
 
@@ -900,29 +901,27 @@ async fn open<T>(
     address: &str,
 ) -> Result<Result<Resource<PostgresConnection>, api::Error>> {
     let admitted = accessor.with(|mut access| {
-        let mut view = access.get();
-        view.admit_postgres().map(|()| {
+        let view = access.get();
+        view.admit_postgres().map(|reserved| {
+            let services = &view.services;
             (
-                view.services.outbound.clone(),
-                view.services.postgres.clone(),
+                services.outbound.clone(),
+                services.postgres.clone(),
+                reserved,
             )
         })
     });
-    let (outbound, pool) = match admitted {
+    let (outbound, pool, reserved) = match admitted {
         Ok(admitted) => admitted,
         Err(e) => return Ok(Err(e)),
     };
-    let connected = connect(&outbound, &pool, address).await;
-    accessor.with(|mut access| {
-        let view = access.get();
-        match connected {
-            Ok(conn) => Ok(Ok(view.table.push(conn)?)),
-            Err(e) => {
-                view.services.open_postgres -= 1;
-                Ok(Err(e))
-            }
-        }
-    })
+    let conn = match connect(&outbound, &pool, address).await {
+        Ok(conn) => conn,
+        Err(e) => return Ok(Err(e)),
+    };
+    let handle = accessor.with(|mut access| access.get().table.push(conn))?;
+    reserved.keep();
+    Ok(Ok(handle))
 }
 
 type Answer<T> = Result<Result<T, api::Error>>;
@@ -948,19 +947,21 @@ impl ServicesView<'_> {
 
     /// Connects this instance to `address`, as `open` and `build` do.
     async fn open_postgres(&mut self, address: &str) -> Answer<Resource<PostgresConnection>> {
-        if let Err(e) = self.admit_postgres() {
-            return Ok(Err(e));
-        }
+        let reserved = match self.admit_postgres() {
+            Ok(reserved) => reserved,
+            Err(e) => return Ok(Err(e)),
+        };
         let (outbound, pool) = (
             self.services.outbound.clone(),
             self.services.postgres.clone(),
         );
         match connect(&outbound, &pool, address).await {
-            Ok(conn) => Ok(Ok(self.table.push(conn)?)),
-            Err(e) => {
-                self.services.open_postgres -= 1;
-                Ok(Err(e))
+            Ok(conn) => {
+                let handle = self.table.push(conn)?;
+                reserved.keep();
+                Ok(Ok(handle))
             }
+            Err(e) => Ok(Err(e)),
         }
     }
 }
@@ -999,7 +1000,7 @@ impl api::HostConnection for ServicesView<'_> {
 
     async fn drop(&mut self, connection: Resource<PostgresConnection>) -> Result<()> {
         self.table.delete(connection)?;
-        self.services.open_postgres -= 1;
+        self.services.open_postgres.release();
         Ok(())
     }
 }
@@ -1060,14 +1061,14 @@ impl api::HostConnectionBuilder for ServicesView<'_> {
                 "a PostgreSQL address longer than {MAX_ADDRESS_LEN} bytes was given to connection-builder"
             );
         }
-        if let Err(refused) = self.admit_postgres() {
-            let why = match refused {
-                api::Error::Other(why) => why,
-                other => format!("{other:?}"),
-            };
-            wasmtime::bail!("connection-builder: {why}");
-        }
-        Ok(self.table.push(PostgresBuilder { address })?)
+        let reserved = match self.admit_postgres() {
+            Ok(reserved) => reserved,
+            Err(api::Error::Other(why)) => wasmtime::bail!("connection-builder: {why}"),
+            Err(other) => wasmtime::bail!("connection-builder: {other:?}"),
+        };
+        let handle = self.table.push(PostgresBuilder { address })?;
+        reserved.keep();
+        Ok(handle)
     }
 
     async fn set_ca_root(
@@ -1090,7 +1091,7 @@ impl api::HostConnectionBuilder for ServicesView<'_> {
 
     async fn drop(&mut self, builder: Resource<PostgresBuilder>) -> Result<()> {
         self.table.delete(builder)?;
-        self.services.open_postgres -= 1;
+        self.services.open_postgres.release();
         Ok(())
     }
 }

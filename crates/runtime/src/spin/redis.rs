@@ -17,7 +17,7 @@ use wasmtime::component::{Accessor, Resource};
 
 use super::HasSpin;
 pub(super) use super::bindings::spin::redis::redis as api;
-use crate::services::{Outbound, ServicesView};
+use crate::services::{Outbound, Reserved, ServicesView};
 
 /// Connections one instance may hold open at once.
 pub const MAX_OPEN_REDIS: u32 = 16;
@@ -131,7 +131,7 @@ impl api::Host for ServicesView<'_> {}
 impl api::HostConnection for ServicesView<'_> {
     async fn drop(&mut self, connection: Resource<RedisConnection>) -> Result<()> {
         self.table.delete(connection)?;
-        self.services.open_redis -= 1;
+        self.services.open_redis.release();
         Ok(())
     }
 }
@@ -139,15 +139,15 @@ impl api::HostConnection for ServicesView<'_> {
 type Answer<T> = Result<Result<T, api::Error>>;
 
 /// What opening a connection needs of the instance: where it may connect,
-/// the component's shared connections, and how many it holds open.
+/// the component's shared connections, and the connection counted against
+/// the instance's bound (given back unless the open succeeds and keeps it).
 pub(super) fn opening(
     services: &crate::Services,
-) -> (std::sync::Arc<Outbound>, RedisConnections, u32) {
-    (
-        services.outbound.clone(),
-        services.redis.clone(),
-        services.open_redis,
-    )
+) -> Result<(std::sync::Arc<Outbound>, RedisConnections, Reserved), api::Error> {
+    let reserved = (services.open_redis)
+        .reserve(MAX_OPEN_REDIS)
+        .ok_or(api::Error::TooManyConnections)?;
+    Ok((services.outbound.clone(), services.redis.clone(), reserved))
 }
 
 /// The commands `execute` refuses: each changes the state of the
@@ -191,18 +191,16 @@ const CONNECTION_STATE: &[&str] = &[
 
 /// Opens a connection to `address` for an instance holding `open`.
 pub(super) async fn open(
-    (outbound, pool, open): (std::sync::Arc<Outbound>, RedisConnections, u32),
+    (outbound, pool, reserved): (std::sync::Arc<Outbound>, RedisConnections, Reserved),
     address: String,
-) -> Result<RedisConnection, api::Error> {
-    if open >= MAX_OPEN_REDIS {
-        return Err(api::Error::TooManyConnections);
-    }
+) -> Result<(RedisConnection, Reserved), api::Error> {
     let conn = connect(&outbound, &pool, &address).await?;
-    Ok(RedisConnection {
+    let conn = RedisConnection {
         address,
         conn,
         pool,
-    })
+    };
+    Ok((conn, reserved))
 }
 
 /// The commands of the interface, on a handle to the shared connection.
@@ -294,37 +292,17 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         accessor: &Accessor<T, Self>,
         address: String,
     ) -> Answer<Resource<RedisConnection>> {
-        // Counted before the connection is made, so that opens running at
-        // once cannot all pass the bound.
-        let opening = accessor.with(|mut access| {
-            let view = access.get();
-            let opening = opening(view.services);
-            if opening.2 < MAX_OPEN_REDIS {
-                view.services.open_redis += 1;
-            }
-            opening
-        });
-        let reserved = opening.2 < MAX_OPEN_REDIS;
-        let opened = open(opening, address).await;
-        accessor.with(|mut access| {
-            let view = access.get();
-            let conn = match opened {
-                Ok(conn) => conn,
-                Err(e) => {
-                    if reserved {
-                        view.services.open_redis -= 1;
-                    }
-                    return Ok(Err(e));
-                }
-            };
-            match view.table.push(conn) {
-                Ok(handle) => Ok(Ok(handle)),
-                Err(e) => {
-                    view.services.open_redis -= 1;
-                    Err(e.into())
-                }
-            }
-        })
+        let opening = match accessor.with(|mut access| opening(access.get().services)) {
+            Ok(opening) => opening,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (conn, reserved) = match open(opening, address).await {
+            Ok(opened) => opened,
+            Err(e) => return Ok(Err(e)),
+        };
+        let handle = accessor.with(|mut access| access.get().table.push(conn))?;
+        reserved.keep();
+        Ok(Ok(handle))
     }
 
     async fn publish(

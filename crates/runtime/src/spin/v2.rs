@@ -210,11 +210,15 @@ impl redis::Host for ServicesView<'_> {}
 
 impl redis::HostConnection for ServicesView<'_> {
     async fn open(&mut self, address: String) -> Answer<Resource<RedisConnection>, redis::Error> {
-        let opening = super::redis::opening(self.services);
+        let opening = match super::redis::opening(self.services) {
+            Ok(opening) => opening,
+            Err(e) => return Ok(Err(redis_error(e))),
+        };
         match super::redis::open(opening, address).await {
-            Ok(conn) => {
-                self.services.open_redis += 1;
-                Ok(Ok(self.table.push(conn)?))
+            Ok((conn, reserved)) => {
+                let handle = self.table.push(conn)?;
+                reserved.keep();
+                Ok(Ok(handle))
             }
             Err(e) => Ok(Err(redis_error(e))),
         }
@@ -334,7 +338,7 @@ impl redis::HostConnection for ServicesView<'_> {
 
     async fn drop(&mut self, connection: Resource<RedisConnection>) -> Result<()> {
         self.table.delete(connection)?;
-        self.services.open_redis -= 1;
+        self.services.open_redis.release();
         Ok(())
     }
 }

@@ -5,11 +5,16 @@
 //! `POST /srem/KEY?a`, `POST /append/KEY` runs `APPEND` through `execute`,
 //! and `POST /execute/COMMAND` runs any command through it, its arguments
 //! the body's words (a hostile guest), answering the results or the error.
+//! `POST /cancel-opens/N` starts N opens of the address in the body, each
+//! given up after its first poll (the guest cancels it), then opens the
+//! variable's address once more: `pending P, then opened` (P of the N had
+//! not finished when given up), or why the last open failed.
 
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 use spin_sdk::{http_service, variables};
+use std::future::Future as _;
 
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
@@ -67,6 +72,21 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             match conn.execute(&key, args).await {
                 Ok(results) => text(200, format!("{results:?}")),
                 Err(e) => text(400, format!("error: {e:?}")),
+            }
+        }
+        (Method::POST, "cancel-opens") => {
+            let given_up = String::from_utf8_lossy(&body).into_owned();
+            let mut pending = 0;
+            for _ in 0..key.parse::<u32>()? {
+                let mut open = std::pin::pin!(Connection::open(&given_up));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if open.as_mut().poll(&mut cx).is_pending() {
+                    pending += 1;
+                }
+            }
+            match Connection::open(&address).await {
+                Ok(_) => text(200, format!("pending {pending}, then opened")),
+                Err(e) => text(502, format!("pending {pending}, then cannot open: {e}")),
             }
         }
         _ => text(405, "method not allowed".into()),

@@ -224,8 +224,18 @@ fn main() {
             "set_input(tensor=END-8)",
             raw::set_input(context_id, 0, (end - 8) as i32),
         );
+        // Readable, but a rank no model takes.
+        let nine = [1u32; 9];
         let bad_tensors = [
             ("dims=FAR", Tensor { dims: FAR, ..good }),
+            (
+                "dims_len=9",
+                Tensor {
+                    dims: addr(&nine),
+                    dims_len: 9,
+                    ..good
+                },
+            ),
             (
                 "dims_len=0x40000000",
                 Tensor {

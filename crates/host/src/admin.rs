@@ -262,8 +262,7 @@ fn summary(app: &Summary) -> Value {
         "in_flight": app.in_flight,
     });
     if let Some(why) = &app.held {
-        // Its version is unknown, and it is not served: say why.
-        value["version"] = Value::Null;
+        // Not served: say why.
         value["error"] = Value::from(why.as_str());
     }
     if let Some(routes) = &app.routes {

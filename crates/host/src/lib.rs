@@ -174,8 +174,9 @@ pub struct Deployed {
 pub struct Summary {
     /// The app's name.
     pub name: String,
-    /// The version served.
-    pub version: u32,
+    /// The version served; `None` for an app held as found, whose record
+    /// could not be read.
+    pub version: Option<u32>,
     /// The versions kept for rollback, oldest first.
     pub versions: Vec<u32>,
     /// Every host name it answers to.
@@ -574,13 +575,18 @@ impl Host {
         }
     }
 
-    /// An app held as found at start: its name and why, nothing more.
+    /// An app held as found at start: its name (if no recorded app claimed
+    /// it first) and why, nothing more.
     fn held(&self, name: &str, why: &str) -> Summary {
+        let names = read(&self.inner.names);
+        let hosts = (self.names_of(name, &[]).into_iter())
+            .filter(|host| names.find(host) == Some(name))
+            .collect();
         Summary {
             name: name.to_owned(),
-            version: 0,
+            version: None,
             versions: Vec::new(),
-            hosts: self.names_of(name, &[]),
+            hosts,
             loaded: false,
             requests: 0,
             last_request: None,
@@ -595,7 +601,7 @@ impl Host {
         let current = entry.current.load_full();
         Summary {
             name: entry.name.clone(),
-            version: record.version,
+            version: Some(record.version),
             hosts: self.names_of(&entry.name, &record.hosts),
             versions: record.versions,
             loaded: current.is_some(),

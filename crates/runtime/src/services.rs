@@ -132,7 +132,8 @@ impl OpenCount {
 }
 
 fn release(count: &AtomicU32) {
-    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    let released = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    debug_assert!(released.is_ok(), "a connection's count given back twice");
 }
 
 /// One connection counted by [`OpenCount::reserve`]: given back when

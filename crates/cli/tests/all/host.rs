@@ -870,6 +870,11 @@ fn deployed_apps_survive_a_restart() {
     );
     let blog_summary = host.summary("blog");
     assert_eq!(blog_summary["version"], Value::Null, "{blog_summary}");
+    assert_eq!(
+        blog_summary["hosts"],
+        json!(["blog.localhost"]),
+        "{blog_summary}"
+    );
     let why = blog_summary["error"].as_str().unwrap_or_default();
     assert!(
         why.starts_with("its record apps/blog/app.json cannot be read (")

@@ -562,7 +562,7 @@ fn redis_outside_the_allowlist_is_refused_before_connecting() {
 }
 
 #[test]
-fn cancelled_redis_opens_give_their_count_back() {
+fn redis_opens_are_bounded_and_cancelled_ones_give_their_count_back() {
     let tern = Tern::new();
     let redis = test_programs::redis::RedisServer::start();
     // A listener that never answers: an open to it stays pending until
@@ -578,6 +578,14 @@ fn cancelled_redis_opens_give_their_count_back() {
         serve.post("/cancel-opens/20", &silent).expect(200),
         "pending 20, then opened"
     );
+    // The bound itself: the handler holds one, so 15 more open and the
+    // next is refused; the next request's instance starts again at none.
+    let refused = serve.post("/hold-opens/20", "").expect(502).to_owned();
+    assert!(
+        refused.starts_with("opened 15, then cannot open: "),
+        "{refused}"
+    );
+    assert_eq!(serve.post("/hold-opens/15", "").expect(200), "opened 15");
 }
 
 /// `redis-cli -p PORT ARGS...`'s output.

@@ -9,6 +9,9 @@
 //! given up after its first poll (the guest cancels it), then opens the
 //! variable's address once more: `pending P, then opened` (P of the N had
 //! not finished when given up), or why the last open failed.
+//! `POST /hold-opens/N` opens the variable's address N more times,
+//! keeping each: `opened K` if all opened, else `opened K, then cannot
+//! open: ERROR`.
 
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
@@ -88,6 +91,19 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 Ok(_) => text(200, format!("pending {pending}, then opened")),
                 Err(e) => text(502, format!("pending {pending}, then cannot open: {e}")),
             }
+        }
+        (Method::POST, "hold-opens") => {
+            let mut held = Vec::new();
+            for _ in 0..key.parse::<u32>()? {
+                match Connection::open(&address).await {
+                    Ok(conn) => held.push(conn),
+                    Err(e) => {
+                        let why = format!("opened {}, then cannot open: {e}", held.len());
+                        return Ok(text(502, why));
+                    }
+                }
+            }
+            text(200, format!("opened {}", held.len()))
         }
         _ => text(405, "method not allowed".into()),
     })

@@ -9,14 +9,19 @@
 //! returns an error is logged with the message's request id, and the next
 //! message is handled. A lost connection is logged and made again, after a
 //! pause that doubles up to 30 s; Redis does not keep messages published
-//! meanwhile (that is pub/sub). The subscriptions follow the app as it was
-//! first loaded; a reload that changes them needs a restart.
+//! meanwhile (that is pub/sub). A message over [`MAX_REDIS_REPLY`] ends
+//! the connection before it is read whole, and is logged and dropped. The
+//! subscriptions follow the app as it was first loaded; a reload that
+//! changes them needs a restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use redis::{ConnectionAddr, IntoConnectionInfo as _};
+use tern_runtime::spin::{BoundedReplies, MAX_REDIS_REPLY};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Val};
 use wasmtime::{Engine, Result, Store};
 
@@ -154,15 +159,30 @@ async fn subscribe(
     let mut backoff = Duration::from_secs(1);
     loop {
         let connected = async {
-            let client = redis::Client::open(address.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
+            let info = address.as_str().into_connection_info()?;
+            let mut pubsub = match info.addr() {
+                ConnectionAddr::Tcp(host, port) => {
+                    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    bounded_pubsub(info.redis_settings(), stream).await?
+                }
+                ConnectionAddr::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    bounded_pubsub(info.redis_settings(), stream).await?
+                }
+                _ => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "only redis:// and redis+unix:// addresses are supported",
+                    )));
+                }
+            };
             for channel in &channels {
-                pubsub.subscribe(channel).await?;
+                pubsub.0.subscribe(channel).await?;
             }
             redis::RedisResult::Ok(pubsub)
         };
         match connected.await {
-            Ok(pubsub) => {
+            Ok((pubsub, over)) => {
                 backoff = Duration::from_secs(1);
                 sink.event(&format!(
                     "subscribed to {} on redis {shown}",
@@ -178,8 +198,16 @@ async fn subscribe(
                     let payload = message.get_payload_bytes().to_vec();
                     deliver(&slot, &sink, &ids, &address, &channel, payload).await;
                 }
+                let why = if over.load(Ordering::Relaxed) {
+                    format!(
+                        "a message over {}MiB on redis {shown} was dropped, with the connection",
+                        MAX_REDIS_REPLY >> 20
+                    )
+                } else {
+                    format!("lost the connection to redis {shown}")
+                };
                 sink.server_error(&format!(
-                    "lost the connection to redis {shown}; connecting again in {}s",
+                    "{why}; connecting again in {}s",
                     backoff.as_secs()
                 ));
             }
@@ -191,6 +219,20 @@ async fn subscribe(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// A subscriber on `stream`, its messages bounded, and the flag that says
+/// one was past the bound.
+async fn bounded_pubsub<S>(
+    settings: &redis::RedisConnectionInfo,
+    stream: S,
+) -> redis::RedisResult<(redis::aio::PubSub, Arc<AtomicBool>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let stream = BoundedReplies::new(stream, MAX_REDIS_REPLY);
+    let over = stream.over_bound();
+    Ok((redis::aio::PubSub::new(settings, stream).await?, over))
 }
 
 /// Hands one message to each trigger of `channel` at `address`, logging

@@ -103,9 +103,11 @@ pub struct Services {
 /// and given back by an open that fails or that the guest cancels midway:
 /// the count is shared with the opens in flight.
 ///
-/// A clone starts at zero: each instance gets its own count.
+/// A clone starts at zero: each instance gets its own count. The counter
+/// is made at the instance's first open, so the many instances that open
+/// nothing (one per request) allocate nothing for it.
 #[derive(Default)]
-pub(crate) struct OpenCount(Arc<AtomicU32>);
+pub(crate) struct OpenCount(Option<Arc<AtomicU32>>);
 
 impl Clone for OpenCount {
     fn clone(&self) -> Self {
@@ -115,19 +117,22 @@ impl Clone for OpenCount {
 
 impl OpenCount {
     /// Counts one more connection, unless `max` are open or opening.
-    pub(crate) fn reserve(&self, max: u32) -> Option<Reserved> {
-        self.0
+    pub(crate) fn reserve(&mut self, max: u32) -> Option<Reserved> {
+        let count = self.0.get_or_insert_default();
+        count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Reserved(Some(self.0.clone())))
+            .map(|_| Reserved(Some(count.clone())))
     }
 
     /// Gives back the count of a connection that was kept and is now
     /// closed.
     pub(crate) fn release(&self) {
-        release(&self.0);
+        if let Some(count) = &self.0 {
+            release(count);
+        }
     }
 }
 
@@ -497,7 +502,7 @@ mod tests {
 
     #[test]
     fn an_open_count_is_given_back_unless_kept() {
-        let count = OpenCount::default();
+        let mut count = OpenCount::default();
         let first = count.reserve(2).unwrap();
         let second = count.reserve(2).unwrap();
         assert!(count.reserve(2).is_none(), "two of two are counted");
@@ -511,7 +516,7 @@ mod tests {
         count.release();
         count.reserve(2).unwrap().keep();
         // Each instance's clone counts on its own.
-        let other = count.clone();
+        let mut other = count.clone();
         assert!(other.reserve(2).is_some());
         assert!(count.reserve(2).is_none());
     }

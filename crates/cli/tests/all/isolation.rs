@@ -389,3 +389,44 @@ fn connections_are_capped_and_idle_ones_make_room() {
         other => panic!("served while the only place was taken (idle connection: {other:?})"),
     }
 }
+
+#[test]
+fn wagi_bodies_held_at_once_share_512mib() {
+    let tern = Tern::new();
+    // One body may be 1GiB here; the bodies held for WAGI guests at once
+    // may not pass 512MiB between them.
+    let serve = Serve::start(
+        &tern,
+        &one("/echo", P1_WAGI_ECHO, ""),
+        &["--max-body", "1GiB"],
+    );
+    let stream = serve.connect();
+    let mut sending = stream.try_clone().unwrap();
+    let chunks = 600;
+    let writer = std::thread::spawn(move || {
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            chunks << 20
+        );
+        sending.write_all(head.as_bytes())?;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..chunks {
+            sending.write_all(&chunk)?;
+        }
+        std::io::Result::Ok(())
+    });
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader);
+    assert_eq!(response.status, 503, "{response:?}");
+    let line = serve.wait_for_log("POST /echo 503");
+    assert!(
+        line.contains("request bodies buffered for WAGI guests take 512 MiB already"),
+        "{line}"
+    );
+    // Tern stops reading the refused body soon: the client's writes end,
+    // all sent or cut off.
+    let _ = writer.join().unwrap();
+    // What the refused body held is given back: the next is buffered.
+    let body = serve.post("/echo", "after").expect(200).to_string();
+    assert!(body.ends_with("body: after"), "{body}");
+}

@@ -501,6 +501,26 @@ pub fn spin_redis() {
         serve.post("/execute/SCARD", "tags").expect(200),
         "[RedisResult::Int64(2)]"
     );
+    // A reply larger than the host holds for a guest (16MiB) is refused
+    // before the host reads it whole; the value can still be read in
+    // parts, and the next request connects again.
+    assert_eq!(
+        serve
+            .post("/execute/SETRANGE", "big 17000000 x")
+            .expect(200),
+        "[RedisResult::Int64(17000001)]"
+    );
+    let refused = serve.post("/execute/GET", "big").expect(400).to_owned();
+    assert!(
+        refused.contains("a Redis reply over 16MiB was refused; read large values in parts"),
+        "{refused}"
+    );
+    assert_eq!(
+        serve
+            .post("/execute/GETRANGE", "big 16999999 -1")
+            .expect(200),
+        "[RedisResult::Binary([0, 120])]"
+    );
     assert_eq!(
         serve.request("DELETE", "/colour", &[], "").expect(200),
         "deleted 1"
@@ -675,9 +695,32 @@ fn a_redis_trigger_may_give_its_component_inline() {
     serve.wait_for_log(&format!("redis `messages` on 127.0.0.1:{port}/0  -> inbox"));
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
     serve.wait_for_log("redis message on `messages` (5 bytes) -> inbox: handled in");
+
+    // A message past the 16MiB bound ends the connection before Tern reads
+    // it whole; it is logged and dropped, and the subscription is made
+    // again for the next.
+    let mut publish = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "-x", "PUBLISH", "messages"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = publish.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &vec![b'm'; 17 << 20]).unwrap();
+    drop(stdin);
+    let published = publish.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&published.stdout), "1\n");
+    let dropped = serve.wait_for_log(&format!("a message over 16MiB on redis 127.0.0.1:{port}"));
+    assert!(
+        dropped.contains("was dropped, with the connection; connecting again in 1s"),
+        "{dropped}"
+    );
+    serve.wait_for_nth_log("subscribed to `messages` on redis", 2);
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "again"]), "1\n");
+    serve.wait_for_nth_log("-> inbox: handled in", 2);
     assert_eq!(
         redis_cli(port, &["LRANGE", "received", "0", "-1"]),
-        "hello\n"
+        "hello\nagain\n"
     );
 }
 

@@ -300,7 +300,7 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         // Counted before the connection is made; given back unless it is
         // kept.
         let admitted = accessor.with(|mut access| {
-            let services = &*access.get().services;
+            let services = &mut *access.get().services;
             let reserved = services.open_mqtt.reserve(MAX_OPEN_MQTT)?;
             Some((services.outbound.clone(), reserved))
         });

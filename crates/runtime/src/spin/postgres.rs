@@ -884,7 +884,7 @@ impl api::Host for ServicesView<'_> {}
 impl ServicesView<'_> {
     /// Counts a connection against the instance's limit; the count is
     /// given back unless the connection is kept.
-    fn admit_postgres(&self) -> Result<Reserved, api::Error> {
+    fn admit_postgres(&mut self) -> Result<Reserved, api::Error> {
         (self.services.open_postgres)
             .reserve(MAX_OPEN_POSTGRES)
             .ok_or_else(|| {
@@ -901,7 +901,7 @@ async fn open<T>(
     address: &str,
 ) -> Result<Result<Resource<PostgresConnection>, api::Error>> {
     let admitted = accessor.with(|mut access| {
-        let view = access.get();
+        let mut view = access.get();
         view.admit_postgres().map(|reserved| {
             let services = &view.services;
             (

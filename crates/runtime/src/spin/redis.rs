@@ -5,18 +5,22 @@
 //! connects to an address it checked. A connection is made once per address and shared by
 //! the component's instances (Redis connections are multiplexed), and made
 //! again after it fails. Each command waits at most the component's
-//! `outbound_timeout`; connecting, its `outbound_connect_timeout`.
+//! `outbound_timeout`; connecting, its `outbound_connect_timeout`. Each
+//! reply is bounded ([`super::resp`]) before the client reads it whole.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, Value};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
 use wasmtime::Result;
 use wasmtime::component::{Accessor, Resource};
 
 use super::HasSpin;
 pub(super) use super::bindings::spin::redis::redis as api;
+use super::resp::{BoundedReplies, MAX_REDIS_REPLY};
 use crate::services::{Outbound, Reserved, ServicesView};
 
 /// Connections one instance may hold open at once.
@@ -24,10 +28,27 @@ pub const MAX_OPEN_REDIS: u32 = 16;
 
 /// The component's Redis connections by address, shared by its instances.
 #[derive(Clone, Default)]
-pub struct RedisConnections(Arc<Mutex<HashMap<String, MultiplexedConnection>>>);
+pub struct RedisConnections(Arc<Mutex<HashMap<String, Shared>>>);
+
+/// A connection to one server, shared by handles; the task that drives it
+/// stops when the last handle goes.
+#[derive(Clone)]
+struct Shared {
+    conn: MultiplexedConnection,
+    _driver: Arc<Driver>,
+}
+
+/// Stops a connection's task when dropped.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 impl RedisConnections {
-    fn get(&self, address: &str) -> Option<MultiplexedConnection> {
+    fn get(&self, address: &str) -> Option<Shared> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -35,7 +56,7 @@ impl RedisConnections {
             .cloned()
     }
 
-    fn put(&self, address: &str, conn: MultiplexedConnection) {
+    fn put(&self, address: &str, conn: Shared) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(address.to_owned(), conn);
     }
@@ -53,7 +74,7 @@ impl RedisConnections {
 #[derive(Clone)]
 pub struct RedisConnection {
     address: String,
-    conn: MultiplexedConnection,
+    conn: Shared,
     pool: RedisConnections,
 }
 
@@ -63,7 +84,7 @@ async fn connect(
     outbound: &Outbound,
     pool: &RedisConnections,
     address: &str,
-) -> Result<MultiplexedConnection, api::Error> {
+) -> Result<Shared, api::Error> {
     if let Some(conn) = pool.get(address) {
         return Ok(conn);
     }
@@ -78,29 +99,39 @@ async fn connect(
     let checked = super::checked_addresses(outbound, "redis", &host, port)
         .await
         .map_err(|why| api::Error::Other(format!("outbound connection denied: {why}")))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(outbound.connect_timeout))
-        .set_response_timeout(Some(outbound.response_timeout));
     let mut last = String::from("no address to connect to");
     for addr in checked {
-        let info = info
-            .clone()
-            .set_addr(ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()));
-        let client = Client::open(info).map_err(|_| api::Error::InvalidAddress)?;
-        match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(conn) => {
+        let connecting = connect_to(addr, info.redis_settings(), outbound);
+        match tokio::time::timeout(outbound.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => {
                 pool.put(address, conn.clone());
                 return Ok(conn);
             }
-            Err(e) => last = e.to_string(),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {:?}", outbound.connect_timeout),
         }
     }
     Err(api::Error::Other(format!(
         "cannot connect to Redis: {last}"
     )))
+}
+
+/// Connects to `addr`, a checked address, and sets the connection up
+/// (authentication, database) as `settings` say, its replies bounded.
+async fn connect_to(
+    addr: std::net::SocketAddr,
+    settings: &RedisConnectionInfo,
+    outbound: &Outbound,
+) -> redis::RedisResult<Shared> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(Some(outbound.response_timeout));
+    let stream = BoundedReplies::new(stream, MAX_REDIS_REPLY);
+    let (conn, driver) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
+    Ok(Shared {
+        conn,
+        _driver: Arc::new(Driver(tokio::spawn(driver))),
+    })
 }
 
 /// The connection behind `connection`.
@@ -114,7 +145,7 @@ fn connection<T>(
 impl RedisConnection {
     /// Runs `cmd`, forgetting the shared connection if it failed.
     async fn query<R: redis::FromRedisValue>(mut self, cmd: redis::Cmd) -> Result<R, api::Error> {
-        cmd.query_async(&mut self.conn).await.map_err(|e| {
+        cmd.query_async(&mut self.conn.conn).await.map_err(|e| {
             if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
                 self.pool.forget(&self.address);
             }
@@ -142,7 +173,7 @@ type Answer<T> = Result<Result<T, api::Error>>;
 /// the component's shared connections, and the connection counted against
 /// the instance's bound (given back unless the open succeeds and keeps it).
 pub(super) fn opening(
-    services: &crate::Services,
+    services: &mut crate::Services,
 ) -> Result<(std::sync::Arc<Outbound>, RedisConnections, Reserved), api::Error> {
     let reserved = (services.open_redis)
         .reserve(MAX_OPEN_REDIS)
@@ -189,18 +220,18 @@ const CONNECTION_STATE: &[&str] = &[
     "WATCH",
 ];
 
-/// Opens a connection to `address` for an instance holding `open`.
+/// Opens a connection to `address` through `pool`, where `outbound` allows.
 pub(super) async fn open(
-    (outbound, pool, reserved): (std::sync::Arc<Outbound>, RedisConnections, Reserved),
+    outbound: &Outbound,
+    pool: RedisConnections,
     address: String,
-) -> Result<(RedisConnection, Reserved), api::Error> {
-    let conn = connect(&outbound, &pool, &address).await?;
-    let conn = RedisConnection {
+) -> Result<RedisConnection, api::Error> {
+    let conn = connect(outbound, &pool, &address).await?;
+    Ok(RedisConnection {
         address,
         conn,
         pool,
-    };
-    Ok((conn, reserved))
+    })
 }
 
 /// The commands of the interface, on a handle to the shared connection.
@@ -292,12 +323,13 @@ impl<T> api::HostConnectionWithStore<T> for HasSpin {
         accessor: &Accessor<T, Self>,
         address: String,
     ) -> Answer<Resource<RedisConnection>> {
-        let opening = match accessor.with(|mut access| opening(access.get().services)) {
-            Ok(opening) => opening,
-            Err(e) => return Ok(Err(e)),
-        };
-        let (conn, reserved) = match open(opening, address).await {
-            Ok(opened) => opened,
+        let (outbound, pool, reserved) =
+            match accessor.with(|mut access| opening(access.get().services)) {
+                Ok(opening) => opening,
+                Err(e) => return Ok(Err(e)),
+            };
+        let conn = match open(&outbound, pool, address).await {
+            Ok(conn) => conn,
             Err(e) => return Ok(Err(e)),
         };
         let handle = accessor.with(|mut access| access.get().table.push(conn))?;

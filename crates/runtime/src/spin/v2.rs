@@ -210,12 +210,12 @@ impl redis::Host for ServicesView<'_> {}
 
 impl redis::HostConnection for ServicesView<'_> {
     async fn open(&mut self, address: String) -> Answer<Resource<RedisConnection>, redis::Error> {
-        let opening = match super::redis::opening(self.services) {
+        let (outbound, pool, reserved) = match super::redis::opening(self.services) {
             Ok(opening) => opening,
             Err(e) => return Ok(Err(redis_error(e))),
         };
-        match super::redis::open(opening, address).await {
-            Ok((conn, reserved)) => {
+        match super::redis::open(&outbound, pool, address).await {
+            Ok(conn) => {
                 let handle = self.table.push(conn)?;
                 reserved.keep();
                 Ok(Ok(handle))

@@ -33,6 +33,7 @@
 mod error;
 mod memory;
 mod redis;
+pub mod resp;
 mod sqlite;
 
 use std::time::Duration;
@@ -88,6 +89,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The most bytes one call's reply may take on the wire: a batch's
+    /// keys and values, one value at its limit, and the framing of a
+    /// batch's keys.
+    /// Rounded up to a MiB, to read well in an error.
+    fn largest_reply(&self) -> u64 {
+        (self.max_batch_size as u64)
+            .saturating_add(self.max_value_size as u64)
+            .saturating_add((self.max_batch_keys as u64).saturating_mul(32))
+            .saturating_add((1 << 20) - 1)
+            & !((1 << 20) - 1)
+    }
+
     /// 256 bytes per key.
     pub const DEFAULT_KEY_SIZE: usize = 256;
     /// 1 MiB per value.
@@ -202,7 +215,10 @@ macro_rules! dispatch {
 
 impl Store {
     /// A store named `name` over `backend`.
-    pub fn new(name: impl Into<String>, backend: Backend, limits: Limits) -> Self {
+    pub fn new(name: impl Into<String>, mut backend: Backend, limits: Limits) -> Self {
+        if let Backend::Redis(redis) = &mut backend {
+            redis.bound_replies(limits.largest_reply());
+        }
         Store {
             name: name.into(),
             backend,

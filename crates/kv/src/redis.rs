@@ -5,6 +5,9 @@
 //! One multiplexed connection per store, made on first use and again after
 //! it fails. Connecting and every command are bounded by timeouts, so a
 //! Redis that is down or stalled costs a guest an error, never a hang.
+//! Each reply is bounded ([`crate::resp`]) by what the store's limits let
+//! a call return, at least 16MiB: a value someone else grew past it under
+//! the store's prefix fails the read instead of being held whole.
 //!
 //! Batch limits hold here as on the other backends: `get_many` is a Lua
 //! script that stops inside Redis as soon as the values found pass the
@@ -18,9 +21,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Script, Value};
 
+use crate::resp::{MAX_REDIS_REPLY, Multiplexed};
 use crate::{Budget, Error, PAGE_SIZE, Page};
 
 /// How to reach a Redis store. Its `Debug` leaves out the URL, which may
@@ -69,7 +72,9 @@ pub struct RedisStore {
     prefix: String,
     client: Client,
     config: AsyncConnectionConfig,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    connect_timeout: Duration,
+    max_reply: u64,
+    conn: Mutex<Option<Multiplexed>>,
 }
 
 /// `INCRBY` only on a counter: what `INCRBY` would accept besides (`+5`,
@@ -122,33 +127,51 @@ impl RedisStore {
     /// an unreachable Redis is reported to the guest that uses it.
     pub fn new(config: &RedisConfig) -> Result<Self, Error> {
         let client = Client::open(config.url.as_str()).map_err(|e| unavailable(&e))?;
-        let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
+        let connection =
+            AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout));
         Ok(RedisStore {
             prefix: config.key_prefix.clone(),
             client,
             config: connection,
+            connect_timeout: config.connect_timeout,
+            max_reply: MAX_REDIS_REPLY,
             conn: Mutex::new(None),
         })
     }
 
-    fn cached(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    /// Bounds each reply to `max` bytes (at least [`MAX_REDIS_REPLY`]),
+    /// from the next connection on.
+    pub(crate) fn bound_replies(&mut self, max: u64) {
+        self.max_reply = max.max(MAX_REDIS_REPLY);
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Multiplexed>> {
         // The guarded value is a handle that is either there or not.
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, Error> {
+    async fn connection(&self) -> Result<Multiplexed, Error> {
         if let Some(conn) = self.cached().clone() {
             return Ok(conn);
         }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let info = self.client.get_connection_info();
+        let connecting = crate::resp::connect(
+            info.addr(),
+            info.redis_settings(),
+            self.config.clone(),
+            self.max_reply,
+        );
+        let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(connected) => connected.map_err(|e| unavailable(&e))?,
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    backend: "redis",
+                    message: format!("no answer within {:?}", self.connect_timeout),
+                });
+            }
+        };
         *self.cached() = Some(conn.clone());
         Ok(conn)
     }
@@ -156,8 +179,10 @@ impl RedisStore {
     /// Runs `cmd`; a connection that failed is dropped so the next command
     /// reconnects.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        let mut conn = self.connection().await?;
-        cmd.query_async(&mut conn).await.map_err(|e| self.failed(e))
+        let mut shared = self.connection().await?;
+        cmd.query_async(&mut shared.conn)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     fn failed(&self, err: redis::RedisError) -> Error {
@@ -233,11 +258,11 @@ impl RedisStore {
         let script = Script::new(INCREMENT);
         let mut invocation = script.key(self.key(key));
         invocation.arg(delta);
-        let mut conn = self.connection().await?;
+        let mut shared = self.connection().await?;
         // The script answers the counter as its text: an integer reply
         // passes through Lua's doubles, which round beyond 2^53.
         let counter: String = invocation
-            .invoke_async(&mut conn)
+            .invoke_async(&mut shared.conn)
             .await
             .map_err(|e| self.failed(e))?;
         counter.parse().map_err(|_| Error::NotACounter)
@@ -256,9 +281,9 @@ impl RedisStore {
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
             .arg(new);
-        let mut conn = self.connection().await?;
+        let mut shared = self.connection().await?;
         let swapped: i64 = invocation
-            .invoke_async(&mut conn)
+            .invoke_async(&mut shared.conn)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(swapped == 1)
@@ -278,9 +303,9 @@ impl RedisStore {
             .key(self.keys(keys))
             .arg(budget.left())
             .arg(self.prefix.len());
-        let mut conn = self.connection().await?;
+        let mut shared = self.connection().await?;
         let reply: Value = invocation
-            .invoke_async(&mut conn)
+            .invoke_async(&mut shared.conn)
             .await
             .map_err(|e| self.failed(e))?;
         if let Value::Int(_) = reply {

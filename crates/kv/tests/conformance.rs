@@ -806,3 +806,31 @@ fn sqlite_counts_a_file_made_before_quotas_in_bytes() {
             .expect("deleting counts bytes too");
     });
 }
+
+#[test]
+fn a_redis_value_grown_past_what_a_call_returns_is_refused_not_read() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.key_prefix = "app:".into();
+    let redis = RedisStore::new(&config).unwrap();
+    let s = Store::new("app", Backend::Redis(Box::new(redis)), Limits::default());
+    // Another client grows a value under the store's prefix past what one
+    // call may return: with the default limits, a 16MiB batch and a 1MiB
+    // value, rounded up to 18MiB.
+    let grown = std::process::Command::new("redis-cli")
+        .args(["-p", &server.port().to_string()])
+        .args(["SETRANGE", "app:big", "19000000", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&grown.stdout), "19000001\n");
+    block_on(async {
+        s.set("small", b"ok", None).await.unwrap();
+        let err = s.get("big").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis store is unavailable: a Redis reply over 18MiB was refused"
+        );
+        // The connection is made again for the next call.
+        assert_eq!(s.get("small").await, Ok(Some(b"ok".to_vec())));
+    });
+}

@@ -23,13 +23,12 @@ mod mqtt;
 mod postgres;
 mod postgres_legacy;
 pub(crate) mod redis;
-mod resp;
 mod v2;
 
 pub use keyvalue_draft2::MAX_OPEN_CAS;
 pub use postgres::PostgresConnections;
 pub use redis::RedisConnections;
-pub use resp::{BoundedReplies, MAX_REDIS_REPLY};
+pub use tern_kv::resp::{BoundedReplies, MAX_REDIS_REPLY};
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -6,22 +6,19 @@
 //! the component's instances (Redis connections are multiplexed), and made
 //! again after it fails. Each command waits at most the component's
 //! `outbound_timeout`; connecting, its `outbound_connect_timeout`. Each
-//! reply is bounded ([`super::resp`]) before the client reads it whole.
+//! reply is bounded ([`tern_kv::resp`]) before the client reads it whole.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
-};
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, Value};
 use wasmtime::Result;
 use wasmtime::component::{Accessor, Resource};
 
 use super::HasSpin;
 pub(super) use super::bindings::spin::redis::redis as api;
-use super::resp::{BoundedReplies, MAX_REDIS_REPLY};
 use crate::services::{Outbound, Reserved, ServicesView};
+use tern_kv::resp::{MAX_REDIS_REPLY, Multiplexed as Shared};
 
 /// Connections one instance may hold open at once.
 pub const MAX_OPEN_REDIS: u32 = 16;
@@ -29,23 +26,6 @@ pub const MAX_OPEN_REDIS: u32 = 16;
 /// The component's Redis connections by address, shared by its instances.
 #[derive(Clone, Default)]
 pub struct RedisConnections(Arc<Mutex<HashMap<String, Shared>>>);
-
-/// A connection to one server, shared by handles; the task that drives it
-/// stops when the last handle goes.
-#[derive(Clone)]
-struct Shared {
-    conn: MultiplexedConnection,
-    _driver: Arc<Driver>,
-}
-
-/// Stops a connection's task when dropped.
-struct Driver(tokio::task::JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 impl RedisConnections {
     fn get(&self, address: &str) -> Option<Shared> {
@@ -101,7 +81,13 @@ async fn connect(
         .map_err(|why| api::Error::Other(format!("outbound connection denied: {why}")))?;
     let mut last = String::from("no address to connect to");
     for addr in checked {
-        let connecting = connect_to(addr, info.redis_settings(), outbound);
+        let to = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port());
+        let connecting = tern_kv::resp::connect(
+            &to,
+            info.redis_settings(),
+            AsyncConnectionConfig::new().set_response_timeout(Some(outbound.response_timeout)),
+            MAX_REDIS_REPLY,
+        );
         match tokio::time::timeout(outbound.connect_timeout, connecting).await {
             Ok(Ok(conn)) => {
                 pool.put(address, conn.clone());
@@ -114,24 +100,6 @@ async fn connect(
     Err(api::Error::Other(format!(
         "cannot connect to Redis: {last}"
     )))
-}
-
-/// Connects to `addr`, a checked address, and sets the connection up
-/// (authentication, database) as `settings` say, its replies bounded.
-async fn connect_to(
-    addr: std::net::SocketAddr,
-    settings: &RedisConnectionInfo,
-    outbound: &Outbound,
-) -> redis::RedisResult<Shared> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let config = AsyncConnectionConfig::new().set_response_timeout(Some(outbound.response_timeout));
-    let stream = BoundedReplies::new(stream, MAX_REDIS_REPLY);
-    let (conn, driver) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
-    Ok(Shared {
-        conn,
-        _driver: Arc::new(Driver(tokio::spawn(driver))),
-    })
 }
 
 /// The connection behind `connection`.

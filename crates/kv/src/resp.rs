@@ -1,4 +1,7 @@
-//! A bound on each reply a Redis server sends, enforced on the socket.
+//! A bound on each reply a Redis server sends, enforced on the socket, for
+//! every Redis connection Tern makes: key-value stores on Redis here, and
+//! the Spin SDK's Redis interfaces and trigger in `tern-runtime` and
+//! `tern-http`.
 //!
 //! The `redis` crate reads a whole reply into host memory before anyone
 //! sees it, however large: a guest that grows a key to 512MiB (one
@@ -17,11 +20,72 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, RedisConnectionInfo, RedisResult};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The largest reply (or pub-sub message) a Redis connection accepts, in
 /// bytes, framing included: the bound on SQL values and key listings too.
 pub const MAX_REDIS_REPLY: u64 = 16 << 20;
+
+/// A multiplexed connection whose replies are bounded, shared by its
+/// clones; the task that drives it stops when the last clone goes.
+#[derive(Clone)]
+pub struct Multiplexed {
+    /// The connection, for commands.
+    pub conn: MultiplexedConnection,
+    _driver: Arc<Driver>,
+}
+
+/// Stops a connection's task when dropped.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Connects to `addr` (TCP or a Unix socket) and sets the connection up as
+/// `settings` say (authentication, database), its replies bounded to `max`
+/// bytes. Takes as long as it takes: callers put a timeout around it.
+pub async fn connect(
+    addr: &ConnectionAddr,
+    settings: &RedisConnectionInfo,
+    config: AsyncConnectionConfig,
+    max: u64,
+) -> RedisResult<Multiplexed> {
+    match addr {
+        ConnectionAddr::Tcp(host, port) => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            stream.set_nodelay(true)?;
+            multiplexed(BoundedReplies::new(stream, max), settings, config).await
+        }
+        ConnectionAddr::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            multiplexed(BoundedReplies::new(stream, max), settings, config).await
+        }
+        _ => Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "only redis:// and redis+unix:// addresses are supported (no TLS)",
+        ))),
+    }
+}
+
+async fn multiplexed<S>(
+    stream: S,
+    settings: &RedisConnectionInfo,
+    config: AsyncConnectionConfig,
+) -> RedisResult<Multiplexed>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (conn, driver) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
+    Ok(Multiplexed {
+        conn,
+        _driver: Arc::new(Driver(tokio::spawn(driver))),
+    })
+}
 
 /// A Redis connection's stream, failing a read that takes a reply past
 /// `max` bytes. Writes pass through.
@@ -100,11 +164,7 @@ enum Refusal {
 impl Refusal {
     fn error(self, max: u64) -> io::Error {
         let message = match self {
-            Refusal::TooLarge => format!(
-                "a Redis reply over {} was refused; read large values in parts \
-                 (GETRANGE, LRANGE, SCAN)",
-                size(max)
-            ),
+            Refusal::TooLarge => format!("a Redis reply over {} was refused", size(max)),
             Refusal::Malformed => "a malformed Redis reply was refused".to_owned(),
         };
         io::Error::new(io::ErrorKind::InvalidData, message)

@@ -5,23 +5,27 @@
 //! deadline, CPU time, instance slots).
 //!
 //! One subscription per Redis address, its messages handled one at a time
-//! in the order they arrive. A handler that traps, runs out of time or
-//! returns an error is logged with the message's request id, and the next
-//! message is handled. A lost connection is logged and made again, after a
-//! pause that doubles up to 30 s; Redis does not keep messages published
-//! meanwhile (that is pub/sub). A message over [`MAX_REDIS_REPLY`] ends
-//! the connection before it is read whole, and is logged and dropped. The
-//! subscriptions follow the app as it was first loaded; a reload that
-//! changes them needs a restart.
+//! in the order they arrive. The next message is read off the socket only
+//! once the last was handled, so a burst waits with the Redis server, not
+//! in Tern's memory; a subscriber that falls too far behind is dropped by
+//! Redis (its `client-output-buffer-limit` for pub/sub, 32MiB by default),
+//! which Tern logs as a lost connection. A handler that traps, runs out of
+//! time or returns an error is logged with the message's request id, and
+//! the next message is handled. A lost connection is logged and made
+//! again, after a pause that doubles up to 30 s; Redis does not keep
+//! messages published meanwhile (that is pub/sub). Connecting and
+//! subscribing must be done in [`SUBSCRIBE_TIMEOUT`]; a server silent for a
+//! minute is asked with `PING`, and given up a minute later. A message
+//! over [`MAX_REDIS_REPLY`] ends the connection before it is read whole,
+//! and is logged and dropped. The subscriptions follow the app as it was
+//! first loaded; a reload that changes them needs a restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-use redis::{ConnectionAddr, IntoConnectionInfo as _};
-use tern_runtime::spin::{BoundedReplies, MAX_REDIS_REPLY};
+use redis::IntoConnectionInfo as _;
+use tern_kv::resp::{MAX_REDIS_REPLY, Subscription};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Val};
 use wasmtime::{Engine, Result, Store};
 
@@ -37,6 +41,9 @@ const INBOUND_REDIS: &str = "spin:redis/inbound-redis@3.0.0";
 
 /// The longest pause before connecting again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long connecting, authenticating and subscribing may take.
+pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A component exporting `spin:redis/inbound-redis`, ready to instantiate
 /// per message.
@@ -158,31 +165,27 @@ async fn subscribe(
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let connected = async {
+        let opening = async {
             let info = address.as_str().into_connection_info()?;
-            let mut pubsub = match info.addr() {
-                ConnectionAddr::Tcp(host, port) => {
-                    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                    bounded_pubsub(info.redis_settings(), stream).await?
-                }
-                ConnectionAddr::Unix(path) => {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    bounded_pubsub(info.redis_settings(), stream).await?
-                }
-                _ => {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "only redis:// and redis+unix:// addresses are supported",
-                    )));
-                }
-            };
-            for channel in &channels {
-                pubsub.0.subscribe(channel).await?;
-            }
-            redis::RedisResult::Ok(pubsub)
+            Subscription::open(
+                info.addr(),
+                info.redis_settings(),
+                &channels,
+                MAX_REDIS_REPLY,
+            )
+            .await
         };
-        match connected.await {
-            Ok((pubsub, over)) => {
+        let opened = tokio::time::timeout(SUBSCRIBE_TIMEOUT, opening)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {}s", SUBSCRIBE_TIMEOUT.as_secs()),
+                )
+                .into())
+            });
+        match opened {
+            Ok(mut subscription) => {
                 backoff = Duration::from_secs(1);
                 sink.event(&format!(
                     "subscribed to {} on redis {shown}",
@@ -192,19 +195,21 @@ async fn subscribe(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    let channel = message.get_channel_name().to_owned();
-                    let payload = message.get_payload_bytes().to_vec();
-                    deliver(&slot, &sink, &ids, &address, &channel, payload).await;
-                }
-                let why = if over.load(Ordering::Relaxed) {
+                let error = loop {
+                    match subscription.next_message().await {
+                        Ok((channel, payload)) => {
+                            deliver(&slot, &sink, &ids, &address, &channel, payload).await;
+                        }
+                        Err(error) => break error,
+                    }
+                };
+                let why = if subscription.refused() {
                     format!(
                         "a message over {}MiB on redis {shown} was dropped, with the connection",
                         MAX_REDIS_REPLY >> 20
                     )
                 } else {
-                    format!("lost the connection to redis {shown}")
+                    format!("lost the connection to redis {shown} ({error})")
                 };
                 sink.server_error(&format!(
                     "{why}; connecting again in {}s",
@@ -219,20 +224,6 @@ async fn subscribe(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-}
-
-/// A subscriber on `stream`, its messages bounded, and the flag that says
-/// one was past the bound.
-async fn bounded_pubsub<S>(
-    settings: &redis::RedisConnectionInfo,
-    stream: S,
-) -> redis::RedisResult<(redis::aio::PubSub, Arc<AtomicBool>)>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let stream = BoundedReplies::new(stream, MAX_REDIS_REPLY);
-    let over = stream.over_bound();
-    Ok((redis::aio::PubSub::new(settings, stream).await?, over))
 }
 
 /// Hands one message to each trigger of `channel` at `address`, logging

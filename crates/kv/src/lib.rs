@@ -89,16 +89,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The most bytes one call's reply may take on the wire: a batch's
-    /// keys and values, one value at its limit, and the framing of a
-    /// batch's keys.
-    /// Rounded up to a MiB, to read well in an error.
+    /// The most one call's reply may count for ([`resp`]): a batch's keys
+    /// and values, one value at its limit, and for each of a batch's keys
+    /// the framing and parsed values of a key and its value; rounded up to
+    /// a MiB, to read well in an error.
     fn largest_reply(&self) -> u64 {
         (self.max_batch_size as u64)
             .saturating_add(self.max_value_size as u64)
-            .saturating_add((self.max_batch_keys as u64).saturating_mul(32))
-            .saturating_add((1 << 20) - 1)
-            & !((1 << 20) - 1)
+            .saturating_add((self.max_batch_keys as u64).saturating_mul(32 + 2 * resp::VALUE_COST))
+            .checked_next_multiple_of(1 << 20)
+            .unwrap_or(u64::MAX)
     }
 
     /// 256 bytes per key.

@@ -13,7 +13,8 @@
 //! before a backend is asked: a batch's key count before anything is read,
 //! and the bytes a `get-many` returns as it reads, so the host never holds
 //! more than one batch's limit for a guest (16 MiB by default, well within
-//! what a guest can take in).
+//! what a guest can take in; on Redis, a reply read off the socket may
+//! take one value's limit more before it is refused).
 //!
 //! Deadlines: these host functions are async, and the caller (`tern serve`,
 //! `tern run --timeout`) runs the guest under `tokio::time::timeout`. A

@@ -673,11 +673,9 @@ pub fn spin_redis_trigger() {
     );
 }
 
-#[test]
-fn a_redis_trigger_may_give_its_component_inline() {
-    let tern = Tern::new();
-    let redis = test_programs::redis::RedisServer::start();
-    let port = redis.port();
+/// A Spin app whose Redis trigger on `messages` gives its component
+/// inline, as `inbox`, pushing onto lists of `redis`.
+fn inline_redis_trigger(redis: &test_programs::redis::RedisServer) -> tempfile::TempDir {
     let file = Path::new(SPIN_REDIS_TRIGGER)
         .file_name()
         .unwrap()
@@ -688,10 +686,18 @@ fn a_redis_trigger_may_give_its_component_inline() {
          [[trigger.redis]]\naddress = \"{url}\"\nchannel = \"messages\"\nid = \"inbox\"\n\
          component = {{ source = \"{file}\", allowed_outbound_hosts = [\"redis://127.0.0.1:{port}\"], \
          variables = {{ redis_address = \"{url}\" }} }}\n",
-        url = redis.url()
+        url = redis.url(),
+        port = redis.port()
     );
-    let dir = spin_dir(&manifest, &[SPIN_REDIS_TRIGGER]);
-    let serve = Serve::start_in(&tern, dir, &[]);
+    spin_dir(&manifest, &[SPIN_REDIS_TRIGGER])
+}
+
+#[test]
+fn a_redis_trigger_may_give_its_component_inline() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let port = redis.port();
+    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis), &[]);
     serve.wait_for_log(&format!("redis `messages` on 127.0.0.1:{port}/0  -> inbox"));
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
     serve.wait_for_log("redis message on `messages` (5 bytes) -> inbox: handled in");
@@ -722,6 +728,78 @@ fn a_redis_trigger_may_give_its_component_inline() {
         redis_cli(port, &["LRANGE", "received", "0", "-1"]),
         "hello\nagain\n"
     );
+}
+
+/// Publishes `count` messages of `size` bytes on `channel`, over one
+/// connection: how many subscribers each reached.
+fn publish_burst(port: u16, channel: &str, count: usize, size: usize) -> Vec<u32> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut command = format!(
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${size}\r\n",
+        channel.len()
+    )
+    .into_bytes();
+    command.resize(command.len() + size, b'x');
+    command.extend_from_slice(b"\r\n");
+    for _ in 0..count {
+        stream.write_all(&command).unwrap();
+    }
+    let mut replies = std::io::BufReader::new(stream);
+    (0..count)
+        .map(|_| {
+            let mut line = String::new();
+            replies.read_line(&mut line).unwrap();
+            line.trim_start_matches(':').trim_end().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_redis_trigger_that_falls_behind_leaves_the_backlog_with_redis() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let port = redis.port();
+    // Redis drops a subscriber once 1MiB waits for it.
+    let limit = ["client-output-buffer-limit", "pubsub 1mb 0 0"];
+    assert_eq!(
+        redis_cli(port, &[&["CONFIG", "SET"][..], &limit].concat()),
+        "OK\n"
+    );
+    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis), &[]);
+    serve.wait_for_log("subscribed to `messages` on redis");
+
+    // The handler of `block` holds the subscription's one handler until
+    // the test pushes onto `gate`.
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "block"]), "1\n");
+    assert_eq!(
+        redis_cli(port, &["BLPOP", "started", "30"]),
+        "started\nblock\n"
+    );
+
+    // 32MiB published meanwhile: Tern reads none of it into memory while
+    // its handler runs, so it backs up in Redis, which drops the
+    // subscriber; the later messages reach nobody.
+    let reached = publish_burst(port, "messages", 512, 64 << 10);
+    assert_eq!(reached.last(), Some(&0), "{reached:?}");
+
+    // Let go, Tern handles what reached its socket before the drop, then
+    // logs the lost connection and subscribes again.
+    assert_eq!(redis_cli(port, &["RPUSH", "gate", "go"]), "1\n");
+    let lost = serve.wait_for_log(&format!("lost the connection to redis 127.0.0.1:{port}"));
+    assert!(lost.contains("connecting again in 1s"), "{lost}");
+    serve.wait_for_nth_log("subscribed to `messages` on redis", 2);
+    let handled = serve
+        .log()
+        .matches("redis message on `messages` (65536 bytes) -> inbox: handled in")
+        .count();
+    let delivered = reached.iter().filter(|&&n| n == 1).count();
+    assert!(
+        handled <= delivered && delivered < 512,
+        "{handled} of {delivered}"
+    );
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "again"]), "1\n");
+    serve.wait_for_log("redis message on `messages` (5 bytes) -> inbox: handled in");
 }
 
 #[test]

@@ -28,7 +28,6 @@ mod v2;
 pub use keyvalue_draft2::MAX_OPEN_CAS;
 pub use postgres::PostgresConnections;
 pub use redis::RedisConnections;
-pub use tern_kv::resp::{BoundedReplies, MAX_REDIS_REPLY};
 
 mod bindings {
     wasmtime::component::bindgen!({

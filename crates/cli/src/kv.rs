@@ -100,7 +100,7 @@ impl StoreArgs {
             .state_dir
             .clone()
             .unwrap_or_else(|| manifest.default_state_dir());
-        tern_runtime::open_store(&self.store, &runtime.store(&self.store), &state_dir)
+        tern_runtime::open_store(&self.store, &runtime.store(&self.store), &state_dir, None)
             .map_err(Error::msg)
     }
 }

@@ -339,6 +339,7 @@ fn kv_services(grants: &[(String, PathBuf)]) -> Result<Services> {
         &runtime,
         "".as_ref(),
         None,
+        None,
     )
     .map_err(tern_runtime::Error::msg)?;
     Ok(Services::new(stores, &names, Default::default()))

@@ -328,10 +328,11 @@ impl Host {
     }
 
     /// The app's settings: the host's, with its stores in its own
-    /// directory.
+    /// directory, and its keys on Redis under its name.
     fn app_config(&self, name: &str) -> ServeConfig {
         let mut config = self.inner.config.serve.clone();
         config.state_dir = Some(self.inner.layout.data(name));
+        config.store_scope = Some(name.to_owned());
         config
     }
 
@@ -532,23 +533,38 @@ impl Host {
     }
 
     /// Removes `name`: requests in flight finish; its data stays unless
-    /// `purge`.
+    /// `purge`, which removes its files and its keys on Redis.
     pub async fn delete(&self, name: &str, purge: bool) -> Result<(), Refusal> {
         self.changeable(name)?;
         let one = self.inner.changing.clone().lock_owned().await;
         let entry = self.entry(name).ok_or_else(|| unknown(name))?;
         let host = self.clone();
-        let name = name.to_owned();
+        let gone = name.to_owned();
+        let runtime = tokio::runtime::Handle::current();
         blocking(move || {
             let _one = one;
             // The record first: one that could not be removed leaves the
             // app served, as the answer (500) says.
             let layout = &host.inner.layout;
-            layout.unrecord(&name).map_err(internal)?;
-            write(&host.inner.apps).remove(&name);
-            write(&host.inner.names).release(&name);
+            layout.unrecord(&gone).map_err(internal)?;
+            write(&host.inner.apps).remove(&gone);
+            write(&host.inner.names).release(&gone);
             entry.current.store(None);
-            layout.delete(&name, purge).map_err(internal)
+            layout.delete(&gone, purge).map_err(internal)?;
+            if purge {
+                // Still holding the change lock: a deploy of the same name
+                // waits for the purge.
+                let stores = &host.inner.config.serve.runtime;
+                runtime
+                    .block_on(tern_runtime::purge_redis_stores(stores, &gone))
+                    .map_err(|e| {
+                        Refusal::new(
+                            502,
+                            format!("app `{gone}` is deleted and its files are gone, but {e}"),
+                        )
+                    })?;
+            }
+            Ok(())
         })
         .await
     }

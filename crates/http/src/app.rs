@@ -375,6 +375,7 @@ impl App {
             manifest.key_value_stores(),
             &config.runtime,
             &state_dir,
+            config.store_scope.as_deref(),
             previous.map(|app| &app.stores),
         )
         .map_err(LoadError::Store)?;

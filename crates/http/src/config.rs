@@ -38,6 +38,9 @@ pub struct ServeConfig {
     /// Where embedded stores keep their files; `None` for `.tern` beside
     /// the manifest.
     pub state_dir: Option<PathBuf>,
+    /// Under `tern host`, the app's name: its key-value stores on Redis
+    /// keep their keys under `NAME/`, apart from other apps'.
+    pub store_scope: Option<String>,
     /// The most any component may ask for in its own limits (`tern host`'s
     /// operator caps); an app asking for more does not load.
     pub caps: LimitsConfig,
@@ -89,6 +92,7 @@ impl ServeConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             runtime: RuntimeConfig::default(),
             state_dir: None,
+            store_scope: None,
             caps: LimitsConfig::default(),
             allowed_upstreams: None,
         }

@@ -65,7 +65,7 @@ pub use program::{CodeSource, Loaded, Loader, Program, precompile};
 pub use run::{HttpHooks, RunConfig, run_command};
 pub use services::Services;
 pub use shared::{Held, ProgramShare};
-pub use stores::{Stores, open_store, open_stores};
+pub use stores::{Stores, open_store, open_stores, purge_redis_stores};
 pub use tern_manifest::units::{ByteSize, HumanDuration};
 pub use ticker::{Running, TICK, Ticker};
 pub use wasmtime::{Engine, Error, Result};

@@ -15,11 +15,13 @@ pub type Stores = Arc<BTreeMap<String, Arc<Store>>>;
 /// Opens each store in `names` as `runtime` configures it, reusing those
 /// of `already` (a previous version of the app) by name. SQLite files (and
 /// their directories) are created under `state_dir`; Redis is not
-/// contacted until a guest uses the store.
+/// contacted until a guest uses the store. `scope` is the app's name under
+/// `tern host` (see [`open_store`]).
 pub fn open_stores<'a>(
     names: impl IntoIterator<Item = &'a str>,
     runtime: &RuntimeConfig,
     state_dir: &Path,
+    scope: Option<&str>,
     already: Option<&Stores>,
 ) -> Result<Stores, String> {
     let mut stores = BTreeMap::new();
@@ -29,15 +31,55 @@ pub fn open_stores<'a>(
         }
         let store = match already.and_then(|open| open.get(name)) {
             Some(open) => open.clone(),
-            None => Arc::new(open_store(name, &runtime.store(name), state_dir)?),
+            None => Arc::new(open_store(name, &runtime.store(name), state_dir, scope)?),
         };
         stores.insert(name.to_owned(), store);
     }
     Ok(Arc::new(stores))
 }
 
-/// Opens one store.
-pub fn open_store(name: &str, config: &StoreConfig, state_dir: &Path) -> Result<Store, String> {
+/// Removes every key `tern host`'s app `scope` has in the stores `runtime`
+/// puts on Redis (its other stores are files in its own directory).
+pub async fn purge_redis_stores(runtime: &RuntimeConfig, scope: &str) -> Result<(), String> {
+    for (name, config) in &runtime.stores {
+        if !matches!(config.backend, StoreBackend::Redis { .. }) {
+            continue;
+        }
+        let store = open_store(name, config, Path::new(""), Some(scope))?;
+        let batch = config
+            .max_batch_keys
+            .map_or(Limits::DEFAULT_BATCH_KEYS, |n| n as usize)
+            .max(1);
+        let purged = async {
+            for keys in store.all_keys().await?.chunks(batch) {
+                store.delete_many(keys).await?;
+            }
+            Ok::<_, tern_kv::Error>(())
+        };
+        purged
+            .await
+            .map_err(|e| format!("its key-value store `{name}` on Redis was not purged: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The prefix of store `name`'s keys on Redis: `NAME:`, or under `tern
+/// host` `APP/NAME:` with `scope` the app's name, so that apps sharing a
+/// Redis server keep apart (neither name can hold a `/`).
+pub fn redis_key_prefix(name: &str, scope: Option<&str>) -> String {
+    match scope {
+        Some(app) => format!("{app}/{name}:"),
+        None => format!("{name}:"),
+    }
+}
+
+/// Opens one store; on Redis, its keys prefixed by [`redis_key_prefix`].
+pub fn open_store(
+    name: &str,
+    config: &StoreConfig,
+    state_dir: &Path,
+    scope: Option<&str>,
+) -> Result<Store, String> {
     let size = |configured: Option<ByteSize>, default: usize| {
         configured.map_or(default, |s| usize::try_from(s.0).unwrap_or(usize::MAX))
     };
@@ -68,7 +110,7 @@ pub fn open_store(name: &str, config: &StoreConfig, state_dir: &Path) -> Result<
         StoreBackend::Redis { url, timeout } => {
             let mut redis = RedisConfig::new(url.clone());
             // Stores sharing a database stay apart: a grant is per store.
-            redis.key_prefix = format!("{name}:");
+            redis.key_prefix = redis_key_prefix(name, scope);
             if let Some(timeout) = timeout {
                 redis.connect_timeout = *timeout;
                 redis.response_timeout = *timeout;

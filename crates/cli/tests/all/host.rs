@@ -691,6 +691,57 @@ fn apps_have_their_own_stores() {
 }
 
 #[test]
+fn apps_on_one_redis_keep_their_keys_apart_and_a_purge_takes_only_its_own() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let top = tempfile::tempdir().unwrap();
+    let config = top.path().join("runtime.toml");
+    let store = "[key_value_store.default]\ntype = \"redis\"\nurl";
+    std::fs::write(&config, format!("{store} = \"{}\"\n", redis.url())).unwrap();
+    let host = Host::start(
+        &tern,
+        top.path(),
+        &["--runtime-config", config.to_str().unwrap()],
+    );
+    for name in ["alpha", "beta"] {
+        assert_eq!(host.deploy(name, &kv(name)).0, 201);
+    }
+    for name in ["alpha", "beta"] {
+        let host_name = format!("{name}.localhost");
+        assert_eq!(
+            host.get(&host_name, "/kv/default/greeting").expect(404),
+            "absent"
+        );
+        host.send(&host_name, "PUT", "/kv/default/greeting", name)
+            .expect(204);
+    }
+    assert_eq!(
+        host.get("alpha.localhost", "/kv/default/greeting")
+            .expect(200),
+        "alpha"
+    );
+    // On the server, each app's keys are under its name.
+    let keys = || {
+        let mut keys: Vec<String> = crate::spin::redis_cli(redis.port(), &["--scan"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(), ["alpha/default:greeting", "beta/default:greeting"]);
+
+    let (status, answer) = host.admin("DELETE", "/v1/apps/alpha?purge=true", b"");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(keys(), ["beta/default:greeting"]);
+    assert_eq!(
+        host.get("beta.localhost", "/kv/default/greeting")
+            .expect(200),
+        "beta"
+    );
+}
+
+#[test]
 fn an_operator_cap_refuses_a_manifest() {
     let tern = Tern::new();
     let top = tempfile::tempdir().unwrap();

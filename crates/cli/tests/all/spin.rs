@@ -609,7 +609,7 @@ fn redis_opens_are_bounded_and_cancelled_ones_give_their_count_back() {
 }
 
 /// `redis-cli -p PORT ARGS...`'s output.
-fn redis_cli(port: u16, args: &[&str]) -> String {
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)

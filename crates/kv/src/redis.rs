@@ -247,11 +247,41 @@ impl RedisStore {
                     .arg(PAGE_SIZE),
             )
             .await?;
-        let prefix = self.prefix.len();
         Ok(Page {
-            keys: keys.into_iter().map(|k| k[prefix..].to_owned()).collect(),
+            // SCAN answers keys under the prefix; a server that answers
+            // others has them skipped, not sliced.
+            keys: keys
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned))
+                .collect(),
             cursor: (next != 0).then_some(next),
         })
+    }
+
+    /// Removes every key under the store's prefix, a page at a time,
+    /// whatever the keys are (another client may have written them past
+    /// the store's limits, or not as UTF-8).
+    pub async fn purge(&self) -> Result<(), Error> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{}*", glob_escape(&self.prefix)))
+                        .arg("COUNT")
+                        .arg(PAGE_SIZE),
+                )
+                .await?;
+            if !keys.is_empty() {
+                self.query::<i64>(redis::cmd("UNLINK").arg(keys)).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     pub(crate) async fn increment(&self, key: &str, delta: i64, _quota: u64) -> Result<i64, Error> {

@@ -204,6 +204,10 @@ impl Subscription {
                     let reply = redis::parse_redis_value(&self.buf[..self.scanned]);
                     self.buf.drain(..self.scanned);
                     self.scanned = 0;
+                    // What one large message grew it to goes with it.
+                    if self.buf.capacity() > 4 * READ_AHEAD {
+                        self.buf.shrink_to(2 * READ_AHEAD);
+                    }
                     return reply?.extract_error();
                 }
                 continue;
@@ -223,16 +227,15 @@ impl Subscription {
                     pinged = false;
                 }
                 Err(_) if !pinged => {
-                    self.send(&redis::cmd("PING")).await?;
+                    // A server that does not read either is given up too.
+                    let ping = redis::cmd("PING");
+                    match tokio::time::timeout(SUBSCRIPTION_IDLE, self.send(&ping)).await {
+                        Ok(sent) => sent?,
+                        Err(_) => return Err(silent()),
+                    }
                     pinged = true;
                 }
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer to PING in {}s", SUBSCRIPTION_IDLE.as_secs()),
-                    )
-                    .into());
-                }
+                Err(_) => return Err(silent()),
             }
         }
     }
@@ -240,6 +243,12 @@ impl Subscription {
 
 /// How much a subscription reads at once.
 const READ_AHEAD: usize = 64 << 10;
+
+/// Why a subscription to a server that went silent ended.
+fn silent() -> redis::RedisError {
+    let message = format!("no answer to PING in {}s", SUBSCRIPTION_IDLE.as_secs());
+    io::Error::new(io::ErrorKind::TimedOut, message).into()
+}
 
 /// A Redis connection's stream, failing a read that takes a reply past
 /// `max` bytes. Writes pass through.
@@ -494,12 +503,14 @@ impl Scan {
         Ok(false)
     }
 
-    /// A header's CR LF: a length of -1 is a null, done at once.
     /// A header's CR LF: a length of -1 is a null, done at once. Whether
     /// a reply ended with it.
     fn header_done(&mut self, kind: u8, n: u64, negative: bool) -> Result<bool, Refusal> {
         if negative {
-            if n != 1 {
+            // Only bulk strings and arrays, sets and pushes have a null
+            // form; the parser would wait for ever on a blob error's or
+            // verbatim string's -1, holding all that follows.
+            if n != 1 || !matches!(kind, b'$' | b'*' | b'~' | b'>') {
                 return Err(Refusal::Malformed);
             }
             return Ok(self.value_done());
@@ -526,7 +537,7 @@ impl Scan {
             return Err(Refusal::TooLarge);
         }
         match values {
-            None => self.state = State::Bulk(n + 2),
+            None => self.state = State::Bulk(n.checked_add(2).ok_or(Refusal::Malformed)?),
             Some(0) => return Ok(self.value_done()),
             Some(values) => {
                 self.open.push(values);
@@ -629,7 +640,16 @@ mod tests {
 
     #[test]
     fn a_malformed_reply_is_refused() {
-        for bad in [&b"?\r\n"[..], b"$x\r\n", b"$\r\n", b"$-2\r\n", b"*--1\r\n"] {
+        for bad in [
+            &b"?\r\n"[..],
+            b"$x\r\n",
+            b"$\r\n",
+            b"$-2\r\n",
+            b"*--1\r\n",
+            b"!-1\r\n",
+            b"=-1\r\n",
+            b"%-1\r\n",
+        ] {
             assert_eq!(scan(1000, bad, 1), Err(Refusal::Malformed), "{bad:?}");
         }
         assert_eq!(

@@ -42,25 +42,34 @@ pub fn open_stores<'a>(
 /// puts on Redis (its other stores are files in its own directory).
 pub async fn purge_redis_stores(runtime: &RuntimeConfig, scope: &str) -> Result<(), String> {
     for (name, config) in &runtime.stores {
-        if !matches!(config.backend, StoreBackend::Redis { .. }) {
+        let StoreBackend::Redis { url, timeout } = &config.backend else {
             continue;
-        }
-        let store = open_store(name, config, Path::new(""), Some(scope))?;
-        let batch = config
-            .max_batch_keys
-            .map_or(Limits::DEFAULT_BATCH_KEYS, |n| n as usize)
-            .max(1);
-        let purged = async {
-            for keys in store.all_keys().await?.chunks(batch) {
-                store.delete_many(keys).await?;
-            }
-            Ok::<_, tern_kv::Error>(())
         };
-        purged
-            .await
-            .map_err(|e| format!("its key-value store `{name}` on Redis was not purged: {e}"))?;
+        let not_purged = |e: &dyn std::fmt::Display| {
+            format!("its key-value store `{name}` on Redis was not purged: {e}")
+        };
+        let store = RedisStore::new(&redis_config(name, url, *timeout, Some(scope)))
+            .map_err(|e| not_purged(&e))?;
+        store.purge().await.map_err(|e| not_purged(&e))?;
     }
     Ok(())
+}
+
+/// How store `name` reaches the Redis at `url`.
+fn redis_config(
+    name: &str,
+    url: &str,
+    timeout: Option<std::time::Duration>,
+    scope: Option<&str>,
+) -> RedisConfig {
+    let mut redis = RedisConfig::new(url);
+    // Stores sharing a database stay apart: a grant is per store.
+    redis.key_prefix = redis_key_prefix(name, scope);
+    if let Some(timeout) = timeout {
+        redis.connect_timeout = timeout;
+        redis.response_timeout = timeout;
+    }
+    redis
 }
 
 /// The prefix of store `name`'s keys on Redis: `NAME:`, or under `tern
@@ -108,13 +117,7 @@ pub fn open_store(
             Backend::Sqlite(store)
         }
         StoreBackend::Redis { url, timeout } => {
-            let mut redis = RedisConfig::new(url.clone());
-            // Stores sharing a database stay apart: a grant is per store.
-            redis.key_prefix = redis_key_prefix(name, scope);
-            if let Some(timeout) = timeout {
-                redis.connect_timeout = *timeout;
-                redis.response_timeout = *timeout;
-            }
+            let redis = redis_config(name, url, *timeout, scope);
             // The URL may hold a password: the message names the store only.
             let store = RedisStore::new(&redis)
                 .map_err(|e| format!("key-value store `{name}`: invalid redis url: {e}"))?;

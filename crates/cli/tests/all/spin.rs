@@ -923,6 +923,15 @@ pub fn spin_pg() {
         pg.psql("SELECT title, stars, price, tags FROM articles ORDER BY id"),
         "wasm|5|12.50|{1,NULL,3}\ncheap|1|12.50|{1,NULL,3}\n"
     );
+    // Numerics expand as they become text (131,072 digits from a dozen
+    // bytes): 100,000 of them, 13GB as text, are refused as they convert,
+    // before the host holds more than the result's 16MiB.
+    assert_eq!(serve.get("/huge?n=1").expect(200), "rows=1");
+    let huge = serve.get("/huge?n=100000").expect(400).to_owned();
+    assert!(
+        huge.contains("the query's result is larger than 16 MiB"),
+        "{huge}"
+    );
     // PostgreSQL's own error reaches the guest.
     let refused = serve.get("/bad").expect(400).to_owned();
     assert!(

@@ -57,6 +57,56 @@ const HOUSEKEEPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// huge result would otherwise grow host memory outside its memory limit.
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 
+/// Room left for what one value expands to as it is converted: a NUMERIC
+/// of a dozen bytes on the wire is up to 147,455 characters as text, so
+/// an array of them is counted as it converts, not after. Set around each
+/// value's conversion, which runs on this thread without awaiting.
+#[derive(Clone, Copy)]
+enum Room {
+    /// Outside a query's rows.
+    Unbounded,
+    Left(usize),
+    Exhausted,
+}
+
+thread_local! {
+    static ROOM: std::cell::Cell<Room> = const { std::cell::Cell::new(Room::Unbounded) };
+}
+
+/// Runs `convert` with `room` bytes left for what it expands to: `None`
+/// when that was not enough.
+fn within_room<T>(room: usize, convert: impl FnOnce() -> T) -> Option<T> {
+    ROOM.with(|r| r.set(Room::Left(room)));
+    let value = convert();
+    match ROOM.with(|r| r.replace(Room::Unbounded)) {
+        Room::Exhausted => None,
+        _ => Some(value),
+    }
+}
+
+/// Takes `len` bytes of the room, failing the conversion when it is not
+/// there.
+fn take_room(len: usize) -> Result<(), BoxError> {
+    ROOM.with(|r| match r.get() {
+        Room::Unbounded => Ok(()),
+        Room::Left(room) if len <= room => {
+            r.set(Room::Left(room - len));
+            Ok(())
+        }
+        _ => {
+            r.set(Room::Exhausted);
+            Err("the value is larger than the result may hold".into())
+        }
+    })
+}
+
+fn result_too_large() -> api::Error {
+    api::Error::Other(format!(
+        "the query's result is larger than {} MiB",
+        MAX_RESULT_BYTES >> 20
+    ))
+}
+
 /// Seconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_SECONDS: i64 = 946_684_800;
 /// Days from 1970-01-01 to 2000-01-01.
@@ -305,17 +355,15 @@ async fn query(
             let row = row.map_err(pg_error)?;
             let mut values = Vec::with_capacity(row.len());
             for i in 0..row.len() {
-                let Value(value) = row
-                    .try_get(i)
+                let room = MAX_RESULT_BYTES.saturating_sub(size);
+                let Value(value) = within_room(room, || row.try_get(i))
+                    .ok_or_else(result_too_large)?
                     .map_err(|e| api::Error::ValueConversionFailed(format!("column {i}: {e}")))?;
                 size += value_size(&value);
                 values.push(value);
             }
             if size > MAX_RESULT_BYTES {
-                return Err(api::Error::Other(format!(
-                    "the query's result is larger than {} MiB",
-                    MAX_RESULT_BYTES >> 20
-                )));
+                return Err(result_too_large());
             }
             rows.push(values);
         }
@@ -773,6 +821,15 @@ fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
         0xF000 => return Ok("-Infinity".into()),
         _ => {}
     }
+    // The text's length, counted before it is made: sign, integer groups
+    // of four digits, point and fraction.
+    let integer = if weight < 0 {
+        1
+    } else {
+        (weight as usize + 1) * 4
+    };
+    let fraction = if scale > 0 { 1 + scale } else { 0 };
+    take_room(usize::from(sign == 0x4000) + integer + fraction)?;
     let digits = (0..count)
         .map(|i| word(4 + i))
         .collect::<Result<Vec<u16>, _>>()?;
@@ -1171,6 +1228,28 @@ mod tests {
         }
         assert!(numeric_binary("1e5", &mut BytesMut::new()).is_err());
         assert!(numeric_binary(".", &mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn a_numeric_is_counted_before_its_text_is_made() {
+        // 1e131071: one base-10000 digit (1000), weight 32767; 131,072
+        // digits as text, from 10 bytes.
+        let huge = [0, 1, 0x7f, 0xff, 0, 0, 0, 0, 0x03, 0xe8];
+        assert_eq!(
+            within_room(200_000, || numeric_text(&huge).unwrap().len()),
+            Some(131_072)
+        );
+        let refused = within_room(100_000, || numeric_text(&huge).map(|t| t.len()));
+        assert!(refused.is_none());
+        // Each conversion takes from the same room.
+        let twice = within_room(200_000, || {
+            numeric_text(&huge)
+                .and_then(|_| numeric_text(&huge))
+                .is_ok()
+        });
+        assert_eq!(twice, None);
+        // Outside a query's rows, nothing is counted.
+        assert!(numeric_text(&huge).is_ok());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! timestamp, uuid, jsonb, numeric, int[] and null), `GET /bad` runs a statement
 //! PostgreSQL refuses, `GET /pid` answers the server process id of the
 //! connection (to see connections reused), `GET /sleep?s=N` sleeps on the
-//! server for N seconds (a hostile guest when N is large).
+//! server for N seconds (a hostile guest when N is large), and `GET
+//! /huge?n=N` selects an array of N numerics of 131,072 digits each (a
+//! dozen bytes apiece on the wire).
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::pg::{Connection, DbValue, Decode, ParameterValue};
@@ -38,6 +40,18 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             let rows = rows.collect().await?;
             let pid = i32::decode(&rows[0][0])?;
             return Ok(text(200, pid.to_string()));
+        }
+        "/huge" => {
+            let n: i32 = param("n").and_then(|s| s.parse().ok()).unwrap_or(1);
+            let selected = async {
+                let statement = "SELECT array_fill(1e131071::numeric, ARRAY[$1::int])";
+                let rows = conn.query(statement, vec![ParameterValue::Int32(n)]).await?;
+                anyhow::Ok(rows.collect().await?)
+            };
+            return Ok(match selected.await {
+                Ok(rows) => text(200, format!("rows={}", rows.len())),
+                Err(e) => text(400, format!("error: {e}")),
+            });
         }
         "/sleep" => {
             let seconds: f64 = param("s").and_then(|s| s.parse().ok()).unwrap_or(0.0);

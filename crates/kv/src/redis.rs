@@ -237,16 +237,7 @@ impl RedisStore {
     }
 
     pub(crate) async fn list_keys(&self, cursor: Option<u64>) -> Result<Page, Error> {
-        let (next, keys): (u64, Vec<String>) = self
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor.unwrap_or(0))
-                    .arg("MATCH")
-                    .arg(format!("{}*", glob_escape(&self.prefix)))
-                    .arg("COUNT")
-                    .arg(PAGE_SIZE),
-            )
-            .await?;
+        let (next, keys): (u64, Vec<String>) = self.query(&self.scan(cursor.unwrap_or(0))).await?;
         Ok(Page {
             // SCAN answers keys under the prefix; a server that answers
             // others has them skipped, not sliced.
@@ -258,22 +249,24 @@ impl RedisStore {
         })
     }
 
+    /// One page of the store's keys from `cursor`: `SCAN` of its prefix.
+    fn scan(&self, cursor: u64) -> Cmd {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", glob_escape(&self.prefix)))
+            .arg("COUNT")
+            .arg(PAGE_SIZE);
+        scan
+    }
+
     /// Removes every key under the store's prefix, a page at a time,
     /// whatever the keys are (another client may have written them past
     /// the store's limits, or not as UTF-8).
     pub async fn purge(&self) -> Result<(), Error> {
         let mut cursor = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(format!("{}*", glob_escape(&self.prefix)))
-                        .arg("COUNT")
-                        .arg(PAGE_SIZE),
-                )
-                .await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&self.scan(cursor)).await?;
             if !keys.is_empty() {
                 self.query::<i64>(redis::cmd("UNLINK").arg(keys)).await?;
             }

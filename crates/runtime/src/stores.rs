@@ -55,7 +55,10 @@ pub async fn purge_redis_stores(runtime: &RuntimeConfig, scope: &str) -> Result<
     Ok(())
 }
 
-/// How store `name` reaches the Redis at `url`.
+/// How store `name` reaches the Redis at `url`. Its keys are prefixed
+/// `NAME:`, so stores sharing a database stay apart (a grant is per
+/// store), or under `tern host` `APP/NAME:` with `scope` the app's name,
+/// so apps sharing a server do too (neither name can hold a `/`).
 fn redis_config(
     name: &str,
     url: &str,
@@ -63,8 +66,10 @@ fn redis_config(
     scope: Option<&str>,
 ) -> RedisConfig {
     let mut redis = RedisConfig::new(url);
-    // Stores sharing a database stay apart: a grant is per store.
-    redis.key_prefix = redis_key_prefix(name, scope);
+    redis.key_prefix = match scope {
+        Some(app) => format!("{app}/{name}:"),
+        None => format!("{name}:"),
+    };
     if let Some(timeout) = timeout {
         redis.connect_timeout = timeout;
         redis.response_timeout = timeout;
@@ -72,17 +77,7 @@ fn redis_config(
     redis
 }
 
-/// The prefix of store `name`'s keys on Redis: `NAME:`, or under `tern
-/// host` `APP/NAME:` with `scope` the app's name, so that apps sharing a
-/// Redis server keep apart (neither name can hold a `/`).
-pub fn redis_key_prefix(name: &str, scope: Option<&str>) -> String {
-    match scope {
-        Some(app) => format!("{app}/{name}:"),
-        None => format!("{name}:"),
-    }
-}
-
-/// Opens one store; on Redis, its keys prefixed by [`redis_key_prefix`].
+/// Opens one store; on Redis, its keys prefixed as [`redis_config`] says.
 pub fn open_store(
     name: &str,
     config: &StoreConfig,

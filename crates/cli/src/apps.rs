@@ -1,5 +1,5 @@
 //! `tern apps`: lists, shows, deletes and rolls back the apps of a running
-//! `tern host`, through its admin API.
+//! `tern host`, and sets their variables, through its admin API.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -19,7 +19,8 @@ Each command asks the admin API of a running `tern host` (--to), with the token 
 
 Examples:
   tern apps list --to http://127.0.0.1:3001
-  tern apps rollback shop --to http://127.0.0.1:3001")]
+  tern apps rollback shop --to http://127.0.0.1:3001
+  tern apps variables set shop api_host=api.example.com --file api_token=token.txt --to http://127.0.0.1:3001")]
 pub struct AppsArgs {
     #[command(subcommand)]
     command: AppsCommand,
@@ -56,6 +57,48 @@ enum AppsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List, set and unset an app's variables (each app has its own)
+    #[command(subcommand)]
+    Variables(VariablesCommand),
+}
+
+#[derive(Subcommand)]
+enum VariablesCommand {
+    /// List the names of the variables set for an app (never their values)
+    List {
+        /// The app's name
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set variables of an app, which is loaded again with them (an app
+    /// not deployed yet gets them at its first deploy)
+    #[command(after_help = "\
+A value given as KEY=VALUE is visible to other users of this machine while the command runs
+(in the process list): give secrets with --file KEY=PATH, whose content (less one trailing
+newline) is the value.")]
+    Set {
+        /// The app's name
+        name: String,
+        /// A variable's value, KEY=VALUE
+        #[arg(value_name = "KEY=VALUE")]
+        values: Vec<String>,
+        /// A variable's value read from a file, KEY=PATH (repeatable)
+        #[arg(long = "file", value_name = "KEY=PATH")]
+        files: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove variables of an app, which is loaded again without them
+    Unset {
+        /// The app's name
+        name: String,
+        /// The variables' names
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 pub fn main(args: AppsArgs) -> Result<ExitCode> {
@@ -64,6 +107,27 @@ pub fn main(args: AppsArgs) -> Result<ExitCode> {
         AppsCommand::Show { name, admin } => show(&admin.admin()?, &name),
         AppsCommand::Rm { name, purge, admin } => rm(&admin.admin()?, &name, purge),
         AppsCommand::Rollback { name, admin } => rollback(&admin.admin()?, &name),
+        AppsCommand::Variables(VariablesCommand::List { name, admin }) => {
+            list_variables(&admin.admin()?, &name)
+        }
+        AppsCommand::Variables(VariablesCommand::Set {
+            name,
+            values,
+            files,
+            admin,
+        }) => {
+            let change = assignments(&values, &files)?;
+            if change.is_empty() {
+                return Err(Error::msg(
+                    "nothing to set: give KEY=VALUE or --file KEY=PATH",
+                ));
+            }
+            change_variables(&admin.admin()?, &name, change)
+        }
+        AppsCommand::Variables(VariablesCommand::Unset { name, keys, admin }) => {
+            let change = keys.into_iter().map(|key| (key, Value::Null)).collect();
+            change_variables(&admin.admin()?, &name, change)
+        }
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -156,6 +220,78 @@ fn rollback(admin: &Admin, name: &str) -> Result<()> {
     print_deployed(&headline, &answer)
 }
 
+fn list_variables(admin: &Admin, name: &str) -> Result<()> {
+    let path = admin_client::app_path(name, "/variables");
+    let answer = success(Some(name), "the request", admin.call("GET", &path, None)?)?;
+    let names: Vec<String> = items(&answer, "variables")
+        .filter_map(Value::as_str)
+        .map(|name| format!("{name}\n"))
+        .collect();
+    if names.is_empty() {
+        crate::log::say(&format!("tern: no variables set for `{name}`"));
+        return Ok(());
+    }
+    print(&names.concat())
+}
+
+/// Sends `change` (names to values, `null` to remove) and says what the
+/// host did with it.
+fn change_variables(
+    admin: &Admin,
+    name: &str,
+    change: serde_json::Map<String, Value>,
+) -> Result<()> {
+    let path = admin_client::app_path(name, "/variables");
+    let body = serde_json::to_vec(&change)?;
+    let what = format!("the change to `{name}`'s variables");
+    let answer = success(None, &what, admin.call("PATCH", &path, Some(&body))?)?;
+    let version = field(&answer, "version");
+    for undeclared in items(&answer, "undeclared").filter_map(Value::as_str) {
+        crate::log::say(&format!(
+            "tern: warning: `{name}` version {version} declares no variable `{undeclared}`"
+        ));
+    }
+    let count = items(&answer, "variables").count();
+    let set = match count {
+        1 => "1 variable set".to_owned(),
+        n => format!("{n} variables set"),
+    };
+    let line = match answer.get("version").and_then(Value::as_u64) {
+        Some(version) => format!("{name} version {version} reloaded ({set})\n"),
+        None => format!("{name} is not deployed yet; its first deploy gets them ({set})\n"),
+    };
+    print(&line)
+}
+
+/// The values of `KEY=VALUE` and `--file KEY=PATH` arguments, as a JSON
+/// object.
+fn assignments(values: &[String], files: &[String]) -> Result<serde_json::Map<String, Value>> {
+    let split = |arg: &str, form: &str| {
+        arg.split_once('=')
+            .filter(|(key, _)| !key.is_empty())
+            .map(|(key, rest)| (key.to_owned(), rest.to_owned()))
+            .ok_or_else(|| Error::msg(format!("`{arg}` is not {form}")))
+    };
+    let mut change = serde_json::Map::new();
+    for arg in values {
+        let (key, value) = split(arg, "KEY=VALUE")?;
+        change.insert(key, Value::String(value));
+    }
+    for arg in files {
+        let (key, path) = split(arg, "KEY=PATH")?;
+        let mut value = std::fs::read_to_string(&path)
+            .map_err(|e| Error::from(e).context(format!("cannot read {path}")))?;
+        if value.ends_with('\n') {
+            value.pop();
+            if value.ends_with('\r') {
+                value.pop();
+            }
+        }
+        change.insert(key, Value::String(value));
+    }
+    Ok(change)
+}
+
 /// A successful answer's body, or the error an error answer to `what` (a
 /// call about the app `name`, if any) means.
 fn success(name: Option<&str>, what: &str, (status, answer): (u16, Value)) -> Result<Value> {
@@ -203,6 +339,19 @@ mod tests {
              shop        12       shop.localhost\n\
              blog-admin  1\n"
         );
+    }
+
+    #[test]
+    fn assignments_are_read_from_arguments_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let files = [format!("api_token={}", file.display())];
+        let change = assignments(&["host=a=b".into()], &files).unwrap();
+        assert_eq!(change["host"], "a=b");
+        assert_eq!(change["api_token"], "s3cret");
+        let error = assignments(&["=x".into()], &[]).unwrap_err();
+        assert_eq!(error.to_string(), "`=x` is not KEY=VALUE");
     }
 
     #[test]

@@ -26,7 +26,8 @@ needs no DNS set-up) and at the names their manifest claims in `[app] hosts`. De
 /v1/apps/NAME with `Authorization: Bearer TOKEN`. An app is loaded on its first request and \
 unloaded after --idle-unload without one. --max-memory, --timeout, --max-body, \
 --max-concurrent and --cpu-time are the defaults of components that set none, and the most any \
-may ask for: a deploy asking for more is refused."
+may ask for: a deploy asking for more is refused. Each app's variables are its own, set with \
+`tern apps variables set APP KEY=VALUE`; the environment's TERN_VARIABLE_* reach no app."
 )]
 pub struct HostArgs {
     /// Address apps are served on (IP:PORT, localhost:PORT or :PORT)
@@ -105,6 +106,24 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         Some(path) => tern_manifest::runtime_config::load(path)?,
         None => Default::default(),
     };
+    if let Some(name) = serve.runtime.variables.keys().next() {
+        // Every app would get them: one tenant's secret, every tenant's.
+        return Err(tern_runtime::Error::msg(format!(
+            "the runtime config sets variable `{name}` under [variables], which tern host would give to every app that declares it; set variables per app instead, with `tern apps variables set APP {name}=VALUE`"
+        )));
+    }
+    // Nor does the environment reach any app's variables.
+    serve.variables_from_env = false;
+    let ignored: Vec<String> = std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| key.starts_with("TERN_VARIABLE_") || key.starts_with("SPIN_VARIABLE_"))
+        .collect();
+    if !ignored.is_empty() {
+        crate::log::say(&format!(
+            "tern: warning: {} ignored: under tern host, apps get only the variables set for each (`tern apps variables set`)",
+            ignored.join(", ")
+        ));
+    }
     let limits = LimitsConfig {
         memory: Some(args.max_memory),
         timeout: Some(args.timeout),

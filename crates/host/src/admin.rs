@@ -16,12 +16,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::{Deployed, Host, Refusal, Summary, metrics};
+use crate::{Deployed, Host, Refusal, Summary, VariablesChange, VariablesSet, metrics};
 
 type Answer = Response<Full<Bytes>>;
 
 /// How long an admin client has to send a request head.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The largest body of a variables change.
+const MAX_VARIABLES_BODY: usize = 1 << 20;
 
 /// Admin connections open at once; more wait in the kernel's backlog, so
 /// that clients without the token cannot take the process's descriptors.
@@ -172,9 +175,28 @@ async fn answer(host: &Host, token: &str, req: Request<Incoming>) -> Answer {
             }
         }
         (&Method::POST, ["v1", "apps", name, "rollback"]) => deployed(host.rollback(name).await),
-        (_, ["metrics"] | ["v1", "apps"] | ["v1", "apps", _] | ["v1", "apps", _, "rollback"]) => {
-            refusal(405, format!("{method} is not allowed on {path}"))
+        (&Method::GET, ["v1", "apps", name, "variables"]) => match host.variable_names(name) {
+            Ok(names) => json_answer(200, json!({ "name": name, "variables": names })),
+            Err(refused) => refusal(refused.status, refused.message),
+        },
+        (&Method::PUT | &Method::PATCH, ["v1", "apps", name, "variables"]) => {
+            let name = name.to_string();
+            let change = match read_variables(req).await {
+                Ok(change) => change,
+                Err(refused) => return refused,
+            };
+            match host.set_variables(&name, change).await {
+                Ok(set) => variables_set(&name, &set),
+                Err(refused) => refusal(refused.status, refused.message),
+            }
         }
+        (
+            _,
+            ["metrics"]
+            | ["v1", "apps"]
+            | ["v1", "apps", _]
+            | ["v1", "apps", _, "rollback" | "variables"],
+        ) => refusal(405, format!("{method} is not allowed on {path}")),
         _ => refusal(404, format!("no such endpoint: {path}")),
     }
 }
@@ -220,6 +242,79 @@ async fn read_bundle(host: &Host, req: Request<Incoming>) -> Result<Bytes, Answe
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(refusal(400, format!("reading the bundle: {e}"))),
     }
+}
+
+/// A variables change from its body: a JSON object of variable names to
+/// string values (with `PATCH`, `null` removes one); at most
+/// [`MAX_VARIABLES_BODY`] of it. Values are never quoted back.
+async fn read_variables(req: Request<Incoming>) -> Result<VariablesChange, Answer> {
+    let merge = req.method() == Method::PATCH;
+    let body = match Limited::new(req.into_body(), MAX_VARIABLES_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(refusal(
+                413,
+                format!("a variables change is at most {MAX_VARIABLES_BODY} bytes"),
+            ));
+        }
+        Err(e) => return Err(refusal(400, format!("reading the variables: {e}"))),
+    };
+    let not_an_object = || {
+        let values = if merge {
+            "string values (or null, to remove one)"
+        } else {
+            "string values"
+        };
+        refusal(
+            400,
+            format!("the body must be a JSON object of variable names to {values}"),
+        )
+    };
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(not_an_object());
+    };
+    let mut changes = std::collections::BTreeMap::new();
+    for (name, value) in fields {
+        if !tern_manifest::is_valid_variable_name(&name) {
+            return Err(refusal(
+                400,
+                format!(
+                    "`{}` is not a variable name: use lowercase letters, digits and `_`, starting with a letter",
+                    name.escape_debug()
+                ),
+            ));
+        }
+        let value = match value {
+            Value::String(value) => Some(value),
+            Value::Null if merge => None,
+            _ => return Err(not_an_object()),
+        };
+        changes.insert(name, value);
+    }
+    Ok(if merge {
+        VariablesChange::Merge(changes)
+    } else {
+        VariablesChange::Replace(
+            (changes.into_iter())
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect(),
+        )
+    })
+}
+
+fn variables_set(name: &str, set: &VariablesSet) -> Answer {
+    json_answer(
+        200,
+        json!({
+            "name": name,
+            "variables": set.names,
+            "version": set.version,
+            "undeclared": set.undeclared,
+        }),
+    )
 }
 
 fn deployed(result: Result<Deployed, Refusal>) -> Answer {

@@ -170,6 +170,41 @@ pub struct Deployed {
     pub routes: Vec<(String, String, String)>,
 }
 
+/// A change to an app's variables.
+pub enum VariablesChange {
+    /// These values, and no others (`PUT`).
+    Replace(BTreeMap<String, String>),
+    /// These set, those with `None` removed, the rest kept (`PATCH`).
+    Merge(BTreeMap<String, Option<String>>),
+}
+
+impl VariablesChange {
+    fn apply(self, variables: &mut BTreeMap<String, String>) {
+        match self {
+            VariablesChange::Replace(values) => *variables = values,
+            VariablesChange::Merge(changes) => {
+                for (name, value) in changes {
+                    match value {
+                        Some(value) => variables.insert(name, value),
+                        None => variables.remove(&name),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Variables changed.
+pub struct VariablesSet {
+    /// The names of the variables set now.
+    pub names: Vec<String>,
+    /// The version loaded again with them; `None` when no app of that name
+    /// is deployed yet.
+    pub version: Option<u32>,
+    /// Those of `names` the served version does not declare.
+    pub undeclared: Vec<String>,
+}
+
 /// What `GET /v1/apps` says of an app.
 pub struct Summary {
     /// The app's name.
@@ -328,12 +363,22 @@ impl Host {
     }
 
     /// The app's settings: the host's, with its stores in its own
-    /// directory, and its keys on Redis under its name.
-    fn app_config(&self, name: &str) -> ServeConfig {
+    /// directory, its keys on Redis under its name, and its own variables
+    /// (never the host's environment's).
+    fn app_config(&self, name: &str, variables: BTreeMap<String, String>) -> ServeConfig {
         let mut config = self.inner.config.serve.clone();
         config.state_dir = Some(self.inner.layout.data(name));
         config.store_scope = Some(name.to_owned());
+        config.runtime.variables = variables;
+        config.variables_from_env = false;
         config
+    }
+
+    /// The values of `name`'s variables, as last set through the admin API.
+    fn variables(&self, name: &str) -> Result<BTreeMap<String, String>, String> {
+        self.inner.layout.variables(name).map_err(|e| {
+            format!("its variables (apps/{name}/variables.json in the host's state directory) cannot be read: {e}")
+        })
     }
 
     /// Reads version `version` of `name`'s manifest.
@@ -355,9 +400,16 @@ impl Host {
         Ok(manifest)
     }
 
-    /// Loads version `version` of `name` on the host's engines.
-    fn load(&self, entry: &Entry, version: u32, manifest: &Manifest) -> Result<App, String> {
-        let config = self.app_config(&entry.name);
+    /// Loads version `version` of `name` on the host's engines, with
+    /// `variables`.
+    fn load(
+        &self,
+        entry: &Entry,
+        version: u32,
+        manifest: &Manifest,
+        variables: BTreeMap<String, String>,
+    ) -> Result<App, String> {
+        let config = self.app_config(&entry.name, variables);
         let inner = &self.inner;
         let loader = Loader {
             cache: inner.config.cache.as_ref(),
@@ -383,13 +435,24 @@ impl Host {
     /// swapped in.
     pub async fn deploy(&self, name: &str, bundle: bytes::Bytes) -> Result<Deployed, Refusal> {
         check_name(name)?;
+        self.change(name, move |host, name| host.deploy_now(name, &bundle))
+            .await
+    }
+
+    /// Runs `work` on `name` as the host's one change of the moment, on a
+    /// blocking thread that holds the change lock itself to the end.
+    async fn change<T: Send + 'static>(
+        &self,
+        name: &str,
+        work: impl FnOnce(&Host, &str) -> Result<T, Refusal> + Send + 'static,
+    ) -> Result<T, Refusal> {
         self.changeable(name)?;
         let one = self.inner.changing.clone().lock_owned().await;
         let host = self.clone();
         let name = name.to_owned();
         blocking(move || {
             let _one = one;
-            host.deploy_now(&name, &bundle)
+            work(&host, &name)
         })
         .await
     }
@@ -447,13 +510,8 @@ impl Host {
 
     /// Goes back to the version before the one served.
     pub async fn rollback(&self, name: &str) -> Result<Deployed, Refusal> {
-        self.changeable(name)?;
-        let one = self.inner.changing.clone().lock_owned().await;
-        let host = self.clone();
-        let name = name.to_owned();
-        blocking(move || {
-            let _one = one;
-            let entry = host.entry(&name).ok_or_else(|| unknown(&name))?;
+        self.change(name, |host, name| {
+            let entry = host.entry(name).ok_or_else(|| unknown(name))?;
             let mut record = entry.record();
             let Some(version) = record.previous() else {
                 return Err(Refusal::new(
@@ -470,6 +528,65 @@ impl Host {
             host.commit(&entry, record, app, false)
         })
         .await
+    }
+
+    /// The names of the variables set for `name` (never their values).
+    pub fn variable_names(&self, name: &str) -> Result<Vec<String>, Refusal> {
+        check_name(name)?;
+        let variables = self.variables(name).map_err(|e| Refusal::new(500, e))?;
+        Ok(variables.into_keys().collect())
+    }
+
+    /// Changes the values of `name`'s variables. A deployed app is loaded
+    /// again with them first, and keeps serving as it was if that load
+    /// fails (a required variable left without a value, say): nothing
+    /// changes then. A name with no app deployed yet keeps them for its
+    /// first deploy.
+    pub async fn set_variables(
+        &self,
+        name: &str,
+        change: VariablesChange,
+    ) -> Result<VariablesSet, Refusal> {
+        check_name(name)?;
+        self.change(name, |host, name| host.set_variables_now(name, change))
+            .await
+    }
+
+    fn set_variables_now(
+        &self,
+        name: &str,
+        change: VariablesChange,
+    ) -> Result<VariablesSet, Refusal> {
+        let layout = &self.inner.layout;
+        let mut variables = self.variables(name).map_err(|e| Refusal::new(500, e))?;
+        change.apply(&mut variables);
+        let mut set = VariablesSet {
+            names: variables.keys().cloned().collect(),
+            version: None,
+            undeclared: Vec::new(),
+        };
+        let Some(entry) = self.entry(name) else {
+            layout.write_variables(name, &variables).map_err(internal)?;
+            return Ok(set);
+        };
+        let version = entry.record().version;
+        let manifest = self
+            .manifest(name, version)
+            .map_err(|e| Refusal::new(422, e))?;
+        set.undeclared = (set.names.iter())
+            .filter(|n| !manifest.variables.contains_key(*n))
+            .cloned()
+            .collect();
+        let app = self
+            .load(&entry, version, &manifest, variables.clone())
+            .map_err(|e| Refusal::new(422, e))?;
+        // A cold load reads the variables under this lock: it either ran
+        // before (and this replaces what it installed) or reads these.
+        let _loading = entry.loading.blocking_lock();
+        layout.write_variables(name, &variables).map_err(internal)?;
+        entry.install(Arc::new(app));
+        set.version = Some(version);
+        Ok(set)
     }
 
     /// Prepares version `version` of `entry` (after `prepare` fills its
@@ -492,8 +609,11 @@ impl Host {
                 format!("host name `{name}` is claimed by app `{holder}`"),
             ));
         }
+        let variables = self
+            .variables(&entry.name)
+            .map_err(|e| Refusal::new(500, e))?;
         let app = self
-            .load(entry, version, &manifest)
+            .load(entry, version, &manifest, variables)
             .map_err(|e| Refusal::new(422, e))?;
         Ok((Arc::new(app), hosts))
     }
@@ -533,40 +653,82 @@ impl Host {
     }
 
     /// Removes `name`: requests in flight finish; its data stays unless
-    /// `purge`, which removes its files and its keys on Redis.
+    /// `purge`, which removes its files and its keys on Redis once those
+    /// requests have ended (or could have run no longer).
     pub async fn delete(&self, name: &str, purge: bool) -> Result<(), Refusal> {
-        self.changeable(name)?;
-        let one = self.inner.changing.clone().lock_owned().await;
-        let entry = self.entry(name).ok_or_else(|| unknown(name))?;
-        let host = self.clone();
-        let gone = name.to_owned();
         let runtime = tokio::runtime::Handle::current();
-        blocking(move || {
-            let _one = one;
-            // The record first: one that could not be removed leaves the
-            // app served, as the answer (500) says.
-            let layout = &host.inner.layout;
-            layout.unrecord(&gone).map_err(internal)?;
-            write(&host.inner.apps).remove(&gone);
-            write(&host.inner.names).release(&gone);
-            entry.current.store(None);
-            layout.delete(&gone, purge).map_err(internal)?;
-            if purge {
-                // Still holding the change lock: a deploy of the same name
-                // waits for the purge.
-                let stores = &host.inner.config.serve.runtime;
-                runtime
-                    .block_on(tern_runtime::purge_redis_stores(stores, &gone))
-                    .map_err(|e| {
-                        Refusal::new(
-                            502,
-                            format!("app `{gone}` is deleted and its files are gone, but {e}"),
-                        )
-                    })?;
-            }
-            Ok(())
+        self.change(name, move |host, name| {
+            host.delete_now(name, purge, &runtime)
         })
         .await
+    }
+
+    fn delete_now(
+        &self,
+        name: &str,
+        purge: bool,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), Refusal> {
+        let entry = self.entry(name).ok_or_else(|| unknown(name))?;
+        // The record first: one that could not be removed leaves the app
+        // served, as the answer (500) says.
+        let layout = &self.inner.layout;
+        layout.unrecord(name).map_err(internal)?;
+        write(&self.inner.apps).remove(name);
+        write(&self.inner.names).release(name);
+        {
+            // A cold load under way ends first; one waiting for it finds
+            // the app gone, and loads nothing.
+            let _loading = entry.loading.blocking_lock();
+            entry.current.store(None);
+        }
+        if purge {
+            // A request still running could write to a store the purge had
+            // passed, and leave data behind.
+            self.drain(&entry);
+        }
+        layout.delete(name, purge).map_err(internal)?;
+        if purge {
+            // Still holding the change lock: a deploy of the same name
+            // waits for the purge.
+            let stores = &self.inner.config.serve.runtime;
+            runtime
+                .block_on(tern_runtime::purge_redis_stores(stores, name))
+                .map_err(|e| {
+                    Refusal::new(
+                        502,
+                        format!("app `{name}` is deleted and its files are gone, but {e}"),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Waits until no request of `entry` is in flight, or until the
+    /// longest a request may run (the host's `--timeout`) has passed, with
+    /// a second more for the answer to be written.
+    fn drain(&self, entry: &Entry) {
+        let in_flight = entry.stats.in_flight();
+        if in_flight == 0 {
+            return;
+        }
+        let longest =
+            (self.inner.config.serve.caps.timeout).map_or(ServeConfig::DEFAULT_TIMEOUT, |t| t.0);
+        let deadline = std::time::Instant::now() + longest + Duration::from_secs(1);
+        let requests = if in_flight == 1 {
+            "request"
+        } else {
+            "requests"
+        };
+        self.event(&format!(
+            "app `{}` is deleted; waiting for {in_flight} {requests} in flight before purging its data",
+            entry.name
+        ));
+        // Requests hold no lock to wait on: a short poll, on the blocking
+        // thread the change runs on.
+        while entry.stats.in_flight() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// What is known of every app, held ones too, by name.
@@ -664,13 +826,21 @@ impl Host {
         if let Some(app) = entry.current.load_full() {
             return Found::App(app);
         }
+        let deployed = read(&self.inner.apps)
+            .get(&entry.name)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry));
+        if !deployed {
+            // Deleted while this request waited for an earlier load.
+            return Found::Unknown;
+        }
         let version = entry.record().version;
         let started = std::time::Instant::now();
         let loaded = {
             let (host, entry) = (self.clone(), entry.clone());
             tokio::task::spawn_blocking(move || {
-                host.manifest(&entry.name, version)
-                    .and_then(|manifest| host.load(&entry, version, &manifest))
+                let manifest = host.manifest(&entry.name, version)?;
+                let variables = host.variables(&entry.name)?;
+                host.load(&entry, version, &manifest, variables)
             })
             .await
             .unwrap_or_else(|e| Err(format!("the load failed: {e}")))

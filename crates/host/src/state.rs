@@ -5,6 +5,7 @@
 //! STATE/apps/NAME/app.json     the app's record: current version, versions kept, host names
 //! STATE/apps/NAME/vN/          version N as unpacked from its bundle
 //! STATE/apps/NAME/data/        the app's embedded key-value stores, across versions
+//! STATE/apps/NAME/variables.json  values of the app's variables, set through the admin API (0600)
 //! ```
 //!
 //! A deploy unpacks into a version directory the record does not name yet,
@@ -13,6 +14,7 @@
 //! short at any point leaves the previous record, and the next start
 //! removes the directory it left.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -81,6 +83,31 @@ impl Layout {
         self.app(name).join("app.json")
     }
 
+    fn variables_file(&self, name: &str) -> PathBuf {
+        self.app(name).join("variables.json")
+    }
+
+    /// The values of `name`'s variables, as last set; none when never set.
+    pub(crate) fn variables(&self, name: &str) -> io::Result<BTreeMap<String, String>> {
+        match fs::read(self.variables_file(name)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes `variables` the values of `name`'s variables, durably, in a
+    /// file only the host's user can read.
+    pub(crate) fn write_variables(
+        &self,
+        name: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(variables).map_err(io::Error::other)?;
+        fs::create_dir_all(self.app(name))?;
+        self.persist(name, &self.variables_file(name), &bytes)
+    }
+
     /// Every app's record, after removing what deploys cut short left
     /// behind, and the apps whose record cannot be read, each with why:
     /// those are left alone, whole. Reads one small file per app and
@@ -144,12 +171,19 @@ impl Layout {
     /// Makes `record` the app's, durably: once this returns, a crash
     /// leaves it in place.
     pub(crate) fn write(&self, name: &str, record: &Record) -> io::Result<()> {
-        let dir = self.app(name);
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        self.persist(name, &self.record(name), &bytes)
+    }
+
+    /// Replaces `file` of the app `name` with `bytes`: written whole to a
+    /// temporary file beside it (mode 0600), synced, renamed over it, the
+    /// directories synced.
+    fn persist(&self, name: &str, file: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = self.app(name);
         let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(&dir)?;
-        tmp.write_all(&bytes)?;
+        tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;
-        tmp.persist(self.record(name)).map_err(|e| e.error)?;
+        tmp.persist(file).map_err(|e| e.error)?;
         fs::File::open(&dir)?.sync_all()?;
         // The app's own directory may be new (its first deploy).
         fs::File::open(self.apps())?.sync_all()
@@ -299,9 +333,20 @@ mod tests {
         assert_eq!(record.previous(), Some(1));
         assert_eq!(record.next_version(), 3);
 
+        assert!(layout.variables("shop").unwrap().is_empty());
+        let variables = BTreeMap::from([("api_token".to_string(), "s3cret".to_string())]);
+        layout.write_variables("shop", &variables).unwrap();
+        assert_eq!(layout.variables("shop").unwrap(), variables);
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let meta = fs::metadata(layout.variables_file("shop")).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+
         layout.delete("shop", false).unwrap();
         assert!(layout.open().unwrap().0.is_empty());
         assert!(layout.data("shop").exists());
+        assert_eq!(layout.variables("shop").unwrap(), variables, "kept too");
         layout.delete("shop", true).unwrap();
         assert!(!layout.app("shop").exists());
     }

@@ -360,10 +360,20 @@ impl App {
             ..*loader
         };
 
-        let env = |name: &str| std::env::var(name).ok();
+        let env = |name: &str| {
+            config
+                .variables_from_env
+                .then(|| std::env::var(name).ok())
+                .flatten()
+        };
         let mut variables = manifest
             .resolve_variables(&config.runtime.variables, env)
-            .map_err(LoadError::Variable)?;
+            .map_err(|missing| {
+                LoadError::Variable(MissingVariable {
+                    per_app: !config.variables_from_env,
+                    ..missing
+                })
+            })?;
         let mut outbound = manifest
             .outbound_hosts(&config.runtime.variables, env)
             .map_err(LoadError::Manifest)?;

@@ -33,8 +33,14 @@ pub struct ServeConfig {
     /// Connections open at once; at the cap the server accepts no more
     /// until one ends.
     pub max_connections: usize,
-    /// Store backends and variable values chosen by the operator.
+    /// Store backends and variable values chosen by the operator (under
+    /// `tern host`, the app's own variables).
     pub runtime: RuntimeConfig,
+    /// Whether app variables are also read from the process environment
+    /// (`TERN_VARIABLE_NAME`): yes for `tern serve`, whose operator runs
+    /// the one app; no under `tern host`, where the environment is every
+    /// app's and each app's variables are set for it alone.
+    pub variables_from_env: bool,
     /// Where embedded stores keep their files; `None` for `.tern` beside
     /// the manifest.
     pub state_dir: Option<PathBuf>,
@@ -91,6 +97,7 @@ impl ServeConfig {
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             runtime: RuntimeConfig::default(),
+            variables_from_env: true,
             state_dir: None,
             store_scope: None,
             caps: LimitsConfig::default(),

@@ -78,6 +78,7 @@ pub use runtime_config::RuntimeConfig;
 pub use units::{ByteSize, HumanDuration, civil_from_days};
 pub use variables::{
     ComponentVariables, MissingVariable, OutboundTemplate, Template, Variable, env_name,
+    is_valid_name as is_valid_variable_name,
 };
 
 use error::Source;

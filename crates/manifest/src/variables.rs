@@ -86,9 +86,10 @@ impl Template {
     }
 }
 
-/// Lowercase ASCII letters, digits and `_`, starting with a letter: the
-/// names survive the trip to `TERN_VARIABLE_NAME` and back.
-pub(crate) fn is_valid_name(name: &str) -> bool {
+/// Whether `name` may name an app variable: lowercase ASCII letters,
+/// digits and `_`, starting with a letter, so that names survive the trip
+/// to `TERN_VARIABLE_NAME` and back.
+pub fn is_valid_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
@@ -105,10 +106,21 @@ pub fn env_name(name: &str) -> String {
 pub struct MissingVariable {
     /// The variable's name.
     pub name: String,
+    /// Whether the app's variables are set per app on a host (`tern apps
+    /// variables set`), not by the environment or the runtime config: the
+    /// message then says so.
+    pub per_app: bool,
 }
 
 impl fmt::Display for MissingVariable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.per_app {
+            return write!(
+                f,
+                "variable `{}` is required but has no value; set it for this app with `tern apps variables set APP {}=VALUE`",
+                self.name, self.name
+            );
+        }
         write!(
             f,
             "variable `{}` is required but has no value; set {} or add `{} = \"...\"` under [variables] in the runtime config",
@@ -232,7 +244,10 @@ impl Manifest {
                     values.insert(name.clone(), value);
                 }
                 None if variable.required => {
-                    return Err(MissingVariable { name: name.clone() });
+                    return Err(MissingVariable {
+                        name: name.clone(),
+                        per_app: false,
+                    });
                 }
                 None => {}
             }

@@ -50,11 +50,17 @@ impl Host {
 
     /// Starts `tern host` on `top/state` with [`TOKEN`] in `top/token`.
     fn start(tern: &Tern, top: &Path, args: &[&str]) -> Host {
+        Self::start_with(tern.command(), top, args)
+    }
+
+    /// [`Host::start`] with `command` (a `tern` command with more
+    /// environment, say).
+    fn start_with(command: std::process::Command, top: &Path, args: &[&str]) -> Host {
         let file = top.join("token");
         std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
         let mut all = vec!["--admin-token-file", file.to_str().unwrap()];
         all.extend_from_slice(args);
-        let mut host = Self::spawn(tern, top, &all);
+        let mut host = Self::spawn_with(command, top, &all);
         host.token = TOKEN.to_owned();
         host
     }
@@ -62,13 +68,17 @@ impl Host {
     /// Starts `tern host` on `top/state` with `args` and no token of the
     /// test's, waiting for its admin and listening lines.
     fn spawn(tern: &Tern, top: &Path, args: &[&str]) -> Host {
+        Self::spawn_with(tern.command(), top, args)
+    }
+
+    fn spawn_with(command: std::process::Command, top: &Path, args: &[&str]) -> Host {
         let state = top.join("state");
         // `spawn_verb` puts an app path after the verb, which `tern host`
         // does not take: the state directory goes there, as an option.
         let state_arg = format!("--state-dir={}", state.display());
         let mut all = vec!["--admin", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let serve = Serve::spawn_verb(tern.command(), "host", Path::new(&state_arg), &all);
+        let serve = Serve::spawn_verb(command, "host", Path::new(&state_arg), &all);
         let line = serve.wait_for_log("admin API on http://");
         let admin = line
             .split("admin API on http://")
@@ -306,6 +316,22 @@ fn sqlite_files(host: &Host) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "default.sqlite"))
         .collect()
+}
+
+/// Asserts that a purge of `name` answered as done, and left nothing of it
+/// in the state directory.
+#[track_caller]
+fn assert_purged(host: &Host, name: &str, (status, answer): (u16, Value)) {
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"name": name, "deleted": true, "purged": true})
+    );
+    let left: Vec<_> = tree(&host.state)
+        .into_iter()
+        .filter(|p| has_component(p, name))
+        .collect();
+    assert!(left.is_empty(), "purged, yet still there: {left:?}");
 }
 
 fn has_component(path: &Path, name: &str) -> bool {
@@ -1004,17 +1030,8 @@ fn delete_keeps_data_unless_purged() {
         "kept"
     );
 
-    let (status, answer) = host.admin("DELETE", "/v1/apps/shop?purge=true", b"");
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(
-        answer,
-        json!({"name": "shop", "deleted": true, "purged": true})
-    );
-    let left: Vec<_> = tree(&host.state)
-        .into_iter()
-        .filter(|p| has_component(p, "shop"))
-        .collect();
-    assert!(left.is_empty(), "purged, yet still there: {left:?}");
+    let purged = host.admin("DELETE", "/v1/apps/shop?purge=true", b"");
+    assert_purged(&host, "shop", purged);
     assert_eq!(host.get("shop.localhost", "/kv/default/k").status, 404);
 }
 
@@ -1252,4 +1269,202 @@ fn requests_to_the_app_itself_stay_in_that_app() {
         .expect(200)
         .to_string();
     assert!(body.starts_with("404 "), "{body}");
+}
+
+/// The app `name` of [`crate::services::config_app`], reading its variables
+/// on `/config/...`.
+fn config_bundle(name: &str) -> Vec<u8> {
+    let toml =
+        crate::services::config_app().replace("name = \"test\"\n", &format!("name = \"{name}\"\n"));
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), &toml);
+    tar_of(dir.path(), |_| {})
+}
+
+#[test]
+fn each_app_has_its_own_variables_and_the_hosts_environment_reaches_none() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    // The operator's environment holds a value for `api_token`: under
+    // `tern serve` the app would get it; here no app does.
+    let leaked = "operator-env-secret-5678";
+    let mut command = tern.command();
+    command.env("TERN_VARIABLE_API_TOKEN", leaked);
+    let host = Host::start_with(command, top.path(), &[]);
+    host.serve.wait_for_log(
+        "tern: warning: TERN_VARIABLE_API_TOKEN ignored: under tern host, apps get only the variables set for each",
+    );
+    let to = format!("http://{}", host.admin);
+    let token = top.path().join("token");
+    let apps = |args: &[&str]| {
+        let mut all = vec!["apps", "variables"];
+        all.extend_from_slice(args);
+        all.extend(["--to", &to, "--token-file", token.to_str().unwrap()]);
+        tern.run(&all)
+    };
+
+    // Without its own value, a required variable stops the deploy.
+    let (status, answer) = host.deploy("shop", &config_bundle("shop"));
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        host.refusal(&answer),
+        "variable `api_token` is required but has no value; set it for this app with `tern apps variables set APP api_token=VALUE`"
+    );
+
+    // Set before the first deploy, they wait for it.
+    apps(&["set", "shop", "api_token=shop-token", "name=shop"])
+        .code(0)
+        .stdout("shop is not deployed yet; its first deploy gets them (2 variables set)\n");
+    assert_eq!(host.deploy("shop", &config_bundle("shop")).0, 201);
+    assert_eq!(
+        host.get("shop.localhost", "/config").expect(200),
+        "greeting=hello, shop\ntoken=Bearer shop-token"
+    );
+
+    // Another app declaring the same names sees none of shop's values.
+    let (status, answer) = host.admin(
+        "PATCH",
+        "/v1/apps/blog/variables",
+        br#"{"api_token": "blog-token"}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"name": "blog", "variables": ["api_token"], "version": null, "undeclared": []})
+    );
+    assert_eq!(host.deploy("blog", &config_bundle("blog")).0, 201);
+    assert_eq!(
+        host.get("blog.localhost", "/config").expect(200),
+        "greeting=hello, world\ntoken=Bearer blog-token"
+    );
+
+    // A change reloads the app: the next request sees it. A secret comes
+    // from a file, which keeps it out of the process list.
+    let file = top.path().join("rotated.txt");
+    std::fs::write(&file, "rotated-token\n").unwrap();
+    let from_file = format!("api_token={}", file.display());
+    apps(&["set", "shop", "--file", &from_file, "colour=blue"])
+        .code(0)
+        .stdout("shop version 1 reloaded (3 variables set)\n")
+        .stderr_has("tern: warning: `shop` version 1 declares no variable `colour`");
+    assert_eq!(
+        host.get("shop.localhost", "/config/token").expect(200),
+        "Bearer rotated-token"
+    );
+    // Names are listed, values never.
+    apps(&["list", "shop"])
+        .code(0)
+        .stdout("api_token\ncolour\nname\n");
+    let (status, answer) = host.admin("GET", "/v1/apps/shop/variables", b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({"name": "shop", "variables": ["api_token", "colour", "name"]})
+    );
+
+    // A change the app cannot load with is refused, and changes nothing.
+    apps(&["unset", "shop", "api_token"])
+        .code(1)
+        .one_line_error("the host refused the change to `shop`'s variables (422): variable `api_token` is required but has no value");
+    assert_eq!(
+        host.get("shop.localhost", "/config/token").expect(200),
+        "Bearer rotated-token"
+    );
+    apps(&["unset", "shop", "colour"])
+        .code(0)
+        .stdout("shop version 1 reloaded (2 variables set)\n");
+
+    // Bad input: one line naming what is wrong; nothing changes.
+    for (method, body, error) in [
+        (
+            "PUT",
+            &br#"{"Api-Token": "x"}"#[..],
+            "`Api-Token` is not a variable name: use lowercase letters, digits and `_`, starting with a letter",
+        ),
+        (
+            "PUT",
+            br#"{"api_token": null}"#,
+            "the body must be a JSON object of variable names to string values",
+        ),
+        (
+            "PATCH",
+            br#"{"api_token": 5}"#,
+            "the body must be a JSON object of variable names to string values (or null, to remove one)",
+        ),
+        (
+            "PATCH",
+            b"api_token=x",
+            "the body must be a JSON object of variable names to string values (or null, to remove one)",
+        ),
+    ] {
+        let (status, answer) = host.admin(method, "/v1/apps/shop/variables", body);
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(host.refusal(&answer), error);
+    }
+    let (status, answer) = host.admin("GET", "/v1/apps/Shop!/variables", b"");
+    assert_eq!(status, 400, "{answer}");
+    let stranger = host.call(
+        None,
+        "PUT",
+        "/v1/apps/shop/variables",
+        br#"{"api_token": "stolen"}"#,
+    );
+    assert_eq!(stranger.status, 401);
+    assert!(!stranger.body.contains("rotated"), "{}", stranger.body);
+
+    // On disk, readable by the host's user alone; back after a restart.
+    let file = host.state.join("apps/shop/variables.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let log = host.serve.log();
+    for secret in [leaked, "shop-token", "blog-token", "rotated-token"] {
+        assert!(!log.contains(secret), "{log}");
+    }
+    drop(host);
+    let host = Host::start(&tern, top.path(), &[]);
+    assert_eq!(
+        host.get("shop.localhost", "/config").expect(200),
+        "greeting=hello, shop\ntoken=Bearer rotated-token"
+    );
+
+    // A runtime config's [variables] would reach every app: refused.
+    let rc = top.path().join("runtime.toml");
+    std::fs::write(&rc, "[variables]\napi_token = \"for-everyone\"\n").unwrap();
+    drop(host);
+    let state = format!("--state-dir={}", top.path().join("state").display());
+    tern.run(&[
+        "host",
+        &state,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--runtime-config",
+        rc.to_str().unwrap(),
+    ])
+    .code(1)
+    .one_line_error(
+        "the runtime config sets variable `api_token` under [variables], which tern host would give to every app that declares it",
+    );
+}
+
+#[test]
+fn a_purge_waits_for_the_requests_in_flight() {
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &[]);
+    let app = bundle("shop", &[("/wait", HTTP_WAIT)], &[]);
+    assert_eq!(host.deploy("shop", &app).0, 201);
+    let held = host.hold("shop.localhost", "/wait");
+
+    std::thread::scope(|scope| {
+        let delete = scope.spawn(|| host.admin("DELETE", "/v1/apps/shop?purge=true", b""));
+        host.serve.wait_for_log(
+            "app `shop` is deleted; waiting for 1 request in flight before purging its data",
+        );
+        // Gone for new requests at once; the one in flight ends normally.
+        assert_eq!(host.get("shop.localhost", "/wait").status, 404);
+        assert_eq!(finish(held, "abc").expect(200), "read 3 bytes");
+        assert_purged(&host, "shop", delete.join().unwrap());
+    });
 }

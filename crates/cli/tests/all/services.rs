@@ -461,7 +461,9 @@ fn tern_kv_seeds_and_inspects_an_app() {
     assert_eq!(serve.get("/kv/default/b").expect(200), "2");
 }
 
-fn config_app() -> String {
+/// An app whose `/config/...` route reads its variables: `greeting` and
+/// `name` have defaults, `api_token` is required and secret.
+pub(crate) fn config_app() -> String {
     let mut toml = manifest(&[Part {
         route: "/config/...",
         id: "config",

@@ -209,7 +209,11 @@ fn rm(admin: &Admin, name: &str, purge: bool) -> Result<()> {
         .get("purged")
         .and_then(Value::as_bool)
         .unwrap_or(purge);
-    let data = if purged { "data purged" } else { "data kept" };
+    let data = if purged {
+        "data and variables purged"
+    } else {
+        "data and variables kept"
+    };
     print(&format!("deleted {name} ({data})\n"))
 }
 

@@ -676,16 +676,16 @@ impl Host {
         layout.unrecord(name).map_err(internal)?;
         write(&self.inner.apps).remove(name);
         write(&self.inner.names).release(name);
-        {
-            // A cold load under way ends first; one waiting for it finds
-            // the app gone, and loads nothing.
+        let last = {
+            // A cold load under way ends first, installing nothing; one
+            // waiting for it finds the app gone, and loads nothing.
             let _loading = entry.loading.blocking_lock();
-            entry.current.store(None);
-        }
+            entry.current.swap(None)
+        };
         if purge {
             // A request still running could write to a store the purge had
             // passed, and leave data behind.
-            self.drain(&entry);
+            self.drain(&entry, last);
         }
         layout.delete(name, purge).map_err(internal)?;
         if purge {
@@ -704,14 +704,20 @@ impl Host {
         Ok(())
     }
 
-    /// Waits until no request of `entry` is in flight, or until the
+    /// Waits until no request of `entry` is in flight, nor holds `last`
+    /// (the version it served, which a request holds from the moment it
+    /// finds the app, before it is counted in flight), or until the
     /// longest a request may run (the host's `--timeout`) has passed, with
     /// a second more for the answer to be written.
-    fn drain(&self, entry: &Entry) {
-        let in_flight = entry.stats.in_flight();
-        if in_flight == 0 {
+    fn drain(&self, entry: &Entry, last: Option<Arc<App>>) {
+        let busy = || {
+            entry.stats.in_flight() > 0
+                || last.as_ref().is_some_and(|app| Arc::strong_count(app) > 1)
+        };
+        if !busy() {
             return;
         }
+        let in_flight = entry.stats.in_flight().max(1);
         let longest =
             (self.inner.config.serve.caps.timeout).map_or(ServeConfig::DEFAULT_TIMEOUT, |t| t.0);
         let deadline = std::time::Instant::now() + longest + Duration::from_secs(1);
@@ -726,7 +732,7 @@ impl Host {
         ));
         // Requests hold no lock to wait on: a short poll, on the blocking
         // thread the change runs on.
-        while entry.stats.in_flight() > 0 && std::time::Instant::now() < deadline {
+        while busy() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -816,6 +822,13 @@ impl Sites for Host {
 }
 
 impl Host {
+    /// Whether `entry` is still the deployed app of its name.
+    fn deployed(&self, entry: &Arc<Entry>) -> bool {
+        read(&self.inner.apps)
+            .get(&entry.name)
+            .is_some_and(|e| Arc::ptr_eq(e, entry))
+    }
+
     /// Loads `entry`'s version for its first request, unless a load that
     /// held the lock before installed it. Concurrent first requests wait
     /// for one load, which runs on the blocking pool: it takes about a
@@ -826,10 +839,7 @@ impl Host {
         if let Some(app) = entry.current.load_full() {
             return Found::App(app);
         }
-        let deployed = read(&self.inner.apps)
-            .get(&entry.name)
-            .is_some_and(|e| Arc::ptr_eq(e, &entry));
-        if !deployed {
+        if !self.deployed(&entry) {
             // Deleted while this request waited for an earlier load.
             return Found::Unknown;
         }
@@ -845,6 +855,11 @@ impl Host {
             .await
             .unwrap_or_else(|e| Err(format!("the load failed: {e}")))
         };
+        if !self.deployed(&entry) {
+            // Deleted during the load (which waits for it to end, then
+            // removes what it was loaded from): it serves nothing.
+            return Found::Unknown;
+        }
         match loaded {
             Ok(app) => {
                 let app = Arc::new(app);

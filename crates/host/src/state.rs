@@ -90,7 +90,14 @@ impl Layout {
     /// The values of `name`'s variables, as last set; none when never set.
     pub(crate) fn variables(&self, name: &str) -> io::Result<BTreeMap<String, String>> {
         match fs::read(self.variables_file(name)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+            // Where it is wrong, not what is there: the file holds secrets.
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::other(format!(
+                    "not a JSON object of names to strings (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ))
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e),
         }
@@ -221,7 +228,10 @@ impl Layout {
     pub(crate) fn delete(&self, name: &str, purge: bool) -> io::Result<()> {
         self.unrecord(name)?;
         if purge {
-            remove(&self.app(name))
+            remove(&self.app(name))?;
+            // Durably gone: after a crash, the next deploy of the name
+            // must not find the purged data and variables back.
+            fs::File::open(self.apps())?.sync_all()
         } else {
             self.remove_versions_except(name, &[])
         }

@@ -4,10 +4,14 @@
 //! same grants and limits as an HTTP request of that component (memory,
 //! deadline, CPU time, instance slots).
 //!
-//! One subscription per Redis address, its messages handled one at a time
-//! in the order they arrive. The next message is read off the socket only
-//! once the last was handled, so a burst waits with the Redis server, not
-//! in Tern's memory; a subscriber that falls too far behind is dropped by
+//! One subscription per Redis address. Its messages are handled as they
+//! arrive, several at once: as many as the `max_concurrent` of the
+//! components it triggers allows (the smallest of them; with 1, one at a
+//! time in order), each holding a permit of its component as an HTTP
+//! request does, while the messages in hand stay under [`MAX_IN_HAND`]
+//! bytes. Past either bound the next message is read off the socket only
+//! once a handler is done, so a burst waits with the Redis server, not in
+//! Tern's memory; a subscriber that falls too far behind is dropped by
 //! Redis (its `client-output-buffer-limit` for pub/sub, 32MiB by default),
 //! which Tern logs as a lost connection. A handler that traps, runs out of
 //! time or returns an error is logged with the message's request id, and
@@ -22,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::IntoConnectionInfo as _;
@@ -44,6 +49,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How long connecting, authenticating and subscribing may take.
 pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes of the messages of one subscription being handled (or waiting for
+/// an instance) past which no more are read until some are done. A message
+/// is at most [`MAX_REDIS_REPLY`], and the reader holds at most two beyond
+/// this: what a burst puts in memory stays bounded.
+pub const MAX_IN_HAND: usize = 64 << 20;
 
 /// A component exporting `spin:redis/inbound-redis`, ready to instantiate
 /// per message.
@@ -163,6 +174,10 @@ async fn subscribe(
     sink: Arc<dyn EventSink>,
     ids: Arc<RequestIds>,
 ) {
+    // Kept across connections: handlers still running count against the
+    // next connection's bounds.
+    let mut handling = tokio::task::JoinSet::new();
+    let in_hand = Arc::new(AtomicUsize::new(0));
     let mut backoff = Duration::from_secs(1);
     loop {
         let opening = async {
@@ -185,7 +200,7 @@ async fn subscribe(
                 .into())
             });
         match opened {
-            Ok(mut subscription) => {
+            Ok(subscription) => {
                 backoff = Duration::from_secs(1);
                 sink.event(&format!(
                     "subscribed to {} on redis {shown}",
@@ -195,21 +210,46 @@ async fn subscribe(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
-                let error = loop {
-                    match subscription.next_message().await {
-                        Ok((channel, payload)) => {
-                            deliver(&slot, &sink, &ids, &address, &channel, payload).await;
-                        }
-                        Err(error) => break error,
+                let at_once = at_once(&slot, &address);
+                // A task of its own reads the socket, so that the reading
+                // is never cut off halfway; it waits while the channel is
+                // full, and the channel is read only while there is room.
+                let (messages, mut next) = tokio::sync::mpsc::channel(1);
+                let reader = tokio::spawn(read(subscription, messages));
+                let ended = loop {
+                    let room =
+                        handling.len() < at_once && in_hand.load(Ordering::Relaxed) < MAX_IN_HAND;
+                    tokio::select! {
+                        Some(_) = handling.join_next(), if !handling.is_empty() => {}
+                        message = next.recv(), if room => match message {
+                            Some(Ok((channel, payload))) => {
+                                let held = InHand::new(&in_hand, payload.len());
+                                let (slot, sink) = (slot.clone(), sink.clone());
+                                let (ids, address) = (ids.clone(), address.clone());
+                                handling.spawn(async move {
+                                    let _held = held;
+                                    deliver(&slot, &sink, &ids, &address, &channel, payload).await;
+                                });
+                            }
+                            Some(Err(ended)) => break Some(ended),
+                            None => break None,
+                        },
+                        // Neither can be waited on: never with the bounds
+                        // above, but a subscription is better made again
+                        // than a panic.
+                        else => break None,
                     }
                 };
-                let why = if subscription.refused() {
-                    format!(
+                reader.abort();
+                let why = match ended {
+                    Some(Ended { refused: true, .. }) => format!(
                         "a message over {}MiB on redis {shown} was dropped, with the connection",
                         MAX_REDIS_REPLY >> 20
-                    )
-                } else {
-                    format!("lost the connection to redis {shown} ({error})")
+                    ),
+                    Some(Ended { error, .. }) => {
+                        format!("lost the connection to redis {shown} ({error})")
+                    }
+                    None => format!("lost the connection to redis {shown}"),
                 };
                 sink.server_error(&format!(
                     "{why}; connecting again in {}s",
@@ -221,8 +261,76 @@ async fn subscribe(
                 backoff.as_secs()
             )),
         }
-        tokio::time::sleep(backoff).await;
+        // Handlers that end meanwhile are collected, not left to pile up.
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                Some(_) = handling.join_next(), if !handling.is_empty() => {}
+            }
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How a subscription's connection ended.
+struct Ended {
+    error: redis::RedisError,
+    /// On a message over the bound.
+    refused: bool,
+}
+
+/// Reads `subscription`'s messages into `messages` until it ends, then
+/// sends how.
+async fn read(
+    mut subscription: Subscription,
+    messages: tokio::sync::mpsc::Sender<Result<(String, Vec<u8>), Ended>>,
+) {
+    loop {
+        let next = subscription.next_message().await.map_err(|error| Ended {
+            error,
+            refused: subscription.refused(),
+        });
+        let last = next.is_err();
+        if messages.send(next).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// How many messages at `address` may be handled at once: the smallest
+/// `max_concurrent` of the components it triggers.
+fn at_once(slot: &AppSlot, address: &str) -> usize {
+    let app = slot.current();
+    let smallest = (app.redis.iter())
+        .filter(|route| route.trigger.address == address)
+        .filter_map(|route| app.components.get(route.component))
+        .map(|served| served.grants.limits.max_concurrent)
+        .min()
+        .unwrap_or(1);
+    usize::try_from(smallest).unwrap_or(usize::MAX).max(1)
+}
+
+/// A message's bytes, counted in hand until dropped.
+struct InHand {
+    count: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl InHand {
+    fn new(count: &Arc<AtomicUsize>, bytes: usize) -> InHand {
+        count.fetch_add(bytes, Ordering::Relaxed);
+        InHand {
+            count: count.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -255,9 +363,16 @@ async fn deliver(
         let outcome = if size > grants.limits.max_body.0 {
             Err(format!("message larger than {}", grants.limits.max_body))
         } else {
-            // An instance slot, as an HTTP request takes one.
-            match app.pool.slots.clone().acquire_owned().await {
-                Ok(_slot) => match executor
+            // A permit of the component and an instance slot, as an HTTP
+            // request takes them (waiting for them, where a request gets
+            // 503: the message waits in hand meanwhile).
+            let permit = served.permits.clone().acquire_owned().await;
+            let slot = match permit {
+                Ok(permit) => (app.pool.slots.clone().acquire_owned().await).map(|s| (permit, s)),
+                Err(closed) => Err(closed),
+            };
+            match slot {
+                Ok(_held) => match executor
                     .handle(grants, sink, OutputState::new(id), payload.clone())
                     .await
                 {

@@ -1462,8 +1462,11 @@ fn a_purge_waits_for_the_requests_in_flight() {
         host.serve.wait_for_log(
             "app `shop` is deleted; waiting for 1 request in flight before purging its data",
         );
-        // Gone for new requests at once; the one in flight ends normally.
+        // Gone for new requests at once; the purge waits for the one in
+        // flight, which ends normally.
         assert_eq!(host.get("shop.localhost", "/wait").status, 404);
+        assert!(!delete.is_finished());
+        assert!(host.state.join("apps/shop").exists());
         assert_eq!(finish(held, "abc").expect(200), "read 3 bytes");
         assert_purged(&host, "shop", delete.join().unwrap());
     });

@@ -674,8 +674,12 @@ pub fn spin_redis_trigger() {
 }
 
 /// A Spin app whose Redis trigger on `messages` gives its component
-/// inline, as `inbox`, pushing onto lists of `redis`.
-fn inline_redis_trigger(redis: &test_programs::redis::RedisServer) -> tempfile::TempDir {
+/// inline, as `inbox`, pushing onto lists of `redis`; its `block`
+/// messages wait on `hold`.
+fn inline_redis_trigger(
+    redis: &test_programs::redis::RedisServer,
+    hold: &Hold,
+) -> tempfile::TempDir {
     let file = Path::new(SPIN_REDIS_TRIGGER)
         .file_name()
         .unwrap()
@@ -684,12 +688,57 @@ fn inline_redis_trigger(redis: &test_programs::redis::RedisServer) -> tempfile::
     let manifest = format!(
         "spin_manifest_version = 2\n\n[application]\nname = \"chat\"\n\n\
          [[trigger.redis]]\naddress = \"{url}\"\nchannel = \"messages\"\nid = \"inbox\"\n\
-         component = {{ source = \"{file}\", allowed_outbound_hosts = [\"redis://127.0.0.1:{port}\"], \
-         variables = {{ redis_address = \"{url}\" }} }}\n",
+         component = {{ source = \"{file}\", \
+         allowed_outbound_hosts = [\"redis://127.0.0.1:{port}\", \"http://127.0.0.1:{hold}\"], \
+         variables = {{ redis_address = \"{url}\", hold_url = \"http://127.0.0.1:{hold}/\" }} }}\n",
         url = redis.url(),
-        port = redis.port()
+        port = redis.port(),
+        hold = hold.port,
     );
     spin_dir(&manifest, &[SPIN_REDIS_TRIGGER])
+}
+
+/// An HTTP server the trigger guest's `block` handlers wait on: each
+/// request it accepts is a handler held, until the test answers it.
+struct Hold {
+    port: u16,
+    held: std::sync::mpsc::Receiver<std::net::TcpStream>,
+}
+
+impl Hold {
+    fn start() -> Hold {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted, held) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stream.map(|s| accepted.send(s)).is_err() {
+                    return;
+                }
+            }
+        });
+        Hold { port, held }
+    }
+
+    /// The next handler to be held, once it is.
+    fn next(&self) -> std::net::TcpStream {
+        self.held
+            .recv_timeout(crate::serving::PATIENCE)
+            .expect("no handler came to be held")
+    }
+}
+
+/// Lets a held handler go on: answers its request 200.
+fn release(stream: std::net::TcpStream) {
+    use std::io::{BufRead as _, Write as _};
+    let mut head = std::io::BufReader::new(&stream);
+    let mut line = String::new();
+    while head.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        line.clear();
+    }
+    (&stream)
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .unwrap();
 }
 
 #[test]
@@ -697,7 +746,8 @@ fn a_redis_trigger_may_give_its_component_inline() {
     let tern = Tern::new();
     let redis = test_programs::redis::RedisServer::start();
     let port = redis.port();
-    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis), &[]);
+    let hold = Hold::start();
+    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis, &hold), &[]);
     serve.wait_for_log(&format!("redis `messages` on 127.0.0.1:{port}/0  -> inbox"));
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
     serve.wait_for_log("redis message on `messages` (5 bytes) -> inbox: handled in");
@@ -756,6 +806,35 @@ fn publish_burst(port: u16, channel: &str, count: usize, size: usize) -> Vec<u32
 }
 
 #[test]
+fn a_redis_trigger_handles_messages_at_once() {
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let port = redis.port();
+    let hold = Hold::start();
+    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis, &hold), &[]);
+    serve.wait_for_log("subscribed to `messages` on redis");
+
+    // Three handlers held at once: one at a time, the second would never
+    // start.
+    for _ in 0..3 {
+        assert_eq!(redis_cli(port, &["PUBLISH", "messages", "block"]), "1\n");
+    }
+    let held: Vec<_> = (0..3).map(|_| hold.next()).collect();
+    // Meanwhile the next message is handled too.
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
+    serve.wait_for_log("redis message on `messages` (5 bytes) -> inbox: handled in");
+    held.into_iter().for_each(release);
+    serve.wait_for_nth_log(
+        "redis message on `messages` (5 bytes) -> inbox: handled in",
+        4,
+    );
+    assert_eq!(
+        redis_cli(port, &["LRANGE", "received", "0", "-1"]),
+        "hello\nblock\nblock\nblock\n"
+    );
+}
+
+#[test]
 fn a_redis_trigger_that_falls_behind_leaves_the_backlog_with_redis() {
     let tern = Tern::new();
     let redis = test_programs::redis::RedisServer::start();
@@ -766,16 +845,16 @@ fn a_redis_trigger_that_falls_behind_leaves_the_backlog_with_redis() {
         redis_cli(port, &[&["CONFIG", "SET"][..], &limit].concat()),
         "OK\n"
     );
-    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis), &[]);
+    // One message at a time: the component allows one in flight.
+    let one = ["--max-concurrent", "1"];
+    let hold = Hold::start();
+    let serve = Serve::start_in(&tern, inline_redis_trigger(&redis, &hold), &one);
     serve.wait_for_log("subscribed to `messages` on redis");
 
     // The handler of `block` holds the subscription's one handler until
-    // the test pushes onto `gate`.
+    // the test answers it.
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "block"]), "1\n");
-    assert_eq!(
-        redis_cli(port, &["BLPOP", "started", "30"]),
-        "started\nblock\n"
-    );
+    let held = hold.next();
 
     // 32MiB published meanwhile: Tern reads none of it into memory while
     // its handler runs, so it backs up in Redis, which drops the
@@ -785,7 +864,7 @@ fn a_redis_trigger_that_falls_behind_leaves_the_backlog_with_redis() {
 
     // Let go, Tern handles what reached its socket before the drop, then
     // logs the lost connection and subscribes again.
-    assert_eq!(redis_cli(port, &["RPUSH", "gate", "go"]), "1\n");
+    release(held);
     let lost = serve.wait_for_log(&format!("lost the connection to redis 127.0.0.1:{port}"));
     assert!(lost.contains("connecting again in 1s"), "{lost}");
     serve.wait_for_nth_log("subscribed to `messages` on redis", 2);

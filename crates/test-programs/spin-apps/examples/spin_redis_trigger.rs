@@ -1,9 +1,11 @@
 //! A Redis-triggered component as Spin's documentation shows it: each
 //! message published on its channel is pushed onto the `received` list of
 //! the Redis at `redis_address`. A message `trap` makes the handler panic,
-//! `fail` makes it return an error, and `block` holds it until the list
-//! `gate` gets an element (it pushes `block` onto `started` first).
+//! `fail` makes it return an error, and `block` holds it until a GET of
+//! the variable `hold_url` is answered (a blocking Redis command is refused
+//! on the host's shared connection).
 
+use spin_sdk::http::{EmptyBody, Request, Response, send};
 use spin_sdk::redis::{Connection, RedisParameter};
 use spin_sdk::{redis_subscriber, variables};
 
@@ -17,16 +19,8 @@ async fn on_message(message: Vec<u8>) -> anyhow::Result<()> {
     let address = variables::get("redis_address").await?;
     let conn = Connection::open(&address).await?;
     if message == b"block" {
-        let started = [
-            RedisParameter::Binary(b"started".to_vec()),
-            RedisParameter::Binary(b"block".to_vec()),
-        ];
-        conn.execute("RPUSH", started).await?;
-        let gate = [
-            RedisParameter::Binary(b"gate".to_vec()),
-            RedisParameter::Binary(b"0".to_vec()),
-        ];
-        conn.execute("BLPOP", gate).await?;
+        let hold = Request::get(variables::get("hold_url").await?).body(EmptyBody::new())?;
+        let _: Response = send(hold).await?;
     }
     let args = [
         RedisParameter::Binary(b"received".to_vec()),

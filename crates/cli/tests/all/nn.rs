@@ -364,6 +364,34 @@ pub fn p3_nn_classify() {
     .stderr_has("error: ErrorCode::InvalidArgument: ");
 }
 
+#[test]
+fn a_model_loaded_from_bytes_counts_while_a_context_holds_it() {
+    // Each model's graph is dropped, its context kept: the contexts hold
+    // the models, so the models still count against the 16MiB.
+    let tern = Tern::new();
+    let dir = format!("{MODELS_DIR}::/models");
+    let hoard = |n: &str| {
+        tern.run(&[
+            "run",
+            "--max-memory",
+            "16MiB",
+            "--dir",
+            &dir,
+            P3_NN_CLASSIFY,
+            "hoard",
+            "/models/magika/model.onnx",
+            n,
+        ])
+    };
+    hoard("5").code(0).stdout("held 5 contexts\n");
+    let size = std::fs::metadata(Path::new(MODELS_DIR).join("magika/model.onnx"))
+        .unwrap()
+        .len();
+    hoard("6").code(1).stderr_has(&format!(
+        "error: ErrorCode::TooLarge: a model of {size} bytes is over this instance's limit of 16777216 bytes for models and tensors"
+    ));
+}
+
 /// An app directory (under the target directory, so the model can be a
 /// hard link rather than a copy) serving `examples/chat`'s component on `/chat` with
 /// the model `chat`, `extra` appended to its manifest.

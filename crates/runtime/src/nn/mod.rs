@@ -138,14 +138,41 @@ impl Nn {
     pub(crate) fn give_back(&mut self, bytes: u64) {
         self.held = self.held.saturating_sub(bytes);
     }
+
+    /// Drops one holder of `held`, giving its bytes back if it was the
+    /// last: a context keeps its model in memory after its graph is gone.
+    pub(crate) fn release(&mut self, held: Held) {
+        if Arc::strong_count(&held.share) == 1 {
+            self.give_back(held.bytes);
+        }
+    }
+}
+
+/// The budget a model the guest loaded itself takes, shared by its graph
+/// and every context made from it (each holds the model), and given back
+/// with the last of them ([`Nn::release`]).
+#[derive(Clone, Default)]
+pub(crate) struct Held {
+    bytes: u64,
+    share: Arc<()>,
+}
+
+impl Held {
+    /// `bytes` taken from the budget.
+    pub(crate) fn new(bytes: u64) -> Held {
+        Held {
+            bytes,
+            share: Arc::new(()),
+        }
+    }
 }
 
 /// A guest's graph: a model with this instance's limits and cancel flag.
 pub struct NnGraph {
     graph: Graph,
     cancel: Cancel,
-    /// Bytes of the budget it holds (a model the guest loaded itself).
-    held: u64,
+    /// The budget its model holds (one the guest loaded itself).
+    held: Held,
 }
 
 /// A guest's execution context. `None` while a compute has it on the
@@ -153,6 +180,8 @@ pub struct NnGraph {
 pub struct NnContext {
     cx: Option<ExecutionContext>,
     cancel: Cancel,
+    /// Its graph's model's share of the budget.
+    held: Held,
 }
 
 /// The `error` resource.
@@ -291,15 +320,20 @@ impl ServicesView<'_> {
         &mut self,
         model: &Model,
         limits: tern_nn::Limits,
-        held: u64,
+        held: Held,
     ) -> NnResult<Resource<NnGraph>> {
         let cancel = Cancel::default();
         let graph = NnGraph {
             graph: graph(model, b"", limits, cancel.clone()),
             cancel,
-            held,
+            held: held.clone(),
         };
-        self.pushed(graph)
+        let pushed = self.pushed(graph)?;
+        if pushed.is_err() {
+            // Not made: its model's bytes are not held.
+            self.services.nn.release(held);
+        }
+        Ok(pushed)
     }
 }
 
@@ -345,7 +379,7 @@ impl wit_graph::Host for ServicesView<'_> {
         })
         .await?;
         match loaded {
-            Ok(model) => self.new_graph(&model, tern_nn::Limits::default(), bytes),
+            Ok(model) => self.new_graph(&model, tern_nn::Limits::default(), Held::new(bytes)),
             Err(err) => {
                 self.services.nn.give_back(bytes);
                 self.nn_error(err)
@@ -356,7 +390,7 @@ impl wit_graph::Host for ServicesView<'_> {
     async fn load_by_name(&mut self, name: String) -> NnResult<Resource<NnGraph>> {
         let granted = self.services.nn.granted(&name).cloned();
         match granted {
-            Ok(model) => self.new_graph(&model.model, model.limits, 0),
+            Ok(model) => self.new_graph(&model.model, model.limits, Held::default()),
             Err(err) => self.nn_error(err),
         }
     }
@@ -368,11 +402,12 @@ impl wit_graph::HostGraph for ServicesView<'_> {
         graph: Resource<NnGraph>,
     ) -> NnResult<Resource<NnContext>> {
         let graph = self.table.get(&graph)?;
-        let cancel = graph.cancel.clone();
+        let (cancel, held) = (graph.cancel.clone(), graph.held.clone());
         match graph.graph.init_execution_context() {
             Ok(cx) => self.pushed(NnContext {
                 cx: Some(cx),
                 cancel,
+                held,
             }),
             Err(err) => self.nn_error(from_backend(err)),
         }
@@ -380,7 +415,7 @@ impl wit_graph::HostGraph for ServicesView<'_> {
 
     async fn drop(&mut self, graph: Resource<NnGraph>) -> Result<()> {
         let graph = self.delete_nn(graph)?;
-        self.services.nn.give_back(graph.held);
+        self.services.nn.release(graph.held);
         Ok(())
     }
 }
@@ -436,7 +471,8 @@ impl inference::HostGraphExecutionContext for ServicesView<'_> {
     }
 
     async fn drop(&mut self, cx: Resource<NnContext>) -> Result<()> {
-        self.delete_nn(cx)?;
+        let cx = self.delete_nn(cx)?;
+        self.services.nn.release(cx.held);
         Ok(())
     }
 }

@@ -13,7 +13,7 @@
 use tern_nn::{Cancel, Context, Encoding, Id, Limits, Model, Tensor, TensorType};
 use wasmtime::{Caller, Extern, Linker, Result};
 
-use super::{MAX_OPEN, Nn, off_thread};
+use super::{Held, MAX_OPEN, Nn, off_thread};
 
 const MODULE: &str = "wasi_ephemeral_nn";
 const SUCCESS: i32 = 0;
@@ -32,13 +32,16 @@ struct P1Graph {
     model: Model,
     limits: Limits,
     config: Vec<u8>,
-    /// Bytes of the budget it holds (a model the guest loaded itself).
-    held: u64,
+    /// The budget its model holds (one the guest loaded itself).
+    held: Held,
 }
 
 struct P1Context {
     /// `None` while a compute has it on the blocking pool.
     cx: Option<Context>,
+    /// Its graph's model's share of the budget, for as long as the
+    /// instance lives (contexts are never dropped).
+    _held: Held,
 }
 
 impl NnP1 {
@@ -82,8 +85,8 @@ impl NnP1 {
 
     fn context(&mut self, id: u32) -> Result<&mut Context, tern_nn::Error> {
         match self.contexts.get_mut(id as usize).and_then(Option::as_mut) {
-            Some(P1Context { cx: Some(cx) }) => Ok(cx),
-            Some(P1Context { cx: None }) => Err(tern_nn::Error::RuntimeError(format!(
+            Some(P1Context { cx: Some(cx), .. }) => Ok(cx),
+            Some(P1Context { cx: None, .. }) => Err(tern_nn::Error::RuntimeError(format!(
                 "execution context {id} is already computing"
             ))),
             None => Err(tern_nn::Error::NotFound(format!(
@@ -244,7 +247,7 @@ pub fn add_to_linker<T: Send + 'static>(
                 .and_then(Option::take)
             {
                 Some(g) => {
-                    state.nn.give_back(g.held);
+                    state.nn.release(g.held);
                     SUCCESS
                 }
                 None => tern_nn::Error::NotFound(String::new()).errno() as i32,
@@ -405,12 +408,14 @@ fn load(
             return Err(err);
         }
     };
-    let id = state.add_graph(P1Graph {
+    let held = Held::new(total);
+    let added = state.add_graph(P1Graph {
         model,
         limits: Limits::default(),
         config: Vec::new(),
-        held: total,
-    })?;
+        held: held.clone(),
+    });
+    let id = added.inspect_err(|_| state.nn.release(held))?;
     write_u32(mem, out, id).ok_or_else(|| invalid("the result pointer"))
 }
 
@@ -439,7 +444,7 @@ fn load_by_name(
         model: model.model.clone(),
         limits: model.limits,
         config,
-        held: 0,
+        held: Held::default(),
     })?;
     write_u32(mem, out, id).ok_or_else(|| invalid("the result pointer"))
 }
@@ -463,7 +468,11 @@ fn init_execution_context(
         graph.limits,
         state.cancel.clone(),
     )?;
-    state.contexts.push(Some(P1Context { cx: Some(cx) }));
+    let held = graph.held.clone();
+    state.contexts.push(Some(P1Context {
+        cx: Some(cx),
+        _held: held,
+    }));
     let id = state.contexts.len() as u32 - 1;
     write_u32(mem, out, id).ok_or_else(|| invalid("the result pointer"))
 }

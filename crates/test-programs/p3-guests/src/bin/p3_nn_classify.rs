@@ -13,6 +13,10 @@
 //!   score of the output `target_label` (2 decimals). This is the model's
 //!   own answer: Magika's shortcuts for files under 8 bytes and its
 //!   confidence thresholds are left out.
+//! - `hoard PATH N`: loads the ONNX model at PATH from its bytes N times,
+//!   each time making an execution context, which it keeps, and dropping
+//!   the graph; prints `held N contexts`. The host must count each model
+//!   while a context holds it.
 //!
 //! A wasi-nn error prints `error: CODE: MESSAGE` on stderr (CODE being the
 //! `Debug` of wasi-nn's `error-code`, e.g. `NotFound`) and exits 1; so does
@@ -84,8 +88,9 @@ impl wasip3::exports::cli::run::Guest for Classify {
         let result = match args[..] {
             ["iris", a, b, c, d] => iris([a, b, c, d]),
             ["magika", path] => magika(path).await,
+            ["hoard", path, n] => hoard(path, n).await,
             _ => Err(Failure::Other(
-                "usage: p3_nn_classify iris A B C D | magika PATH".into(),
+                "usage: p3_nn_classify iris A B C D | magika PATH | hoard PATH N".into(),
             )),
         };
         match result {
@@ -158,6 +163,21 @@ async fn magika(path: &str) -> Result<String, Failure> {
             },
         );
     Ok(format!("label={} score={score:.2}\n", MAGIKA_LABELS[best]))
+}
+
+async fn hoard(path: &str, n: &str) -> Result<String, Failure> {
+    let n: usize = n.parse().map_err(|_| format!("not a count: {n:?}"))?;
+    let model = read_file(path).await?;
+    let mut contexts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let graph = nn::graph::load(
+            std::slice::from_ref(&model),
+            nn::graph::GraphEncoding::Onnx,
+            nn::graph::ExecutionTarget::Cpu,
+        )?;
+        contexts.push(graph.init_execution_context()?);
+    }
+    Ok(format!("held {} contexts\n", contexts.len()))
 }
 
 /// Loads graph `name`, and computes `inputs` in a new context.

@@ -245,16 +245,7 @@ fn change_variables(
     name: &str,
     change: serde_json::Map<String, Value>,
 ) -> Result<()> {
-    let path = admin_client::app_path(name, "/variables");
-    let body = serde_json::to_vec(&change)?;
-    let what = format!("the change to `{name}`'s variables");
-    let answer = success(None, &what, admin.call("PATCH", &path, Some(&body))?)?;
-    let version = field(&answer, "version");
-    for undeclared in items(&answer, "undeclared").filter_map(Value::as_str) {
-        crate::log::say(&format!(
-            "tern: warning: `{name}` version {version} declares no variable `{undeclared}`"
-        ));
-    }
+    let answer = send_variables(admin, name, change)?;
     let count = items(&answer, "variables").count();
     let set = match count {
         1 => "1 variable set".to_owned(),
@@ -267,9 +258,32 @@ fn change_variables(
     print(&line)
 }
 
+/// Sends `change` to `name`'s variables; the host's answer, after a
+/// warning for each name the served version does not declare.
+pub(crate) fn send_variables(
+    admin: &Admin,
+    name: &str,
+    change: serde_json::Map<String, Value>,
+) -> Result<Value> {
+    let path = admin_client::app_path(name, "/variables");
+    let body = serde_json::to_vec(&change)?;
+    let what = format!("the change to `{name}`'s variables");
+    let answer = success(None, &what, admin.call("PATCH", &path, Some(&body))?)?;
+    let version = field(&answer, "version");
+    for undeclared in items(&answer, "undeclared").filter_map(Value::as_str) {
+        crate::log::say(&format!(
+            "tern: warning: `{name}` version {version} declares no variable `{undeclared}`"
+        ));
+    }
+    Ok(answer)
+}
+
 /// The values of `KEY=VALUE` and `--file KEY=PATH` arguments, as a JSON
 /// object.
-fn assignments(values: &[String], files: &[String]) -> Result<serde_json::Map<String, Value>> {
+pub(crate) fn assignments(
+    values: &[String],
+    files: &[String],
+) -> Result<serde_json::Map<String, Value>> {
     let split = |arg: &str, form: &str| {
         arg.split_once('=')
             .filter(|(key, _)| !key.is_empty())

@@ -25,8 +25,13 @@ sit in the app directory; the host checks and compiles it, then swaps it in. On 
 version already running keeps serving. The admin token is read from --token-file, else
 $TERN_ADMIN_TOKEN, else ~/.local/share/tern/host/admin-token (where `tern host` writes it).
 
-Example:
-  tern deploy examples/hello --to http://127.0.0.1:3001")]
+--variable and --variable-file set the app's variables before the bundle is sent (as
+`tern apps variables set` does), so a first deploy finds its required ones; they stay set if
+the deploy is then refused.
+
+Examples:
+  tern deploy examples/hello --to http://127.0.0.1:3001
+  tern deploy --variable api_host=api.example.com --variable-file api_token=token.txt --to http://127.0.0.1:3001")]
 pub struct DeployArgs {
     /// The app's manifest, or a directory holding `tern.toml`
     #[arg(value_name = "PATH", default_value = ".")]
@@ -40,11 +45,19 @@ pub struct DeployArgs {
     /// Send what is already built
     #[arg(long)]
     no_build: bool,
+    /// Set a variable of the app first, KEY=VALUE (repeatable)
+    #[arg(long = "variable", value_name = "KEY=VALUE")]
+    variables: Vec<String>,
+    /// Set a variable of the app first to a file's content (less one
+    /// trailing newline), KEY=PATH (repeatable): for secrets
+    #[arg(long = "variable-file", value_name = "KEY=PATH")]
+    variable_files: Vec<String>,
 }
 
 pub fn main(args: DeployArgs) -> Result<ExitCode> {
     // A bad URL or a missing token is found before a build, not after it.
     let admin = args.admin.admin()?;
+    let variables = crate::apps::assignments(&args.variables, &args.variable_files)?;
     let manifest = load(&args.path, args.no_build)?;
     let name = args.name.as_deref().unwrap_or(&manifest.app.name);
     let files = bundle_files(&manifest)?;
@@ -53,6 +66,13 @@ pub fn main(args: DeployArgs) -> Result<ExitCode> {
     let bundle = tern_host::bundle::pack(&manifest.dir, &files).map_err(|e| {
         Error::from(e).context(format!("packing the app in {}", manifest.dir.display()))
     })?;
+    if !variables.is_empty() {
+        let answer = crate::apps::send_variables(&admin, name, variables)?;
+        crate::log::say(&format!(
+            "tern: {name} has {} variables set",
+            items(&answer, "variables").count()
+        ));
+    }
     let sent = size(bundle.len() as u64);
     crate::log::say(&format!("tern: sending {sent} to {}", admin.url()));
     let path = admin_client::app_path(name, "");

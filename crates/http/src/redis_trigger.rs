@@ -50,11 +50,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long connecting, authenticating and subscribing may take.
 pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of the messages of one subscription being handled (or waiting for
-/// an instance) past which no more are read until some are done. A message
-/// is at most [`MAX_REDIS_REPLY`], and the reader holds at most two beyond
-/// this: what a burst puts in memory stays bounded.
+/// Host memory the messages of one subscription take while handled (or
+/// waiting for an instance) past which no more are read until some are
+/// done: each byte counts as [`HELD_PER_BYTE`] (a handler's argument is a
+/// list of values, one per byte). One message is always let through, and
+/// the reader holds at most two beyond: what a burst puts in memory stays
+/// bounded, per Redis address.
 pub const MAX_IN_HAND: usize = 64 << 20;
+
+/// What one byte of a message takes on the host while its handler runs:
+/// the message, a copy, and a `Val` for the call.
+const HELD_PER_BYTE: usize = 2 + std::mem::size_of::<Val>();
 
 /// A component exporting `spin:redis/inbound-redis`, ready to instantiate
 /// per message.
@@ -210,20 +216,23 @@ async fn subscribe(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
-                let at_once = at_once(&slot, &address);
                 // A task of its own reads the socket, so that the reading
                 // is never cut off halfway; it waits while the channel is
                 // full, and the channel is read only while there is room.
                 let (messages, mut next) = tokio::sync::mpsc::channel(1);
                 let reader = tokio::spawn(read(subscription, messages));
                 let ended = loop {
-                    let room =
-                        handling.len() < at_once && in_hand.load(Ordering::Relaxed) < MAX_IN_HAND;
+                    // Read each time: a reload may change `max_concurrent`.
+                    let room = handling.len() < at_once(&slot, &address)
+                        && in_hand.load(Ordering::Relaxed) < MAX_IN_HAND;
                     tokio::select! {
-                        Some(_) = handling.join_next(), if !handling.is_empty() => {}
+                        Some(done) = handling.join_next(), if !handling.is_empty() => {
+                            reap(&sink, done);
+                        }
                         message = next.recv(), if room => match message {
                             Some(Ok((channel, payload))) => {
-                                let held = InHand::new(&in_hand, payload.len());
+                                let cost = payload.len().saturating_mul(HELD_PER_BYTE);
+                                let held = InHand::new(&in_hand, cost);
                                 let (slot, sink) = (slot.clone(), sink.clone());
                                 let (ids, address) = (ids.clone(), address.clone());
                                 handling.spawn(async move {
@@ -267,10 +276,19 @@ async fn subscribe(
         loop {
             tokio::select! {
                 () = &mut pause => break,
-                Some(_) = handling.join_next(), if !handling.is_empty() => {}
+                Some(done) = handling.join_next(), if !handling.is_empty() => {
+                    reap(&sink, done);
+                }
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Logs a handler's task that did not end as it should (a panic of Tern's).
+fn reap(sink: &Arc<dyn EventSink>, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        sink.server_error(&format!("a redis message's handler failed: {e}"));
     }
 }
 

@@ -35,9 +35,20 @@ impl Host {
     /// Runs `tern deploy` of the app in `dir` to this host, with the token
     /// in `token`, building nothing.
     fn deploy_dir(&self, tern: &Tern, dir: &Path, token: &Path) -> crate::support::Output {
+        self.deploy_dir_with(tern, dir, token, &[])
+    }
+
+    /// [`Host::deploy_dir`] with `more` arguments.
+    fn deploy_dir_with(
+        &self,
+        tern: &Tern,
+        dir: &Path,
+        token: &Path,
+        more: &[&str],
+    ) -> crate::support::Output {
         let to = format!("http://{}", self.admin);
         let (dir, token) = (dir.to_str().unwrap(), token.to_str().unwrap());
-        tern.run(&[
+        let mut args = vec![
             "deploy",
             dir,
             "--to",
@@ -45,7 +56,9 @@ impl Host {
             "--token-file",
             token,
             "--no-build",
-        ])
+        ];
+        args.extend_from_slice(more);
+        tern.run(&args)
     }
 
     /// Starts `tern host` on `top/state` with [`TOKEN`] in `top/token`.
@@ -1271,14 +1284,19 @@ fn requests_to_the_app_itself_stay_in_that_app() {
     assert!(body.starts_with("404 "), "{body}");
 }
 
-/// The app `name` of [`crate::services::config_app`], reading its variables
-/// on `/config/...`.
-fn config_bundle(name: &str) -> Vec<u8> {
+/// The directory of the app `name` of [`crate::services::config_app`],
+/// reading its variables on `/config/...`.
+fn config_dir(name: &str) -> tempfile::TempDir {
     let toml =
         crate::services::config_app().replace("name = \"test\"\n", &format!("name = \"{name}\"\n"));
     let dir = tempfile::tempdir().unwrap();
     write_app(dir.path(), &toml);
-    tar_of(dir.path(), |_| {})
+    dir
+}
+
+/// A bundle of [`config_dir`].
+fn config_bundle(name: &str) -> Vec<u8> {
+    tar_of(config_dir(name).path(), |_| {})
 }
 
 #[test]
@@ -1411,6 +1429,26 @@ fn each_app_has_its_own_variables_and_the_hosts_environment_reaches_none() {
     );
     assert_eq!(stranger.status, 401);
     assert!(!stranger.body.contains("rotated"), "{}", stranger.body);
+
+    // `tern deploy --variable` sets them before it sends the bundle, so a
+    // first deploy finds its required one.
+    let news = config_dir("news");
+    let out = host.deploy_dir_with(
+        &tern,
+        news.path(),
+        &token,
+        &[
+            "--variable",
+            "api_token=news-token",
+            "--variable",
+            "name=news",
+        ],
+    );
+    out.code(0).stderr_has("tern: news has 2 variables set");
+    assert_eq!(
+        host.get("news.localhost", "/config").expect(200),
+        "greeting=hello, news\ntoken=Bearer news-token"
+    );
 
     // On disk, readable by the host's user alone; back after a restart.
     let file = host.state.join("apps/shop/variables.json");

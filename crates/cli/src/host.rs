@@ -74,6 +74,16 @@ pub struct HostArgs {
     /// manifests write it (repeatable); apps naming any other do not load
     #[arg(long = "allow-upstream", value_name = "HOST:PORT")]
     allow_upstream: Vec<String>,
+    /// Let deployed apps' Redis triggers subscribe at this Redis server,
+    /// HOST:PORT (repeatable); apps whose triggers name any other do not
+    /// load
+    #[arg(long = "allow-redis-trigger", value_name = "HOST:PORT")]
+    allow_redis_trigger: Vec<String>,
+    /// Let deployed apps reach this non-public address (loopback, private,
+    /// link-local...), IP or IP:PORT (repeatable), when their
+    /// allowed_outbound_hosts name its host; none by default
+    #[arg(long = "allow-private-address", value_name = "IP[:PORT]")]
+    allow_private_address: Vec<tern_runtime::outbound::PrivateAddress>,
     /// Access log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -135,6 +145,8 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
     serve.limits = limits;
     serve.caps = limits;
     serve.allowed_upstreams = Some(args.allow_upstream.clone());
+    serve.private_outbound =
+        tern_runtime::outbound::PrivateReach::Listed(args.allow_private_address.clone().into());
     serve.max_connections = default_max_connections();
     let (cache, _disabled) = compiling::open_cache(args.no_cache)?;
     let host = Host::open(HostConfig {
@@ -148,6 +160,7 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
         max_memory: args.max_memory,
         compile_limits: args.compile_limits.limits(),
         cache,
+        allowed_redis: args.allow_redis_trigger.clone(),
     })
     .map_err(|e| {
         tern_runtime::Error::from(e).context(format!("cannot open {}", state_dir.display()))
@@ -189,6 +202,10 @@ pub fn main(args: HostArgs) -> Result<ExitCode> {
     ));
     runtime.spawn(tern_host::serve_admin(host.clone(), admin, token));
     runtime.spawn(host.clone().unload_idle());
+    {
+        let _on = runtime.enter();
+        host.start_triggers();
+    }
     let serving = Serving {
         runtime,
         signals,

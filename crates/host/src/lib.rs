@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use tern_http::{App, AppStats, EventSink, Found, Pools, ServeConfig, Sharing, Sites};
-use tern_manifest::{ByteSize, LoadOptions, Manifest};
+use tern_manifest::{ByteSize, LoadOptions, Manifest, RedisTrigger};
 use tern_runtime::{CompileCache, CompileLimits, Loader};
 
 pub use admin::serve_admin;
@@ -69,6 +69,9 @@ pub struct HostConfig {
     /// mapped from that file) on each load; `None` compiles on every
     /// load.
     pub cache: Option<CompileCache>,
+    /// The Redis servers (`HOST:PORT`) apps' Redis triggers may subscribe
+    /// at; an app whose trigger names another does not load.
+    pub allowed_redis: Vec<String>,
 }
 
 /// The apps of one host. Cheap to clone.
@@ -93,6 +96,16 @@ struct Inner {
     /// served, and held as they are (their name refuses changes) until an
     /// operator mends or removes the record and restarts the host.
     unreadable: BTreeMap<String, String>,
+    /// The Redis subscriptions of each app with Redis triggers, loaded or
+    /// not.
+    subscriptions: Mutex<BTreeMap<String, Subscriptions>>,
+}
+
+/// An app's Redis subscriptions, running as a task of their own.
+struct Subscriptions {
+    triggers: Vec<RedisTrigger>,
+    /// Set to end them (or dropped).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A deployed app.
@@ -136,6 +149,14 @@ impl Entry {
         self.loads.fetch_add(1, Ordering::Relaxed);
         self.current.store(Some(app));
     }
+}
+
+/// A version loaded and checked, not yet served.
+struct Checked {
+    app: Arc<App>,
+    /// The host names its manifest claims.
+    hosts: Vec<String>,
+    triggers: Vec<RedisTrigger>,
 }
 
 /// Why the admin API refused a change: the status and one line.
@@ -249,6 +270,7 @@ impl Host {
                 changing: Arc::default(),
                 events: std::sync::OnceLock::new(),
                 unreadable: unreadable.into_iter().collect(),
+                subscriptions: Mutex::default(),
                 config,
             }),
         };
@@ -391,11 +413,15 @@ impl Host {
         // The bundle's `tern.toml`, or its `spin.toml` when it has none.
         let manifest = tern_manifest::load_with(&tern_manifest::manifest_path(&dir), options)
             .map_err(|e| self.without_dirs(&e.to_string(), &dir))?;
-        if let Some(trigger) = manifest.redis_triggers.first() {
-            return Err(format!(
-                "the app has Redis triggers (channel `{}`), which a host does not run yet; serve it with `tern serve`",
-                trigger.channel
-            ));
+        let allowed = &self.inner.config.allowed_redis;
+        for trigger in &manifest.redis_triggers {
+            let server = redis_authority(trigger);
+            if !allowed.contains(&server) {
+                return Err(format!(
+                    "its Redis trigger on `{}` subscribes at redis {server}, which this host does not let apps reach (the operator's --allow-redis-trigger)",
+                    trigger.channel
+                ));
+            }
         }
         Ok(manifest)
     }
@@ -476,7 +502,11 @@ impl Host {
                 .map(drop)
                 .map_err(|e| Refusal::new(400, e.to_string()))
         });
-        let (app, hosts) = match loaded {
+        let Checked {
+            app,
+            hosts,
+            triggers,
+        } = match loaded {
             Ok(loaded) => loaded,
             Err(refusal) => {
                 // The load may have indexed modules of `dir` at once
@@ -500,7 +530,7 @@ impl Host {
         let dropped = Layout::prune(&mut record);
         let created = record.versions.len() == 1;
         let kept = record.versions.clone();
-        let deployed = self.commit(&entry, record, app, created)?;
+        let deployed = self.commit(&entry, record, app, &triggers, created)?;
         if !dropped.is_empty() {
             // Only now that the record no longer names them.
             let _ = layout.remove_versions_except(name, &kept);
@@ -522,10 +552,14 @@ impl Host {
                     ),
                 ));
             };
-            let (app, hosts) = host.check_and_load(&entry, version, |_| Ok(()))?;
+            let Checked {
+                app,
+                hosts,
+                triggers,
+            } = host.check_and_load(&entry, version, |_| Ok(()))?;
             record.version = version;
             record.hosts = hosts;
-            host.commit(&entry, record, app, false)
+            host.commit(&entry, record, app, &triggers, false)
         })
         .await
     }
@@ -596,7 +630,7 @@ impl Host {
         entry: &Entry,
         version: u32,
         prepare: impl FnOnce(&Path) -> Result<(), Refusal>,
-    ) -> Result<(Arc<App>, Vec<String>), Refusal> {
+    ) -> Result<Checked, Refusal> {
         prepare(&self.inner.layout.version(&entry.name, version))?;
         let manifest = self
             .manifest(&entry.name, version)
@@ -615,19 +649,26 @@ impl Host {
         let app = self
             .load(entry, version, &manifest, variables)
             .map_err(|e| Refusal::new(422, e))?;
-        Ok((Arc::new(app), hosts))
+        Ok(Checked {
+            app: Arc::new(app),
+            hosts,
+            triggers: manifest.redis_triggers,
+        })
     }
 
     /// Records `record` (the point after which the change survives a
-    /// crash), then serves `app` under its names.
+    /// crash), then serves `app` under its names, with the subscriptions of
+    /// its Redis `triggers`.
     fn commit(
         &self,
         entry: &Arc<Entry>,
-        record: Record,
+        mut record: Record,
         app: Arc<App>,
+        triggers: &[RedisTrigger],
         created: bool,
     ) -> Result<Deployed, Refusal> {
         let name = &entry.name;
+        record.redis = !triggers.is_empty();
         // A cold load of the version before may be under way: it installs
         // what it loaded only if the record still names that version.
         let _loading = entry.loading.blocking_lock();
@@ -643,6 +684,7 @@ impl Host {
         *lock(&entry.record) = record;
         entry.install(app);
         write(&self.inner.apps).insert(name.clone(), entry.clone());
+        self.subscribe(entry, triggers);
         Ok(Deployed {
             name: name.clone(),
             version,
@@ -676,6 +718,9 @@ impl Host {
         layout.unrecord(name).map_err(internal)?;
         write(&self.inner.apps).remove(name);
         write(&self.inner.names).release(name);
+        // No more messages are read; those being handled finish as
+        // requests do, and a purge waits for them.
+        self.subscribe(&entry, &[]);
         let last = {
             // A cold load under way ends first, installing nothing; one
             // waiting for it finds the app gone, and loads nothing.
@@ -795,6 +840,109 @@ impl Host {
             routes: current.as_deref().map(routes),
             held: None,
         }
+    }
+}
+
+impl Host {
+    /// Makes the Redis subscriptions of every deployed app with Redis
+    /// triggers, loaded or not; from then on deploys, rollbacks and
+    /// deletes change them. Call it once, on the runtime that is to run
+    /// them, after [`Host::report_to`].
+    pub fn start_triggers(&self) {
+        let entries: Vec<_> = read(&self.inner.apps).values().cloned().collect();
+        for entry in entries {
+            let record = entry.record();
+            if !record.redis {
+                continue;
+            }
+            match self.manifest(&entry.name, record.version) {
+                Ok(manifest) => self.subscribe(&entry, &manifest.redis_triggers),
+                Err(why) => self.event(&format!(
+                    "app `{}` gets no Redis messages: {why}",
+                    entry.name
+                )),
+            }
+        }
+    }
+
+    /// Runs the subscriptions of `triggers` for `entry` from now on (none:
+    /// ends its subscriptions). Subscriptions the same as before are kept,
+    /// so a deploy that leaves them alone loses no message.
+    fn subscribe(&self, entry: &Arc<Entry>, triggers: &[RedisTrigger]) {
+        let mut subscriptions = lock(&self.inner.subscriptions);
+        if (subscriptions.get(&entry.name)).is_some_and(|s| s.triggers == triggers) {
+            return;
+        }
+        if let Some(old) = subscriptions.remove(&entry.name) {
+            let _ = old.stop.send(true);
+        }
+        let (Some(sink), Ok(runtime), false) = (
+            self.inner.events.get(),
+            tokio::runtime::Handle::try_current(),
+            triggers.is_empty(),
+        ) else {
+            return;
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let app = Arc::new(Subscriber {
+            host: self.clone(),
+            entry: entry.clone(),
+        });
+        runtime.spawn(tern_http::run_triggers(
+            triggers.to_vec(),
+            app,
+            sink.clone(),
+            stopped,
+        ));
+        subscriptions.insert(
+            entry.name.clone(),
+            Subscriptions {
+                triggers: triggers.to_vec(),
+                stop,
+            },
+        );
+    }
+}
+
+/// Where an app's Redis messages go: the app as served, loaded by the
+/// first message as by a first request.
+struct Subscriber {
+    host: Host,
+    entry: Arc<Entry>,
+}
+
+impl tern_http::Triggered for Subscriber {
+    fn loaded(&self) -> Option<Arc<App>> {
+        self.entry.current.load_full()
+    }
+
+    fn load(&self) -> Pin<Box<dyn Future<Output = Result<Arc<App>, String>> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(app) = self.entry.current.load_full() {
+                return Ok(app);
+            }
+            let (host, entry) = (self.host.clone(), self.entry.clone());
+            match tokio::spawn(async move { host.load_cold(entry).await }).await {
+                Ok(Found::App(app)) => Ok(app),
+                Ok(Found::Failed(why)) => Err(why),
+                Ok(Found::Unknown) => Err(format!("app `{}` is deleted", self.entry.name)),
+                Err(e) => Err(format!("loading app `{}`: {e}", self.entry.name)),
+            }
+        })
+    }
+}
+
+/// The server a Redis trigger subscribes at, as an operator allows it:
+/// `HOST:PORT`, the port 6379 when its address names none.
+fn redis_authority(trigger: &RedisTrigger) -> String {
+    let host = trigger.host();
+    let authority = host.split('/').next().unwrap_or(host);
+    let has_port = (authority.rsplit_once(':'))
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:6379")
     }
 }
 

@@ -33,6 +33,10 @@ pub(crate) struct Record {
     pub(crate) versions: Vec<u32>,
     /// The host names its manifest claims (besides `NAME.DOMAIN`).
     pub(crate) hosts: Vec<String>,
+    /// Whether the version served has Redis triggers, whose subscriptions
+    /// the host makes when it starts (absent in records made before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) redis: bool,
 }
 
 impl Record {
@@ -314,6 +318,7 @@ mod tests {
             version: 2,
             versions: vec![1, 2],
             hosts: vec!["shop.example.com".into()],
+            redis: true,
         };
         layout.write("shop", &record).unwrap();
         // A deploy that never got its record: only data and a version.

@@ -435,6 +435,7 @@ impl App {
             )
             .with_outbound(tern_runtime::services::Outbound {
                 allowed: allowed.clone(),
+                private: config.private_outbound.clone(),
                 connect_timeout: limits.outbound_connect_timeout,
                 response_timeout: limits.outbound_timeout,
             })
@@ -466,6 +467,7 @@ impl App {
                 grants: Arc::new(Grants::new(
                     component,
                     allowed,
+                    config.private_outbound.clone(),
                     limits,
                     services,
                     tls.clone(),

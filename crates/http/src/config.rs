@@ -55,6 +55,10 @@ pub struct ServeConfig {
     /// list under `tern host`, whose apps are deployed by others (empty:
     /// no upstream routes at all).
     pub allowed_upstreams: Option<Vec<String>>,
+    /// The non-public addresses components may reach: those their
+    /// allowlists name (`tern serve`), or only those the operator lists
+    /// as well (`tern host`).
+    pub private_outbound: tern_runtime::outbound::PrivateReach,
 }
 
 impl ServeConfig {
@@ -102,6 +106,7 @@ impl ServeConfig {
             store_scope: None,
             caps: LimitsConfig::default(),
             allowed_upstreams: None,
+            private_outbound: tern_runtime::outbound::PrivateReach::Named,
         }
     }
 

@@ -34,6 +34,7 @@ impl Grants {
     pub(crate) fn new(
         component: &tern_manifest::Component,
         allowed: Vec<tern_manifest::OutboundHost>,
+        private: tern_runtime::outbound::PrivateReach,
         limits: RequestLimits,
         services: Services,
         tls: Arc<tokio_rustls::rustls::ClientConfig>,
@@ -57,6 +58,7 @@ impl Grants {
         };
         let outbound = OutboundPolicy {
             allowed,
+            private,
             connect_timeout: limits.outbound_connect_timeout,
             first_byte_timeout: limits.outbound_timeout,
             max_requests: limits.max_outbound_requests,

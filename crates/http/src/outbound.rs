@@ -34,7 +34,7 @@ use http::{HeaderValue, Uri};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tern_manifest::{COMPONENTS_DOMAIN, OutboundHost, RequestHost, default_port};
-use tern_runtime::outbound::{Unreachable, allowed_by, resolve_checked};
+use tern_runtime::outbound::{PrivateReach, Unreachable, allowed_by, resolve_checked};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
@@ -49,6 +49,8 @@ use crate::server::Chain;
 /// What one component may reach, resolved once at start.
 pub(crate) struct OutboundPolicy {
     pub(crate) allowed: Vec<OutboundHost>,
+    /// The non-public addresses requests may reach.
+    pub(crate) private: PrivateReach,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
     pub(crate) max_requests: u32,
@@ -195,6 +197,7 @@ pub fn run_outbound(
 ) -> Result<impl Fn() -> tern_runtime::HttpHooks + Sync, String> {
     let policy = Arc::new(OutboundPolicy {
         allowed,
+        private: PrivateReach::Named,
         connect_timeout: crate::ServeConfig::DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
         first_byte_timeout: crate::ServeConfig::DEFAULT_OUTBOUND_TIMEOUT,
         max_requests: u32::MAX,
@@ -227,6 +230,7 @@ pub async fn fetch_checked(
 ) -> Result<http::Response<bytes::Bytes>, String> {
     let policy = OutboundPolicy {
         allowed: allowed.to_vec(),
+        private: PrivateReach::Named,
         connect_timeout: timeout.min(crate::ServeConfig::DEFAULT_OUTBOUND_CONNECT_TIMEOUT),
         first_byte_timeout: timeout,
         max_requests: u32::MAX,
@@ -277,6 +281,8 @@ struct Target {
     port: u16,
     /// Whether a matching entry names this very host.
     explicit: bool,
+    /// The non-public addresses it may reach.
+    private: PrivateReach,
     authority: String,
     via: Via,
 }
@@ -432,6 +438,7 @@ impl OutboundPolicy {
             host,
             port,
             explicit: true,
+            private: PrivateReach::Named,
             via: Via::App(origin.clone(), Some(component)),
         })
     }
@@ -457,6 +464,7 @@ impl OutboundPolicy {
             host: RequestHost::Name(crate::relative::SELF_AUTHORITY.to_owned()),
             port: default_port(scheme),
             explicit: true,
+            private: PrivateReach::Named,
             authority: authority.to_owned(),
             via: Via::App(origin.clone(), None),
         })
@@ -481,6 +489,7 @@ impl OutboundPolicy {
         Ok(Target {
             scheme,
             explicit,
+            private: self.private.clone(),
             authority: authority.as_str().to_owned(),
             host,
             port,
@@ -574,7 +583,8 @@ async fn open(
 
 /// The addresses to try (see [`resolve_checked`]), as wasi-http's errors.
 async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
-    resolve_checked(&target.host, target.port, target.explicit, timeout)
+    let (host, port) = (&target.host, target.port);
+    resolve_checked(host, port, target.explicit, &target.private, timeout)
         .await
         .map_err(|unreachable| match unreachable {
             Unreachable::DnsTimeout => Error::DnsTimeout,
@@ -582,7 +592,7 @@ async fn resolve(target: &Target, timeout: Duration) -> Result<Vec<SocketAddr>, 
                 rcode: None,
                 info_code: None,
             },
-            Unreachable::Prohibited => Error::DestinationIpProhibited,
+            Unreachable::Prohibited | Unreachable::NotListed => Error::DestinationIpProhibited,
         })
 }
 

@@ -21,19 +21,27 @@
 //! subscribing must be done in [`SUBSCRIBE_TIMEOUT`]; a server silent for a
 //! minute is asked with `PING`, and given up a minute later. A message
 //! over [`MAX_REDIS_REPLY`] ends the connection before it is read whole,
-//! and is logged and dropped. The subscriptions follow the app as it was
-//! first loaded; a reload that changes them needs a restart.
+//! and is logged and dropped. Under `tern serve` the subscriptions follow
+//! the app as it was first loaded (a reload that changes them needs a
+//! restart); under `tern host` they are made for each deployed app, loaded
+//! or not, and a message loads the app as a request does ([`Triggered`]);
+//! a deploy that changes them ends the old ones ([`run_triggers`]'s
+//! `stop`).
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::IntoConnectionInfo as _;
 use tern_kv::resp::{MAX_REDIS_REPLY, Subscription};
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Val};
+use tern_manifest::RedisTrigger;
+use tern_runtime::spin::RedisError;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 use wasmtime::{Engine, Result, Store};
 
+use crate::App;
 use crate::events::{EventSink, RequestIds};
 use crate::executor::Executor;
 use crate::guest_output::OutputState;
@@ -52,15 +60,15 @@ pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Host memory the messages of one subscription take while handled (or
 /// waiting for an instance) past which no more are read until some are
-/// done: each byte counts as [`HELD_PER_BYTE`] (a handler's argument is a
-/// list of values, one per byte). One message is always let through, and
-/// the reader holds at most two beyond: what a burst puts in memory stays
-/// bounded, per Redis address.
+/// done. A message is held once, however many handlers it goes to, and
+/// copied from there into each handler's memory. One message is always
+/// let through, and the reader holds at most two beyond: what a burst puts
+/// in memory stays bounded, per Redis address.
 pub const MAX_IN_HAND: usize = 64 << 20;
 
-/// What one byte of a message takes on the host while its handler runs:
-/// the message, a copy, and a `Val` for the call.
-const HELD_PER_BYTE: usize = 2 + std::mem::size_of::<Val>();
+/// The handler's signature: `handle-message: async func(message: payload)
+/// -> result<_, error>`.
+type HandleMessage = wasmtime::component::TypedFunc<(Arc<[u8]>,), (Result<(), RedisError>,)>;
 
 /// A component exporting `spin:redis/inbound-redis`, ready to instantiate
 /// per message.
@@ -98,7 +106,7 @@ impl RedisExecutor {
         grants: &Grants,
         sink: &Arc<dyn EventSink>,
         output: Arc<OutputState>,
-        message: Vec<u8>,
+        message: Arc<[u8]>,
     ) -> Result<Result<(), String>, Failure> {
         let deadline = Instant::now() + grants.limits.timeout;
         let mut store = Store::new(
@@ -111,24 +119,18 @@ impl RedisExecutor {
         let mut answer = Ok(());
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            let func = instance
-                .get_func(&mut store, self.handle)
-                .ok_or_else(|| wasmtime::format_err!("`handle-message` is not a function"))?;
-            let params = [Val::List(message.into_iter().map(Val::U8).collect())];
-            let mut results = [Val::Bool(false)];
-            store
-                .run_concurrent(async |guest| {
-                    func.call_concurrent(guest, &params, &mut results).await
-                })
+            let func: HandleMessage = instance
+                .get_typed_func(&mut store, self.handle)
+                .map_err(|e| wasmtime::format_err!("`handle-message` has the wrong type: {e}"))?;
+            let (result,) = store
+                .run_concurrent(async |guest| func.call_concurrent(guest, (message,)).await)
                 .await??;
-            if let Val::Result(Err(error)) = &results[0] {
-                answer = Err(match error.as_deref() {
-                    Some(Val::Variant(case, Some(detail))) => match &**detail {
-                        Val::String(text) => format!("{case}: {text}"),
-                        other => format!("{case}: {other:?}"),
-                    },
-                    Some(Val::Variant(case, None)) => case.clone(),
-                    other => format!("{other:?}"),
+            if let Err(error) = result {
+                answer = Err(match error {
+                    RedisError::InvalidAddress => "invalid-address".to_owned(),
+                    RedisError::TooManyConnections => "too-many-connections".to_owned(),
+                    RedisError::TypeError => "type-error".to_owned(),
+                    RedisError::Other(text) => format!("other: {text}"),
                 });
             }
             wasmtime::error::Ok(())
@@ -139,15 +141,51 @@ impl RedisExecutor {
     }
 }
 
+/// The app a Redis trigger's messages go to.
+pub trait Triggered: Send + Sync + 'static {
+    /// The app as it is served now, if it is loaded.
+    fn loaded(&self) -> Option<Arc<App>>;
+
+    /// The app, loaded first if it is not (a cold start); why it cannot
+    /// be, otherwise.
+    fn load(&self) -> Pin<Box<dyn Future<Output = Result<Arc<App>, String>> + Send + '_>>;
+}
+
+impl Triggered for AppSlot {
+    fn loaded(&self) -> Option<Arc<App>> {
+        Some(self.current())
+    }
+
+    fn load(&self) -> Pin<Box<dyn Future<Output = Result<Arc<App>, String>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(self.current())))
+    }
+}
+
 /// Subscribes to the channels of the app's Redis triggers and handles
 /// their messages until the runtime stops. Returns at once for an app
 /// without Redis triggers.
 pub async fn run_redis_triggers(slot: AppSlot, sink: Arc<dyn EventSink>) {
-    let app = slot.current();
+    let triggers = (slot.current().redis.iter())
+        .map(|route| route.trigger.clone())
+        .collect();
+    // Never told to stop: the sender lives as long as the subscriptions.
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    run_triggers(triggers, Arc::new(slot), sink, stop).await;
+}
+
+/// Subscribes to the channels of `triggers` and hands their messages to
+/// `app`'s components, until `stop` turns true (or its sender is dropped):
+/// then no more messages are read, and it returns once the handlers under
+/// way have finished.
+pub async fn run_triggers(
+    triggers: Vec<RedisTrigger>,
+    app: Arc<dyn Triggered>,
+    sink: Arc<dyn EventSink>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     // Each address once, with the host to show and its channels.
     let mut by_address: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    for route in &app.redis {
-        let trigger = &route.trigger;
+    for trigger in &triggers {
         let (_, channels) = by_address
             .entry(trigger.address.clone())
             .or_insert_with(|| (trigger.host().to_owned(), Vec::new()));
@@ -155,67 +193,80 @@ pub async fn run_redis_triggers(slot: AppSlot, sink: Arc<dyn EventSink>) {
             channels.push(trigger.channel.clone());
         }
     }
-    drop(app);
     let ids = Arc::new(RequestIds::new());
     let subscriptions = by_address.into_iter().map(|(address, (shown, channels))| {
-        subscribe(
+        let on = Subscribed {
             address,
             shown,
             channels,
-            slot.clone(),
-            sink.clone(),
-            ids.clone(),
-        )
+        };
+        subscribe(on, app.clone(), sink.clone(), ids.clone(), stop.clone())
     });
     futures::future::join_all(subscriptions).await;
 }
 
-/// One address's subscription, made again whenever it is lost.
-/// Log lines name the server as `shown`: the address may carry a password.
-async fn subscribe(
+/// Resolves once `stop` turns true, or its sender is gone.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// What one subscription is on.
+struct Subscribed {
     address: String,
+    /// The server as log lines name it: `address` may carry a password.
     shown: String,
     channels: Vec<String>,
-    slot: AppSlot,
+}
+
+/// One address's subscription, made again whenever it is lost, until
+/// `stop`.
+async fn subscribe(
+    on: Subscribed,
+    app: Arc<dyn Triggered>,
     sink: Arc<dyn EventSink>,
     ids: Arc<RequestIds>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Subscribed {
+        address,
+        shown,
+        channels,
+    } = &on;
     // Kept across connections: handlers still running count against the
     // next connection's bounds.
     let mut handling = tokio::task::JoinSet::new();
     let in_hand = Arc::new(AtomicUsize::new(0));
     let mut backoff = Duration::from_secs(1);
+    let listed = (channels.iter())
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     loop {
         let opening = async {
             let info = address.as_str().into_connection_info()?;
             Subscription::open(
                 info.addr(),
                 info.redis_settings(),
-                &channels,
+                channels,
                 MAX_REDIS_REPLY,
             )
             .await
         };
-        let opened = tokio::time::timeout(SUBSCRIBE_TIMEOUT, opening)
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {}s", SUBSCRIBE_TIMEOUT.as_secs()),
-                )
-                .into())
-            });
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(SUBSCRIBE_TIMEOUT, opening) => opened,
+            () = stopped(&mut stop) => break,
+        };
+        let opened = opened.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s", SUBSCRIBE_TIMEOUT.as_secs()),
+            )
+            .into())
+        });
         match opened {
             Ok(subscription) => {
                 backoff = Duration::from_secs(1);
-                sink.event(&format!(
-                    "subscribed to {} on redis {shown}",
-                    channels
-                        .iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                sink.event(&format!("subscribed to {listed} on redis {shown}"));
                 // A task of its own reads the socket, so that the reading
                 // is never cut off halfway; it waits while the channel is
                 // full, and the channel is read only while there is room.
@@ -223,7 +274,7 @@ async fn subscribe(
                 let reader = tokio::spawn(read(subscription, messages));
                 let ended = loop {
                     // Read each time: a reload may change `max_concurrent`.
-                    let room = handling.len() < at_once(&slot, &address)
+                    let room = handling.len() < at_once(&*app, address)
                         && in_hand.load(Ordering::Relaxed) < MAX_IN_HAND;
                     tokio::select! {
                         Some(done) = handling.join_next(), if !handling.is_empty() => {
@@ -231,22 +282,21 @@ async fn subscribe(
                         }
                         message = next.recv(), if room => match message {
                             Some(Ok((channel, payload))) => {
-                                let cost = payload.len().saturating_mul(HELD_PER_BYTE);
-                                let held = InHand::new(&in_hand, cost);
-                                let (slot, sink) = (slot.clone(), sink.clone());
+                                let held = InHand::new(&in_hand, payload.len());
+                                let (app, sink) = (app.clone(), sink.clone());
                                 let (ids, address) = (ids.clone(), address.clone());
                                 handling.spawn(async move {
                                     let _held = held;
-                                    deliver(&slot, &sink, &ids, &address, &channel, payload).await;
+                                    deliver(&*app, &sink, &ids, &address, &channel, payload).await;
                                 });
                             }
                             Some(Err(ended)) => break Some(ended),
                             None => break None,
                         },
-                        // Neither can be waited on: never with the bounds
-                        // above, but a subscription is better made again
-                        // than a panic.
-                        else => break None,
+                        () = stopped(&mut stop) => {
+                            reader.abort();
+                            return finish(&sink, handling, &listed, shown).await;
+                        }
                     }
                 };
                 reader.abort();
@@ -279,9 +329,27 @@ async fn subscribe(
                 Some(done) = handling.join_next(), if !handling.is_empty() => {
                     reap(&sink, done);
                 }
+                () = stopped(&mut stop) => {
+                    return finish(&sink, handling, &listed, shown).await;
+                }
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    finish(&sink, handling, &listed, shown).await;
+}
+
+/// Lets the handlers under way finish (each under its own deadline) once
+/// a subscription has stopped.
+async fn finish(
+    sink: &Arc<dyn EventSink>,
+    mut handling: tokio::task::JoinSet<()>,
+    listed: &str,
+    shown: &str,
+) {
+    sink.event(&format!("unsubscribed from {listed} on redis {shown}"));
+    while let Some(done) = handling.join_next().await {
+        reap(sink, done);
     }
 }
 
@@ -318,9 +386,12 @@ async fn read(
 }
 
 /// How many messages at `address` may be handled at once: the smallest
-/// `max_concurrent` of the components it triggers.
-fn at_once(slot: &AppSlot, address: &str) -> usize {
-    let app = slot.current();
+/// `max_concurrent` of the components it triggers; one while the app is not
+/// loaded (the first message loads it).
+fn at_once(app: &dyn Triggered, address: &str) -> usize {
+    let Some(app) = app.loaded() else {
+        return 1;
+    };
     let smallest = (app.redis.iter())
         .filter(|route| route.trigger.address == address)
         .filter_map(|route| app.components.get(route.component))
@@ -353,16 +424,29 @@ impl Drop for InHand {
 }
 
 /// Hands one message to each trigger of `channel` at `address`, logging
-/// how each went.
+/// how each went. The message counts as a request in flight of the app's
+/// (which keeps an idle host app from being unloaded under it).
 async fn deliver(
-    slot: &AppSlot,
+    target: &dyn Triggered,
     sink: &Arc<dyn EventSink>,
     ids: &RequestIds,
     address: &str,
     channel: &str,
     payload: Vec<u8>,
 ) {
-    let app = slot.current();
+    let size = payload.len();
+    let app = match target.load().await {
+        Ok(app) => app,
+        Err(why) => {
+            let id = ids.next();
+            sink.server_error(&format!(
+                "redis message on `{channel}` ({size} bytes) dropped ({id}): {why}"
+            ));
+            return;
+        }
+    };
+    let _in_flight = app.stats.begin();
+    let payload: Arc<[u8]> = payload.into();
     for route in app
         .redis
         .iter()

@@ -169,6 +169,8 @@ impl Drop for Reserved {
 pub struct Outbound {
     /// The component's `allowed_outbound_hosts`.
     pub allowed: Vec<tern_manifest::OutboundHost>,
+    /// The non-public addresses it may reach.
+    pub private: crate::outbound::PrivateReach,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// How long one command may wait for its answer.

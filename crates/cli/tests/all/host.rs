@@ -1160,7 +1160,8 @@ fn a_spin_app_deploys_and_serves_from_its_spin_toml() {
     );
     assert_eq!(response.header("x-spin-path-match-id"), Some("42"));
 
-    // Redis triggers are not run by a host: refused, not ignored.
+    // A Redis trigger at a server the operator did not allow: refused,
+    // not ignored.
     std::fs::write(
         app.path().join("spin.toml"),
         "spin_manifest_version = 2\n\n[application]\nname = \"greeter\"\n\n\
@@ -1170,15 +1171,134 @@ fn a_spin_app_deploys_and_serves_from_its_spin_toml() {
     .unwrap();
     let (status, answer) = host.deploy("greeter", &tar_of(app.path(), |_| {}));
     assert_eq!(status, 422, "{answer}");
+    let error = host.refusal(&answer);
     assert!(
-        answer
-            .to_string()
-            .contains("Redis triggers (channel `news`)"),
-        "{answer}"
+        error.contains("its Redis trigger on `news` subscribes at redis 127.0.0.1:6379, which this host does not let apps reach (the operator's --allow-redis-trigger)"),
+        "{error}"
     );
     assert_eq!(
         host.get("greeter.localhost", "/users/7").expect(200),
         "Hello, Spin! You asked for /users/7\nid = 7\n"
+    );
+}
+
+#[test]
+fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
+    use crate::spin::{Hold, inline_redis_trigger, redis_cli, release};
+    let tern = Tern::new();
+    let redis = test_programs::redis::RedisServer::start();
+    let port = redis.port();
+    let hold = Hold::start();
+    let app = inline_redis_trigger(&redis, &hold);
+    let bundle = tar_of(app.path(), |_| {});
+    let top = tempfile::tempdir().unwrap();
+    let allowed = format!("127.0.0.1:{port}");
+    // The handler's own Redis connection and its hold are on loopback.
+    let args = [
+        "--allow-redis-trigger",
+        &allowed,
+        "--allow-private-address",
+        "127.0.0.1",
+        "--idle-unload",
+        "1s",
+    ];
+    let host = Host::start(&tern, top.path(), &args);
+    let subscribed = format!("subscribed to `messages` on redis 127.0.0.1:{port}");
+    let handled = "redis message on `messages` (5 bytes) -> inbox: handled in";
+    assert_eq!(host.deploy("chat", &bundle).0, 201);
+    host.serve.wait_for_log(&subscribed);
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
+    host.serve.wait_for_log(handled);
+
+    // Scaled to zero, the app keeps its subscription; a message loads it.
+    host.serve
+        .wait_for_log("unloaded app `chat`: no request for 1s");
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "again"]), "1\n");
+    host.serve.wait_for_log("loaded app `chat` version 1 in");
+    host.serve.wait_for_nth_log(handled, 2);
+
+    // A deploy that leaves the triggers alone keeps the subscription.
+    assert_eq!(host.deploy("chat", &bundle).0, 200);
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "third"]), "1\n");
+    host.serve.wait_for_nth_log(handled, 3);
+    assert_eq!(host.serve.log().matches(&subscribed).count(), 1);
+
+    // A restart subscribes again before any request.
+    host.serve.terminate();
+    assert_eq!(host.serve.wait().0, 0);
+    let host = Host::start(&tern, top.path(), &args);
+    host.serve.wait_for_log(&subscribed);
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "after"]), "1\n");
+    host.serve.wait_for_log(handled);
+
+    // A delete ends the subscription; the handler under way finishes.
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "block"]), "1\n");
+    let held = hold.next();
+    assert_eq!(host.admin("DELETE", "/v1/apps/chat", b"").0, 200);
+    host.serve
+        .wait_for_log("unsubscribed from `messages` on redis");
+    release(held);
+    host.serve.wait_for_nth_log(handled, 2);
+    // Redis sees the subscriber go once the closed socket reaches it.
+    let gone = std::time::Instant::now() + PATIENCE;
+    while redis_cli(port, &["PUBLISH", "messages", "lost"]) != "0\n" {
+        assert!(std::time::Instant::now() < gone, "still subscribed");
+    }
+    assert_eq!(
+        redis_cli(port, &["LRANGE", "received", "0", "-1"]),
+        "hello\nagain\nthird\nafter\nblock\n"
+    );
+
+    // Without the operator's leave, the restarted host names why the app
+    // gets no messages.
+    host.serve.terminate();
+    assert_eq!(host.serve.wait().0, 0);
+    let host = Host::start(&tern, top.path(), &["--allow-redis-trigger", &allowed]);
+    assert_eq!(host.deploy("chat", &bundle).0, 201);
+    host.serve.terminate();
+    assert_eq!(host.serve.wait().0, 0);
+    let host = Host::start(&tern, top.path(), &[]);
+    host.serve.wait_for_log(&format!(
+        "app `chat` gets no Redis messages: its Redis trigger on `messages` subscribes at redis 127.0.0.1:{port}, which this host does not let apps reach"
+    ));
+}
+
+#[test]
+fn apps_reach_non_public_addresses_only_where_the_operator_allows() {
+    use crate::grants::{accepted, listener};
+    use crate::outbound::{HELLO as UPSTREAM_HELLO, upstream};
+    let (closed, denied) = listener();
+    let (open, count) = upstream(UPSTREAM_HELLO);
+    // Both named in the app's own allowlist, as `tern serve` would let it.
+    let extra = format!("allowed_outbound_hosts = [\"http://{denied}\", \"http://{open}\"]");
+    let app = app_dir("fetcher", &[("/fetch", HTTP_OUTBOUND)], &[], &extra);
+    let tern = Tern::new();
+    let top = tempfile::tempdir().unwrap();
+    let host = Host::start(&tern, top.path(), &["--allow-private-address", &open]);
+    assert_eq!(host.deploy("fetcher", &tar_of(app.path(), |_| {})).0, 201);
+    let fetch = |addr: &str| {
+        let url = format!("http://{addr}/")
+            .replace(':', "%3A")
+            .replace('/', "%2F");
+        host.get("fetcher.localhost", &format!("/fetch?url={url}&count=1"))
+    };
+    let refused = fetch(&denied);
+    assert!(
+        refused.expect(502).contains("DestinationIpProhibited"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(accepted(&closed), 0);
+    assert_eq!(fetch(&open).expect(200), "200 from upstream\n");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A flag that is no address is refused before anything starts.
+    let out = tern.run(&["host", "--allow-private-address", "db.internal:5432"]);
+    out.code(2);
+    assert!(
+        out.stderr
+            .contains("`db.internal:5432` is not an IP address, nor IP:PORT"),
+        "{}",
+        out.stderr
     );
 }
 

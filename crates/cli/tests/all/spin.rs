@@ -676,7 +676,7 @@ pub fn spin_redis_trigger() {
 /// A Spin app whose Redis trigger on `messages` gives its component
 /// inline, as `inbox`, pushing onto lists of `redis`; its `block`
 /// messages wait on `hold`.
-fn inline_redis_trigger(
+pub(crate) fn inline_redis_trigger(
     redis: &test_programs::redis::RedisServer,
     hold: &Hold,
 ) -> tempfile::TempDir {
@@ -700,13 +700,13 @@ fn inline_redis_trigger(
 
 /// An HTTP server the trigger guest's `block` handlers wait on: each
 /// request it accepts is a handler held, until the test answers it.
-struct Hold {
+pub(crate) struct Hold {
     port: u16,
     held: std::sync::mpsc::Receiver<std::net::TcpStream>,
 }
 
 impl Hold {
-    fn start() -> Hold {
+    pub(crate) fn start() -> Hold {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (accepted, held) = std::sync::mpsc::channel();
@@ -721,7 +721,7 @@ impl Hold {
     }
 
     /// The next handler to be held, once it is.
-    fn next(&self) -> std::net::TcpStream {
+    pub(crate) fn next(&self) -> std::net::TcpStream {
         self.held
             .recv_timeout(crate::serving::PATIENCE)
             .expect("no handler came to be held")
@@ -729,7 +729,7 @@ impl Hold {
 }
 
 /// Lets a held handler go on: answers its request 200.
-fn release(stream: std::net::TcpStream) {
+pub(crate) fn release(stream: std::net::TcpStream) {
     use std::io::{BufRead as _, Write as _};
     let mut head = std::io::BufReader::new(&stream);
     let mut line = String::new();

@@ -29,6 +29,13 @@ pub use keyvalue_draft2::MAX_OPEN_CAS;
 pub use postgres::PostgresConnections;
 pub use redis::RedisConnections;
 
+/// The error a `spin:redis/inbound-redis@3.0.0` handler returns
+/// (`spin:redis/redis.error`): what the Redis trigger's call of it gives
+/// back.
+pub use bindings::spin::redis::redis::Error as RedisError;
+
+// Generated; `RedisError` is re-exported from it, as the WIT documents it.
+#[allow(missing_docs)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/spin",
@@ -57,19 +64,19 @@ pub(crate) async fn checked_addresses(
     host: &str,
     port: u16,
 ) -> Result<Vec<std::net::SocketAddr>, String> {
-    use crate::outbound::{Unreachable, allowed_by, resolve_checked};
+    use crate::outbound::{allowed_by, resolve_checked};
     let host =
         tern_manifest::RequestHost::parse(host.trim_start_matches('[').trim_end_matches(']'))?;
     let explicit = allowed_by(&outbound.allowed, scheme, &host, port)?;
-    resolve_checked(&host, port, explicit, outbound.connect_timeout)
-        .await
-        .map_err(|unreachable| match unreachable {
-            Unreachable::DnsTimeout | Unreachable::DnsFailed => format!("cannot resolve {host}"),
-            Unreachable::Prohibited => {
-                "the host resolves to a non-public address and the allowlist does not name it"
-                    .to_owned()
-            }
-        })
+    resolve_checked(
+        &host,
+        port,
+        explicit,
+        &outbound.private,
+        outbound.connect_timeout,
+    )
+    .await
+    .map_err(|unreachable| unreachable.describe(&host))
 }
 
 /// Connections one instance may hold open at once.

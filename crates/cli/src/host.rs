@@ -103,13 +103,18 @@ pub struct HostArgs {
     runtime_config: Option<PathBuf>,
 }
 
+/// Where `tern host` keeps its apps when not told: `$XDG_DATA_HOME/tern/host`.
+pub(crate) fn default_state_dir() -> Result<PathBuf> {
+    let data = tern_runtime::dirs::data_dir()
+        .ok_or_else(|| tern_runtime::Error::msg("no home directory: give --state-dir"))?;
+    Ok(data.join("host"))
+}
+
 pub fn main(args: HostArgs) -> Result<ExitCode> {
     crate::log::set_format(args.log_format);
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
-        None => tern_runtime::dirs::data_dir()
-            .ok_or_else(|| tern_runtime::Error::msg("no home directory: give --state-dir"))?
-            .join("host"),
+        None => default_state_dir()?,
     };
     let mut serve = ServeConfig::new(args.listen);
     serve.runtime = match &args.runtime_config {

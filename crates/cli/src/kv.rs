@@ -17,7 +17,8 @@ the backends the runtime config chooses (SQLite under .tern/ by default).
 Examples:
   tern kv set --app examples/url-shortener link:abc https://example.com
   tern kv get --app examples/url-shortener link:abc
-  tern kv list --store cache --runtime-config redis.toml")]
+  tern kv list --store cache --runtime-config redis.toml
+  tern kv list --host-app shop --runtime-config host-runtime.toml")]
 pub struct KvArgs {
     #[command(subcommand)]
     command: KvCommand,
@@ -69,6 +70,14 @@ struct StoreArgs {
     /// Where embedded (SQLite) stores live [default: .tern beside the manifest]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// An app deployed to `tern host`, instead of --app: the stores of the
+    /// version it serves, as the host gives them (its data directory, its
+    /// keys on Redis); give the host's --runtime-config too
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["app", "state_dir"])]
+    host_app: Option<String>,
+    /// The host's state directory [default: as for `tern host`]
+    #[arg(long, value_name = "DIR", requires = "host_app")]
+    host_state_dir: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -79,7 +88,18 @@ impl StoreArgs {
             allow_outside_app_dir: true,
             ..Default::default()
         };
-        let manifest = tern_manifest::load_with(&self.app, options)?;
+        let hosted = match &self.host_app {
+            Some(name) => {
+                let state_dir = match &self.host_state_dir {
+                    Some(dir) => dir.clone(),
+                    None => crate::host::default_state_dir()?,
+                };
+                Some(tern_host::stored_app(&state_dir, name).map_err(Error::msg)?)
+            }
+            None => None,
+        };
+        let path = hosted.as_ref().map_or(&self.app, |app| &app.manifest);
+        let manifest = tern_manifest::load_with(path, options)?;
         let declared = manifest.key_value_stores();
         if !declared.contains(&self.store.as_str()) {
             let known = if declared.is_empty() {
@@ -96,12 +116,12 @@ impl StoreArgs {
             Some(path) => tern_manifest::runtime_config::load(path)?,
             None => Default::default(),
         };
-        let state_dir = self
-            .state_dir
-            .clone()
+        let state_dir = (hosted.as_ref().map(|app| app.state_dir.clone()))
+            .or_else(|| self.state_dir.clone())
             .unwrap_or_else(|| manifest.default_state_dir());
-        tern_runtime::open_store(&self.store, &runtime.store(&self.store), &state_dir, None)
-            .map_err(Error::msg)
+        let scope = hosted.as_ref().map(|app| app.scope.as_str());
+        let config = runtime.store(&self.store);
+        tern_runtime::open_store(&self.store, &config, &state_dir, scope).map_err(Error::msg)
     }
 }
 

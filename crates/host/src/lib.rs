@@ -159,6 +159,36 @@ struct Checked {
     triggers: Vec<RedisTrigger>,
 }
 
+/// Where a deployed app's stores are, for tools that read them while the
+/// host runs or not (`tern kv --host-app`).
+pub struct StoredApp {
+    /// The manifest of the version served.
+    pub manifest: PathBuf,
+    /// Its embedded (SQLite) stores' directory, as the host gives it.
+    pub state_dir: PathBuf,
+    /// The prefix of its keys on a shared backend (Redis): its name.
+    pub scope: String,
+}
+
+/// The stores of app `name` in the host state directory `state_dir`;
+/// why not, in one line, when it is not deployed there.
+pub fn stored_app(state_dir: &Path, name: &str) -> Result<StoredApp, String> {
+    check_name(name).map_err(|refusal| refusal.message)?;
+    let layout = Layout::new(state_dir.to_owned());
+    let record = layout.read(name).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "no app named `{name}` is deployed in {}",
+            state_dir.display()
+        ),
+        _ => format!("the record of app `{name}` cannot be read: {e}"),
+    })?;
+    Ok(StoredApp {
+        manifest: tern_manifest::manifest_path(&layout.version(name, record.version)),
+        state_dir: layout.data(name),
+        scope: name.to_owned(),
+    })
+}
+
 /// Why the admin API refused a change: the status and one line.
 #[derive(Debug)]
 pub struct Refusal {

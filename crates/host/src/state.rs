@@ -87,6 +87,12 @@ impl Layout {
         self.app(name).join("app.json")
     }
 
+    /// The record of `name`, as last written.
+    pub(crate) fn read(&self, name: &str) -> io::Result<Record> {
+        let bytes = fs::read(self.record(name))?;
+        serde_json::from_slice(&bytes).map_err(io::Error::other)
+    }
+
     fn variables_file(&self, name: &str) -> PathBuf {
         self.app(name).join("variables.json")
     }
@@ -135,10 +141,7 @@ impl Layout {
             if !entry.file_type()?.is_dir() {
                 continue;
             }
-            let read = fs::read(self.record(&name)).and_then(|bytes| {
-                serde_json::from_slice::<Record>(&bytes).map_err(io::Error::other)
-            });
-            let record = match read {
+            let record = match self.read(&name) {
                 Ok(record) => Some(record),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => {

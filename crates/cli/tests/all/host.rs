@@ -727,6 +727,30 @@ fn apps_have_their_own_stores() {
     let alpha = files.iter().filter(|f| has_component(f, "alpha")).count();
     let beta = files.iter().filter(|f| has_component(f, "beta")).count();
     assert_eq!((alpha, beta), (1, 1), "{files:?}");
+
+    // The operator reads and writes an app's store as the host gives it.
+    let state = host.state.to_str().unwrap();
+    let kv = |args: &[&str]| {
+        let mut all = vec!["kv"];
+        all.extend_from_slice(args);
+        all.extend(["--host-state-dir", state]);
+        tern.run(&all)
+    };
+    let out = kv(&["get", "--host-app", "alpha", "greeting"]);
+    assert_eq!(out.code(0).stdout, "from alpha");
+    kv(&["set", "--host-app", "beta", "seeded", "by hand"]).code(0);
+    assert_eq!(
+        host.get("beta.localhost", "/kv/default/seeded").expect(200),
+        "by hand"
+    );
+    let out = kv(&["list", "--host-app", "gamma"]);
+    assert!(
+        out.code(1)
+            .stderr
+            .contains("no app named `gamma` is deployed in"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -769,6 +793,21 @@ fn apps_on_one_redis_keep_their_keys_apart_and_a_purge_takes_only_its_own() {
         keys
     };
     assert_eq!(keys(), ["alpha/default:greeting", "beta/default:greeting"]);
+    // `tern kv` finds an app's keys under its prefix, as the host does.
+    let state = host.state.to_str().unwrap();
+    let config_arg = config.to_str().unwrap();
+    let out = tern.run(&[
+        "kv",
+        "get",
+        "--host-app",
+        "beta",
+        "--host-state-dir",
+        state,
+        "--runtime-config",
+        config_arg,
+        "greeting",
+    ]);
+    assert_eq!(out.code(0).stdout, "beta");
 
     let (status, answer) = host.admin("DELETE", "/v1/apps/alpha?purge=true", b"");
     assert_eq!(status, 200, "{answer}");

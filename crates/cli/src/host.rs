@@ -77,7 +77,7 @@ pub struct HostArgs {
     /// Let deployed apps' Redis triggers subscribe at this Redis server,
     /// HOST:PORT (repeatable); apps whose triggers name any other do not
     /// load
-    #[arg(long = "allow-redis-trigger", value_name = "HOST:PORT")]
+    #[arg(long = "allow-redis-trigger", value_name = "HOST:PORT", value_parser = tern_http::allowed_server)]
     allow_redis_trigger: Vec<String>,
     /// Let deployed apps reach this non-public address (loopback, private,
     /// link-local...), IP or IP:PORT (repeatable), when their

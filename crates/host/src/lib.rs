@@ -69,8 +69,9 @@ pub struct HostConfig {
     /// mapped from that file) on each load; `None` compiles on every
     /// load.
     pub cache: Option<CompileCache>,
-    /// The Redis servers (`HOST:PORT`) apps' Redis triggers may subscribe
-    /// at; an app whose trigger names another does not load.
+    /// The Redis servers apps' Redis triggers may subscribe at, as
+    /// [`tern_http::allowed_server`] writes them; an app whose trigger names
+    /// another does not load.
     pub allowed_redis: Vec<String>,
 }
 
@@ -104,8 +105,10 @@ struct Inner {
 /// An app's Redis subscriptions, running as a task of their own.
 struct Subscriptions {
     triggers: Vec<RedisTrigger>,
-    /// Set to end them (or dropped).
+    /// Set to end them.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Ends once they have stopped and their handlers are done.
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// A deployed app.
@@ -445,7 +448,8 @@ impl Host {
             .map_err(|e| self.without_dirs(&e.to_string(), &dir))?;
         let allowed = &self.inner.config.allowed_redis;
         for trigger in &manifest.redis_triggers {
-            let server = redis_authority(trigger);
+            // Where it would connect, as the client reads the address.
+            let server = tern_http::trigger_server(trigger)?;
             if !allowed.contains(&server) {
                 return Err(format!(
                     "its Redis trigger on `{}` subscribes at redis {server}, which this host does not let apps reach (the operator's --allow-redis-trigger)",
@@ -714,7 +718,8 @@ impl Host {
         *lock(&entry.record) = record;
         entry.install(app);
         write(&self.inner.apps).insert(name.clone(), entry.clone());
-        self.subscribe(entry, triggers);
+        // The old subscriptions' handlers finish on their own.
+        drop(self.subscribe(entry, triggers));
         Ok(Deployed {
             name: name.clone(),
             version,
@@ -750,7 +755,7 @@ impl Host {
         write(&self.inner.names).release(name);
         // No more messages are read; those being handled finish as
         // requests do, and a purge waits for them.
-        self.subscribe(&entry, &[]);
+        let handlers = self.subscribe(&entry, &[]);
         let last = {
             // A cold load under way ends first, installing nothing; one
             // waiting for it finds the app gone, and loads nothing.
@@ -758,9 +763,9 @@ impl Host {
             entry.current.swap(None)
         };
         if purge {
-            // A request still running could write to a store the purge had
-            // passed, and leave data behind.
-            self.drain(&entry, last);
+            // A request or a Redis handler still running could write to a
+            // store the purge had passed, and leave data behind.
+            self.drain(&entry, last, handlers);
         }
         layout.delete(name, purge).map_err(internal)?;
         if purge {
@@ -781,13 +786,22 @@ impl Host {
 
     /// Waits until no request of `entry` is in flight, nor holds `last`
     /// (the version it served, which a request holds from the moment it
-    /// finds the app, before it is counted in flight), or until the
-    /// longest a request may run (the host's `--timeout`) has passed, with
-    /// a second more for the answer to be written.
-    fn drain(&self, entry: &Entry, last: Option<Arc<App>>) {
+    /// finds the app, before it is counted in flight), nor a Redis message
+    /// is being handled (`handlers`, the app's ended subscriptions), or
+    /// until the longest a request may run (the host's `--timeout`) has
+    /// passed, with a second more for the answer to be written; then ends
+    /// the Redis handlers still there (one waiting for an instance slot,
+    /// say), so that none writes after.
+    fn drain(
+        &self,
+        entry: &Entry,
+        last: Option<Arc<App>>,
+        handlers: Option<tokio::task::JoinHandle<()>>,
+    ) {
         let busy = || {
             entry.stats.in_flight() > 0
                 || last.as_ref().is_some_and(|app| Arc::strong_count(app) > 1)
+                || handlers.as_ref().is_some_and(|task| !task.is_finished())
         };
         if !busy() {
             return;
@@ -809,6 +823,9 @@ impl Host {
         // thread the change runs on.
         while busy() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(task) = handlers {
+            task.abort();
         }
     }
 
@@ -886,7 +903,7 @@ impl Host {
                 continue;
             }
             match self.manifest(&entry.name, record.version) {
-                Ok(manifest) => self.subscribe(&entry, &manifest.redis_triggers),
+                Ok(manifest) => drop(self.subscribe(&entry, &manifest.redis_triggers)),
                 Err(why) => self.event(&format!(
                     "app `{}` gets no Redis messages: {why}",
                     entry.name
@@ -897,28 +914,34 @@ impl Host {
 
     /// Runs the subscriptions of `triggers` for `entry` from now on (none:
     /// ends its subscriptions). Subscriptions the same as before are kept,
-    /// so a deploy that leaves them alone loses no message.
-    fn subscribe(&self, entry: &Arc<Entry>, triggers: &[RedisTrigger]) {
+    /// so a deploy that leaves them alone loses no message. Returns the
+    /// task of those ended, which ends once their handlers are done.
+    fn subscribe(
+        &self,
+        entry: &Arc<Entry>,
+        triggers: &[RedisTrigger],
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let mut subscriptions = lock(&self.inner.subscriptions);
         if (subscriptions.get(&entry.name)).is_some_and(|s| s.triggers == triggers) {
-            return;
+            return None;
         }
-        if let Some(old) = subscriptions.remove(&entry.name) {
+        let ended = subscriptions.remove(&entry.name).map(|old| {
             let _ = old.stop.send(true);
-        }
+            old.task
+        });
         let (Some(sink), Ok(runtime), false) = (
             self.inner.events.get(),
             tokio::runtime::Handle::try_current(),
             triggers.is_empty(),
         ) else {
-            return;
+            return ended;
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let app = Arc::new(Subscriber {
             host: self.clone(),
             entry: entry.clone(),
         });
-        runtime.spawn(tern_http::run_triggers(
+        let task = runtime.spawn(tern_http::run_triggers(
             triggers.to_vec(),
             app,
             sink.clone(),
@@ -929,8 +952,10 @@ impl Host {
             Subscriptions {
                 triggers: triggers.to_vec(),
                 stop,
+                task,
             },
         );
+        ended
     }
 }
 
@@ -959,20 +984,6 @@ impl tern_http::Triggered for Subscriber {
                 Err(e) => Err(format!("loading app `{}`: {e}", self.entry.name)),
             }
         })
-    }
-}
-
-/// The server a Redis trigger subscribes at, as an operator allows it:
-/// `HOST:PORT`, the port 6379 when its address names none.
-fn redis_authority(trigger: &RedisTrigger) -> String {
-    let host = trigger.host();
-    let authority = host.split('/').next().unwrap_or(host);
-    let has_port = (authority.rsplit_once(':'))
-        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
-    if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:6379")
     }
 }
 

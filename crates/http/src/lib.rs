@@ -62,7 +62,9 @@ pub use download::{
 };
 pub use events::{AccessRecord, EventSink, GuestLine, RequestId};
 pub use outbound::{fetch_checked, run_outbound};
-pub use redis_trigger::{Triggered, run_redis_triggers, run_triggers};
+pub use redis_trigger::{
+    Triggered, allowed_server, run_redis_triggers, run_triggers, trigger_server,
+};
 pub use response::REQUEST_ID_HEADER;
 pub use server::{AppSlot, Found, Server, Shutdown, Sites};
 pub use stats::{AppStats, InFlight, LATENCY_BUCKETS, Latency};

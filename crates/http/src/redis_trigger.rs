@@ -42,6 +42,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 use wasmtime::{Engine, Result, Store};
 
 use crate::App;
+use crate::app::RedisRoute;
 use crate::events::{EventSink, RequestIds};
 use crate::executor::Executor;
 use crate::guest_output::OutputState;
@@ -138,6 +139,59 @@ impl RedisExecutor {
         let run = tokio::time::timeout_at(deadline.into(), run).await;
         let limiter = &store.data().limiter;
         Failure::settle(run, limiter, &grants.limits).map(|()| answer)
+    }
+}
+
+/// The server a Redis trigger's `address` connects to, parsed as the
+/// client parses it: `HOST:PORT`, a name in lower case, an IPv6 address in
+/// brackets, the port 6379 when the address names none. What `tern host
+/// --allow-redis-trigger` compares with [`allowed_server`]'s.
+pub fn trigger_server(trigger: &RedisTrigger) -> Result<String, String> {
+    let info = (trigger.address.as_str().into_connection_info()).map_err(|e| {
+        format!(
+            "redis {} is not an address Tern can use: {e}",
+            trigger.host()
+        )
+    })?;
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => Ok(server_name(host, *port)),
+        _ => Err(format!(
+            "redis {} is not a plain redis://HOST:PORT address",
+            trigger.host()
+        )),
+    }
+}
+
+/// A Redis server as an operator allows it, `HOST:PORT`, in the form
+/// [`trigger_server`] gives.
+///
+/// ```
+/// use tern_http::allowed_server;
+/// assert_eq!(allowed_server("Redis.Internal:6379").unwrap(), "redis.internal:6379");
+/// assert_eq!(allowed_server("[0::1]:6380").unwrap(), "[::1]:6380");
+/// assert!(allowed_server("redis://cache:6379").is_err());
+/// assert!(allowed_server("cache").is_err());
+/// ```
+pub fn allowed_server(text: &str) -> Result<String, String> {
+    let wrong = || format!("`{text}` is not HOST:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
+    let port: u16 = port.parse().map_err(|_| wrong())?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bracketed = host != bare;
+    if bare.is_empty()
+        || bare.contains(['/', '@', '?', '#', ':']) && !bracketed
+        || bracketed && bare.parse::<std::net::Ipv6Addr>().is_err()
+    {
+        return Err(wrong());
+    }
+    Ok(server_name(host, port))
+}
+
+fn server_name(host: &str, port: u16) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{}:{port}", bare.to_ascii_lowercase()),
     }
 }
 
@@ -447,11 +501,17 @@ async fn deliver(
     };
     let _in_flight = app.stats.begin();
     let payload: Arc<[u8]> = payload.into();
-    for route in app
-        .redis
-        .iter()
-        .filter(|r| r.trigger.address == address && r.trigger.channel == channel)
-    {
+    let taken = |r: &&RedisRoute| r.trigger.address == address && r.trigger.channel == channel;
+    if !app.redis.iter().any(|r| taken(&r)) {
+        // The app was deployed again, without this trigger, while the
+        // message waited.
+        let id = ids.next();
+        sink.server_error(&format!(
+            "redis message on `{channel}` ({size} bytes) dropped ({id}): the version served no longer handles it"
+        ));
+        return;
+    }
+    for route in app.redis.iter().filter(taken) {
         let Some(served) = app.components.get(route.component) else {
             continue;
         };

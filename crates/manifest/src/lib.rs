@@ -187,10 +187,19 @@ impl RedisTrigger {
     ///     component: "worker".into(),
     /// };
     /// assert_eq!(trigger.host(), "db.internal:6379/2");
+    /// // What follows the authority is not the server, whatever it holds.
+    /// let trigger = RedisTrigger {
+    ///     address: "redis://10.0.0.9:6379#@127.0.0.1:6379".into(),
+    ///     ..trigger
+    /// };
+    /// assert_eq!(trigger.host(), "10.0.0.9:6379");
     /// ```
     pub fn host(&self) -> &str {
         let rest = self.address.trim_start_matches("redis://");
-        rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+        let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+        &rest[start..]
     }
 }
 

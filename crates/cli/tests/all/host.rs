@@ -1244,6 +1244,26 @@ fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
     let host = Host::start(&tern, top.path(), &args);
     let subscribed = format!("subscribed to `messages` on redis 127.0.0.1:{port}");
     let handled = "redis message on `messages` (5 bytes) -> inbox: handled in";
+    // An address whose text seems to name the allowed server is judged by
+    // where the client would connect.
+    let manifest = app.path().join("spin.toml");
+    let toml = std::fs::read_to_string(&manifest).unwrap();
+    let spoofed = format!("address = \"redis://10.0.0.9:6379#@127.0.0.1:{port}\"");
+    let line = format!("address = \"{}\"", redis.url());
+    std::fs::write(&manifest, toml.replacen(&line, &spoofed, 1)).unwrap();
+    let (status, answer) = host.deploy("chat", &tar_of(app.path(), |_| {}));
+    assert_eq!(status, 422, "{answer}");
+    let error = host.refusal(&answer);
+    assert!(
+        error.contains("subscribes at redis 10.0.0.9:6379, which"),
+        "{error}"
+    );
+    // The same app on another channel, for a deploy that changes the
+    // triggers.
+    let other = toml.replace("channel = \"messages\"", "channel = \"other\"");
+    std::fs::write(&manifest, other).unwrap();
+    let moved = tar_of(app.path(), |_| {});
+    std::fs::write(&manifest, &toml).unwrap();
     assert_eq!(host.deploy("chat", &bundle).0, 201);
     host.serve.wait_for_log(&subscribed);
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
@@ -1270,22 +1290,34 @@ fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "after"]), "1\n");
     host.serve.wait_for_log(handled);
 
+    // A deploy that changes the triggers ends the old subscription and
+    // makes the new one.
+    assert_eq!(host.deploy("chat", &moved).0, 200);
+    host.serve
+        .wait_for_log("unsubscribed from `messages` on redis");
+    host.serve
+        .wait_for_log(&format!("subscribed to `other` on redis 127.0.0.1:{port}"));
+    assert_eq!(redis_cli(port, &["PUBLISH", "other", "moved"]), "1\n");
+    let handled_other = "redis message on `other` (5 bytes) -> inbox: handled in";
+    host.serve.wait_for_log(handled_other);
+
     // A delete ends the subscription; the handler under way finishes.
-    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "block"]), "1\n");
+    assert_eq!(redis_cli(port, &["PUBLISH", "other", "block"]), "1\n");
     let held = hold.next();
     assert_eq!(host.admin("DELETE", "/v1/apps/chat", b"").0, 200);
     host.serve
-        .wait_for_log("unsubscribed from `messages` on redis");
+        .wait_for_log("unsubscribed from `other` on redis");
     release(held);
-    host.serve.wait_for_nth_log(handled, 2);
+    host.serve.wait_for_nth_log(handled_other, 2);
     // Redis sees the subscriber go once the closed socket reaches it.
     let gone = std::time::Instant::now() + PATIENCE;
-    while redis_cli(port, &["PUBLISH", "messages", "lost"]) != "0\n" {
+    while redis_cli(port, &["PUBLISH", "other", "lost"]) != "0\n" {
         assert!(std::time::Instant::now() < gone, "still subscribed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(
         redis_cli(port, &["LRANGE", "received", "0", "-1"]),
-        "hello\nagain\nthird\nafter\nblock\n"
+        "hello\nagain\nthird\nafter\nmoved\nblock\n"
     );
 
     // Without the operator's leave, the restarted host names why the app

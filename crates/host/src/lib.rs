@@ -102,13 +102,14 @@ struct Inner {
     subscriptions: Mutex<BTreeMap<String, Subscriptions>>,
 }
 
-/// An app's Redis subscriptions, running as a task of their own.
+/// An app's Redis subscriptions, each set running as a task of its own.
+#[derive(Default)]
 struct Subscriptions {
-    triggers: Vec<RedisTrigger>,
-    /// Set to end them.
-    stop: tokio::sync::watch::Sender<bool>,
-    /// Ends once they have stopped and their handlers are done.
-    task: tokio::task::JoinHandle<()>,
+    /// The triggers subscribed now, and the watch that ends them.
+    current: Option<(Vec<RedisTrigger>, tokio::sync::watch::Sender<bool>)>,
+    /// The tasks of the current subscriptions and of those ended whose
+    /// handlers may still run: each is done once its handlers are.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A deployed app.
@@ -718,8 +719,7 @@ impl Host {
         *lock(&entry.record) = record;
         entry.install(app);
         write(&self.inner.apps).insert(name.clone(), entry.clone());
-        // The old subscriptions' handlers finish on their own.
-        drop(self.subscribe(entry, triggers));
+        self.subscribe(entry, triggers);
         Ok(Deployed {
             name: name.clone(),
             version,
@@ -755,7 +755,7 @@ impl Host {
         write(&self.inner.names).release(name);
         // No more messages are read; those being handled finish as
         // requests do, and a purge waits for them.
-        let handlers = self.subscribe(&entry, &[]);
+        let handlers = self.unsubscribe(name);
         let last = {
             // A cold load under way ends first, installing nothing; one
             // waiting for it finds the app gone, and loads nothing.
@@ -787,7 +787,8 @@ impl Host {
     /// Waits until no request of `entry` is in flight, nor holds `last`
     /// (the version it served, which a request holds from the moment it
     /// finds the app, before it is counted in flight), nor a Redis message
-    /// is being handled (`handlers`, the app's ended subscriptions), or
+    /// is being handled (`handlers`, the tasks of the app's subscriptions,
+    /// ended), or
     /// until the longest a request may run (the host's `--timeout`) has
     /// passed, with a second more for the answer to be written; then ends
     /// the Redis handlers still there (one waiting for an instance slot,
@@ -796,12 +797,12 @@ impl Host {
         &self,
         entry: &Entry,
         last: Option<Arc<App>>,
-        handlers: Option<tokio::task::JoinHandle<()>>,
+        handlers: Vec<tokio::task::JoinHandle<()>>,
     ) {
         let busy = || {
             entry.stats.in_flight() > 0
                 || last.as_ref().is_some_and(|app| Arc::strong_count(app) > 1)
-                || handlers.as_ref().is_some_and(|task| !task.is_finished())
+                || handlers.iter().any(|task| !task.is_finished())
         };
         if !busy() {
             return;
@@ -824,8 +825,11 @@ impl Host {
         while busy() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if let Some(task) = handlers {
-            task.abort();
+        // An aborted task ends when the runtime next turns to it.
+        handlers.iter().for_each(tokio::task::JoinHandle::abort);
+        let ended = std::time::Instant::now() + Duration::from_secs(1);
+        while handlers.iter().any(|task| !task.is_finished()) && std::time::Instant::now() < ended {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -903,7 +907,7 @@ impl Host {
                 continue;
             }
             match self.manifest(&entry.name, record.version) {
-                Ok(manifest) => drop(self.subscribe(&entry, &manifest.redis_triggers)),
+                Ok(manifest) => self.subscribe(&entry, &manifest.redis_triggers),
                 Err(why) => self.event(&format!(
                     "app `{}` gets no Redis messages: {why}",
                     entry.name
@@ -914,48 +918,50 @@ impl Host {
 
     /// Runs the subscriptions of `triggers` for `entry` from now on (none:
     /// ends its subscriptions). Subscriptions the same as before are kept,
-    /// so a deploy that leaves them alone loses no message. Returns the
-    /// task of those ended, which ends once their handlers are done.
-    fn subscribe(
-        &self,
-        entry: &Arc<Entry>,
-        triggers: &[RedisTrigger],
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let mut subscriptions = lock(&self.inner.subscriptions);
-        if (subscriptions.get(&entry.name)).is_some_and(|s| s.triggers == triggers) {
-            return None;
+    /// so a deploy that leaves them alone loses no message; those ended
+    /// finish their handlers, and stay counted until they have.
+    fn subscribe(&self, entry: &Arc<Entry>, triggers: &[RedisTrigger]) {
+        let mut all = lock(&self.inner.subscriptions);
+        let app = all.entry(entry.name.clone()).or_default();
+        app.tasks.retain(|task| !task.is_finished());
+        if (app.current.as_ref()).is_some_and(|(current, _)| current == triggers) {
+            return;
         }
-        let ended = subscriptions.remove(&entry.name).map(|old| {
-            let _ = old.stop.send(true);
-            old.task
-        });
+        if let Some((_, stop)) = app.current.take() {
+            let _ = stop.send(true);
+        }
         let (Some(sink), Ok(runtime), false) = (
             self.inner.events.get(),
             tokio::runtime::Handle::try_current(),
             triggers.is_empty(),
         ) else {
-            return ended;
+            return;
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let app = Arc::new(Subscriber {
+        let subscriber = Arc::new(Subscriber {
             host: self.clone(),
             entry: entry.clone(),
         });
         let task = runtime.spawn(tern_http::run_triggers(
             triggers.to_vec(),
-            app,
+            subscriber,
             sink.clone(),
             stopped,
         ));
-        subscriptions.insert(
-            entry.name.clone(),
-            Subscriptions {
-                triggers: triggers.to_vec(),
-                stop,
-                task,
-            },
-        );
-        ended
+        app.current = Some((triggers.to_vec(), stop));
+        app.tasks.push(task);
+    }
+
+    /// Ends `name`'s subscriptions; returns their tasks (ended ones of
+    /// earlier versions too), each done once its handlers are.
+    fn unsubscribe(&self, name: &str) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(app) = lock(&self.inner.subscriptions).remove(name) else {
+            return Vec::new();
+        };
+        if let Some((_, stop)) = app.current {
+            let _ = stop.send(true);
+        }
+        app.tasks
     }
 }
 

@@ -171,17 +171,18 @@ pub fn trigger_server(trigger: &RedisTrigger) -> Result<String, String> {
 /// assert_eq!(allowed_server("[0::1]:6380").unwrap(), "[::1]:6380");
 /// assert!(allowed_server("redis://cache:6379").is_err());
 /// assert!(allowed_server("cache").is_err());
+/// assert!(allowed_server("[::1:6379").is_err());
+/// assert!(allowed_server("::1:6379").is_err());
 /// ```
 pub fn allowed_server(text: &str) -> Result<String, String> {
     let wrong = || format!("`{text}` is not HOST:PORT");
     let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
     let port: u16 = port.parse().map_err(|_| wrong())?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let bracketed = host != bare;
-    if bare.is_empty()
-        || bare.contains(['/', '@', '?', '#', ':']) && !bracketed
-        || bracketed && bare.parse::<std::net::Ipv6Addr>().is_err()
-    {
+    let fits = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && !host.contains(['/', '@', '?', '#', ':', '[', ']']),
+    };
+    if !fits {
         return Err(wrong());
     }
     Ok(server_name(host, port))
@@ -559,5 +560,40 @@ async fn deliver(
             ),
         };
         sink.event(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(address: &str) -> Result<String, String> {
+        trigger_server(&RedisTrigger {
+            address: address.to_owned(),
+            channel: "c".to_owned(),
+            component: "x".to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_trigger_is_judged_by_where_the_client_connects() {
+        for (address, expected) in [
+            ("redis://127.0.0.1:6380/2", "127.0.0.1:6380"),
+            ("redis://Cache.Internal", "cache.internal:6379"),
+            ("redis://[::1]:6379", "[::1]:6379"),
+            ("redis://user:secret@db:7000/0", "db:7000"),
+            // Neither a fragment nor a query changes the server.
+            ("redis://10.0.0.9:6379#@127.0.0.1:6379", "10.0.0.9:6379"),
+            ("redis://10.0.0.9:6379?x=@127.0.0.1:6379", "10.0.0.9:6379"),
+        ] {
+            assert_eq!(server(address).as_deref(), Ok(expected), "{address}");
+        }
+        // What the operator writes compares in the same form.
+        assert_eq!(
+            allowed_server("CACHE.internal:6379").as_deref(),
+            server("redis://cache.internal").as_deref()
+        );
+        let refused = server("redis://user:s3cret@db:port").unwrap_err();
+        assert!(!refused.contains("s3cret"), "{refused}");
     }
 }

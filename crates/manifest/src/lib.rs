@@ -187,19 +187,20 @@ impl RedisTrigger {
     ///     component: "worker".into(),
     /// };
     /// assert_eq!(trigger.host(), "db.internal:6379/2");
-    /// // What follows the authority is not the server, whatever it holds.
+    /// // A password holding `/`, `?` or `#` unencoded is not shown either.
     /// let trigger = RedisTrigger {
-    ///     address: "redis://10.0.0.9:6379#@127.0.0.1:6379".into(),
+    ///     address: "redis://user:pa/ss?#@db.internal:6379".into(),
     ///     ..trigger
     /// };
-    /// assert_eq!(trigger.host(), "10.0.0.9:6379");
+    /// assert_eq!(trigger.host(), "db.internal:6379");
     /// ```
+    ///
+    /// For display only: where the client connects is what it makes of the
+    /// whole address (`tern_http::trigger_server`).
     pub fn host(&self) -> &str {
         let rest = self.address.trim_start_matches("redis://");
-        let rest = rest.split(['?', '#']).next().unwrap_or(rest);
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
-        &rest[start..]
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        host.split(['?', '#']).next().unwrap_or(host)
     }
 }
 

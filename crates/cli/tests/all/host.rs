@@ -1248,8 +1248,8 @@ fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
     // where the client would connect.
     let manifest = app.path().join("spin.toml");
     let toml = std::fs::read_to_string(&manifest).unwrap();
-    let spoofed = format!("address = \"redis://10.0.0.9:6379#@127.0.0.1:{port}\"");
-    let line = format!("address = \"{}\"", redis.url());
+    let spoofed = format!("\naddress = \"redis://10.0.0.9:6379#@127.0.0.1:{port}\"");
+    let line = format!("\naddress = \"{}\"", redis.url());
     std::fs::write(&manifest, toml.replacen(&line, &spoofed, 1)).unwrap();
     let (status, answer) = host.deploy("chat", &tar_of(app.path(), |_| {}));
     assert_eq!(status, 422, "{answer}");

@@ -1240,6 +1240,10 @@ fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
         "127.0.0.1",
         "--idle-unload",
         "1s",
+        "--cpu-time",
+        "50ms",
+        "--max-memory",
+        "32MiB",
     ];
     let host = Host::start(&tern, top.path(), &args);
     let subscribed = format!("subscribed to `messages` on redis 127.0.0.1:{port}");
@@ -1269,17 +1273,30 @@ fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "hello"]), "1\n");
     host.serve.wait_for_log(handled);
 
+    // A hostile handler is held to the host's limits, as a request is: a
+    // loop to its CPU time, a memory bomb to its memory; the next message
+    // is handled.
+    let failed = "redis message on `messages` (4 bytes) -> inbox: failed after";
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "spin"]), "1\n");
+    let line = host.serve.wait_for_log(failed);
+    assert!(line.contains("CPU time budget of 50ms exceeded"), "{line}");
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "bomb"]), "1\n");
+    let line = host.serve.wait_for_nth_log(failed, 2);
+    assert!(line.contains("above its limit of 32MiB"), "{line}");
+    assert_eq!(redis_cli(port, &["PUBLISH", "messages", "fifth"]), "1\n");
+    host.serve.wait_for_nth_log(handled, 2);
+
     // Scaled to zero, the app keeps its subscription; a message loads it.
     host.serve
         .wait_for_log("unloaded app `chat`: no request for 1s");
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "again"]), "1\n");
     host.serve.wait_for_log("loaded app `chat` version 1 in");
-    host.serve.wait_for_nth_log(handled, 2);
+    host.serve.wait_for_nth_log(handled, 3);
 
     // A deploy that leaves the triggers alone keeps the subscription.
     assert_eq!(host.deploy("chat", &bundle).0, 200);
     assert_eq!(redis_cli(port, &["PUBLISH", "messages", "third"]), "1\n");
-    host.serve.wait_for_nth_log(handled, 3);
+    host.serve.wait_for_nth_log(handled, 4);
     assert_eq!(host.serve.log().matches(&subscribed).count(), 1);
 
     // A restart subscribes again before any request.
@@ -1317,7 +1334,7 @@ fn redis_triggers_reach_an_app_loaded_or_not_and_end_with_it() {
     }
     assert_eq!(
         redis_cli(port, &["LRANGE", "received", "0", "-1"]),
-        "hello\nagain\nthird\nafter\nmoved\nblock\n"
+        "hello\nfifth\nagain\nthird\nafter\nmoved\nblock\n"
     );
 
     // Without the operator's leave, the restarted host names why the app

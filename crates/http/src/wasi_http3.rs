@@ -96,6 +96,10 @@ impl WasiHttp3Executor {
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
         let result = conclude(run, &store.data().limiter, grants, &ctx, &state);
+        // The connection's task writes the response before this one frees
+        // the instance (microseconds of unmapping) and logs the request: a
+        // client waits for neither.
+        tokio::task::yield_now().await;
         // Dropping the store ends the response body; `conclude` told the
         // body whether that end is a clean one.
         drop(store);

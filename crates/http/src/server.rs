@@ -212,7 +212,7 @@ impl Chain {
             // and this connection ends with it.
             let (_running, mut stop) = watch::channel(false);
             let io = ClientIo::new(theirs, shared.config.write_timeout);
-            let client = (tls, io.written(), Some(chained));
+            let client = (tls, io.written(), Some(chained), None);
             let http = &shared.protocols.http1;
             let io = TokioIo::new(io);
             let _ = serve_http(&shared, http, io, shared.local, client, &mut stop).await;
@@ -448,7 +448,7 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-    _open: (mpsc::Sender<Infallible>, OwnedSemaphorePermit),
+    open: (mpsc::Sender<Infallible>, OwnedSemaphorePermit),
 ) {
     let io = ClientIo::new(stream, shared.config.write_timeout);
     let written = io.written();
@@ -460,7 +460,7 @@ async fn connection(
                 &protocols.either,
                 TokioIo::new(refusals(&shared, io, peer)),
                 peer,
-                (false, written, None),
+                (false, written, None, Some(open.0.clone())),
                 &mut stop,
             )
             .await
@@ -498,7 +498,7 @@ async fn connection(
                 http,
                 TokioIo::new(refusals(&shared, stream, peer)),
                 peer,
-                (true, written, None),
+                (true, written, None, Some(open.0.clone())),
                 &mut stop,
             )
             .await
@@ -521,7 +521,12 @@ async fn serve_http<I>(
     http: &Http,
     io: I,
     peer: SocketAddr,
-    (tls, written, chained): (bool, Arc<AtomicU64>, Option<Chained>),
+    (tls, written, chained, open): (
+        bool,
+        Arc<AtomicU64>,
+        Option<Chained>,
+        Option<mpsc::Sender<Infallible>>,
+    ),
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
@@ -534,6 +539,7 @@ where
         tls,
         written,
         chained,
+        open,
     };
     let service = {
         let shared = shared.clone();
@@ -676,6 +682,12 @@ struct Client {
     written: Arc<AtomicU64>,
     /// For a connection another component opened: what it goes to.
     chained: Option<Chained>,
+    /// Keeps the worker's drain waiting (see [`accept_loop`]) while a
+    /// request task of this connection runs: the task may outlive the
+    /// connection, which closes once the response is written, by the log
+    /// line it writes after. None for an in-process connection, which ends
+    /// with the request that opened it.
+    open: Option<mpsc::Sender<Infallible>>,
 }
 
 /// Forwards a request on a route to an upstream, under the operator's
@@ -1048,6 +1060,7 @@ async fn handle(
         let task = {
             let (shared, app) = (shared.clone(), app.clone());
             let (method, uri) = (method.clone(), uri.clone());
+            let open = client.open.clone();
             tokio::spawn(async move {
                 let served = &app.components[index];
                 let result = served.executor.run(&served.grants, exchange, &state).await;
@@ -1090,6 +1103,7 @@ async fn handle(
                     error,
                 };
                 finished(&shared.sink, &app.stats, &record);
+                drop(open);
                 result
             })
         };

@@ -380,6 +380,8 @@ fn graceful_shutdown_finishes_requests_in_flight() {
     let (code, log) = serve.wait();
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains("grace period over"), "{log}");
+    // Its log line is written before the server exits.
+    assert!(log.contains("POST /wait 200"), "{log}");
 }
 
 #[test]

@@ -1060,7 +1060,9 @@ async fn handle(
         let task = {
             let (shared, app) = (shared.clone(), app.clone());
             let (method, uri) = (method.clone(), uri.clone());
-            let open = client.open.clone();
+            // The request's own copy of the sender, moved: nothing else
+            // of this request needs it.
+            let open = client.open;
             tokio::spawn(async move {
                 let served = &app.components[index];
                 let result = served.executor.run(&served.grants, exchange, &state).await;

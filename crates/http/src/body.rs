@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use futures::task::AtomicWaker;
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -165,6 +167,12 @@ impl Body for LimitedBody {
 /// store (and with it the body's sender) is dropped.
 /// It also tells the task when the body has ended, so the task can log a
 /// failed response as aborted if not one byte of it reached the client.
+///
+/// A fresh instance's task also tells the body when its guest has returned
+/// ([`FailureFlag::guest_returned`]): from then on nothing more can come
+/// but what the guest already wrote, so a body that still waits for more
+/// was left open by its guest, and fails instead of waiting for the store
+/// to go (which would end it as if it were complete).
 #[derive(Clone, Default)]
 pub(crate) struct FailureFlag(Arc<Failed>);
 
@@ -173,6 +181,9 @@ struct Failed {
     failed: AtomicBool,
     ended: tokio::sync::Notify,
     over: AtomicBool,
+    returned: AtomicBool,
+    /// The body's task, waiting for more of the body.
+    waiting: AtomicWaker,
 }
 
 impl FailureFlag {
@@ -180,13 +191,19 @@ impl FailureFlag {
         self.0.failed.store(true, Ordering::Release);
     }
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.failed.load(Ordering::Acquire)
     }
 
     /// Resolves once the guest's body has ended (failed, or been dropped).
     pub(crate) async fn ended(&self) {
-        self.0.ended.notified().await;
+        let ended = self.0.ended.notified();
+        let mut ended = std::pin::pin!(ended);
+        // Registered before the check, so an end in between still wakes it.
+        ended.as_mut().enable();
+        if !self.is_over() {
+            ended.await;
+        }
     }
 
     /// Whether the body has ended (or was dropped).
@@ -194,9 +211,23 @@ impl FailureFlag {
         self.0.over.load(Ordering::Acquire)
     }
 
+    /// The guest has returned, its store still alive: a body that waits
+    /// for more from now on will never get it.
+    pub(crate) fn guest_returned(&self) {
+        self.0.returned.store(true, Ordering::Release);
+        self.0.waiting.wake();
+    }
+
+    /// Whether a body that found nothing to send will never get more; if
+    /// it may, `waker` is woken when the guest returns.
+    fn stalled(&self, waker: &std::task::Waker) -> bool {
+        self.0.waiting.register(waker);
+        self.0.returned.load(Ordering::Acquire)
+    }
+
     fn end(&self) {
         self.0.over.store(true, Ordering::Release);
-        self.0.ended.notify_one();
+        self.0.ended.notify_waiters();
     }
 }
 
@@ -228,7 +259,8 @@ impl Drop for EndsOnDrop {
 
 /// A guest's response body that turns "the sender went away because the
 /// guest failed" into an error, so hyper aborts the connection rather than
-/// ending a chunked body cleanly.
+/// ending a chunked body cleanly; so does a body its guest left open when
+/// it returned (see [`FailureFlag`]).
 pub(crate) struct GuestBody<B> {
     inner: B,
     failed: FailureFlag,
@@ -240,16 +272,25 @@ impl<B> GuestBody<B> {
     }
 }
 
+/// Why a guest's response body ends in an error.
 #[derive(Debug)]
-struct GuestFailed;
+enum Cut {
+    /// The guest failed while sending it.
+    Failed,
+    /// The guest returned with the body still open.
+    LeftOpen,
+}
 
-impl std::fmt::Display for GuestFailed {
+impl std::fmt::Display for Cut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the guest failed while sending its response body")
+        f.write_str(match self {
+            Cut::Failed => "the guest failed while sending its response body",
+            Cut::LeftOpen => "the guest returned without finishing its response body",
+        })
     }
 }
 
-impl std::error::Error for GuestFailed {}
+impl std::error::Error for Cut {}
 
 impl<B> Drop for GuestBody<B> {
     fn drop(&mut self) {
@@ -269,13 +310,25 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if !self.failed.stalled(cx.waker()) {
+                return Poll::Pending;
+            }
+            self.failed.set();
+            self.failed.end();
+            return Poll::Ready(Some(Err(Box::new(Cut::LeftOpen))));
+        }
+        match ready!(polled) {
             Some(frame) => Poll::Ready(Some(frame.map_err(Into::into))),
             None if self.failed.is_set() => {
                 self.failed.end();
-                Poll::Ready(Some(Err(Box::new(GuestFailed))))
+                Poll::Ready(Some(Err(Box::new(Cut::Failed))))
             }
-            None => Poll::Ready(None),
+            None => {
+                self.failed.end();
+                Poll::Ready(None)
+            }
         }
     }
 

@@ -124,8 +124,9 @@ impl WasiHttpExecutor {
         // the instance (microseconds of unmapping) and logs the request: a
         // client waits for neither.
         tokio::task::yield_now().await;
-        // Dropping the store ends the response body; `conclude` told the
-        // body whether that end is a clean one.
+        let result = settle_body(result, &ctx, &state).await;
+        // Dropping the store ends the response body; `conclude` and
+        // `settle_body` told the body whether that end is a clean one.
         drop(store);
         result
     }
@@ -176,6 +177,32 @@ pub(crate) fn conclude(
         state.failed.set();
     }
     result
+}
+
+/// Holds a fresh instance whose guest returned until its response body has
+/// taken what the guest wrote, and tells whether the guest had ended it. A
+/// guest may return while it still holds the body open (it kept the
+/// body's writer, or never wrote its trailers): dropping the store would
+/// then end the body as if it were whole. Told that the guest returned,
+/// the body fails as soon as it waits for more. Most bodies have ended by
+/// now; a slow client holds the instance no longer than the deadline.
+pub(crate) async fn settle_body(
+    result: Result<(), Failure>,
+    ctx: &RequestCtx,
+    state: &ReplyState,
+) -> Result<(), Failure> {
+    if result.is_err() || state.sent().is_none() || state.failed.is_over() {
+        return result;
+    }
+    state.failed.guest_returned();
+    match tokio::time::timeout_at(ctx.deadline.into(), state.failed.ended()).await {
+        Ok(()) if state.failed.is_set() => Err(Failure::UnfinishedBody),
+        Ok(()) => Ok(()),
+        Err(_elapsed) => {
+            state.failed.set();
+            Err(Failure::Deadline)
+        }
+    }
 }
 
 /// Whether `component` exports an interface whose name starts with

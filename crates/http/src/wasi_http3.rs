@@ -22,6 +22,7 @@ use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
 use crate::wasi_http::{
     HttpHost, HttpLinkers, answer, conclude, error_code_message, exports, guest_request,
+    settle_body,
 };
 
 /// A WASI 0.3 component ready to instantiate per request.
@@ -100,8 +101,9 @@ impl WasiHttp3Executor {
         // the instance (microseconds of unmapping) and logs the request: a
         // client waits for neither.
         tokio::task::yield_now().await;
-        // Dropping the store ends the response body; `conclude` told the
-        // body whether that end is a clean one.
+        let result = settle_body(result, &ctx, &state).await;
+        // Dropping the store ends the response body; `conclude` and
+        // `settle_body` told the body whether that end is a clean one.
         drop(store);
         result
     }

@@ -179,6 +179,18 @@ pub fn http_partial() {
     let serve = Serve::start(&tern, &toml, &[]);
     let whole = serve.get("/partial/ok");
     assert_eq!(whole.expect(200), "partial\n");
+    // A guest that returns with its body still open (never finished, never
+    // dropped) ends the connection without the last chunk too: the store
+    // going away is no clean end.
+    let leaked = serve.get("/partial/leak");
+    assert_eq!(leaked.status, 200, "{leaked:#?}");
+    assert!(!leaked.complete, "body looked complete: {leaked:#?}");
+    assert_eq!(leaked.body, "partial\n");
+    let line = serve.wait_for_log("GET /partial/leak 200");
+    assert!(
+        line.contains("guest returned without finishing its response body"),
+        "{line}"
+    );
     // A guest that fails right after setting its head: the client never
     // gets a complete answer (usually nothing at all; the head alone when it
     // was already on its way as the guest trapped), and the log says why.

@@ -424,6 +424,15 @@ pub fn http3_stream() {
         all - first >= Duration::from_millis(800),
         "{first:?} of {all:?}"
     );
+    // A guest whose tasks have all ended while it still holds its body's
+    // writer can never end the body: the client gets every line written,
+    // then an abort, not a clean end; the log says why.
+    let leaked = serve.get("/stream?chunks=2&delay_ms=0&leak=1");
+    assert_eq!(leaked.status, 200, "{leaked:#?}");
+    assert!(!leaked.complete, "body looked complete: {leaked:#?}");
+    assert_eq!(leaked.body, "chunk 1\nchunk 2\n");
+    let line = serve.wait_for_log("guest returned without finishing its response body");
+    assert!(line.contains("GET /stream 200"), "{line}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! `/partial/trap` panics once the request body has ended (so a client can
 //! read the head and the chunk first), and `/partial/spin` loops forever.
 //! `/partial/head` sets the head and panics before writing any of the body.
+//! `/partial/leak` returns without ending the body: it keeps the body and
+//! its stream (never dropped, never finished).
 //! Any other path ends the body normally, after the one chunk.
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -23,6 +25,7 @@ impl Guest for Partial {
                 tern_http_guests::read_body(&request);
                 panic!("guest panicked after sending part of the body")
             }
+            "/partial/leak" => std::mem::forget((body, stream)),
             "/partial/spin" => {
                 let mut x: u64 = 0;
                 loop {

@@ -3,7 +3,8 @@
 //! `?delay_ms=M` milliseconds (100 by default) between two lines, waited
 //! in the host (`monotonic-clock.wait-for`). With `?sse=1` the body is
 //! `text/event-stream` and each line an event, `data: chunk I` and a blank
-//! line; else it is `text/plain`. Bad numbers answer 400.
+//! line; else it is `text/plain`. With `?leak=1` it keeps the body's writer
+//! open (never dropped) after the last line. Bad numbers answer 400.
 use wasip3::exports::http::handler::Guest;
 use wasip3::http::types::{ErrorCode, Request, Response};
 
@@ -21,6 +22,7 @@ impl Guest for Stream {
             (Err(why), _) | (_, Err(why)) => return tern_p3_guests::respond_text(400, &why),
         };
         let sse = tern_p3_guests::query_param(&path, "sse") == Some("1");
+        let leak = tern_p3_guests::query_param(&path, "leak") == Some("1");
         let content_type = if sse {
             "text/event-stream"
         } else {
@@ -45,6 +47,9 @@ impl Guest for Stream {
                     // The client went away.
                     return;
                 }
+            }
+            if leak {
+                std::mem::forget(body);
             }
         });
         Ok(response)

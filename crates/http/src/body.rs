@@ -3,8 +3,8 @@
 //! instead of ending as if it were complete.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use futures::task::AtomicWaker;
@@ -168,11 +168,13 @@ impl Body for LimitedBody {
 /// It also tells the task when the body has ended, so the task can log a
 /// failed response as aborted if not one byte of it reached the client.
 ///
-/// A fresh instance's task also tells the body when its guest has returned
-/// ([`FailureFlag::guest_returned`]): from then on nothing more can come
-/// but what the guest already wrote, so a body that still waits for more
-/// was left open by its guest, and fails instead of waiting for the store
-/// to go (which would end it as if it were complete).
+/// A body cut short (see [`FailureFlag::cut_short`]) fails the request.
+/// A fresh WASI 0.2 instance's task also tells the body when its guest has
+/// returned ([`FailureFlag::guest_returned`]): a 0.2 guest writes and
+/// finishes its body in its own calls, so from then on nothing can come
+/// but what is queued, and a body that still waits for more was left open
+/// by its guest. It fails instead of waiting for the store to go, which
+/// would end it as if it were complete.
 #[derive(Clone, Default)]
 pub(crate) struct FailureFlag(Arc<Failed>);
 
@@ -184,6 +186,8 @@ struct Failed {
     returned: AtomicBool,
     /// The body's task, waiting for more of the body.
     waiting: AtomicWaker,
+    /// Why the body was cut short, if it was.
+    cut: OnceLock<String>,
 }
 
 impl FailureFlag {
@@ -216,6 +220,18 @@ impl FailureFlag {
     pub(crate) fn guest_returned(&self) {
         self.0.returned.store(true, Ordering::Release);
         self.0.waiting.wake();
+    }
+
+    /// Why the body was cut short: its guest left it open, or it ended in
+    /// an error (the guest's, or its source's when the host feeds it).
+    pub(crate) fn cut_short(&self) -> Option<&str> {
+        self.0.cut.get().map(String::as_str)
+    }
+
+    fn cut(&self, why: &BoxError) {
+        let _ = self.0.cut.set(why.to_string());
+        self.set();
+        self.end();
     }
 
     /// Whether a body that found nothing to send will never get more; if
@@ -284,8 +300,8 @@ enum Cut {
 impl std::fmt::Display for Cut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Cut::Failed => "the guest failed while sending its response body",
-            Cut::LeftOpen => "the guest returned without finishing its response body",
+            Cut::Failed => "the guest failed while sending it",
+            Cut::LeftOpen => "the guest returned without finishing it",
         })
     }
 }
@@ -315,12 +331,17 @@ where
             if !self.failed.stalled(cx.waker()) {
                 return Poll::Pending;
             }
-            self.failed.set();
-            self.failed.end();
-            return Poll::Ready(Some(Err(Box::new(Cut::LeftOpen))));
+            let error: BoxError = Box::new(Cut::LeftOpen);
+            self.failed.cut(&error);
+            return Poll::Ready(Some(Err(error)));
         }
         match ready!(polled) {
-            Some(frame) => Poll::Ready(Some(frame.map_err(Into::into))),
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+            Some(Err(error)) => {
+                let error = error.into();
+                self.failed.cut(&error);
+                Poll::Ready(Some(Err(error)))
+            }
             None if self.failed.is_set() => {
                 self.failed.end();
                 Poll::Ready(Some(Err(Box::new(Cut::Failed))))

@@ -193,10 +193,9 @@ pub(crate) enum Failure {
     Host(String),
     /// The guest returned without producing a response.
     NoResponse,
-    /// The guest returned while it still held its response body open (it
-    /// kept the body's writer and never ended it): what the client got is
-    /// cut short.
-    UnfinishedBody,
+    /// The response body was cut short after its head went out: the
+    /// guest left it open, or it ended in an error.
+    BodyCut(String),
     /// The request body was larger than allowed.
     BodyTooLarge,
     /// The guest ran longer than its CPU-time budget.
@@ -282,7 +281,7 @@ impl Failure {
             Failure::Exit(code) => format!("guest exited with code {code}"),
             Failure::Host(message) => message.clone(),
             Failure::NoResponse => "guest returned without setting a response".into(),
-            Failure::UnfinishedBody => "guest returned without finishing its response body".into(),
+            Failure::BodyCut(why) => format!("response body cut short: {why}"),
             Failure::BodyTooLarge => format!("request body larger than {}", limits.max_body),
             Failure::CpuTime => format!(
                 "CPU time budget of {:?} exceeded",

@@ -40,7 +40,7 @@ use crate::executor::Exchange;
 use crate::guest_output::OutputState;
 use crate::instance::{Failure, Grants};
 use crate::outbound::SelfOrigin;
-use crate::wasi_http::{HttpHost, HttpLinkers, check_head, guest_request};
+use crate::wasi_http::{HttpHost, HttpLinkers, body_verdict, check_head, guest_request};
 
 /// A component served by warm instances.
 pub(crate) struct WarmExecutor {
@@ -144,7 +144,7 @@ impl WarmExecutor {
         // The body streams from the instance; the request is over when it
         // has ended, and within its deadline.
         match tokio::time::timeout_at(ctx.deadline.into(), state.failed.ended()).await {
-            Ok(()) => Ok(()),
+            Ok(()) => body_verdict(&state),
             Err(_elapsed) => {
                 state.failed.set();
                 Err(Failure::Deadline)

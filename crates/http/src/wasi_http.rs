@@ -179,29 +179,36 @@ pub(crate) fn conclude(
     result
 }
 
-/// Holds a fresh instance whose guest returned until its response body has
-/// taken what the guest wrote, and tells whether the guest had ended it. A
-/// guest may return while it still holds the body open (it kept the
-/// body's writer, or never wrote its trailers): dropping the store would
-/// then end the body as if it were whole. Told that the guest returned,
-/// the body fails as soon as it waits for more. Most bodies have ended by
-/// now; a slow client holds the instance no longer than the deadline.
+/// Holds a fresh WASI 0.2 instance whose guest returned until its response
+/// body has been read to its end, and tells how it ended. A 0.2 guest
+/// writes and finishes its body in its own calls, so what it wrote is
+/// queued by now; but it may have returned with the body still open (its
+/// `outgoing-body` kept, never finished), and dropping the store would then
+/// end the body as if it were whole. Told the guest returned, the body
+/// fails the first time it waits for more. Most bodies have ended by now
+/// (one atomic load); a client still reading at the deadline is not waited
+/// for, since what the guest wrote outlives the store.
 pub(crate) async fn settle_body(
     result: Result<(), Failure>,
     ctx: &RequestCtx,
     state: &ReplyState,
 ) -> Result<(), Failure> {
-    if result.is_err() || state.sent().is_none() || state.failed.is_over() {
+    if result.is_err() || state.sent().is_none() {
         return result;
     }
-    state.failed.guest_returned();
-    match tokio::time::timeout_at(ctx.deadline.into(), state.failed.ended()).await {
-        Ok(()) if state.failed.is_set() => Err(Failure::UnfinishedBody),
-        Ok(()) => Ok(()),
-        Err(_elapsed) => {
-            state.failed.set();
-            Err(Failure::Deadline)
-        }
+    if !state.failed.is_over() {
+        state.failed.guest_returned();
+        let _ = tokio::time::timeout_at(ctx.deadline.into(), state.failed.ended()).await;
+    }
+    body_verdict(state)
+}
+
+/// How a response body that has ended went: cut short (left open by its
+/// guest, or ended by an error) fails the request, for the log.
+pub(crate) fn body_verdict(state: &ReplyState) -> Result<(), Failure> {
+    match state.failed.cut_short() {
+        Some(why) => Err(Failure::BodyCut(why.to_owned())),
+        None => Ok(()),
     }
 }
 

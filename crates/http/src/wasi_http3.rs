@@ -5,9 +5,11 @@
 //! writing the body (a `stream<u8>`) afterwards, in the same task or in
 //! tasks it spawned. So the instance's event loop (`run_concurrent`) keeps
 //! running after the head went out, feeding the body to the client as the
-//! guest writes it, until the guest has no task left; the request's
-//! deadline bounds all of it. The request body reaches the guest the same
-//! way, as the client sends it, never buffered whole.
+//! guest writes it, until the guest has no task left and the body has
+//! ended (a body the host feeds, such as an upstream's response handed
+//! on, flows through the same loop); the request's deadline bounds all of
+//! it. The request body reaches the guest the same way, as the client
+//! sends it, never buffered whole.
 
 use std::future::poll_fn;
 
@@ -21,8 +23,8 @@ use wasmtime_wasi_http::{FieldMap, p3};
 use crate::executor::Exchange;
 use crate::instance::{Failure, Grants, limit_store};
 use crate::wasi_http::{
-    HttpHost, HttpLinkers, answer, conclude, error_code_message, exports, guest_request,
-    settle_body,
+    HttpHost, HttpLinkers, answer, body_verdict, conclude, error_code_message, exports,
+    guest_request,
 };
 
 /// A WASI 0.3 component ready to instantiate per request.
@@ -91,19 +93,24 @@ impl WasiHttp3Executor {
                     // The body is written by the guest after its head, by
                     // this task or tasks it spawned: run them to the end.
                     poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
+                    // The body may outlive them: one the host feeds (an
+                    // upstream's response, the client's own body, a file)
+                    // flows through this event loop, so the instance lives
+                    // until the body has ended. One the guest left open
+                    // never ends: the deadline ends it, and a store going
+                    // away cannot pass it off as whole.
+                    if state.sent().is_some() {
+                        state.failed.ended().await;
+                    }
                     wasmtime::error::Ok(())
                 })
                 .await?
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
-        let result = conclude(run, &store.data().limiter, grants, &ctx, &state);
-        // The connection's task writes the response before this one frees
-        // the instance (microseconds of unmapping) and logs the request: a
-        // client waits for neither.
-        tokio::task::yield_now().await;
-        let result = settle_body(result, &ctx, &state).await;
-        // Dropping the store ends the response body; `conclude` and
-        // `settle_body` told the body whether that end is a clean one.
+        let result = conclude(run, &store.data().limiter, grants, &ctx, &state)
+            .and_then(|()| body_verdict(&state));
+        // The response is out: its body has ended (or failed, `conclude`
+        // told it so) before the instance is freed.
         drop(store);
         result
     }

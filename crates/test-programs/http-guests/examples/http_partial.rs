@@ -3,7 +3,8 @@
 //! read the head and the chunk first), and `/partial/spin` loops forever.
 //! `/partial/head` sets the head and panics before writing any of the body.
 //! `/partial/leak` returns without ending the body: it keeps the body and
-//! its stream (never dropped, never finished).
+//! its stream (never dropped, never finished). `/partial/abort` drops the
+//! body without finishing it, which aborts it.
 //! Any other path ends the body normally, after the one chunk.
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -26,6 +27,7 @@ impl Guest for Partial {
                 panic!("guest panicked after sending part of the body")
             }
             "/partial/leak" => std::mem::forget((body, stream)),
+            "/partial/abort" => drop((stream, body)),
             "/partial/spin" => {
                 let mut x: u64 = 0;
                 loop {

@@ -3,7 +3,9 @@
 //! as the response's. The response (200) carries the request's method and
 //! path with query as `x-echo-method` and `x-echo-path`, and the request's
 //! `trailer` header (which trailers will follow; HTTP/1.1 servers send
-//! only those declared).
+//! only those declared). With `?direct=1` it hands the request's body and
+//! trailers on as the response's without reading them: the host feeds
+//! the response from the client's upload after the guest has returned.
 use wasip3::exports::http::handler::Guest;
 use wasip3::http::types::{ErrorCode, Request, Response};
 use wasip3::wit_future;
@@ -27,6 +29,10 @@ impl Guest for Echo {
         }
         let headers = tern_p3_guests::fields(&pairs);
         let (mut body_in, trailers_in) = tern_p3_guests::consume_body(request);
+        if tern_p3_guests::query_param(&path, "direct") == Some("1") {
+            let (response, _transmitted) = Response::new(headers, Some(body_in), trailers_in);
+            return Ok(response);
+        }
 
         let (mut body_out, body_rx) = wasip3::wit_stream::new();
         let (trailers_out, trailers_rx) = wit_future::new(|| Ok(None));

@@ -1,7 +1,7 @@
 //! `tern serve` under broken and hostile guests and clients: each gets a
 //! clear status, nothing leaks, and everyone else is still served.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::time::Instant;
 
 use test_programs::*;
@@ -232,18 +232,10 @@ pub fn http_partial() {
     // The guest traps once the request body ends, which the client holds
     // back until it has the head and the first chunk: then the connection
     // ends without the last chunk.
-    let stream = serve.connect();
-    (&stream)
-        .write_all(
-            b"POST /partial/trap HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-              Transfer-Encoding: chunked\r\n\r\n",
-        )
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed: {head:?}");
-    }
+    let (stream, mut reader, head) = serve.head_of(
+        b"POST /partial/trap HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+    );
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert!(
         head.to_ascii_lowercase()

@@ -240,6 +240,21 @@ impl Serve {
         read_response(&mut BufReader::new(stream))
     }
 
+    /// Opens a connection, sends `request` (which may leave its body
+    /// unfinished) and reads the response head. Returns the connection,
+    /// to send the rest on, a reader at the start of the response body,
+    /// and the head.
+    pub fn head_of(&self, request: &[u8]) -> (TcpStream, BufReader<TcpStream>, String) {
+        let stream = self.connect();
+        (&stream).write_all(request).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed: {head:?}");
+        }
+        (stream, reader, head)
+    }
+
     /// A connection with generous timeouts, so a hang fails the test.
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).unwrap();

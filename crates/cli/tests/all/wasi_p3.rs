@@ -396,18 +396,10 @@ pub fn http3_echo() {
     // response's and the host feeds it after the guest has returned, as the
     // client sends it: the first chunk comes back before the second is
     // sent, and the body ends cleanly when the upload does.
-    let stream = serve.connect();
-    (&stream)
-        .write_all(
-            b"POST /echo?direct=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-        )
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed: {head:?}");
-    }
+    let (stream, mut reader, head) = serve.head_of(
+        b"POST /echo?direct=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    );
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     let mut first = [0; 10];
     reader.read_exact(&mut first).unwrap();

@@ -93,24 +93,30 @@ impl WasiHttp3Executor {
                     // The body is written by the guest after its head, by
                     // this task or tasks it spawned: run them to the end.
                     poll_fn(|cx| guest.poll_no_interesting_tasks(cx)).await;
-                    // The body may outlive them: one the host feeds (an
-                    // upstream's response, the client's own body, a file)
-                    // flows through this event loop, so the instance lives
-                    // until the body has ended. One the guest left open
-                    // never ends: the deadline ends it, and a store going
-                    // away cannot pass it off as whole.
-                    if state.sent().is_some() {
-                        state.failed.ended().await;
-                    }
                     wasmtime::error::Ok(())
                 })
-                .await?
+                .await??;
+            // The connection's task writes the response first: most bodies
+            // end with it, and the instance is freed at once.
+            tokio::task::yield_now().await;
+            // The body may outlive the guest's tasks: one the host feeds (an
+            // upstream's response, the client's own body, a file) flows
+            // through the instance's event loop, which runs on until the
+            // body has ended. One the guest left open never ends: the
+            // deadline ends it, and no store going away passes it off as
+            // whole.
+            if state.sent().is_some() && !state.failed.is_over() {
+                store
+                    .run_concurrent(async |_| state.failed.ended().await)
+                    .await?;
+            }
+            wasmtime::error::Ok(())
         };
         let run = tokio::time::timeout_at(ctx.deadline.into(), run).await;
         let result = conclude(run, &store.data().limiter, grants, &ctx, &state)
             .and_then(|()| body_verdict(&state));
-        // The response is out: its body has ended (or failed, `conclude`
-        // told it so) before the instance is freed.
+        // The response is out (or failed: `conclude` told its body so)
+        // before the instance is freed and the request logged.
         drop(store);
         result
     }
